@@ -40,7 +40,11 @@ class [[nodiscard]] Result {
   bool ok() const { return std::holds_alternative<T>(value_); }
   explicit operator bool() const { return ok(); }
   Status status() const { return ok() ? Status::Ok() : std::get<Status>(value_); }
-  const std::string& message() const { return std::get<Status>(value_).message(); }
+  // The error message; empty when ok().
+  const std::string& message() const {
+    static const std::string kEmpty;
+    return ok() ? kEmpty : std::get<Status>(value_).message();
+  }
 
   T& value() & { return std::get<T>(value_); }
   const T& value() const& { return std::get<T>(value_); }

@@ -1,0 +1,315 @@
+// Port creation over DPDK vdevs and ring PMD ports; burst receive/send; counters.
+#include "dataplane/port.h"
+
+#include <fmt/format.h>
+#include <rte_bus_vdev.h>
+#include <rte_errno.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include <cctype>
+#include <set>
+#include <vector>
+
+#include "dataplane/mempool.h"
+
+namespace qosvisor::dataplane {
+namespace {
+
+struct DriverArgs {
+  std::set<std::string> allowed;
+  std::set<std::string> required;
+};
+
+DriverArgs ArgsOf(Driver driver) {
+  switch (driver) {
+    case Driver::kRing:
+      return {{}, {}};
+    case Driver::kNull:
+      return {{"size"}, {}};
+    case Driver::kTap:
+      return {{"iface"}, {}};
+    case Driver::kAfPacket:
+      return {{"iface", "qpairs"}, {"iface"}};
+    case Driver::kAfXdp:
+      return {{"iface", "queue"}, {"iface"}};
+    case Driver::kMemif:
+      return {{"socket", "role", "id"}, {"socket"}};
+    case Driver::kVhostUser:
+      return {{"path", "mode", "queues"}, {"path"}};
+    case Driver::kPcap:
+      return {{"rx_pcap", "tx_pcap", "loop"}, {}};
+    case Driver::kVm:
+      return {{}, {}};
+  }
+  return {};
+}
+
+// DPDK matches a vdev to its driver by name prefix; the rest must be unique and simple.
+std::string VdevName(const char* prefix, const std::string& port) {
+  std::string name = prefix;
+  name += '_';
+  for (char c : port) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return name;
+}
+
+std::string KvArgs(const std::vector<std::pair<std::string, std::string>>& kv) {
+  std::string out;
+  for (const auto& [k, v] : kv) out += (out.empty() ? "" : ",") + k + "=" + v;
+  return out;
+}
+
+Status StartEthdev(uint16_t port_id, const PortOptions& options, Mempool& pool) {
+  rte_eth_conf conf{};
+  int rc = rte_eth_dev_configure(port_id, 1, 1, &conf);
+  const int socket = rte_eth_dev_socket_id(port_id);
+  const unsigned sock = socket < 0 ? rte_socket_id() : static_cast<unsigned>(socket);
+  uint16_t rx_desc = options.ring_size, tx_desc = options.ring_size;
+  if (rc == 0) rc = rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &rx_desc, &tx_desc);
+  if (rc == 0) rc = rte_eth_rx_queue_setup(port_id, 0, rx_desc, sock, nullptr, pool.get());
+  if (rc == 0) rc = rte_eth_tx_queue_setup(port_id, 0, tx_desc, sock, nullptr);
+  if (rc == 0 && options.mac) {
+    rte_ether_addr addr;
+    std::copy(options.mac->begin(), options.mac->end(), addr.addr_bytes);
+    rc = rte_eth_dev_default_mac_addr_set(port_id, &addr);
+    if (rc == -ENOTSUP) rc = 0;  // some vdevs (pcap) have no MAC of their own
+  }
+  if (rc == 0) rc = rte_eth_dev_start(port_id);
+  if (rc != 0) {
+    return Status::Error(fmt::format("port '{}': cannot start its {} device: {}", options.name,
+                                     DriverName(options.driver), rte_strerror(-rc)));
+  }
+  rte_eth_promiscuous_enable(port_id);  // a switch port sees every frame
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Port>> CreateRingPort(const PortOptions& options, Mempool& pool) {
+  const std::string base = VdevName("qv", options.name);
+  rte_ring* rx = rte_ring_create((base + "_rx").c_str(), options.ring_size, rte_socket_id(),
+                                 RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* tx = rte_ring_create((base + "_tx").c_str(), options.ring_size, rte_socket_id(),
+                                 RING_F_SP_ENQ | RING_F_SC_DEQ);
+  if (rx == nullptr || tx == nullptr) {
+    rte_ring_free(rx);
+    rte_ring_free(tx);
+    return Status::Error(fmt::format("port '{}': cannot create its rings: {}", options.name,
+                                     rte_strerror(rte_errno)));
+  }
+  const int id = rte_eth_from_rings(VdevName("net_ring", options.name).c_str(), &rx, 1, &tx, 1,
+                                    rte_socket_id());
+  if (id < 0) {
+    rte_ring_free(rx);
+    rte_ring_free(tx);
+    return Status::Error(fmt::format("port '{}': cannot create a ring port: {}", options.name,
+                                     rte_strerror(rte_errno)));
+  }
+  auto port = std::unique_ptr<EthPort>(
+      new EthPort(options, static_cast<uint16_t>(id), std::string(), rx, tx));
+  if (Status s = StartEthdev(port->port_id(), options, pool); !s.ok()) return s;
+  return std::unique_ptr<Port>(std::move(port));
+}
+
+}  // namespace
+
+const char* DriverName(Driver driver) {
+  switch (driver) {
+    case Driver::kRing:
+      return "ring";
+    case Driver::kNull:
+      return "null";
+    case Driver::kTap:
+      return "tap";
+    case Driver::kAfPacket:
+      return "af_packet";
+    case Driver::kAfXdp:
+      return "af_xdp";
+    case Driver::kMemif:
+      return "memif";
+    case Driver::kVhostUser:
+      return "vhost-user";
+    case Driver::kPcap:
+      return "pcap";
+    case Driver::kVm:
+      return "vm";
+  }
+  return "?";
+}
+
+Result<std::pair<std::string, std::string>> VdevSpec(const PortOptions& o) {
+  const DriverArgs known = ArgsOf(o.driver);
+  for (const auto& [key, value] : o.args) {
+    if (!known.allowed.contains(key)) {
+      return Status::Error(fmt::format("port '{}': driver {} has no argument '{}'", o.name,
+                                       DriverName(o.driver), key));
+    }
+  }
+  for (const std::string& key : known.required) {
+    if (!o.args.contains(key)) {
+      return Status::Error(fmt::format("port '{}': driver {} needs the argument '{}'", o.name,
+                                       DriverName(o.driver), key));
+    }
+  }
+  auto arg = [&](const std::string& k, const std::string& fallback = "") {
+    auto it = o.args.find(k);
+    return it == o.args.end() ? fallback : it->second;
+  };
+  std::vector<std::pair<std::string, std::string>> kv;
+  const char* prefix = nullptr;
+  switch (o.driver) {
+    case Driver::kNull:
+      prefix = "net_null";
+      if (o.args.contains("size")) kv.emplace_back("size", arg("size"));
+      kv.emplace_back("copy", "0");
+      break;
+    case Driver::kTap:
+      prefix = "net_tap";
+      kv.emplace_back("iface", arg("iface", VdevName("qv", o.name).substr(0, 15)));
+      break;
+    case Driver::kAfPacket:
+      prefix = "net_af_packet";
+      kv.emplace_back("iface", arg("iface"));
+      if (o.args.contains("qpairs")) kv.emplace_back("qpairs", arg("qpairs"));
+      break;
+    case Driver::kAfXdp:
+      prefix = "net_af_xdp";
+      kv.emplace_back("iface", arg("iface"));
+      kv.emplace_back("start_queue", arg("queue", "0"));
+      break;
+    case Driver::kMemif:
+      prefix = "net_memif";
+      kv.emplace_back("socket", arg("socket"));
+      kv.emplace_back("socket-abstract", "no");
+      kv.emplace_back("role", arg("role", "client"));
+      if (o.args.contains("id")) kv.emplace_back("id", arg("id"));
+      break;
+    case Driver::kVhostUser:
+      prefix = "net_vhost";
+      kv.emplace_back("iface", arg("path"));
+      kv.emplace_back("client", arg("mode", "server") == "client" ? "1" : "0");
+      kv.emplace_back("queues", arg("queues", "1"));
+      break;
+    case Driver::kPcap:
+      prefix = "net_pcap";
+      if (!o.args.contains("rx_pcap") && !o.args.contains("tx_pcap")) {
+        return Status::Error(
+            fmt::format("port '{}': driver pcap needs rx_pcap or tx_pcap", o.name));
+      }
+      if (o.args.contains("rx_pcap")) kv.emplace_back("rx_pcap", arg("rx_pcap"));
+      if (o.args.contains("tx_pcap")) kv.emplace_back("tx_pcap", arg("tx_pcap"));
+      if (arg("loop") == "true") kv.emplace_back("infinite_rx", "1");
+      break;
+    case Driver::kRing:
+    case Driver::kVm:
+      return Status::Error(
+          fmt::format("port '{}': driver {} is not a DPDK vdev", o.name, DriverName(o.driver)));
+  }
+  return std::make_pair(VdevName(prefix, o.name), KvArgs(kv));
+}
+
+Result<std::unique_ptr<Port>> CreatePort(const PortOptions& options, Mempool& pool) {
+  if (options.driver == Driver::kVm) {
+    return std::unique_ptr<Port>(std::make_unique<VmPort>(options.name, pool.get()));
+  }
+  if (options.driver == Driver::kRing) return CreateRingPort(options, pool);
+  auto spec = VdevSpec(options);
+  if (!spec.ok()) return spec.status();
+  const auto& [vdev, args] = *spec;
+  if (int rc = rte_vdev_init(vdev.c_str(), args.c_str()); rc != 0) {
+    return Status::Error(fmt::format(
+        "port '{}': the {} driver refused '{}' ({}); check the "
+        "driver arguments and that the interface/socket exists",
+        options.name, DriverName(options.driver), args, rte_strerror(rc < 0 ? -rc : rc)));
+  }
+  uint16_t port_id;
+  if (rte_eth_dev_get_port_by_name(vdev.c_str(), &port_id) != 0) {
+    rte_vdev_uninit(vdev.c_str());
+    return Status::Error(fmt::format("port '{}': device {} did not appear", options.name, vdev));
+  }
+  auto port = std::unique_ptr<EthPort>(new EthPort(options, port_id, vdev, nullptr, nullptr));
+  if (Status s = StartEthdev(port_id, options, pool); !s.ok()) return s;
+  return std::unique_ptr<Port>(std::move(port));
+}
+
+EthPort::~EthPort() {
+  rte_eth_dev_stop(port_id_);
+  rte_eth_dev_close(port_id_);
+  if (!vdev_.empty()) rte_vdev_uninit(vdev_.c_str());
+  // Packets still in a ring port's rings belong to nobody else: return them to their pool.
+  for (rte_ring* ring : {rx_ring_, tx_ring_}) {
+    if (ring == nullptr) continue;
+    void* m;
+    while (rte_ring_dequeue(ring, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    rte_ring_free(ring);
+  }
+}
+
+uint16_t EthPort::Recv(PacketBatch& batch) {
+  const uint16_t n = rte_eth_rx_burst(port_id_, 0, batch.pkts + batch.count,
+                                      static_cast<uint16_t>(kMaxBurst - batch.count));
+  for (uint16_t i = 0; i < n; ++i) sw_.rx_bytes += rte_pktmbuf_pkt_len(batch.pkts[batch.count + i]);
+  sw_.rx_packets += n;
+  batch.count = static_cast<uint16_t>(batch.count + n);
+  return n;
+}
+
+uint16_t EthPort::Send(PacketBatch& batch) {
+  uint64_t bytes = 0;
+  for (uint16_t i = 0; i < batch.count; ++i) bytes += rte_pktmbuf_pkt_len(batch.pkts[i]);
+  const uint16_t n = rte_eth_tx_burst(port_id_, 0, batch.pkts, batch.count);
+  // Unsent packets are still ours to read: subtract them rather than reading freed mbufs.
+  for (uint16_t i = n; i < batch.count; ++i) bytes -= rte_pktmbuf_pkt_len(batch.pkts[i]);
+  sw_.tx_bytes += bytes;
+  sw_.tx_packets += n;
+  batch.Consume(n);
+  return n;
+}
+
+PortCounters EthPort::Counters() const {
+  rte_eth_stats stats{};
+  rte_eth_stats_get(port_id_, &stats);
+  PortCounters c = sw_;
+  c.rx_missed = stats.imissed;
+  c.rx_errors = stats.ierrors;
+  c.tx_errors = stats.oerrors;
+  return c;
+}
+
+bool EthPort::LinkUp() const {
+  rte_eth_link link{};
+  return rte_eth_link_get_nowait(port_id_, &link) == 0 && link.link_status == RTE_ETH_LINK_UP;
+}
+
+uint16_t VmPort::Recv(PacketBatch& batch) {
+  VmNetBackend* backend = backend_.load(std::memory_order_acquire);
+  if (backend == nullptr || !backend->Ready()) return 0;
+  const uint16_t n = backend->FromGuest(batch.pkts + batch.count,
+                                        static_cast<uint16_t>(kMaxBurst - batch.count), pool_);
+  for (uint16_t i = 0; i < n; ++i)
+    counters_.rx_bytes += rte_pktmbuf_pkt_len(batch.pkts[batch.count + i]);
+  counters_.rx_packets += n;
+  batch.count = static_cast<uint16_t>(batch.count + n);
+  return n;
+}
+
+uint16_t VmPort::Send(PacketBatch& batch) {
+  VmNetBackend* backend = backend_.load(std::memory_order_acquire);
+  if (backend == nullptr || !backend->Ready()) return 0;
+  const uint16_t n = backend->ToGuest(batch.pkts, batch.count);
+  for (uint16_t i = 0; i < n; ++i) {
+    counters_.tx_bytes += rte_pktmbuf_pkt_len(batch.pkts[i]);
+    rte_pktmbuf_free(batch.pkts[i]);  // the guest has its own copy
+  }
+  counters_.tx_packets += n;
+  batch.Consume(n);
+  return n;
+}
+
+bool VmPort::LinkUp() const {
+  VmNetBackend* backend = backend_.load(std::memory_order_acquire);
+  return backend != nullptr && backend->Ready();
+}
+
+}  // namespace qosvisor::dataplane

@@ -1,0 +1,161 @@
+// EAL arguments from options, port creation, burst I/O through ring ports, and counters.
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include "dataplane/eal.h"
+#include "dataplane/mempool.h"
+#include "dataplane/port.h"
+
+namespace qosvisor::dataplane {
+namespace {
+
+// One EAL per test process: rte_eal_init cannot run twice.
+Eal& TestEal() {
+  static std::unique_ptr<Eal> eal = [] {
+    EalOptions o;
+    o.memory_bytes = 128ull << 20;
+    o.hugepages = Hugepages::kOff;
+    o.file_prefix = "qv_dataplane_test_" + std::to_string(getpid());
+    o.log_level = "error";
+    auto started = Eal::Start(o);
+    INFO(started.message());
+    REQUIRE(started.ok());
+    return std::move(started).value();
+  }();
+  return *eal;
+}
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+TEST_CASE("EAL arguments: no hugepages by default on a box without them", "[dataplane]") {
+  EalOptions o;
+  o.memory_bytes = 1ull << 30;
+  auto args = BuildEalArgs(o, HostFacts{2, 0});
+  REQUIRE(args.ok());
+  CHECK(Contains(*args, "--no-huge"));
+  CHECK(Contains(*args, "-m1024"));
+  CHECK(Contains(*args, "--no-pci"));
+  CHECK(Contains(*args, "--file-prefix=qosvisor"));
+  CHECK(Contains(*args, "--lcores=0@0,1@1"));
+}
+
+TEST_CASE("EAL arguments: hugepages when auto finds enough, error when forced without",
+          "[dataplane]") {
+  EalOptions o;
+  o.memory_bytes = 512ull << 20;
+  auto with = BuildEalArgs(o, HostFacts{2, 1ull << 30});
+  REQUIRE(with.ok());
+  CHECK_FALSE(Contains(*with, "--no-huge"));
+  CHECK(Contains(*with, "--socket-mem=512"));
+  o.hugepages = Hugepages::kOn;
+  auto forced = BuildEalArgs(o, HostFacts{2, 0});
+  REQUIRE_FALSE(forced.ok());
+  CHECK_THAT(forced.message(), Catch::Contains("only 0 MiB of hugepages are free"));
+  o.hugepages = Hugepages::kOff;
+  o.dataplane_lcores = 3;
+  auto shared = BuildEalArgs(o, HostFacts{2, 1ull << 30});
+  CHECK(Contains(*shared, "--lcores=0@0,1@1,2@0,3@1"));
+  CHECK(Contains(*shared, "--no-huge"));
+}
+
+TEST_CASE("vdev specs map our driver arguments and reject unknown ones", "[dataplane]") {
+  PortOptions o;
+  o.name = "vhost0";
+  o.driver = Driver::kVhostUser;
+  o.args = {{"path", "/tmp/v.sock"}, {"mode", "client"}};
+  auto spec = VdevSpec(o);
+  REQUIRE(spec.ok());
+  CHECK(spec->first == "net_vhost_vhost0");
+  CHECK(spec->second == "iface=/tmp/v.sock,client=1,queues=1");
+
+  o.driver = Driver::kAfPacket;
+  o.args = {};
+  CHECK(VdevSpec(o).message() == "port 'vhost0': driver af_packet needs the argument 'iface'");
+  o.args = {{"iface", "eth0"}, {"speed", "10G"}};
+  CHECK(VdevSpec(o).message() == "port 'vhost0': driver af_packet has no argument 'speed'");
+
+  o.driver = Driver::kMemif;
+  o.args = {{"socket", "/run/m.sock"}, {"role", "server"}};
+  CHECK(VdevSpec(o)->second == "socket=/run/m.sock,socket-abstract=no,role=server");
+  o.driver = Driver::kPcap;
+  o.args = {};
+  CHECK_THAT(VdevSpec(o).message(), Catch::Contains("needs rx_pcap or tx_pcap"));
+}
+
+TEST_CASE("ring port: injected packets are received, sent packets are drained", "[dataplane]") {
+  TestEal();
+  auto pool = Mempool::Create("ring_test_pool", 1023);
+  REQUIRE(pool.ok());
+  PortOptions o;
+  o.name = "r0";
+  o.driver = Driver::kRing;
+  auto created = CreatePort(o, **pool);
+  REQUIRE(created.ok());
+  auto* port = dynamic_cast<EthPort*>(created->get());
+  REQUIRE(port != nullptr);
+  CHECK(port->LinkUp());
+
+  rte_mbuf* in[8];
+  REQUIRE(rte_pktmbuf_alloc_bulk((*pool)->get(), in, 8) == 0);
+  for (rte_mbuf* m : in) rte_pktmbuf_append(m, 60);
+  REQUIRE(rte_ring_enqueue_burst(port->inject_ring(), reinterpret_cast<void**>(in), 8, nullptr) ==
+          8);
+  PacketBatch batch;
+  CHECK(port->Recv(batch) == 8);
+  CHECK(batch.count == 8);
+  CHECK(port->Send(batch) == 8);
+  CHECK(batch.count == 0);
+  void* out[16];
+  CHECK(rte_ring_dequeue_burst(port->drain_ring(), out, 16, nullptr) == 8);
+  for (int i = 0; i < 8; ++i) rte_pktmbuf_free(static_cast<rte_mbuf*>(out[i]));
+  const PortCounters c = port->Counters();
+  CHECK(c.rx_packets == 8);
+  CHECK(c.tx_packets == 8);
+  CHECK(c.rx_bytes == 8 * 60);
+  created->reset();
+  CHECK((*pool)->available() == (*pool)->capacity());
+}
+
+TEST_CASE("null port sends everything; a vm port without a VM is down and idle", "[dataplane]") {
+  TestEal();
+  auto pool = Mempool::Create("null_test_pool", 1023);
+  REQUIRE(pool.ok());
+  PortOptions o;
+  o.name = "sink";
+  o.driver = Driver::kNull;
+  auto sink = CreatePort(o, **pool);
+  REQUIRE(sink.ok());
+  PacketBatch batch;
+  REQUIRE(rte_pktmbuf_alloc_bulk((*pool)->get(), batch.pkts, 4) == 0);
+  batch.count = 4;
+  CHECK((*sink)->Send(batch) == 4);
+
+  o.name = "vm1.eth0";
+  o.driver = Driver::kVm;
+  auto vm = CreatePort(o, **pool);
+  REQUIRE(vm.ok());
+  CHECK_FALSE((*vm)->LinkUp());
+  CHECK((*vm)->Recv(batch) == 0);
+}
+
+TEST_CASE("a port with bad driver arguments fails with the driver's complaint", "[dataplane]") {
+  TestEal();
+  auto pool = Mempool::Create("bad_test_pool", 1023);
+  REQUIRE(pool.ok());
+  PortOptions o;
+  o.name = "nosuch";
+  o.driver = Driver::kAfPacket;
+  o.args = {{"iface", "qvnoif0"}};
+  auto port = CreatePort(o, **pool);
+  REQUIRE_FALSE(port.ok());
+  CHECK_THAT(port.message(), Catch::Contains("port 'nosuch': the af_packet driver refused"));
+}
+
+}  // namespace qosvisor::dataplane
