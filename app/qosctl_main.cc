@@ -1,0 +1,55 @@
+// qosctl: the control CLI. Talks JSON lines to a running qosvisor over its Unix socket.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "control/control_server.h"
+
+namespace {
+
+using nlohmann::json;
+
+std::string DefaultSocket() {
+  const char* env = std::getenv("QOSVISOR_SOCKET");
+  return env != nullptr ? env : "/run/qosvisor/qosvisor.sock";
+}
+
+void PrintPorts(const json& ports) {
+  std::printf("%-16s %-10s %-5s %12s %14s %12s %14s %10s\n", "port", "driver", "link", "rx_pkts",
+              "rx_bytes", "tx_pkts", "tx_bytes", "rx_missed");
+  for (const json& p : ports) {
+    std::printf("%-16s %-10s %-5s %12llu %14llu %12llu %14llu %10llu\n",
+                p.value("name", "").c_str(), p.value("driver", "").c_str(),
+                p.value("link", "").c_str(), p.value("rx_packets", 0ull), p.value("rx_bytes", 0ull),
+                p.value("tx_packets", 0ull), p.value("tx_bytes", 0ull), p.value("rx_missed", 0ull));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qosctl: control a running qosvisor"};
+  std::string socket = DefaultSocket();
+  bool as_json = false;
+  app.add_option("-s,--socket", socket, "Control socket (default: $QOSVISOR_SOCKET or /run/qosvisor/qosvisor.sock)");
+  app.add_flag("--json", as_json, "Print the raw JSON reply");
+  app.require_subcommand(1);
+  auto* status = app.add_subcommand("status", "Uptime, EAL, mempool");
+  auto* ports = app.add_subcommand("ports", "Per-port counters and link state");
+  auto* stop = app.add_subcommand("stop", "Stop the appliance");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string command = *status ? "status" : *ports ? "ports" : *stop ? "stop" : "";
+  auto reply = qosvisor::control::Request(socket, command);
+  if (!reply.ok()) {
+    std::fprintf(stderr, "qosctl: %s\n", reply.message().c_str());
+    return 1;
+  }
+  if (as_json || command != "ports") {
+    std::printf("%s\n", reply->dump(2).c_str());
+  } else {
+    PrintPorts(*reply);
+  }
+  return 0;
+}

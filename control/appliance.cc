@@ -1,0 +1,162 @@
+// Builds and runs the appliance from a Config; answers status/ports/stop on the control socket.
+#include "control/appliance.h"
+
+#include <fmt/format.h>
+#include <time.h>
+
+#include "common/units.h"
+#include "control/control_server.h"
+
+namespace qosvisor::control {
+namespace {
+
+using nlohmann::json;
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+dataplane::PortOptions PortOptionsFrom(const config::Port& port) {
+  dataplane::PortOptions o;
+  o.name = port.name;
+  o.driver = ToDataplane(port.driver);
+  o.args = port.args;
+  if (port.mac) o.mac = port.mac->bytes;
+  return o;
+}
+
+}  // namespace
+
+dataplane::Driver ToDataplane(config::Driver d) {
+  switch (d) {
+    case config::Driver::kRing: return dataplane::Driver::kRing;
+    case config::Driver::kNull: return dataplane::Driver::kNull;
+    case config::Driver::kTap: return dataplane::Driver::kTap;
+    case config::Driver::kAfPacket: return dataplane::Driver::kAfPacket;
+    case config::Driver::kAfXdp: return dataplane::Driver::kAfXdp;
+    case config::Driver::kMemif: return dataplane::Driver::kMemif;
+    case config::Driver::kVhostUser: return dataplane::Driver::kVhostUser;
+    case config::Driver::kPcap: return dataplane::Driver::kPcap;
+    case config::Driver::kVm: return dataplane::Driver::kVm;
+  }
+  return dataplane::Driver::kRing;
+}
+
+dataplane::Hugepages ToDataplane(config::Hugepages h) {
+  switch (h) {
+    case config::Hugepages::kAuto: return dataplane::Hugepages::kAuto;
+    case config::Hugepages::kOn: return dataplane::Hugepages::kOn;
+    case config::Hugepages::kOff: return dataplane::Hugepages::kOff;
+  }
+  return dataplane::Hugepages::kAuto;
+}
+
+Result<std::unique_ptr<Appliance>> Appliance::Build(const config::Config& config,
+                                                    const ApplianceOptions& options) {
+  std::unique_ptr<Appliance> appliance(new Appliance());
+  // On failure the half-built appliance is destroyed here, which stops whatever did start.
+  if (Status s = appliance->Start(config, options); !s.ok()) return s;
+  return appliance;
+}
+
+Status Appliance::Start(const config::Config& config, const ApplianceOptions& options) {
+  config_path_ = options.config_path;
+  started_ns_ = NowNs();
+  // The control socket first: a second instance must fail before it touches the data plane.
+  const std::string socket =
+      options.socket_override.empty() ? config.control.socket : options.socket_override;
+  auto server = ControlServer::Listen(socket);
+  if (!server.ok()) return server.status();
+  server_ = std::move(server).value();
+
+  dataplane::EalOptions eal;
+  eal.dataplane_lcores = config.dataplane.lcores;
+  eal.memory_bytes = config.dataplane.memory_bytes;
+  eal.hugepages = ToDataplane(config.dataplane.hugepages);
+  eal.file_prefix = config.dataplane.file_prefix + options.file_prefix_suffix;
+  auto started = dataplane::Eal::Start(eal);
+  if (!started.ok()) return started.status();
+  eal_ = std::move(started).value();
+  startup_log_.push_back(fmt::format("EAL up: {} data-plane lcore(s), {} memory, hugepages {}",
+                                     eal_->WorkerLcores().size(),
+                                     FormatSize(config.dataplane.memory_bytes),
+                                     eal_->hugepages() ? "on" : "off (--no-huge)"));
+
+  auto pool = dataplane::Mempool::Create("qv_pool", config.dataplane.mbufs);
+  if (!pool.ok()) return pool.status();
+  pool_ = std::move(pool).value();
+  startup_log_.push_back(fmt::format("mempool: {} mbufs", pool_->capacity()));
+
+  for (const config::Port& p : config.ports) {
+    auto port = dataplane::CreatePort(PortOptionsFrom(p), *pool_);
+    if (!port.ok()) return port.status();
+    startup_log_.push_back(fmt::format("port {} ({}): link {}", p.name, config::ToString(p.driver),
+                                       (*port)->LinkUp() ? "up" : "down"));
+    ports_.push_back(std::move(port).value());
+  }
+  RegisterCommands();
+  startup_log_.push_back(fmt::format("control socket: {}", server_->path()));
+  return Status::Ok();
+}
+
+Appliance::~Appliance() {
+  ports_.clear();  // ports return their mbufs before the pool goes
+  pool_.reset();
+  server_.reset();
+  eal_.reset();
+}
+
+void Appliance::RegisterCommands() {
+  server_->Register("status", [this](const json&) -> Result<json> { return StatusJson(); });
+  server_->Register("ports", [this](const json&) -> Result<json> { return PortsJson(); });
+  server_->Register("stop", [this](const json&) -> Result<json> {
+    Stop();
+    return json{{"stopping", true}};
+  });
+}
+
+void Appliance::Run(uint64_t duration_ns) {
+  const uint64_t deadline = duration_ns == 0 ? UINT64_MAX : NowNs() + duration_ns;
+  while (!stop_.load(std::memory_order_relaxed) && NowNs() < deadline) server_->ServeOnce(100);
+}
+
+json Appliance::StatusJson() const {
+  return json{{"config", config_path_},
+              {"uptime_s", static_cast<double>(NowNs() - started_ns_) / 1e9},
+              {"eal_args", eal_->args()},
+              {"hugepages", eal_->hugepages()},
+              {"mbufs_total", pool_->capacity()},
+              {"mbufs_free", pool_->available()},
+              {"ports", ports_.size()}};
+}
+
+json Appliance::PortsJson() const {
+  json out = json::array();
+  for (const auto& port : ports_) {
+    const dataplane::PortCounters c = port->Counters();
+    out.push_back({{"name", port->name()},
+                   {"driver", dataplane::DriverName(port->driver())},
+                   {"link", port->LinkUp() ? "up" : "down"},
+                   {"rx_packets", c.rx_packets},
+                   {"rx_bytes", c.rx_bytes},
+                   {"tx_packets", c.tx_packets},
+                   {"tx_bytes", c.tx_bytes},
+                   {"rx_missed", c.rx_missed},
+                   {"rx_errors", c.rx_errors},
+                   {"tx_errors", c.tx_errors}});
+  }
+  return out;
+}
+
+dataplane::Port* Appliance::FindPort(const std::string& name) const {
+  for (const auto& port : ports_) {
+    if (port->name() == name) return port.get();
+  }
+  return nullptr;
+}
+
+const std::string& Appliance::socket_path() const { return server_->path(); }
+
+}  // namespace qosvisor::control

@@ -1,0 +1,63 @@
+// The appliance's object graph built from a validated Config: EAL, mempool, ports, and the
+// control API. Building is all-or-nothing: on any error nothing stays started.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "config/config.h"
+#include "dataplane/eal.h"
+#include "dataplane/mempool.h"
+#include "dataplane/port.h"
+
+namespace qosvisor::control {
+
+class ControlServer;
+
+struct ApplianceOptions {
+  std::string config_path;     // shown by `status`
+  std::string socket_override;  // non-empty: listen here instead of control.socket
+  std::string file_prefix_suffix;  // appended to dataplane.file_prefix (tests run in parallel)
+};
+
+class Appliance {
+ public:
+  static Result<std::unique_ptr<Appliance>> Build(const config::Config& config,
+                                                  const ApplianceOptions& options);
+  ~Appliance();
+
+  // Serves the control socket until Stop() (from a handler or a signal) or until the deadline.
+  void Run(uint64_t duration_ns);
+  void Stop() { stop_.store(true, std::memory_order_relaxed); }
+
+  nlohmann::json StatusJson() const;
+  nlohmann::json PortsJson() const;
+  const std::vector<std::string>& startup_log() const { return startup_log_; }
+  dataplane::Port* FindPort(const std::string& name) const;
+  const std::string& socket_path() const;
+
+ private:
+  Appliance() = default;
+  Status Start(const config::Config& config, const ApplianceOptions& options);
+  void RegisterCommands();
+
+  std::string config_path_;
+  std::unique_ptr<dataplane::Eal> eal_;
+  std::unique_ptr<dataplane::Mempool> pool_;
+  std::vector<std::unique_ptr<dataplane::Port>> ports_;
+  std::unique_ptr<ControlServer> server_;
+  std::vector<std::string> startup_log_;
+  std::atomic<bool> stop_{false};
+  uint64_t started_ns_ = 0;
+};
+
+// Mapping of config enums onto the data plane's (kept here: config/ and dataplane/ are siblings).
+dataplane::Driver ToDataplane(config::Driver driver);
+dataplane::Hugepages ToDataplane(config::Hugepages hugepages);
+
+}  // namespace qosvisor::control
