@@ -22,7 +22,8 @@ add_custom_command(
   COMMENT "Open vSwitch library (cached in ${QOSVISOR_OVS_DIR})"
   USES_TERMINAL)
 
-file(WRITE "${_shim_dir}/exports.txt" "qv_ovs_init\nqv_ovs_flow_check\n")
+file(WRITE "${_shim_dir}/exports.txt"
+  "qv_ovs_init\nqv_ovs_flow_check\nqv_ovs_table_new\nqv_ovs_table_free\nqv_ovs_table_add\nqv_ovs_table_size\nqv_ovs_table_lookup\n")
 add_custom_command(
   OUTPUT "${_shim_lib}"
   COMMAND ${CMAKE_C_COMPILER} -std=gnu11 -O2 -g -fno-strict-aliasing
@@ -40,6 +41,5 @@ add_custom_target(qv_ovs_build DEPENDS "${_shim_lib}")
 add_library(ovs::flow STATIC IMPORTED GLOBAL)
 set_target_properties(ovs::flow PROPERTIES
   IMPORTED_LOCATION "${_shim_lib}"
-  INTERFACE_INCLUDE_DIRECTORIES "${CMAKE_SOURCE_DIR}"
   INTERFACE_LINK_LIBRARIES "atomic;m;Threads::Threads")
 add_dependencies(ovs::flow qv_ovs_build)

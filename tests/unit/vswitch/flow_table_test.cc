@@ -1,0 +1,135 @@
+// Flow rules through the Open vSwitch classifier: priorities, wildcards, actions, errors, and the
+// exact-match cache (hits for one flow, misses for another, invalidated by a new table).
+#include "vswitch/flow_table.h"
+
+#include <catch2/catch.hpp>
+#include <cstring>
+
+#include "frames.h"
+
+namespace qosvisor::vswitch {
+namespace {
+
+using testing::Frame;
+
+const std::vector<std::string> kPorts = {"gen0", "gen1", "uplink0"};
+
+std::shared_ptr<const FlowTable> Table(const std::vector<FlowRule>& rules) {
+  auto table = FlowTable::Build(rules, kPorts);
+  INFO(table.message());
+  REQUIRE(table.ok());
+  return *table;
+}
+
+const FlowActions* Lookup(const FlowTable& t, const Frame& f, uint32_t in_port) {
+  return t.Lookup(f.bytes.data(), static_cast<uint32_t>(f.bytes.size()), in_port);
+}
+
+}  // namespace
+
+TEST_CASE("the default rule is NORMAL and user rules win by priority", "[flow]") {
+  auto empty = Table({});
+  const FlowActions* a = Lookup(*empty, testing::Udp4(1, 5000), 1);
+  REQUIRE(a != nullptr);
+  CHECK(a->cookie == kDefaultRuleCookie);
+  REQUIRE(a->n == 1);
+  CHECK(a->a[0].type == QV_OVS_NORMAL);
+
+  auto t =
+      Table({{"priority=100,udp,tp_dst=5000,actions=set_queue:1,NORMAL", 0},
+             {"priority=200,udp,tp_dst=5000,nw_src=10.0.0.1,actions=set_queue:2,output:uplink0", 1},
+             {"priority=50,tcp,actions=set_queue:3,NORMAL", 2},
+             {"priority=10,in_port=gen1,actions=drop", 3},
+             {"priority=20,icmp,actions=mod_vlan_vid:42,strip_vlan,FLOOD", 4}});
+  CHECK(t->size() == 6);
+
+  a = Lookup(*t, testing::Udp4(1, 5000), 1);  // 10.0.0.1 → the more specific, higher rule
+  REQUIRE(a != nullptr);
+  CHECK(a->cookie == 1);
+  REQUIRE(a->n == 2);
+  CHECK(a->a[0].type == QV_OVS_SET_QUEUE);
+  CHECK(a->a[0].arg == 2);
+  CHECK(a->a[1].type == QV_OVS_OUTPUT);
+  CHECK(a->a[1].arg == 3);
+
+  a = Lookup(*t, testing::Tcp4(1, 80, 0, 0x02), 1);
+  CHECK(a->cookie == 2);
+  CHECK(a->a[0].arg == 3);
+
+  a = Lookup(*t, testing::Udp4(1, 9999), 2);  // from gen1, nothing more specific
+  CHECK(a->cookie == 3);
+  CHECK(a->n == 0);  // drop
+
+  a = Lookup(*t, testing::Udp4(1, 9999), 1);  // wildcard miss → default
+  CHECK(a->cookie == kDefaultRuleCookie);
+}
+
+TEST_CASE("a user rule replaces the default rule with the same match and priority", "[flow]") {
+  auto t = Table({{"priority=0,actions=drop", 7}});
+  CHECK(t->size() == 1);
+  const FlowActions* a = Lookup(*t, testing::Udp4(1, 2), 1);
+  CHECK(a->cookie == 7);
+  CHECK(a->n == 0);
+}
+
+TEST_CASE("bad rules are refused with the reason", "[flow]") {
+  auto syntax = FlowTable::Build({{"priority=10,udp,tp_dts=5,actions=NORMAL", 0}}, kPorts);
+  CHECK_THAT(syntax.message(), Catch::Contains("tp_dts"));
+  auto prereq = FlowTable::Build({{"priority=10,tp_dst=80,actions=NORMAL", 0}}, kPorts);
+  CHECK_THAT(prereq.message(), Catch::Contains("tp_dst=80: field needs its protocol first"));
+  auto unsupported = FlowTable::Build({{"priority=10,actions=controller", 0}}, kPorts);
+  CHECK_THAT(unsupported.message(), Catch::Contains("output to CONTROLLER is not supported"));
+  auto dec_ttl = FlowTable::Build({{"priority=10,ip,actions=dec_ttl,NORMAL", 0}}, kPorts);
+  CHECK_THAT(dec_ttl.message(), Catch::Contains("action 'dec_ttl' is not supported"));
+  auto port = FlowTable::Build({{"priority=10,actions=output:nosuch", 0}}, kPorts);
+  CHECK_THAT(port.message(), Catch::Contains("nosuch"));
+}
+
+TEST_CASE("cache keys ignore per-packet fields and keep matchable ones", "[flow]") {
+  ParsedPacket p1, p2;
+  Frame a = testing::Udp4(1, 5000);
+  Frame b = a;
+  b.bytes[18] = 0x12;  // IP id
+  b.bytes[24] = 0x34;  // IP checksum
+  b.bytes[40] = 0x56;  // UDP checksum
+  REQUIRE(ParsePacket(a.bytes.data(), a.bytes.size(), p1) == ParseStatus::kOk);
+  REQUIRE(ParsePacket(b.bytes.data(), b.bytes.size(), p2) == ParseStatus::kOk);
+  uint8_t ka[FlowCache::kMaxKey], kb[FlowCache::kMaxKey];
+  const uint32_t la = FlowCacheKey(a.bytes.data(), a.bytes.size(), p1, 1, ka);
+  const uint32_t lb = FlowCacheKey(b.bytes.data(), b.bytes.size(), p2, 1, kb);
+  REQUIRE(la == lb);
+  CHECK(std::memcmp(ka, kb, la) == 0);
+
+  Frame c = testing::Udp4(1, 5001);
+  ParsedPacket p3;
+  REQUIRE(ParsePacket(c.bytes.data(), c.bytes.size(), p3) == ParseStatus::kOk);
+  uint8_t kc[FlowCache::kMaxKey];
+  FlowCacheKey(c.bytes.data(), c.bytes.size(), p3, 1, kc);
+  CHECK(std::memcmp(ka, kc, la) != 0);
+  uint8_t kd[FlowCache::kMaxKey];
+  FlowCacheKey(a.bytes.data(), a.bytes.size(), p1, 2, kd);  // another input port
+  CHECK(std::memcmp(ka, kd, la) != 0);
+}
+
+TEST_CASE("the cache hits for one flow and is invalidated by a new table", "[flow]") {
+  auto t1 = Table({{"priority=100,udp,tp_dst=5000,actions=set_queue:1,NORMAL", 0}});
+  FlowCache cache;
+  Frame f = testing::Udp4(1, 5000);
+  ParsedPacket p;
+  REQUIRE(ParsePacket(f.bytes.data(), f.bytes.size(), p) == ParseStatus::kOk);
+  for (int i = 0; i < 10; ++i) {
+    f.bytes[19] = static_cast<uint8_t>(i);  // a new IP id each packet
+    const FlowActions* a = cache.Lookup(*t1, f.bytes.data(), f.bytes.size(), p, 1);
+    REQUIRE(a != nullptr);
+    CHECK(a->a[0].arg == 1);
+  }
+  CHECK(cache.misses() == 1);
+  CHECK(cache.hits() == 9);
+
+  auto t2 = Table({{"priority=100,udp,tp_dst=5000,actions=set_queue:2,NORMAL", 0}});
+  const FlowActions* a = cache.Lookup(*t2, f.bytes.data(), f.bytes.size(), p, 1);
+  CHECK(a->a[0].arg == 2);  // not the stale entry of t1
+  CHECK(cache.misses() == 2);
+}
+
+}  // namespace qosvisor::vswitch
