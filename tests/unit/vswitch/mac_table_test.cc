@@ -1,0 +1,46 @@
+// MAC learning: per-VLAN entries, aging, group addresses, moves, and a flood of new addresses.
+#include "vswitch/mac_table.h"
+
+#include <catch2/catch.hpp>
+
+namespace qosvisor::vswitch {
+
+TEST_CASE("learned addresses are found on their VLAN until they age out", "[mac]") {
+  MacTable t(1024, /*aging=*/100);
+  const uint8_t a[6] = {0x02, 0, 0, 0, 0, 0xaa};
+  t.Learn(a, 10, 3, /*now=*/1000);
+  CHECK(t.Lookup(a, 10, 1050) == 3);
+  CHECK(t.Lookup(a, 20, 1050) == -1);  // another VLAN is another table
+  CHECK(t.Lookup(a, 10, 1101) == -1);  // aged out
+  t.Learn(a, 10, 4, 1200);
+  CHECK(t.Lookup(a, 10, 1200) == 4);
+  t.Learn(a, 10, 5, 1210);
+  CHECK(t.Lookup(a, 10, 1210) == 5);
+  CHECK(t.moves() == 1);
+}
+
+TEST_CASE("group addresses are never learned nor found", "[mac]") {
+  MacTable t(64, 100);
+  const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  const uint8_t mcast[6] = {0x01, 0x00, 0x5e, 0, 0, 1};
+  t.Learn(bcast, 0, 1, 0);
+  t.Learn(mcast, 0, 1, 0);
+  CHECK(t.Lookup(bcast, 0, 0) == -1);
+  CHECK(t.Lookup(mcast, 0, 0) == -1);
+  CHECK(t.CountLive(0) == 0);
+}
+
+TEST_CASE("a flood of new addresses evicts stale ones and never fails", "[mac]") {
+  MacTable t(256, 1'000'000);
+  uint8_t mac[6] = {0x02, 0, 0, 0, 0, 0};
+  for (uint32_t i = 0; i < 100'000; ++i) {
+    std::memcpy(mac + 2, &i, 4);
+    t.Learn(mac, 1, static_cast<uint16_t>(i % 7), i);
+  }
+  CHECK(t.CountLive(100'000) <= 256);
+  const uint32_t last = 99'999;
+  std::memcpy(mac + 2, &last, 4);
+  CHECK(t.Lookup(mac, 1, 100'000) == static_cast<int>(last % 7));  // the newest is kept
+}
+
+}  // namespace qosvisor::vswitch

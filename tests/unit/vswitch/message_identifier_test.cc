@@ -1,0 +1,83 @@
+// Message identification: Homa RPCs, TCP bursts split at idle gaps, datagrams.
+#include "vswitch/message_identifier.h"
+
+#include <catch2/catch.hpp>
+
+#include "frames.h"
+
+namespace qosvisor::vswitch {
+namespace {
+
+ParsedPacket Parsed(const testing::Frame& f) {
+  ParsedPacket p;
+  REQUIRE(ParsePacket(f.bytes.data(), static_cast<uint32_t>(f.bytes.size()), p) ==
+          ParseStatus::kOk);
+  return p;
+}
+
+uint32_t Len(const testing::Frame& f) { return static_cast<uint32_t>(f.bytes.size()); }
+
+}  // namespace
+
+TEST_CASE("Homa: packets of one RPC share an id, size and offsets come from the header",
+          "[message]") {
+  MessageIdentifier ids(1024, 1'000'000);
+  auto f0 = testing::Homa4(77, 3000, 0, 1400);
+  auto f1 = testing::Homa4(77, 3000, 1400, 1400);
+  auto f2 = testing::Homa4(77, 3000, 2800, 200);
+  auto other = testing::Homa4(78, 3000, 0, 1400);
+  const MessageIdentity m0 = ids.Identify(MessageMode::kHoma, Parsed(f0), Len(f0), 0, 0);
+  const MessageIdentity m1 = ids.Identify(MessageMode::kHoma, Parsed(f1), Len(f1), 0, 0);
+  const MessageIdentity m2 = ids.Identify(MessageMode::kHoma, Parsed(f2), Len(f2), 0, 0);
+  const MessageIdentity mo = ids.Identify(MessageMode::kHoma, Parsed(other), Len(other), 0, 0);
+  CHECK(m0.id == m1.id);
+  CHECK(m1.id == m2.id);
+  CHECK(mo.id != m0.id);
+  CHECK(m0.size == 3000);
+  CHECK(m1.offset == 1400);
+  CHECK_FALSE(m0.last);
+  CHECK_FALSE(m1.last);
+  CHECK(m2.last);
+}
+
+TEST_CASE("tcp-gap: a flow's packets form one message until an idle gap", "[message]") {
+  MessageIdentifier ids(1024, 1'000'000'000);
+  const uint64_t idle = 1000;
+  auto seg = testing::Tcp4(40000, 80, 1, 0x10, 100);
+  const ParsedPacket p = Parsed(seg);
+  const MessageIdentity a = ids.Identify(MessageMode::kTcpGap, p, Len(seg), idle, 10'000);
+  const MessageIdentity b = ids.Identify(MessageMode::kTcpGap, p, Len(seg), idle, 10'900);
+  const MessageIdentity c = ids.Identify(MessageMode::kTcpGap, p, Len(seg), idle, 11'800);
+  const MessageIdentity d = ids.Identify(MessageMode::kTcpGap, p, Len(seg), idle, 12'801);
+  CHECK(a.id == b.id);
+  CHECK(b.id == c.id);  // gaps of 900 are below the threshold
+  CHECK(d.id != c.id);  // 1001 idle starts a new message
+  CHECK(b.offset == Len(seg));
+  CHECK(d.offset == 0);
+  CHECK(ids.tcp_messages_started() == 2);
+
+  auto other_flow = testing::Tcp4(40001, 80, 1, 0x10, 100);
+  CHECK(ids.Identify(MessageMode::kTcpGap, Parsed(other_flow), Len(other_flow), idle, 12'802).id !=
+        d.id);
+  auto fin = testing::Tcp4(40000, 80, 1, 0x11, 0);
+  CHECK(ids.Identify(MessageMode::kTcpGap, Parsed(fin), Len(fin), idle, 12'900).last);
+}
+
+TEST_CASE("datagrams are one message each; other modes fall back to datagrams", "[message]") {
+  MessageIdentifier ids(64, 1000);
+  auto udp = testing::Udp4(1, 2);
+  const ParsedPacket p = Parsed(udp);
+  const MessageIdentity a = ids.Identify(MessageMode::kDatagram, p, Len(udp), 0, 0);
+  const MessageIdentity b = ids.Identify(MessageMode::kDatagram, p, Len(udp), 0, 0);
+  CHECK(a.id != b.id);
+  CHECK(a.last);
+  CHECK(a.size == Len(udp));
+  // UDP under a homa or tcp-gap class is not what those modes read: each is its own message.
+  const MessageIdentity c = ids.Identify(MessageMode::kHoma, p, Len(udp), 0, 0);
+  const MessageIdentity d = ids.Identify(MessageMode::kTcpGap, p, Len(udp), 10, 0);
+  CHECK(c.last);
+  CHECK(d.last);
+  CHECK(c.id != d.id);
+}
+
+}  // namespace qosvisor::vswitch
