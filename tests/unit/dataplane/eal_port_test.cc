@@ -8,25 +8,12 @@
 #include "dataplane/eal.h"
 #include "dataplane/mempool.h"
 #include "dataplane/port.h"
+#include "tests/unit/test_eal.h"
 
 namespace qosvisor::dataplane {
 namespace {
 
-// One EAL per test process: rte_eal_init cannot run twice.
-Eal& TestEal() {
-  static std::unique_ptr<Eal> eal = [] {
-    EalOptions o;
-    o.memory_bytes = 128ull << 20;
-    o.hugepages = Hugepages::kOff;
-    o.file_prefix = "qv_dataplane_test_" + std::to_string(getpid());
-    o.log_level = "error";
-    auto started = Eal::Start(o);
-    INFO(started.message());
-    REQUIRE(started.ok());
-    return std::move(started).value();
-  }();
-  return *eal;
-}
+using qosvisor::testing::TestEal;
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();

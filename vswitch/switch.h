@@ -1,0 +1,180 @@
+// The switch's data path, run to completion by one lcore: poll ports → parse → VLAN ingress →
+// flow table (cached) → actions (set_queue, VLAN edits, output/NORMAL/FLOOD) → per-port TX bursts,
+// or, for uplinks, message identification → the uplink's scheduler → what the pacer allows → TX.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/packet_batch.h"
+#include "common/status.h"
+#include "dataplane/port.h"
+#include "sched/scheduler.h"
+#include "vswitch/flow_table.h"
+#include "vswitch/mac_table.h"
+#include "vswitch/message_identifier.h"
+
+struct rte_mempool;
+
+namespace qosvisor::vswitch {
+
+// kNone: a plain member, which carries every VLAN and untagged traffic (as in Open vSwitch).
+enum class VlanMode : uint8_t { kNone, kAccess, kTrunk };
+
+struct BridgeMember {
+  uint16_t port = 0;  // index into SwitchSpec::ports
+  VlanMode vlan_mode = VlanMode::kNone;
+  uint16_t access_tag = 0;
+  std::vector<uint16_t> trunk_tags;  // empty: every VLAN
+};
+
+struct BridgeSpec {
+  std::string name;
+  std::vector<BridgeMember> members;  // OpenFlow port numbers are 1..n in this order
+  uint64_t mac_aging_ns = 300'000'000'000ull;
+  uint32_t mac_table_size = 8192;
+  std::vector<FlowRule> flows;
+};
+
+// How packets of a traffic class (an OpenFlow queue id) are grouped into messages.
+struct ClassSpec {
+  uint32_t queue = 0;
+  MessageMode mode = MessageMode::kDatagram;
+  uint64_t idle_ns = 1'000'000;  // tcp-gap threshold
+};
+
+struct UplinkSpec {
+  uint16_t port = 0;                 // index into SwitchSpec::ports
+  sched::SchedulerConfig scheduler;  // its classes[i] is the class with queue class_queues[i]
+  std::vector<uint32_t> class_queues;
+  uint16_t default_class = 0;  // for packets without set_queue, or with a queue not on this uplink
+};
+
+struct SwitchSpec {
+  std::vector<dataplane::Port*> ports;  // not owned; they outlive the switch
+  std::vector<BridgeSpec> bridges;
+  std::vector<ClassSpec> classes;
+  std::vector<UplinkSpec> uplinks;
+  uint16_t burst = 32;
+  bool forward_unparsable = false;  // forward truncated/malformed frames at L2 instead of dropping
+  uint32_t flow_state_capacity = 65536;
+};
+
+// Drops by reason, and what the pipeline did; all counted by the switching lcore.
+struct SwitchCounters {
+  uint64_t rx_packets = 0;
+  uint64_t malformed = 0;
+  uint64_t truncated = 0;
+  uint64_t vlan_dropped = 0;  // VLAN not allowed on the input or output port
+  uint64_t no_bridge = 0;     // arrived on a port that is in no bridge
+  uint64_t flow_dropped = 0;  // a rule's actions said drop (or output nowhere)
+  uint64_t flooded = 0;
+  uint64_t copy_failed = 0;    // no mbuf for one more copy of a flooded packet
+  uint64_t tx_dropped = 0;     // a port's TX queue was full
+  uint64_t sched_dropped = 0;  // dropped by an uplink scheduler (see its per-class stats)
+  uint64_t flow_cache_hits = 0;
+  uint64_t flow_cache_misses = 0;
+};
+
+class Switch {
+ public:
+  static Result<std::unique_ptr<Switch>> Create(const SwitchSpec& spec, rte_mempool* pool);
+  ~Switch();
+
+  // One pass over every port: receive a burst from each, switch it, then let each uplink send
+  // what its pacer allows. Called in a loop by the owning lcore.
+  void Poll(uint64_t now_tsc);
+  // Returns every packet the switch holds (queued in schedulers, waiting for TX) to the pool.
+  void Drain();
+
+  // Control thread: a new rule set for a bridge, published for the lcore to use from its next
+  // poll. The old table is freed (by the control thread) once the lcore has finished a poll
+  // after the swap, so the lcore never waits and never frees.
+  Status ReplaceFlows(const std::string& bridge, const std::vector<FlowRule>& rules);
+
+  // Counters and scheduler statistics. With `lcore_running`, the owning lcore copies them at
+  // its next poll (so the data path keeps plain, unshared counters); otherwise read directly.
+  struct Snapshot {
+    SwitchCounters counters;
+    std::vector<sched::SchedulerStats> uplinks;
+    std::vector<uint32_t> learned_macs;  // per bridge
+  };
+  Snapshot TakeSnapshot(bool lcore_running);
+  const std::vector<std::string>& bridge_names() const { return bridge_names_; }
+  uint64_t polls() const { return epoch_.load(std::memory_order_acquire); }
+
+ private:
+  struct Member {
+    uint16_t port;
+    VlanMode mode;
+    uint16_t access_tag;
+    uint64_t trunk_bits[64];  // 4096 VLAN bits; all ones when trunk_tags is empty
+  };
+  struct Bridge {
+    std::string name;
+    std::vector<Member> members;
+    std::vector<std::string> member_names;
+    std::unique_ptr<MacTable> macs;
+    std::atomic<const FlowTable*> table{nullptr};  // what the lcore uses
+    std::shared_ptr<const FlowTable> owner;        // keeps `table` alive (control thread)
+  };
+  struct PortState {
+    int bridge = -1;
+    int member = -1;  // index in the bridge
+    int uplink = -1;
+    PacketBatch tx;
+  };
+  struct Uplink {
+    uint16_t port;
+    std::unique_ptr<sched::Scheduler> scheduler;
+    std::vector<int32_t> class_of_queue;  // queue id → class index (dense up to max queue)
+    std::vector<MessageMode> class_mode;  // per class index
+    std::vector<uint64_t> class_idle_tsc;
+    uint16_t default_class;
+    PacketBatch pending;  // to enqueue
+    PacketBatch stalled;  // dequeued but the port did not take them yet
+  };
+
+  Switch() = default;
+  static bool Carries(const Member& m, uint16_t vlan);
+  void SwitchPacket(rte_mbuf* m, uint16_t in_port, uint64_t now);
+  bool IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan);
+  void Output(rte_mbuf* m, const Member& out, uint16_t vlan, int queue, const ParsedPacket& p,
+              uint64_t now);
+  void ToUplink(rte_mbuf* m, Uplink& up, int queue, const ParsedPacket& p, uint64_t now);
+  void FlushPort(uint16_t port);
+  void FlushUplink(Uplink& up);
+  void ServeUplink(Uplink& up, uint64_t now);
+  static void OnSchedDrop(void* self, rte_mbuf* const* pkts, uint16_t count);
+  void FillSnapshot(Snapshot& out, uint64_t now) const;
+  void ReclaimRetiredTables();
+
+  std::vector<dataplane::Port*> ports_;
+  std::vector<PortState> port_state_;
+  std::vector<std::unique_ptr<Bridge>> bridges_;
+  std::vector<Uplink> uplinks_;
+  std::unique_ptr<MessageIdentifier> identifier_;
+  FlowCache cache_;
+  rte_mempool* pool_ = nullptr;
+  uint16_t burst_ = 32;
+  bool forward_unparsable_ = false;
+  uint64_t hz_ = 0;
+  SwitchCounters counters_;
+  std::vector<std::string> bridge_names_;
+  // Quiescent-state tracking: the lcore bumps epoch_ after every poll.
+  std::atomic<uint64_t> epoch_{0};
+  struct Retired {
+    std::shared_ptr<const FlowTable> table;
+    uint64_t epoch;  // freeable once epoch_ has passed this
+  };
+  std::vector<Retired> retired_;  // control thread only
+  // Snapshot hand-off: control sets requested_, the lcore fills snapshot_ and sets served_.
+  std::atomic<uint64_t> snapshot_requested_{0};
+  std::atomic<uint64_t> snapshot_served_{0};
+  Snapshot snapshot_;
+};
+
+}  // namespace qosvisor::vswitch
