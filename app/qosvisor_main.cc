@@ -1,8 +1,8 @@
 // qosvisor: the appliance. `check FILE` validates a configuration and prints it normalized;
 // `run FILE` builds the switch, schedulers and VMs it describes and serves the control socket.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 

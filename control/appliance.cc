@@ -2,10 +2,14 @@
 #include "control/appliance.h"
 
 #include <fmt/format.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
 #include <time.h>
 
+#include "common/tsc.h"
 #include "common/units.h"
 #include "control/control_server.h"
+#include "control/switch_builder.h"
 
 namespace qosvisor::control {
 namespace {
@@ -31,24 +35,36 @@ dataplane::PortOptions PortOptionsFrom(const config::Port& port) {
 
 dataplane::Driver ToDataplane(config::Driver d) {
   switch (d) {
-    case config::Driver::kRing: return dataplane::Driver::kRing;
-    case config::Driver::kNull: return dataplane::Driver::kNull;
-    case config::Driver::kTap: return dataplane::Driver::kTap;
-    case config::Driver::kAfPacket: return dataplane::Driver::kAfPacket;
-    case config::Driver::kAfXdp: return dataplane::Driver::kAfXdp;
-    case config::Driver::kMemif: return dataplane::Driver::kMemif;
-    case config::Driver::kVhostUser: return dataplane::Driver::kVhostUser;
-    case config::Driver::kPcap: return dataplane::Driver::kPcap;
-    case config::Driver::kVm: return dataplane::Driver::kVm;
+    case config::Driver::kRing:
+      return dataplane::Driver::kRing;
+    case config::Driver::kNull:
+      return dataplane::Driver::kNull;
+    case config::Driver::kTap:
+      return dataplane::Driver::kTap;
+    case config::Driver::kAfPacket:
+      return dataplane::Driver::kAfPacket;
+    case config::Driver::kAfXdp:
+      return dataplane::Driver::kAfXdp;
+    case config::Driver::kMemif:
+      return dataplane::Driver::kMemif;
+    case config::Driver::kVhostUser:
+      return dataplane::Driver::kVhostUser;
+    case config::Driver::kPcap:
+      return dataplane::Driver::kPcap;
+    case config::Driver::kVm:
+      return dataplane::Driver::kVm;
   }
   return dataplane::Driver::kRing;
 }
 
 dataplane::Hugepages ToDataplane(config::Hugepages h) {
   switch (h) {
-    case config::Hugepages::kAuto: return dataplane::Hugepages::kAuto;
-    case config::Hugepages::kOn: return dataplane::Hugepages::kOn;
-    case config::Hugepages::kOff: return dataplane::Hugepages::kOff;
+    case config::Hugepages::kAuto:
+      return dataplane::Hugepages::kAuto;
+    case config::Hugepages::kOn:
+      return dataplane::Hugepages::kOn;
+    case config::Hugepages::kOff:
+      return dataplane::Hugepages::kOff;
   }
   return dataplane::Hugepages::kAuto;
 }
@@ -79,10 +95,9 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
   auto started = dataplane::Eal::Start(eal);
   if (!started.ok()) return started.status();
   eal_ = std::move(started).value();
-  startup_log_.push_back(fmt::format("EAL up: {} data-plane lcore(s), {} memory, hugepages {}",
-                                     eal_->WorkerLcores().size(),
-                                     FormatSize(config.dataplane.memory_bytes),
-                                     eal_->hugepages() ? "on" : "off (--no-huge)"));
+  startup_log_.push_back(fmt::format(
+      "EAL up: {} data-plane lcore(s), {} memory, hugepages {}", eal_->WorkerLcores().size(),
+      FormatSize(config.dataplane.memory_bytes), eal_->hugepages() ? "on" : "off (--no-huge)"));
 
   auto pool = dataplane::Mempool::Create("qv_pool", config.dataplane.mbufs);
   if (!pool.ok()) return pool.status();
@@ -96,13 +111,39 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
                                        (*port)->LinkUp() ? "up" : "down"));
     ports_.push_back(std::move(port).value());
   }
+  auto spec = BuildSwitchSpec(config);
+  if (!spec.ok()) return spec.status();
+  for (const auto& port : ports_) spec->ports.push_back(port.get());
+  auto sw = vswitch::Switch::Create(*spec, pool_->get());
+  if (!sw.ok()) return sw.status();
+  switch_ = std::move(sw).value();
+  for (const vswitch::BridgeSpec& b : spec->bridges) {
+    startup_log_.push_back(fmt::format("bridge {}: {} ports, {} flow rules (+ default NORMAL)",
+                                       b.name, b.members.size(), b.flows.size()));
+  }
+  for (const vswitch::UplinkSpec& u : spec->uplinks) {
+    uplink_ports_.push_back(ports_[u.port]->name());
+    uplink_class_names_.emplace_back();
+    for (const auto& c : u.scheduler.classes) uplink_class_names_.back().push_back(c.name);
+    std::string classes;
+    for (const auto& c : u.scheduler.classes) {
+      classes +=
+          fmt::format("{}{}={}", classes.empty() ? "" : ", ", c.name, sched::PolicyName(c.policy));
+    }
+    startup_log_.push_back(fmt::format("uplink {}: line {}, paced at {}, buffer {}, classes: {}",
+                                       ports_[u.port]->name(), FormatRate(u.scheduler.rate_bps),
+                                       FormatRate(u.scheduler.pacing_bps),
+                                       FormatSize(u.scheduler.buffer_bytes), classes));
+  }
   RegisterCommands();
   startup_log_.push_back(fmt::format("control socket: {}", server_->path()));
   return Status::Ok();
 }
 
 Appliance::~Appliance() {
-  ports_.clear();  // ports return their mbufs before the pool goes
+  StopDataplane();
+  switch_.reset();  // queued packets go back to the pool
+  ports_.clear();   // ports return their mbufs before the pool goes
   pool_.reset();
   server_.reset();
   eal_.reset();
@@ -111,6 +152,7 @@ Appliance::~Appliance() {
 void Appliance::RegisterCommands() {
   server_->Register("status", [this](const json&) -> Result<json> { return StatusJson(); });
   server_->Register("ports", [this](const json&) -> Result<json> { return PortsJson(); });
+  server_->Register("stats", [this](const json&) -> Result<json> { return StatsJson(); });
   server_->Register("stop", [this](const json&) -> Result<json> {
     Stop();
     return json{{"stopping", true}};
@@ -118,8 +160,81 @@ void Appliance::RegisterCommands() {
 }
 
 void Appliance::Run(uint64_t duration_ns) {
+  StartDataplane();
   const uint64_t deadline = duration_ns == 0 ? UINT64_MAX : NowNs() + duration_ns;
   while (!stop_.load(std::memory_order_relaxed) && NowNs() < deadline) server_->ServeOnce(100);
+}
+
+int Appliance::LcoreMain(void* arg) {
+  auto* self = static_cast<Appliance*>(arg);
+  vswitch::Switch& sw = *self->switch_;
+  while (!self->lcore_stop_.load(std::memory_order_relaxed)) sw.Poll(ReadTsc());
+  return 0;
+}
+
+void Appliance::StartDataplane() {
+  if (lcore_running_) return;
+  const std::vector<unsigned> workers = eal_->WorkerLcores();
+  if (workers.empty()) return;  // callers poll the switch themselves (tests)
+  lcore_id_ = workers.front();
+  lcore_stop_ = false;
+  if (rte_eal_remote_launch(&Appliance::LcoreMain, this, lcore_id_) == 0) lcore_running_ = true;
+}
+
+void Appliance::StopDataplane() {
+  if (!lcore_running_) return;
+  lcore_stop_ = true;
+  rte_eal_wait_lcore(lcore_id_);
+  lcore_running_ = false;
+}
+
+json Appliance::StatsJson() {
+  const vswitch::Switch::Snapshot snap = switch_->TakeSnapshot(lcore_running_);
+  const vswitch::SwitchCounters& c = snap.counters;
+  json out;
+  out["switch"] = {{"rx_packets", c.rx_packets},
+                   {"malformed", c.malformed},
+                   {"truncated", c.truncated},
+                   {"vlan_dropped", c.vlan_dropped},
+                   {"no_bridge", c.no_bridge},
+                   {"flow_dropped", c.flow_dropped},
+                   {"flooded", c.flooded},
+                   {"copy_failed", c.copy_failed},
+                   {"tx_dropped", c.tx_dropped},
+                   {"sched_dropped", c.sched_dropped},
+                   {"flow_cache_hits", c.flow_cache_hits},
+                   {"flow_cache_misses", c.flow_cache_misses}};
+  json bridges = json::array();
+  for (size_t b = 0; b < snap.learned_macs.size(); ++b) {
+    bridges.push_back(json{{"name", switch_->bridge_names()[b]},
+                           {"learned_macs", snap.learned_macs[b]}});
+  }
+  out["bridges"] = bridges;
+  json uplinks = json::array();
+  for (size_t u = 0; u < snap.uplinks.size(); ++u) {
+    const sched::SchedulerStats& st = snap.uplinks[u];
+    json classes = json::array();
+    for (size_t i = 0; i < st.classes.size(); ++i) {
+      const sched::ClassStats& cs = st.classes[i];
+      classes.push_back({{"class", uplink_class_names_[u][i]},
+                         {"enqueued_packets", cs.enqueued_packets},
+                         {"enqueued_bytes", cs.enqueued_bytes},
+                         {"dequeued_packets", cs.dequeued_packets},
+                         {"dequeued_bytes", cs.dequeued_bytes},
+                         {"dropped_packets", cs.dropped_packets()},
+                         {"dropped_worst", cs.dropped_worst},
+                         {"dropped_tail", cs.dropped_tail},
+                         {"dropped_message_limit", cs.dropped_message_limit},
+                         {"queued_packets", cs.queued_packets},
+                         {"queued_bytes", cs.queued_bytes}});
+    }
+    uplinks.push_back({{"port", uplink_ports_[u]},
+                       {"live_messages", st.live_messages},
+                       {"queued_packets", st.total.queued_packets},
+                       {"classes", classes}});
+  }
+  out["uplinks"] = uplinks;
+  return out;
 }
 
 json Appliance::StatusJson() const {

@@ -4,24 +4,24 @@
 
 #include <atomic>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "config/config.h"
 #include "dataplane/eal.h"
 #include "dataplane/mempool.h"
 #include "dataplane/port.h"
+#include "vswitch/switch.h"
 
 namespace qosvisor::control {
 
 class ControlServer;
 
 struct ApplianceOptions {
-  std::string config_path;     // shown by `status`
-  std::string socket_override;  // non-empty: listen here instead of control.socket
+  std::string config_path;         // shown by `status`
+  std::string socket_override;     // non-empty: listen here instead of control.socket
   std::string file_prefix_suffix;  // appended to dataplane.file_prefix (tests run in parallel)
 };
 
@@ -37,6 +37,13 @@ class Appliance {
 
   nlohmann::json StatusJson() const;
   nlohmann::json PortsJson() const;
+  // Switch counters and, per uplink, per-class scheduler statistics.
+  nlohmann::json StatsJson();
+  // Starts/stops the data-plane lcore loop (Run starts it; the destructor stops it).
+  void StartDataplane();
+  void StopDataplane();
+  vswitch::Switch& network_switch() { return *switch_; }
+  rte_mempool* pool() const { return pool_->get(); }
   const std::vector<std::string>& startup_log() const { return startup_log_; }
   dataplane::Port* FindPort(const std::string& name) const;
   const std::string& socket_path() const;
@@ -50,8 +57,15 @@ class Appliance {
   std::unique_ptr<dataplane::Eal> eal_;
   std::unique_ptr<dataplane::Mempool> pool_;
   std::vector<std::unique_ptr<dataplane::Port>> ports_;
+  std::unique_ptr<vswitch::Switch> switch_;
   std::unique_ptr<ControlServer> server_;
+  static int LcoreMain(void* self);
+  std::atomic<bool> lcore_stop_{false};
+  std::atomic<bool> lcore_running_{false};
+  unsigned lcore_id_ = 0;
   std::vector<std::string> startup_log_;
+  std::vector<std::string> uplink_ports_;
+  std::vector<std::vector<std::string>> uplink_class_names_;
   std::atomic<bool> stop_{false};
   uint64_t started_ns_ = 0;
 };

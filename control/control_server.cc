@@ -70,7 +70,8 @@ bool ReadLine(int fd, std::string& buffer, std::string& line) {
 }
 
 std::string Reply(bool ok, const json& payload) {
-  json reply = ok ? json{{"ok", true}, {"result", payload}} : json{{"ok", false}, {"error", payload}};
+  json reply =
+      ok ? json{{"ok", true}, {"result", payload}} : json{{"ok", false}, {"error", payload}};
   return reply.dump() + "\n";
 }
 
@@ -87,9 +88,10 @@ Result<std::unique_ptr<ControlServer>> ControlServer::Listen(const std::string& 
                                      dir.string(), ec.message()));
   }
   if (SomeoneListens(*addr)) {
-    return Status::Error(fmt::format("control socket {} is in use by a running qosvisor; stop it "
-                                     "or set control.socket to another path",
-                                     path));
+    return Status::Error(
+        fmt::format("control socket {} is in use by a running qosvisor; stop it "
+                    "or set control.socket to another path",
+                    path));
   }
   unlink(path.c_str());  // a stale socket from a process that died
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -125,8 +127,8 @@ std::string ControlServer::Answer(const std::string& line) const {
   if (handler == handlers_.end()) {
     std::string known;
     for (const auto& [name, unused] : handlers_) known += (known.empty() ? "" : ", ") + name;
-    return Reply(false, fmt::format("unknown command '{}'; known: {}", command->get<std::string>(),
-                                    known));
+    return Reply(
+        false, fmt::format("unknown command '{}'; known: {}", command->get<std::string>(), known));
   }
   const json args = request.value("args", json::object());
   if (!args.is_object()) return Reply(false, "'args' must be a JSON object");
@@ -167,9 +169,10 @@ Result<json> Request(const std::string& socket_path, const std::string& command,
   if (connect(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0) {
     const std::string why = std::strerror(errno);
     close(fd);
-    return Status::Error(fmt::format("cannot reach qosvisor at {}: {} (is `qosvisor run` going, "
-                                     "and is this its control.socket?)",
-                                     socket_path, why));
+    return Status::Error(
+        fmt::format("cannot reach qosvisor at {}: {} (is `qosvisor run` going, "
+                    "and is this its control.socket?)",
+                    socket_path, why));
   }
   std::string buffer, line;
   const bool ok = WriteAll(fd, json{{"command", command}, {"args", args}}.dump() + "\n") &&

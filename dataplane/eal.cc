@@ -72,6 +72,7 @@ Result<std::vector<std::string>> BuildEalArgs(const EalOptions& options, const H
   }
   args.push_back("--lcores=" + lcores);
   args.push_back("--no-pci");
+  args.push_back("--no-telemetry");
   args.push_back("--file-prefix=" + options.file_prefix);
   args.push_back(fmt::format("--log-level={}", options.log_level));
   if (huge) {
