@@ -26,7 +26,7 @@ file(WRITE "${_shim_dir}/exports.txt"
   "qv_ovs_init\nqv_ovs_flow_check\nqv_ovs_table_new\nqv_ovs_table_free\nqv_ovs_table_add\nqv_ovs_table_size\nqv_ovs_table_lookup\n")
 add_custom_command(
   OUTPUT "${_shim_lib}"
-  COMMAND ${CMAKE_C_COMPILER} -std=gnu11 -O2 -g -fno-strict-aliasing
+  COMMAND ${CMAKE_C_COMPILER} -std=gnu11 -O2 -g -fno-strict-aliasing -Werror=implicit-function-declaration
           -I${_ovs_src} -I${_ovs_src}/include -I${_ovs_src}/lib
           -c "${_shim_src}" -o "${_shim_dir}/shim.o"
   COMMAND ${CMAKE_LINKER} -r -o "${_shim_dir}/combined.o" "${_shim_dir}/shim.o" "${_ovs_archive}"

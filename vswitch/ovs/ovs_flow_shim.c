@@ -16,6 +16,11 @@
 #include "openvswitch/ofp-port.h"
 #include "openvswitch/ofp-protocol.h"
 #include "openvswitch/vlog.h"
+#include "classifier.h"
+#include "dp-packet.h"
+#include "flow.h"
+#include "ovs-rcu.h"
+#include "packets.h"
 
 static void copy_out(char *dst, size_t size, const char *src) {
   if (size == 0) return;
@@ -50,11 +55,6 @@ static void describe_dropped_fields(const struct match *given, const struct matc
 
 /* ---- flow tables ------------------------------------------------------------------------- */
 
-#include "classifier.h"
-#include "dp-packet.h"
-#include "flow.h"
-#include "ovs-rcu.h"
-#include "packets.h"
 
 struct qv_rule {
   struct cls_rule cr;

@@ -1,0 +1,299 @@
+// The typed configuration of one box, as read from its YAML file and validated.
+// Lower layers take these plain structs as arguments; none of them knows about YAML.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qosvisor::config {
+
+// A 1-based position in the YAML file (0 means "not from the file", e.g. a default).
+struct Mark {
+  int line = 0;
+  int column = 0;
+  // Positions are bookkeeping, not meaning: a reformatted file yields an equal Config.
+  friend bool operator==(const Mark&, const Mark&) { return true; }
+};
+
+// Where a struct came from: its mapping, and the value of every key that was given, so that
+// checks made after parsing (and by later layers) can point at the exact spot.
+struct Source {
+  Mark mark;
+  std::string path;  // key path of the struct, e.g. "uplinks[1]"
+  std::map<std::string, Mark, std::less<>> keys;
+
+  // Position of the value of 'key', or of the mapping when the key was not given.
+  Mark At(std::string_view key) const {
+    auto it = keys.find(key);
+    return it == keys.end() ? mark : it->second;
+  }
+  friend bool operator==(const Source&, const Source&) { return true; }
+};
+
+struct MacAddress {
+  std::array<uint8_t, 6> bytes{};
+  std::string ToString() const;  // "02:00:00:00:00:01"
+  bool operator==(const MacAddress&) const = default;
+};
+
+// ---- dataplane -------------------------------------------------------------------------------
+
+enum class Hugepages { kAuto, kOn, kOff };
+
+struct Dataplane {
+  uint32_t lcores = 1;
+  uint64_t memory_bytes = 1ull << 30;
+  Hugepages hugepages = Hugepages::kAuto;
+  uint32_t mbufs = 16383;
+  uint32_t burst = 32;
+  std::string file_prefix = "qosvisor";
+  Source source;
+  bool operator==(const Dataplane&) const = default;
+};
+
+// ---- ports and bridges -----------------------------------------------------------------------
+
+enum class Driver { kRing, kNull, kTap, kAfPacket, kAfXdp, kMemif, kVhostUser, kPcap, kVm };
+
+struct Port {
+  std::string name;
+  Driver driver = Driver::kRing;
+  std::optional<MacAddress> mac;
+  // Driver arguments as written (scalars as text), checked per driver; defaults of memif 'role'
+  // and vhost-user 'mode' are filled in so that lower layers need not know them.
+  std::map<std::string, std::string> args;
+  // Created by the loader for a VM NIC attached by 'bridge' (named "<vm>.eth<i>"); not printed
+  // by Format() because reloading creates it again.
+  bool implicit = false;
+  Source source;
+  bool operator==(const Port&) const = default;
+};
+
+enum class VlanMode { kAccess, kTrunk };
+
+struct Vlan {
+  VlanMode mode = VlanMode::kAccess;
+  uint16_t tag = 0;            // access mode
+  std::vector<uint16_t> tags;  // trunk mode
+  bool operator==(const Vlan&) const = default;
+};
+
+struct BridgePort {
+  std::string port;
+  std::optional<Vlan> vlan;  // none: untagged member
+  bool implicit = false;     // a VM NIC's implicit port, appended after the written members
+  Source source;
+  bool operator==(const BridgePort&) const = default;
+};
+
+struct Bridge {
+  std::string name;
+  std::vector<BridgePort> ports;  // OpenFlow port numbers are 1..n in this order
+  uint64_t mac_aging_ns = 300'000'000'000ull;
+  uint32_t mac_table_size = 8192;
+  Source source;
+  bool operator==(const Bridge&) const = default;
+};
+
+struct Flow {
+  std::string bridge;
+  uint32_t table = 0;
+  std::string rule;        // as written (ovs-ofctl syntax)
+  std::string normalized;  // as the Open vSwitch parser prints it back; filled by validation
+  Source source;
+  bool operator==(const Flow&) const = default;
+};
+
+// ---- classes, messages, uplinks --------------------------------------------------------------
+
+enum class Policy { kFifo, kPriority, kSrpt, kLas, kWfq, kEdf, kPace };
+
+struct TrafficClass {
+  std::string name;
+  uint32_t queue = 0;  // the N of flow action set_queue:N
+  Policy policy = Policy::kFifo;
+  std::optional<std::string> tenant;
+  uint32_t weight = 1;
+  uint32_t priority = 0;                // 0 is highest
+  std::optional<uint64_t> deadline_ns;  // edf only (required there)
+  std::optional<uint64_t> rate_bps;     // required for pace
+  std::optional<uint64_t> aging_ns;     // srpt only
+  Source source;
+  bool operator==(const TrafficClass&) const = default;
+};
+
+enum class Identify { kHoma, kTcpGap, kDatagram, kEbpf };
+
+// How packets of one class are grouped into messages.
+struct MessageRule {
+  std::string class_name;
+  Identify identify = Identify::kDatagram;
+  std::optional<uint64_t> idle_ns;     // tcp-gap only (required there)
+  std::optional<std::string> program;  // ebpf only (required there); relative to Config::base_dir
+  std::optional<std::string> section;  // ebpf only
+  Source source;
+  bool operator==(const MessageRule&) const = default;
+};
+
+enum class DropPolicy { kWorst, kTail };
+enum class Share { kWfq, kPriority };
+
+struct Tenant {
+  std::string name;
+  uint32_t weight = 1;
+  uint32_t priority = 0;
+  Share share = Share::kWfq;  // among this tenant's classes
+  std::vector<std::string> classes;
+  Source source;
+  bool operator==(const Tenant&) const = default;
+};
+
+struct SchedulerConfig {
+  Share share = Share::kWfq;  // among tenants
+  // Empty means one implicit tenant "default" (weight 1, share wfq) holding every class.
+  std::vector<Tenant> tenants;
+  Source source;
+  bool operator==(const SchedulerConfig&) const = default;
+};
+
+struct Uplink {
+  std::string port;
+  uint64_t rate_bps = 0;
+  uint64_t pacing_bps = 0;  // 98% of rate_bps unless given
+  uint64_t buffer_bytes = 4ull << 20;
+  uint32_t buffer_packets = 4096;
+  std::optional<uint64_t> message_limit_bytes;
+  DropPolicy drop = DropPolicy::kWorst;
+  uint32_t max_messages = 65536;
+  SchedulerConfig scheduler;
+  Source source;
+  bool operator==(const Uplink&) const = default;
+};
+
+// ---- virtual machines ------------------------------------------------------------------------
+
+struct Nic {
+  std::optional<std::string> bridge;  // attach through an implicit port "<vm>.eth<i>"
+  // An explicit ports[] entry of driver vm; for a bridge NIC of a resolved Vm, the implicit
+  // port's name (then implicit_port is true).
+  std::optional<std::string> port;
+  bool implicit_port = false;
+  std::optional<std::string> class_name;
+  std::optional<MacAddress> mac;
+  Source source;
+  bool operator==(const Nic&) const = default;
+};
+
+struct Disk {
+  std::string path;  // relative to Config::base_dir unless absolute
+  uint64_t size_bytes = 0;
+  Source source;
+  bool operator==(const Disk&) const = default;
+};
+
+// The keys a template and a VM share; every one optional so that a VM can override a template.
+struct VmSettings {
+  std::optional<uint32_t> vcpus;
+  std::optional<uint64_t> memory_bytes;
+  std::optional<std::string> image;  // relative to Config::base_dir; need not exist yet
+  std::optional<std::string> initrd;
+  std::optional<std::string> cmdline;
+  std::optional<std::vector<Nic>> nics;  // replaces the template's list as a whole
+  std::optional<Disk> disk;
+  bool operator==(const VmSettings&) const = default;
+};
+
+struct VmTemplate {
+  std::string name;
+  VmSettings settings;
+  Source source;
+  bool operator==(const VmTemplate&) const = default;
+};
+
+// A VM with its template applied: every value is final.
+struct Vm {
+  std::string name;
+  std::optional<std::string> template_name;
+  uint32_t vcpus = 1;
+  uint64_t memory_bytes = 0;
+  std::string image;
+  std::optional<std::string> initrd;
+  std::optional<std::string> cmdline;
+  std::vector<Nic> nics;
+  std::optional<Disk> disk;
+  bool autostart = true;
+  Source source;
+  bool operator==(const Vm&) const = default;
+};
+
+struct Tier {
+  std::string name;
+  std::string template_name;
+  uint32_t count = 1;
+  std::optional<std::string> class_name;  // NIC class override
+  std::vector<std::string> depends_on;
+  Source source;
+  bool operator==(const Tier&) const = default;
+};
+
+struct Blueprint {
+  std::string name;
+  std::vector<Tier> tiers;
+  Source source;
+  bool operator==(const Blueprint&) const = default;
+};
+
+// ---- hosts and control -----------------------------------------------------------------------
+
+struct Host {
+  std::string name;
+  std::string address;  // IPv4/IPv6 literal or hostname
+  uint16_t port = 7700;
+  Source source;
+  bool operator==(const Host&) const = default;
+};
+
+struct Control {
+  std::string socket = "/run/qosvisor/qosvisor.sock";
+  std::optional<std::string> metrics;  // host:port
+  Source source;
+  bool operator==(const Control&) const = default;
+};
+
+struct Config {
+  // Directory of the YAML file: relative paths (images, disks, eBPF programs) are relative to it.
+  std::string base_dir;
+  Dataplane dataplane;
+  std::vector<Port> ports;  // written ports first, then the implicit ports of VM NICs
+  std::vector<Bridge> bridges;
+  std::vector<Flow> flows;
+  std::vector<TrafficClass> classes;
+  std::vector<MessageRule> messages;
+  std::vector<Uplink> uplinks;
+  std::vector<VmTemplate> templates;
+  std::vector<Vm> vms;
+  std::vector<Blueprint> blueprints;
+  std::vector<Host> hosts;
+  Control control;
+
+  // 'path' made absolute against base_dir (unchanged if already absolute).
+  std::string Resolve(const std::string& path) const;
+  bool operator==(const Config&) const = default;
+};
+
+// Canonical spellings of the enums, as accepted in YAML ("vhost-user", "tcp-gap").
+std::string_view ToString(Hugepages v);
+std::string_view ToString(Driver v);
+std::string_view ToString(VlanMode v);
+std::string_view ToString(Policy v);
+std::string_view ToString(Identify v);
+std::string_view ToString(DropPolicy v);
+std::string_view ToString(Share v);
+
+}  // namespace qosvisor::config
