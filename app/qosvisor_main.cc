@@ -5,10 +5,15 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
+#include <thread>
 
+#include "app/traffic_flags.h"
 #include "common/units.h"
 #include "config/loader.h"
 #include "control/appliance.h"
+#include "dataplane/port.h"
+#include "pktgen/ring_runner.h"
 
 namespace {
 
@@ -52,7 +57,104 @@ int Check(const std::string& path) {
   return 0;
 }
 
-int Run(const std::string& path, const std::string& duration, const std::string& socket) {
+struct TrafficFlags {
+  bool enabled = false;
+  double load = 0.9;
+  std::vector<std::string> classes;
+  std::vector<std::string> senders = {"gen0", "gen1"};
+  std::string receiver = "uplink0";
+  std::string report_path;
+};
+
+rte_ring* RingOf(control::Appliance& a, const std::string& name, bool inject, std::string& error) {
+  auto* port = dynamic_cast<dataplane::EthPort*>(a.FindPort(name));
+  if (port == nullptr || port->inject_ring() == nullptr) {
+    error += fmt::format("--traffic: '{}' is not a ring port of this configuration\n", name);
+    return nullptr;
+  }
+  return inject ? port->inject_ring() : port->drain_ring();
+}
+
+// Builds the workload and its rings; on error returns the reasons (one per line).
+std::string PrepareTraffic(control::Appliance& a, const TrafficFlags& flags, uint64_t rate_bps,
+                           pktgen::WorkloadSpec& spec, pktgen::RingEndpoints& rings) {
+  std::string error;
+  if (flags.classes.empty()) {
+    spec.classes = app::DemoClasses();
+  }
+  for (const std::string& text : flags.classes) {
+    auto c = app::ParseClassFlag(text);
+    if (c.ok()) {
+      spec.classes.push_back(std::move(c).value());
+    } else {
+      error += c.message() + "\n";
+    }
+  }
+  spec.load = flags.load;
+  spec.bottleneck_bps = rate_bps;
+  spec.senders = static_cast<uint16_t>(flags.senders.size());
+  for (const std::string& s : flags.senders) rings.senders.push_back(RingOf(a, s, true, error));
+  rings.receiver = RingOf(a, flags.receiver, false, error);
+  rings.receiver_tx = RingOf(a, flags.receiver, true, error);
+  rings.pool = a.pool();
+  if (error.empty()) {
+    if (Status s = pktgen::ValidateWorkload(spec); !s.ok()) error = s.message() + "\n";
+  }
+  return error;
+}
+
+int RunWithTraffic(control::Appliance& a, const TrafficFlags& flags, uint64_t rate_bps,
+                   uint64_t duration_ns) {
+  pktgen::WorkloadSpec spec;
+  pktgen::RingEndpoints rings;
+  if (std::string error = PrepareTraffic(a, flags, rate_bps, spec, rings); !error.empty()) {
+    std::fputs(error.c_str(), stderr);
+    return kExitBadConfig;
+  }
+  pktgen::RunOptions options;
+  options.duration_ns = duration_ns == 0 ? 3'000'000'000ull : duration_ns;
+  options.progress = [](double t, const pktgen::Generator& g, const pktgen::Analyser&) {
+    std::printf("  %.1f s: %llu messages, %llu packets sent\n", t,
+                static_cast<unsigned long long>(g.messages_generated()),
+                static_cast<unsigned long long>(g.packets_sent()));
+    std::fflush(stdout);
+  };
+  Result<pktgen::RunResult> result = Status::Error("not run");
+  a.StartDataplane();
+  std::thread traffic([&] {
+    result = pktgen::RunOverRings(spec, rings, options);
+    a.Stop();
+  });
+  a.Run(0);
+  traffic.join();
+  if (!result.ok()) {
+    std::fprintf(stderr, "%s\n", result.message().c_str());
+    return kExitStartFailed;
+  }
+  std::fputs(app::FormatReport(result->report).c_str(), stdout);
+  if (!flags.report_path.empty()) {
+    std::ofstream(flags.report_path) << result->report.dump(2) << "\n";
+    std::printf("report: %s\n", flags.report_path.c_str());
+  }
+  return 0;
+}
+
+void PrintStats(control::Appliance& a) {
+  const nlohmann::json stats = a.StatsJson();
+  std::printf("switch: %s\n", stats["switch"].dump().c_str());
+  for (const auto& up : stats["uplinks"]) {
+    for (const auto& c : up["classes"]) {
+      std::printf(
+          "uplink %s class %-11s in %9llu pkts  out %9llu pkts  dropped %7llu  queued %llu\n",
+          up.value("port", "").c_str(), c.value("class", "").c_str(),
+          c.value("enqueued_packets", 0ull), c.value("dequeued_packets", 0ull),
+          c.value("dropped_packets", 0ull), c.value("queued_packets", 0ull));
+    }
+  }
+}
+
+int Run(const std::string& path, const std::string& duration, const std::string& socket,
+        const TrafficFlags& traffic) {
   uint64_t duration_ns = 0;
   if (!duration.empty()) {
     auto parsed = ParseDuration(duration);
@@ -75,10 +177,22 @@ int Run(const std::string& path, const std::string& duration, const std::string&
   for (const std::string& line : (*appliance)->startup_log()) std::printf("%s\n", line.c_str());
   std::fflush(stdout);
   g_running.store(appliance->get());
-  (*appliance)->Run(duration_ns);
+  int rc = 0;
+  if (traffic.enabled) {
+    const uint64_t rate = config->uplinks.empty() ? 1'000'000'000 : config->uplinks[0].rate_bps;
+    rc = RunWithTraffic(**appliance, traffic, rate, duration_ns);
+  } else {
+    (*appliance)->Run(duration_ns);
+  }
   g_running.store(nullptr);
-  std::printf("%s\n", (*appliance)->PortsJson().dump(2).c_str());
-  return 0;
+  (*appliance)->StopDataplane();
+  PrintStats(**appliance);
+  for (const auto& p : (*appliance)->PortsJson()) {
+    std::printf("port %-10s rx %9llu pkts %12llu B   tx %9llu pkts %12llu B\n",
+                p.value("name", "").c_str(), p.value("rx_packets", 0ull), p.value("rx_bytes", 0ull),
+                p.value("tx_packets", 0ull), p.value("tx_bytes", 0ull));
+  }
+  return rc;
 }
 
 }  // namespace
@@ -98,6 +212,19 @@ int main(int argc, char** argv) {
   run->add_option("FILE", run_file, "YAML configuration")->required();
   run->add_option("--duration", duration, "Stop after this long (e.g. 30s); default: until signal");
   run->add_option("--socket", socket, "Control socket path (overrides control.socket)");
+  TrafficFlags traffic;
+  run->add_flag("--traffic", traffic.enabled,
+                "Drive the ring ports with the built-in generator for --duration (default 3s) "
+                "and print what the receiver measured");
+  run->add_option("--load", traffic.load, "Offered load as a fraction of the first uplink's rate")
+      ->check(CLI::Range(0.01, 10.0));
+  run->add_option("--class", traffic.classes,
+                  "NAME:FRAMING:DST_PORT:SIZES:SHARE:TENANT:SENDER (repeat; default: the demo "
+                  "workload)");
+  run->add_option("--senders", traffic.senders, "Ring ports the generator sends into")
+      ->delimiter(',');
+  run->add_option("--receiver", traffic.receiver, "Ring port the receiver reads");
+  run->add_option("--report", traffic.report_path, "Write the traffic report as JSON here");
 
   try {
     app.parse(argc, argv);
@@ -105,5 +232,5 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kExitBadConfig;
   }
   if (*check) return Check(check_file);
-  return Run(run_file, duration, socket);
+  return Run(run_file, duration, socket, traffic);
 }

@@ -1,0 +1,51 @@
+// Frames qosgen sends: Ethernet / IPv4 / UDP, Homa (IP protocol 146, HomaModule's DATA header) or
+// TCP-like segments, each carrying a probe right after the L4 header: send time, message id,
+// offset and length, so the receiver measures latency and message completion from the packet.
+#pragma once
+
+#include <cstdint>
+
+namespace qosvisor::pktgen {
+
+enum class Framing : uint8_t { kUdp, kHoma, kTcp };
+
+inline constexpr uint32_t kProbeMagic = 0x51565047;  // "QVPG"
+
+struct Probe {
+  uint32_t magic;
+  uint16_t class_id;
+  uint16_t tenant;
+  uint64_t message_id;
+  uint32_t message_length;  // payload bytes of the whole message
+  uint32_t offset;          // payload bytes of the message before this packet
+  uint32_t chunk;           // payload bytes this packet carries
+  uint32_t reserved;
+  uint64_t send_tsc;           // when the packet left the generator
+  uint64_t message_start_tsc;  // when the message arrived at the sender
+  uint64_t seq;                // per-class packet sequence number
+};
+static_assert(sizeof(Probe) == 56);
+
+struct FrameAddress {
+  uint8_t dst_mac[6];
+  uint8_t src_mac[6];
+  uint32_t src_ip;
+  uint32_t dst_ip;
+  uint16_t src_port;
+  uint16_t dst_port;
+  int vlan = -1;  // -1: untagged
+};
+
+// Header bytes before the probe for a framing (Ethernet + IPv4 + L4, plus 4 with a VLAN tag).
+uint32_t HeaderLength(Framing framing, bool vlan);
+// The frame length for `chunk` payload bytes: headers + max(chunk, probe), at least 60 bytes.
+uint32_t FrameLength(Framing framing, bool vlan, uint32_t chunk);
+
+// Writes headers and probe into `frame` (FrameLength bytes); the payload after the probe is left
+// as it is (its bytes do not matter).
+void WriteFrame(uint8_t* frame, Framing framing, const FrameAddress& addr, const Probe& probe);
+
+// Finds the probe in a received frame; false if the frame is not one of ours or is cut short.
+bool ReadProbe(const uint8_t* frame, uint32_t length, Probe& probe);
+
+}  // namespace qosvisor::pktgen

@@ -1,0 +1,144 @@
+// A message workload and the two ends that measure it: the Generator turns Poisson message
+// arrivals into frames leaving paced sender links; the Analyser receives them and reports
+// per-class latency, message completion time and slowdown by size, throughput, loss,
+// duplicates and reordering.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/size_distribution.h"
+#include "common/status.h"
+#include "pktgen/frame.h"
+#include "pktgen/histogram.h"
+
+namespace qosvisor::pktgen {
+
+struct ClassWorkload {
+  std::string name;
+  std::string size_name;  // how the sizes were described ("W4", "fixed 1000B"), for reports
+  SizeDistribution sizes = SizeDistribution::Fixed(1000);
+  double share = 1.0;  // fraction of the offered load
+  Framing framing = Framing::kUdp;
+  uint16_t dst_port = 5000;
+  uint16_t tenant = 0;
+  uint16_t sender = 0;  // which sender link (generator port) carries it
+};
+
+struct WorkloadSpec {
+  std::vector<ClassWorkload> classes;
+  uint64_t bottleneck_bps = 1'000'000'000;  // load is a fraction of it; slowdown relative to it
+  double load = 0.9;
+  uint64_t sender_bps = 10'000'000'000;  // each sender link's rate
+  uint32_t mss = 1400;                   // message payload bytes per packet
+  uint64_t seed = 1;
+  uint16_t senders = 1;
+  uint8_t receiver_mac[6] = {0x02, 0x51, 0x56, 0, 0, 0xfe};
+  uint32_t receiver_ip = 0x0a010001;  // 10.1.0.1
+};
+
+Status ValidateWorkload(const WorkloadSpec& spec);
+
+// Bytes a message of `size` payload bytes occupies on the wire: frames + preamble/IFG/FCS.
+uint64_t MessageWireBytes(const WorkloadSpec& spec, const ClassWorkload& c, uint64_t size);
+
+struct GeneratedPacket {
+  uint16_t sender;
+  uint32_t length;  // frame bytes
+};
+
+class Generator {
+ public:
+  Generator(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_tsc);
+
+  // Frames due by `now`, built by `emit(sender, frame_length, probe, address)`, which writes them
+  // into buffers and returns false when it cannot take more (back-pressure: retried later).
+  template <typename Emit>
+  void Poll(uint64_t now, bool arrivals_open, Emit&& emit);
+
+  uint64_t messages_generated() const { return messages_; }
+  uint64_t packets_sent() const { return packets_; }
+  uint64_t bytes_sent() const { return wire_bytes_; }  // wire bytes incl. overhead
+  std::vector<uint64_t> packets_per_class() const { return class_packets_; }
+  bool idle() const;  // no message waits to be sent
+
+ private:
+  struct Pending {
+    uint64_t id;
+    uint16_t cls;
+    uint32_t size;
+    uint32_t sent;
+    uint64_t start_tsc;
+    uint16_t src_port;
+  };
+  struct Sender {
+    std::deque<Pending> queue;  // round robin between messages, as a host's flows share its NIC
+    uint64_t free_tsc = 0;
+  };
+  void Arrive(uint16_t cls, uint64_t at);
+  uint64_t NextGap(uint16_t cls);
+
+  WorkloadSpec spec_;
+  uint64_t hz_;
+  std::mt19937_64 rng_;
+  std::vector<double> mean_gap_tsc_;  // per class
+  std::vector<uint64_t> next_arrival_;
+  std::vector<uint64_t> class_seq_;
+  std::vector<uint64_t> class_packets_;
+  std::vector<Sender> senders_;
+  uint64_t messages_ = 0, packets_ = 0, wire_bytes_ = 0;
+};
+
+// Message size buckets for slowdown: one packet, ≤10KB, ≤100KB, ≤1MB, larger.
+inline constexpr int kSizeBuckets = 5;
+const char* SizeBucketName(int bucket);
+int SizeBucket(uint64_t size, uint32_t mss);
+
+struct ClassReport {
+  std::string name;
+  uint16_t tenant = 0;
+  uint64_t sent_packets = 0;
+  uint64_t received_packets = 0;
+  uint64_t received_bytes = 0;  // wire bytes
+  uint64_t duplicates = 0;
+  uint64_t reordered = 0;
+  uint64_t messages_completed = 0;
+  uint64_t messages_incomplete = 0;
+  Histogram latency_ns;                    // per packet, one way
+  Histogram completion_ns;                 // per message
+  Histogram slowdown_milli[kSizeBuckets];  // per message, slowdown × 1000, by size bucket
+};
+
+class Analyser {
+ public:
+  Analyser(const WorkloadSpec& spec, uint64_t tsc_hz);
+  // One received frame; frames that are not ours are counted and ignored.
+  void Receive(const uint8_t* frame, uint32_t length, uint64_t now_tsc);
+  void Finish(const Generator& generator, uint64_t duration_ns);
+  const std::vector<ClassReport>& classes() const { return classes_; }
+  uint64_t foreign_frames() const { return foreign_; }
+  nlohmann::json Report() const;
+
+ private:
+  struct MessageProgress {
+    uint32_t received = 0;
+    uint64_t start_tsc = 0;
+  };
+  WorkloadSpec spec_;
+  uint64_t hz_;
+  std::vector<ClassReport> classes_;
+  std::vector<std::vector<uint64_t>> seen_;  // per class, bitmap of sequence numbers
+  std::vector<uint64_t> max_seq_;
+  std::unordered_map<uint64_t, MessageProgress> messages_;
+  uint64_t foreign_ = 0;
+  uint64_t duration_ns_ = 0;
+};
+
+}  // namespace qosvisor::pktgen
+
+#include "pktgen/traffic_inl.h"
