@@ -85,7 +85,9 @@ Result<RunResult> RunOverRings(const WorkloadSpec& spec, const RingEndpoints& ri
       rte_pktmbuf_free(m);
       return false;
     }
-    WriteFrame(frame, framing, addr, probe);
+    Probe stamped = probe;
+    stamped.send_tsc = ReadTsc();  // the moment it leaves, not when the poll began
+    WriteFrame(frame, framing, addr, stamped);
     b.Push(m);
     return true;
   };
@@ -96,15 +98,20 @@ Result<RunResult> RunOverRings(const WorkloadSpec& spec, const RingEndpoints& ri
     const bool open = now < end_arrivals && !(options.stop && options.stop->load());
     gen.Poll(now, open, emit);
     out.Flush(rings, result.backpressure_waits);
-    void* rx[kMaxBurst];
-    const unsigned n = rte_ring_dequeue_burst(rings.receiver, rx, kMaxBurst, nullptr);
-    const uint64_t rx_now = ReadTsc();
-    for (unsigned i = 0; i < n; ++i) {
-      auto* m = static_cast<rte_mbuf*>(rx[i]);
-      analyser.Receive(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), rx_now);
-    }
-    rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf**>(rx), n);
-    if (n != 0) last_rx = rx_now;
+    // Take everything that arrived, so the receiver never becomes the queue being measured.
+    unsigned n = 0, got;
+    do {
+      void* rx[kMaxBurst];
+      got = rte_ring_dequeue_burst(rings.receiver, rx, kMaxBurst, nullptr);
+      const uint64_t rx_now = ReadTsc();
+      for (unsigned i = 0; i < got; ++i) {
+        auto* m = static_cast<rte_mbuf*>(rx[i]);
+        analyser.Receive(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), rx_now);
+      }
+      rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf**>(rx), got);
+      n += got;
+      if (got != 0) last_rx = rx_now;
+    } while (got == kMaxBurst);
     if (options.progress && now >= next_progress) {
       options.progress(static_cast<double>(now - start) / static_cast<double>(hz), gen, analyser);
       next_progress += hz / 2;
