@@ -23,8 +23,12 @@ constexpr int kExitStartFailed = 1;
 constexpr int kExitBadConfig = 2;
 
 std::atomic<control::Appliance*> g_running{nullptr};
+std::atomic<bool> g_stop_requested{false};
 
+// A signal may arrive while the appliance is still being built: remember it, so Run() returns
+// at once instead of losing the request.
 void OnSignal(int) {
+  g_stop_requested.store(true);
   if (control::Appliance* a = g_running.load()) a->Stop();
 }
 
@@ -177,6 +181,7 @@ int Run(const std::string& path, const std::string& duration, const std::string&
   for (const std::string& line : (*appliance)->startup_log()) std::printf("%s\n", line.c_str());
   std::fflush(stdout);
   g_running.store(appliance->get());
+  if (g_stop_requested.load()) (*appliance)->Stop();
   int rc = 0;
   if (traffic.enabled) {
     const uint64_t rate = config->uplinks.empty() ? 1'000'000'000 : config->uplinks[0].rate_bps;

@@ -245,3 +245,35 @@ TEST_CASE("switch: unparsable frames are counted and dropped; Drain returns queu
 }
 
 }  // namespace qosvisor::vswitch
+
+namespace qosvisor::vswitch {
+
+TEST_CASE("switch: a lone packet on a paced wfq uplink leaves promptly", "[switch]") {
+  Rig rig(2);
+  SwitchSpec spec;
+  spec.bridges = {PlainBridge(2)};
+  UplinkSpec up;
+  up.port = 1;
+  up.scheduler.name = "paced";
+  up.scheduler.rate_bps = 100'000'000;
+  up.scheduler.pacing_bps = 98'000'000;
+  up.scheduler.classes = {{.name = "probe", .policy = sched::Policy::kSrpt},
+                          {.name = "other", .policy = sched::Policy::kFifo}};
+  up.class_queues = {1, 0};
+  up.default_class = 1;
+  spec.uplinks = {up};
+  rig.Build(spec);
+  for (int round = 0; round < 3; ++round) {
+    rig.Inject(0, WithMacs(testing::Udp4(1, 2), 0, 0xa, true));
+    const uint64_t deadline = ReadTsc() + TscHz() / 100;  // 10 ms: a packet needs ~12 us
+    size_t got = 0;
+    while (got == 0 && ReadTsc() < deadline) {
+      rig.Poll();
+      got = rig.Drain(1).size();
+    }
+    INFO("round " << round);
+    CHECK(got == 1);
+  }
+}
+
+}  // namespace qosvisor::vswitch
