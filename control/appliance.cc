@@ -203,11 +203,14 @@ json Appliance::StatsJson() {
                    {"tx_dropped", c.tx_dropped},
                    {"sched_dropped", c.sched_dropped},
                    {"flow_cache_hits", c.flow_cache_hits},
-                   {"flow_cache_misses", c.flow_cache_misses}};
+                   {"flow_cache_misses", c.flow_cache_misses},
+                   {"ebpf_runs", c.ebpf_runs},
+                   {"ebpf_reclassified", c.ebpf_reclassified},
+                   {"ebpf_unknown_queue", c.ebpf_unknown_queue}};
   json bridges = json::array();
   for (size_t b = 0; b < snap.learned_macs.size(); ++b) {
-    bridges.push_back(json{{"name", switch_->bridge_names()[b]},
-                           {"learned_macs", snap.learned_macs[b]}});
+    bridges.push_back(
+        json{{"name", switch_->bridge_names()[b]}, {"learned_macs", snap.learned_macs[b]}});
   }
   out["bridges"] = bridges;
   json uplinks = json::array();

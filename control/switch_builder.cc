@@ -159,6 +159,8 @@ Result<vswitch::SwitchSpec> BuildSwitchSpec(const config::Config& config) {
       if (r.class_name != c.name) continue;
       cs.mode = ToSwitch(r.identify);
       cs.idle_ns = r.idle_ns.value_or(cs.idle_ns);
+      if (r.program) cs.ebpf_object = config.Resolve(*r.program);
+      cs.ebpf_program = r.section.value_or("");
     }
     spec.classes.push_back(cs);
   }

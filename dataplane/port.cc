@@ -10,6 +10,7 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <atomic>
 #include <cctype>
 #include <set>
 #include <vector>
@@ -48,12 +49,12 @@ DriverArgs ArgsOf(Driver driver) {
   return {};
 }
 
-// DPDK matches a vdev to its driver by name prefix; the rest must be unique and simple.
-std::string VdevName(const char* prefix, const std::string& port) {
-  std::string name = prefix;
-  name += '_';
-  for (char c : port) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-  return name;
+// DPDK matches a vdev to its driver by name prefix; the rest must be unique and short (some
+// drivers derive memzone names from it, which are limited to 31 characters), so a counter is
+// used instead of the port's name.
+std::string VdevName(const char* prefix) {
+  static std::atomic<uint32_t> next{0};
+  return fmt::format("{}_qv{}", prefix, next.fetch_add(1, std::memory_order_relaxed));
 }
 
 std::string KvArgs(const std::vector<std::pair<std::string, std::string>>& kv) {
@@ -87,7 +88,7 @@ Status StartEthdev(uint16_t port_id, const PortOptions& options, Mempool& pool) 
 }
 
 Result<std::unique_ptr<Port>> CreateRingPort(const PortOptions& options, Mempool& pool) {
-  const std::string base = VdevName("qv", options.name);
+  const std::string base = VdevName("qv");
   rte_ring* rx = rte_ring_create((base + "_rx").c_str(), options.ring_size, rte_socket_id(),
                                  RING_F_SP_ENQ | RING_F_SC_DEQ);
   rte_ring* tx = rte_ring_create((base + "_tx").c_str(), options.ring_size, rte_socket_id(),
@@ -98,7 +99,7 @@ Result<std::unique_ptr<Port>> CreateRingPort(const PortOptions& options, Mempool
     return Status::Error(fmt::format("port '{}': cannot create its rings: {}", options.name,
                                      rte_strerror(rte_errno)));
   }
-  const int id = rte_eth_from_rings(VdevName("net_ring", options.name).c_str(), &rx, 1, &tx, 1,
+  const int id = rte_eth_from_rings(VdevName("net_ring").c_str(), &rx, 1, &tx, 1,
                                     rte_socket_id());
   if (id < 0) {
     rte_ring_free(rx);
@@ -166,7 +167,7 @@ Result<std::pair<std::string, std::string>> VdevSpec(const PortOptions& o) {
       break;
     case Driver::kTap:
       prefix = "net_tap";
-      kv.emplace_back("iface", arg("iface", VdevName("qv", o.name).substr(0, 15)));
+      kv.emplace_back("iface", arg("iface", VdevName("qv")));
       break;
     case Driver::kAfPacket:
       prefix = "net_af_packet";
@@ -206,7 +207,7 @@ Result<std::pair<std::string, std::string>> VdevSpec(const PortOptions& o) {
       return Status::Error(
           fmt::format("port '{}': driver {} is not a DPDK vdev", o.name, DriverName(o.driver)));
   }
-  return std::make_pair(VdevName(prefix, o.name), KvArgs(kv));
+  return std::make_pair(VdevName(prefix), KvArgs(kv));
 }
 
 Result<std::unique_ptr<Port>> CreatePort(const PortOptions& options, Mempool& pool) {

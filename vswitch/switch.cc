@@ -55,9 +55,12 @@ bool SetVlan(rte_mbuf* m, uint16_t vlan) {
 
 bool Switch::Carries(const Member& m, uint16_t vlan) {
   switch (m.mode) {
-    case VlanMode::kAccess: return vlan == m.access_tag;
-    case VlanMode::kTrunk: return vlan != 0 && VlanAllowed(m.trunk_bits, vlan);
-    case VlanMode::kNone: return true;
+    case VlanMode::kAccess:
+      return vlan == m.access_tag;
+    case VlanMode::kTrunk:
+      return vlan != 0 && VlanAllowed(m.trunk_bits, vlan);
+    case VlanMode::kNone:
+      return true;
   }
   return false;
 }
@@ -128,6 +131,15 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
       }
       up.class_mode.push_back(cs.mode);
       up.class_idle_tsc.push_back(NsToTsc(cs.idle_ns, sw->hz_));
+      up.class_ebpf.push_back(nullptr);
+      if (cs.mode == MessageMode::kEbpf) {
+        auto prog = EbpfClassifier::Load(cs.ebpf_object, cs.ebpf_program);
+        if (!prog.ok()) {
+          return Status::Error(fmt::format("class with queue {}: {}", cs.queue, prog.message()));
+        }
+        up.class_ebpf.back() = prog->get();
+        sw->ebpf_.push_back(std::move(prog).value());
+      }
     }
     if (us.default_class >= std::max<size_t>(us.class_queues.size(), 1)) {
       return Status::Error(fmt::format("uplink '{}': default class {} out of range",
@@ -136,6 +148,7 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
     if (up.class_mode.empty()) {
       up.class_mode.push_back(MessageMode::kDatagram);
       up.class_idle_tsc.push_back(0);
+      up.class_ebpf.push_back(nullptr);
     }
     sw->port_state_[us.port].uplink = static_cast<int>(sw->uplinks_.size());
     sw->uplinks_.push_back(std::move(up));
@@ -333,7 +346,9 @@ void Switch::ToUplink(rte_mbuf* m, Uplink& up, int queue, const ParsedPacket& p,
   if (cls < 0) cls = up.default_class;
   const uint32_t wire_len = rte_pktmbuf_pkt_len(m) + kWireOverhead;
   const MessageIdentity id =
-      identifier_->Identify(up.class_mode[cls], p, wire_len, up.class_idle_tsc[cls], now);
+      up.class_ebpf[cls] != nullptr
+          ? RunEbpf(*up.class_ebpf[cls], m, up, cls, p, wire_len, now)
+          : identifier_->Identify(up.class_mode[cls], p, wire_len, up.class_idle_tsc[cls], now);
   PacketMeta& meta = *Meta(m);
   meta.next = nullptr;
   meta.message_id = id.id;
@@ -347,6 +362,27 @@ void Switch::ToUplink(rte_mbuf* m, Uplink& up, int queue, const ParsedPacket& p,
   meta.flags = id.last ? kMetaLastOfMessage : 0;
   up.pending.Push(m);
   if (up.pending.count >= burst_) FlushUplink(up);
+}
+
+// The class's program sees a copy of the headers; it may pick another class (by queue id) and
+// name the message and its size. Without a message id the packet is its own message.
+MessageIdentity Switch::RunEbpf(const EbpfClassifier& prog, rte_mbuf* m, Uplink& up, int& cls,
+                                const ParsedPacket& p, uint32_t wire_len, uint64_t now) {
+  FillEbpfContext(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), p, true, ebpf_ctx_);
+  const EbpfDecision d = DecodeEbpfResult(prog.Run(ebpf_ctx_));
+  ++counters_.ebpf_runs;
+  if (d.sets_queue()) {
+    const int chosen = d.queue < up.class_of_queue.size() ? up.class_of_queue[d.queue] : -1;
+    if (chosen < 0) {
+      ++counters_.ebpf_unknown_queue;
+    } else if (chosen != cls) {
+      ++counters_.ebpf_reclassified;
+      cls = chosen;
+    }
+  }
+  MessageIdentity id = EbpfMessageIdentity(d, p);
+  if (id.id == 0) return identifier_->Identify(MessageMode::kDatagram, p, wire_len, 0, now);
+  return id;
 }
 
 void Switch::FlushPort(uint16_t port) {

@@ -13,6 +13,7 @@
 #include "common/status.h"
 #include "dataplane/port.h"
 #include "sched/scheduler.h"
+#include "vswitch/ebpf_classifier.h"
 #include "vswitch/flow_table.h"
 #include "vswitch/mac_table.h"
 #include "vswitch/message_identifier.h"
@@ -44,6 +45,8 @@ struct ClassSpec {
   uint32_t queue = 0;
   MessageMode mode = MessageMode::kDatagram;
   uint64_t idle_ns = 1'000'000;  // tcp-gap threshold
+  std::string ebpf_object;       // ebpf: the compiled program (clang -target bpf)
+  std::string ebpf_program;      // ebpf: program or section name; empty = the first
 };
 
 struct UplinkSpec {
@@ -75,6 +78,9 @@ struct SwitchCounters {
   uint64_t copy_failed = 0;    // no mbuf for one more copy of a flooded packet
   uint64_t tx_dropped = 0;     // a port's TX queue was full
   uint64_t sched_dropped = 0;  // dropped by an uplink scheduler (see its per-class stats)
+  uint64_t ebpf_runs = 0;
+  uint64_t ebpf_reclassified = 0;   // the program chose another class
+  uint64_t ebpf_unknown_queue = 0;  // the program named a queue this uplink does not carry
   uint64_t flow_cache_hits = 0;
   uint64_t flow_cache_misses = 0;
 };
@@ -133,6 +139,7 @@ class Switch {
     std::vector<int32_t> class_of_queue;  // queue id → class index (dense up to max queue)
     std::vector<MessageMode> class_mode;  // per class index
     std::vector<uint64_t> class_idle_tsc;
+    std::vector<const EbpfClassifier*> class_ebpf;  // per class index, for MessageMode::kEbpf
     uint16_t default_class;
     PacketBatch pending;  // to enqueue
     PacketBatch stalled;  // dequeued but the port did not take them yet
@@ -145,6 +152,8 @@ class Switch {
   void Output(rte_mbuf* m, const Member& out, uint16_t vlan, int queue, const ParsedPacket& p,
               uint64_t now);
   void ToUplink(rte_mbuf* m, Uplink& up, int queue, const ParsedPacket& p, uint64_t now);
+  MessageIdentity RunEbpf(const EbpfClassifier& prog, rte_mbuf* m, Uplink& up, int& cls,
+                          const ParsedPacket& p, uint32_t wire_len, uint64_t now);
   void FlushPort(uint16_t port);
   void FlushUplink(Uplink& up);
   void ServeUplink(Uplink& up, uint64_t now);
@@ -157,6 +166,8 @@ class Switch {
   std::vector<std::unique_ptr<Bridge>> bridges_;
   std::vector<Uplink> uplinks_;
   std::unique_ptr<MessageIdentifier> identifier_;
+  std::vector<std::unique_ptr<EbpfClassifier>> ebpf_;  // loaded once per class that uses one
+  EbpfContext ebpf_ctx_;  // scratch copy handed to programs (they may write to it)
   FlowCache cache_;
   rte_mempool* pool_ = nullptr;
   uint16_t burst_ = 32;

@@ -277,3 +277,72 @@ TEST_CASE("switch: a lone packet on a paced wfq uplink leaves promptly", "[switc
 }
 
 }  // namespace qosvisor::vswitch
+
+namespace qosvisor::vswitch {
+
+TEST_CASE("switch: an eBPF class program reclassifies packets by UDP port", "[switch][ebpf]") {
+  Rig rig(2);
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(2);
+  b.flows = {{"priority=100,udp,actions=set_queue:1,NORMAL", 0}};
+  spec.bridges = {b};
+  ClassSpec program;
+  program.queue = 1;
+  program.mode = MessageMode::kEbpf;
+  program.ebpf_object = std::string(QOSVISOR_BINARY_DIR) + "/examples/bpf/udp_port_class.o";
+  spec.classes = {program};
+  UplinkSpec up;
+  up.port = 1;
+  up.scheduler.name = "uplink";
+  up.scheduler.rate_bps = 10'000'000'000ull;
+  up.scheduler.tenant_share = sched::Share::kPriority;
+  up.scheduler.class_share_default = sched::Share::kPriority;
+  up.scheduler.classes = {{.name = "latency", .policy = sched::Policy::kFifo, .priority = 0},
+                          {.name = "default", .policy = sched::Policy::kFifo, .priority = 1},
+                          {.name = "bulk", .policy = sched::Policy::kFifo, .priority = 2}};
+  up.class_queues = {0, 1, 2};
+  up.default_class = 1;
+  spec.uplinks = {up};
+  rig.Build(spec);
+  for (int i = 0; i < 4; ++i) rig.Inject(0, WithMacs(testing::Udp4(1, 9000), 0, 0xa, true));
+  for (int i = 0; i < 4; ++i) rig.Inject(0, WithMacs(testing::Udp4(1, 53), 0, 0xa, true));
+  rig.Poll();
+  auto out = rig.Drain(1);
+  REQUIRE(out.size() == 8);
+  for (int i = 0; i < 4; ++i) CHECK((out[i][36] << 8 | out[i][37]) == 53);
+  const auto snap = rig.sw->TakeSnapshot(false);
+  CHECK(snap.counters.ebpf_runs == 8);
+  CHECK(snap.counters.ebpf_reclassified == 8);
+  CHECK(snap.uplinks[0].classes[0].dequeued_packets == 4);
+  CHECK(snap.uplinks[0].classes[2].dequeued_packets == 4);
+}
+
+TEST_CASE("switch: a refused eBPF program stops the switch from being built", "[switch][ebpf]") {
+  qosvisor::testing::TestEal();
+  SwitchSpec spec;
+  ClassSpec program;
+  program.queue = 0;
+  program.mode = MessageMode::kEbpf;
+  program.ebpf_object = std::string(QOSVISOR_BINARY_DIR) + "/examples/bpf/refused_loop.o";
+  spec.classes = {program};
+  UplinkSpec up;
+  up.scheduler.name = "u";
+  up.scheduler.rate_bps = 1'000'000'000;
+  up.scheduler.classes = {{.name = "c"}};
+  up.class_queues = {0};
+  spec.uplinks = {up};
+  dataplane::PortOptions o;
+  o.name = "ebpf_refused";
+  auto pool = dataplane::Mempool::Create("ebpf_refused", 1023);
+  REQUIRE(pool.ok());
+  auto port = dataplane::CreatePort(o, **pool);
+  INFO(port.message());
+  REQUIRE(port.ok());
+  spec.ports = {port->get()};
+  auto sw = Switch::Create(spec, (*pool)->get());
+  REQUIRE_FALSE(sw.ok());
+  CHECK_THAT(sw.message(), Catch::Contains("class with queue 0"));
+  CHECK_THAT(sw.message(), Catch::Contains("loop"));
+}
+
+}  // namespace qosvisor::vswitch
