@@ -1,0 +1,45 @@
+// Fuzz target: a frame through everything the switch does to it before scheduling: parse, flow
+// cache key, Open vSwitch classifier lookup, message identification and the eBPF context copy.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "vswitch/ebpf_classifier.h"
+#include "vswitch/flow_table.h"
+#include "vswitch/message_identifier.h"
+#include "vswitch/packet_parser.h"
+
+using namespace qosvisor::vswitch;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const std::shared_ptr<const FlowTable> table = [] {
+    auto t = FlowTable::Build({{"priority=100,udp,tp_dst=5000,actions=set_queue:1,NORMAL", 0},
+                               {"priority=90,tcp,tp_src=80,actions=mod_vlan_vid:7,output:b", 1},
+                               {"priority=80,icmp,actions=strip_vlan,FLOOD", 2},
+                               {"priority=70,ip,nw_proto=146,actions=set_queue:3,NORMAL", 3},
+                               {"priority=60,ipv6,actions=drop", 4},
+                               {"priority=50,arp,actions=NORMAL", 5}},
+                              {"a", "b", "c"});
+    return *t;
+  }();
+  static FlowCache cache;
+  static MessageIdentifier ids(1024, 1'000'000);
+  static uint64_t now = 0;
+  const uint32_t length = static_cast<uint32_t>(size > 65535 ? 65535 : size);
+  ParsedPacket p;
+  const ParseStatus status = ParsePacket(data, length, p);
+  if (p.payload_offset > length) __builtin_trap();
+  const uint32_t in_port = 1 + (length % 3);
+  if (status == ParseStatus::kOk) {
+    const FlowActions* a = cache.Lookup(*table, data, length, p, in_port);
+    if (a != nullptr && a->n > QV_OVS_MAX_ACTIONS) __builtin_trap();
+    for (MessageMode mode : {MessageMode::kHoma, MessageMode::kTcpGap, MessageMode::kDatagram}) {
+      ids.Identify(mode, p, length + 24, 1000, now += 700);
+    }
+  } else {
+    table->Lookup(data, length, in_port);  // the classifier must cope with any frame too
+  }
+  EbpfContext ctx;
+  FillEbpfContext(data, length, p, status == ParseStatus::kOk, ctx);
+  return 0;
+}
