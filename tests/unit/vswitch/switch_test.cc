@@ -4,9 +4,11 @@
 
 #include <rte_mbuf.h>
 #include <rte_ring.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <filesystem>
 
 #include "common/tsc.h"
 #include "dataplane/mempool.h"
@@ -343,6 +345,119 @@ TEST_CASE("switch: a refused eBPF program stops the switch from being built", "[
   REQUIRE_FALSE(sw.ok());
   CHECK_THAT(sw.message(), Catch::Contains("class with queue 0"));
   CHECK_THAT(sw.message(), Catch::Contains("loop"));
+}
+
+}  // namespace qosvisor::vswitch
+
+namespace qosvisor::vswitch {
+namespace {
+
+// Minimal libpcap file writer/reader (Ethernet link type), enough for replay tests.
+void WritePcap(const std::string& path, const std::vector<Frame>& frames) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  const uint32_t global[6] = {0xa1b2c3d4, 0x00040002, 0, 0, 65535, 1};
+  std::fwrite(global, sizeof(global), 1, f);
+  for (size_t i = 0; i < frames.size(); ++i) {
+    const uint32_t record[4] = {1, static_cast<uint32_t>(i),
+                                static_cast<uint32_t>(frames[i].bytes.size()),
+                                static_cast<uint32_t>(frames[i].bytes.size())};
+    std::fwrite(record, sizeof(record), 1, f);
+    std::fwrite(frames[i].bytes.data(), 1, frames[i].bytes.size(), f);
+  }
+  std::fclose(f);
+}
+
+std::vector<std::vector<uint8_t>> ReadPcap(const std::string& path) {
+  std::vector<std::vector<uint8_t>> out;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  REQUIRE(f != nullptr);
+  uint32_t global[6];
+  REQUIRE(std::fread(global, sizeof(global), 1, f) == 1);
+  uint32_t record[4];
+  while (std::fread(record, sizeof(record), 1, f) == 1) {
+    std::vector<uint8_t> frame(record[2]);
+    REQUIRE(std::fread(frame.data(), 1, frame.size(), f) == frame.size());
+    out.push_back(std::move(frame));
+  }
+  std::fclose(f);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("switch: a pcap replayed through an SRPT uplink comes out in rank order",
+          "[switch][pcap]") {
+  qosvisor::testing::TestEal();
+  const std::string dir = "/tmp/qv_pcap_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  // 40 packets of one long Homa message, then one short two-packet message and two singles.
+  std::vector<Frame> in;
+  for (uint32_t i = 0; i < 40; ++i)
+    in.push_back(WithMacs(testing::Homa4(1, 40 * 1000, i * 1000, 1000), 0, 0xa, true));
+  in.push_back(WithMacs(testing::Homa4(2, 2000, 0, 1000), 0, 0xa, true));
+  in.push_back(WithMacs(testing::Homa4(2, 2000, 1000, 1000), 0, 0xa, true));
+  in.push_back(WithMacs(testing::Homa4(3, 500, 0, 500), 0, 0xa, true));
+  in.push_back(WithMacs(testing::Homa4(4, 800, 0, 800), 0, 0xa, true));
+  WritePcap(dir + "/in.pcap", in);
+
+  auto pool = dataplane::Mempool::Create("pcap_test", 2047);
+  REQUIRE(pool.ok());
+  std::vector<std::unique_ptr<dataplane::Port>> ports;
+  for (const auto& [key, file] :
+       {std::pair{"rx_pcap", "in.pcap"}, std::pair{"tx_pcap", "out.pcap"}}) {
+    dataplane::PortOptions o;
+    o.name = key;
+    o.driver = dataplane::Driver::kPcap;
+    o.args = {{key, dir + "/" + file}};
+    auto port = dataplane::CreatePort(o, **pool);
+    INFO(port.message());
+    REQUIRE(port.ok());
+    ports.push_back(std::move(port).value());
+  }
+  SwitchSpec spec;
+  spec.ports = {ports[0].get(), ports[1].get()};
+  spec.bridges = {PlainBridge(2)};
+  spec.classes = {{0, MessageMode::kHoma, 0}};
+  UplinkSpec up;
+  up.port = 1;
+  up.scheduler.name = "pcap-uplink";
+  up.scheduler.rate_bps = 100'000'000;
+  up.scheduler.pacing_bps = 100'000'000;
+  up.scheduler.pacer_burst_bytes = 1100;  // one frame at a time: what queues is ranked
+  up.scheduler.classes = {{.name = "homa", .policy = sched::Policy::kSrpt}};
+  up.class_queues = {0};
+  spec.uplinks = {up};
+  auto sw = Switch::Create(spec, (*pool)->get());
+  REQUIRE(sw.ok());
+  const uint64_t deadline = ReadTsc() + TscHz() * 2;
+  while ((*sw)->TakeSnapshot(false).counters.rx_packets < in.size() ||
+         (*sw)->TakeSnapshot(false).uplinks[0].total.queued_packets > 0) {
+    (*sw)->Poll(ReadTsc());
+    REQUIRE(ReadTsc() < deadline);
+  }
+  sw->reset();
+  ports.clear();  // closing the pcap port flushes its file
+  const auto out = ReadPcap(dir + "/out.pcap");
+  REQUIRE(out.size() == in.size());
+  // Expected order: whatever left before the short messages arrived (the first burst), then the
+  // short messages by bytes left (500, 800, then the 2000-byte message), then the long message.
+  std::vector<uint64_t> rpc;
+  for (const auto& f : out) {
+    ParsedPacket p;
+    REQUIRE(ParsePacket(f.data(), static_cast<uint32_t>(f.size()), p) == ParseStatus::kOk);
+    rpc.push_back(p.homa_rpc_id);
+  }
+  const size_t first_short =
+      std::find_if(rpc.begin(), rpc.end(), [](uint64_t r) { return r != 1; }) - rpc.begin();
+  INFO("first short message at position " << first_short);
+  CHECK(first_short < 33);  // it arrived with the second burst of 32
+  CHECK(rpc[first_short] == 3);
+  CHECK(rpc[first_short + 1] == 4);
+  CHECK(rpc[first_short + 2] == 2);
+  CHECK(rpc[first_short + 3] == 2);
+  for (size_t i = first_short + 4; i < rpc.size(); ++i) CHECK(rpc[i] == 1);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace qosvisor::vswitch
