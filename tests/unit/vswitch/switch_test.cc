@@ -2,6 +2,8 @@
 // flow actions, a scheduled uplink, live rule replacement, and every mbuf returned at the end.
 #include "vswitch/switch.h"
 
+#include <rte_bus_vdev.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 #include <unistd.h>
@@ -458,6 +460,100 @@ TEST_CASE("switch: a pcap replayed through an SRPT uplink comes out in rank orde
   CHECK(rpc[first_short + 3] == 2);
   for (size_t i = first_short + 4; i < rpc.size(); ++i) CHECK(rpc[i] == 1);
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace qosvisor::vswitch
+
+namespace qosvisor::vswitch {
+
+// A virtio-net client (DPDK's virtio_user, as QEMU or another VMM would attach) on a vhost-user
+// port of the switch, exchanging frames with a ring port in both directions.
+TEST_CASE("switch: a virtio_user client on a vhost-user port reaches a ring port and back",
+          "[switch][vhost]") {
+  qosvisor::testing::TestEal();
+  const std::string sock = "/tmp/qv_vhost_" + std::to_string(getpid()) + ".sock";
+  auto pool = dataplane::Mempool::Create("vhost_test", 4095);
+  REQUIRE(pool.ok());
+  dataplane::PortOptions vo;
+  vo.name = "vhost0";
+  vo.driver = dataplane::Driver::kVhostUser;
+  vo.args = {{"path", sock}};
+  auto vhost = dataplane::CreatePort(vo, **pool);
+  INFO(vhost.message());
+  REQUIRE(vhost.ok());
+  dataplane::PortOptions ro;
+  ro.name = "ring_peer";
+  auto ring = dataplane::CreatePort(ro, **pool);
+  REQUIRE(ring.ok());
+
+  // The client side, as a guest's NIC: DPDK's virtio_user driver connecting to our socket.
+  const std::string client = "net_virtio_user_qvtest";
+  REQUIRE(rte_vdev_init(client.c_str(), ("path=" + sock + ",queues=1").c_str()) == 0);
+  uint16_t cid;
+  REQUIRE(rte_eth_dev_get_port_by_name(client.c_str(), &cid) == 0);
+  rte_eth_conf conf{};
+  REQUIRE(rte_eth_dev_configure(cid, 1, 1, &conf) == 0);
+  REQUIRE(rte_eth_rx_queue_setup(cid, 0, 256, 0, nullptr, (*pool)->get()) == 0);
+  REQUIRE(rte_eth_tx_queue_setup(cid, 0, 256, 0, nullptr) == 0);
+  REQUIRE(rte_eth_dev_start(cid) == 0);
+
+  SwitchSpec spec;
+  spec.ports = {vhost->get(), ring->get()};
+  spec.bridges = {PlainBridge(2)};
+  auto sw = Switch::Create(spec, (*pool)->get());
+  REQUIRE(sw.ok());
+  const uint64_t deadline = ReadTsc() + TscHz() * 5;
+  while (!(*vhost)->LinkUp() && ReadTsc() < deadline) (*sw)->Poll(ReadTsc());
+  REQUIRE((*vhost)->LinkUp());
+
+  // Client → switch → ring port.
+  rte_mbuf* tx[8];
+  const Frame f = WithMacs(testing::Udp4(1, 5000), 0, 0xc, true);
+  for (rte_mbuf*& m : tx) {
+    m = rte_pktmbuf_alloc((*pool)->get());
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(f.bytes.size())), f.bytes.data(),
+                f.bytes.size());
+  }
+  uint16_t sent = 0;
+  while (sent < 8 && ReadTsc() < deadline) {
+    sent += rte_eth_tx_burst(cid, 0, tx + sent, static_cast<uint16_t>(8 - sent));
+    (*sw)->Poll(ReadTsc());
+  }
+  REQUIRE(sent == 8);
+  auto* ring_port = dynamic_cast<dataplane::EthPort*>(ring->get());
+  size_t at_ring = 0;
+  while (at_ring < 8 && ReadTsc() < deadline) {
+    (*sw)->Poll(ReadTsc());
+    void* m;
+    while (rte_ring_dequeue(ring_port->drain_ring(), &m) == 0) {
+      rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+      ++at_ring;
+    }
+  }
+  CHECK(at_ring == 8);
+
+  // Ring port → switch → client (the client's MAC was learned on the vhost port).
+  const Frame back = WithMacs(testing::Udp4(5000, 1), 0xc, 0xd);
+  rte_mbuf* m = rte_pktmbuf_alloc((*pool)->get());
+  std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(back.bytes.size())), back.bytes.data(),
+              back.bytes.size());
+  REQUIRE(rte_ring_enqueue(ring_port->inject_ring(), m) == 0);
+  size_t at_client = 0;
+  while (at_client == 0 && ReadTsc() < deadline) {
+    (*sw)->Poll(ReadTsc());
+    rte_mbuf* rx[8];
+    const uint16_t n = rte_eth_rx_burst(cid, 0, rx, 8);
+    for (uint16_t i = 0; i < n; ++i) {
+      CHECK(rte_pktmbuf_mtod(rx[i], uint8_t*)[5] == 0xc);
+      rte_pktmbuf_free(rx[i]);
+    }
+    at_client += n;
+  }
+  CHECK(at_client == 1);
+  rte_eth_dev_stop(cid);
+  rte_eth_dev_close(cid);
+  rte_vdev_uninit(client.c_str());
+  sw->reset();
 }
 
 }  // namespace qosvisor::vswitch
