@@ -1,0 +1,122 @@
+// Binary min-heap with the same interface and key semantics as FfsRankQueue: the reference and
+// baseline for it (O(log n) push/pop, O(n) find-max, which only overflow uses).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "sched/rank_queue.h"
+
+namespace qosvisor::sched {
+
+class HeapRankQueue {
+ public:
+  static constexpr const char* kName = "heap";
+
+  HeapRankQueue() = default;
+  HeapRankQueue(const RankQueueConfig& config, RankNodes nodes) : map_(config), nodes_(nodes) {
+    heap_.reserve(config.capacity);
+  }
+
+  bool Empty() const { return heap_.empty(); }
+  uint32_t size() const { return static_cast<uint32_t>(heap_.size()); }
+
+  bool Push(uint32_t id, uint64_t rank) {
+    bool clamped;
+    uint64_t key = map_.Map(rank, heap_.empty(), &clamped);
+    nodes_[id].key = key;
+    heap_.push_back(Entry{key, seq_++, id});
+    SiftUp(static_cast<uint32_t>(heap_.size() - 1));
+    return clamped;
+  }
+
+  uint32_t PeekMin() const { return heap_.empty() ? kNoId : heap_[0].id; }
+
+  // The element that follows the minimum (a prefetch hint).
+  uint32_t PeekSecond() const {
+    if (heap_.size() < 2) return kNoId;
+    if (heap_.size() == 2 || Less(heap_[1], heap_[2])) return heap_[1].id;
+    return heap_[2].id;
+  }
+
+  uint32_t PopMin() {
+    if (heap_.empty()) return kNoId;
+    uint32_t id = heap_[0].id;
+    map_.OnPopMin(heap_[0].key);
+    RemoveAt(0);
+    return id;
+  }
+
+  uint32_t PeekMax() const {
+    if (heap_.empty()) return kNoId;
+    // The maximum is a leaf; leaves are the second half of the array.
+    size_t best = heap_.size() / 2;
+    for (size_t i = best + 1; i < heap_.size(); ++i) {
+      if (Less(heap_[best], heap_[i])) best = i;
+    }
+    return heap_[best].id;
+  }
+
+  void Remove(uint32_t id) { RemoveAt(nodes_[id].prev); }
+
+  uint64_t KeyOf(uint32_t id) const { return nodes_[id].key; }
+
+ private:
+  struct Entry {
+    uint64_t key;
+    uint64_t seq;  // insertion order: FIFO among equal keys
+    uint32_t id;
+  };
+  static bool Less(const Entry& a, const Entry& b) {
+    return a.key < b.key || (a.key == b.key && a.seq < b.seq);
+  }
+
+  void Place(uint32_t pos, const Entry& e) {
+    heap_[pos] = e;
+    nodes_[e.id].prev = pos;
+  }
+
+  void SiftUp(uint32_t pos) {
+    Entry e = heap_[pos];
+    while (pos > 0) {
+      uint32_t parent = (pos - 1) / 2;
+      if (!Less(e, heap_[parent])) break;
+      Place(pos, heap_[parent]);
+      pos = parent;
+    }
+    Place(pos, e);
+  }
+
+  void SiftDown(uint32_t pos) {
+    Entry e = heap_[pos];
+    uint32_t n = static_cast<uint32_t>(heap_.size());
+    for (;;) {
+      uint32_t child = 2 * pos + 1;
+      if (child >= n) break;
+      if (child + 1 < n && Less(heap_[child + 1], heap_[child])) ++child;
+      if (!Less(heap_[child], e)) break;
+      Place(pos, heap_[child]);
+      pos = child;
+    }
+    Place(pos, e);
+  }
+
+  void RemoveAt(uint32_t pos) {
+    Entry last = heap_.back();
+    heap_.pop_back();
+    if (pos == heap_.size()) return;
+    Place(pos, last);
+    if (pos > 0 && Less(last, heap_[(pos - 1) / 2])) {
+      SiftUp(pos);
+    } else {
+      SiftDown(pos);
+    }
+  }
+
+  std::vector<Entry> heap_;
+  RankKeyMap map_;
+  RankNodes nodes_;
+  uint64_t seq_ = 0;
+};
+
+}  // namespace qosvisor::sched

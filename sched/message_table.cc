@@ -1,0 +1,76 @@
+// Message table: open addressing with linear probing and backward-shift deletion, so lookups never
+// step over tombstones and the index stays at most half full.
+#include "sched/message_table.h"
+
+#include <bit>
+#include <cstddef>
+
+namespace qosvisor::sched {
+
+MessageTable::MessageTable(uint32_t capacity, uint32_t reserved)
+    : slots_(capacity), reserved_(reserved) {
+  uint64_t index_size = std::bit_ceil(uint64_t{capacity} * 2);
+  if (index_size < 64) index_size = 64;
+  index_.resize(index_size);
+  index_mask_ = static_cast<uint32_t>(index_size - 1);
+  index_shift_ = 64 - std::countr_zero(index_size);
+  free_.reserve(capacity);
+  // Pop order = ascending slots, which keeps a lightly loaded table compact in memory.
+  for (uint32_t s = capacity; s > reserved; --s) free_.push_back(s - 1);
+  for (uint32_t s = 0; s < reserved; ++s) slots_[s].flags = kMsgInUse | kMsgDefault;
+}
+
+uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id) {
+  if (free_.empty()) return kNoId;
+  uint32_t slot = free_.back();
+  free_.pop_back();
+  uint32_t i = IndexOf(message_id);
+  while (index_[i].slot != kNoId) i = (i + 1) & index_mask_;
+  index_[i] = Entry{message_id, slot};
+  MessageState& m = slots_[slot];
+  m = MessageState{};
+  m.message_id = message_id;
+  m.class_id = class_id;
+  m.flags = kMsgInUse;
+  ++live_;
+  return slot;
+}
+
+void MessageTable::Erase(uint32_t slot) {
+  MessageState& m = slots_[slot];
+  uint32_t i = IndexOf(m.message_id);
+  while (index_[i].slot != slot) i = (i + 1) & index_mask_;
+  // Backward-shift: move later entries of the probe run into the hole if their home allows it.
+  for (uint32_t j = (i + 1) & index_mask_;; j = (j + 1) & index_mask_) {
+    if (index_[j].slot == kNoId) break;
+    uint32_t home = IndexOf(index_[j].message_id);
+    // Entry j may move to i when its home is not in (i, j] (cyclically).
+    bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+    if (!stays) {
+      index_[i] = index_[j];
+      i = j;
+    }
+  }
+  index_[i] = Entry{};
+  m.flags = 0;
+  free_.push_back(slot);
+  --live_;
+}
+
+uint32_t MessageTable::ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budget) {
+  uint32_t freed = 0;
+  uint32_t n = capacity();
+  if (n <= reserved_) return 0;
+  for (uint32_t k = 0; k < budget; ++k) {
+    if (++hand_ >= n) hand_ = reserved_;
+    if (hand_ < reserved_) hand_ = reserved_;
+    MessageState& m = slots_[hand_];
+    if ((m.flags & kMsgInUse) && m.empty() && now - m.last_active > timeout) {
+      Erase(hand_);
+      ++freed;
+    }
+  }
+  return freed;
+}
+
+}  // namespace qosvisor::sched

@@ -1,0 +1,149 @@
+// The message table: one slot per live message holding its packet FIFO, byte counts and
+// rank-queue links; found by message id through an open-addressing index (no allocation per
+// packet).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "common/packet_meta.h"
+#include "sched/rank_queue.h"
+
+struct rte_mbuf;
+
+namespace qosvisor::sched {
+
+inline constexpr uint16_t kMsgInUse = 1u << 0;
+inline constexpr uint16_t kMsgDefault = 1u << 1;  // a class's fallback queue, never reclaimed
+
+inline constexpr uint8_t kInlinePackets = 7;
+
+// Two cache lines: everything the data path touches for a message. The oldest packets' pointers
+// sit in the state itself (line 1), so the next heads are known, and their mbufs prefetched,
+// without chasing PacketMeta::next through cold mbufs; only a message with more than
+// kInlinePackets queued links the rest through PacketMeta::next.
+struct alignas(64) MessageState {
+  RankNode node;                      // links in the class's rank queue (must stay first)
+  rte_mbuf* overflow_head = nullptr;  // packets after the ring, oldest first
+  rte_mbuf* overflow_tail = nullptr;
+  uint64_t message_id = 0;
+  uint64_t tag = 0;         // wfq: finish tag; srpt with aging: first arrival TSC
+  uint32_t bytes_sent = 0;  // saturates; las ranks by it
+  uint32_t bytes_queued = 0;
+  uint32_t last_active = 0;  // TSC >> kIdleShift of the last enqueue or dequeue
+  uint16_t class_id = 0;
+  uint16_t flags = 0;
+  rte_mbuf* ring[kInlinePackets] = {};  // the oldest queued packets, from ring_head on
+  uint8_t ring_head = 0;
+  uint8_t ring_count = 0;  // < kInlinePackets only while the overflow list is empty
+  // What Dequeue needs of the head packet, copied when it became head (its mbuf was in cache
+  // then), so sending it does not wait for a cold mbuf.
+  bool head_last = false;  // kMetaLastOfMessage
+  uint32_t head_len = 0;   // wire_len
+
+  bool empty() const { return ring_count == 0; }
+  rte_mbuf* front() const { return ring[ring_head]; }
+  // The k-th queued packet if it is in the ring (k < kInlinePackets), else nullptr.
+  rte_mbuf* at(uint8_t k) const {
+    if (k >= ring_count) return nullptr;
+    unsigned i = ring_head + k;
+    return ring[i >= kInlinePackets ? i - kInlinePackets : i];
+  }
+  void PushBack(rte_mbuf* m) {
+    if (ring_count < kInlinePackets) {
+      unsigned i = ring_head + ring_count;
+      ring[i >= kInlinePackets ? i - kInlinePackets : i] = m;
+      ++ring_count;
+      return;
+    }
+    Meta(m)->next = nullptr;
+    if (overflow_tail == nullptr) {
+      overflow_head = m;
+    } else {
+      Meta(overflow_tail)->next = m;
+    }
+    overflow_tail = m;
+  }
+  rte_mbuf* PopFront() {
+    rte_mbuf* m = ring[ring_head];
+    ring_head = static_cast<uint8_t>(ring_head + 1 == kInlinePackets ? 0 : ring_head + 1);
+    --ring_count;
+    if (overflow_head != nullptr) {  // keep the ring full while packets wait behind it
+      rte_mbuf* o = overflow_head;
+      overflow_head = Meta(o)->next;
+      if (overflow_head == nullptr) overflow_tail = nullptr;
+      PushBack(o);
+    }
+    return m;
+  }
+};
+static_assert(sizeof(MessageState) == 128, "message state must stay two cache lines");
+static_assert(offsetof(MessageState, node) == 0, "RankNodes assumes the node at offset 0");
+
+inline constexpr int kIdleShift = 16;  // idle times are coarse: ~20 us units at 3 GHz
+
+class MessageTable {
+ public:
+  // `reserved` slots [0, reserved) are not in the index (the classes' fallback queues).
+  MessageTable(uint32_t capacity, uint32_t reserved);
+
+  uint32_t capacity() const { return static_cast<uint32_t>(slots_.size()); }
+  uint32_t live() const { return live_; }
+  MessageState& operator[](uint32_t slot) { return slots_[slot]; }
+  const MessageState& operator[](uint32_t slot) const { return slots_[slot]; }
+  RankNodes nodes() { return RankNodes(slots_.data(), sizeof(MessageState)); }
+
+  uint32_t IndexOf(uint64_t message_id) const {
+    return static_cast<uint32_t>((message_id * 0x9E3779B97F4A7C15ull) >> index_shift_);
+  }
+  void PrefetchIndex(uint64_t message_id) const {
+    __builtin_prefetch(&index_[IndexOf(message_id)]);
+  }
+  void PrefetchSlot(uint32_t slot, bool write) const {
+    const char* p = reinterpret_cast<const char*>(&slots_[slot]);
+    if (write) {
+      __builtin_prefetch(p, 1);
+      __builtin_prefetch(p + 64, 1);
+    } else {
+      __builtin_prefetch(p);
+      __builtin_prefetch(p + 64);
+    }
+  }
+
+  // The slot of `message_id`, or kNoId.
+  uint32_t Find(uint64_t message_id) const {
+    for (uint32_t i = IndexOf(message_id);; i = (i + 1) & index_mask_) {
+      const Entry& e = index_[i];
+      if (e.slot == kNoId) return kNoId;
+      if (e.message_id == message_id) return e.slot;
+    }
+  }
+
+  // A fresh slot for `message_id` (which must not be present), or kNoId when the table is full.
+  uint32_t Insert(uint64_t message_id, uint16_t class_id);
+
+  // Frees a slot found through the index (not a reserved one); its queue must be empty.
+  void Erase(uint32_t slot);
+
+  // Visits up to `budget` slots round-robin; frees those empty for longer than `timeout` (in
+  // kIdleShift units) at time `now`. Returns how many were freed.
+  uint32_t ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budget);
+
+ private:
+  struct Entry {
+    uint64_t message_id = 0;
+    uint32_t slot = kNoId;
+  };
+
+  std::vector<MessageState> slots_;
+  std::vector<Entry> index_;
+  std::vector<uint32_t> free_;  // stack of free slots
+  uint32_t index_mask_ = 0;
+  int index_shift_ = 64;
+  uint32_t reserved_ = 0;
+  uint32_t live_ = 0;
+  uint32_t hand_ = 0;  // ReclaimIdle's position
+};
+
+}  // namespace qosvisor::sched

@@ -1,0 +1,464 @@
+// The scheduler's data path (Enqueue/Dequeue, inlined policies and rank queues) and its set-up.
+// Both rank-queue flavours are instantiated here, so callers never see the template bodies.
+#include "sched/scheduler.h"
+
+#include <algorithm>
+#include <bit>
+#include <numeric>
+
+#include "common/tsc.h"
+
+namespace qosvisor::sched {
+namespace {
+
+constexpr uint32_t kReclaimBudget = 2;  // idle slots inspected per Dequeue call
+
+}  // namespace
+
+template <typename RankQueue>
+Result<std::unique_ptr<BasicScheduler<RankQueue>>> BasicScheduler<RankQueue>::Create(
+    const SchedulerConfig& config, DropSink drop_sink, void* drop_context) {
+  if (Status s = Validate(config); !s.ok()) return s;
+  if (drop_sink == nullptr) {
+    return Status::Error("scheduler needs a drop sink to hand dropped packets back to");
+  }
+  uint64_t hz = config.tsc_hz != 0 ? config.tsc_hz : TscHz();
+  return std::unique_ptr<BasicScheduler>(new BasicScheduler(config, drop_sink, drop_context, hz));
+}
+
+template <typename RankQueue>
+BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSink sink,
+                                          void* context, uint64_t hz)
+    : config_(config),
+      hz_(hz),
+      drop_sink_(sink),
+      drop_context_(context),
+      table_(config.max_messages + static_cast<uint32_t>(config.classes.size()),
+             static_cast<uint32_t>(config.classes.size())) {
+  size_t n = config_.classes.size();
+  if (config_.tenants.empty()) {
+    TenantConfig all;
+    all.name = "default";
+    all.class_share = config_.class_share_default;
+    all.classes.resize(n);
+    std::iota(all.classes.begin(), all.classes.end(), uint16_t{0});
+    config_.tenants.push_back(all);
+  }
+  classes_.resize(n);
+  stats_.resize(n);
+  class_pos_.resize(n);
+  queues_.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const ClassConfig& cc = config_.classes[i];
+    ClassState& cs = classes_[i];
+    cs = MakeClassState(cc, hz_);
+    any_gated_ |= cs.time_gated;
+    cs.default_slot = static_cast<uint32_t>(i);
+    table_[cs.default_slot].class_id = static_cast<uint16_t>(i);
+    RankQueueConfig qc = MakeRankQueueConfig(cc, hz_, config_.rank_buckets, table_.capacity());
+    queues_.emplace_back(qc, table_.nodes());
+  }
+  // Positions in the masks follow (priority, index), so find-first-set gives the first priority.
+  tenants_.resize(config_.tenants.size());
+  tenant_pos_.resize(config_.tenants.size());
+  std::vector<uint16_t> order(config_.tenants.size());
+  std::iota(order.begin(), order.end(), uint16_t{0});
+  std::stable_sort(order.begin(), order.end(), [this](uint16_t a, uint16_t b) {
+    return config_.tenants[a].priority < config_.tenants[b].priority;
+  });
+  for (size_t p = 0; p < order.size(); ++p) {
+    tenant_at_[p] = order[p];
+    tenant_pos_[order[p]] = static_cast<uint8_t>(p);
+  }
+  for (size_t t = 0; t < config_.tenants.size(); ++t) {
+    const TenantConfig& tc = config_.tenants[t];
+    TenantState& ts = tenants_[t];
+    ts.class_share = tc.class_share;
+    ts.weight = tc.weight;
+    ts.charge_classes = tc.class_share == Share::kWfq && tc.classes.size() > 1;
+    std::vector<uint16_t> cls = tc.classes;
+    std::stable_sort(cls.begin(), cls.end(), [this](uint16_t a, uint16_t b) {
+      return config_.classes[a].priority < config_.classes[b].priority;
+    });
+    for (size_t p = 0; p < cls.size(); ++p) {
+      ts.class_at[p] = cls[p];
+      class_pos_[cls[p]] = static_cast<uint8_t>(p);
+      classes_[cls[p]].tenant = static_cast<uint16_t>(t);
+    }
+  }
+  single_plain_class_ = n == 1 && !any_gated_;
+  charge_tenants_ = config_.tenant_share == Share::kWfq && config_.tenants.size() > 1;
+  uint32_t burst = config_.pacer_burst_bytes != 0 ? config_.pacer_burst_bytes : 32 * 1538;
+  pacer_ = Pacer(config_.pacing_bps, hz_, burst);
+  idle_timeout_ = static_cast<uint32_t>(std::min<uint64_t>(
+      UINT32_MAX / 2, NsToTsc(config_.message_idle_timeout_ns, hz_) >> kIdleShift));
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::ActivateClass(uint16_t c) {
+  ClassState& cs = classes_[c];
+  TenantState& t = tenants_[cs.tenant];
+  cs.share_start = std::max(t.vtime, cs.share_finish);
+  t.active_classes |= uint64_t{1} << class_pos_[c];
+  uint64_t tbit = uint64_t{1} << tenant_pos_[cs.tenant];
+  if (!(active_tenants_ & tbit)) {
+    t.share_start = std::max(vtime_, t.share_finish);
+    active_tenants_ |= tbit;
+  }
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::DeactivateClass(uint16_t c) {
+  ClassState& cs = classes_[c];
+  TenantState& t = tenants_[cs.tenant];
+  t.active_classes &= ~(uint64_t{1} << class_pos_[c]);
+  if (t.active_classes == 0) active_tenants_ &= ~(uint64_t{1} << tenant_pos_[cs.tenant]);
+}
+
+// Start-time fair queuing at both levels: V = start tag of what is sent, F = S + bytes / weight.
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::ChargeShares(uint16_t c, uint32_t bytes, bool class_active) {
+  ClassState& cs = classes_[c];
+  TenantState& t = tenants_[cs.tenant];
+  if (t.charge_classes) {
+    t.vtime = cs.share_start;
+    cs.share_finish = cs.share_start + (uint64_t{bytes} << 16) / cs.weight;
+    if (class_active) cs.share_start = cs.share_finish;
+  }
+  if (charge_tenants_) {
+    vtime_ = t.share_start;
+    t.share_finish = t.share_start + (uint64_t{bytes} << 16) / t.weight;
+    if (t.active_classes != 0) t.share_start = t.share_finish;
+  }
+}
+
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::Eligible(uint16_t c, uint64_t now) const {
+  if (!classes_[c].time_gated) return true;
+  const MessageState& m = table_[queues_[c].PeekMin()];
+  return Meta(m.front())->rank <= now;
+}
+
+template <typename RankQueue>
+int BasicScheduler<RankQueue>::SelectInTenant(uint16_t tenant, uint64_t now) const {
+  const TenantState& t = tenants_[tenant];
+  uint64_t mask = t.active_classes;
+  if (mask == 0) return -1;
+  if ((mask & (mask - 1)) == 0) {
+    uint16_t c = t.class_at[std::countr_zero(mask)];
+    return Eligible(c, now) ? c : -1;
+  }
+  if (t.class_share == Share::kPriority) {
+    for (; mask != 0; mask &= mask - 1) {
+      uint16_t c = t.class_at[std::countr_zero(mask)];
+      if (Eligible(c, now)) return c;
+    }
+    return -1;
+  }
+  int best = -1;
+  for (; mask != 0; mask &= mask - 1) {
+    uint16_t c = t.class_at[std::countr_zero(mask)];
+    if (!Eligible(c, now)) continue;
+    if (best < 0 || classes_[c].share_start < classes_[best].share_start) best = c;
+  }
+  return best;
+}
+
+template <typename RankQueue>
+int BasicScheduler<RankQueue>::SelectClass(uint64_t now) const {
+  uint64_t mask = active_tenants_;
+  if (mask == 0) return -1;
+  if ((mask & (mask - 1)) == 0) return SelectInTenant(tenant_at_[std::countr_zero(mask)], now);
+  if (config_.tenant_share == Share::kPriority) {
+    for (; mask != 0; mask &= mask - 1) {
+      int c = SelectInTenant(tenant_at_[std::countr_zero(mask)], now);
+      if (c >= 0) return c;
+    }
+    return -1;
+  }
+  if (!any_gated_) {
+    // Every active tenant has a sendable class: the smallest start tag wins.
+    int best = -1;
+    for (; mask != 0; mask &= mask - 1) {
+      int t = tenant_at_[std::countr_zero(mask)];
+      if (best < 0 || tenants_[t].share_start < tenants_[best].share_start) best = t;
+    }
+    return SelectInTenant(static_cast<uint16_t>(best), now);
+  }
+  int best = -1, best_class = -1;
+  for (; mask != 0; mask &= mask - 1) {
+    int t = tenant_at_[std::countr_zero(mask)];
+    int c = SelectInTenant(static_cast<uint16_t>(t), now);
+    if (c < 0) continue;
+    if (best < 0 || tenants_[t].share_start < tenants_[best].share_start) {
+      best = t;
+      best_class = c;
+    }
+  }
+  return best_class;
+}
+
+template <typename RankQueue>
+[[gnu::always_inline]] inline void BasicScheduler<RankQueue>::PushHead(uint16_t c, uint32_t slot,
+                                                                       uint64_t now) {
+  MessageState& m = table_[slot];
+  // The packets behind the new head are the next ones this message ranks: start loading them.
+  if (rte_mbuf* p = m.at(1)) __builtin_prefetch(Meta(p));
+  if (rte_mbuf* p = m.at(2)) __builtin_prefetch(Meta(p));
+  PacketMeta& hm = *Meta(m.front());
+  m.head_len = hm.wire_len;
+  m.head_last = (hm.flags & kMetaLastOfMessage) != 0;
+  hm.rank = ComputeRank(hm, m, classes_[c], now);
+  RankQueue& q = queues_[c];
+  bool was_empty = q.Empty();
+  stats_[c].rank_clamped += q.Push(slot, hm.rank);
+  if (was_empty) ActivateClass(c);
+}
+
+template <typename RankQueue>
+uint32_t BasicScheduler<RankQueue>::ResolveSlot(const PacketMeta& pm) {
+  // Classification may hand the slot over (it learnt it from an earlier packet); trust it only
+  // when it still holds this message.
+  uint32_t hint = pm.message_slot;
+  if (hint < table_.capacity()) {
+    const MessageState& m = table_[hint];
+    if (m.message_id == pm.message_id && (m.flags & (kMsgInUse | kMsgDefault)) == kMsgInUse) {
+      return hint;
+    }
+  }
+  return table_.Find(pm.message_id);
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::DropWorst(uint16_t c, uint64_t now) {
+  RankQueue& q = queues_[c];
+  uint32_t slot = q.PeekMax();
+  q.Remove(slot);
+  MessageState& m = table_[slot];
+  uint32_t len = m.head_len;
+  rte_mbuf* victim = m.PopFront();
+  m.bytes_queued -= len;
+  buffered_bytes_ -= len;
+  --buffered_packets_;
+  ClassStats& st = stats_[c];
+  ++st.dropped_worst;
+  st.dropped_bytes += len;
+  --st.queued_packets;
+  st.queued_bytes -= len;
+  if (!m.empty()) {
+    PushHead(c, slot, now);
+  } else if (q.Empty()) {
+    DeactivateClass(c);
+  }
+  Drop(victim);
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
+  PacketMeta& pm = *Meta(pkt);
+  uint32_t len = pm.wire_len;
+  if (pm.class_id >= classes_.size()) {
+    ++dropped_unknown_class_;
+    Drop(pkt);
+    return;
+  }
+  uint16_t c = pm.class_id;
+  ClassStats& st = stats_[c];
+  ++st.enqueued_packets;
+  st.enqueued_bytes += len;
+  bool created = false;
+  if (slot == kNoId) {
+    slot = table_.Insert(pm.message_id, c);
+    if (slot == kNoId) {
+      slot = classes_[c].default_slot;
+      ++st.table_full_fallback;
+    } else {
+      created = true;
+      table_[slot].tag = InitialTag(pm, classes_[c]);
+    }
+  }
+  MessageState& m = table_[slot];
+  c = m.class_id;  // the message's first packet chose its class
+  ClassStats& mst = stats_[c];
+  if (&mst != &st) {
+    --st.enqueued_packets;
+    st.enqueued_bytes -= len;
+    ++mst.enqueued_packets;
+    mst.enqueued_bytes += len;
+  }
+  bool over_limit = config_.message_limit_bytes != 0 &&
+                    uint64_t{m.bytes_queued} + len > config_.message_limit_bytes;
+  bool buffer_full = buffered_bytes_ + len > config_.buffer_bytes ||
+                     buffered_packets_ + 1 > config_.buffer_packets;
+  if (over_limit || (buffer_full && config_.drop == DropMode::kTail)) {
+    if (over_limit) {
+      ++mst.dropped_message_limit;
+    } else {
+      ++mst.dropped_tail;
+    }
+    mst.dropped_bytes += len;
+    if (created) table_.Erase(slot);
+    Drop(pkt);
+    return;
+  }
+  pm.message_slot = slot;
+  m.last_active = static_cast<uint32_t>(pm.arrival_tsc >> kIdleShift);
+  m.bytes_queued += len;
+  buffered_bytes_ += len;
+  ++buffered_packets_;
+  ++mst.queued_packets;
+  mst.queued_bytes += len;
+  bool was_empty = m.empty();
+  m.PushBack(pkt);
+  if (was_empty) PushHead(c, slot, pm.arrival_tsc);
+  // pFabric: make room by evicting the worst-ranked head of this class, which may be the arrival.
+  while ((buffered_bytes_ > config_.buffer_bytes || buffered_packets_ > config_.buffer_packets) &&
+         !queues_[c].Empty()) {
+    DropWorst(c, pm.arrival_tsc);
+  }
+}
+
+template <typename RankQueue>
+uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
+  const uint16_t n = batch.count;
+  uint32_t slots[kMaxBurst];
+  // Stage the burst like rte_sched's grinders: touch every index entry, then every message
+  // state, so the cache misses of the burst overlap instead of queueing one behind the other.
+  // Appending never touches an older packet while the message's inline ring has room.
+  for (uint16_t i = 0; i < n; ++i) {
+    const PacketMeta& pm = *Meta(batch.pkts[i]);
+    if (pm.message_slot < table_.capacity()) {
+      table_.PrefetchSlot(pm.message_slot, true);
+    } else {
+      table_.PrefetchIndex(pm.message_id);
+    }
+  }
+  for (uint16_t i = 0; i < n; ++i) {
+    slots[i] = ResolveSlot(*Meta(batch.pkts[i]));
+    if (slots[i] != kNoId) table_.PrefetchSlot(slots[i], true);
+  }
+  burst_ = batch.pkts;
+  burst_size_ = n;
+  burst_dropped_ = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* pkt = batch.pkts[i];
+    uint32_t slot = slots[i];
+    // A message created earlier in this burst was not in the index when slots[] was filled.
+    if (slot == kNoId) slot = table_.Find(Meta(pkt)->message_id);
+    Admit(pkt, slot);
+  }
+  burst_size_ = 0;
+  batch.count = 0;
+  FlushDrops();
+  return static_cast<uint16_t>(n - burst_dropped_);
+}
+
+template <typename RankQueue>
+uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
+  pacer_.Refill(now);
+  uint16_t added = 0;
+  uint32_t now_coarse = static_cast<uint32_t>(now >> kIdleShift);
+  while (!batch.full() && pacer_.CanSend()) {
+    // One plain class (the common uplink) needs no share decision at all.
+    int sel = single_plain_class_ ? (queues_[0].Empty() ? -1 : 0) : SelectClass(now);
+    if (sel < 0) break;
+    uint16_t c = static_cast<uint16_t>(sel);
+    RankQueue& q = queues_[c];
+    uint32_t slot = q.PopMin();
+    MessageState& m = table_[slot];
+    uint32_t len = m.head_len;
+    bool last = m.head_last;
+    rte_mbuf* pkt = m.PopFront();
+    m.bytes_queued -= len;
+    m.last_active = now_coarse;
+    buffered_bytes_ -= len;
+    --buffered_packets_;
+    ClassStats& st = stats_[c];
+    ++st.dequeued_packets;
+    st.dequeued_bytes += len;
+    --st.queued_packets;
+    st.queued_bytes -= len;
+    OnSent(*Meta(pkt), len, m, classes_[c]);
+    if (!m.empty()) {
+      PushHead(c, slot, now);
+    } else {
+      if (last && !(m.flags & kMsgDefault)) table_.Erase(slot);
+      if (q.Empty()) DeactivateClass(c);
+    }
+    ChargeShares(c, len, !q.Empty());
+    // Software pipeline over the next picks (like rte_sched's grinders): the state of the
+    // message after next is loaded two picks ahead; when it is next, its state has arrived and
+    // the pointers to its packets are known, so the one it will rank is loaded one pick ahead.
+    uint32_t next = q.PeekMin();
+    if (next != kNoId) {
+      bool next_hot = next == slot || next == lookahead_;
+      if (next != slot) {
+        if (next == lookahead_) {
+          // Its head leaves without its mbuf being read (the state has what is needed);
+          // the packet behind it will be ranked, so that one is loaded.
+          if (rte_mbuf* p = table_[next].at(1)) __builtin_prefetch(Meta(p));
+        } else {
+          table_.PrefetchSlot(next, true);
+        }
+      }
+      // PeekSecond reads the next message's links, so only once its state is in cache.
+      if (next_hot) {
+        uint32_t after = q.PeekSecond();
+        if (after != kNoId && after != lookahead_ && after != next) {
+          table_.PrefetchSlot(after, true);
+          lookahead_ = after;
+        }
+      }
+    }
+    pacer_.Consume(len);
+    batch.Push(pkt);
+    ++added;
+  }
+  if (idle_timeout_ != 0) {
+    reclaimed_idle_ += table_.ReclaimIdle(now_coarse, idle_timeout_, kReclaimBudget);
+  }
+  return added;
+}
+
+template <typename RankQueue>
+uint64_t BasicScheduler<RankQueue>::NextSendTsc(uint64_t now) const {
+  if (buffered_packets_ == 0) return UINT64_MAX;
+  uint64_t t = pacer_.CanSend() ? now : std::max(now, pacer_.NextSendTsc());
+  uint64_t earliest = UINT64_MAX;
+  for (size_t c = 0; c < classes_.size(); ++c) {
+    if (queues_[c].Empty()) continue;
+    if (!classes_[c].time_gated) return t;
+    uint64_t r = Meta(table_[queues_[c].PeekMin()].front())->rank;
+    earliest = std::min(earliest, r);
+  }
+  return std::max(t, earliest);
+}
+
+template <typename RankQueue>
+SchedulerStats BasicScheduler<RankQueue>::Stats() const {
+  SchedulerStats s;
+  s.classes = stats_;
+  for (const ClassStats& c : stats_) {
+    s.total.enqueued_packets += c.enqueued_packets;
+    s.total.enqueued_bytes += c.enqueued_bytes;
+    s.total.dequeued_packets += c.dequeued_packets;
+    s.total.dequeued_bytes += c.dequeued_bytes;
+    s.total.dropped_tail += c.dropped_tail;
+    s.total.dropped_worst += c.dropped_worst;
+    s.total.dropped_message_limit += c.dropped_message_limit;
+    s.total.dropped_bytes += c.dropped_bytes;
+    s.total.rank_clamped += c.rank_clamped;
+    s.total.table_full_fallback += c.table_full_fallback;
+    s.total.queued_packets += c.queued_packets;
+    s.total.queued_bytes += c.queued_bytes;
+  }
+  s.dropped_unknown_class = dropped_unknown_class_;
+  s.live_messages = table_.live();
+  s.messages_reclaimed_idle = reclaimed_idle_;
+  return s;
+}
+
+template class BasicScheduler<FfsRankQueue>;
+template class BasicScheduler<HeapRankQueue>;
+
+}  // namespace qosvisor::sched

@@ -1,0 +1,163 @@
+// The per-uplink scheduler (DESIGN.md §1): packets wait in their message's FIFO, message heads wait
+// in per-class rank queues, a two-level share picks the class, a pacer caps the rate.
+//
+// How the shallow tree stays O(1): every class has its own rank queue (FFS/cFFS buckets) of message
+// heads ordered by the class's policy. Above them, tenants share the uplink and classes share their
+// tenant, each level by strict priority or start-time fair queuing (start tags in bytes / weight).
+// Active tenants and classes are 64-bit masks laid out in priority order, so a priority pick is one
+// find-first-set and a wfq pick compares the start tags of at most 64 active children (one when
+// only one is active, the common case). The per-message policy is a switch on the class's enum,
+// evaluated once when a packet becomes its message's head; nothing is virtual.
+//
+// Accounting: enqueued = dequeued + dropped + queued, per class and in total, at every instant.
+// Packets the scheduler drops are handed to the drop sink (in bursts of up to 32) for the caller
+// to free; sched/ never frees an mbuf.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "common/packet_batch.h"
+#include "common/packet_meta.h"
+#include "common/status.h"
+#include "sched/config.h"
+#include "sched/ffs_rank_queue.h"
+#include "sched/heap_rank_queue.h"
+#include "sched/message_table.h"
+#include "sched/pacer.h"
+#include "sched/policies.h"
+
+struct rte_mbuf;
+
+namespace qosvisor::sched {
+
+struct ClassStats {
+  uint64_t enqueued_packets = 0;
+  uint64_t enqueued_bytes = 0;
+  uint64_t dequeued_packets = 0;
+  uint64_t dequeued_bytes = 0;
+  uint64_t dropped_tail = 0;           // buffer full, drop: tail
+  uint64_t dropped_worst = 0;          // buffer full, drop: worst (evicted, maybe the arrival)
+  uint64_t dropped_message_limit = 0;  // the message already queued message_limit_bytes
+  uint64_t dropped_bytes = 0;
+  uint64_t rank_clamped = 0;         // ranks beyond the rank queue's range (not drops)
+  uint64_t table_full_fallback = 0;  // packets sent to the class's default queue (not drops)
+  uint64_t queued_packets = 0;
+  uint64_t queued_bytes = 0;
+
+  uint64_t dropped_packets() const { return dropped_tail + dropped_worst + dropped_message_limit; }
+};
+
+struct SchedulerStats {
+  std::vector<ClassStats> classes;
+  ClassStats total;
+  uint64_t dropped_unknown_class = 0;  // class_id beyond the class table; in no class's counts
+  uint64_t live_messages = 0;
+  uint64_t messages_reclaimed_idle = 0;
+};
+
+// Receives dropped packets; the caller frees them (rte_pktmbuf_free_bulk on the data path).
+using DropSink = void (*)(void* context, rte_mbuf* const* pkts, uint16_t count);
+
+template <typename RankQueue>
+class BasicScheduler {
+ public:
+  // Validates `config` (see Validate) and builds the tables; all memory is allocated here.
+  static Result<std::unique_ptr<BasicScheduler>> Create(const SchedulerConfig& config,
+                                                        DropSink drop_sink, void* drop_context);
+
+  // Takes every packet of `batch` (batch.count becomes 0). Returns how many of them are queued on
+  // return; the others, and any earlier packets evicted to make room, went to the drop sink.
+  // Packets carry their PacketMeta (class_id, message_id, wire_len, arrival_tsc,
+  // message_size/offset, flags).
+  uint16_t Enqueue(PacketBatch& batch);
+
+  // Appends up to kMaxBurst - batch.count packets the pacer allows at `now_tsc`, lowest rank first
+  // within the share's pick. Returns how many were added.
+  uint16_t Dequeue(PacketBatch& batch, uint64_t now_tsc);
+
+  // The earliest time at which Dequeue may return a packet (now if it may already), or UINT64_MAX
+  // when nothing is queued. For simulators and for lcores that want to sleep.
+  uint64_t NextSendTsc(uint64_t now_tsc) const;
+
+  SchedulerStats Stats() const;
+  uint64_t queued_packets() const { return buffered_packets_; }
+  uint64_t queued_bytes() const { return buffered_bytes_; }
+  uint64_t tsc_hz() const { return hz_; }
+  const SchedulerConfig& config() const { return config_; }
+
+ private:
+  struct TenantState {
+    Share class_share = Share::kWfq;
+    bool charge_classes = false;  // wfq tags only matter with more than one class
+    uint32_t weight = 1;
+    uint64_t active_classes = 0;  // bit = position in class_at, which is in priority order
+    uint16_t class_at[64] = {};
+    uint64_t vtime = 0;  // start tag of the class share's packet last sent
+    uint64_t share_start = 0;
+    uint64_t share_finish = 0;
+  };
+
+  BasicScheduler(const SchedulerConfig& config, DropSink sink, void* context, uint64_t hz);
+
+  void Admit(rte_mbuf* pkt, uint32_t slot_hint);
+  void Drop(rte_mbuf* pkt) {
+    // Drops are rare: a scan of the burst tells whether Enqueue's count must go down.
+    for (uint16_t i = 0; i < burst_size_; ++i) burst_dropped_ += burst_[i] == pkt;
+    drops_.Push(pkt);
+    if (drops_.full()) FlushDrops();
+  }
+  void FlushDrops() {
+    if (drops_.count != 0) drop_sink_(drop_context_, drops_.pkts, drops_.count);
+    drops_.count = 0;
+  }
+  // Evicts the head of the class's worst-ranked message.
+  void DropWorst(uint16_t class_id, uint64_t now);
+  uint32_t ResolveSlot(const PacketMeta& pm);
+  void PushHead(uint16_t class_id, uint32_t slot, uint64_t now);
+  void ActivateClass(uint16_t class_id);
+  void DeactivateClass(uint16_t class_id);
+  void ChargeShares(uint16_t class_id, uint32_t bytes, bool class_still_active);
+  bool Eligible(uint16_t class_id, uint64_t now) const;
+  int SelectInTenant(uint16_t tenant, uint64_t now) const;
+  int SelectClass(uint64_t now) const;
+
+  SchedulerConfig config_;
+  uint64_t hz_;
+  DropSink drop_sink_;
+  void* drop_context_;
+  MessageTable table_;
+  std::vector<ClassState> classes_;
+  std::vector<RankQueue> queues_;
+  std::vector<ClassStats> stats_;
+  std::vector<uint8_t> class_pos_;  // position of a class inside its tenant's mask
+  std::vector<TenantState> tenants_;
+  std::vector<uint8_t> tenant_pos_;
+  uint16_t tenant_at_[64] = {};
+  uint64_t active_tenants_ = 0;
+  uint64_t vtime_ = 0;  // tenant share's virtual time
+  bool any_gated_ = false;
+  bool charge_tenants_ = false;
+  bool single_plain_class_ = false;
+  Pacer pacer_;
+  PacketBatch drops_;
+  rte_mbuf* const* burst_ = nullptr;  // the burst Enqueue is working on
+  uint16_t burst_size_ = 0;
+  uint16_t burst_dropped_ = 0;
+  uint64_t buffered_bytes_ = 0;
+  uint64_t buffered_packets_ = 0;
+  uint64_t dropped_unknown_class_ = 0;
+  uint64_t reclaimed_idle_ = 0;
+  uint32_t idle_timeout_ = 0;   // in kIdleShift units
+  uint32_t lookahead_ = kNoId;  // message whose state Dequeue prefetched ahead of its turn
+};
+
+// The scheduler the data path uses, and the same with a binary heap (reference and baseline).
+using Scheduler = BasicScheduler<FfsRankQueue>;
+using HeapScheduler = BasicScheduler<HeapRankQueue>;
+
+extern template class BasicScheduler<FfsRankQueue>;
+extern template class BasicScheduler<HeapRankQueue>;
+
+}  // namespace qosvisor::sched

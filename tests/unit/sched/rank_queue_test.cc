@@ -1,0 +1,202 @@
+// Conformance of every rank-queue implementation against an exact reference (sort by key, FIFO
+// among equal keys, largest-and-newest as max), in both the fixed and the circular (cFFS) form.
+#include <catch2/catch.hpp>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "sched/ffs_rank_queue.h"
+#include "sched/heap_rank_queue.h"
+
+namespace qosvisor::sched {
+namespace {
+
+// The reference: a plain list searched linearly, with the shared rank -> key mapping.
+class ReferenceQueue {
+ public:
+  explicit ReferenceQueue(const RankQueueConfig& c) : map_(c) {}
+  bool Push(uint32_t id, uint64_t rank) {
+    bool clamped;
+    uint64_t key = map_.Map(rank, items_.empty(), &clamped);
+    items_.push_back({key, seq_++, id});
+    return clamped;
+  }
+  uint32_t PopMin() {
+    size_t best = 0;
+    for (size_t i = 1; i < items_.size(); ++i) {
+      if (Before(items_[i], items_[best])) best = i;
+    }
+    uint32_t id = items_[best].id;
+    map_.OnPopMin(items_[best].key);
+    items_.erase(items_.begin() + static_cast<long>(best));
+    return id;
+  }
+  uint32_t PeekMax() const {
+    size_t best = 0;
+    for (size_t i = 1; i < items_.size(); ++i) {
+      if (Before(items_[best], items_[i])) best = i;
+    }
+    return items_[best].id;
+  }
+  void Remove(uint32_t id) {
+    for (size_t i = 0; i < items_.size(); ++i) {
+      if (items_[i].id == id) {
+        items_.erase(items_.begin() + static_cast<long>(i));
+        return;
+      }
+    }
+  }
+  uint64_t KeyOf(uint32_t id) const {
+    for (const Item& it : items_) {
+      if (it.id == id) return it.key;
+    }
+    return UINT64_MAX;
+  }
+  size_t size() const { return items_.size(); }
+
+ private:
+  struct Item {
+    uint64_t key, seq;
+    uint32_t id;
+  };
+  static bool Before(const Item& a, const Item& b) {
+    return a.key < b.key || (a.key == b.key && a.seq < b.seq);
+  }
+  RankKeyMap map_;
+  std::vector<Item> items_;
+  uint64_t seq_ = 0;
+};
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("rank queue matches the reference model", "[rank_queue]", FfsRankQueue,
+                   HeapRankQueue) {
+  struct Shape {
+    uint32_t buckets;
+    uint8_t shift;
+    bool circular;
+    uint64_t rank_span;  // how far ranks reach beyond the moving base
+    bool log_scale = false;
+  };
+  Shape shape = GENERATE(
+      Shape{64, 0, false, 80}, Shape{4096, 3, false, 40000}, Shape{64, 0, true, 90},
+      Shape{4096, 2, true, 20000}, Shape{1u << 18, 6, true, 1u << 22},
+      Shape{kLogBuckets, 0, false, 1ull << 40, true}, Shape{kLogBuckets, 0, false, 600, true});
+  const uint32_t kIds = 300;
+  RankQueueConfig qc{shape.buckets, shape.shift, shape.circular, shape.log_scale, kIds};
+  std::vector<RankNode> nodes(kIds);
+  TestType q(qc, RankNodes(nodes.data(), sizeof(RankNode)));
+  ReferenceQueue ref(qc);
+  std::vector<bool> inside(kIds, false);
+  std::vector<uint32_t> present;
+  std::mt19937_64 rng(shape.buckets * 7 + shape.circular);
+  uint64_t clock = 0;  // circular queues get ranks around a moving time
+  uint64_t clamps = 0;
+  for (int step = 0; step < 20000; ++step) {
+    int op = static_cast<int>(rng() % 10);
+    if (op < 5 && present.size() < kIds) {
+      uint32_t id;
+      do id = static_cast<uint32_t>(rng() % kIds);
+      while (inside[id]);
+      uint64_t rank = (shape.circular ? clock : 0) + rng() % shape.rank_span;
+      if (shape.circular && rng() % 8 == 0 && rank > 100) rank -= 100;  // a late arrival
+      bool c1 = q.Push(id, rank);
+      bool c2 = ref.Push(id, rank);
+      REQUIRE(c1 == c2);
+      clamps += c1;
+      REQUIRE(q.KeyOf(id) == ref.KeyOf(id));
+      inside[id] = true;
+      present.push_back(id);
+    } else if (op < 8 && !present.empty()) {
+      uint32_t a = q.PopMin();
+      uint32_t b = ref.PopMin();
+      REQUIRE(a == b);
+      inside[a] = false;
+      present.erase(std::find(present.begin(), present.end(), a));
+      clock += rng() % 64;
+    } else if (op < 9 && !present.empty()) {
+      uint32_t a = q.PeekMax();
+      REQUIRE(a == ref.PeekMax());
+      q.Remove(a);
+      ref.Remove(a);
+      inside[a] = false;
+      present.erase(std::find(present.begin(), present.end(), a));
+    } else if (!present.empty()) {
+      uint32_t id = present[rng() % present.size()];
+      q.Remove(id);
+      ref.Remove(id);
+      inside[id] = false;
+      present.erase(std::find(present.begin(), present.end(), id));
+    }
+    REQUIRE(q.size() == ref.size());
+    REQUIRE(q.Empty() == (ref.size() == 0));
+    if (!present.empty()) REQUIRE(q.PeekMin() != kNoId);
+  }
+  // Drain: the whole remaining order must agree.
+  while (ref.size() > 0) REQUIRE(q.PopMin() == ref.PopMin());
+  CHECK(q.PopMin() == kNoId);
+  CHECK(q.PeekMax() == kNoId);
+  if (shape.buckets == 64) CHECK(clamps > 0);  // the small shapes do exercise clamping
+  if (shape.log_scale) CHECK(clamps == 0);     // the log scale covers every rank
+}
+
+TEST_CASE("ffs rank queue: FIFO among equal ranks, max is the newest of the largest",
+          "[rank_queue]") {
+  std::vector<RankNode> nodes(8);
+  FfsRankQueue q(RankQueueConfig{64, 0, false, false, 8},
+                 RankNodes(nodes.data(), sizeof(RankNode)));
+  CHECK_FALSE(q.Push(0, 5));
+  CHECK_FALSE(q.Push(1, 5));
+  CHECK_FALSE(q.Push(2, 9));
+  CHECK_FALSE(q.Push(3, 9));
+  CHECK(q.Push(4, 1000));  // beyond 64 buckets: clamped into the last one
+  CHECK(q.KeyOf(4) == 63);
+  CHECK(q.PeekMax() == 4);
+  q.Remove(4);
+  CHECK(q.PeekMax() == 3);
+  CHECK(q.PopMin() == 0);
+  CHECK(q.PopMin() == 1);
+  CHECK(q.PopMin() == 2);
+  CHECK(q.PopMin() == 3);
+  CHECK(q.Empty());
+}
+
+TEST_CASE("circular ffs: the window follows time and wraps around the buckets", "[rank_queue]") {
+  std::vector<RankNode> nodes(4);
+  FfsRankQueue q(RankQueueConfig{64, 0, true, false, 4}, RankNodes(nodes.data(), sizeof(RankNode)));
+  for (uint64_t t = 1000; t < 1000 + 64 * 5; t += 7) {
+    CHECK_FALSE(q.Push(1, t));
+    CHECK_FALSE(q.Push(0, t + 60));  // near the far edge of the window: wraps in the buckets
+    CHECK(q.PeekMax() == 0);
+    CHECK(q.PopMin() == 1);
+    CHECK(q.PopMin() == 0);
+  }
+  CHECK_FALSE(q.Push(2, 5000));
+  CHECK_FALSE(q.Push(3, 4990));  // earlier, and the window still covers both: it moves down
+  CHECK(q.KeyOf(3) == 4990);
+  CHECK_FALSE(q.Push(1, 10));  // too early for the window: filed at the base, behind 3
+  CHECK(q.KeyOf(1) == 4990);
+  CHECK(q.PopMin() == 3);
+  CHECK(q.PopMin() == 1);
+  CHECK(q.PopMin() == 2);
+}
+
+TEST_CASE("log-scale keys are monotone, exact for small ranks, 0.8% coarse above", "[rank_queue]") {
+  for (uint64_t r = 0; r < 256; ++r) CHECK(LogKey(r) == r);
+  uint64_t prev = LogKey(255);
+  std::mt19937_64 rng(3);
+  std::vector<uint64_t> ranks;
+  for (int i = 0; i < 10'000; ++i) ranks.push_back(rng() >> (rng() % 64));
+  ranks.push_back(UINT64_MAX);
+  std::sort(ranks.begin(), ranks.end());
+  for (uint64_t r : ranks) {
+    uint64_t k = LogKey(r);
+    CHECK(k < kLogBuckets);
+    if (r >= 256) CHECK(k >= prev);
+    if (r >= 256) prev = k;
+  }
+  CHECK(LogKey(1460) != LogKey(1480));  // one packet of difference still counts
+  CHECK(LogKey(1'000'000) == LogKey(1'003'000));
+}
+
+}  // namespace qosvisor::sched

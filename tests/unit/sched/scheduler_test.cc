@@ -1,0 +1,294 @@
+// Scheduler behaviour beyond single-class conformance: drop-worst victims, tail drop, message
+// limits, table-full fallback, shares between tenants and classes, pacing, configuration errors.
+#include "sched/scheduler.h"
+
+#include <catch2/catch.hpp>
+#include <vector>
+
+#include "fake_mbufs.h"
+
+namespace qosvisor::sched {
+namespace {
+
+using testing::DropLog;
+using testing::FakePool;
+
+constexpr uint64_t kHz = 1'000'000'000;
+
+SchedulerConfig OneClass(Policy p) {
+  SchedulerConfig c;
+  c.name = "up0";
+  c.rate_bps = 10'000'000'000;
+  c.tsc_hz = kHz;
+  c.classes = {ClassConfig{.name = "c", .policy = p}};
+  return c;
+}
+
+rte_mbuf* Packet(FakePool& pool, size_t i, uint64_t message, uint32_t size, uint32_t offset,
+                 uint32_t len, uint16_t class_id = 0, uint64_t arrival = 0, uint16_t flags = 0) {
+  rte_mbuf* m = pool.Get(i);
+  PacketMeta& pm = *Meta(m);
+  pm = PacketMeta{};
+  pm.message_id = message;
+  pm.message_size = size;
+  pm.message_offset = offset;
+  pm.wire_len = len;
+  pm.class_id = class_id;
+  pm.arrival_tsc = arrival;
+  pm.flags = flags;
+  return m;
+}
+
+std::vector<rte_mbuf*> DrainAll(Scheduler& s, uint64_t now) {
+  std::vector<rte_mbuf*> out;
+  for (;;) {
+    PacketBatch b;
+    if (s.Dequeue(b, now) == 0) break;
+    out.insert(out.end(), b.pkts, b.pkts + b.count);
+  }
+  return out;
+}
+
+uint16_t EnqueueOne(Scheduler& s, rte_mbuf* m) {
+  PacketBatch b;
+  b.Push(m);
+  return s.Enqueue(b);
+}
+
+}  // namespace
+
+TEST_CASE("drop-worst evicts the highest-ranked head, which may be the arrival", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kSrpt);
+  c.buffer_packets = 4;
+  c.rank_buckets = 1u << 16;
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(16);
+  // Four one-packet messages with 10 KB, 50 KB, 2 KB and 30 KB left.
+  uint32_t left[] = {10'000, 50'000, 2'000, 30'000};
+  for (int i = 0; i < 4; ++i) {
+    CHECK(EnqueueOne(**s, Packet(pool, i, 100 + i, left[i], 0, 1000)) == 1);
+  }
+  CHECK(drops.pkts.empty());
+  // A 20 KB message arrives: the 50 KB one is the worst and goes.
+  CHECK(EnqueueOne(**s, Packet(pool, 4, 200, 20'000, 0, 1000)) == 1);
+  REQUIRE(drops.pkts.size() == 1);
+  CHECK(drops.pkts[0] == pool.Get(1));
+  // A 90 KB message arrives: it is the worst itself, so it is refused.
+  CHECK(EnqueueOne(**s, Packet(pool, 5, 300, 90'000, 0, 1000)) == 0);
+  REQUIRE(drops.pkts.size() == 2);
+  CHECK(drops.pkts[1] == pool.Get(5));
+  auto out = DrainAll(**s, 1);
+  std::vector<rte_mbuf*> expect = {pool.Get(2), pool.Get(0), pool.Get(4), pool.Get(3)};
+  CHECK(out == expect);
+  SchedulerStats st = (*s)->Stats();
+  CHECK(st.classes[0].dropped_worst == 2);
+  CHECK(st.total.enqueued_packets == 6);
+  CHECK(st.total.dequeued_packets == 4);
+}
+
+TEST_CASE("tail drop refuses the arrival and message limits cap one message", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kFifo);
+  c.drop = DropMode::kTail;
+  c.buffer_bytes = 5000;
+  c.message_limit_bytes = 2500;
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(16);
+  PacketBatch b;
+  // Arrivals 1 us apart, beyond the 256 ns time buckets, so FIFO is by arrival.
+  b.Push(Packet(pool, 0, 1, 0, 0, 1000, 0, 1000));
+  b.Push(Packet(pool, 1, 1, 0, 0, 1000, 0, 2000));
+  b.Push(Packet(pool, 2, 1, 0, 0, 1000, 0, 3000));  // third KB of message 1: over its limit
+  b.Push(Packet(pool, 3, 2, 0, 0, 2000, 0, 4000));
+  b.Push(Packet(pool, 4, 3, 0, 0, 1500, 0, 5000));  // 5500 bytes: buffer full
+  b.Push(Packet(pool, 5, 3, 0, 0, 1000, 0, 6000));  // fits exactly
+  CHECK((*s)->Enqueue(b) == 4);
+  std::vector<rte_mbuf*> expect_drops = {pool.Get(2), pool.Get(4)};
+  CHECK(drops.pkts == expect_drops);
+  SchedulerStats st = (*s)->Stats();
+  CHECK(st.classes[0].dropped_message_limit == 1);
+  CHECK(st.classes[0].dropped_tail == 1);
+  CHECK(st.classes[0].queued_bytes == 5000);
+  std::vector<rte_mbuf*> expect = {pool.Get(0), pool.Get(1), pool.Get(3), pool.Get(5)};
+  CHECK(DrainAll(**s, 10'000) == expect);
+}
+
+TEST_CASE("a full message table falls back to the class's default queue", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kFifo);
+  c.max_messages = 2;
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(16);
+  for (int i = 0; i < 5; ++i) CHECK(EnqueueOne(**s, Packet(pool, i, 10 + i, 0, 0, 100, 0, i)) == 1);
+  SchedulerStats st = (*s)->Stats();
+  CHECK(st.classes[0].table_full_fallback == 3);
+  CHECK(st.live_messages == 2);
+  CHECK(DrainAll(**s, 100).size() == 5);
+  CHECK(drops.pkts.empty());
+}
+
+TEST_CASE("unknown classes are dropped and counted", "[scheduler]") {
+  DropLog drops;
+  auto s = Scheduler::Create(OneClass(Policy::kFifo), &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(2);
+  CHECK(EnqueueOne(**s, Packet(pool, 0, 1, 0, 0, 100, 9)) == 0);
+  CHECK((*s)->Stats().dropped_unknown_class == 1);
+  CHECK(drops.pkts.size() == 1);
+}
+
+TEST_CASE("complete messages free their slot at once, idle ones after the timeout", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.message_idle_timeout_ns = 1'000'000;
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(4);
+  EnqueueOne(**s, Packet(pool, 0, 1, 0, 0, 100, 0, 0, kMetaLastOfMessage));
+  EnqueueOne(**s, Packet(pool, 1, 2, 0, 0, 100, 0, 0));
+  CHECK((*s)->Stats().live_messages == 2);
+  CHECK(DrainAll(**s, 10).size() == 2);
+  CHECK((*s)->Stats().live_messages == 1);  // message 2 may still send more
+  // Each Dequeue call inspects a couple of slots; well after the timeout the idle one goes.
+  for (int i = 0; i < 100'000; ++i) {
+    PacketBatch b;
+    (*s)->Dequeue(b, 100'000'000 + i);
+  }
+  CHECK((*s)->Stats().live_messages == 0);
+  CHECK((*s)->Stats().messages_reclaimed_idle == 1);
+}
+
+TEST_CASE("strict priority between tenants, wfq between their classes", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kFifo);
+  c.classes = {ClassConfig{.name = "lo-a", .policy = Policy::kFifo, .weight = 1},
+               ClassConfig{.name = "lo-b", .policy = Policy::kFifo, .weight = 3},
+               ClassConfig{.name = "hi", .policy = Policy::kFifo}};
+  c.tenant_share = Share::kPriority;
+  c.tenants = {TenantConfig{.name = "bulk", .priority = 5, .classes = {0, 1}},
+               TenantConfig{.name = "gold", .priority = 1, .classes = {2}}};
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(400);
+  size_t i = 0;
+  for (int k = 0; k < 100; ++k) {
+    EnqueueOne(**s, Packet(pool, i++, 1000 + k, 0, 0, 1000, 0, k));
+    EnqueueOne(**s, Packet(pool, i++, 2000 + k, 0, 0, 1000, 1, k));
+  }
+  for (int k = 0; k < 20; ++k) EnqueueOne(**s, Packet(pool, i++, 3000 + k, 0, 0, 1000, 2, 500));
+  auto out = DrainAll(**s, 1000);
+  REQUIRE(out.size() == 220);
+  for (int k = 0; k < 20; ++k) CHECK(Meta(out[k])->class_id == 2);  // gold first, all of it
+  int a = 0, b = 0;
+  for (int k = 20; k < 100; ++k) (Meta(out[k])->class_id == 0 ? a : b)++;
+  CHECK(a == 20);  // 1:3 while both classes are backlogged
+  CHECK(b == 60);
+}
+
+TEST_CASE("edf sends the earliest deadline first across classes' deadlines", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kEdf);
+  c.classes[0].deadline_ns = 1'000'000;
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(4);
+  EnqueueOne(**s, Packet(pool, 0, 1, 0, 0, 100, 0, 5'000));
+  EnqueueOne(**s, Packet(pool, 1, 2, 0, 0, 100, 0, 1'000));
+  std::vector<rte_mbuf*> expect = {pool.Get(1), pool.Get(0)};
+  CHECK(DrainAll(**s, 10'000) == expect);
+}
+
+TEST_CASE("pace holds a class to its rate and tells when it may send", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kPace);
+  c.classes[0].rate_bps = 1'000'000'000;  // 1000 bytes = 8 us
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(8);
+  for (int i = 0; i < 4; ++i) EnqueueOne(**s, Packet(pool, i, 1, 0, 0, 1000, 0, 0));
+  PacketBatch b;
+  CHECK((*s)->Dequeue(b, 0) == 1);  // the first is due at once
+  CHECK((*s)->Dequeue(b, 7'999) == 0);
+  CHECK((*s)->NextSendTsc(7'999) == 8'000);
+  CHECK((*s)->Dequeue(b, 8'000) == 1);
+  CHECK((*s)->Dequeue(b, 30'000) == 2);  // both due by now
+  CHECK((*s)->NextSendTsc(30'000) == UINT64_MAX);
+}
+
+TEST_CASE("the uplink pacer limits each Dequeue to its credit", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kFifo);
+  c.pacing_bps = 1'000'000'000;
+  c.pacer_burst_bytes = 3000;
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(40);
+  for (int i = 0; i < 40; ++i) EnqueueOne(**s, Packet(pool, i, 1, 0, 0, 1000, 0, 0));
+  PacketBatch b;
+  CHECK((*s)->Dequeue(b, 0) == 3);  // a full bucket: 3000 bytes, credit now exactly 0
+  b.count = 0;
+  CHECK((*s)->Dequeue(b, 0) == 0);
+  CHECK((*s)->Dequeue(b, 1) == 1);      // any credit lets one packet go, into deficit
+  CHECK((*s)->Dequeue(b, 8'000) == 0);  // the deficit is paid back at 1 bit per ns
+  CHECK((*s)->NextSendTsc(8'000) == 8'001);
+  CHECK((*s)->Dequeue(b, 8'001) == 1);
+}
+
+TEST_CASE("a slot handed over by classification skips the index", "[scheduler]") {
+  DropLog drops;
+  auto s = Scheduler::Create(OneClass(Policy::kFifo), &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(4);
+  rte_mbuf* first = Packet(pool, 0, 77, 0, 0, 100);
+  EnqueueOne(**s, first);
+  uint32_t slot = Meta(first)->message_slot;
+  CHECK(slot != kNoMessageSlot);
+  rte_mbuf* second = Packet(pool, 1, 77, 0, 0, 100);
+  Meta(second)->message_slot = slot;
+  EnqueueOne(**s, second);
+  rte_mbuf* stale = Packet(pool, 2, 78, 0, 0, 100);
+  Meta(stale)->message_slot = slot;  // wrong message: must be looked up, not trusted
+  EnqueueOne(**s, stale);
+  CHECK(Meta(stale)->message_slot != slot);
+  CHECK((*s)->Stats().live_messages == 2);
+  CHECK(DrainAll(**s, 1).size() == 3);
+}
+
+TEST_CASE("configuration errors are all reported, with the field", "[scheduler][config]") {
+  SchedulerConfig c;
+  c.name = "uplink0";
+  c.rate_bps = 1'000'000'000;
+  c.pacing_bps = 2'000'000'000;
+  c.rank_buckets = 1000;
+  c.classes = {ClassConfig{.name = "p", .policy = Policy::kPace},
+               ClassConfig{.name = "e", .policy = Policy::kEdf, .priority = 9},
+               ClassConfig{.name = "f", .policy = Policy::kFifo, .srpt_aging_ns = 5}};
+  c.tenants = {TenantConfig{.name = "t", .classes = {0, 0, 5}}};
+  Status st = Validate(c);
+  REQUIRE_FALSE(st.ok());
+  CHECK(
+      st.message() ==
+      "uplink0: pacing: 2000000000 bps is above the line rate 1000000000 bps; pace at or below it\n"
+      "uplink0: rank_buckets: 1000 must be a power of two between 64 and 16777216\n"
+      "uplink0: classes[0] (p).rate: policy pace needs a rate, e.g. rate: 1Gbps\n"
+      "uplink0: classes[1] (e).priority: 9 is not in 0..7\n"
+      "uplink0: classes[1] (e).deadline: policy edf needs a deadline, e.g. deadline: 100us\n"
+      "uplink0: classes[2] (f).aging: only policy srpt ages, this class is fifo\n"
+      "uplink0: tenants[0] (t).classes: class 0 already belongs to tenants[0]\n"
+      "uplink0: tenants[0] (t).classes: class 5 does not exist (there are 3)\n"
+      "uplink0: classes[1]: belongs to no tenant\n"
+      "uplink0: classes[2]: belongs to no tenant");
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  CHECK_FALSE(s.ok());
+  auto no_sink = Scheduler::Create(OneClass(Policy::kFifo), nullptr, nullptr);
+  REQUIRE_FALSE(no_sink.ok());
+  CHECK(no_sink.message() == "scheduler needs a drop sink to hand dropped packets back to");
+  CHECK(Validate(OneClass(Policy::kSrpt)).ok());
+}
+
+}  // namespace qosvisor::sched
