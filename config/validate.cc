@@ -48,7 +48,8 @@ std::vector<ArgSpec> ArgsOf(Driver driver) {
     case Driver::kVm:
       return {};
     case Driver::kNull:
-      return {{"size", ArgKind::kUint, false, "frame size in bytes"}};
+      return {{"size", ArgKind::kUint, false, "frame size in bytes"},
+              {"no_rx", ArgKind::kBool, false, "a pure sink: receives nothing"}};
     case Driver::kTap:
       return {{"iface", ArgKind::kText, false, "the tap interface name"}};
     case Driver::kAfPacket:

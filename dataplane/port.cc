@@ -164,6 +164,7 @@ Result<std::pair<std::string, std::string>> VdevSpec(const PortOptions& o) {
       prefix = "net_null";
       if (o.args.contains("size")) kv.emplace_back("size", arg("size"));
       kv.emplace_back("copy", "0");
+      if (arg("no_rx") == "true") kv.emplace_back("no-rx", "1");
       break;
     case Driver::kTap:
       prefix = "net_tap";

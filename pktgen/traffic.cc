@@ -1,9 +1,11 @@
-// Workload validation, Poisson arrivals, and the analyser's bookkeeping and report.
+// Workload validation, the arrival schedules, and the analyser's bookkeeping and report.
 #include "pktgen/traffic.h"
 
 #include <fmt/format.h>
 
 #include <cmath>
+
+#include "common/tsc.h"
 
 namespace qosvisor::pktgen {
 namespace {
@@ -18,7 +20,30 @@ nlohmann::json Percentiles(const Histogram& h, double scale) {
           {"mean", h.mean() * scale}};
 }
 
+// Non-empty buckets as [lower, upper, count] rows, scaled: enough to redraw a CDF or write a CSV
+// from the JSON report alone (a few hundred rows, not one per sample).
+nlohmann::json Buckets(const Histogram& h) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (int i = 0; i < Histogram::kBuckets; ++i) {
+    if (h.CountAt(i) == 0) continue;
+    rows.push_back({Histogram::LowerEdge(i), Histogram::UpperEdge(i), h.CountAt(i)});
+  }
+  return rows;
+}
+
 }  // namespace
+
+const char* ArrivalName(Arrival arrival) {
+  switch (arrival) {
+    case Arrival::kPoisson:
+      return "poisson";
+    case Arrival::kConstant:
+      return "constant";
+    case Arrival::kOnOff:
+      return "on_off";
+  }
+  return "?";
+}
 
 Status ValidateWorkload(const WorkloadSpec& spec) {
   std::string errors;
@@ -39,6 +64,13 @@ Status ValidateWorkload(const WorkloadSpec& spec) {
       err(fmt::format("workload.classes[{}] ({}): sender {} but only {} sender(s)", i, c.name,
                       c.sender, spec.senders));
     }
+    if (c.arrival == Arrival::kOnOff && (c.on_ns == 0 || c.off_ns == 0)) {
+      err(fmt::format("workload.classes[{}] ({}): on/off arrivals need on and off times > 0", i,
+                      c.name));
+    }
+    if (c.vlan > 4095) {
+      err(fmt::format("workload.classes[{}] ({}): vlan {} is not 0..4095", i, c.name, c.vlan));
+    }
     if (c.sizes.Max() > UINT32_MAX) {
       err(fmt::format("workload.classes[{}] ({}): messages larger than 4 GiB", i, c.name));
     }
@@ -53,38 +85,84 @@ Status ValidateWorkload(const WorkloadSpec& spec) {
 uint64_t MessageWireBytes(const WorkloadSpec& spec, const ClassWorkload& c, uint64_t size) {
   const uint64_t full = size / spec.mss;
   const uint64_t rest = size % spec.mss;
-  uint64_t bytes = full * (FrameLength(c.framing, false, spec.mss) + kWireOverhead);
+  const bool vlan = c.vlan >= 0;
+  uint64_t bytes = full * (FrameLength(c.framing, vlan, spec.mss) + kWireOverhead);
   if (rest != 0 || size == 0) {
-    bytes += FrameLength(c.framing, false, static_cast<uint32_t>(rest)) + kWireOverhead;
+    bytes += FrameLength(c.framing, vlan, static_cast<uint32_t>(rest)) + kWireOverhead;
   }
   return bytes;
 }
 
 Generator::Generator(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_tsc)
-    : spec_(spec), hz_(tsc_hz), rng_(spec.seed), senders_(std::max<uint16_t>(spec.senders, 1)) {
+    : spec_(spec),
+      hz_(tsc_hz),
+      rng_(spec.seed),
+      start_tsc_(start_tsc),
+      senders_(std::max<uint16_t>(spec.senders, 1)) {
   std::mt19937_64 estimate_rng(spec.seed ^ 0x5eed);
   for (uint16_t c = 0; c < spec_.classes.size(); ++c) {
-    // Mean wire bytes per message, estimated from the distribution itself (framing included).
+    // Mean wire bytes per message, estimated from the distribution itself (framing included);
+    // exact for fixed sizes, so constant-rate arrivals offer exactly the requested rate.
     const ClassWorkload& cls = spec_.classes[c];
-    double sum = 0;
-    constexpr int kSamples = 100'000;
-    for (int i = 0; i < kSamples; ++i) {
-      sum += static_cast<double>(MessageWireBytes(spec_, cls, cls.sizes.Sample(estimate_rng)));
+    double mean_bytes = 0;
+    fixed_wire_bytes_.push_back(0);
+    if (cls.sizes.Min() == cls.sizes.Max()) {
+      fixed_wire_bytes_.back() =
+          MessageWireBytes(spec_, cls, std::max<uint64_t>(1, cls.sizes.Min()));
+      mean_bytes = static_cast<double>(fixed_wire_bytes_.back());
+    } else {
+      double sum = 0;
+      constexpr int kSamples = 100'000;
+      for (int i = 0; i < kSamples; ++i) {
+        sum += static_cast<double>(MessageWireBytes(spec_, cls, cls.sizes.Sample(estimate_rng)));
+      }
+      mean_bytes = sum / kSamples;
     }
-    const double mean_bits = sum / kSamples * 8;
+    const double mean_bits = mean_bytes * 8;
     const double rate_bps = spec_.load * cls.share * static_cast<double>(spec_.bottleneck_bps);
     mean_gap_tsc_.push_back(mean_bits / rate_bps * static_cast<double>(hz_));
     next_arrival_.push_back(start_tsc);
+    clock_.push_back(0);
     class_seq_.push_back(0);
     class_packets_.push_back(0);
   }
-  for (uint16_t c = 0; c < spec_.classes.size(); ++c) next_arrival_[c] += NextGap(c);
+  for (uint16_t c = 0; c < spec_.classes.size(); ++c) Advance(c);
   for (Sender& s : senders_) s.free_tsc = start_tsc;
 }
 
-uint64_t Generator::NextGap(uint16_t cls) {
-  std::exponential_distribution<double> gap(1.0 / mean_gap_tsc_[cls]);
-  return std::max<uint64_t>(1, static_cast<uint64_t>(gap(rng_)));
+void Generator::Restart(uint64_t start_tsc) {
+  for (uint64_t& t : next_arrival_) t = t - start_tsc_ + start_tsc;
+  for (Sender& s : senders_) s.free_tsc = start_tsc;
+  start_tsc_ = start_tsc;
+}
+
+void Generator::Advance(uint16_t cls) {
+  const ClassWorkload& c = spec_.classes[cls];
+  const double mean_gap = mean_gap_tsc_[cls];
+  switch (c.arrival) {
+    case Arrival::kPoisson: {
+      std::exponential_distribution<double> gap(1.0 / mean_gap);
+      clock_[cls] += gap(rng_);
+      break;
+    }
+    case Arrival::kConstant:
+      // Accumulated in floating point: rounding each gap to whole cycles would bias the rate.
+      clock_[cls] += mean_gap;
+      break;
+    case Arrival::kOnOff: {
+      // The clock counts on-time only, so bursts are denser by (on + off) / on and the mean
+      // load stays what was asked for; off periods are skipped when mapping to real time.
+      const double on = static_cast<double>(NsToTsc(c.on_ns, hz_));
+      const double off = static_cast<double>(NsToTsc(c.off_ns, hz_));
+      std::exponential_distribution<double> gap((on + off) / (on * mean_gap));
+      clock_[cls] += gap(rng_);
+      const double periods = std::floor(clock_[cls] / on);
+      const double real = periods * (on + off) + (clock_[cls] - periods * on);
+      next_arrival_[cls] = start_tsc_ + static_cast<uint64_t>(real);
+      return;
+    }
+  }
+  next_arrival_[cls] = start_tsc_ + static_cast<uint64_t>(clock_[cls]);
 }
 
 void Generator::Arrive(uint16_t cls, uint64_t at) {
@@ -97,6 +175,8 @@ void Generator::Arrive(uint16_t cls, uint64_t at) {
   const auto src_port = static_cast<uint16_t>(10000 + (messages_ % 50000));
   sender.queue.push_back({id, cls, static_cast<uint32_t>(size), 0, at, src_port});
   ++messages_;
+  offered_bytes_ +=
+      fixed_wire_bytes_[cls] != 0 ? fixed_wire_bytes_[cls] : MessageWireBytes(spec_, c, size);
 }
 
 bool Generator::idle() const {
@@ -119,12 +199,14 @@ int SizeBucket(uint64_t size, uint32_t mss) {
   return 4;
 }
 
-Analyser::Analyser(const WorkloadSpec& spec, uint64_t tsc_hz)
+Analyser::Analyser(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_tsc)
     : spec_(spec),
       hz_(tsc_hz),
       classes_(spec.classes.size()),
       seen_(spec.classes.size()),
-      max_seq_(spec.classes.size(), 0) {
+      max_seq_(spec.classes.size(), 0),
+      start_tsc_(start_tsc),
+      bin_tsc_(std::max<uint64_t>(1, NsToTsc(kBinNs, tsc_hz))) {
   for (size_t c = 0; c < classes_.size(); ++c) {
     classes_[c].name = spec.classes[c].name;
     classes_[c].tenant = spec.classes[c].tenant;
@@ -133,8 +215,16 @@ Analyser::Analyser(const WorkloadSpec& spec, uint64_t tsc_hz)
 
 void Analyser::Receive(const uint8_t* frame, uint32_t length, uint64_t now) {
   Probe p;
-  if (!ReadProbe(frame, length, p) || p.class_id >= classes_.size() ||
-      p.offset + p.chunk > p.message_length) {
+  if (!ReadProbe(frame, length, p)) {
+    ++foreign_;
+    return;
+  }
+  ReceiveProbe(p, length, now);
+}
+
+void Analyser::ReceiveProbe(const Probe& p, uint32_t length, uint64_t now) {
+  if (p.magic != kProbeMagic || p.class_id >= classes_.size() ||
+      uint64_t{p.offset} + p.chunk > p.message_length) {
     ++foreign_;
     return;
   }
@@ -151,6 +241,13 @@ void Analyser::Receive(const uint8_t* frame, uint32_t length, uint64_t now) {
   max_seq_[p.class_id] = std::max(max_seq_[p.class_id], p.seq);
   ++r.received_packets;
   r.received_bytes += length + kWireOverhead;
+  ++received_packets_;
+  received_bytes_ += length + kWireOverhead;
+  if (start_tsc_ == 0) start_tsc_ = now;  // no time zero given: the first frame is
+  const size_t bin =
+      std::min<size_t>(kMaxBins - 1, now > start_tsc_ ? (now - start_tsc_) / bin_tsc_ : 0);
+  if (r.bytes_per_bin.size() <= bin) r.bytes_per_bin.resize(bin + 1, 0);
+  r.bytes_per_bin[bin] += length + kWireOverhead;
   r.latency_ns.Record(now > p.send_tsc ? (now - p.send_tsc) * 1'000'000'000 / hz_ : 0);
 
   MessageProgress& m = messages_[p.message_id];
@@ -213,9 +310,14 @@ nlohmann::json Analyser::Report() const {
          {"messages_incomplete", r.messages_incomplete},
          {"latency_us", Percentiles(r.latency_ns, 0.001)},
          {"completion_us", Percentiles(r.completion_ns, 0.001)},
-         {"slowdown", slowdown}});
+         {"slowdown", slowdown},
+         {"arrival", ArrivalName(spec_.classes[c].arrival)},
+         {"latency_ns_buckets", Buckets(r.latency_ns)},
+         {"completion_ns_buckets", Buckets(r.completion_ns)},
+         {"rx_bytes_per_bin", r.bytes_per_bin}});
   }
   out["classes"] = classes;
+  out["bin_s"] = static_cast<double>(kBinNs) / 1e9;
   return out;
 }
 

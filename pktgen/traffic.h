@@ -1,12 +1,14 @@
-// A message workload and the two ends that measure it: the Generator turns Poisson message
-// arrivals into frames leaving paced sender links; the Analyser receives them and reports
-// per-class latency, message completion time and slowdown by size, throughput, loss,
-// duplicates and reordering.
+// A message workload and the two ends that measure it: the Generator turns message arrivals
+// (Poisson, constant rate or on/off bursts) into frames leaving paced sender links; the Analyser
+// receives them and reports per-class latency, message completion time and slowdown by size,
+// throughput (also over time), loss, duplicates and reordering.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -19,6 +21,11 @@
 
 namespace qosvisor::pktgen {
 
+// How messages of a class arrive. All three offer the same mean load (load × share × bottleneck);
+// on/off concentrates it into the on periods, Poisson inside them.
+enum class Arrival : uint8_t { kPoisson, kConstant, kOnOff };
+const char* ArrivalName(Arrival arrival);
+
 struct ClassWorkload {
   std::string name;
   std::string size_name;  // how the sizes were described ("W4", "fixed 1000B"), for reports
@@ -28,6 +35,12 @@ struct ClassWorkload {
   uint16_t dst_port = 5000;
   uint16_t tenant = 0;
   uint16_t sender = 0;  // which sender link (generator port) carries it
+  Arrival arrival = Arrival::kPoisson;
+  uint64_t on_ns = 0;                             // kOnOff: length of a burst
+  uint64_t off_ns = 0;                            // kOnOff: silence between bursts
+  int vlan = -1;                                  // 802.1Q VLAN id, -1: untagged
+  std::optional<std::array<uint8_t, 6>> dst_mac;  // default: WorkloadSpec::receiver_mac
+  uint32_t dst_ip = 0;                            // default (0): WorkloadSpec::receiver_ip
 };
 
 struct WorkloadSpec {
@@ -55,15 +68,27 @@ struct GeneratedPacket {
 class Generator {
  public:
   Generator(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_tsc);
+  // Moves time zero of the schedule (before the first poll): building the generator samples the
+  // size distributions, which takes long enough to make the first arrivals look late.
+  void Restart(uint64_t start_tsc);
 
   // Frames due by `now`, built by `emit(sender, frame_length, probe, address)`, which writes them
   // into buffers and returns false when it cannot take more (back-pressure: retried later).
   template <typename Emit>
-  void Poll(uint64_t now, bool arrivals_open, Emit&& emit);
+  void Poll(uint64_t now, bool arrivals_open, Emit&& emit) {
+    PollUntil(now, arrivals_open ? UINT64_MAX : 0, emit);
+  }
+  // As Poll, with arrivals scheduled before `arrivals_end` (TSC) taken even if `now` is later:
+  // a poll delayed past the end of a run (preemption) still generates the whole schedule.
+  template <typename Emit>
+  void PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit);
 
   uint64_t messages_generated() const { return messages_; }
   uint64_t packets_sent() const { return packets_; }
   uint64_t bytes_sent() const { return wire_bytes_; }  // wire bytes incl. overhead
+  // Wire bytes of every message that arrived, counted at its scheduled arrival time: the offered
+  // load measured against the virtual schedule, whatever the sender or the machine did.
+  uint64_t bytes_offered() const { return offered_bytes_; }
   std::vector<uint64_t> packets_per_class() const { return class_packets_; }
   bool idle() const;  // no message waits to be sent
 
@@ -81,17 +106,21 @@ class Generator {
     uint64_t free_tsc = 0;
   };
   void Arrive(uint16_t cls, uint64_t at);
-  uint64_t NextGap(uint16_t cls);
+  // Advances class `cls`'s schedule to its next arrival.
+  void Advance(uint16_t cls);
 
   WorkloadSpec spec_;
   uint64_t hz_;
   std::mt19937_64 rng_;
-  std::vector<double> mean_gap_tsc_;  // per class
+  std::vector<double> mean_gap_tsc_;        // per class
+  std::vector<uint64_t> fixed_wire_bytes_;  // per class: wire bytes if sizes are fixed, else 0
   std::vector<uint64_t> next_arrival_;
+  std::vector<double> clock_;  // per class: arrival time in on-time TSC since start (fractional)
+  uint64_t start_tsc_;
   std::vector<uint64_t> class_seq_;
   std::vector<uint64_t> class_packets_;
   std::vector<Sender> senders_;
-  uint64_t messages_ = 0, packets_ = 0, wire_bytes_ = 0;
+  uint64_t messages_ = 0, packets_ = 0, wire_bytes_ = 0, offered_bytes_ = 0;
 };
 
 // Message size buckets for slowdown: one packet, ≤10KB, ≤100KB, ≤1MB, larger.
@@ -112,16 +141,26 @@ struct ClassReport {
   Histogram latency_ns;                    // per packet, one way
   Histogram completion_ns;                 // per message
   Histogram slowdown_milli[kSizeBuckets];  // per message, slowdown × 1000, by size bucket
+  std::vector<uint64_t> bytes_per_bin;     // received wire bytes per Analyser::kBinNs
 };
 
 class Analyser {
  public:
-  Analyser(const WorkloadSpec& spec, uint64_t tsc_hz);
+  static constexpr uint64_t kBinNs = 100'000'000;  // throughput-over-time resolution
+  static constexpr size_t kMaxBins = 36'000;       // one hour; later bytes go into the last bin
+
+  // `start_tsc` is time zero of the throughput bins (0: the first received frame).
+  Analyser(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_tsc = 0);
   // One received frame; frames that are not ours are counted and ignored.
   void Receive(const uint8_t* frame, uint32_t length, uint64_t now_tsc);
+  // A frame already parsed (by ReadProbe), e.g. after it waited in an emulated link.
+  void ReceiveProbe(const Probe& probe, uint32_t length, uint64_t now_tsc);
+  void CountForeign() { ++foreign_; }
   void Finish(const Generator& generator, uint64_t duration_ns);
   const std::vector<ClassReport>& classes() const { return classes_; }
   uint64_t foreign_frames() const { return foreign_; }
+  uint64_t received_packets() const { return received_packets_; }
+  uint64_t received_bytes() const { return received_bytes_; }
   nlohmann::json Report() const;
 
  private:
@@ -136,7 +175,10 @@ class Analyser {
   std::vector<uint64_t> max_seq_;
   std::unordered_map<uint64_t, MessageProgress> messages_;
   uint64_t foreign_ = 0;
+  uint64_t received_packets_ = 0, received_bytes_ = 0;
   uint64_t duration_ns_ = 0;
+  uint64_t start_tsc_;
+  uint64_t bin_tsc_;
 };
 
 }  // namespace qosvisor::pktgen

@@ -6,13 +6,12 @@
 namespace qosvisor::pktgen {
 
 template <typename Emit>
-void Generator::Poll(uint64_t now, bool arrivals_open, Emit&& emit) {
-  if (arrivals_open) {
-    for (uint16_t c = 0; c < spec_.classes.size(); ++c) {
-      while (next_arrival_[c] <= now) {
-        Arrive(c, next_arrival_[c]);
-        next_arrival_[c] += NextGap(c);
-      }
+void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
+  const uint64_t horizon = std::min(now + 1, arrivals_end);  // arrivals at times < horizon
+  for (uint16_t c = 0; c < spec_.classes.size(); ++c) {
+    while (next_arrival_[c] < horizon) {
+      Arrive(c, next_arrival_[c]);
+      Advance(c);
     }
   }
   for (uint16_t s = 0; s < senders_.size(); ++s) {
@@ -33,15 +32,20 @@ void Generator::Poll(uint64_t now, bool arrivals_open, Emit&& emit) {
       probe.message_start_tsc = m.start_tsc;
       probe.seq = class_seq_[m.cls];
       FrameAddress addr{};
-      std::copy(spec_.receiver_mac, spec_.receiver_mac + 6, addr.dst_mac);
+      if (cls.dst_mac) {
+        std::copy(cls.dst_mac->begin(), cls.dst_mac->end(), addr.dst_mac);
+      } else {
+        std::copy(spec_.receiver_mac, spec_.receiver_mac + 6, addr.dst_mac);
+      }
       const uint8_t src_mac[6] = {
           0x02, 0x51, 0x56, 0, static_cast<uint8_t>(cls.tenant), static_cast<uint8_t>(s + 1)};
       std::copy(src_mac, src_mac + 6, addr.src_mac);
       addr.src_ip = 0x0a000000u | uint32_t{cls.tenant} << 8 | (s + 1u);
-      addr.dst_ip = spec_.receiver_ip;
+      addr.dst_ip = cls.dst_ip != 0 ? cls.dst_ip : spec_.receiver_ip;
+      addr.vlan = cls.vlan;
       addr.src_port = m.src_port;
       addr.dst_port = cls.dst_port;
-      const uint32_t length = FrameLength(cls.framing, false, chunk);
+      const uint32_t length = FrameLength(cls.framing, cls.vlan >= 0, chunk);
       if (!emit(s, length, probe, addr, cls.framing)) return;  // back-pressure: try again later
       ++class_seq_[m.cls];
       ++class_packets_[m.cls];

@@ -1,0 +1,50 @@
+// Drives a workload through ports: the generator sends bursts out of one port per sender, the
+// analyser receives on another (or the same) port, optionally behind an emulated bottleneck.
+// qosgen runs it over DPDK ethdevs (memif, virtio_user, af_packet, tap, pcap, null, ring).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "common/status.h"
+#include "dataplane/port.h"
+#include "pktgen/traffic.h"
+
+struct rte_mempool;
+
+namespace qosvisor::pktgen {
+
+struct PortEndpoints {
+  std::vector<dataplane::Port*> senders;  // one per WorkloadSpec sender
+  dataplane::Port* receiver = nullptr;    // nullptr: nothing is received (a sink test)
+  rte_mempool* pool = nullptr;            // where the generator's frames come from
+  // Send one broadcast from the receiver's MAC out of `receiver` first, so a learning switch
+  // knows where the receiver is before the first message.
+  bool announce = false;
+};
+
+struct RunOptions {
+  uint64_t duration_ns = 2'000'000'000;
+  uint64_t drain_ns = 500'000'000;    // after the last arrival, wait at most this for stragglers
+  std::atomic<bool>* stop = nullptr;  // optional early stop
+  // Called about every `progress_ns` with the state so far (for a progress line).
+  std::function<void(double elapsed_s, const Generator&, const Analyser&)> progress;
+  uint64_t progress_ns = 500'000'000;
+  // Receive-side link emulation (0: off): frames are measured when they leave a FIFO of
+  // `link_buffer_bytes` drained at `link_bps`.
+  uint64_t link_bps = 0;
+  uint64_t link_buffer_bytes = 1 << 20;
+};
+
+struct RunResult {
+  nlohmann::json report;
+  uint64_t generated_packets = 0;
+  uint64_t backpressure_waits = 0;  // times a sender could not take a whole burst
+};
+
+Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& ports,
+                               const RunOptions& options);
+
+}  // namespace qosvisor::pktgen

@@ -1,0 +1,232 @@
+// bench_switch: qosvisor's port-to-port forwarding rate on one core, on DPDK null/ring ports:
+// (a) plain L2, (b) with 1,000 flow rules, (c) every packet through an SRPT-scheduled uplink with
+// 10,000 active messages. JSON lines; scripts/bench-switch runs OVS-DPDK on the same ports.
+#include <rte_eal.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "common/tsc.h"
+#include "dataplane/eal.h"
+#include "dataplane/mempool.h"
+#include "dataplane/port.h"
+#include "vswitch/packet_parser.h"
+#include "vswitch/switch.h"
+
+namespace {
+
+using namespace qosvisor;
+
+struct Figure {
+  double mpps;
+  double cycles_per_packet;
+};
+
+// Null ports: the input generates 64-byte frames, the output is a sink that receives nothing
+// (so only one direction is switched, as in the OVS-DPDK setup of scripts/bench-switch).
+std::unique_ptr<dataplane::Port> MakePort(const std::string& name, dataplane::Driver driver,
+                                          dataplane::Mempool& pool, bool sink = false) {
+  dataplane::PortOptions o;
+  o.name = name;
+  o.driver = driver;
+  if (driver == dataplane::Driver::kNull) o.args = {{"size", "64"}};
+  if (sink) o.args["no_rx"] = "true";
+  auto port = dataplane::CreatePort(o, pool);
+  if (!port.ok()) {
+    std::fprintf(stderr, "%s\n", port.message().c_str());
+    std::exit(1);
+  }
+  return std::move(port).value();
+}
+
+vswitch::BridgeSpec Bridge(std::vector<vswitch::FlowRule> flows) {
+  vswitch::BridgeSpec b;
+  b.name = "br0";
+  b.members = {{0}, {1}};
+  b.flows = std::move(flows);
+  return b;
+}
+
+// Polls the switch for `seconds` and reports what left port `out`; `between` runs after each
+// poll (the recycling of the scheduled case).
+template <typename Between>
+Figure Measure(vswitch::Switch& sw, dataplane::Port& out, double seconds, Between&& between) {
+  const uint64_t hz = TscHz();
+  for (uint64_t end = ReadTsc() + hz / 5; ReadTsc() < end;) {  // warm up caches and tables
+    sw.Poll(ReadTsc());
+    between();
+  }
+  const uint64_t tx0 = out.Counters().tx_packets;
+  const uint64_t start = ReadTsc();
+  const uint64_t end = start + static_cast<uint64_t>(seconds * static_cast<double>(hz));
+  uint64_t now = start;
+  while (now < end) {
+    sw.Poll(now);
+    between();
+    now = ReadTsc();
+  }
+  const uint64_t packets = out.Counters().tx_packets - tx0;
+  if (getenv("QV_BENCH_DEBUG")) {
+    auto snap = sw.TakeSnapshot(false);
+    std::fprintf(stderr, "rx=%lu malformed=%lu truncated=%lu flow_dropped=%lu tx_dropped=%lu\n",
+                 snap.counters.rx_packets, snap.counters.malformed, snap.counters.truncated,
+                 snap.counters.flow_dropped, snap.counters.tx_dropped);
+  }
+  const double elapsed = static_cast<double>(now - start) / static_cast<double>(hz);
+  return {static_cast<double>(packets) / elapsed / 1e6,
+          static_cast<double>(now - start) / static_cast<double>(std::max<uint64_t>(packets, 1))};
+}
+
+void Print(const char* scenario, const Figure& f, const std::string& extra = "") {
+  nlohmann::json j = {{"bench", "switch"},
+                      {"impl", "qosvisor"},
+                      {"case", scenario},
+                      {"mpps", f.mpps},
+                      {"cycles_per_packet", f.cycles_per_packet}};
+  if (!extra.empty()) j["note"] = extra;
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+Figure PlainL2(dataplane::Mempool& pool, double seconds) {
+  auto in = MakePort("l2_in", dataplane::Driver::kNull, pool);
+  auto out = MakePort("l2_out", dataplane::Driver::kNull, pool, true);
+  vswitch::SwitchSpec spec;
+  spec.ports = {in.get(), out.get()};
+  spec.bridges = {Bridge({})};
+  auto sw = vswitch::Switch::Create(spec, pool.get());
+  return Measure(**sw, *out, seconds, [] {});
+}
+
+Figure WithFlows(dataplane::Mempool& pool, double seconds) {
+  auto in = MakePort("fl_in", dataplane::Driver::kNull, pool);
+  auto out = MakePort("fl_out", dataplane::Driver::kNull, pool, true);
+  std::vector<vswitch::FlowRule> rules;
+  for (uint32_t i = 0; i < 1000; ++i) {
+    // Ten rule shapes (as OVS's subtables), a hundred rules each.
+    const char* shapes[] = {"udp,tp_dst={}",
+                            "tcp,tp_dst={}",
+                            "udp,tp_src={}",
+                            "tcp,tp_src={}",
+                            "ip,nw_dst=10.1.{}.{}",
+                            "ip,nw_src=10.2.{}.{}",
+                            "dl_vlan={}",
+                            "udp,nw_dst=10.3.0.0/16,tp_dst={}",
+                            "tcp,nw_src=10.4.0.0/16,tp_dst={}",
+                            "ipv6,tp_dst={}"};
+    const uint32_t shape = i % 10, n = i / 10 + 1;
+    std::string match = shapes[shape];
+    match = fmt::format(fmt::runtime(match), n, n);
+    if (shape == 9) match = fmt::format("udp6,tp_dst={}", n);
+    rules.push_back(
+        {fmt::format("priority={},{},actions=set_queue:1,output:fl_out", 10 + i, match), i});
+  }
+  vswitch::SwitchSpec spec;
+  spec.ports = {in.get(), out.get()};
+  spec.bridges = {Bridge(rules)};
+  auto sw = vswitch::Switch::Create(spec, pool.get());
+  if (!sw.ok()) {
+    std::fprintf(stderr, "%s\n", sw.message().c_str());
+    std::exit(1);
+  }
+  return Measure(**sw, *out, seconds, [] {});
+}
+
+// Ring ports with recycling: what leaves the uplink goes back into the input, so 10,000 Homa
+// messages stay active (their length is never reached) and the scheduler always has work.
+Figure Scheduled(dataplane::Mempool& pool, double seconds, uint32_t messages) {
+  auto in = MakePort("sc_in", dataplane::Driver::kRing, pool);
+  auto out = MakePort("sc_out", dataplane::Driver::kRing, pool);
+  auto* in_ring = dynamic_cast<dataplane::EthPort*>(in.get())->inject_ring();
+  auto* out_ring = dynamic_cast<dataplane::EthPort*>(out.get())->drain_ring();
+  const uint32_t packets = std::min<uint32_t>(messages * 2, 1000);  // ~ what rings hold
+  for (uint32_t i = 0; i < packets; ++i) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool.get());
+    auto* f = rte_pktmbuf_mtod(m, uint8_t*);
+    const uint32_t len = 14 + 20 + vswitch::kHomaDataHeaderLen + 10;
+    rte_pktmbuf_append(m, static_cast<uint16_t>(len));
+    std::memset(f, 0, len);
+    f[0] = 0x02;
+    f[5] = 0x01;
+    f[6] = 0x02;
+    f[11] = 0x02;
+    f[12] = 0x08;
+    f[14] = 0x45;
+    f[16] = 0;
+    f[17] = static_cast<uint8_t>(len - 14);
+    f[22] = 64;
+    f[23] = vswitch::kIpProtoHoma;
+    vswitch::WriteHomaHeader(
+        f + 34, {1, 2, vswitch::kHomaData, i % messages, 1u << 30, (i / messages) * 100});
+    rte_ring_enqueue(in_ring, m);
+  }
+  vswitch::SwitchSpec spec;
+  spec.ports = {in.get(), out.get()};
+  spec.bridges = {Bridge({{"priority=100,ip,nw_proto=146,actions=set_queue:1,output:sc_out", 0}})};
+  spec.classes = {{1, vswitch::MessageMode::kHoma, 0}};
+  vswitch::UplinkSpec up;
+  up.port = 1;
+  up.scheduler.name = "bench";
+  up.scheduler.rate_bps = 400'000'000'000ull;  // far above the offered load: no shaping
+  up.scheduler.pacing_bps = 0;
+  up.scheduler.max_messages = 65536;
+  up.scheduler.classes = {{.name = "rpc", .policy = sched::Policy::kSrpt}};
+  up.class_queues = {1};
+  spec.uplinks = {up};
+  auto sw = vswitch::Switch::Create(spec, pool.get());
+  if (!sw.ok()) {
+    std::fprintf(stderr, "%s\n", sw.message().c_str());
+    std::exit(1);
+  }
+  void* moved[64];
+  return Measure(**sw, *out, seconds, [&] {
+    const unsigned n = rte_ring_dequeue_burst(out_ring, moved, 64, nullptr);
+    rte_ring_enqueue_burst(in_ring, moved, n, nullptr);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bench_switch: qosvisor forwarding rate on one core"};
+  double seconds = 3;
+  std::string only;
+  app.add_option("--seconds", seconds, "Measuring time per case");
+  app.add_option("--case", only, "l2, flows or sched (default: all)");
+  CLI11_PARSE(app, argc, argv);
+  dataplane::EalOptions o;
+  o.dataplane_lcores = 0;
+  o.memory_bytes = 1024ull << 20;
+  o.file_prefix = "bench_switch_" + std::to_string(getpid());
+  o.log_level = "error";
+  auto eal = dataplane::Eal::Start(o);
+  if (!eal.ok()) {
+    std::fprintf(stderr, "%s\n", eal.message().c_str());
+    return 1;
+  }
+  auto pool = dataplane::Mempool::Create("bench_switch", 65535);
+  if (!pool.ok()) return 1;
+  // net_null hands out pool mbufs without writing them: give every buffer a real UDP frame
+  // (distinct source and destination MACs) so that L2 learning and the flow table see traffic.
+  rte_mempool_obj_iter((*pool)->get(), [](rte_mempool*, void*, void* obj, unsigned) {
+    auto* m = static_cast<rte_mbuf*>(obj);
+    auto* f = static_cast<uint8_t*>(m->buf_addr) + RTE_PKTMBUF_HEADROOM;
+    const uint8_t frame[42] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00,
+                               0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1,
+                               10, 0, 0, 2, 0x13, 0x88, 0x13, 0x89, 0, 26, 0, 0};
+    std::memcpy(f, frame, sizeof(frame));
+  }, nullptr);
+  if (only.empty() || only == "l2") Print("l2", PlainL2(**pool, seconds));
+  if (only.empty() || only == "flows") Print("flows_1000", WithFlows(**pool, seconds));
+  if (only.empty() || only == "sched") {
+    Print("srpt_uplink_10k_messages", Scheduled(**pool, seconds, 10'000),
+          "ring ports with recycling; packets cross an SRPT scheduler");
+  }
+  return 0;
+}
