@@ -1,0 +1,64 @@
+// virtio-blk "vflash": a virtual disk backed by a file on the host's flash, with read, write,
+// flush and get-id, and online resize through the control path (metadata first, atomically).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "hv/unique_fd.h"
+#include "hv/virtio_mmio.h"
+#include "hv/vm_options.h"
+
+namespace qosvisor::hv {
+
+struct VflashCounters {
+  uint64_t reads = 0, writes = 0, flushes = 0, get_ids = 0;
+  uint64_t bytes_read = 0, bytes_written = 0;
+  uint64_t io_errors = 0;    // out-of-range sectors, bad lengths, host I/O errors
+  uint64_t unsupported = 0;  // unknown request types
+  uint64_t resizes = 0;
+};
+
+class VirtioBlk : public VirtioMmioDevice {
+ public:
+  static constexpr uint32_t kDeviceId = 2;
+  static constexpr uint64_t kSectorSize = 512;
+
+  // Opens (or creates) the disk. Its size comes from "<path>.meta" if present (and the file grows
+  // to match, finishing a resize that a crash interrupted), else from options.size_bytes.
+  static Result<std::unique_ptr<VirtioBlk>> Create(GuestMemory& mem, const VflashOptions& options);
+  static std::string MetadataPath(const std::string& path) { return path + ".meta"; }
+
+  // Grows the disk online: writes the new size to the metadata file (write, fsync, rename), grows
+  // the backing file, then tells the guest with a config-change interrupt. Shrinking is refused.
+  Status Resize(uint64_t new_size_bytes);
+
+  uint64_t capacity_bytes() const;
+  VflashCounters blk_counters() const;
+  const char* name() const override { return "virtio-blk"; }
+
+ protected:
+  void ReadConfig(uint64_t offset, std::span<uint8_t> data) override;
+  void OnNotify(uint16_t q) override;
+
+ private:
+  VirtioBlk(GuestMemory& mem, VflashOptions options, UniqueFd fd, uint64_t size);
+  // Handles one request; false if the chain is malformed (the device is then broken).
+  bool HandleRequest(const Virtqueue::Chain& chain, uint32_t* used_len);
+  // pread/pwrite between the file and a byte range of the chain's readable (out) or writable
+  // (in) buffers.
+  bool FileIo(const Virtqueue::Chain& chain, bool to_guest, uint64_t chain_offset, uint64_t len,
+              uint64_t file_offset);
+
+  VflashOptions options_;
+  UniqueFd fd_;
+  uint64_t size_bytes_;          // guarded by mu_
+  VflashCounters blk_counters_;  // guarded by mu_
+};
+
+// Writes "<path>.meta" atomically (temporary file, fsync, rename, fsync of the directory).
+Status WriteVflashMetadata(const std::string& path, uint64_t size_bytes, const std::string& id);
+
+}  // namespace qosvisor::hv

@@ -1,0 +1,170 @@
+// A KVM virtual machine and its lifecycle: create (host resources checked, image validated),
+// start, pause, resume, stop (shutdown request, forced after a timeout), destroy.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "hv/bus.h"
+#include "hv/debug_exit.h"
+#include "hv/elf_loader.h"
+#include "hv/guest_memory.h"
+#include "hv/kvm.h"
+#include "hv/linux_boot.h"
+#include "hv/serial.h"
+#include "hv/vcpu.h"
+#include "hv/virtio_blk.h"
+#include "hv/virtio_mmio.h"
+#include "hv/virtio_net.h"
+#include "hv/vm_options.h"
+
+namespace qosvisor::hv {
+
+// The lifecycle. Allowed transitions (anything else is refused with a message):
+//   created --start--> running --pause--> paused --resume--> running
+//   running|paused --stop--> stopping --> stopped --start--> running (memory reset, image reloaded)
+//   running --guest exits by itself--> stopped
+//   any but destroyed --destroy--> destroyed
+enum class VmState { kCreated, kRunning, kPaused, kStopping, kStopped, kDestroyed };
+const char* VmStateName(VmState state);
+
+enum class VmExitReason {
+  kNone,           // still running, or never ran
+  kDebugExit,      // the guest wrote its exit code to the debug-exit port
+  kGuestShutdown,  // triple fault, HLT without irqchip, or a system event
+  kForced,         // Stop() timed out waiting for the guest, or Destroy() of a running VM
+  kError,          // KVM or the VMM failed; detail says how
+};
+const char* VmExitReasonName(VmExitReason reason);
+
+struct VmExit {
+  VmExitReason reason = VmExitReason::kNone;
+  uint32_t code = 0;   // debug-exit value
+  std::string detail;  // human-readable, for logs and error messages
+};
+
+enum class VcpuCommand { kRun, kPause, kStop };
+
+// Lifecycle calls (Start ... Destroy, SetDirtyLogging) come from one control thread at a time;
+// state(), counters and WaitForExit may be called from anywhere. A NIC attached to a VmPort must
+// be detached before Destroy(): the device goes away with the VM.
+class Vm {
+ public:
+  // Validates options and image, checks host resources, creates the KVM VM, memory, devices and
+  // vCPUs. Nothing runs until Start().
+  static Result<std::unique_ptr<Vm>> Create(const VmOptions& options);
+  ~Vm();
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
+  // From created or stopped. A restart boots afresh: memory cleared, image reloaded, devices reset.
+  Status Start();
+  // Returns once no vCPU runs guest code any more.
+  Status Pause();
+  Status Resume();
+  // Asks the guest to shut down (boot-info shutdown_request), waits up to `timeout`
+  // (options.shutdown_timeout if not given), then forces the vCPUs out. Returns how it ended.
+  Result<VmExit> Stop(std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  // Stops (forced, no grace period) if needed and frees the VM's KVM resources and memory.
+  Status Destroy();
+
+  // Waits until the guest stops by itself (or `timeout` passes: nullopt).
+  std::optional<VmExit> WaitForExit(std::chrono::milliseconds timeout);
+
+  VmState state() const;
+  VmExit last_exit() const;
+  const VmOptions& options() const { return options_; }
+  const std::string& name() const { return options_.name; }
+  GuestMemory& memory() { return memory_; }
+  const Serial& serial() const { return *serial_; }
+  const ElfImage& image() const { return image_; }  // empty for a bzImage
+  int vm_fd() const { return vm_fd_.get(); }
+  uint64_t exits() const;  // KVM exits handled in user space, all vCPUs
+  // steady_clock ns at the start of Create(), for boot-time measurements.
+  int64_t created_ns() const { return created_ns_; }
+
+  // The vflash disk, if options.disk was given (Resize() it through the control path).
+  VirtioBlk* disk() { return disk_.get(); }
+  // NIC i (options.nics order): the backend to Attach() to its `vm` switch port.
+  VirtioNet* nic(size_t i) { return i < nics_.size() ? nics_[i].get() : nullptr; }
+  size_t nic_count() const { return nics_.size(); }
+  // The cmdline the guest gets: options.cmdline plus "virtio_mmio.device=4K@<base>:<gsi>" per
+  // virtio device, as Linux expects them.
+  const std::string& guest_cmdline() const { return guest_cmdline_; }
+
+  // First virtio-mmio window and its GSI; device i sits at kVirtioMmioBase + i * 0x1000.
+  static constexpr uint64_t kVirtioMmioBase = 0xd0000000;
+  static constexpr uint32_t kVirtioFirstGsi = 5;
+  static constexpr uint32_t kMaxVirtioDevices = 8;
+
+  // Page-change tracking (for snapshots and migration): KVM marks every guest page the vCPUs
+  // write. Writes by the VMM itself (virtio devices) are not in this log.
+  Status SetDirtyLogging(bool on);
+  // One bit per 4 KiB page (bit i of word i / 64 = page i) written since the previous call or
+  // since logging was turned on; reading clears it.
+  Result<std::vector<uint64_t>> TakeDirtyLog();
+
+  // Devices added before Start(); not owned.
+  Status AddPioDevice(uint64_t base, uint64_t size, Device* device);
+  Status AddMmioDevice(uint64_t base, uint64_t size, Device* device);
+
+  // --- for Vcpu threads ---
+  Bus& pio_bus() { return pio_; }
+  Bus& mmio_bus() { return mmio_; }
+  // Blocks while the VM is paused; returns what the vCPU must do next.
+  VcpuCommand WaitWhilePaused();
+  // Ends the run (first reason wins) and kicks every vCPU out of the guest.
+  void RequestStop(VmExitReason reason, uint32_t code, std::string detail);
+  void OnVcpuThreadExit(uint32_t index);
+
+ private:
+  explicit Vm(VmOptions options) : options_(std::move(options)), pio_("pio"), mmio_("mmio") {}
+  Status Refuse(const char* transition, const char* allowed) const;
+  Status ResetForStart();
+  // Places a virtio device in the next MMIO window, binds its interrupt eventfd to a GSI.
+  Status AddVirtio(VirtioMmioDevice* device);
+  void KickAll();
+  // Forces the vCPUs out and joins them. Caller does not hold mu_.
+  void ForceStopAndJoin(const std::string& detail);
+  void JoinAll();
+  Status SetMemoryRegion(uint32_t flags);
+
+  VmOptions options_;
+  int64_t created_ns_ = 0;
+  uint64_t committed_bytes_ = 0;  // this VM's share of the process-wide committed memory
+  Kvm kvm_;
+  UniqueFd vm_fd_;
+  GuestMemory memory_;
+  std::vector<uint8_t> image_bytes_;
+  ElfImage image_;                  // when the image is an ELF file
+  std::optional<BzImage> bzimage_;  // when it is a bzImage
+  std::vector<uint8_t> initrd_bytes_;
+  Bus pio_;
+  Bus mmio_;
+  std::unique_ptr<Serial> serial_;
+  std::unique_ptr<DebugExit> debug_exit_;
+  std::vector<std::unique_ptr<Vcpu>> vcpus_;
+  std::unique_ptr<VirtioBlk> disk_;
+  std::vector<std::unique_ptr<VirtioNet>> nics_;
+  std::vector<VirtioMmioDevice*> virtio_;
+  std::string guest_cmdline_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  VmState state_ = VmState::kCreated;                    // guarded by mu_
+  std::atomic<VcpuCommand> command_{VcpuCommand::kRun};  // written under mu_
+  uint32_t paused_vcpus_ = 0;                            // guarded by mu_
+  uint32_t exited_vcpus_ = 0;                            // guarded by mu_
+  VmExit exit_;                                          // guarded by mu_
+  bool ran_ = false;                                     // a previous run left state behind
+};
+
+}  // namespace qosvisor::hv

@@ -1,0 +1,38 @@
+/* The tiny guest runtime: serial output, debug-exit, the qosvisor boot-info page, and running the
+   guest's main loop in ring 3 (near native speed here; ring-0 code is ~5000x slower). */
+#ifndef QOSVISOR_TESTS_GUESTS_RUNTIME_H_
+#define QOSVISOR_TESTS_GUESTS_RUNTIME_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hv/boot_abi.h"
+
+/* Each guest defines this; it runs in ring 3 and its result becomes the debug-exit code. */
+uint64_t guest_main(void);
+
+void rt_putc(char c);
+void rt_puts(const char* s);
+void rt_put_u64(uint64_t v);
+__attribute__((noreturn)) void rt_exit(uint32_t code);
+
+/* NULL when not started by qosvisor (e.g. under QEMU through the PVH entry). */
+volatile struct qv_boot_info* rt_boot_info(void);
+const char* rt_cmdline(void); /* "" without boot info */
+/* Value of "key=<decimal>" in the cmdline, or dflt. */
+uint64_t rt_cmdline_u64(const char* key, uint64_t dflt);
+int rt_shutdown_requested(void);
+/* progress[i] in the boot-info page (read by host tests); a local cell without boot info. */
+volatile uint64_t* rt_progress(int i);
+
+static inline uint64_t rt_rdtsc(void) {
+  uint32_t lo, hi;
+  __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return ((uint64_t)hi << 32) | lo;
+}
+uint64_t rt_tsc_khz(void); /* from boot info; a 2 GHz guess without */
+
+void* memset(void* d, int c, size_t n);
+void* memcpy(void* d, const void* s, size_t n);
+
+#endif /* QOSVISOR_TESTS_GUESTS_RUNTIME_H_ */
