@@ -372,7 +372,10 @@ void Parse(Reader& rd, const YAML::Node& root, const std::filesystem::path& base
 
 std::string WorkloadLoadResult::ErrorText() const {
   std::string out;
-  for (const Diagnostic& d : errors) out += (out.empty() ? "" : "\n") + d.ToString();
+  for (const Diagnostic& d : errors) {
+    if (!out.empty()) out += '\n';
+    out += d.ToString();
+  }
   return out;
 }
 

@@ -30,7 +30,7 @@ DriverArgs ArgsOf(Driver driver) {
     case Driver::kRing:
       return {{}, {}};
     case Driver::kNull:
-      return {{"size"}, {}};
+      return {{"size", "no_rx"}, {}};
     case Driver::kTap:
       return {{"iface"}, {}};
     case Driver::kAfPacket:
