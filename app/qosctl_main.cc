@@ -60,15 +60,26 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "Uptime, EAL, mempool");
   auto* ports = app.add_subcommand("ports", "Per-port counters and link state");
   auto* stats = app.add_subcommand("stats", "Switch counters and per-class scheduler statistics");
+  auto* vms = app.add_subcommand("vms", "The VMs and their states");
+  auto* vm = app.add_subcommand("vm", "Start, stop, pause, resume or destroy a VM");
+  std::string vm_name, vm_action;
+  vm->add_option("NAME", vm_name, "VM name")->required();
+  vm->add_option("ACTION", vm_action, "start | stop | pause | resume | destroy")
+      ->required()
+      ->check(CLI::IsMember({"start", "stop", "pause", "resume", "destroy"}));
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   CLI11_PARSE(app, argc, argv);
 
   const std::string command = *status  ? "status"
                               : *ports ? "ports"
                               : *stats ? "stats"
+                              : *vms   ? "vms"
+                              : *vm    ? "vm"
                               : *stop  ? "stop"
                                        : "";
-  auto reply = qosvisor::control::Request(socket, command);
+  nlohmann::json args = nlohmann::json::object();
+  if (*vm) args = {{"name", vm_name}, {"action", vm_action}};
+  auto reply = qosvisor::control::Request(socket, command, args, 30000);
   if (!reply.ok()) {
     std::fprintf(stderr, "qosctl: %s\n", reply.message().c_str());
     return 1;

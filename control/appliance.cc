@@ -6,10 +6,14 @@
 #include <rte_lcore.h>
 #include <time.h>
 
+#include <cstdio>
+#include <filesystem>
+
 #include "common/tsc.h"
 #include "common/units.h"
 #include "control/control_server.h"
 #include "control/switch_builder.h"
+#include "control/vm_manager.h"
 
 namespace qosvisor::control {
 namespace {
@@ -135,12 +139,22 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
                                        FormatRate(u.scheduler.pacing_bps),
                                        FormatSize(u.scheduler.buffer_bytes), classes));
   }
+  if (!config.vms.empty()) {
+    const std::string log_dir = options.vm_log_dir.empty()
+                                    ? std::filesystem::path(server_->path()).parent_path().string()
+                                    : options.vm_log_dir;
+    auto vms = VmManager::Create(
+        config, [this](const std::string& name) { return FindPort(name); }, log_dir);
+    if (!vms.ok()) return vms.status();
+    vms_ = std::move(vms).value();
+  }
   RegisterCommands();
   startup_log_.push_back(fmt::format("control socket: {}", server_->path()));
   return Status::Ok();
 }
 
 Appliance::~Appliance() {
+  vms_.reset();  // NICs detached from their ports first, then the VMs stop
   StopDataplane();
   switch_.reset();  // queued packets go back to the pool
   ports_.clear();   // ports return their mbufs before the pool goes
@@ -153,6 +167,19 @@ void Appliance::RegisterCommands() {
   server_->Register("status", [this](const json&) -> Result<json> { return StatusJson(); });
   server_->Register("ports", [this](const json&) -> Result<json> { return PortsJson(); });
   server_->Register("stats", [this](const json&) -> Result<json> { return StatsJson(); });
+  server_->Register("vms", [this](const json&) -> Result<json> {
+    return vms_ ? vms_->ListJson() : json::array();
+  });
+  server_->Register("vm", [this](const json& args) -> Result<json> {
+    if (!args.contains("name") || !args["name"].is_string() || !args.contains("action") ||
+        !args["action"].is_string()) {
+      return Status::Error("vm needs string arguments 'name' and 'action'");
+    }
+    if (!vms_) return Status::Error("this configuration has no vms");
+    const std::string name = args["name"].get<std::string>();
+    if (Status s = vms_->Act(name, args["action"].get<std::string>()); !s.ok()) return s;
+    return json{{"name", name}, {"done", args["action"]}};
+  });
   server_->Register("stop", [this](const json&) -> Result<json> {
     Stop();
     return json{{"stopping", true}};
@@ -161,6 +188,14 @@ void Appliance::RegisterCommands() {
 
 void Appliance::Run(uint64_t duration_ns) {
   StartDataplane();
+  if (vms_ && !vms_started_) {
+    vms_started_ = true;
+    std::vector<std::string> log;
+    Status s = vms_->StartAutostart(log);
+    for (const std::string& line : log) std::printf("%s\n", line.c_str());
+    if (!s.ok()) std::fprintf(stderr, "qosvisor: %s\n", s.message().c_str());
+    std::fflush(stdout);
+  }
   const uint64_t deadline = duration_ns == 0 ? UINT64_MAX : NowNs() + duration_ns;
   while (!stop_.load(std::memory_order_relaxed) && NowNs() < deadline) server_->ServeOnce(100);
 }

@@ -18,10 +18,12 @@
 namespace qosvisor::control {
 
 class ControlServer;
+class VmManager;
 
 struct ApplianceOptions {
   std::string config_path;         // shown by `status`
   std::string socket_override;     // non-empty: listen here instead of control.socket
+  std::string vm_log_dir;  // VM serial logs; default: the control socket's directory
   std::string file_prefix_suffix;  // appended to dataplane.file_prefix (tests run in parallel)
 };
 
@@ -58,6 +60,7 @@ class Appliance {
   std::unique_ptr<dataplane::Mempool> pool_;
   std::vector<std::unique_ptr<dataplane::Port>> ports_;
   std::unique_ptr<vswitch::Switch> switch_;
+  std::unique_ptr<VmManager> vms_;
   std::unique_ptr<ControlServer> server_;
   static int LcoreMain(void* self);
   std::atomic<bool> lcore_stop_{false};
@@ -67,6 +70,7 @@ class Appliance {
   std::vector<std::string> uplink_ports_;
   std::vector<std::vector<std::string>> uplink_class_names_;
   std::atomic<bool> stop_{false};
+  bool vms_started_ = false;
   uint64_t started_ns_ = 0;
 };
 

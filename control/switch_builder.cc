@@ -164,6 +164,15 @@ Result<vswitch::SwitchSpec> BuildSwitchSpec(const config::Config& config) {
     }
     spec.classes.push_back(cs);
   }
+  spec.port_default_queue.assign(config.ports.size(), -1);
+  for (const config::Vm& vm : config.vms) {
+    for (const config::Nic& nic : vm.nics) {
+      if (!nic.class_name || !nic.port) continue;
+      const config::TrafficClass* c = FindClass(config, *nic.class_name);
+      const int port = PortIndex(config, *nic.port);
+      if (c != nullptr && port >= 0) spec.port_default_queue[port] = static_cast<int>(c->queue);
+    }
+  }
   for (const config::Uplink& u : config.uplinks) {
     vswitch::UplinkSpec us;
     us.port = static_cast<uint16_t>(PortIndex(config, u.port));

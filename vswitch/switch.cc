@@ -69,6 +69,9 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
   std::unique_ptr<Switch> sw(new Switch());
   sw->ports_ = spec.ports;
   sw->port_state_.resize(spec.ports.size());
+  for (size_t p = 0; p < spec.port_default_queue.size() && p < spec.ports.size(); ++p) {
+    sw->port_state_[p].default_queue = spec.port_default_queue[p];
+  }
   sw->pool_ = pool;
   sw->burst_ = std::clamp<uint16_t>(spec.burst, 1, kMaxBurst);
   sw->forward_unparsable_ = spec.forward_unparsable;
@@ -221,7 +224,7 @@ void Switch::SwitchPacket(rte_mbuf* m, uint16_t in_port, uint64_t now) {
   // Collect outputs first: a packet going to several ports is copied for all but the last.
   uint16_t outputs[64];
   uint16_t n_out = 0;
-  int queue = -1;
+  int queue = in.default_queue;
   auto add_output = [&](uint16_t member_index) {
     if (member_index != in.member && n_out < 64) outputs[n_out++] = member_index;
   };

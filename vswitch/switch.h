@@ -63,6 +63,9 @@ struct SwitchSpec {
   std::vector<UplinkSpec> uplinks;
   uint16_t burst = 32;
   bool forward_unparsable = false;  // forward truncated/malformed frames at L2 instead of dropping
+  // Per port (SwitchSpec::ports order): the queue (class) of packets arriving there that no flow
+  // rule gives a set_queue, e.g. a VM NIC's class; -1 or absent: none.
+  std::vector<int> port_default_queue;
   uint32_t flow_state_capacity = 65536;
 };
 
@@ -131,6 +134,7 @@ class Switch {
     int bridge = -1;
     int member = -1;  // index in the bridge
     int uplink = -1;
+    int default_queue = -1;
     PacketBatch tx;
   };
   struct Uplink {
