@@ -1,6 +1,7 @@
 // bench_vm: boot time (create -> first serial line), VMs started per second and host memory per
 // VM for qosvisor, and the same tiny guest under QEMU -M microvm measured in the same run.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -183,16 +184,8 @@ struct Child {
   int out = -1;
 };
 
-Child SpawnQemu(const std::string& qemu, const std::string& image, bool kvm) {
-  std::vector<std::string> args = {qemu, "-M", "microvm"};
-  if (kvm) {
-    args.insert(args.end(), {"-enable-kvm", "-cpu", "host,-arch-capabilities"});
-  } else {
-    args.insert(args.end(), {"-cpu", "max"});
-  }
-  args.insert(args.end(),
-              {"-m", "64", "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
-               "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", image});
+// Runs argv[0] with stdout on a pipe the caller reads.
+Child Spawn(std::vector<std::string> args) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -210,6 +203,19 @@ Child SpawnQemu(const std::string& qemu, const std::string& image, bool kvm) {
   return c;
 }
 
+Child SpawnQemu(const std::string& qemu, const std::string& image, bool kvm) {
+  std::vector<std::string> args = {qemu, "-M", "microvm"};
+  if (kvm) {
+    args.insert(args.end(), {"-enable-kvm", "-cpu", "host,-arch-capabilities"});
+  } else {
+    args.insert(args.end(), {"-cpu", "max"});
+  }
+  args.insert(args.end(),
+              {"-m", "64", "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
+               "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", image});
+  return Spawn(std::move(args));
+}
+
 // Reads the child's stdout until a full line arrives or the deadline passes.
 bool WaitLine(int fd, Clock::time_point deadline) {
   char buf[256];
@@ -225,21 +231,24 @@ bool WaitLine(int fd, Clock::time_point deadline) {
   return false;
 }
 
-void BenchQemu(const std::string& qemu, const std::string& dir, int runs) {
-  if (access(qemu.c_str(), X_OK) != 0) {
-    Emit({{"bench", "vm_boot"}, {"vmm", "qemu-microvm"}, {"error", qemu + " not found"}});
-    return;
-  }
-  bool kvm = qosvisor::hv::Kvm::UnavailableReason().empty();
-  std::string accel = kvm ? "kvm" : "tcg (no usable /dev/kvm)";
+struct SpawnTimes {
   std::vector<double> first_line, exit_ms;
+  double seconds = 0;
+  std::string error;
+};
+
+// Spawns `make()` `runs` times in sequence; each child must print a line and exit with
+// `exit_status`.
+template <typename MakeChild>
+SpawnTimes MeasureSpawns(int runs, int exit_status, MakeChild make) {
+  SpawnTimes t;
   auto t0 = Clock::now();
   for (int i = 0; i < runs; ++i) {
     auto start = Clock::now();
-    Child c = SpawnQemu(qemu, dir + "/hello.elf", kvm);
+    Child c = make();
     if (c.pid < 0) {
-      Emit({{"bench", "vm_boot"}, {"vmm", "qemu-microvm"}, {"error", "spawn failed"}});
-      return;
+      t.error = "spawn failed";
+      return t;
     }
     bool line = WaitLine(c.out, start + 20s);
     auto line_at = Clock::now();
@@ -249,30 +258,77 @@ void BenchQemu(const std::string& qemu, const std::string& dir, int runs) {
     int status = 0;
     waitpid(c.pid, &status, 0);
     close(c.out);
-    if (!line || !WIFEXITED(status) || WEXITSTATUS(status) != 1) {
-      Emit({{"bench", "vm_boot"},
-            {"vmm", "qemu-microvm"},
-            {"error", "hello under QEMU did not print and exit with status 1"}});
-      return;
+    if (!line || !WIFEXITED(status) || WEXITSTATUS(status) != exit_status) {
+      t.error = fmt::format("child did not print a line and exit with status {}", exit_status);
+      return t;
     }
-    first_line.push_back(Ms(line_at - start));
-    exit_ms.push_back(Ms(Clock::now() - start));
+    t.first_line.push_back(Ms(line_at - start));
+    t.exit_ms.push_back(Ms(Clock::now() - start));
   }
-  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  t.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return t;
+}
+
+// The same measurement as for QEMU: a fresh bench_vm process that boots one hello VM.
+void BenchSpawned(const std::string& self, const std::string& dir, int runs) {
+  SpawnTimes t = MeasureSpawns(runs, 0, [&] {
+    return Spawn({self, "--boot-once", "--qemu-runs", "0", "--guests", dir});
+  });
+  if (!t.error.empty()) {
+    Emit({{"bench", "vm_boot"}, {"vmm", "qosvisor"}, {"mode", "spawned"}, {"error", t.error}});
+    return;
+  }
+  Emit({{"bench", "vm_boot"},
+        {"vmm", "qosvisor"},
+        {"mode", "spawned"},
+        {"guest", "hello"},
+        {"runs", runs},
+        {"spawn_to_first_line_ms", ToJson(Summarize(t.first_line))},
+        {"spawn_to_exit_ms", ToJson(Summarize(t.exit_ms))},
+        {"note", "includes process spawn (bench_vm --boot-once), as for QEMU"}});
+  Emit({{"bench", "vm_start_rate"},
+        {"vmm", "qosvisor"},
+        {"mode", "sequential spawn+boot+exit"},
+        {"vms", runs},
+        {"vms_per_second", runs / t.seconds}});
+}
+
+// Child side of BenchSpawned: boot hello with its serial on stdout, exit with its code.
+int BootOnce(const std::string& dir) {
+  VmOptions o = GuestVm(dir, "hello", 0);
+  o.serial_console = true;
+  auto vm = Vm::Create(o);
+  if (!vm || !(*vm)->Start().ok()) return 2;
+  auto exit = (*vm)->WaitForExit(10s);
+  return exit ? static_cast<int>(exit->code) : 3;
+}
+
+void BenchQemu(const std::string& qemu, const std::string& dir, int runs) {
+  if (access(qemu.c_str(), X_OK) != 0) {
+    Emit({{"bench", "vm_boot"}, {"vmm", "qemu-microvm"}, {"error", qemu + " not found"}});
+    return;
+  }
+  bool kvm = qosvisor::hv::Kvm::UnavailableReason().empty();
+  std::string accel = kvm ? "kvm" : "tcg (no usable /dev/kvm)";
+  SpawnTimes t = MeasureSpawns(runs, 1, [&] { return SpawnQemu(qemu, dir + "/hello.elf", kvm); });
+  if (!t.error.empty()) {
+    Emit({{"bench", "vm_boot"}, {"vmm", "qemu-microvm"}, {"error", "hello: " + t.error}});
+    return;
+  }
   Emit({{"bench", "vm_boot"},
         {"vmm", "qemu-microvm"},
         {"accel", accel},
         {"guest", "hello"},
         {"runs", runs},
-        {"spawn_to_first_line_ms", ToJson(Summarize(first_line))},
-        {"spawn_to_exit_ms", ToJson(Summarize(exit_ms))},
+        {"spawn_to_first_line_ms", ToJson(Summarize(t.first_line))},
+        {"spawn_to_exit_ms", ToJson(Summarize(t.exit_ms))},
         {"note", "includes process spawn"}});
   Emit({{"bench", "vm_start_rate"},
         {"vmm", "qemu-microvm"},
         {"accel", accel},
         {"mode", "sequential spawn+boot+exit"},
         {"vms", runs},
-        {"vms_per_second", runs / secs}});
+        {"vms_per_second", runs / t.seconds}});
 
   // Memory: one QEMU running the counter guest (no boot info there: it never stops by itself).
   Child c = SpawnQemu(qemu, dir + "/counter.elf", kvm);
@@ -314,7 +370,10 @@ int main(int argc, char** argv) {
   app.add_option("--qemu-runs", qemu_runs, "QEMU boots")->check(CLI::Range(0, 1000));
   app.add_option("--guests", dir, "directory with hello.elf and counter.elf");
   app.add_option("--qemu", qemu, "QEMU binary");
+  bool boot_once = false;
+  app.add_flag("--boot-once", boot_once, "(internal) boot hello once, serial on stdout");
   CLI11_PARSE(app, argc, argv);
+  if (boot_once) return BootOnce(dir);
 
   std::string reason = qosvisor::hv::Kvm::UnavailableReason();
   if (!reason.empty()) {
@@ -322,6 +381,7 @@ int main(int argc, char** argv) {
   } else {
     if (!BenchBoot(dir, runs)) return 1;
     if (!BenchMemory(dir, vms)) return 1;
+    if (qemu_runs > 0) BenchSpawned("/proc/self/exe", dir, qemu_runs);
   }
   if (qemu_runs > 0) BenchQemu(qemu, dir, qemu_runs);
   return 0;

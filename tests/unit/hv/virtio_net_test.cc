@@ -142,15 +142,17 @@ TEST_CASE("netecho guest answers UDP through the virtio-net backend", "[kvm][net
   CHECK(c.to_guest_packets == 3);
   CHECK(c.from_guest_packets == 3);
   CHECK(c.from_guest_bytes == 3 * 58);
-  // The guest posted 16 receive buffers; a burst larger than that is only partly taken.
+  // The guest keeps 16 receive buffers posted; a burst far larger than that is only partly
+  // taken (the guest may repost one still in use, or a few while the burst is copied).
   std::vector<rte_mbuf*> burst;
-  for (int i = 0; i < 40; ++i) {
+  for (int i = 0; i < 64; ++i) {
     burst.push_back(ToMbuf((*pool)->get(), UdpFrame(1234, 9, 9, 255, kGuestMac)));  // not port 7
   }
+  uint64_t no_buffer_before = nic->net_counters().to_guest_no_buffer;
   uint16_t taken = nic->ToGuest(burst.data(), static_cast<uint16_t>(burst.size()));
-  CHECK(taken >= 16);
-  CHECK(taken < 40);
-  CHECK(nic->net_counters().to_guest_no_buffer == 40u - taken);
+  CHECK(taken >= 15);
+  CHECK(taken < 64);
+  CHECK(nic->net_counters().to_guest_no_buffer - no_buffer_before == 64u - taken);
   for (auto* m : burst) rte_pktmbuf_free(m);
 
   auto exit = (*vm)->Stop(5000ms);

@@ -409,7 +409,7 @@ TEST_CASE("dirty page tracking sees the pages memtouch writes", "[kvm][vm][dirty
 }
 
 
-TEST_CASE("a hostile guest breaks only its own device; the host and other VMs carry on",
+TEST_CASE("a hostile guest breaks only its own device, the host and other VMs carry on",
           "[kvm][vm][hostile]") {
   QV_REQUIRE_KVM();
   TempFile disk("hostile.img"), meta("hostile.img.meta"), log("hostile.log"),
