@@ -61,12 +61,14 @@ int main(int argc, char** argv) {
   auto* ports = app.add_subcommand("ports", "Per-port counters and link state");
   auto* stats = app.add_subcommand("stats", "Switch counters and per-class scheduler statistics");
   auto* vms = app.add_subcommand("vms", "The VMs and their states");
-  auto* vm = app.add_subcommand("vm", "Start, stop, pause, resume or destroy a VM");
-  std::string vm_name, vm_action;
+  auto* vm =
+      app.add_subcommand("vm", "Start, stop, pause, resume or destroy a VM; resize its disk");
+  std::string vm_name, vm_action, vm_size;
   vm->add_option("NAME", vm_name, "VM name")->required();
-  vm->add_option("ACTION", vm_action, "start | stop | pause | resume | destroy")
+  vm->add_option("ACTION", vm_action, "start | stop | pause | resume | destroy | resize")
       ->required()
-      ->check(CLI::IsMember({"start", "stop", "pause", "resume", "destroy"}));
+      ->check(CLI::IsMember({"start", "stop", "pause", "resume", "destroy", "resize"}));
+  vm->add_option("SIZE", vm_size, "resize: the vflash disk's new size, e.g. 2GiB");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   CLI11_PARSE(app, argc, argv);
 
@@ -79,6 +81,7 @@ int main(int argc, char** argv) {
                                        : "";
   nlohmann::json args = nlohmann::json::object();
   if (*vm) args = {{"name", vm_name}, {"action", vm_action}};
+  if (*vm && vm_action == "resize") args["size"] = vm_size;
   auto reply = qosvisor::control::Request(socket, command, args, 30000);
   if (!reply.ok()) {
     std::fprintf(stderr, "qosctl: %s\n", reply.message().c_str());

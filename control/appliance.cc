@@ -177,6 +177,15 @@ void Appliance::RegisterCommands() {
     }
     if (!vms_) return Status::Error("this configuration has no vms");
     const std::string name = args["name"].get<std::string>();
+    if (args["action"] == "resize") {
+      if (!args.contains("size") || !args["size"].is_string()) {
+        return Status::Error("resize needs a string argument 'size', e.g. \"2GiB\"");
+      }
+      auto bytes = ParseSize(args["size"].get<std::string>());
+      if (!bytes.ok()) return bytes.status();
+      if (Status s = vms_->ResizeDisk(name, *bytes); !s.ok()) return s;
+      return json{{"name", name}, {"disk_bytes", *bytes}};
+    }
     if (Status s = vms_->Act(name, args["action"].get<std::string>()); !s.ok()) return s;
     return json{{"name", name}, {"done", args["action"]}};
   });

@@ -23,7 +23,7 @@ class VmManager;
 struct ApplianceOptions {
   std::string config_path;         // shown by `status`
   std::string socket_override;     // non-empty: listen here instead of control.socket
-  std::string vm_log_dir;  // VM serial logs; default: the control socket's directory
+  std::string vm_log_dir;          // VM serial logs; default: the control socket's directory
   std::string file_prefix_suffix;  // appended to dataplane.file_prefix (tests run in parallel)
 };
 

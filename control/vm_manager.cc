@@ -5,6 +5,8 @@
 
 #include <functional>
 
+#include "hv/virtio_blk.h"
+
 namespace qosvisor::control {
 
 hv::VmOptions VmOptionsFrom(const config::Config& config, const config::Vm& vm,
@@ -113,6 +115,14 @@ Status VmManager::Act(const std::string& name, const std::string& action) {
       fmt::format("unknown vm action '{}'; use start, stop, pause, resume or "
                   "destroy",
                   action));
+}
+
+Status VmManager::ResizeDisk(const std::string& name, uint64_t new_size_bytes) {
+  Entry* e = Find(name);
+  if (e == nullptr) return Status::Error(fmt::format("no vm named '{}'", name));
+  hv::VirtioBlk* disk = e->vm->disk();
+  if (disk == nullptr) return Status::Error(fmt::format("vm '{}' has no vflash disk", name));
+  return disk->Resize(new_size_bytes);
 }
 
 nlohmann::json VmManager::ListJson() const {

@@ -27,6 +27,8 @@ class VmManager {
   Status StartAutostart(std::vector<std::string>& log);
   // action: start | stop | pause | resume | destroy. Errors name the VM and the state.
   Status Act(const std::string& name, const std::string& action);
+  // Grows a VM's vflash disk online: metadata written atomically, file grown, guest notified.
+  Status ResizeDisk(const std::string& name, uint64_t new_size_bytes);
   nlohmann::json ListJson() const;
   size_t size() const { return vms_.size(); }
 
