@@ -306,8 +306,14 @@ Result<OpenPorts> OpenPlanPorts(const GenPlan& plan, dataplane::Mempool& pool) {
     open.endpoints.receiver = open.tx.get();
   }
   open.endpoints.pool = pool.get();
-  // Through a learning switch the receiver must be known before the first message arrives.
-  open.endpoints.announce = plan.port.driver != "ring" && plan.port.driver != "null";
+  // Through a learning switch the receiver must be known before the first message arrives. Only
+  // when qosgen itself is the receiver, i.e. the destination MAC is its own default: with
+  // --dst-mac the frames go to another host (an echo server, a VM), which must not be claimed.
+  const pktgen::WorkloadSpec defaults;
+  const bool own_mac =
+      std::equal(std::begin(defaults.receiver_mac), std::end(defaults.receiver_mac),
+                 std::begin(plan.spec.receiver_mac));
+  open.endpoints.announce = own_mac && plan.port.driver != "ring" && plan.port.driver != "null";
   return open;
 }
 
