@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "app/qosgen_output.h"
 #include "app/qosgen_run.h"
@@ -85,6 +86,23 @@ Result<Dataplane> StartDataplane(const std::string& log_level) {
   return Dataplane{std::move(eal).value(), std::move(pool).value()};
 }
 
+// The EAL, the pool and the plan's ports with their links up: what `run` and `ndr` both need.
+struct Opened {
+  Dataplane dp;
+  std::optional<app::OpenPorts> ports;
+};
+
+Result<Opened> OpenForPlan(const app::GenPlan& plan, const std::string& log_level) {
+  auto dp = StartDataplane(log_level);
+  if (!dp.ok()) return dp.status();
+  Opened opened{std::move(dp).value(), std::nullopt};
+  auto ports = app::OpenPlanPorts(plan, *opened.dp.pool);
+  if (!ports.ok()) return ports.status();
+  opened.ports = std::move(ports).value();
+  if (Status s = app::WaitForLinks(*opened.ports, plan.link_wait_ns); !s.ok()) return s;
+  return opened;
+}
+
 // The progress line: redrawn in place on a terminal, one plain line per second otherwise.
 struct Progress {
   bool tty = isatty(STDOUT_FILENO) != 0;
@@ -126,20 +144,12 @@ int Run(const app::GenFlags& flags, const std::string& json, const std::string& 
                  "--plot needs gnuplot; install it (Debian: apt-get install gnuplot-nox)\n");
     return kExitUsage;
   }
-  auto dp = StartDataplane(log_level);
-  if (!dp.ok()) {
-    std::fprintf(stderr, "qosgen: %s\n", dp.message().c_str());
+  auto opened = OpenForPlan(*plan, log_level);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "qosgen: %s\n", opened.message().c_str());
     return kExitFailed;
   }
-  auto ports = app::OpenPlanPorts(*plan, *dp->pool);
-  if (!ports.ok()) {
-    std::fprintf(stderr, "qosgen: %s\n", ports.message().c_str());
-    return kExitFailed;
-  }
-  if (Status s = app::WaitForLinks(*ports, plan->link_wait_ns); !s.ok()) {
-    std::fprintf(stderr, "qosgen: %s\n", s.message().c_str());
-    return kExitFailed;
-  }
+  auto& ports = opened->ports;
   Progress progress;
   progress.total_s = static_cast<double>(plan->options.duration_ns) / 1e9;
   progress.receiving = ports->endpoints.receiver != nullptr;
@@ -246,20 +256,12 @@ int Ndr(const app::GenFlags& flags, const std::string& trial, const std::string&
     for (const std::string& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
     return kExitUsage;
   }
-  auto dp = StartDataplane(log_level);
-  if (!dp.ok()) {
-    std::fprintf(stderr, "qosgen: %s\n", dp.message().c_str());
+  auto opened = OpenForPlan(*plan, log_level);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "qosgen: %s\n", opened.message().c_str());
     return kExitFailed;
   }
-  auto ports = app::OpenPlanPorts(*plan, *dp->pool);
-  if (!ports.ok()) {
-    std::fprintf(stderr, "qosgen: %s\n", ports.message().c_str());
-    return kExitFailed;
-  }
-  if (Status s = app::WaitForLinks(*ports, plan->link_wait_ns); !s.ok()) {
-    std::fprintf(stderr, "qosgen: %s\n", s.message().c_str());
-    return kExitFailed;
-  }
+  auto& ports = opened->ports;
   if (ports->endpoints.receiver == nullptr) {
     std::fprintf(stderr, "qosgen ndr: a null port receives nothing; give --rx-port\n");
     return kExitUsage;
