@@ -58,7 +58,7 @@ inline void FillEbpfContext(const uint8_t* frame, uint32_t length, const ParsedP
     std::memcpy(ctx.hdr, frame, kEbpfHeaderBytes);
     std::memset(ctx.hdr + kEbpfHeaderBytes, 0, sizeof(ctx.hdr) - kEbpfHeaderBytes);
   } else {
-    std::memcpy(ctx.hdr, frame, copied);
+    if (copied != 0) std::memcpy(ctx.hdr, frame, copied);  // an empty frame may have no buffer
     std::memset(ctx.hdr + copied, 0, sizeof(ctx.hdr) - copied);
   }
 }
