@@ -15,76 +15,10 @@ for tool in qemu-system-x86_64 busybox ip ethtool cpio dpkg-deb; do
 done
 
 guest="$cache/guest"
-build_guest() {
-  mkdir -p "$guest" && cd "$guest"
-  local pkg
-  pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
-  [[ -n "$pkg" ]] || { echo "SKIP: cannot find Debian's kernel package (apt-get update?)"; exit 77; }
-  rm -rf pkg root && mkdir -p pkg root
-  (cd pkg && apt-get download "$pkg" >/dev/null 2>&1) || { echo "SKIP: cannot download $pkg"; exit 77; }
-  dpkg-deb -x pkg/*.deb pkg/x
-  cp pkg/x/boot/vmlinuz-* vmlinuz
-  local mods=pkg/x/lib/modules/*/kernel
-  mkdir -p root/bin root/mod root/proc root/sys root/dev
-  for m in drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko \
-           drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko \
-           drivers/virtio/virtio_pci.ko net/core/failover.ko drivers/net/net_failover.ko \
-           drivers/net/virtio_net.ko; do
-    local src
-    src=$(echo $mods/$m)
-    if [[ -f $src.xz ]]; then
-      xz -dc "$src.xz" >"root/mod/$(basename "$m")"
-    elif [[ -f $src ]]; then
-      cp "$src" root/mod/
-    fi  # else built into this kernel
-  done
-  cp "$(command -v busybox)" root/bin/busybox
-  # busybox's nc speaks only TCP: a 20-line static UDP sender.
-  cat >udpsend.c <<'C'
-#include <arpa/inet.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-int main(int argc, char** argv) {
-  if (argc != 4) return 2;
-  int s = socket(AF_INET, SOCK_DGRAM, 0);
-  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-  inet_pton(AF_INET, argv[1], &to.sin_addr);
-  for (int i = 0; i < atoi(argv[3]); i++) {
-    char msg[64];
-    int n = snprintf(msg, sizeof msg, "datagram %d", i);
-    if (sendto(s, msg, n, 0, (struct sockaddr*)&to, sizeof to) != n) return 1;
-    usleep(10000);
-  }
-  return 0;
-}
-C
-  cc -static -O2 -o root/bin/udpsend udpsend.c
-  rm udpsend.c
-  cat >root/init <<'INIT'
-#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
-  [ -f /mod/$m.ko ] && insmod /mod/$m.ko
-done
-ip link set eth0 address 02:00:00:00:00:99
-ip addr add 10.78.0.2/24 dev eth0
-ip link set eth0 up
-sleep 1
-ping -c 5 -W 3 10.78.0.1 >/dev/null && echo "GUEST PING OK" || echo "GUEST PING FAILED"
-udpsend 10.78.0.1 5001 20
-echo "GUEST UDP SENT"
-poweroff -f
-INIT
-  chmod +x root/init
-  (cd root && find . | cpio -o -H newc 2>/dev/null | gzip -1) >initrd.gz
-  rm -rf pkg root
-  cd - >/dev/null
-}
-[[ -f "$guest/vmlinuz" && -f "$guest/initrd.gz" ]] || build_guest
+# shellcheck source=lib/debian_guest.sh
+source "$(dirname "$0")/lib/debian_guest.sh"
+build_debian_guest "$guest" 10.78.0.2 10.78.0.1
+
 
 tag="qvq$$"
 ns="${tag}h"
