@@ -169,8 +169,9 @@ class Validator {
     std::vector<std::string> names;
     for (const ArgSpec& s : specs) names.emplace_back(s.name);
     for (auto& [key, value] : port.args) {
+      const std::string& arg = key;  // clang 14 cannot capture structured bindings
       auto spec =
-          std::find_if(specs.begin(), specs.end(), [&](const ArgSpec& s) { return s.name == key; });
+          std::find_if(specs.begin(), specs.end(), [&](const ArgSpec& s) { return s.name == arg; });
       const std::string where = "args." + key;
       if (spec == specs.end()) {
         std::string hint = Suggest(key, names);
@@ -379,8 +380,9 @@ class Validator {
   void CheckVmPortUse() {
     std::map<std::string, const Source*> user;  // port → the NIC using it
     for (const auto& [name, source] : explicit_nic_ports_) {
+      const std::string& wanted = name;  // clang 14 cannot capture structured bindings
       auto port = std::find_if(config_.ports.begin(), config_.ports.end(),
-                               [&](const Port& p) { return p.name == name && !p.implicit; });
+                               [&](const Port& p) { return p.name == wanted && !p.implicit; });
       if (port == config_.ports.end()) {
         std::vector<std::string> vm_ports;
         for (const Port& p : config_.ports) {
