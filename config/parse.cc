@@ -45,6 +45,29 @@ std::string Item(std::string_view path, size_t index) { return fmt::format("{}[{
 
 // ---- scalar conversions: each reports its own error and returns nothing on failure ----------
 
+
+// Why a scalar's text is unusable (a control character, invalid UTF-8), or empty if it is fine.
+std::string TextProblem(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 && c != '\t') {
+      return fmt::format("contains the control character 0x{:02x} at offset {}; remove it", c, i);
+    }
+    if (c == 0x7f) return fmt::format("contains the control character 0x7f at offset {}", i);
+    int extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : -1;
+    if (extra < 0 || i + static_cast<size_t>(extra) >= text.size() + (extra == 0 ? 1 : 0)) {
+      return fmt::format("is not valid UTF-8 (byte 0x{:02x} at offset {})", c, i);
+    }
+    for (int k = 1; k <= extra; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) {
+        return fmt::format("is not valid UTF-8 (byte 0x{:02x} at offset {})", c, i);
+      }
+    }
+    i += static_cast<size_t>(extra) + 1;
+  }
+  return "";
+}
+
 class Converter {
  public:
   Converter(Diagnostics& diag, std::string_view text) : diag_(diag), text_(text) {}
@@ -59,7 +82,15 @@ class Converter {
 
   std::optional<std::string> Scalar(const YAML::Node& n, const std::string& path,
                                     std::string_view expected) {
-    if (n.IsScalar()) return n.Scalar();
+    if (n.IsScalar()) {
+      // Values end up in paths, names and messages: control bytes and broken UTF-8 would not
+      // survive printing the configuration back, and are never what a user meant.
+      if (std::string why = TextProblem(n.Scalar()); !why.empty()) {
+        diag_.Error(MarkOf(n), path, why);
+        return std::nullopt;
+      }
+      return n.Scalar();
+    }
     // yaml-cpp marks an empty value at the next token; its key is where the user looks.
     const Mark mark = n.IsNull() && value_of_key_ == n ? key_mark_ : MarkOf(n);
     diag_.Error(mark, path, fmt::format("expected {}, got {}", expected, Describe(n)));
