@@ -101,8 +101,8 @@ user_trampoline:
   call *%rax
   int3                            /* back to ring 0 through the DPL-3 gate, result in rax */
 
-/* Exception stubs: push the vector (and a dummy error code when the CPU pushes none). */
-  .macro STUB vec, has_error
+/* Exception entry points: push the vector (and a dummy error code when the CPU pushes none). */
+  .macro VECTOR_ENTRY vec, has_error
   .globl rt_isr\vec
 rt_isr\vec:
   .if \has_error == 0
@@ -111,38 +111,38 @@ rt_isr\vec:
   pushq $\vec
   jmp isr_common
   .endm
-  STUB 0,0
-  STUB 1,0
-  STUB 2,0
-  STUB 3,0
-  STUB 4,0
-  STUB 5,0
-  STUB 6,0
-  STUB 7,0
-  STUB 8,1
-  STUB 9,0
-  STUB 10,1
-  STUB 11,1
-  STUB 12,1
-  STUB 13,1
-  STUB 14,1
-  STUB 15,0
-  STUB 16,0
-  STUB 17,1
-  STUB 18,0
-  STUB 19,0
-  STUB 20,0
-  STUB 21,1
-  STUB 22,0
-  STUB 23,0
-  STUB 24,0
-  STUB 25,0
-  STUB 26,0
-  STUB 27,0
-  STUB 28,0
-  STUB 29,1
-  STUB 30,1
-  STUB 31,0
+  VECTOR_ENTRY 0,0
+  VECTOR_ENTRY 1,0
+  VECTOR_ENTRY 2,0
+  VECTOR_ENTRY 3,0
+  VECTOR_ENTRY 4,0
+  VECTOR_ENTRY 5,0
+  VECTOR_ENTRY 6,0
+  VECTOR_ENTRY 7,0
+  VECTOR_ENTRY 8,1
+  VECTOR_ENTRY 9,0
+  VECTOR_ENTRY 10,1
+  VECTOR_ENTRY 11,1
+  VECTOR_ENTRY 12,1
+  VECTOR_ENTRY 13,1
+  VECTOR_ENTRY 14,1
+  VECTOR_ENTRY 15,0
+  VECTOR_ENTRY 16,0
+  VECTOR_ENTRY 17,1
+  VECTOR_ENTRY 18,0
+  VECTOR_ENTRY 19,0
+  VECTOR_ENTRY 20,0
+  VECTOR_ENTRY 21,1
+  VECTOR_ENTRY 22,0
+  VECTOR_ENTRY 23,0
+  VECTOR_ENTRY 24,0
+  VECTOR_ENTRY 25,0
+  VECTOR_ENTRY 26,0
+  VECTOR_ENTRY 27,0
+  VECTOR_ENTRY 28,0
+  VECTOR_ENTRY 29,1
+  VECTOR_ENTRY 30,1
+  VECTOR_ENTRY 31,0
 
 isr_common:
   /* stack: vector, error, rip, cs, rflags, rsp, ss */
