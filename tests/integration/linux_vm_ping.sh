@@ -16,6 +16,8 @@ for tool in busybox ip ethtool cpio dpkg-deb; do
 done
 # shellcheck source=lib/debian_guest.sh
 source "$(dirname "$0")/lib/debian_guest.sh"
+# shellcheck source=lib/ns_host.sh
+source "$(dirname "$0")/lib/ns_host.sh"
 guest="$cache/guest-vm"
 build_debian_guest "$guest" 10.79.0.2 10.79.0.1
 
@@ -30,13 +32,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$ns"
-ip link add "${tag}v" type veth peer name "${tag}n"
-ip link set "${tag}n" netns "$ns"
-ip link set "${tag}v" up
-ip netns exec "$ns" ip addr add 10.79.0.1/24 dev "${tag}n"
-ip netns exec "$ns" ip link set "${tag}n" up
-ip netns exec "$ns" ethtool -K "${tag}n" tx off >/dev/null
+make_ns_host "$tag" 10.79.0.1
 
 cat >"$work/box.yaml" <<YAML
 dataplane: {lcores: 1, memory: 256MiB, hugepages: off, file_prefix: ${tag}}
@@ -60,18 +56,8 @@ vms:
     nics: [{port: vmnic, class: guest, mac: "02:00:00:00:00:99"}]
 control: {socket: $work/ctl.sock}
 YAML
-ip netns exec "$ns" python3 -c '
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.79.0.1", 5001)); s.settimeout(120)
-got = 0
-try:
-    while got < 20:
-        s.recv(2048); got += 1
-finally:
-    print(f"host received {got}", flush=True)
-' >"$work/udp.log" 2>&1 &
-receiver=$!
+count_udp "$tag" 10.79.0.1 5001 20 "$work/udp.log"
+receiver=$udp_counter_pid
 "$qosvisor" run "$work/box.yaml" >"$work/run.log" 2>&1 &
 pid=$!
 for _ in $(seq 1200); do

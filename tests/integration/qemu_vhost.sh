@@ -17,6 +17,8 @@ done
 guest="$cache/guest"
 # shellcheck source=lib/debian_guest.sh
 source "$(dirname "$0")/lib/debian_guest.sh"
+# shellcheck source=lib/ns_host.sh
+source "$(dirname "$0")/lib/ns_host.sh"
 build_debian_guest "$guest" 10.78.0.2 10.78.0.1
 
 
@@ -35,13 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$ns"
-ip link add "${tag}v" type veth peer name "${tag}n"
-ip link set "${tag}n" netns "$ns"
-ip link set "${tag}v" up
-ip netns exec "$ns" ip addr add 10.78.0.1/24 dev "${tag}n"
-ip netns exec "$ns" ip link set "${tag}n" up
-ip netns exec "$ns" ethtool -K "${tag}n" tx off >/dev/null
+make_ns_host "$tag" 10.78.0.1
 
 cat >"$work/box.yaml" <<YAML
 dataplane: {lcores: 1, memory: 512MiB, hugepages: off, file_prefix: ${tag}}
@@ -64,18 +60,8 @@ pid=$!
 for _ in $(seq 100); do "$qosctl" --socket "$work/ctl.sock" status >/dev/null 2>&1 && break; sleep 0.1; done
 "$qosctl" --socket "$work/ctl.sock" status >/dev/null || { cat "$work/run.log"; echo "FAIL: qosvisor did not start"; exit 1; }
 
-ip netns exec "$ns" python3 -c '
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.78.0.1", 5001)); s.settimeout(120)
-got = 0
-try:
-    while got < 20:
-        s.recv(2048); got += 1
-finally:
-    print(f"host received {got}", flush=True)
-' >"$work/udp.log" 2>&1 &
-receiver=$!
+count_udp "$tag" 10.78.0.1 5001 20 "$work/udp.log"
+receiver=$udp_counter_pid
 
 echo "== booting Debian's kernel under QEMU (TCG) with a virtio-net NIC on vhost-user"
 qemu-system-x86_64 -M pc -cpu max -m 256 -smp 1 \

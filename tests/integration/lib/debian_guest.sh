@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Builds a tiny Linux guest from Debian's packages into DIR: the distribution kernel (vmlinuz) and
 # a busybox initramfs that loads the virtio drivers (PCI and MMIO), configures eth0 with GUEST_IP,
 # pings HOST_IP, sends it 20 UDP datagrams to port 5001 and powers off. Cached per address pair.
@@ -5,7 +6,7 @@
 build_debian_guest() {
   local guest=$1 guest_ip=$2 host_ip=$3
   [[ -f "$guest/vmlinuz" && -f "$guest/initrd.gz" && "$(cat "$guest/ips" 2>/dev/null)" == "$guest_ip $host_ip" ]] && return 0
-  mkdir -p "$guest" && cd "$guest"
+  mkdir -p "$guest" && cd "$guest" || exit 1
   local pkg
   pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
   [[ -n "$pkg" ]] || { echo "SKIP: cannot find Debian's kernel package (apt-get update?)"; exit 77; }
@@ -13,7 +14,8 @@ build_debian_guest() {
   (cd pkg && apt-get download "$pkg" >/dev/null 2>&1) || { echo "SKIP: cannot download $pkg"; exit 77; }
   dpkg-deb -x pkg/*.deb pkg/x
   cp pkg/x/boot/vmlinuz-* vmlinuz
-  local mods=pkg/x/lib/modules/*/kernel
+  local mods
+  mods=$(echo pkg/x/lib/modules/*/kernel)
   mkdir -p root/bin root/mod root/proc root/sys root/dev
   for m in drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko \
            drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko \
@@ -72,5 +74,5 @@ INIT
   (cd root && find . | cpio -o -H newc 2>/dev/null | gzip -1) >initrd.gz
   echo "$guest_ip $host_ip" >ips
   rm -rf pkg root
-  cd - >/dev/null
+  cd - >/dev/null || exit 1
 }
