@@ -253,6 +253,36 @@ void BasicScheduler<RankQueue>::DropWorst(uint16_t c, uint64_t now) {
   Drop(victim);
 }
 
+// Ranks of different classes are not comparable (bytes, times, virtual times), so overflow picks
+// the class the share would serve last: the lowest-priority tenant under a priority share, else
+// the tenant with the most bytes queued per weight; inside it, the same rule between classes.
+// O(classes), and only on overflow.
+template <typename RankQueue>
+int BasicScheduler<RankQueue>::VictimClass() const {
+  uint64_t tenant_bytes[64] = {};  // at most 64 tenants (the active masks are 64 bits)
+  for (size_t c = 0; c < classes_.size(); ++c)
+    tenant_bytes[classes_[c].tenant] += stats_[c].queued_bytes;
+  int victim = -1;
+  uint64_t best[4] = {};
+  for (size_t c = 0; c < classes_.size(); ++c) {
+    if (queues_[c].Empty()) continue;
+    const ClassState& cs = classes_[c];
+    const TenantConfig& tc = config_.tenants[cs.tenant];
+    const bool tenant_prio = config_.tenant_share == Share::kPriority;
+    const bool class_prio = tenants_[cs.tenant].class_share == Share::kPriority;
+    const uint64_t key[4] = {
+        tenant_prio ? tc.priority : 0ull,
+        tenant_prio ? 0ull : (tenant_bytes[cs.tenant] << 8) / std::max<uint32_t>(tc.weight, 1),
+        class_prio ? cs.priority : 0ull,
+        class_prio ? 0ull : (stats_[c].queued_bytes << 8) / std::max<uint32_t>(cs.weight, 1)};
+    if (victim < 0 || std::lexicographical_compare(best, best + 4, key, key + 4)) {
+      victim = static_cast<int>(c);
+      std::copy(key, key + 4, best);
+    }
+  }
+  return victim;
+}
+
 template <typename RankQueue>
 void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
   PacketMeta& pm = *Meta(pkt);
@@ -311,10 +341,12 @@ void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
   bool was_empty = m.empty();
   m.PushBack(pkt);
   if (was_empty) PushHead(c, slot, pm.arrival_tsc);
-  // pFabric: make room by evicting the worst-ranked head of this class, which may be the arrival.
-  while ((buffered_bytes_ > config_.buffer_bytes || buffered_packets_ > config_.buffer_packets) &&
-         !queues_[c].Empty()) {
-    DropWorst(c, pm.arrival_tsc);
+  // pFabric: make room by evicting the worst-ranked head of the class the share would serve last,
+  // which may be the arrival's own class and the arrival itself.
+  while (buffered_bytes_ > config_.buffer_bytes || buffered_packets_ > config_.buffer_packets) {
+    const int victim = VictimClass();
+    if (victim < 0) break;
+    DropWorst(static_cast<uint16_t>(victim), pm.arrival_tsc);
   }
 }
 

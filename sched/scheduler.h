@@ -113,6 +113,8 @@ class BasicScheduler {
     drops_.count = 0;
   }
   // Evicts the head of the class's worst-ranked message.
+  // The class whose worst packet goes when the buffer overflows (see scheduler.cc).
+  int VictimClass() const;
   void DropWorst(uint16_t class_id, uint64_t now);
   uint32_t ResolveSlot(const PacketMeta& pm);
   void PushHead(uint16_t class_id, uint32_t slot, uint64_t now);

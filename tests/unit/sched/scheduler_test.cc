@@ -57,6 +57,43 @@ uint16_t EnqueueOne(Scheduler& s, rte_mbuf* m) {
 
 }  // namespace
 
+TEST_CASE("drop-worst takes from the class the share serves last, not from the arrival's",
+          "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kFifo);
+  c.classes = {{.name = "rpc", .policy = Policy::kSrpt, .priority = 0},
+               {.name = "bulk", .policy = Policy::kFifo, .priority = 1},
+               {.name = "fill", .policy = Policy::kFifo, .priority = 2}};
+  c.class_share_default = Share::kPriority;
+  c.buffer_packets = 4;
+  c.rank_buckets = 1u << 16;
+  DropLog drops;
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  FakePool pool(16);
+  // The buffer fills with bulk (priority 1) and fill (priority 2) packets.
+  CHECK(EnqueueOne(**s, Packet(pool, 0, 10, 1000, 0, 1000, 1, 1)) == 1);
+  CHECK(EnqueueOne(**s, Packet(pool, 1, 11, 1000, 0, 1000, 1, 2)) == 1);
+  CHECK(EnqueueOne(**s, Packet(pool, 2, 12, 1000, 0, 1000, 2, 3)) == 1);
+  CHECK(EnqueueOne(**s, Packet(pool, 3, 13, 1000, 0, 1000, 2, 4)) == 1);
+  // An rpc packet arrives: the lowest-priority class (fill) loses its worst (latest) packet.
+  CHECK(EnqueueOne(**s, Packet(pool, 4, 20, 500, 0, 500, 0, 5)) == 1);
+  REQUIRE(drops.pkts.size() == 1);
+  CHECK(drops.pkts[0] == pool.Get(3));
+  // Another: fill loses its last packet, then bulk would be next.
+  CHECK(EnqueueOne(**s, Packet(pool, 5, 21, 400, 0, 400, 0, 6)) == 1);
+  CHECK(EnqueueOne(**s, Packet(pool, 6, 22, 300, 0, 300, 0, 7)) == 1);
+  REQUIRE(drops.pkts.size() == 3);
+  CHECK(drops.pkts[1] == pool.Get(2));
+  CHECK(drops.pkts[2] == pool.Get(1));
+  SchedulerStats st = (*s)->Stats();
+  CHECK(st.classes[0].dropped_packets() == 0);
+  CHECK(st.classes[2].dropped_worst == 2);
+  CHECK(st.classes[1].dropped_worst == 1);
+  auto out = DrainAll(**s, 1);
+  std::vector<rte_mbuf*> expect = {pool.Get(6), pool.Get(5), pool.Get(4), pool.Get(0)};
+  CHECK(out == expect);
+}
+
 TEST_CASE("drop-worst evicts the highest-ranked head, which may be the arrival", "[scheduler]") {
   SchedulerConfig c = OneClass(Policy::kSrpt);
   c.buffer_packets = 4;
