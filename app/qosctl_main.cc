@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "app/status_format.h"
 #include "control/control_server.h"
 
 namespace {
@@ -12,39 +13,6 @@ using nlohmann::json;
 std::string DefaultSocket() {
   const char* env = std::getenv("QOSVISOR_SOCKET");
   return env != nullptr ? env : "/run/qosvisor/qosvisor.sock";
-}
-
-void PrintPorts(const json& ports) {
-  std::printf("%-16s %-10s %-5s %12s %14s %12s %14s %10s\n", "port", "driver", "link", "rx_pkts",
-              "rx_bytes", "tx_pkts", "tx_bytes", "rx_missed");
-  for (const json& p : ports) {
-    std::printf("%-16s %-10s %-5s %12llu %14llu %12llu %14llu %10llu\n",
-                p.value("name", "").c_str(), p.value("driver", "").c_str(),
-                p.value("link", "").c_str(), p.value("rx_packets", 0ull), p.value("rx_bytes", 0ull),
-                p.value("tx_packets", 0ull), p.value("tx_bytes", 0ull), p.value("rx_missed", 0ull));
-  }
-}
-
-void PrintStats(const json& stats) {
-  std::printf("switch:");
-  for (const auto& [key, value] : stats["switch"].items()) {
-    std::printf(" %s=%llu", key.c_str(), value.get<unsigned long long>());
-  }
-  std::printf("\n");
-  for (const json& up : stats["uplinks"]) {
-    std::printf("uplink %s: %llu messages live, %llu packets queued\n",
-                up.value("port", "").c_str(), up.value("live_messages", 0ull),
-                up.value("queued_packets", 0ull));
-    std::printf("  %-14s %12s %14s %12s %14s %10s %10s\n", "class", "in_pkts", "in_bytes",
-                "out_pkts", "out_bytes", "dropped", "queued");
-    for (const json& c : up["classes"]) {
-      std::printf("  %-14s %12llu %14llu %12llu %14llu %10llu %10llu\n",
-                  c.value("class", "").c_str(), c.value("enqueued_packets", 0ull),
-                  c.value("enqueued_bytes", 0ull), c.value("dequeued_packets", 0ull),
-                  c.value("dequeued_bytes", 0ull), c.value("dropped_packets", 0ull),
-                  c.value("queued_packets", 0ull));
-    }
-  }
 }
 
 }  // namespace
@@ -90,9 +58,9 @@ int main(int argc, char** argv) {
   if (as_json || (command != "ports" && command != "stats")) {
     std::printf("%s\n", reply->dump(2).c_str());
   } else if (command == "ports") {
-    PrintPorts(*reply);
+    std::fputs(qosvisor::app::FormatPorts(*reply).c_str(), stdout);
   } else {
-    PrintStats(*reply);
+    std::fputs(qosvisor::app::FormatStats(*reply).c_str(), stdout);
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 
+#include "app/status_format.h"
 #include "app/traffic_flags.h"
 #include "common/units.h"
 #include "config/loader.h"
@@ -143,20 +144,6 @@ int RunWithTraffic(control::Appliance& a, const TrafficFlags& flags, uint64_t ra
   return 0;
 }
 
-void PrintStats(control::Appliance& a) {
-  const nlohmann::json stats = a.StatsJson();
-  std::printf("switch: %s\n", stats["switch"].dump().c_str());
-  for (const auto& up : stats["uplinks"]) {
-    for (const auto& c : up["classes"]) {
-      std::printf(
-          "uplink %s class %-11s in %9llu pkts  out %9llu pkts  dropped %7llu  queued %llu\n",
-          up.value("port", "").c_str(), c.value("class", "").c_str(),
-          c.value("enqueued_packets", 0ull), c.value("dequeued_packets", 0ull),
-          c.value("dropped_packets", 0ull), c.value("queued_packets", 0ull));
-    }
-  }
-}
-
 int Run(const std::string& path, const std::string& duration, const std::string& socket,
         const TrafficFlags& traffic) {
   uint64_t duration_ns = 0;
@@ -191,12 +178,8 @@ int Run(const std::string& path, const std::string& duration, const std::string&
   }
   g_running.store(nullptr);
   (*appliance)->StopDataplane();
-  PrintStats(**appliance);
-  for (const auto& p : (*appliance)->PortsJson()) {
-    std::printf("port %-10s rx %9llu pkts %12llu B   tx %9llu pkts %12llu B\n",
-                p.value("name", "").c_str(), p.value("rx_packets", 0ull), p.value("rx_bytes", 0ull),
-                p.value("tx_packets", 0ull), p.value("tx_bytes", 0ull));
-  }
+  std::fputs(app::FormatStats((*appliance)->StatsJson()).c_str(), stdout);
+  std::fputs(app::FormatPorts((*appliance)->PortsJson()).c_str(), stdout);
   return rc;
 }
 
