@@ -4,6 +4,8 @@
 # bridge and a scheduled uplink. Creates everything it needs and removes it on exit.
 # Usage: netns_switch.sh QOSVISOR_BIN QOSCTL_BIN [af_packet|tap]
 set -euo pipefail
+# shellcheck source=lib/qosvisor.sh
+source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 driver=${3:-af_packet}
@@ -63,9 +65,7 @@ YAML
 "$qosvisor" check "$work/box.yaml" >/dev/null
 "$qosvisor" run "$work/box.yaml" >"$work/run.log" 2>&1 &
 pid=$!
-# The control socket answers once the data plane runs.
-for _ in $(seq 100); do "$qosctl" --socket "$work/ctl.sock" status >/dev/null 2>&1 && break; sleep 0.1; done
-"$qosctl" --socket "$work/ctl.sock" status >/dev/null || { cat "$work/run.log"; echo "FAIL: qosvisor did not start"; exit 1; }
+wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 100
 
 if [[ $driver == tap ]]; then
   # The tap PMD creates the interfaces when the ports start: move them into the namespaces now.

@@ -5,6 +5,8 @@
 # into CACHE_DIR. QEMU runs under software emulation (TCG), so any box can run this test.
 # Usage: qemu_vhost.sh QOSVISOR_BIN QOSCTL_BIN CACHE_DIR
 set -euo pipefail
+# shellcheck source=lib/qosvisor.sh
+source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 cache=$3
@@ -57,8 +59,7 @@ control: {socket: $work/ctl.sock}
 YAML
 "$qosvisor" run "$work/box.yaml" >"$work/run.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do "$qosctl" --socket "$work/ctl.sock" status >/dev/null 2>&1 && break; sleep 0.1; done
-"$qosctl" --socket "$work/ctl.sock" status >/dev/null || { cat "$work/run.log"; echo "FAIL: qosvisor did not start"; exit 1; }
+wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 100
 
 count_udp "$tag" 10.78.0.1 5001 20 "$work/udp.log"
 receiver=$udp_counter_pid

@@ -5,6 +5,8 @@
 # lifecycle over the control socket. Needs /dev/kvm.
 # Usage: vm_switch.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
 set -euo pipefail
+# shellcheck source=lib/qosvisor.sh
+source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 guests=$(cd "$3" && pwd)
@@ -44,8 +46,7 @@ YAML
 "$qosvisor" check "$work/box.yaml" >/dev/null
 "$qosvisor" run "$work/box.yaml" >"$work/run.log" 2>&1 &
 pid=$!
-for _ in $(seq 150); do "$qosctl" --socket "$work/ctl.sock" status >/dev/null 2>&1 && break; sleep 0.1; done
-"$qosctl" --socket "$work/ctl.sock" status >/dev/null || { cat "$work/run.log"; echo "FAIL: qosvisor did not start"; exit 1; }
+wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 150
 
 # The client exits by itself after 20 answers.
 for _ in $(seq 600); do
