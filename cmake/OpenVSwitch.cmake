@@ -23,7 +23,7 @@ add_custom_command(
   USES_TERMINAL)
 
 file(WRITE "${_shim_dir}/exports.txt"
-  "qv_ovs_init\nqv_ovs_flow_check\nqv_ovs_table_new\nqv_ovs_table_free\nqv_ovs_table_add\nqv_ovs_table_size\nqv_ovs_table_lookup\n")
+  "qv_ovs_init\nqv_ovs_flow_check\nqv_ovs_table_new\nqv_ovs_table_free\nqv_ovs_table_add\nqv_ovs_table_size\nqv_ovs_table_in_port_only\nqv_ovs_table_lookup\n")
 add_custom_command(
   OUTPUT "${_shim_lib}"
   COMMAND ${CMAKE_C_COMPILER} -std=gnu11 -O2 -g -fno-strict-aliasing -Werror=implicit-function-declaration

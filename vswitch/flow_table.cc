@@ -3,8 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <random>
 
 namespace qosvisor::vswitch {
 namespace {
@@ -13,23 +15,65 @@ std::atomic<uint64_t> g_next_generation{1};
 
 constexpr uint16_t kEtherArp = 0x0806;
 
-uint64_t HashKey(const uint8_t* key, uint32_t len) {
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ len;
-  uint32_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, key + i, 8);
-    h = (h ^ w) * 0xff51afd7ed558ccdull;
-    h ^= h >> 32;
+// Per-process random multipliers, so that nobody can aim traffic at one cache slot.
+struct HashSeeds {
+  uint64_t k[FlowKey::kMaxWords + 2];
+  HashSeeds() {
+    std::random_device rd;
+    for (uint64_t& v : k) v = (uint64_t{rd()} << 32 | rd()) | 1;
   }
-  uint64_t tail = 0;
-  std::memcpy(&tail, key + i, len - i);
-  h = (h ^ tail) * 0xc4ceb9fe1a85ec53ull;
+};
+const HashSeeds g_seeds;
+
+// NH-style: word pairs multiplied independently (no chain through the words), folded to 64
+// bits, then mixed so that every bit reaches the low bits used as the slot index.
+uint64_t HashWords(const uint64_t* w, uint32_t words, uint32_t in_port) {
+  const uint64_t* k = g_seeds.k;
+  uint64_t h = (uint64_t{in_port} << 32 | words) * k[FlowKey::kMaxWords];
+  for (uint32_t i = 0; i < words; i += 2) {
+    const uint64_t second = i + 1 < words ? w[i + 1] : 0;
+    const unsigned __int128 p =
+        static_cast<unsigned __int128>(w[i] ^ k[i]) * (second ^ k[i + 1]);
+    h += static_cast<uint64_t>(p) ^ static_cast<uint64_t>(p >> 64);
+  }
+  h ^= h >> 31;
+  h *= k[FlowKey::kMaxWords + 1];
   return h ^ (h >> 29);
 }
 
-void Zero(uint8_t* key, uint32_t key_len, uint32_t offset, uint32_t n) {
-  if (offset + n <= key_len) std::memset(key + offset, 0, n);
+// Clears n ≤ 8 bytes at byte `offset` of the key, when they are inside it.
+void ClearBytes(uint64_t* w, uint32_t words, uint32_t offset, uint32_t n) {
+  const uint32_t i = offset / 8, shift = (offset % 8) * 8;
+  const unsigned __int128 field = static_cast<unsigned __int128>(~0ull >> (64 - 8 * n)) << shift;
+  if (i < words) w[i] &= ~static_cast<uint64_t>(field);
+  if (i + 1 < words) w[i + 1] &= ~static_cast<uint64_t>(field >> 64);
+}
+
+// How far the classifier reads into the frame: L4 ports/flags for TCP/UDP/ICMP, the ARP body,
+// else the L3 header start.
+uint32_t MatchableEnd(const ParsedPacket& p, uint32_t length) {
+  uint32_t end = p.l3_offset;
+  if (p.ether_type == kEtherArp) end = p.l3_offset + 28u;
+  if (p.ip_version != 0) {
+    end = p.l4_offset;
+    if (p.ip_proto == 6) end = p.l4_offset + 20u;
+    if (p.ip_proto == 17) end = p.l4_offset + 8u;
+    if (p.ip_proto == 1 || p.ip_proto == 58) end = p.l4_offset + 4u;
+  }
+  return end < length ? end : length;
+}
+
+void LoadWords(const uint8_t* frame, uint32_t end, uint32_t readable, FlowKey& key) {
+  const uint32_t words = (end + 7) / 8;
+  if (words * 8 <= readable) {
+    for (uint32_t i = 0; i < words; ++i) std::memcpy(&key.w[i], frame + 8 * i, 8);
+  } else {  // the frame ends at its buffer's end: copy rather than read past it
+    uint8_t bytes[FlowKey::kMaxWords * 8] = {};
+    std::memcpy(bytes, frame, end);
+    std::memcpy(key.w, bytes, words * 8);
+  }
+  if (end % 8 != 0) key.w[words - 1] &= ~0ull >> (64 - 8 * (end % 8));
+  key.words = words;
 }
 
 }  // namespace
@@ -41,7 +85,7 @@ Result<std::shared_ptr<const FlowTable>> FlowTable::Build(
     ports.push_back({port_names[i].c_str(), static_cast<uint32_t>(i + 1)});
   }
   qv_ovs_table* raw = qv_ovs_table_new();
-  std::shared_ptr<const FlowTable> table(
+  std::shared_ptr<FlowTable> table(
       new FlowTable(raw, g_next_generation.fetch_add(1, std::memory_order_relaxed)));
   char error[512];
   if (qv_ovs_table_add(raw, "priority=0,actions=NORMAL", nullptr, 0, kDefaultRuleCookie, error,
@@ -54,7 +98,19 @@ Result<std::shared_ptr<const FlowTable>> FlowTable::Build(
       return Status::Error(fmt::format("flow '{}': {}", rule.text, error));
     }
   }
-  return table;
+  if (qv_ovs_table_in_port_only(raw)) {
+    table->ResolvePerPort(port_names.size());
+  }
+  return std::shared_ptr<const FlowTable>(std::move(table));
+}
+
+void FlowTable::ResolvePerPort(size_t ports) {
+  // Any frame stands for all of them here; an all-zero one is as good as another.
+  const uint8_t frame[64] = {};
+  by_in_port_.assign(ports + 1, nullptr);
+  for (size_t p = 1; p <= ports; ++p) {
+    by_in_port_[p] = Lookup(frame, sizeof(frame), static_cast<uint32_t>(p));
+  }
 }
 
 FlowTable::~FlowTable() { qv_ovs_table_free(table_); }
@@ -66,65 +122,59 @@ const FlowActions* FlowTable::Lookup(const uint8_t* frame, uint32_t length,
   return qv_ovs_table_lookup(table_, frame, length, in_port);
 }
 
-uint32_t FlowCacheKey(const uint8_t* frame, uint32_t length, const ParsedPacket& p,
-                      uint32_t in_port, uint8_t (&key)[FlowCache::kMaxKey]) {
-  // How far the classifier reads: L4 ports/flags for TCP/UDP/ICMP, the ARP body, else L3.
-  uint32_t end = p.l3_offset;
-  if (p.ether_type == kEtherArp) end = p.l3_offset + 28u;
-  if (p.ip_version != 0) {
-    end = p.l4_offset;
-    if (p.ip_proto == 6) end = p.l4_offset + 20u;
-    if (p.ip_proto == 17) end = p.l4_offset + 8u;
-    if (p.ip_proto == 1 || p.ip_proto == 58) end = p.l4_offset + 4u;
+void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, const ParsedPacket& p,
+                  uint32_t in_port, FlowKey& key) {
+  key.in_port = in_port;
+  const uint32_t end = MatchableEnd(p, length);
+  if (end > FlowKey::kMaxWords * 8) {
+    key.words = 0;
+    key.hash = 0;
+    return;
   }
-  if (end > length) end = length;
-  if (end + 4 > FlowCache::kMaxKey) return 0;
-  std::memcpy(key, &in_port, 4);
-  std::memcpy(key + 4, frame, end);
-  const uint32_t len = end + 4;
-  const uint32_t l3 = 4u + p.l3_offset, l4 = 4u + p.l4_offset;
+  LoadWords(frame, end, std::max(readable, length), key);
+  const uint32_t words = key.words, l3 = p.l3_offset, l4 = p.l4_offset;
   if (p.ip_version == 4) {
-    Zero(key, len, l3 + 2, 4);   // total length, id
-    Zero(key, len, l3 + 10, 2);  // checksum
+    ClearBytes(key.w, words, l3 + 2, 4);   // total length, id
+    ClearBytes(key.w, words, l3 + 10, 2);  // checksum
   } else if (p.ip_version == 6) {
-    Zero(key, len, l3 + 4, 2);  // payload length
+    ClearBytes(key.w, words, l3 + 4, 2);  // payload length
   }
   if (p.ip_version != 0) {
     if (p.ip_proto == 6) {
-      Zero(key, len, l4 + 4, 8);   // seq, ack
-      Zero(key, len, l4 + 14, 6);  // window, checksum, urgent pointer
+      ClearBytes(key.w, words, l4 + 4, 8);   // seq, ack
+      ClearBytes(key.w, words, l4 + 14, 6);  // window, checksum, urgent pointer
     } else if (p.ip_proto == 17) {
-      Zero(key, len, l4 + 4, 4);  // length, checksum
+      ClearBytes(key.w, words, l4 + 4, 4);  // length, checksum
     } else if (p.ip_proto == 1 || p.ip_proto == 58) {
-      Zero(key, len, l4 + 2, 2);  // checksum
+      ClearBytes(key.w, words, l4 + 2, 2);  // checksum
     }
   }
-  return len;
+  key.hash = HashWords(key.w, words, in_port);
 }
 
-const FlowActions* FlowCache::Lookup(const FlowTable& table, const uint8_t* frame, uint32_t length,
-                                     const ParsedPacket& parsed, uint32_t in_port) {
-  uint8_t key[kMaxKey];
-  const uint32_t len = FlowCacheKey(frame, length, parsed, in_port, key);
-  if (len == 0) {
+const FlowActions* FlowCache::Lookup(const FlowTable& table, const FlowKey& key,
+                                     const uint8_t* frame, uint32_t length) {
+  if (key.words == 0) {
     ++uncacheable_;
-    return table.Lookup(frame, length, in_port);
+    return table.Lookup(frame, length, key.in_port);
   }
-  const uint64_t hash = HashKey(key, len);
-  Entry& e = entries_[hash & (kEntries - 1)];
-  if (e.generation == table.generation() && e.hash == hash && e.key_len == len &&
-      std::memcmp(e.key, key, len) == 0) {
+  Entry& e = entries_[key.hash & kMask];
+  if (e.generation == table.generation() && e.key == key) {
     ++hits_;
     return e.actions;
   }
   ++misses_;
-  const FlowActions* actions = table.Lookup(frame, length, in_port);
+  e.actions = table.Lookup(frame, length, key.in_port);
   e.generation = table.generation();
-  e.hash = hash;
-  e.key_len = static_cast<uint16_t>(len);
-  std::memcpy(e.key, key, len);
-  e.actions = actions;
-  return actions;
+  e.key = key;
+  return e.actions;
+}
+
+const FlowActions* FlowCache::Lookup(const FlowTable& table, const uint8_t* frame, uint32_t length,
+                                     const ParsedPacket& parsed, uint32_t in_port) {
+  FlowKey key;
+  BuildFlowKey(frame, length, length, parsed, in_port, key);
+  return Lookup(table, key, frame, length);
 }
 
 }  // namespace qosvisor::vswitch

@@ -38,21 +38,58 @@ class FlowTable {
   const FlowActions* Lookup(const uint8_t* frame, uint32_t length, uint32_t in_port) const;
   uint64_t generation() const { return generation_; }
   size_t size() const;
+  // When no rule looks at more than the input port (a plain L2 bridge, port-to-port rules),
+  // ActionsOfPort answers for every frame from in_port (nullptr: drop), so the data path needs
+  // no key, hash or cache.
+  bool in_port_only() const { return !by_in_port_.empty(); }
+  const FlowActions* ActionsOfPort(uint32_t in_port) const {
+    return in_port < by_in_port_.size() ? by_in_port_[in_port] : nullptr;
+  }
 
  private:
   FlowTable(qv_ovs_table* table, uint64_t generation) : table_(table), generation_(generation) {}
+  void ResolvePerPort(size_t ports);
   qv_ovs_table* table_;
   uint64_t generation_;
+  std::vector<const FlowActions*> by_in_port_;  // indexed by OpenFlow port (0 unused)
 };
 
-// Exact-match cache keyed by the input port and every header byte the classifier can match on
-// (fields it cannot match, such as IP ids, checksums and TCP sequence numbers, are masked out so
-// that all packets of a flow share one entry). Owned by one lcore; not thread-safe.
+// The exact-match cache's key: the input port and every header byte the classifier can match on,
+// as 64-bit words loaded straight from the frame. Fields it cannot match (IP ids, lengths,
+// checksums, TCP sequence numbers, ...) are masked out so that all packets of a flow share one
+// key; bytes past the matchable headers are zero.
+struct FlowKey {
+  static constexpr uint32_t kMaxWords = 12;  // 96 header bytes: IPv6 + TCP behind one VLAN tag
+  uint64_t w[kMaxWords];
+  uint32_t words = 0;  // 0: the headers are too long to cache
+  uint32_t in_port = 0;
+  uint64_t hash = 0;
+
+  bool operator==(const FlowKey& o) const {
+    if (hash != o.hash || words != o.words || in_port != o.in_port) return false;
+    uint64_t diff = 0;
+    for (uint32_t i = 0; i < words; ++i) diff |= w[i] ^ o.w[i];
+    return diff == 0;
+  }
+};
+
+// Builds the key of a parsed frame. `readable` is how many bytes from `frame` may be read (the
+// mbuf's buffer beyond the packet, at least `length`): with a little slack the words are loaded
+// without copying the frame first.
+void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
+                  const ParsedPacket& parsed, uint32_t in_port, FlowKey& key);
+
+// Exact-match cache from FlowKey to the classifier's answer. Owned by one lcore; not
+// thread-safe. Entries carry the table generation, so a new table invalidates them all at once.
 class FlowCache {
  public:
   static constexpr uint32_t kEntries = 4096;
-  static constexpr uint32_t kMaxKey = 96;
 
+  // Starts loading the entry a key maps to; a burst prefetches all its entries before lookups.
+  void Prefetch(const FlowKey& key) const { __builtin_prefetch(&entries_[key.hash & kMask]); }
+  const FlowActions* Lookup(const FlowTable& table, const FlowKey& key, const uint8_t* frame,
+                            uint32_t length);
+  // Key and lookup in one call (tests, fuzzing).
   const FlowActions* Lookup(const FlowTable& table, const uint8_t* frame, uint32_t length,
                             const ParsedPacket& parsed, uint32_t in_port);
   uint64_t hits() const { return hits_; }
@@ -60,19 +97,14 @@ class FlowCache {
   uint64_t uncacheable() const { return uncacheable_; }
 
  private:
-  struct Entry {
+  static constexpr uint32_t kMask = kEntries - 1;
+  struct alignas(64) Entry {
     uint64_t generation = 0;  // 0: empty (tables start at generation 1)
-    uint64_t hash = 0;
     const FlowActions* actions = nullptr;
-    uint16_t key_len = 0;
-    uint8_t key[kMaxKey];
+    FlowKey key;
   };
   std::unique_ptr<Entry[]> entries_ = std::make_unique<Entry[]>(kEntries);
   uint64_t hits_ = 0, misses_ = 0, uncacheable_ = 0;
 };
-
-// The cache key for a frame; returns its length, or 0 when the headers are too long to cache.
-uint32_t FlowCacheKey(const uint8_t* frame, uint32_t length, const ParsedPacket& parsed,
-                      uint32_t in_port, uint8_t (&key)[FlowCache::kMaxKey]);
 
 }  // namespace qosvisor::vswitch

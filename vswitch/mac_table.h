@@ -15,28 +15,51 @@ class MacTable {
 
   void Learn(const uint8_t* mac, uint16_t vlan, uint16_t port, uint64_t now) {
     if (mac[0] & 1) return;  // never learn a group address as a source
+    const uint64_t key = Key(mac, vlan);
+    // A burst mostly repeats its flows: the same fact at the same instant changes nothing.
+    if (key == last_learned_.key && port == last_learned_.port && now == last_learned_.now) return;
     bool inserted;
-    uint16_t& where = table_.Upsert(Key(mac, vlan), now, inserted);
+    uint16_t& where = table_.Upsert(key, now, inserted);
+    if (inserted || where != port) last_lookup_.key = 0;  // an answer may have changed
     if (!inserted && where != port) ++moves_;
     where = port;
+    last_learned_ = {key, now, port};
   }
   // The port where mac was last seen on vlan, or -1 (unknown, aged out, or a group address).
   int Lookup(const uint8_t* mac, uint16_t vlan, uint64_t now) {
     if (mac[0] & 1) return -1;
-    const uint16_t* port = table_.Find(Key(mac, vlan), now);
-    return port != nullptr ? *port : -1;
+    const uint64_t key = Key(mac, vlan);
+    if (key == last_lookup_.key && now == last_lookup_.now) return last_lookup_.port;
+    const uint16_t* port = table_.Find(key, now);
+    const int answer = port != nullptr ? *port : -1;
+    last_lookup_ = {key, now, answer};
+    return answer;
   }
   uint32_t CountLive(uint64_t now) const { return table_.CountLive(now); }
   uint64_t moves() const { return moves_; }
 
  private:
   static uint64_t Key(const uint8_t* mac, uint16_t vlan) {
-    uint64_t key = 0;
-    std::memcpy(&key, mac, 6);
-    return key | (uint64_t{vlan} + 1) << 48;  // +1 keeps every key nonzero
+    // Two loads combined in registers: a 6-byte copy into a zeroed word would stall the load
+    // that reads the word back.
+    uint32_t low;
+    uint16_t high;
+    std::memcpy(&low, mac, 4);
+    std::memcpy(&high, mac + 4, 2);
+    return low | uint64_t{high} << 32 | (uint64_t{vlan} + 1) << 48;  // +1: never zero
   }
   AgingTable<uint16_t> table_;
   uint64_t moves_ = 0;
+  // The last learning and lookup, valid while `now` is unchanged and the table gave no other
+  // answer since (key 0 never occurs).
+  struct {
+    uint64_t key = 0, now = 0;
+    uint16_t port = 0;
+  } last_learned_;
+  struct {
+    uint64_t key = 0, now = 0;
+    int port = -1;
+  } last_lookup_;
 };
 
 }  // namespace qosvisor::vswitch

@@ -169,13 +169,7 @@ void Switch::OnSchedDrop(void* self, rte_mbuf* const* pkts, uint16_t count) {
 void Switch::Poll(uint64_t now) {
   for (uint16_t p = 0; p < ports_.size(); ++p) {
     PacketBatch rx;
-    const uint16_t n = ports_[p]->Recv(rx);
-    if (n == 0) continue;
-    counters_.rx_packets += n;
-    for (uint16_t i = 0; i < n; ++i) {
-      if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + 1], void*));
-      SwitchPacket(rx.pkts[i], p, now);
-    }
+    if (ports_[p]->Recv(rx) != 0) SwitchBurst(rx, p, now);
   }
   for (uint16_t p = 0; p < ports_.size(); ++p) FlushPort(p);
   for (Uplink& up : uplinks_) {
@@ -191,36 +185,70 @@ void Switch::Poll(uint64_t now) {
   epoch_.store(epoch_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
-void Switch::SwitchPacket(rte_mbuf* m, uint16_t in_port, uint64_t now) {
+// In stages over the whole burst, so that memory latency overlaps instead of adding up: every
+// frame's headers are requested first, then each frame is parsed and its cache slot requested,
+// then the lookups and actions run on what has arrived by then.
+void Switch::SwitchBurst(PacketBatch& rx, uint16_t in_port, uint64_t now) {
+  counters_.rx_packets += rx.count;
   const PortState& in = port_state_[in_port];
   if (in.bridge < 0) {
-    ++counters_.no_bridge;
-    rte_pktmbuf_free(m);
+    counters_.no_bridge += rx.count;
+    FreeBatch(rx);
     return;
   }
   Bridge& bridge = *bridges_[in.bridge];
-  const Member& member = bridge.members[in.member];
+  const FlowTable* table = bridge.table.load(std::memory_order_acquire);
+  const uint32_t of_port = in.member + 1u;
+  for (uint16_t i = 0; i < rx.count; ++i) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i], void*));
+  for (uint16_t i = 0; i < rx.count; ++i) {
+    if (!Classify(rx.pkts[i], bridge.members[in.member], of_port, !table->in_port_only(),
+                  stage_[i])) {
+      rx.pkts[i] = nullptr;
+    }
+  }
+  for (uint16_t i = 0; i < rx.count; ++i) {
+    rte_mbuf* m = rx.pkts[i];
+    if (m == nullptr) continue;
+    const FlowActions* actions =
+        table->in_port_only()
+            ? table->ActionsOfPort(of_port)
+            : cache_.Lookup(*table, stage_[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
+                            rte_pktmbuf_data_len(m));
+    Forward(m, in, bridge, actions, stage_[i], now);
+  }
+  rx.count = 0;
+}
+
+// Parse, VLAN ingress and (when the table needs one) the cache key; false when the frame was
+// dropped (and freed).
+bool Switch::Classify(rte_mbuf* m, const Member& member, uint32_t of_port, bool needs_key,
+                      Stage& st) {
   const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
   const uint32_t len = rte_pktmbuf_data_len(m);
-  ParsedPacket parsed;
-  const ParseStatus status = ParsePacket(frame, len, parsed);
+  const ParseStatus status = ParsePacket(frame, len, st.parsed);
   if (status != ParseStatus::kOk) {
     (status == ParseStatus::kTruncated ? counters_.truncated : counters_.malformed)++;
     if (!forward_unparsable_ || len < RTE_ETHER_HDR_LEN) {
       rte_pktmbuf_free(m);
-      return;
+      return false;
     }
   }
-  uint16_t vlan;
-  if (!IngressVlan(member, parsed, vlan)) {
+  if (!IngressVlan(member, st.parsed, st.vlan)) {
     ++counters_.vlan_dropped;
     rte_pktmbuf_free(m);
-    return;
+    return false;
   }
-  const FlowTable* table = bridge.table.load(std::memory_order_acquire);
-  const FlowActions* actions =
-      cache_.Lookup(*table, frame, len, parsed, static_cast<uint32_t>(in.member + 1));
+  if (needs_key) {
+    BuildFlowKey(frame, len, m->buf_len - m->data_off, st.parsed, of_port, st.key);
+    cache_.Prefetch(st.key);
+  }
+  return true;
+}
 
+void Switch::Forward(rte_mbuf* m, const PortState& in, Bridge& bridge, const FlowActions* actions,
+                     const Stage& st, uint64_t now) {
+  const ParsedPacket& parsed = st.parsed;
+  uint16_t vlan = st.vlan;
   // Collect outputs first: a packet going to several ports is copied for all but the last.
   uint16_t outputs[64];
   uint16_t n_out = 0;
@@ -326,9 +354,8 @@ void Switch::Output(rte_mbuf* m, const Member& out, uint16_t vlan, int queue, co
     case VlanMode::kNone:
       break;
   }
-  const bool has_tag =
-      rte_pktmbuf_mtod(m, rte_ether_hdr*)->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN);
-  if ((egress_vlan != 0 || has_tag) && !SetVlan(m, egress_vlan)) {
+  // Copies and the original still carry the frame as received: the parse says whether it is tagged.
+  if ((egress_vlan != 0 || p.has_vlan) && !SetVlan(m, egress_vlan)) {
     ++counters_.vlan_dropped;
     rte_pktmbuf_free(m);
     return;

@@ -149,9 +149,19 @@ class Switch {
     PacketBatch stalled;  // dequeued but the port did not take them yet
   };
 
+  // What the first pass over a burst learns about each packet, for the second.
+  struct Stage {
+    ParsedPacket parsed;
+    FlowKey key;
+    uint16_t vlan;
+  };
+
   Switch() = default;
   static bool Carries(const Member& m, uint16_t vlan);
-  void SwitchPacket(rte_mbuf* m, uint16_t in_port, uint64_t now);
+  void SwitchBurst(PacketBatch& rx, uint16_t in_port, uint64_t now);
+  bool Classify(rte_mbuf* m, const Member& member, uint32_t of_port, bool needs_key, Stage& st);
+  void Forward(rte_mbuf* m, const PortState& in, Bridge& bridge, const FlowActions* actions,
+               const Stage& st, uint64_t now);
   bool IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan);
   void Output(rte_mbuf* m, const Member& out, uint16_t vlan, int queue, const ParsedPacket& p,
               uint64_t now);
@@ -173,6 +183,7 @@ class Switch {
   std::vector<std::unique_ptr<EbpfClassifier>> ebpf_;  // loaded once per class that uses one
   EbpfContext ebpf_ctx_;  // scratch copy handed to programs (they may write to it)
   FlowCache cache_;
+  Stage stage_[kMaxBurst];
   rte_mempool* pool_ = nullptr;
   uint16_t burst_ = 32;
   bool forward_unparsable_ = false;

@@ -28,6 +28,11 @@ struct Figure {
   double cycles_per_packet;
 };
 
+// With --rx-pcap, inputs replay that file in a loop (net_pcap infinite_rx: real frames, the
+// same port scripts/bench-switch gives OVS-DPDK); otherwise net_null inputs.
+std::string g_rx_pcap;
+std::string g_sched_pcap;  // Homa DATA frames of many messages, for the scheduled case
+
 // Null ports: the input generates 64-byte frames, the output is a sink that receives nothing
 // (so only one direction is switched, as in the OVS-DPDK setup of scripts/bench-switch).
 std::unique_ptr<dataplane::Port> MakePort(const std::string& name, dataplane::Driver driver,
@@ -37,6 +42,10 @@ std::unique_ptr<dataplane::Port> MakePort(const std::string& name, dataplane::Dr
   o.driver = driver;
   if (driver == dataplane::Driver::kNull) o.args = {{"size", "64"}};
   if (sink) o.args["no_rx"] = "true";
+  if (driver == dataplane::Driver::kNull && !sink && !g_rx_pcap.empty()) {
+    o.driver = dataplane::Driver::kPcap;
+    o.args = {{"rx_pcap", g_rx_pcap}, {"loop", "true"}};
+  }
   auto port = dataplane::CreatePort(o, pool);
   if (!port.ok()) {
     std::fprintf(stderr, "%s\n", port.message().c_str());
@@ -94,12 +103,47 @@ void Print(const char* scenario, const Figure& f, const std::string& extra = "")
   std::fflush(stdout);
 }
 
+// The floor every switch on these ports pays: receive a burst, send it on, look at nothing
+// (testpmd's "io" forwarding).
+Figure IoForward(dataplane::Mempool& pool, double seconds) {
+  auto in = MakePort("io_in", dataplane::Driver::kNull, pool);
+  auto out = MakePort("io_out", dataplane::Driver::kNull, pool, true);
+  const uint64_t hz = TscHz();
+  const uint64_t tx0 = out->Counters().tx_packets;
+  const uint64_t start = ReadTsc();
+  const uint64_t end = start + static_cast<uint64_t>(seconds * static_cast<double>(hz));
+  uint64_t now = start;
+  PacketBatch batch;
+  while (now < end) {
+    in->Recv(batch);
+    out->Send(batch);
+    rte_pktmbuf_free_bulk(batch.pkts, batch.count);
+    batch.count = 0;
+    now = ReadTsc();
+  }
+  const uint64_t packets = out->Counters().tx_packets - tx0;
+  const double elapsed = static_cast<double>(now - start) / static_cast<double>(hz);
+  return {static_cast<double>(packets) / elapsed / 1e6,
+          static_cast<double>(now - start) / static_cast<double>(std::max<uint64_t>(packets, 1))};
+}
+
 Figure PlainL2(dataplane::Mempool& pool, double seconds) {
   auto in = MakePort("l2_in", dataplane::Driver::kNull, pool);
   auto out = MakePort("l2_out", dataplane::Driver::kNull, pool, true);
   vswitch::SwitchSpec spec;
   spec.ports = {in.get(), out.get()};
   spec.bridges = {Bridge({})};
+  auto sw = vswitch::Switch::Create(spec, pool.get());
+  return Measure(**sw, *out, seconds, [] {});
+}
+
+// One rule sends everything from the first port to the second: no learning, no flooding.
+Figure PortToPort(dataplane::Mempool& pool, double seconds) {
+  auto in = MakePort("pp_in", dataplane::Driver::kNull, pool);
+  auto out = MakePort("pp_out", dataplane::Driver::kNull, pool, true);
+  vswitch::SwitchSpec spec;
+  spec.ports = {in.get(), out.get()};
+  spec.bridges = {Bridge({{"priority=0,in_port=1,actions=output:2", 0}})};
   auto sw = vswitch::Switch::Create(spec, pool.get());
   return Measure(**sw, *out, seconds, [] {});
 }
@@ -138,9 +182,48 @@ Figure WithFlows(dataplane::Mempool& pool, double seconds) {
   return Measure(**sw, *out, seconds, [] {});
 }
 
+vswitch::SwitchSpec ScheduledSpec(dataplane::Port* in, dataplane::Port* out) {
+  vswitch::SwitchSpec spec;
+  spec.ports = {in, out};
+  spec.bridges = {Bridge({{"priority=100,ip,nw_proto=146,actions=set_queue:1,output:2", 0}})};
+  spec.classes = {{1, vswitch::MessageMode::kHoma, 0}};
+  vswitch::UplinkSpec up;
+  up.port = 1;
+  up.scheduler.name = "bench";
+  up.scheduler.rate_bps = 400'000'000'000ull;  // far above the offered load: no shaping
+  up.scheduler.pacing_bps = 0;
+  up.scheduler.max_messages = 65536;
+  up.scheduler.classes = {{.name = "rpc", .policy = sched::Policy::kSrpt}};
+  up.class_queues = {1};
+  spec.uplinks = {up};
+  return spec;
+}
+
+// With --sched-pcap: the file's Homa messages replayed in a loop into an SRPT uplink on a null
+// sink, the same kind of ports as the other cases.
+Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds) {
+  dataplane::PortOptions o;
+  o.name = "sc_in";
+  o.driver = dataplane::Driver::kPcap;
+  o.args = {{"rx_pcap", g_sched_pcap}, {"loop", "true"}};
+  auto in = dataplane::CreatePort(o, pool);
+  if (!in.ok()) {
+    std::fprintf(stderr, "%s\n", in.message().c_str());
+    std::exit(1);
+  }
+  auto out = MakePort("sc_out", dataplane::Driver::kNull, pool, true);
+  auto sw = vswitch::Switch::Create(ScheduledSpec(in->get(), out.get()), pool.get());
+  if (!sw.ok()) {
+    std::fprintf(stderr, "%s\n", sw.message().c_str());
+    std::exit(1);
+  }
+  return Measure(**sw, *out, seconds, [] {});
+}
+
 // Ring ports with recycling: what leaves the uplink goes back into the input, so 10,000 Homa
 // messages stay active (their length is never reached) and the scheduler always has work.
 Figure Scheduled(dataplane::Mempool& pool, double seconds, uint32_t messages) {
+  if (!g_sched_pcap.empty()) return ScheduledFromPcap(pool, seconds);
   auto in = MakePort("sc_in", dataplane::Driver::kRing, pool);
   auto out = MakePort("sc_out", dataplane::Driver::kRing, pool);
   auto* in_ring = dynamic_cast<dataplane::EthPort*>(in.get())->inject_ring();
@@ -166,20 +249,7 @@ Figure Scheduled(dataplane::Mempool& pool, double seconds, uint32_t messages) {
         f + 34, {1, 2, vswitch::kHomaData, i % messages, 1u << 30, (i / messages) * 100});
     rte_ring_enqueue(in_ring, m);
   }
-  vswitch::SwitchSpec spec;
-  spec.ports = {in.get(), out.get()};
-  spec.bridges = {Bridge({{"priority=100,ip,nw_proto=146,actions=set_queue:1,output:sc_out", 0}})};
-  spec.classes = {{1, vswitch::MessageMode::kHoma, 0}};
-  vswitch::UplinkSpec up;
-  up.port = 1;
-  up.scheduler.name = "bench";
-  up.scheduler.rate_bps = 400'000'000'000ull;  // far above the offered load: no shaping
-  up.scheduler.pacing_bps = 0;
-  up.scheduler.max_messages = 65536;
-  up.scheduler.classes = {{.name = "rpc", .policy = sched::Policy::kSrpt}};
-  up.class_queues = {1};
-  spec.uplinks = {up};
-  auto sw = vswitch::Switch::Create(spec, pool.get());
+  auto sw = vswitch::Switch::Create(ScheduledSpec(in.get(), out.get()), pool.get());
   if (!sw.ok()) {
     std::fprintf(stderr, "%s\n", sw.message().c_str());
     std::exit(1);
@@ -198,7 +268,12 @@ int main(int argc, char** argv) {
   double seconds = 3;
   std::string only;
   app.add_option("--seconds", seconds, "Measuring time per case");
-  app.add_option("--case", only, "l2, flows or sched (default: all)");
+  app.add_option("--case", only, "io, l2, p2p, flows or sched (default: all)");
+  app.add_option("--rx-pcap", g_rx_pcap, "Input ports replay this pcap file in a loop")
+      ->check(CLI::ExistingFile);
+  app.add_option("--sched-pcap", g_sched_pcap,
+                 "The scheduled case replays these Homa messages instead of recycling on rings")
+      ->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
   dataplane::EalOptions o;
   o.dataplane_lcores = 0;
@@ -222,11 +297,16 @@ int main(int argc, char** argv) {
                                10, 0, 0, 2, 0x13, 0x88, 0x13, 0x89, 0, 26, 0, 0};
     std::memcpy(f, frame, sizeof(frame));
   }, nullptr);
+  if (only.empty() || only == "io") {
+    Print("io_forward", IoForward(**pool, seconds), "no switching: the ports' own cost");
+  }
   if (only.empty() || only == "l2") Print("l2", PlainL2(**pool, seconds));
+  if (only.empty() || only == "p2p") Print("port_to_port", PortToPort(**pool, seconds));
   if (only.empty() || only == "flows") Print("flows_1000", WithFlows(**pool, seconds));
   if (only.empty() || only == "sched") {
     Print("srpt_uplink_10k_messages", Scheduled(**pool, seconds, 10'000),
-          "ring ports with recycling; packets cross an SRPT scheduler");
+          g_sched_pcap.empty() ? "ring ports with recycling; packets cross an SRPT scheduler"
+                               : "pcap replay in, null out; packets cross an SRPT scheduler");
   }
   return 0;
 }

@@ -65,6 +65,7 @@ struct qv_ovs_table {
   struct classifier cls;
   struct qv_rule **rules;
   size_t n_rules;
+  int matches_beyond_in_port; /* some rule added so far looks at more than in_port */
 };
 
 static int decode_actions(const struct ofpact *ofpacts, size_t len, struct qv_ovs_actions *out,
@@ -205,6 +206,9 @@ int qv_ovs_table_add(struct qv_ovs_table *t, const char *rule,
     return -1;
   }
   ds_destroy(&err);
+  struct flow_wildcards beyond_in_port = match.wc;
+  beyond_in_port.masks.in_port.ofp_port = 0;
+  if (!flow_wildcards_is_catchall(&beyond_in_port)) t->matches_beyond_in_port = 1;
   struct qv_rule *r = xzalloc(sizeof *r);
   cls_rule_init(&r->cr, &match, priority);
   actions.cookie = cookie;
@@ -226,6 +230,8 @@ int qv_ovs_table_add(struct qv_ovs_table *t, const char *rule,
 }
 
 size_t qv_ovs_table_size(const struct qv_ovs_table *t) { return t->n_rules; }
+
+int qv_ovs_table_in_port_only(const struct qv_ovs_table *t) { return !t->matches_beyond_in_port; }
 
 const struct qv_ovs_actions *qv_ovs_table_lookup(const struct qv_ovs_table *t, const void *frame,
                                                  size_t length, uint32_t in_port) {

@@ -66,6 +66,9 @@ int qv_ovs_table_add(struct qv_ovs_table *table, const char *rule,
                      const struct qv_ovs_port_name *ports, size_t n_ports, uint32_t cookie,
                      char *error, size_t error_size);
 size_t qv_ovs_table_size(const struct qv_ovs_table *table);
+/* Nonzero when no rule added so far matches on anything but the input port: then every frame
+ * from one port gets the same answer, and a caller may look each port up once. */
+int qv_ovs_table_in_port_only(const struct qv_ovs_table *table);
 /* The highest-priority rule matching a frame that arrived on 'in_port', or NULL. */
 const struct qv_ovs_actions *qv_ovs_table_lookup(const struct qv_ovs_table *table,
                                                  const void *frame, size_t length,

@@ -19,6 +19,34 @@ TEST_CASE("learned addresses are found on their VLAN until they age out", "[mac]
   CHECK(t.moves() == 1);
 }
 
+TEST_CASE("answers within one instant follow every change the instant made", "[mac]") {
+  // A burst shares one timestamp; repeated facts are skipped, but a move or a new neighbour
+  // that evicts an entry must show in the very next lookup.
+  MacTable t(8, 1000);
+  const uint8_t a[6] = {0x02, 0, 0, 0, 0, 0xa};
+  CHECK(t.Lookup(a, 1, 50) == -1);
+  t.Learn(a, 1, 3, 50);
+  CHECK(t.Lookup(a, 1, 50) == 3);
+  t.Learn(a, 1, 3, 50);
+  CHECK(t.Lookup(a, 1, 50) == 3);
+  t.Learn(a, 1, 4, 50);  // moved within the burst
+  CHECK(t.Lookup(a, 1, 50) == 4);
+  CHECK(t.moves() == 1);
+  CHECK(t.Lookup(a, 2, 50) == -1);  // another VLAN is another key
+  // Fill the 8-slot table with other addresses at the same instant: if `a` is evicted, the
+  // lookup says so rather than repeating the remembered answer.
+  uint8_t other[6] = {0x02, 0, 0, 0, 1, 0};
+  bool evicted = false;
+  for (uint8_t i = 0; i < 32 && !evicted; ++i) {
+    other[5] = i;
+    t.Learn(other, 1, 1, 50);
+    evicted = t.Lookup(a, 1, 50) == -1;
+  }
+  // A remembered answer would have hidden the eviction; a later instant asks the table itself.
+  CHECK(evicted);
+  CHECK(t.Lookup(a, 1, 51) == -1);
+}
+
 TEST_CASE("group addresses are never learned nor found", "[mac]") {
   MacTable t(64, 100);
   const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
