@@ -117,6 +117,7 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
   }
   auto spec = BuildSwitchSpec(config);
   if (!spec.ok()) return spec.status();
+  spec->workers = static_cast<uint16_t>(std::max<size_t>(eal_->WorkerLcores().size(), 1));
   for (const auto& port : ports_) spec->ports.push_back(port.get());
   auto sw = vswitch::Switch::Create(*spec, pool_->get());
   if (!sw.ok()) return sw.status();
@@ -209,26 +210,42 @@ void Appliance::Run(uint64_t duration_ns) {
   while (!stop_.load(std::memory_order_relaxed) && NowNs() < deadline) server_->ServeOnce(100);
 }
 
+struct Appliance::LcoreArg {
+  Appliance* self;
+  uint16_t worker;
+};
+
 int Appliance::LcoreMain(void* arg) {
-  auto* self = static_cast<Appliance*>(arg);
-  vswitch::Switch& sw = *self->switch_;
-  while (!self->lcore_stop_.load(std::memory_order_relaxed)) sw.Poll(ReadTsc());
+  const auto* a = static_cast<const LcoreArg*>(arg);
+  vswitch::Switch& sw = *a->self->switch_;
+  while (!a->self->lcore_stop_.load(std::memory_order_relaxed)) sw.Poll(a->worker, ReadTsc());
   return 0;
 }
 
+// One switch worker per data-plane lcore.
 void Appliance::StartDataplane() {
   if (lcore_running_) return;
-  const std::vector<unsigned> workers = eal_->WorkerLcores();
-  if (workers.empty()) return;  // callers poll the switch themselves (tests)
-  lcore_id_ = workers.front();
+  const std::vector<unsigned> lcores = eal_->WorkerLcores();
+  if (lcores.empty()) return;  // callers poll the switch themselves (tests)
   lcore_stop_ = false;
-  if (rte_eal_remote_launch(&Appliance::LcoreMain, this, lcore_id_) == 0) lcore_running_ = true;
+  lcore_args_.clear();
+  for (uint16_t w = 0; w < switch_->workers() && w < lcores.size(); ++w) {
+    lcore_args_.push_back(std::make_unique<LcoreArg>(LcoreArg{this, w}));
+  }
+  for (size_t i = 0; i < lcore_args_.size(); ++i) {
+    if (rte_eal_remote_launch(&Appliance::LcoreMain, lcore_args_[i].get(), lcores[i]) != 0) {
+      StopDataplane();
+      return;
+    }
+    launched_lcores_.push_back(lcores[i]);
+  }
+  lcore_running_ = true;
 }
 
 void Appliance::StopDataplane() {
-  if (!lcore_running_) return;
   lcore_stop_ = true;
-  rte_eal_wait_lcore(lcore_id_);
+  for (unsigned lcore : launched_lcores_) rte_eal_wait_lcore(lcore);
+  launched_lcores_.clear();
   lcore_running_ = false;
 }
 
@@ -250,7 +267,8 @@ json Appliance::StatsJson() {
                    {"flow_cache_misses", c.flow_cache_misses},
                    {"ebpf_runs", c.ebpf_runs},
                    {"ebpf_reclassified", c.ebpf_reclassified},
-                   {"ebpf_unknown_queue", c.ebpf_unknown_queue}};
+                   {"ebpf_unknown_queue", c.ebpf_unknown_queue},
+                   {"handoff_dropped", c.handoff_dropped}};
   json bridges = json::array();
   for (size_t b = 0; b < snap.learned_macs.size(); ++b) {
     bridges.push_back(

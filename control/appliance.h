@@ -62,10 +62,12 @@ class Appliance {
   std::unique_ptr<vswitch::Switch> switch_;
   std::unique_ptr<VmManager> vms_;
   std::unique_ptr<ControlServer> server_;
-  static int LcoreMain(void* self);
+  struct LcoreArg;
+  static int LcoreMain(void* arg);
   std::atomic<bool> lcore_stop_{false};
   std::atomic<bool> lcore_running_{false};
-  unsigned lcore_id_ = 0;
+  std::vector<std::unique_ptr<LcoreArg>> lcore_args_;
+  std::vector<unsigned> launched_lcores_;
   std::vector<std::string> startup_log_;
   std::vector<std::string> uplink_ports_;
   std::vector<std::vector<std::string>> uplink_class_names_;

@@ -5,9 +5,12 @@
 #include <fmt/format.h>
 #include <rte_ether.h>
 #include <rte_mbuf.h>
+#include <rte_errno.h>
 #include <rte_prefetch.h>
+#include <rte_ring.h>
 
 #include <algorithm>
+#include <bit>
 #include <thread>
 
 #include "common/packet_meta.h"
@@ -65,6 +68,25 @@ bool Switch::Carries(const Member& m, uint16_t vlan) {
   return false;
 }
 
+void SwitchCounters::Add(const SwitchCounters& o) {
+  rx_packets += o.rx_packets;
+  malformed += o.malformed;
+  truncated += o.truncated;
+  vlan_dropped += o.vlan_dropped;
+  no_bridge += o.no_bridge;
+  flow_dropped += o.flow_dropped;
+  flooded += o.flooded;
+  copy_failed += o.copy_failed;
+  tx_dropped += o.tx_dropped;
+  sched_dropped += o.sched_dropped;
+  ebpf_runs += o.ebpf_runs;
+  ebpf_reclassified += o.ebpf_reclassified;
+  ebpf_unknown_queue += o.ebpf_unknown_queue;
+  flow_cache_hits += o.flow_cache_hits;
+  flow_cache_misses += o.flow_cache_misses;
+  handoff_dropped += o.handoff_dropped;
+}
+
 Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempool* pool) {
   std::unique_ptr<Switch> sw(new Switch());
   sw->ports_ = spec.ports;
@@ -76,8 +98,14 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
   sw->burst_ = std::clamp<uint16_t>(spec.burst, 1, kMaxBurst);
   sw->forward_unparsable_ = spec.forward_unparsable;
   sw->hz_ = TscHz();
-  sw->identifier_ = std::make_unique<MessageIdentifier>(spec.flow_state_capacity,
+  const uint16_t workers = std::max<uint16_t>(spec.workers, 1);
+  for (uint16_t i = 0; i < workers; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->index = i;
+    w->identifier = std::make_unique<MessageIdentifier>(spec.flow_state_capacity,
                                                         NsToTsc(60'000'000'000, sw->hz_));
+    sw->workers_.push_back(std::move(w));
+  }
 
   for (size_t b = 0; b < spec.bridges.size(); ++b) {
     const BridgeSpec& bs = spec.bridges[b];
@@ -111,88 +139,135 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
     sw->bridge_names_.push_back(bs.name);
     sw->bridges_.push_back(std::move(bridge));
   }
-
-  for (const UplinkSpec& us : spec.uplinks) {
-    if (us.port >= spec.ports.size()) return Status::Error("uplink port out of range");
-    auto sched = sched::Scheduler::Create(us.scheduler, &Switch::OnSchedDrop, sw.get());
-    if (!sched.ok()) {
-      return Status::Error(
-          fmt::format("uplink '{}': {}", spec.ports[us.port]->name(), sched.message()));
-    }
-    Uplink up;
-    up.port = us.port;
-    up.scheduler = std::move(sched).value();
-    up.default_class = us.default_class;
-    uint32_t max_queue = 0;
-    for (uint32_t q : us.class_queues) max_queue = std::max(max_queue, q);
-    up.class_of_queue.assign(max_queue + 1, -1);
-    for (size_t c = 0; c < us.class_queues.size(); ++c) {
-      up.class_of_queue[us.class_queues[c]] = static_cast<int32_t>(c);
-      ClassSpec cs;  // a queue without a class spec is identified as datagrams
-      for (const ClassSpec& candidate : spec.classes) {
-        if (candidate.queue == us.class_queues[c]) cs = candidate;
-      }
-      up.class_mode.push_back(cs.mode);
-      up.class_idle_tsc.push_back(NsToTsc(cs.idle_ns, sw->hz_));
-      up.class_ebpf.push_back(nullptr);
-      if (cs.mode == MessageMode::kEbpf) {
-        auto prog = EbpfClassifier::Load(cs.ebpf_object, cs.ebpf_program);
-        if (!prog.ok()) {
-          return Status::Error(fmt::format("class with queue {}: {}", cs.queue, prog.message()));
-        }
-        up.class_ebpf.back() = prog->get();
-        sw->ebpf_.push_back(std::move(prog).value());
-      }
-    }
-    if (us.default_class >= std::max<size_t>(us.class_queues.size(), 1)) {
-      return Status::Error(fmt::format("uplink '{}': default class {} out of range",
-                                       spec.ports[us.port]->name(), us.default_class));
-    }
-    if (up.class_mode.empty()) {
-      up.class_mode.push_back(MessageMode::kDatagram);
-      up.class_idle_tsc.push_back(0);
-      up.class_ebpf.push_back(nullptr);
-    }
-    sw->port_state_[us.port].uplink = static_cast<int>(sw->uplinks_.size());
-    sw->uplinks_.push_back(std::move(up));
-  }
+  Status assigned = sw->Assign(spec);
+  if (!assigned.ok()) return assigned;
   return sw;
 }
 
-Switch::~Switch() { Drain(); }
+// Bridges, then uplinks, dealt to the workers round robin; ports in no bridge go to worker 0.
+Status Switch::Assign(const SwitchSpec& spec) {
+  const uint16_t n = workers();
+  uint32_t next = 0;
+  for (uint16_t b = 0; b < bridges_.size(); ++b) {
+    Worker& w = *workers_[next++ % n];
+    bridge_owner_.push_back(w.index);
+    w.bridges.push_back(b);
+    for (const Member& m : bridges_[b]->members) w.rx_ports.push_back(m.port);
+  }
+  for (uint16_t p = 0; p < ports_.size(); ++p) {
+    if (port_state_[p].bridge < 0) workers_[0]->rx_ports.push_back(p);
+  }
+  for (const UplinkSpec& us : spec.uplinks) {
+    Status s = CreateUplink(spec, us, static_cast<uint16_t>(next++ % n));
+    if (!s.ok()) return s;
+  }
+  for (auto& w : workers_) w->to_uplink.resize(uplinks_.size());
+  return Status::Ok();
+}
 
-void Switch::OnSchedDrop(void* self, rte_mbuf* const* pkts, uint16_t count) {
-  static_cast<Switch*>(self)->counters_.sched_dropped += count;
+Status Switch::CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16_t owner) {
+  if (us.port >= spec.ports.size()) return Status::Error("uplink port out of range");
+  const std::string& name = spec.ports[us.port]->name();
+  auto sched = sched::Scheduler::Create(us.scheduler, &Switch::OnSchedDrop, workers_[owner].get());
+  if (!sched.ok()) return Status::Error(fmt::format("uplink '{}': {}", name, sched.message()));
+  Uplink up;
+  up.port = us.port;
+  up.owner = owner;
+  up.scheduler = std::move(sched).value();
+  up.default_class = us.default_class;
+  uint32_t max_queue = 0;
+  for (uint32_t q : us.class_queues) max_queue = std::max(max_queue, q);
+  up.class_of_queue.assign(max_queue + 1, -1);
+  for (size_t c = 0; c < us.class_queues.size(); ++c) {
+    up.class_of_queue[us.class_queues[c]] = static_cast<int32_t>(c);
+    ClassSpec cs;  // a queue without a class spec is identified as datagrams
+    for (const ClassSpec& candidate : spec.classes) {
+      if (candidate.queue == us.class_queues[c]) cs = candidate;
+    }
+    up.class_mode.push_back(cs.mode);
+    up.class_idle_tsc.push_back(NsToTsc(cs.idle_ns, hz_));
+    up.class_ebpf.push_back(nullptr);
+    if (cs.mode == MessageMode::kEbpf) {
+      auto prog = EbpfClassifier::Load(cs.ebpf_object, cs.ebpf_program);
+      if (!prog.ok()) {
+        return Status::Error(fmt::format("class with queue {}: {}", cs.queue, prog.message()));
+      }
+      up.class_ebpf.back() = prog->get();
+      ebpf_.push_back(std::move(prog).value());
+    }
+  }
+  if (us.default_class >= std::max<size_t>(us.class_queues.size(), 1)) {
+    return Status::Error(
+        fmt::format("uplink '{}': default class {} out of range", name, us.default_class));
+  }
+  if (up.class_mode.empty()) {
+    up.class_mode.push_back(MessageMode::kDatagram);
+    up.class_idle_tsc.push_back(0);
+    up.class_ebpf.push_back(nullptr);
+  }
+  // Only the uplink port's own bridge outputs to it: a ring when that bridge runs elsewhere.
+  const int bridge = port_state_[us.port].bridge;
+  if (bridge >= 0 && bridge_owner_[bridge] != owner) {
+    static std::atomic<uint32_t> ring_id{0};
+    up.handoff = rte_ring_create(fmt::format("qv_handoff{}", ring_id++).c_str(),
+                                 std::bit_ceil(std::max<uint32_t>(spec.handoff_ring_size, 64)),
+                                 SOCKET_ID_ANY, RING_F_SC_DEQ);
+    if (up.handoff == nullptr) {
+      return Status::Error(fmt::format("uplink '{}': cannot create its hand-off ring: {}", name,
+                                       rte_strerror(rte_errno)));
+    }
+  }
+  port_state_[us.port].uplink = static_cast<int>(uplinks_.size());
+  workers_[owner]->uplinks.push_back(static_cast<uint16_t>(uplinks_.size()));
+  uplinks_.push_back(std::move(up));
+  return Status::Ok();
+}
+
+Switch::~Switch() {
+  Drain();
+  for (Uplink& up : uplinks_) rte_ring_free(up.handoff);
+}
+
+void Switch::OnSchedDrop(void* worker, rte_mbuf* const* pkts, uint16_t count) {
+  static_cast<Worker*>(worker)->counters.sched_dropped += count;
   rte_pktmbuf_free_bulk(const_cast<rte_mbuf**>(pkts), count);
 }
 
 void Switch::Poll(uint64_t now) {
-  for (uint16_t p = 0; p < ports_.size(); ++p) {
+  for (uint16_t w = 0; w < workers(); ++w) Poll(w, now);
+}
+
+void Switch::Poll(uint16_t worker, uint64_t now) {
+  Worker& w = *workers_[worker];
+  for (uint16_t p : w.rx_ports) {
     PacketBatch rx;
-    if (ports_[p]->Recv(rx) != 0) SwitchBurst(rx, p, now);
+    if (ports_[p]->Recv(rx) != 0) SwitchBurst(w, rx, p, now);
   }
-  for (uint16_t p = 0; p < ports_.size(); ++p) FlushPort(p);
-  for (Uplink& up : uplinks_) {
+  for (uint16_t p : w.rx_ports) FlushPort(w, p);
+  FlushHandoffs(w);
+  for (uint16_t u : w.uplinks) {
+    Uplink& up = uplinks_[u];
+    TakeHandoff(up);
     FlushUplink(up);
     ServeUplink(up, now);
   }
-  if (snapshot_requested_.load(std::memory_order_acquire) !=
-      snapshot_served_.load(std::memory_order_relaxed)) {
-    FillSnapshot(snapshot_, now);
-    snapshot_served_.store(snapshot_requested_.load(std::memory_order_relaxed),
-                           std::memory_order_release);
+  if (w.snapshot_requested.load(std::memory_order_acquire) !=
+      w.snapshot_served.load(std::memory_order_relaxed)) {
+    FillSnapshot(w, w.snapshot, now);
+    w.snapshot_served.store(w.snapshot_requested.load(std::memory_order_relaxed),
+                            std::memory_order_release);
   }
-  epoch_.store(epoch_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  w.epoch.store(w.epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
 // In stages over the whole burst, so that memory latency overlaps instead of adding up: every
 // frame's headers are requested first, then each frame is parsed and its cache slot requested,
 // then the lookups and actions run on what has arrived by then.
-void Switch::SwitchBurst(PacketBatch& rx, uint16_t in_port, uint64_t now) {
-  counters_.rx_packets += rx.count;
+void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t now) {
+  w.counters.rx_packets += rx.count;
   const PortState& in = port_state_[in_port];
   if (in.bridge < 0) {
-    counters_.no_bridge += rx.count;
+    w.counters.no_bridge += rx.count;
     FreeBatch(rx);
     return;
   }
@@ -201,8 +276,8 @@ void Switch::SwitchBurst(PacketBatch& rx, uint16_t in_port, uint64_t now) {
   const uint32_t of_port = in.member + 1u;
   for (uint16_t i = 0; i < rx.count; ++i) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i], void*));
   for (uint16_t i = 0; i < rx.count; ++i) {
-    if (!Classify(rx.pkts[i], bridge.members[in.member], of_port, !table->in_port_only(),
-                  stage_[i])) {
+    if (!Classify(w, rx.pkts[i], bridge.members[in.member], of_port, !table->in_port_only(),
+                  w.stage[i])) {
       rx.pkts[i] = nullptr;
     }
   }
@@ -212,41 +287,41 @@ void Switch::SwitchBurst(PacketBatch& rx, uint16_t in_port, uint64_t now) {
     const FlowActions* actions =
         table->in_port_only()
             ? table->ActionsOfPort(of_port)
-            : cache_.Lookup(*table, stage_[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
-                            rte_pktmbuf_data_len(m));
-    Forward(m, in, bridge, actions, stage_[i], now);
+            : w.cache.Lookup(*table, w.stage[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
+                             rte_pktmbuf_data_len(m));
+    Forward(w, m, in, bridge, actions, w.stage[i], now);
   }
   rx.count = 0;
 }
 
 // Parse, VLAN ingress and (when the table needs one) the cache key; false when the frame was
 // dropped (and freed).
-bool Switch::Classify(rte_mbuf* m, const Member& member, uint32_t of_port, bool needs_key,
-                      Stage& st) {
+bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_port,
+                      bool needs_key, Stage& st) {
   const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
   const uint32_t len = rte_pktmbuf_data_len(m);
   const ParseStatus status = ParsePacket(frame, len, st.parsed);
   if (status != ParseStatus::kOk) {
-    (status == ParseStatus::kTruncated ? counters_.truncated : counters_.malformed)++;
+    (status == ParseStatus::kTruncated ? w.counters.truncated : w.counters.malformed)++;
     if (!forward_unparsable_ || len < RTE_ETHER_HDR_LEN) {
       rte_pktmbuf_free(m);
       return false;
     }
   }
   if (!IngressVlan(member, st.parsed, st.vlan)) {
-    ++counters_.vlan_dropped;
+    ++w.counters.vlan_dropped;
     rte_pktmbuf_free(m);
     return false;
   }
   if (needs_key) {
     BuildFlowKey(frame, len, m->buf_len - m->data_off, st.parsed, of_port, st.key);
-    cache_.Prefetch(st.key);
+    w.cache.Prefetch(st.key);
   }
   return true;
 }
 
-void Switch::Forward(rte_mbuf* m, const PortState& in, Bridge& bridge, const FlowActions* actions,
-                     const Stage& st, uint64_t now) {
+void Switch::Forward(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge,
+                     const FlowActions* actions, const Stage& st, uint64_t now) {
   const ParsedPacket& parsed = st.parsed;
   uint16_t vlan = st.vlan;
   // Collect outputs first: a packet going to several ports is copied for all but the last.
@@ -258,7 +333,7 @@ void Switch::Forward(rte_mbuf* m, const PortState& in, Bridge& bridge, const Flo
   };
   // A flood reaches the members that carry the packet's VLAN; the others are not in its domain.
   auto flood = [&] {
-    ++counters_.flooded;
+    ++w.counters.flooded;
     for (uint16_t i = 0; i < bridge.members.size(); ++i) {
       if (Carries(bridge.members[i], vlan)) add_output(i);
     }
@@ -301,19 +376,19 @@ void Switch::Forward(rte_mbuf* m, const PortState& in, Bridge& bridge, const Flo
     }
   }
   if (n_out == 0) {
-    ++counters_.flow_dropped;
+    ++w.counters.flow_dropped;
     rte_pktmbuf_free(m);
     return;
   }
   for (uint16_t o = 0; o + 1 < n_out; ++o) {
     rte_mbuf* copy = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
     if (copy == nullptr) {
-      ++counters_.copy_failed;
+      ++w.counters.copy_failed;
       continue;
     }
-    Output(copy, bridge.members[outputs[o]], vlan, queue, parsed, now);
+    Output(w, copy, bridge.members[outputs[o]], vlan, queue, parsed, now);
   }
-  Output(m, bridge.members[outputs[n_out - 1]], vlan, queue, parsed, now);
+  Output(w, m, bridge.members[outputs[n_out - 1]], vlan, queue, parsed, now);
 }
 
 bool Switch::IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan) {
@@ -332,13 +407,13 @@ bool Switch::IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan
   return false;
 }
 
-void Switch::Output(rte_mbuf* m, const Member& out, uint16_t vlan, int queue, const ParsedPacket& p,
-                    uint64_t now) {
+void Switch::Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan, int queue,
+                    const ParsedPacket& p, uint64_t now) {
   uint16_t egress_vlan = vlan;
   switch (out.mode) {
     case VlanMode::kAccess:
       if (vlan != out.access_tag) {
-        ++counters_.vlan_dropped;
+        ++w.counters.vlan_dropped;
         rte_pktmbuf_free(m);
         return;
       }
@@ -346,7 +421,7 @@ void Switch::Output(rte_mbuf* m, const Member& out, uint16_t vlan, int queue, co
       break;
     case VlanMode::kTrunk:
       if (vlan == 0 || !VlanAllowed(out.trunk_bits, vlan)) {
-        ++counters_.vlan_dropped;
+        ++w.counters.vlan_dropped;
         rte_pktmbuf_free(m);
         return;
       }
@@ -356,20 +431,24 @@ void Switch::Output(rte_mbuf* m, const Member& out, uint16_t vlan, int queue, co
   }
   // Copies and the original still carry the frame as received: the parse says whether it is tagged.
   if ((egress_vlan != 0 || p.has_vlan) && !SetVlan(m, egress_vlan)) {
-    ++counters_.vlan_dropped;
+    ++w.counters.vlan_dropped;
     rte_pktmbuf_free(m);
     return;
   }
   PortState& ps = port_state_[out.port];
   if (ps.uplink >= 0) {
-    ToUplink(m, uplinks_[ps.uplink], queue, p, now);
+    ToUplink(w, m, static_cast<uint16_t>(ps.uplink), queue, p, now);
     return;
   }
   ps.tx.Push(m);
-  if (ps.tx.count >= burst_) FlushPort(out.port);
+  if (ps.tx.count >= burst_) FlushPort(w, out.port);
 }
 
-void Switch::ToUplink(rte_mbuf* m, Uplink& up, int queue, const ParsedPacket& p, uint64_t now) {
+// Classification and message identification run here, on the bridge's worker, so that the
+// uplink's owner only schedules.
+void Switch::ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int queue, const ParsedPacket& p,
+                      uint64_t now) {
+  Uplink& up = uplinks_[uplink];
   int cls = queue >= 0 && static_cast<size_t>(queue) < up.class_of_queue.size()
                 ? up.class_of_queue[queue]
                 : -1;
@@ -377,8 +456,8 @@ void Switch::ToUplink(rte_mbuf* m, Uplink& up, int queue, const ParsedPacket& p,
   const uint32_t wire_len = rte_pktmbuf_pkt_len(m) + kWireOverhead;
   const MessageIdentity id =
       up.class_ebpf[cls] != nullptr
-          ? RunEbpf(*up.class_ebpf[cls], m, up, cls, p, wire_len, now)
-          : identifier_->Identify(up.class_mode[cls], p, wire_len, up.class_idle_tsc[cls], now);
+          ? RunEbpf(w, *up.class_ebpf[cls], m, up, cls, p, wire_len, now)
+          : w.identifier->Identify(up.class_mode[cls], p, wire_len, up.class_idle_tsc[cls], now);
   PacketMeta& meta = *Meta(m);
   meta.next = nullptr;
   meta.message_id = id.id;
@@ -390,37 +469,76 @@ void Switch::ToUplink(rte_mbuf* m, Uplink& up, int queue, const ParsedPacket& p,
   meta.wire_len = wire_len;
   meta.class_id = static_cast<uint16_t>(cls);
   meta.flags = id.last ? kMetaLastOfMessage : 0;
+  if (up.owner != w.index) {
+    PacketBatch& staged = w.to_uplink[uplink];
+    staged.Push(m);
+    if (staged.full()) FlushHandoffs(w);
+    return;
+  }
   up.pending.Push(m);
   if (up.pending.count >= burst_) FlushUplink(up);
 }
 
 // The class's program sees a copy of the headers; it may pick another class (by queue id) and
 // name the message and its size. Without a message id the packet is its own message.
-MessageIdentity Switch::RunEbpf(const EbpfClassifier& prog, rte_mbuf* m, Uplink& up, int& cls,
-                                const ParsedPacket& p, uint32_t wire_len, uint64_t now) {
-  FillEbpfContext(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), p, true, ebpf_ctx_);
-  const EbpfDecision d = DecodeEbpfResult(prog.Run(ebpf_ctx_));
-  ++counters_.ebpf_runs;
+MessageIdentity Switch::RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up,
+                                int& cls, const ParsedPacket& p, uint32_t wire_len,
+                                uint64_t now) {
+  FillEbpfContext(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), p, true,
+                  w.ebpf_ctx);
+  const EbpfDecision d = DecodeEbpfResult(prog.Run(w.ebpf_ctx));
+  ++w.counters.ebpf_runs;
   if (d.sets_queue()) {
     const int chosen = d.queue < up.class_of_queue.size() ? up.class_of_queue[d.queue] : -1;
     if (chosen < 0) {
-      ++counters_.ebpf_unknown_queue;
+      ++w.counters.ebpf_unknown_queue;
     } else if (chosen != cls) {
-      ++counters_.ebpf_reclassified;
+      ++w.counters.ebpf_reclassified;
       cls = chosen;
     }
   }
   MessageIdentity id = EbpfMessageIdentity(d, p);
-  if (id.id == 0) return identifier_->Identify(MessageMode::kDatagram, p, wire_len, 0, now);
+  if (id.id == 0) return w.identifier->Identify(MessageMode::kDatagram, p, wire_len, 0, now);
   return id;
 }
 
-void Switch::FlushPort(uint16_t port) {
+void Switch::FlushPort(Worker& w, uint16_t port) {
   PacketBatch& tx = port_state_[port].tx;
   if (tx.count == 0) return;
   ports_[port]->Send(tx);
-  counters_.tx_dropped += tx.count;
+  w.counters.tx_dropped += tx.count;
   FreeBatch(tx);
+}
+
+void Switch::FlushHandoffs(Worker& w) {
+  for (uint16_t u = 0; u < w.to_uplink.size(); ++u) {
+    PacketBatch& staged = w.to_uplink[u];
+    if (staged.count == 0) continue;
+    const unsigned n = rte_ring_enqueue_burst(uplinks_[u].handoff,
+                                              reinterpret_cast<void* const*>(staged.pkts),
+                                              staged.count, nullptr);
+    staged.Consume(static_cast<uint16_t>(n));
+    w.counters.handoff_dropped += staged.count;
+    FreeBatch(staged);
+  }
+}
+
+void Switch::TakeHandoff(Uplink& up) {
+  if (up.handoff == nullptr) return;
+  // A bounded number of bursts per poll, so that producers cannot starve the sending side.
+  for (int round = 0; round < 8; ++round) {
+    const unsigned n = rte_ring_dequeue_burst(
+        up.handoff, reinterpret_cast<void**>(up.pending.pkts + up.pending.count),
+        kMaxBurst - up.pending.count, nullptr);
+    // Their lines were last written on another core: ask for all of them before any is used.
+    for (unsigned i = up.pending.count; i < up.pending.count + n; ++i) {
+      rte_prefetch0(up.pending.pkts[i]);
+      rte_prefetch0(Meta(up.pending.pkts[i]));
+    }
+    up.pending.count = static_cast<uint16_t>(up.pending.count + n);
+    if (!up.pending.full()) return;
+    FlushUplink(up);
+  }
 }
 
 void Switch::FlushUplink(Uplink& up) {
@@ -439,7 +557,14 @@ void Switch::ServeUplink(Uplink& up, uint64_t now) {
 
 void Switch::Drain() {
   for (uint16_t p = 0; p < port_state_.size(); ++p) FreeBatch(port_state_[p].tx);
+  for (auto& w : workers_) {
+    for (PacketBatch& staged : w->to_uplink) FreeBatch(staged);
+  }
   for (Uplink& up : uplinks_) {
+    if (up.handoff != nullptr) {
+      void* m;
+      while (rte_ring_dequeue(up.handoff, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    }
     FreeBatch(up.pending);
     FreeBatch(up.stalled);
     // Everything queued goes back to the pool: step a virtual clock far enough each round that
@@ -454,28 +579,52 @@ void Switch::Drain() {
   }
 }
 
-void Switch::FillSnapshot(Snapshot& out, uint64_t now) const {
-  out.counters = counters_;
-  out.counters.flow_cache_hits = cache_.hits();
-  out.counters.flow_cache_misses = cache_.misses();
-  out.uplinks.clear();
-  for (const Uplink& up : uplinks_) out.uplinks.push_back(up.scheduler->Stats());
-  out.learned_macs.clear();
-  for (const auto& b : bridges_) out.learned_macs.push_back(b->macs->CountLive(now));
+// The parts of a snapshot `w` owns: its counters, its uplinks' statistics, its bridges' MACs.
+void Switch::FillSnapshot(const Worker& w, Snapshot& out, uint64_t now) const {
+  out.counters = w.counters;
+  out.counters.flow_cache_hits = w.cache.hits();
+  out.counters.flow_cache_misses = w.cache.misses();
+  out.uplinks.resize(uplinks_.size());
+  for (uint16_t u : w.uplinks) out.uplinks[u] = uplinks_[u].scheduler->Stats();
+  out.learned_macs.resize(bridges_.size());
+  for (uint16_t b : w.bridges) out.learned_macs[b] = bridges_[b]->macs->CountLive(now);
+}
+
+Switch::Snapshot Switch::Merge() const {
+  Snapshot all;
+  all.uplinks.resize(uplinks_.size());
+  all.learned_macs.resize(bridges_.size());
+  for (const auto& w : workers_) {
+    all.counters.Add(w->snapshot.counters);
+    for (uint16_t u : w->uplinks) all.uplinks[u] = w->snapshot.uplinks[u];
+    for (uint16_t b : w->bridges) all.learned_macs[b] = w->snapshot.learned_macs[b];
+  }
+  return all;
 }
 
 Switch::Snapshot Switch::TakeSnapshot(bool lcore_running) {
   if (!lcore_running) {
-    Snapshot s;
-    FillSnapshot(s, ReadTsc());
-    return s;
+    const uint64_t now = ReadTsc();
+    for (auto& w : workers_) FillSnapshot(*w, w->snapshot, now);
+    return Merge();
   }
-  const uint64_t ticket = snapshot_requested_.load(std::memory_order_relaxed) + 1;
-  snapshot_requested_.store(ticket, std::memory_order_release);
-  while (snapshot_served_.load(std::memory_order_acquire) < ticket) {
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  std::vector<uint64_t> tickets;
+  for (auto& w : workers_) {
+    tickets.push_back(w->snapshot_requested.load(std::memory_order_relaxed) + 1);
+    w->snapshot_requested.store(tickets.back(), std::memory_order_release);
   }
-  return snapshot_;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    while (workers_[i]->snapshot_served.load(std::memory_order_acquire) < tickets[i]) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  return Merge();
+}
+
+uint64_t Switch::polls() const {
+  uint64_t least = UINT64_MAX;
+  for (const auto& w : workers_) least = std::min(least, w->epoch.load(std::memory_order_acquire));
+  return least;
 }
 
 Status Switch::ReplaceFlows(const std::string& name, const std::vector<FlowRule>& rules) {
@@ -484,7 +633,9 @@ Status Switch::ReplaceFlows(const std::string& name, const std::vector<FlowRule>
     if (bridge->name != name) continue;
     auto table = FlowTable::Build(rules, bridge->member_names);
     if (!table.ok()) return Status::Error(fmt::format("bridge '{}': {}", name, table.message()));
-    retired_.push_back({bridge->owner, epoch_.load(std::memory_order_acquire) + 1});
+    Retired r{bridge->owner, {}};
+    for (const auto& w : workers_) r.epochs.push_back(w->epoch.load(std::memory_order_acquire) + 1);
+    retired_.push_back(std::move(r));
     bridge->owner = *table;
     bridge->table.store(bridge->owner.get(), std::memory_order_release);
     return Status::Ok();
@@ -493,8 +644,12 @@ Status Switch::ReplaceFlows(const std::string& name, const std::vector<FlowRule>
 }
 
 void Switch::ReclaimRetiredTables() {
-  const uint64_t now = epoch_.load(std::memory_order_acquire);
-  std::erase_if(retired_, [now](const Retired& r) { return now > r.epoch; });
+  std::erase_if(retired_, [this](const Retired& r) {
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      if (workers_[i]->epoch.load(std::memory_order_acquire) <= r.epochs[i]) return false;
+    }
+    return true;
+  });
 }
 
 }  // namespace qosvisor::vswitch

@@ -1,6 +1,13 @@
-// The switch's data path, run to completion by one lcore: poll ports → parse → VLAN ingress →
-// flow table (cached) → actions (set_queue, VLAN edits, output/NORMAL/FLOOD) → per-port TX bursts,
-// or, for uplinks, message identification → the uplink's scheduler → what the pacer allows → TX.
+// The switch's data path, run to completion by one or more lcores ("workers"): poll ports → parse
+// → VLAN ingress → flow table (cached) → actions (set_queue, VLAN edits, output/NORMAL/FLOOD) →
+// per-port TX bursts, or, for uplinks, message identification → the uplink's scheduler → what the
+// pacer allows → TX.
+//
+// Work is divided by ownership, so that no state has two writers: each bridge (its ports' RX and
+// TX, its MAC table) and each uplink (its scheduler and TX) belongs to one worker, dealt out
+// round robin — bridges first, then uplinks — so with two workers and one bridge the uplinks run
+// on the second. A packet for an uplink owned by another worker crosses an rte_ring (many
+// producers, one consumer) after classification and message identification.
 #pragma once
 
 #include <atomic>
@@ -19,6 +26,7 @@
 #include "vswitch/message_identifier.h"
 
 struct rte_mempool;
+struct rte_ring;
 
 namespace qosvisor::vswitch {
 
@@ -67,6 +75,8 @@ struct SwitchSpec {
   // rule gives a set_queue, e.g. a VM NIC's class; -1 or absent: none.
   std::vector<int> port_default_queue;
   uint32_t flow_state_capacity = 65536;
+  uint16_t workers = 1;           // lcores that will call Poll(worker, now)
+  uint32_t handoff_ring_size = 4096;  // per uplink fed from another worker (a power of two)
 };
 
 // Drops by reason, and what the pipeline did; all counted by the switching lcore.
@@ -86,6 +96,9 @@ struct SwitchCounters {
   uint64_t ebpf_unknown_queue = 0;  // the program named a queue this uplink does not carry
   uint64_t flow_cache_hits = 0;
   uint64_t flow_cache_misses = 0;
+  uint64_t handoff_dropped = 0;  // the ring to another worker's uplink was full
+
+  void Add(const SwitchCounters& o);
 };
 
 class Switch {
@@ -93,9 +106,13 @@ class Switch {
   static Result<std::unique_ptr<Switch>> Create(const SwitchSpec& spec, rte_mempool* pool);
   ~Switch();
 
-  // One pass over every port: receive a burst from each, switch it, then let each uplink send
-  // what its pacer allows. Called in a loop by the owning lcore.
+  // One pass of a worker over what it owns: receive a burst from each of its bridges' ports and
+  // switch it, then take what other workers handed to its uplinks and let each send what its
+  // pacer allows. Called in a loop by the worker's lcore.
+  void Poll(uint16_t worker, uint64_t now_tsc);
+  // Every worker in turn, from one thread (tests, tools, single-lcore runs).
   void Poll(uint64_t now_tsc);
+  uint16_t workers() const { return static_cast<uint16_t>(workers_.size()); }
   // Returns every packet the switch holds (queued in schedulers, waiting for TX) to the pool.
   void Drain();
 
@@ -104,8 +121,9 @@ class Switch {
   // after the swap, so the lcore never waits and never frees.
   Status ReplaceFlows(const std::string& bridge, const std::vector<FlowRule>& rules);
 
-  // Counters and scheduler statistics. With `lcore_running`, the owning lcore copies them at
-  // its next poll (so the data path keeps plain, unshared counters); otherwise read directly.
+  // Counters (summed over workers) and scheduler statistics. With `lcore_running`, each worker
+  // copies its part at its next poll (so the data path keeps plain, unshared counters);
+  // otherwise they are read directly.
   struct Snapshot {
     SwitchCounters counters;
     std::vector<sched::SchedulerStats> uplinks;
@@ -113,7 +131,8 @@ class Switch {
   };
   Snapshot TakeSnapshot(bool lcore_running);
   const std::vector<std::string>& bridge_names() const { return bridge_names_; }
-  uint64_t polls() const { return epoch_.load(std::memory_order_acquire); }
+  // Polls done by the slowest worker.
+  uint64_t polls() const;
 
  private:
   struct Member {
@@ -139,68 +158,86 @@ class Switch {
   };
   struct Uplink {
     uint16_t port;
+    uint16_t owner;  // worker
     std::unique_ptr<sched::Scheduler> scheduler;
     std::vector<int32_t> class_of_queue;  // queue id → class index (dense up to max queue)
     std::vector<MessageMode> class_mode;  // per class index
     std::vector<uint64_t> class_idle_tsc;
     std::vector<const EbpfClassifier*> class_ebpf;  // per class index, for MessageMode::kEbpf
     uint16_t default_class;
-    PacketBatch pending;  // to enqueue
-    PacketBatch stalled;  // dequeued but the port did not take them yet
+    PacketBatch pending;       // to enqueue (owner only)
+    PacketBatch stalled;       // dequeued but the port did not take them yet
+    rte_ring* handoff = nullptr;  // from other workers; nullptr when only the owner feeds it
   };
-
   // What the first pass over a burst learns about each packet, for the second.
   struct Stage {
     ParsedPacket parsed;
     FlowKey key;
     uint16_t vlan;
   };
+  // One lcore's share: what it polls and owns, and the state only it writes.
+  struct Worker {
+    uint16_t index = 0;
+    std::vector<uint16_t> bridges;
+    std::vector<uint16_t> rx_ports;  // members of its bridges, and ports in no bridge
+    std::vector<uint16_t> uplinks;
+    std::vector<PacketBatch> to_uplink;  // per uplink owned elsewhere: staged for its ring
+    FlowCache cache;
+    Stage stage[kMaxBurst];
+    SwitchCounters counters;
+    std::unique_ptr<MessageIdentifier> identifier;
+    EbpfContext ebpf_ctx;  // scratch copy handed to programs (they may write to it)
+    // Quiescent-state tracking: bumped after every poll.
+    std::atomic<uint64_t> epoch{0};
+    // Snapshot hand-off: control sets requested, the worker fills snapshot and sets served.
+    std::atomic<uint64_t> snapshot_requested{0};
+    std::atomic<uint64_t> snapshot_served{0};
+    Snapshot snapshot;  // only the parts this worker owns
+  };
 
   Switch() = default;
+  Status Assign(const SwitchSpec& spec);
+  Status CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16_t owner);
   static bool Carries(const Member& m, uint16_t vlan);
-  void SwitchBurst(PacketBatch& rx, uint16_t in_port, uint64_t now);
-  bool Classify(rte_mbuf* m, const Member& member, uint32_t of_port, bool needs_key, Stage& st);
-  void Forward(rte_mbuf* m, const PortState& in, Bridge& bridge, const FlowActions* actions,
-               const Stage& st, uint64_t now);
+  void SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t now);
+  bool Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_port, bool needs_key,
+                Stage& st);
+  void Forward(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge,
+               const FlowActions* actions, const Stage& st, uint64_t now);
   bool IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan);
-  void Output(rte_mbuf* m, const Member& out, uint16_t vlan, int queue, const ParsedPacket& p,
-              uint64_t now);
-  void ToUplink(rte_mbuf* m, Uplink& up, int queue, const ParsedPacket& p, uint64_t now);
-  MessageIdentity RunEbpf(const EbpfClassifier& prog, rte_mbuf* m, Uplink& up, int& cls,
-                          const ParsedPacket& p, uint32_t wire_len, uint64_t now);
-  void FlushPort(uint16_t port);
+  void Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan, int queue,
+              const ParsedPacket& p, uint64_t now);
+  void ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int queue, const ParsedPacket& p,
+                uint64_t now);
+  MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up,
+                          int& cls, const ParsedPacket& p, uint32_t wire_len, uint64_t now);
+  void FlushPort(Worker& w, uint16_t port);
+  void FlushHandoffs(Worker& w);
+  void TakeHandoff(Uplink& up);
   void FlushUplink(Uplink& up);
   void ServeUplink(Uplink& up, uint64_t now);
-  static void OnSchedDrop(void* self, rte_mbuf* const* pkts, uint16_t count);
-  void FillSnapshot(Snapshot& out, uint64_t now) const;
+  static void OnSchedDrop(void* worker, rte_mbuf* const* pkts, uint16_t count);
+  void FillSnapshot(const Worker& w, Snapshot& out, uint64_t now) const;
+  Snapshot Merge() const;
   void ReclaimRetiredTables();
 
   std::vector<dataplane::Port*> ports_;
   std::vector<PortState> port_state_;
   std::vector<std::unique_ptr<Bridge>> bridges_;
+  std::vector<uint16_t> bridge_owner_;
   std::vector<Uplink> uplinks_;
-  std::unique_ptr<MessageIdentifier> identifier_;
+  std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<EbpfClassifier>> ebpf_;  // loaded once per class that uses one
-  EbpfContext ebpf_ctx_;  // scratch copy handed to programs (they may write to it)
-  FlowCache cache_;
-  Stage stage_[kMaxBurst];
   rte_mempool* pool_ = nullptr;
   uint16_t burst_ = 32;
   bool forward_unparsable_ = false;
   uint64_t hz_ = 0;
-  SwitchCounters counters_;
   std::vector<std::string> bridge_names_;
-  // Quiescent-state tracking: the lcore bumps epoch_ after every poll.
-  std::atomic<uint64_t> epoch_{0};
   struct Retired {
     std::shared_ptr<const FlowTable> table;
-    uint64_t epoch;  // freeable once epoch_ has passed this
+    std::vector<uint64_t> epochs;  // per worker; freeable once every worker has passed its own
   };
   std::vector<Retired> retired_;  // control thread only
-  // Snapshot hand-off: control sets requested_, the lcore fills snapshot_ and sets served_.
-  std::atomic<uint64_t> snapshot_requested_{0};
-  std::atomic<uint64_t> snapshot_served_{0};
-  Snapshot snapshot_;
 };
 
 }  // namespace qosvisor::vswitch

@@ -2,12 +2,15 @@
 // (a) plain L2, (b) with 1,000 flow rules, (c) every packet through an SRPT-scheduled uplink with
 // 10,000 active messages. JSON lines; scripts/bench-switch runs OVS-DPDK on the same ports.
 #include <rte_eal.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -64,11 +67,21 @@ vswitch::BridgeSpec Bridge(std::vector<vswitch::FlowRule> flows) {
 
 // Polls the switch for `seconds` and reports what left port `out`; `between` runs after each
 // poll (the recycling of the scheduled case).
+// With `worker` set, only that worker is polled here (another thread runs the rest), and the
+// counters are read from the port without a snapshot.
 template <typename Between>
-Figure Measure(vswitch::Switch& sw, dataplane::Port& out, double seconds, Between&& between) {
+Figure Measure(vswitch::Switch& sw, dataplane::Port& out, double seconds, Between&& between,
+               int worker = -1) {
   const uint64_t hz = TscHz();
+  auto poll = [&](uint64_t now) {
+    if (worker < 0) {
+      sw.Poll(now);
+    } else {
+      sw.Poll(static_cast<uint16_t>(worker), now);
+    }
+  };
   for (uint64_t end = ReadTsc() + hz / 5; ReadTsc() < end;) {  // warm up caches and tables
-    sw.Poll(ReadTsc());
+    poll(ReadTsc());
     between();
   }
   const uint64_t tx0 = out.Counters().tx_packets;
@@ -76,12 +89,12 @@ Figure Measure(vswitch::Switch& sw, dataplane::Port& out, double seconds, Betwee
   const uint64_t end = start + static_cast<uint64_t>(seconds * static_cast<double>(hz));
   uint64_t now = start;
   while (now < end) {
-    sw.Poll(now);
+    poll(now);
     between();
     now = ReadTsc();
   }
   const uint64_t packets = out.Counters().tx_packets - tx0;
-  if (getenv("QV_BENCH_DEBUG")) {
+  if (getenv("QV_BENCH_DEBUG") && worker < 0) {
     auto snap = sw.TakeSnapshot(false);
     std::fprintf(stderr, "rx=%lu malformed=%lu truncated=%lu flow_dropped=%lu tx_dropped=%lu\n",
                  snap.counters.rx_packets, snap.counters.malformed, snap.counters.truncated,
@@ -201,7 +214,7 @@ vswitch::SwitchSpec ScheduledSpec(dataplane::Port* in, dataplane::Port* out) {
 
 // With --sched-pcap: the file's Homa messages replayed in a loop into an SRPT uplink on a null
 // sink, the same kind of ports as the other cases.
-Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds) {
+Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds, uint16_t workers = 1) {
   dataplane::PortOptions o;
   o.name = "sc_in";
   o.driver = dataplane::Driver::kPcap;
@@ -212,12 +225,34 @@ Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds) {
     std::exit(1);
   }
   auto out = MakePort("sc_out", dataplane::Driver::kNull, pool, true);
-  auto sw = vswitch::Switch::Create(ScheduledSpec(in->get(), out.get()), pool.get());
+  vswitch::SwitchSpec spec = ScheduledSpec(in->get(), out.get());
+  spec.workers = workers;
+  auto sw = vswitch::Switch::Create(spec, pool.get());
   if (!sw.ok()) {
     std::fprintf(stderr, "%s\n", sw.message().c_str());
     std::exit(1);
   }
-  return Measure(**sw, *out, seconds, [] {});
+  if (workers == 1) return Measure(**sw, *out, seconds, [] {});
+  // The uplink's worker on the EAL's second lcore (its own CPU and mempool cache); this one is
+  // the bridge's worker.
+  struct UplinkLoop {
+    vswitch::Switch* sw;
+    std::atomic<bool> stop{false};
+    static int Run(void* arg) {
+      auto* self = static_cast<UplinkLoop*>(arg);
+      while (!self->stop.load(std::memory_order_relaxed)) self->sw->Poll(1, ReadTsc());
+      return 0;
+    }
+  } loop{sw->get()};
+  const unsigned lcore = rte_get_next_lcore(rte_get_main_lcore(), 1, 0);
+  if (lcore >= RTE_MAX_LCORE || rte_eal_remote_launch(&UplinkLoop::Run, &loop, lcore) != 0) {
+    std::fprintf(stderr, "no second lcore for the uplink's worker\n");
+    std::exit(1);
+  }
+  const Figure f = Measure(**sw, *out, seconds, [] {}, 0);
+  loop.stop = true;
+  rte_eal_wait_lcore(lcore);
+  return f;
 }
 
 // Ring ports with recycling: what leaves the uplink goes back into the input, so 10,000 Homa
@@ -268,7 +303,7 @@ int main(int argc, char** argv) {
   double seconds = 3;
   std::string only;
   app.add_option("--seconds", seconds, "Measuring time per case");
-  app.add_option("--case", only, "io, l2, p2p, flows or sched (default: all)");
+  app.add_option("--case", only, "io, l2, p2p, flows, sched or sched2 (default: all)");
   app.add_option("--rx-pcap", g_rx_pcap, "Input ports replay this pcap file in a loop")
       ->check(CLI::ExistingFile);
   app.add_option("--sched-pcap", g_sched_pcap,
@@ -276,7 +311,7 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
   dataplane::EalOptions o;
-  o.dataplane_lcores = 0;
+  o.dataplane_lcores = 1;  // idle except in the two-lcore case
   o.memory_bytes = 1024ull << 20;
   o.file_prefix = "bench_switch_" + std::to_string(getpid());
   o.log_level = "error";
@@ -303,6 +338,11 @@ int main(int argc, char** argv) {
   if (only.empty() || only == "l2") Print("l2", PlainL2(**pool, seconds));
   if (only.empty() || only == "p2p") Print("port_to_port", PortToPort(**pool, seconds));
   if (only.empty() || only == "flows") Print("flows_1000", WithFlows(**pool, seconds));
+  if ((only.empty() || only == "sched2") && !g_sched_pcap.empty()) {
+    Print("srpt_uplink_10k_messages_2_lcores", ScheduledFromPcap(**pool, seconds, 2),
+          "two lcores: the bridge's classifies and hands off through a ring, the uplink's "
+          "schedules and sends (cycles are per packet of the first lcore)");
+  }
   if (only.empty() || only == "sched") {
     Print("srpt_uplink_10k_messages", Scheduled(**pool, seconds, 10'000),
           g_sched_pcap.empty() ? "ring ports with recycling; packets cross an SRPT scheduler"
