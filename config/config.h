@@ -52,6 +52,7 @@ struct Dataplane {
   Hugepages hugepages = Hugepages::kAuto;
   uint32_t mbufs = 16383;
   uint32_t burst = 32;
+  bool forward_unparsable = false;  // forward truncated/malformed frames at L2 instead of dropping
   std::string file_prefix = "qosvisor";
   Source source;
   bool operator==(const Dataplane&) const = default;

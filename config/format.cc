@@ -36,6 +36,7 @@ void EmitDataplane(YAML::Emitter& out, const Dataplane& d) {
   Put(out, "hugepages", ToString(d.hugepages));
   Put(out, "mbufs", d.mbufs);
   Put(out, "burst", d.burst);
+  Put(out, "forward_unparsable", d.forward_unparsable);
   Put(out, "file_prefix", d.file_prefix);
   out << YAML::EndMap;
 }

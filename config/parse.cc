@@ -314,6 +314,9 @@ class MapReader {
       return std::nullopt;
     });
   }
+  void Bool(std::string_view key, bool& out) {
+    Read(key, out, [&](const YAML::Node& n, const std::string& p) { return conv_.Bool(n, p); });
+  }
   template <typename T>
   void String(std::string_view key, T& out) {
     Read(key, out, [&](const YAML::Node& n, const std::string& p) { return conv_.String(n, p); });
@@ -433,6 +436,7 @@ void ParseDataplane(MapReader& r, Dataplane& d) {
          {Hugepages::kOn, Hugepages::kOff, Hugepages::kAuto});
   r.Int("mbufs", d.mbufs, 1024, std::numeric_limits<uint32_t>::max());
   r.Int("burst", d.burst, 1, 32);
+  r.Bool("forward_unparsable", d.forward_unparsable);
   r.String("file_prefix", d.file_prefix);
 }
 
@@ -670,8 +674,7 @@ void ParseVm(MapReader& r, ParsedVm& vm) {
   r.RequiredName("name", vm.name);
   r.Name("template", vm.template_name);
   ParseVmSettings(r, vm.settings);
-  r.Read("autostart", vm.autostart,
-         [&](const YAML::Node& n, const std::string& p) { return r.conv().Bool(n, p); });
+  r.Bool("autostart", vm.autostart);
 }
 
 void ParseTier(MapReader& r, Tier& t) {

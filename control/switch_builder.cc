@@ -123,6 +123,7 @@ sched::SchedulerConfig BuildSchedulerConfig(const config::Config& config,
 Result<vswitch::SwitchSpec> BuildSwitchSpec(const config::Config& config) {
   vswitch::SwitchSpec spec;
   spec.burst = static_cast<uint16_t>(config.dataplane.burst);
+  spec.forward_unparsable = config.dataplane.forward_unparsable;
   for (const config::Bridge& b : config.bridges) {
     vswitch::BridgeSpec bs;
     bs.name = b.name;

@@ -29,6 +29,7 @@ dataplane:
   hugepages: on
   mbufs: 32767
   burst: 16
+  forward_unparsable: true
   file_prefix: qv-test
 ports:
   - name: gen0
@@ -185,6 +186,7 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK(d.hugepages == Hugepages::kOn);
   CHECK(d.mbufs == 32767);
   CHECK(d.burst == 16);
+  CHECK(d.forward_unparsable);
   CHECK(d.file_prefix == "qv-test");
 
   // Written ports first, then the implicit ports of bridge NICs in VM order.
@@ -352,11 +354,11 @@ TEST_CASE("positions are kept for later layers", "[config]") {
   const Config c = LoadOk(kFull, TestDir() + "/box.yaml");
   const Uplink& u = c.uplinks[0];
   CHECK(u.source.path == "uplinks[0]");
-  CHECK(u.source.mark.line == 84);
+  CHECK(u.source.mark.line == 85);
   CHECK(u.source.mark.column == 5);
-  CHECK(u.source.At("rate").line == 85);
+  CHECK(u.source.At("rate").line == 86);
   CHECK(u.source.At("rate").column == 11);
-  CHECK(u.source.At("no-such-key").line == 84);             // falls back to the mapping
+  CHECK(u.source.At("no-such-key").line == 85);             // falls back to the mapping
   CHECK(c.ports[9].source.path == "templates[0].nics[0]");  // implicit port: where its NIC is
 }
 
@@ -368,6 +370,7 @@ TEST_CASE("an empty file and empty sections give every default", "[config]") {
     CHECK(c.dataplane.hugepages == Hugepages::kAuto);
     CHECK(c.dataplane.mbufs == 16383);
     CHECK(c.dataplane.burst == 32);
+    CHECK_FALSE(c.dataplane.forward_unparsable);
     CHECK(c.dataplane.file_prefix == "qosvisor");
     CHECK(c.ports.empty());
     CHECK(c.control.socket == "/run/qosvisor/qosvisor.sock");

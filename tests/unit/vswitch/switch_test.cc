@@ -350,6 +350,32 @@ TEST_CASE("switch: unparsable frames are counted and dropped; Drain returns queu
 
 namespace qosvisor::vswitch {
 
+TEST_CASE("switch: forward_unparsable forwards what could be read, and still counts it",
+          "[switch]") {
+  Rig rig(2);
+  SwitchSpec spec;
+  spec.bridges = {PlainBridge(2)};
+  spec.forward_unparsable = true;
+  rig.Build(spec);
+  Frame bad = WithMacs(testing::Udp4(1, 2), 0, 0xa, true);
+  bad.bytes[14] = 0x41;  // IHL 1: malformed
+  Frame cut = WithMacs(testing::Udp4(1, 2), 0, 0xa, true);
+  cut.bytes.resize(30);  // the IPv4 header is cut short
+  Frame runt = cut;
+  runt.bytes.resize(10);  // not even an Ethernet header: always dropped
+  rig.Inject(0, bad);
+  rig.Inject(0, cut);
+  rig.Inject(0, runt);
+  rig.Poll();
+  const auto out = rig.Drain(1);
+  REQUIRE(out.size() == 2);
+  CHECK(out[0] == bad.bytes);
+  CHECK(out[1] == cut.bytes);
+  const auto snap = rig.sw->TakeSnapshot(false);
+  CHECK(snap.counters.malformed == 1);
+  CHECK(snap.counters.truncated == 2);
+}
+
 TEST_CASE("switch: a lone packet on a paced wfq uplink leaves promptly", "[switch]") {
   Rig rig(2);
   SwitchSpec spec;
