@@ -2,14 +2,17 @@
 // (a) plain L2, (b) with 1,000 flow rules, (c) every packet through an SRPT-scheduled uplink with
 // 10,000 active messages. JSON lines; scripts/bench-switch runs OVS-DPDK on the same ports.
 #include <rte_eal.h>
+#include <rte_ethdev.h>
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -19,6 +22,7 @@
 #include "dataplane/eal.h"
 #include "dataplane/mempool.h"
 #include "dataplane/port.h"
+#include "pktgen/gen_port.h"
 #include "vswitch/packet_parser.h"
 #include "vswitch/switch.h"
 
@@ -296,6 +300,133 @@ Figure Scheduled(dataplane::Mempool& pool, double seconds, uint32_t messages) {
   });
 }
 
+// The UDP frames of scripts/bench-switch's pcap: 32 flows, 60 bytes.
+std::array<uint8_t, 60> FlowFrame(uint32_t i) {
+  std::array<uint8_t, 60> f{};
+  const uint8_t head[42] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00,
+                            0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1,
+                            10, 0, 0, 2, 0x27, 0x10, 0, 1, 0, 26, 0, 0};
+  std::memcpy(f.data(), head, sizeof(head));
+  f[35] = static_cast<uint8_t>(0x10 + i % 32);  // source port 10000 + flow
+  f[37] = static_cast<uint8_t>(1 + i % 32);     // destination port 1 + flow
+  return f;
+}
+
+// --blast: the traffic source of the vhost-user cases, in its own process and EAL: a
+// virtio_user client on `path` sending the 32 flows as fast as the switch takes them.
+int Blast(const std::string& path, double seconds) {
+  dataplane::EalOptions o;
+  o.dataplane_lcores = 0;
+  o.memory_bytes = 512ull << 20;
+  o.file_prefix = "bench_blast_" + std::to_string(getpid());
+  o.log_level = "error";
+  auto eal = dataplane::Eal::Start(o);
+  auto pool = eal.ok() ? dataplane::Mempool::Create("blast", 16383) : eal.status();
+  if (!pool.ok()) {
+    std::fprintf(stderr, "blast: %s\n", pool.message().c_str());
+    return 1;
+  }
+  auto port = pktgen::OpenGenPort({"vhost-user", {{"path", path}}}, "blast", **pool);
+  for (int tries = 0; !port.ok() && tries < 50; ++tries) {  // the server may still be starting
+    usleep(100'000);
+    port = pktgen::OpenGenPort({"vhost-user", {{"path", path}}}, "blast", **pool);
+  }
+  if (!port.ok()) {
+    std::fprintf(stderr, "blast: %s\n", port.message().c_str());
+    return 1;
+  }
+  std::array<std::array<uint8_t, 60>, 32> frames;
+  for (uint32_t i = 0; i < 32; ++i) frames[i] = FlowFrame(i);
+  const uint64_t end = ReadTsc() + static_cast<uint64_t>(seconds * static_cast<double>(TscHz()));
+  PacketBatch batch;
+  uint64_t sent = 0;
+  while (ReadTsc() < end) {
+    if (rte_pktmbuf_alloc_bulk((*pool)->get(), batch.pkts + batch.count,
+                               kMaxBurst - batch.count) == 0) {
+      for (uint16_t i = batch.count; i < kMaxBurst; ++i) {
+        std::memcpy(rte_pktmbuf_append(batch.pkts[i], 60), frames[i].data(), 60);
+      }
+      batch.count = kMaxBurst;
+    }
+    sent += (*port)->Send(batch);
+  }
+  rte_pktmbuf_free_bulk(batch.pkts, batch.count);
+  std::fprintf(stderr, "blast: %lu packets offered\n", sent);
+  return 0;
+}
+
+// virtio_user (another process, --blast) → a vhost-user port → one port-to-port rule → a null
+// sink. The switch polls on the EAL's second lcore so that the source has the first CPU.
+Figure VhostUser(dataplane::Mempool& pool, double seconds, const std::string& self,
+                 bool plain = false) {
+  const std::string sock = fmt::format("/tmp/qv_bench_vhost_{}.sock", getpid());
+  dataplane::PortOptions o;
+  o.name = "vh_in";
+  o.driver = dataplane::Driver::kVhostUser;
+  o.args = {{"path", sock}, {"mode", "server"}};
+  auto in = dataplane::CreatePort(o, pool);
+  if (!in.ok()) {
+    std::fprintf(stderr, "%s\n", in.message().c_str());
+    std::exit(1);
+  }
+  auto out = MakePort("vh_out", dataplane::Driver::kNull, pool, true);
+  vswitch::SwitchSpec spec;
+  spec.ports = {in->get(), out.get()};
+  spec.bridges = {Bridge({{"priority=0,in_port=1,actions=output:2", 0}})};
+  auto sw = vswitch::Switch::Create(spec, pool.get());
+  struct Loop {
+    vswitch::Switch* sw;
+    dataplane::Port* in;
+    dataplane::Port* out;
+    bool plain;
+    std::atomic<bool> stop{false};
+    static int Run(void* arg) {
+      auto* self = static_cast<Loop*>(arg);
+      PacketBatch batch;
+      while (!self->stop.load(std::memory_order_relaxed)) {
+        if (!self->plain) {
+          self->sw->Poll(ReadTsc());
+          continue;
+        }
+        self->in->Recv(batch);  // the ports' own cost: no switching
+        self->out->Send(batch);
+        rte_pktmbuf_free_bulk(batch.pkts, batch.count);
+        batch.count = 0;
+      }
+      return 0;
+    }
+  } loop{sw->get(), in->get(), out.get(), plain};
+  const unsigned lcore = rte_get_next_lcore(rte_get_main_lcore(), 1, 0);
+  rte_eal_remote_launch(&Loop::Run, &loop, lcore);
+  const pid_t source = fork();
+  if (source == 0) {
+    const std::string secs = std::to_string(seconds + 4);
+    execl(self.c_str(), self.c_str(), "--blast", sock.c_str(), "--seconds", secs.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const uint16_t out_id = dynamic_cast<dataplane::EthPort*>(out.get())->port_id();
+  auto sent = [out_id] {
+    rte_eth_stats st{};
+    rte_eth_stats_get(out_id, &st);  // the PMD's own counters, safe to read from here
+    return st.opackets;
+  };
+  for (int i = 0; i < 100 && !(*in)->LinkUp(); ++i) usleep(50'000);
+  usleep(1'500'000);  // warm-up
+  const uint64_t start = ReadTsc();
+  const uint64_t tx0 = sent();
+  usleep(static_cast<useconds_t>(seconds * 1e6));
+  const uint64_t packets = sent() - tx0;
+  const uint64_t elapsed = ReadTsc() - start;
+  loop.stop = true;
+  rte_eal_wait_lcore(lcore);
+  int status = 0;
+  waitpid(source, &status, 0);
+  const double secs = static_cast<double>(elapsed) / static_cast<double>(TscHz());
+  return {static_cast<double>(packets) / secs / 1e6,
+          static_cast<double>(elapsed) / static_cast<double>(std::max<uint64_t>(packets, 1))};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -303,13 +434,16 @@ int main(int argc, char** argv) {
   double seconds = 3;
   std::string only;
   app.add_option("--seconds", seconds, "Measuring time per case");
-  app.add_option("--case", only, "io, l2, p2p, flows, sched or sched2 (default: all)");
+  app.add_option("--case", only, "io, l2, p2p, flows, vhost, sched or sched2 (default: all)");
   app.add_option("--rx-pcap", g_rx_pcap, "Input ports replay this pcap file in a loop")
       ->check(CLI::ExistingFile);
   app.add_option("--sched-pcap", g_sched_pcap,
                  "The scheduled case replays these Homa messages instead of recycling on rings")
       ->check(CLI::ExistingFile);
+  std::string blast;
+  app.add_option("--blast", blast, "Be the vhost-user cases' traffic source on this socket");
   CLI11_PARSE(app, argc, argv);
+  if (!blast.empty()) return Blast(blast, seconds);
   dataplane::EalOptions o;
   o.dataplane_lcores = 1;  // idle except in the two-lcore case
   o.memory_bytes = 1024ull << 20;
@@ -338,6 +472,13 @@ int main(int argc, char** argv) {
   if (only.empty() || only == "l2") Print("l2", PlainL2(**pool, seconds));
   if (only.empty() || only == "p2p") Print("port_to_port", PortToPort(**pool, seconds));
   if (only.empty() || only == "flows") Print("flows_1000", WithFlows(**pool, seconds));
+  if (only.empty() || only == "vhost") {
+    Print("vhost_user_io_forward", VhostUser(**pool, seconds, argv[0], true),
+          "no switching, the same source: on two cores the source process (one core) is what "
+          "bounds this and the next figure when they are close");
+    Print("vhost_user", VhostUser(**pool, seconds, argv[0]),
+          "virtio_user (another process) -> vhost-user port -> port-to-port rule -> null");
+  }
   if ((only.empty() || only == "sched2") && !g_sched_pcap.empty()) {
     Print("srpt_uplink_10k_messages_2_lcores", ScheduledFromPcap(**pool, seconds, 2),
           "two lcores: the bridge's classifies and hands off through a ring, the uplink's "
