@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real traffic across the switch: two network namespaces, each with a veth pair whose host end is
-# an af_packet (or tap) port of qosvisor; ping and UDP from one namespace to the other, through a
+# an af_packet, af_xdp (or tap) port of qosvisor; ping and UDP from one namespace to the other, through a
 # bridge and a scheduled uplink. Creates everything it needs and removes it on exit.
-# Usage: netns_switch.sh QOSVISOR_BIN QOSCTL_BIN [af_packet|tap]
+# Usage: netns_switch.sh QOSVISOR_BIN QOSCTL_BIN [af_packet|af_xdp|tap]
 set -euo pipefail
 # shellcheck source=lib/qosvisor.sh
 source "$(dirname "$0")/lib/qosvisor.sh"
@@ -30,14 +30,14 @@ trap cleanup EXIT
 
 ip netns add "$ns_a"
 ip netns add "$ns_b"
-if [[ $driver == af_packet ]]; then
+if [[ $driver == af_packet || $driver == af_xdp ]]; then
   for side in a b; do
     ip link add "${tag}h$side" type veth peer name "${tag}n$side"
     ip link set "${tag}n$side" netns "${tag}$side"
     ip link set "${tag}h$side" up
   done
-  port_a="{name: pa, driver: af_packet, args: {iface: ${tag}ha}}"
-  port_b="{name: pb, driver: af_packet, args: {iface: ${tag}hb}}"
+  port_a="{name: pa, driver: $driver, args: {iface: ${tag}ha}}"
+  port_b="{name: pb, driver: $driver, args: {iface: ${tag}hb}}"
 else
   port_a="{name: pa, driver: tap, args: {iface: ${tag}ta}}"
   port_b="{name: pb, driver: tap, args: {iface: ${tag}tb}}"
@@ -80,7 +80,7 @@ ip netns exec "$ns_a" ip link set "${tag}na" up
 ip netns exec "$ns_b" ip link set "${tag}nb" up
 # veth leaves checksums to be filled in later (offload); a packet socket forwards them unfilled,
 # and the receiving kernel would drop them. Hosts behind a real switch port compute checksums.
-if [[ $driver == af_packet ]]; then
+if [[ $driver != tap ]]; then
   command -v ethtool >/dev/null || { echo "SKIP: ethtool is not installed"; exit 77; }
   ip netns exec "$ns_a" ethtool -K "${tag}na" tx off >/dev/null
   ip netns exec "$ns_b" ethtool -K "${tag}nb" tx off >/dev/null
