@@ -113,20 +113,25 @@ uint64_t guest_main(void) {
   if (request(T_IN, cap, 512) == 1) rt_puts("blk: out-of-range read refused\n");
 
   if (rt_cmdline_u64("wait_resize", 0)) {
-    const uint64_t tick = rt_tsc_khz() * 2; /* poll the interrupt status every 2 ms */
+    /* Sleep until the device's config-change interrupt (10 ms naps to see a shutdown request). */
+    int gsi = virtio_gsi(dev);
+    if (gsi < 0) return 17;
+    rt_irq_setup();
+    rt_irq_route((uint32_t)gsi, RT_IRQ_FIRST_VECTOR);
     for (;;) {
-      uint64_t t = rt_rdtsc() + tick;
-      while ((int64_t)(rt_rdtsc() - t) < 0) {
-      }
       if (rt_shutdown_requested()) return 4;
-      uint32_t isr = virtio_read32(dev, 0x060);
-      if (!(isr & 2)) continue;
-      virtio_write32(dev, 0x064, isr);
+      uint32_t isr = virtio_ack_interrupt(dev);
+      if (!(isr & 2)) {
+        rt_wait_irq(10000);
+        continue;
+      }
       uint64_t now = capacity();
       if (now == cap) continue;
       rt_puts("blk: capacity changed to ");
       rt_put_u64(now);
-      rt_putc('\n');
+      rt_puts(" (config interrupts: ");
+      rt_put_u64(rt_irq_count(RT_IRQ_FIRST_VECTOR));
+      rt_puts(")\n");
       uint64_t last = (now & ~7ull) - 8;
       fill(seed + 1, last);
       if (request(T_OUT, last, 4096) != 0) return 15;

@@ -148,8 +148,10 @@ isr_common:
   /* stack: vector, error, rip, cs, rflags, rsp, ss */
   cmpq $3, (%rsp)
   jne 2f
-  testq $3, 24(%rsp)              /* int3 from ring 3: user function finished */
+  testq $3, 24(%rsp)              /* int3 from ring 3: a wait, or the user function finished */
   jz 2f
+  cmpq $0, rt_wait_requested(%rip)
+  jne wait_for_interrupt
   mov rt_kernel_saved_rsp(%rip), %rsp
   pop %r15
   pop %r14
@@ -166,6 +168,43 @@ isr_common:
 3:
   hlt
   jmp 3b
+
+/* Interrupts (vectors 32..63): count the vector, end it at the local APIC, return. They only
+   arrive inside rt_wait_gate (ring 3 runs with IF=0), so they always interrupt ring 0. */
+  .macro IRQ_ENTRY vec
+  .globl rt_irq\vec
+rt_irq\vec:
+  push %rax
+  push %rcx
+  mov $\vec, %eax
+  lea rt_irq_counts(%rip), %rcx
+  incq (%rcx,%rax,8)
+  movabs $0xfee000b0, %rax        /* local APIC EOI register */
+  movl $0, (%rax)
+  pop %rcx
+  pop %rax
+  iretq
+  .endm
+  .irp vec, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
+  IRQ_ENTRY \vec
+  .endr
+
+/* int3 from ring 3 with rt_wait_requested set (this KVM refuses `int $0x80`, so the DPL-3
+   breakpoint gate doubles as the call): sleep until an interrupt has been handled, then return
+   to ring 3 with IF=0 again. sti's one-instruction shadow makes "sti; hlt" atomic: an interrupt
+   already pending wakes the hlt instead of being taken before it. */
+wait_for_interrupt:
+  movq $0, rt_wait_requested(%rip)
+  add $16, %rsp                   /* vector and error code: back to the CPU's frame */
+  sti
+  hlt
+  cli
+  iretq
+
+/* A spurious local-APIC interrupt needs no EOI. */
+  .globl rt_spurious
+rt_spurious:
+  iretq
 
 /* void rt_load_tables(void* gdt_desc, void* idt_desc): lgdt, reload segments, ltr, lidt. */
   .globl rt_load_tables
@@ -192,6 +231,14 @@ rt_load_tables:
   .balign 16
 rt_kernel_saved_rsp:
   .quad 0
+  .globl rt_wait_requested
+  .balign 8
+rt_wait_requested:
+  .quad 0
+  .globl rt_irq_counts
+  .balign 8
+rt_irq_counts:
+  .space 8 * 256
   .balign 16
   .space 16384
   .globl rt_boot_stack_top

@@ -1,6 +1,8 @@
 /* netecho: a UDP echo server on virtio-net (port 7: answers with addresses and ports swapped),
    and with send=N a client that sends N datagrams to port 7 (broadcast) and counts the answers.
-   progress[2] = datagrams echoed, progress[3] = answers received. ip=<last octet> (default 2). */
+   progress[2] = datagrams echoed, progress[3] = answers received. ip=<last octet> (default 2).
+   With irq=1 it sleeps until the device interrupts (or 10 ms pass, to notice a shutdown
+   request) instead of polling: progress[0] = device interrupts, progress[1] = timer wake-ups. */
 #include "runtime.h"
 #include "virtio.h"
 
@@ -123,6 +125,17 @@ uint64_t guest_main(void) {
   uint8_t my_ip = (uint8_t)rt_cmdline_u64("ip", 2);
   uint64_t to_send = rt_cmdline_u64("send", 0);
   for (uint16_t i = 0; i < VQ_SIZE; ++i) post_rx(i);
+  const int use_irq = rt_cmdline_u64("irq", 0) != 0;
+  const uint8_t vector = RT_IRQ_FIRST_VECTOR;
+  if (use_irq) {
+    int gsi = virtio_gsi(dev);
+    if (gsi < 0) {
+      rt_puts("netecho: no interrupt line on the command line\n");
+      return 12;
+    }
+    rt_irq_setup();
+    rt_irq_route((uint32_t)gsi, vector);
+  }
   rt_puts("netecho: ready ip 10.0.0.");
   rt_put_u64(my_ip);
   rt_putc('\n');
@@ -155,8 +168,20 @@ uint64_t guest_main(void) {
     if (rt_shutdown_requested()) {
       rt_puts("netecho: echoed ");
       rt_put_u64(*rt_progress(2));
+      if (use_irq) {
+        rt_puts(" on ");
+        rt_put_u64(rt_irq_count(vector));
+        rt_puts(" interrupts");
+      }
       rt_putc('\n');
       return 0;
+    }
+    if (use_irq && sent >= to_send) {
+      /* Nothing left to send on a schedule: sleep until a frame arrives. */
+      if (!vq_arm_interrupt(&queues[RX])) rt_wait_irq(10000);
+      virtio_ack_interrupt(dev);
+      *rt_progress(0) = rt_irq_count(vector);
+      *rt_progress(1) = rt_irq_count(RT_TIMER_VECTOR);
     }
   }
 }

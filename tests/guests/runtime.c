@@ -39,6 +39,19 @@ static char* const isr_table[32] = {
     rt_isr16, rt_isr17, rt_isr18, rt_isr19, rt_isr20, rt_isr21, rt_isr22, rt_isr23,
     rt_isr24, rt_isr25, rt_isr26, rt_isr27, rt_isr28, rt_isr29, rt_isr30, rt_isr31};
 
+extern char rt_irq32[], rt_irq33[], rt_irq34[], rt_irq35[], rt_irq36[], rt_irq37[], rt_irq38[],
+    rt_irq39[], rt_irq40[], rt_irq41[], rt_irq42[], rt_irq43[], rt_irq44[], rt_irq45[], rt_irq46[],
+    rt_irq47[], rt_irq48[], rt_irq49[], rt_irq50[], rt_irq51[], rt_irq52[], rt_irq53[], rt_irq54[],
+    rt_irq55[], rt_irq56[], rt_irq57[], rt_irq58[], rt_irq59[], rt_irq60[], rt_irq61[], rt_irq62[],
+    rt_irq63[], rt_spurious[];
+static char* const irq_table[32] = {
+    rt_irq32, rt_irq33, rt_irq34, rt_irq35, rt_irq36, rt_irq37, rt_irq38, rt_irq39,
+    rt_irq40, rt_irq41, rt_irq42, rt_irq43, rt_irq44, rt_irq45, rt_irq46, rt_irq47,
+    rt_irq48, rt_irq49, rt_irq50, rt_irq51, rt_irq52, rt_irq53, rt_irq54, rt_irq55,
+    rt_irq56, rt_irq57, rt_irq58, rt_irq59, rt_irq60, rt_irq61, rt_irq62, rt_irq63};
+extern volatile uint64_t rt_irq_counts[256];
+extern volatile uint64_t rt_wait_requested;
+
 uint64_t rt_run_user(uint64_t (*fn)(void), void* user_stack_top);
 void rt_load_tables(struct table_desc* gdt, struct table_desc* idt);
 extern char rt_boot_stack_top[];
@@ -52,7 +65,7 @@ static uint64_t gdt[7] = {
     0,
     0, /* 0x28 TSS, filled at run time (its address is not a link constant) */
 };
-static struct idt_gate idt[32];
+static struct idt_gate idt[256];
 static struct tss64 tss __attribute__((aligned(16)));
 static uint8_t user_stack[65536] __attribute__((aligned(16)));
 static uint8_t fault_stack[16384] __attribute__((aligned(16)));
@@ -150,6 +163,56 @@ void rt_fault(uint64_t vector, uint64_t rip, uint64_t error) {
   rt_exit(0xe0 | (uint32_t)vector);
 }
 
+static void set_gate(int vector, char* handler, int from_ring3) {
+  uint64_t h = (uint64_t)(uintptr_t)handler;
+  idt[vector].off_lo = (uint16_t)h;
+  idt[vector].selector = 0x08;
+  idt[vector].type_attr = from_ring3 ? 0xee : 0x8e;
+  idt[vector].off_mid = (uint16_t)(h >> 16);
+  idt[vector].off_hi = (uint32_t)(h >> 32);
+}
+
+/* ---- interrupts, all set up from ring 3: the identity map is user-accessible, so the APIC
+   registers are plain memory stores, and port I/O is allowed by the TSS bitmap. */
+
+#define LAPIC 0xfee00000u
+#define IOAPIC 0xfec00000u
+
+static void lapic_write(uint32_t reg, uint32_t v) { *(volatile uint32_t*)(uintptr_t)(LAPIC + reg) = v; }
+
+static void ioapic_write(uint32_t reg, uint32_t v) {
+  *(volatile uint32_t*)(uintptr_t)IOAPIC = reg;
+  *(volatile uint32_t*)(uintptr_t)(IOAPIC + 0x10) = v;
+}
+
+void rt_irq_setup(void) {
+  outb(0x21, 0xff); /* mask both 8259s: only the I/O APIC delivers */
+  outb(0xa1, 0xff);
+  lapic_write(0x350, 1u << 16); /* LINT0 (the 8259's ExtINT path): masked */
+  lapic_write(0x360, 1u << 16); /* LINT1: masked */
+  lapic_write(0x080, 0);        /* task priority: accept every vector */
+  lapic_write(0x0f0, 0x100 | RT_SPURIOUS_VECTOR); /* software enable */
+}
+
+void rt_irq_route(uint32_t gsi, uint8_t vector) {
+  /* Edge-triggered, active high, fixed delivery to APIC 0: KVM's irqfd pulses the line. */
+  ioapic_write(0x10 + 2 * gsi + 1, 0);
+  ioapic_write(0x10 + 2 * gsi, vector);
+}
+
+uint64_t rt_irq_count(uint8_t vector) { return rt_irq_counts[vector]; }
+
+void rt_wait_irq(uint64_t timeout_us) {
+  if (timeout_us != 0) {
+    lapic_write(0x3e0, 0xb);                /* timer divide by 1: KVM's APIC bus is 1 GHz */
+    lapic_write(0x320, RT_TIMER_VECTOR);    /* one-shot */
+    lapic_write(0x380, (uint32_t)(timeout_us * 1000 > 0xffffffffu ? 0xffffffffu : timeout_us * 1000));
+  }
+  rt_wait_requested = 1;
+  __asm__ volatile("int3" ::: "memory");
+  if (timeout_us != 0) lapic_write(0x380, 0); /* disarm */
+}
+
 void rt_entry(volatile struct qv_boot_info* info) {
   if (info != 0 && info->magic == QV_BOOT_INFO_MAGIC) boot_info = info;
   uint64_t base = (uint64_t)(uintptr_t)&tss;
@@ -160,14 +223,9 @@ void rt_entry(volatile struct qv_boot_info* info) {
   tss.rsp[0] = (uint64_t)(uintptr_t)(fault_stack + sizeof(fault_stack));
   tss.iomap_base = (uint16_t) __builtin_offsetof(struct tss64, iomap);
   tss.iomap_end = 0xff;
-  for (int i = 0; i < 32; ++i) {
-    uint64_t h = (uint64_t)(uintptr_t)isr_table[i];
-    idt[i].off_lo = (uint16_t)h;
-    idt[i].selector = 0x08;
-    idt[i].type_attr = i == 3 ? 0xee : 0x8e; /* int3 reachable from ring 3 */
-    idt[i].off_mid = (uint16_t)(h >> 16);
-    idt[i].off_hi = (uint32_t)(h >> 32);
-  }
+  for (int i = 0; i < 32; ++i) set_gate(i, isr_table[i], i == 3); /* int3 reachable from ring 3 */
+  for (int i = 0; i < 32; ++i) set_gate(RT_IRQ_FIRST_VECTOR + i, irq_table[i], 0);
+  set_gate(RT_SPURIOUS_VECTOR, rt_spurious, 0);
   struct table_desc gd = {sizeof(gdt) - 1, (uint64_t)(uintptr_t)gdt};
   struct table_desc id = {sizeof(idt) - 1, (uint64_t)(uintptr_t)idt};
   rt_load_tables(&gd, &id);

@@ -32,6 +32,18 @@ static inline uint64_t rt_rdtsc(void) {
 }
 uint64_t rt_tsc_khz(void); /* from boot info; a 2 GHz guess without */
 
+/* Interrupts. Guests run in ring 3 with interrupts off; rt_wait_irq sleeps (sti; hlt in ring 0)
+   until one has been handled or timeout_us passed (0: no timeout). Device interrupts come from
+   the I/O APIC pin the VMM wired the device to (KVM_IRQFD), on vectors from 32; the local APIC
+   timer uses RT_TIMER_VECTOR. */
+#define RT_IRQ_FIRST_VECTOR 32
+#define RT_TIMER_VECTOR 48
+#define RT_SPURIOUS_VECTOR 0xff
+void rt_irq_setup(void);
+void rt_irq_route(uint32_t gsi, uint8_t vector);
+void rt_wait_irq(uint64_t timeout_us);
+uint64_t rt_irq_count(uint8_t vector); /* interrupts handled on a vector so far */
+
 void* memset(void* d, int c, size_t n);
 void* memcpy(void* d, const void* s, size_t n);
 

@@ -85,3 +85,38 @@ uint32_t vq_wait_used(struct vq* q, uint32_t* id) {
   }
   return len;
 }
+
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+int virtio_gsi(uintptr_t base) {
+  static const char key[] = "virtio_mmio.device=4K@0x";
+  for (const char* s = rt_cmdline(); *s; ++s) {
+    const char* k = key;
+    const char* p = s;
+    while (*k && *p == *k) ++p, ++k;
+    if (*k != 0) continue;
+    uint64_t at = 0;
+    for (int d; (d = hex_digit(*p)) >= 0; ++p) at = at * 16 + (uint64_t)d;
+    if (at != base || *p != ':') continue;
+    int gsi = 0;
+    for (++p; *p >= '0' && *p <= '9'; ++p) gsi = gsi * 10 + (*p - '0');
+    return gsi;
+  }
+  return -1;
+}
+
+uint32_t virtio_ack_interrupt(uintptr_t base) {
+  uint32_t status = virtio_read32(base, 0x060);
+  if (status != 0) virtio_write32(base, 0x064, status);
+  return status;
+}
+
+int vq_arm_interrupt(struct vq* q) {
+  *(volatile uint16_t*)&q->avail.used_event = q->last_used;
+  __asm__ volatile("mfence" ::: "memory"); /* the store before re-reading used.idx */
+  return *(volatile uint16_t*)&q->used.idx != q->last_used;
+}

@@ -1,5 +1,6 @@
 /* A minimal virtio-mmio (v2) driver for the test guests: device discovery by scanning the
-   qosvisor MMIO windows, feature negotiation, and split queues polled from ring 3 (no IRQs). */
+   qosvisor MMIO windows, feature negotiation, and split queues used from ring 3, polled or
+   (with rt_wait_irq) interrupt-driven. */
 #ifndef QOSVISOR_TESTS_GUESTS_VIRTIO_H_
 #define QOSVISOR_TESTS_GUESTS_VIRTIO_H_
 
@@ -49,6 +50,14 @@ int virtio_init(uintptr_t base, uint64_t features, struct vq* queues, int nq);
 void vq_push(struct vq* q, uint16_t head);
 /* Waits for the next used element; returns its length and sets *id. Busy-polls memory. */
 uint32_t vq_wait_used(struct vq* q, uint32_t* id);
+/* The I/O APIC pin of the device at `base`, from the "virtio_mmio.device=4K@BASE:GSI" the VMM
+   puts on the command line; -1 if it is not there. */
+int virtio_gsi(uintptr_t base);
+/* Reads and acknowledges the device's interrupt status (1: used buffers, 2: config change). */
+uint32_t virtio_ack_interrupt(uintptr_t base);
+/* With EVENT_IDX: asks for an interrupt once the device has used anything beyond what we have
+   seen. Returns 1 if something is already there (check before sleeping). */
+int vq_arm_interrupt(struct vq* q);
 /* Non-blocking: 1 and fills id/len if a used element is ready. */
 int vq_poll_used(struct vq* q, uint32_t* id, uint32_t* len);
 
