@@ -185,6 +185,12 @@ int Run(const std::string& path, const std::string& duration, const std::string&
 
 }  // namespace
 
+#if defined(__SANITIZE_ADDRESS__)
+// Under the asan preset: DPDK 22.11's af_xdp PMD leaves libxdp's per-umem bookkeeping behind when
+// a port closes (a fixed 80 bytes per port, not ours to free); everything else must be clean.
+extern "C" const char* __lsan_default_suppressions() { return "leak:xsk_umem__create\n"; }
+#endif
+
 int main(int argc, char** argv) {
   InstallSignalHandlers();
   CLI::App app{"qosvisor: edge appliance with a per-message QoS switch and a KVM VMM"};

@@ -23,6 +23,7 @@ void Be64(uint8_t* p, uint64_t v) {
   Be32(p + 4, static_cast<uint32_t>(v));
 }
 uint16_t Rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+uint16_t Rd16Le(const uint8_t* p) { return static_cast<uint16_t>(p[1] << 8 | p[0]); }
 
 uint32_t L4Length(Framing f) {
   switch (f) {
@@ -49,14 +50,16 @@ uint32_t HeaderLength(Framing framing, bool vlan) {
   return 14 + (vlan ? 4 : 0) + 20 + L4Length(framing);
 }
 
-uint32_t FrameLength(Framing framing, bool vlan, uint32_t chunk) {
-  const uint32_t len = HeaderLength(framing, vlan) + std::max<uint32_t>(chunk, sizeof(Probe));
+uint32_t FrameLength(Framing framing, bool vlan, uint32_t chunk, bool compact) {
+  const uint32_t probe = compact ? sizeof(CompactProbe) : sizeof(Probe);
+  const uint32_t len = HeaderLength(framing, vlan) + std::max<uint32_t>(chunk, probe);
   return std::max<uint32_t>(len, 60);
 }
 
 void WriteFrame(uint8_t* f, Framing framing, const FrameAddress& a, const Probe& probe) {
   const bool vlan = a.vlan >= 0;
-  const uint32_t total = FrameLength(framing, vlan, probe.chunk);
+  const bool compact = UsesCompactProbe(probe);
+  const uint32_t total = FrameLength(framing, vlan, probe.chunk, compact);
   std::memcpy(f, a.dst_mac, 6);
   std::memcpy(f + 6, a.src_mac, 6);
   uint32_t off = 12;
@@ -102,6 +105,17 @@ void WriteFrame(uint8_t* f, Framing framing, const FrameAddress& a, const Probe&
       Be32(l4 + 52, probe.offset);
       break;
   }
+  if (compact) {
+    const CompactProbe c{kCompactProbeMagic,
+                         static_cast<uint8_t>(probe.class_id),
+                         static_cast<uint8_t>(probe.tenant),
+                         static_cast<uint8_t>(probe.chunk),
+                         0,
+                         static_cast<uint32_t>(probe.seq),
+                         probe.send_tsc};
+    std::memcpy(l4 + L4Length(framing), &c, sizeof(c));
+    return;
+  }
   std::memcpy(l4 + L4Length(framing), &probe, sizeof(Probe));
 }
 
@@ -130,6 +144,20 @@ bool ReadProbe(const uint8_t* f, uint32_t length, Probe& probe) {
       return false;
   }
   const uint32_t at = off + ihl + l4_len;
+  if (length >= at + sizeof(CompactProbe) && Rd16Le(f + at) == kCompactProbeMagic) {
+    CompactProbe c;
+    std::memcpy(&c, f + at, sizeof(c));
+    if (c.chunk >= sizeof(Probe)) return false;
+    probe = Probe{};
+    probe.magic = kProbeMagic;
+    probe.class_id = c.class_id;
+    probe.tenant = c.tenant;
+    probe.message_id = uint64_t{c.class_id} << 48 | kCompactMessageIdBit | c.seq;
+    probe.message_length = probe.chunk = c.chunk;
+    probe.send_tsc = probe.message_start_tsc = c.send_tsc;
+    probe.seq = c.seq;  // 32 bits: the analyser extends it
+    return true;
+  }
   if (length < at + sizeof(Probe)) return false;
   std::memcpy(&probe, f + at, sizeof(Probe));
   return probe.magic == kProbeMagic;

@@ -26,6 +26,29 @@ struct Probe {
 };
 static_assert(sizeof(Probe) == 56);
 
+// What a one-packet message shorter than the full probe carries instead, so that frames stay as
+// small as the workload asks, down to 60 bytes (64 on the wire): the receiver rebuilds a Probe
+// from it (message id from the class and sequence number, message start = send time).
+inline constexpr uint16_t kCompactProbeMagic = 0x4351;  // "QC"
+inline constexpr uint64_t kCompactMessageIdBit = 1ull << 47;
+struct CompactProbe {
+  uint16_t magic;
+  uint8_t class_id;
+  uint8_t tenant;
+  uint8_t chunk;  // payload bytes (< sizeof(Probe))
+  uint8_t reserved;
+  uint32_t seq;  // low 32 bits of the class's sequence number
+  uint64_t send_tsc;
+} __attribute__((packed));
+static_assert(sizeof(CompactProbe) == 18);
+
+// Whether a packet goes out with the compact probe: the whole message in one packet, shorter
+// than the full probe, and class and tenant small enough to fit.
+inline bool UsesCompactProbe(const Probe& p) {
+  return p.offset == 0 && p.chunk == p.message_length && p.chunk < sizeof(Probe) &&
+         p.class_id < 256 && p.tenant < 256;
+}
+
 struct FrameAddress {
   uint8_t dst_mac[6];
   uint8_t src_mac[6];
@@ -38,8 +61,9 @@ struct FrameAddress {
 
 // Header bytes before the probe for a framing (Ethernet + IPv4 + L4, plus 4 with a VLAN tag).
 uint32_t HeaderLength(Framing framing, bool vlan);
-// The frame length for `chunk` payload bytes: headers + max(chunk, probe), at least 60 bytes.
-uint32_t FrameLength(Framing framing, bool vlan, uint32_t chunk);
+// The frame length for `chunk` payload bytes: headers + max(chunk, probe), at least 60 bytes
+// (`compact`: with the compact probe).
+uint32_t FrameLength(Framing framing, bool vlan, uint32_t chunk, bool compact = false);
 
 // Writes headers and probe into `frame` (FrameLength bytes); the payload after the probe is left
 // as it is (its bytes do not matter).

@@ -49,7 +49,9 @@ Status ValidateWorkload(const WorkloadSpec& spec) {
   std::string errors;
   auto err = [&](const std::string& e) { errors += (errors.empty() ? "" : "\n") + e; };
   if (spec.classes.empty()) err("workload: no classes; give at least one");
-  if (spec.classes.size() > 65535) err("workload: too many classes");
+  if (spec.classes.size() > 256) {
+    err(fmt::format("workload: {} classes; at most 256", spec.classes.size()));
+  }
   if (spec.bottleneck_bps == 0) err("workload: the bottleneck rate must be > 0");
   if (spec.sender_bps == 0) err("workload: the sender rate must be > 0");
   if (!(spec.load > 0) || spec.load > 10)
@@ -88,7 +90,9 @@ uint64_t MessageWireBytes(const WorkloadSpec& spec, const ClassWorkload& c, uint
   const bool vlan = c.vlan >= 0;
   uint64_t bytes = full * (FrameLength(c.framing, vlan, spec.mss) + kWireOverhead);
   if (rest != 0 || size == 0) {
-    bytes += FrameLength(c.framing, vlan, static_cast<uint32_t>(rest)) + kWireOverhead;
+    // UsesCompactProbe's rule (a workload has at most 256 classes).
+    const bool compact = full == 0 && rest < sizeof(Probe) && c.tenant < 256;
+    bytes += FrameLength(c.framing, vlan, static_cast<uint32_t>(rest), compact) + kWireOverhead;
   }
   return bytes;
 }
@@ -199,6 +203,15 @@ int SizeBucket(uint64_t size, uint32_t mss) {
   return 4;
 }
 
+// A compact probe's 32-bit sequence number, placed in the 2^32 window nearest the highest seen.
+uint64_t ExtendSeq(uint64_t seq32, uint64_t highest) {
+  constexpr uint64_t kWindow = 1ull << 32;
+  uint64_t seq = (highest & ~(kWindow - 1)) | seq32;
+  if (seq + kWindow / 2 < highest) seq += kWindow;
+  if (seq > highest + kWindow / 2 && seq >= kWindow) seq -= kWindow;
+  return seq;
+}
+
 Analyser::Analyser(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_tsc)
     : spec_(spec),
       hz_(tsc_hz),
@@ -222,12 +235,14 @@ void Analyser::Receive(const uint8_t* frame, uint32_t length, uint64_t now) {
   ReceiveProbe(p, length, now);
 }
 
-void Analyser::ReceiveProbe(const Probe& p, uint32_t length, uint64_t now) {
-  if (p.magic != kProbeMagic || p.class_id >= classes_.size() ||
-      uint64_t{p.offset} + p.chunk > p.message_length) {
+void Analyser::ReceiveProbe(const Probe& received, uint32_t length, uint64_t now) {
+  if (received.magic != kProbeMagic || received.class_id >= classes_.size() ||
+      uint64_t{received.offset} + received.chunk > received.message_length) {
     ++foreign_;
     return;
   }
+  Probe p = received;
+  if (p.message_id & kCompactMessageIdBit) p.seq = ExtendSeq(p.seq, max_seq_[p.class_id]);
   ClassReport& r = classes_[p.class_id];
   std::vector<uint64_t>& seen = seen_[p.class_id];
   if (seen.size() <= p.seq / 64) seen.resize(p.seq / 64 + 1024, 0);

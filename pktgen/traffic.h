@@ -123,6 +123,9 @@ class Generator {
   uint64_t messages_ = 0, packets_ = 0, wire_bytes_ = 0, offered_bytes_ = 0;
 };
 
+// A compact probe's 32-bit sequence number, placed in the 2^32 window nearest `highest`.
+uint64_t ExtendSeq(uint64_t seq32, uint64_t highest);
+
 // Message size buckets for slowdown: one packet, ≤10KB, ≤100KB, ≤1MB, larger.
 inline constexpr int kSizeBuckets = 5;
 const char* SizeBucketName(int bucket);

@@ -45,7 +45,8 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
       addr.vlan = cls.vlan;
       addr.src_port = m.src_port;
       addr.dst_port = cls.dst_port;
-      const uint32_t length = FrameLength(cls.framing, cls.vlan >= 0, chunk);
+      const uint32_t length =
+          FrameLength(cls.framing, cls.vlan >= 0, chunk, UsesCompactProbe(probe));
       if (!emit(s, length, probe, addr, cls.framing)) return;  // back-pressure: try again later
       ++class_seq_[m.cls];
       ++class_packets_[m.cls];

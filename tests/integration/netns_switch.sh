@@ -121,6 +121,6 @@ echo "$stats"
 probe_out=$(python3 -c 'import json,sys; s=json.load(sys.stdin); print([c for c in s["uplinks"][0]["classes"] if c["class"]=="probe"][0]["dequeued_packets"])' <<<"$stats")
 [[ $probe_out -ge 20 ]] || { echo "FAIL: class probe sent $probe_out packets, expected >= 20"; exit 1; }
 "$qosctl" --socket "$work/ctl.sock" stop >/dev/null
-wait "$pid"
+wait "$pid" || { echo "FAIL: qosvisor exited with $? on stop:"; tail -n 40 "$work/run.log"; exit 1; }
 pid=""
 echo "PASS"

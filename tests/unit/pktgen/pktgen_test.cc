@@ -88,6 +88,48 @@ TEST_CASE("frames of every framing carry their probe; foreign frames are rejecte
   CHECK_FALSE(ReadProbe(arp.data(), arp.size(), p));
 }
 
+TEST_CASE("one-packet messages below the full probe travel in 64-byte frames", "[pktgen]") {
+  Probe p{};
+  p.magic = kProbeMagic;
+  p.class_id = 3;
+  p.tenant = 2;
+  p.message_id = 77;
+  p.message_length = p.chunk = 18;
+  p.send_tsc = p.message_start_tsc = 123456789;
+  p.seq = (5ull << 32) | 42;  // only the low 32 bits travel
+  REQUIRE(UsesCompactProbe(p));
+  const uint32_t length = FrameLength(Framing::kUdp, false, p.chunk, true);
+  CHECK(length == 60);  // 64 on the wire with the FCS
+  std::vector<uint8_t> frame(length);
+  WriteFrame(frame.data(), Framing::kUdp, FrameAddress{}, p);
+  Probe back{};
+  REQUIRE(ReadProbe(frame.data(), frame.size(), back));
+  CHECK(back.class_id == 3);
+  CHECK(back.tenant == 2);
+  CHECK(back.chunk == 18);
+  CHECK(back.message_length == 18);
+  CHECK(back.offset == 0);
+  CHECK(back.send_tsc == 123456789);
+  CHECK(back.message_start_tsc == 123456789);
+  CHECK(back.seq == 42);
+  CHECK(back.message_id == (3ull << 48 | kCompactMessageIdBit | 42));
+  CHECK_FALSE(ReadProbe(frame.data(), 42 + 10, back));  // cut short
+
+  // Messages of more than one packet, or as long as the full probe, keep the full probe.
+  Probe multi = p;
+  multi.message_length = 3000;
+  CHECK_FALSE(UsesCompactProbe(multi));
+  Probe big = p;
+  big.message_length = big.chunk = sizeof(Probe);
+  CHECK_FALSE(UsesCompactProbe(big));
+
+  // Sequence numbers are extended against the highest one seen, across the 32-bit wrap.
+  CHECK(ExtendSeq(42, 0) == 42);
+  CHECK(ExtendSeq(5, (1ull << 32) - 3) == (1ull << 32) + 5);
+  CHECK(ExtendSeq(0xfffffff0u, (1ull << 32) + 5) == 0xfffffff0u);  // a late one from before
+  CHECK(ExtendSeq(7, (3ull << 32) + 9) == (3ull << 32) + 7);
+}
+
 TEST_CASE("bad --class flags name the flag and the part that is wrong", "[pktgen]") {
   CHECK(app::ParseClassFlag("rpc:homa:5000:W1:0.2:0:0").ok());
   CHECK(app::ParseClassFlag("x:udp:1:fixed=64KiB:1:0:0")->sizes.Max() == 65536);
