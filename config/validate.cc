@@ -61,7 +61,8 @@ std::vector<ArgSpec> ArgsOf(Driver driver) {
     case Driver::kMemif:
       return {{"socket", ArgKind::kText, true, "the memif control socket path"},
               {"role", ArgKind::kRole, false, "server or client"},
-              {"id", ArgKind::kUint, false, "the interface id"}};
+              {"id", ArgKind::kUint, false, "the interface id"},
+              {"rx_queues", ArgKind::kUint, false, "receive queues, 1..16"}};
     case Driver::kVhostUser:
       return {{"path", ArgKind::kText, true, "the vhost-user socket path"},
               {"mode", ArgKind::kRole, false, "server or client"},

@@ -10,6 +10,7 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <set>
@@ -38,7 +39,7 @@ DriverArgs ArgsOf(Driver driver) {
     case Driver::kAfXdp:
       return {{"iface", "queue"}, {"iface"}};
     case Driver::kMemif:
-      return {{"socket", "role", "id"}, {"socket"}};
+      return {{"socket", "role", "id", "rx_queues"}, {"socket"}};
     case Driver::kVhostUser:
       return {{"path", "mode", "queues"}, {"path"}};
     case Driver::kPcap:
@@ -65,12 +66,14 @@ std::string KvArgs(const std::vector<std::pair<std::string, std::string>>& kv) {
 
 Status StartEthdev(uint16_t port_id, const PortOptions& options, Mempool& pool) {
   rte_eth_conf conf{};
-  int rc = rte_eth_dev_configure(port_id, 1, 1, &conf);
+  int rc = rte_eth_dev_configure(port_id, options.rx_queues, 1, &conf);
   const int socket = rte_eth_dev_socket_id(port_id);
   const unsigned sock = socket < 0 ? rte_socket_id() : static_cast<unsigned>(socket);
   uint16_t rx_desc = options.ring_size, tx_desc = options.ring_size;
   if (rc == 0) rc = rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &rx_desc, &tx_desc);
-  if (rc == 0) rc = rte_eth_rx_queue_setup(port_id, 0, rx_desc, sock, nullptr, pool.get());
+  for (uint16_t q = 0; rc == 0 && q < options.rx_queues; ++q) {
+    rc = rte_eth_rx_queue_setup(port_id, q, rx_desc, sock, nullptr, pool.get());
+  }
   if (rc == 0) rc = rte_eth_tx_queue_setup(port_id, 0, tx_desc, sock, nullptr);
   if (rc == 0 && options.mac) {
     rte_ether_addr addr;
@@ -211,7 +214,24 @@ Result<std::pair<std::string, std::string>> VdevSpec(const PortOptions& o) {
   return std::make_pair(VdevName(prefix), KvArgs(kv));
 }
 
-Result<std::unique_ptr<Port>> CreatePort(const PortOptions& options, Mempool& pool) {
+// The receive queues a port asks for: memif's `rx_queues` argument (1..16), else one.
+Result<uint16_t> ReceiveQueues(const PortOptions& options) {
+  auto it = options.args.find("rx_queues");
+  if (options.driver != Driver::kMemif || it == options.args.end()) return uint16_t{1};
+  const std::string& v = it->second;
+  if (v.empty() || v.size() > 2 || !std::all_of(v.begin(), v.end(), ::isdigit) ||
+      std::stoi(v) < 1 || std::stoi(v) > 16) {
+    return Status::Error(
+        fmt::format("port '{}': rx_queues '{}' must be a number from 1 to 16", options.name, v));
+  }
+  return static_cast<uint16_t>(std::stoi(v));
+}
+
+Result<std::unique_ptr<Port>> CreatePort(const PortOptions& requested, Mempool& pool) {
+  PortOptions options = requested;
+  auto queues = ReceiveQueues(options);
+  if (!queues.ok()) return queues.status();
+  options.rx_queues = *queues;
   if (options.driver == Driver::kVm) {
     return std::unique_ptr<Port>(std::make_unique<VmPort>(options.name, pool.get()));
   }
@@ -249,8 +269,11 @@ EthPort::~EthPort() {
 }
 
 uint16_t EthPort::Recv(PacketBatch& batch) {
-  const uint16_t n = rte_eth_rx_burst(port_id_, 0, batch.pkts + batch.count,
-                                      static_cast<uint16_t>(kMaxBurst - batch.count));
+  uint16_t n = 0;
+  for (uint16_t q = 0; q < rx_queues_ && batch.count + n < kMaxBurst; ++q) {
+    n = static_cast<uint16_t>(n + rte_eth_rx_burst(port_id_, q, batch.pkts + batch.count + n,
+                                                   static_cast<uint16_t>(kMaxBurst - batch.count - n)));
+  }
   for (uint16_t i = 0; i < n; ++i) sw_.rx_bytes += rte_pktmbuf_pkt_len(batch.pkts[batch.count + i]);
   sw_.rx_packets += n;
   batch.count = static_cast<uint16_t>(batch.count + n);

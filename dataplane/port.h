@@ -30,6 +30,9 @@ struct PortOptions {
   std::map<std::string, std::string> args;  // driver arguments as the user wrote them
   std::optional<std::array<uint8_t, 6>> mac;
   uint16_t ring_size = 1024;  // rx/tx descriptors, and the size of a ring port's rings
+  // Receive queues of the device, all polled by Recv (Send uses one transmit queue). From the
+  // `rx_queues` argument for memif, where the peer may transmit on any queue it configured.
+  uint16_t rx_queues = 1;
 };
 
 struct PortCounters {
@@ -84,13 +87,15 @@ class EthPort : public Port {
         port_id_(port_id),
         vdev_(std::move(vdev)),
         rx_ring_(rx),
-        tx_ring_(tx) {}
+        tx_ring_(tx),
+        rx_queues_(options.rx_queues) {}
 
  private:
   uint16_t port_id_;
   std::string vdev_;  // empty for ring ports, which are not vdevs
   rte_ring* rx_ring_;
   rte_ring* tx_ring_;
+  uint16_t rx_queues_;
   // Counted here, not read from the PMD: not every PMD counts bytes (net_ring does not).
   PortCounters sw_;
 };

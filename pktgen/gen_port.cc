@@ -90,7 +90,7 @@ Result<std::unique_ptr<dataplane::Port>> OpenVirtioUser(const GenPortSpec& spec,
 
 Result<GenPortSpec> ParseGenPortSpec(const std::string& text, const std::string& flag) {
   static const std::map<std::string, std::set<std::string>> kKnown = {
-      {"memif", {"socket", "role", "id"}},
+      {"memif", {"socket", "role", "id", "rx_queues"}},
       {"vhost-user", {"path"}},
       {"af_packet", {"iface", "qpairs"}},
       {"tap", {"iface"}},
