@@ -49,7 +49,7 @@ ports:
     args: {iface: eth1, queue: 0}
   - name: mif0
     driver: memif
-    args: {socket: /run/memif.sock, id: 3}
+    args: {socket: /run/memif.sock, id: 3, rx_queues: 2}
   - name: vhu0
     driver: vhost-user
     args: {path: /tmp/vhu0.sock, queues: 2}
@@ -202,6 +202,7 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK(c.ports[5].driver == Driver::kMemif);
   CHECK(c.ports[5].args.at("role") == "client");  // default filled in
   CHECK(c.ports[5].args.at("id") == "3");
+  CHECK(c.ports[5].args.at("rx_queues") == "2");
   CHECK(c.ports[6].driver == Driver::kVhostUser);
   CHECK(c.ports[6].args.at("mode") == "server");  // default filled in
   CHECK(c.ports[7].driver == Driver::kPcap);

@@ -1,9 +1,11 @@
 // EAL arguments from options, port creation, burst I/O through ring ports, and counters.
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include "dataplane/eal.h"
 #include "dataplane/mempool.h"
@@ -70,6 +72,8 @@ TEST_CASE("vdev specs map our driver arguments and reject unknown ones", "[datap
 
   o.driver = Driver::kMemif;
   o.args = {{"socket", "/run/m.sock"}, {"role", "server"}};
+  CHECK(VdevSpec(o)->second == "socket=/run/m.sock,socket-abstract=no,role=server");
+  o.args["rx_queues"] = "2";  // an ethdev setting, not a devarg
   CHECK(VdevSpec(o)->second == "socket=/run/m.sock,socket-abstract=no,role=server");
   o.driver = Driver::kPcap;
   o.args = {};
@@ -143,6 +147,38 @@ TEST_CASE("a port with bad driver arguments fails with the driver's complaint", 
   auto port = CreatePort(o, **pool);
   REQUIRE_FALSE(port.ok());
   CHECK_THAT(port.message(), Catch::Contains("port 'nosuch': the af_packet driver refused"));
+
+  for (const char* bad : {"0", "17", "two", ""}) {
+    PortOptions m;
+    m.name = "mq";
+    m.driver = Driver::kMemif;
+    m.args = {{"socket", "/tmp/qv-mq-test.sock"}, {"role", "server"}, {"rx_queues", bad}};
+    auto mq = CreatePort(m, **pool);
+    REQUIRE_FALSE(mq.ok());
+    CHECK(mq.message() ==
+          fmt::format("port 'mq': rx_queues '{}' must be a number from 1 to 16", bad));
+  }
+}
+
+TEST_CASE("a memif port with several receive queues starts and polls them", "[dataplane]") {
+  TestEal();
+  auto pool = Mempool::Create("mq_test_pool", 1023);
+  REQUIRE(pool.ok());
+  PortOptions o;
+  o.name = "mq";
+  o.driver = Driver::kMemif;
+  o.args = {{"socket", "/tmp/qv-mq-test-" + std::to_string(getpid()) + ".sock"},
+            {"role", "server"},
+            {"rx_queues", "3"}};
+  auto port = CreatePort(o, **pool);
+  INFO(port.message());
+  REQUIRE(port.ok());
+  rte_eth_dev_info info{};
+  REQUIRE(rte_eth_dev_info_get(static_cast<EthPort&>(**port).port_id(), &info) == 0);
+  CHECK(info.nb_rx_queues == 3);
+  CHECK(info.nb_tx_queues == 1);
+  PacketBatch b;
+  CHECK((*port)->Recv(b) == 0);  // no peer yet: every queue polled, nothing there
 }
 
 }  // namespace qosvisor::dataplane
