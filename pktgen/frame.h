@@ -19,9 +19,9 @@ struct Probe {
   uint32_t message_length;  // payload bytes of the whole message
   uint32_t offset;          // payload bytes of the message before this packet
   uint32_t chunk;           // payload bytes this packet carries
-  uint32_t reserved;
+  uint32_t sender_wait;     // TSC ticks from the message's arrival to its first byte (saturating)
   uint64_t send_tsc;           // when the packet left the generator
-  uint64_t message_start_tsc;  // when the message arrived at the sender
+  uint64_t message_start_tsc;  // when the message's first byte left the generator
   uint64_t seq;                // per-class packet sequence number
 };
 static_assert(sizeof(Probe) == 56);

@@ -177,7 +177,8 @@ void Generator::Arrive(uint16_t cls, uint64_t at) {
   const uint64_t id = uint64_t{cls} << 48 | (messages_ & ((1ull << 48) - 1));
   // One source port per message, so tcp-gap sees every message as its own flow.
   const auto src_port = static_cast<uint16_t>(10000 + (messages_ % 50000));
-  sender.queue.push_back({id, cls, static_cast<uint32_t>(size), 0, at, src_port});
+  sender.queue.push_back({id, cls, static_cast<uint32_t>(size), 0, at, /*first_send_tsc=*/0,
+                          src_port});
   ++messages_;
   offered_bytes_ +=
       fixed_wire_bytes_[cls] != 0 ? fixed_wire_bytes_[cls] : MessageWireBytes(spec_, c, size);

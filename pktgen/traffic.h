@@ -98,7 +98,8 @@ class Generator {
     uint16_t cls;
     uint32_t size;
     uint32_t sent;
-    uint64_t start_tsc;
+    uint64_t arrival_tsc;
+    uint64_t first_send_tsc;  // when its first byte left (completion time counts from there)
     uint16_t src_port;
   };
   struct Sender {

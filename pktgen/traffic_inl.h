@@ -18,6 +18,7 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
     Sender& sender = senders_[s];
     while (!sender.queue.empty() && sender.free_tsc <= now) {
       Pending& m = sender.queue.front();
+      if (m.sent == 0) m.first_send_tsc = now;
       const ClassWorkload& cls = spec_.classes[m.cls];
       const uint32_t chunk = std::min(spec_.mss, m.size - m.sent);
       Probe probe{};
@@ -29,7 +30,9 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
       probe.offset = m.sent;
       probe.chunk = chunk;
       probe.send_tsc = now;
-      probe.message_start_tsc = m.start_tsc;
+      probe.message_start_tsc = m.first_send_tsc;
+      probe.sender_wait = static_cast<uint32_t>(
+          std::min<uint64_t>(m.first_send_tsc - std::min(m.arrival_tsc, m.first_send_tsc), UINT32_MAX));
       probe.seq = class_seq_[m.cls];
       FrameAddress addr{};
       if (cls.dst_mac) {

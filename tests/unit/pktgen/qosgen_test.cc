@@ -84,10 +84,13 @@ class RateCappedPort : public dataplane::Port {
         continue;
       }
       const double bits = (len + 24) * 8.0;
-      if (p.message_start_tsc >= last_tsc_) {
-        tokens_ += static_cast<double>(p.message_start_tsc - last_tsc_) *
-                   static_cast<double>(cap_bps_) / static_cast<double>(hz_);
-        last_tsc_ = p.message_start_tsc;
+      // The schedule's clock (arrival time), not the wall clock: a busy machine that delays the
+      // sender must not look like a rate above the cap.
+      const uint64_t arrival = p.message_start_tsc - p.sender_wait;
+      if (arrival >= last_tsc_) {
+        tokens_ += static_cast<double>(arrival - last_tsc_) * static_cast<double>(cap_bps_) /
+                   static_cast<double>(hz_);
+        last_tsc_ = arrival;
       }
       tokens_ = std::min(tokens_, 2 * bits);
       if (tokens_ + 1e-6 >= bits) {
@@ -181,7 +184,8 @@ TEST_CASE("constant and on/off arrivals follow their schedules in virtual time",
   uint64_t in_off = 0, frames = 0;
   auto emit = [&](uint16_t, uint32_t, const pktgen::Probe& p, const pktgen::FrameAddress&,
                   pktgen::Framing) {
-    if (p.message_start_tsc % 4'000'000 >= 1'000'000) ++in_off;
+    // Arrival = first byte sent - the wait before it.
+    if ((p.message_start_tsc - p.sender_wait) % 4'000'000 >= 1'000'000) ++in_off;
     ++frames;
     return true;
   };
