@@ -108,8 +108,16 @@ std::string SlowdownTable(const std::vector<const nlohmann::json*>& classes) {
   return out;
 }
 
+// How a line is drawn: its colour, and a dash and point type for its variant. Several runs
+// side by side get a colour per run and a dash/point per class, so that 15 lines stay readable.
+struct LineStyle {
+  size_t color;
+  size_t variant;
+};
+
 std::string SlowdownPlotBody(const std::string& data, const std::vector<std::string>& labels,
-                             const std::string& title, bool with_p50) {
+                             const std::string& title, bool with_p50,
+                             const std::vector<LineStyle>& styles = {}) {
   std::string body = fmt::format(
       "set title {}\nset xlabel \"message size\"\nset ylabel \"slowdown (completion time / "
       "time alone at the bottleneck rate)\"\nset logscale y\nset yrange [0.9:*]\n"
@@ -117,11 +125,14 @@ std::string SlowdownPlotBody(const std::string& data, const std::vector<std::str
       Quote(title), pktgen::kSizeBuckets - 0.5);
   for (size_t i = 0; i < labels.size(); ++i) {
     if (i != 0) body += ", \\\n     ";
-    body += fmt::format("{} using 1:{}:xtic(2) title {} lw 2 pt 7 lc {}", Quote(data), 4 + 2 * i,
-                        Quote(labels[i] + " p99"), i + 1);
+    static constexpr int kPoints[] = {7, 5, 9, 11, 13};  // filled circle, square, triangles...
+    const LineStyle st = i < styles.size() ? styles[i] : LineStyle{i, 0};
+    body += fmt::format("{} using 1:{}:xtic(2) title {} lw 2 pt {} dt {} lc {}", Quote(data),
+                        4 + 2 * i, Quote(labels[i] + " p99"), kPoints[st.variant % 5],
+                        st.variant % 5 + 1, st.color + 1);
     if (with_p50) {
       body += fmt::format(", \\\n     {} using 1:{} title {} lw 1 dt 2 pt 6 lc {}", Quote(data),
-                          3 + 2 * i, Quote(labels[i] + " p50"), i + 1);
+                          3 + 2 * i, Quote(labels[i] + " p50"), st.color + 1);
     }
   }
   return body;
@@ -276,10 +287,14 @@ Status WriteComparePlot(const std::string& dir_name, const std::vector<nlohmann:
   const fs::path dir(dir_name);
   std::vector<const nlohmann::json*> classes;
   std::vector<std::string> labels;
+  std::vector<LineStyle> styles;
   for (size_t r = 0; r < reports.size(); ++r) {
+    size_t k = 0;
     for (const auto& c : ReportOf(reports[r])["classes"]) {
       classes.push_back(&c);
       labels.push_back(fmt::format("{}: {}", names[r], c.value("class", "")));
+      styles.push_back(reports.size() == 1 ? LineStyle{k, 0} : LineStyle{r, k});
+      ++k;
     }
   }
   if (classes.empty()) return Status::Error("compare: the reports have no classes");
@@ -287,7 +302,7 @@ Status WriteComparePlot(const std::string& dir_name, const std::vector<nlohmann:
   if (Status s = WriteText(data, SlowdownTable(classes)); !s.ok()) return s;
   return Plot(dir, "compare",
               SlowdownPlotBody(data.string(), labels,
-                               "p99 slowdown by message size (lower is better)", false));
+                               "p99 slowdown by message size (lower is better)", false, styles));
 }
 
 std::string FormatCompare(const std::vector<nlohmann::json>& reports,
