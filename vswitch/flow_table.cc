@@ -63,6 +63,52 @@ uint32_t MatchableEnd(const ParsedPacket& p, uint32_t length) {
   return end < length ? end : length;
 }
 
+// What decides which key bytes are kept: where the headers are and which ones they are.
+struct KeyShape {
+  uint16_t l3 = 0xffff, l4 = 0, end = 0;
+  uint8_t ip_version = 0, ip_proto = 0;
+  bool operator==(const KeyShape&) const = default;
+};
+
+// The words' masks for a shape: the per-packet fields and the bytes past `end` cleared.
+struct KeyMasks {
+  KeyShape shape;
+  uint32_t words = 0;
+  uint64_t m[FlowKey::kMaxWords];
+};
+
+void ComputeMasks(const KeyShape& s, KeyMasks& out) {
+  out.shape = s;
+  out.words = (s.end + 7u) / 8;
+  for (uint64_t& w : out.m) w = ~0ull;
+  if (s.end % 8 != 0) out.m[out.words - 1] = ~0ull >> (64 - 8 * (s.end % 8));
+  const uint32_t words = out.words, l3 = s.l3, l4 = s.l4;
+  if (s.ip_version == 4) {
+    ClearBytes(out.m, words, l3 + 2, 4);   // total length, id
+    ClearBytes(out.m, words, l3 + 10, 2);  // checksum
+  } else if (s.ip_version == 6) {
+    ClearBytes(out.m, words, l3 + 4, 2);  // payload length
+  }
+  if (s.ip_version != 0) {
+    if (s.ip_proto == 6) {
+      ClearBytes(out.m, words, l4 + 4, 8);   // seq, ack
+      ClearBytes(out.m, words, l4 + 14, 6);  // window, checksum, urgent pointer
+    } else if (s.ip_proto == 17) {
+      ClearBytes(out.m, words, l4 + 4, 4);  // length, checksum
+    } else if (s.ip_proto == 1 || s.ip_proto == 58) {
+      ClearBytes(out.m, words, l4 + 2, 2);  // checksum
+    }
+  }
+}
+
+// Traffic comes in few shapes, mostly one after the other: the last one's masks are kept (per
+// thread, as every data-plane lcore builds keys), so a key is loads and ANDs.
+const KeyMasks& MasksFor(const KeyShape& shape) {
+  thread_local KeyMasks last;
+  if (!(last.shape == shape)) ComputeMasks(shape, last);
+  return last;
+}
+
 void LoadWords(const uint8_t* frame, uint32_t end, uint32_t readable, FlowKey& key) {
   const uint32_t words = (end + 7) / 8;
   if (words * 8 <= readable) {
@@ -72,7 +118,6 @@ void LoadWords(const uint8_t* frame, uint32_t end, uint32_t readable, FlowKey& k
     std::memcpy(bytes, frame, end);
     std::memcpy(key.w, bytes, words * 8);
   }
-  if (end % 8 != 0) key.w[words - 1] &= ~0ull >> (64 - 8 * (end % 8));
   key.words = words;
 }
 
@@ -132,24 +177,11 @@ void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, cons
     return;
   }
   LoadWords(frame, end, std::max(readable, length), key);
-  const uint32_t words = key.words, l3 = p.l3_offset, l4 = p.l4_offset;
-  if (p.ip_version == 4) {
-    ClearBytes(key.w, words, l3 + 2, 4);   // total length, id
-    ClearBytes(key.w, words, l3 + 10, 2);  // checksum
-  } else if (p.ip_version == 6) {
-    ClearBytes(key.w, words, l3 + 4, 2);  // payload length
-  }
-  if (p.ip_version != 0) {
-    if (p.ip_proto == 6) {
-      ClearBytes(key.w, words, l4 + 4, 8);   // seq, ack
-      ClearBytes(key.w, words, l4 + 14, 6);  // window, checksum, urgent pointer
-    } else if (p.ip_proto == 17) {
-      ClearBytes(key.w, words, l4 + 4, 4);  // length, checksum
-    } else if (p.ip_proto == 1 || p.ip_proto == 58) {
-      ClearBytes(key.w, words, l4 + 2, 2);  // checksum
-    }
-  }
-  key.hash = HashWords(key.w, words, in_port);
+  const KeyShape shape{p.l3_offset, p.l4_offset, static_cast<uint16_t>(end), p.ip_version,
+                       p.ip_version != 0 ? p.ip_proto : uint8_t{0}};
+  const KeyMasks& masks = MasksFor(shape);
+  for (uint32_t i = 0; i < key.words; ++i) key.w[i] &= masks.m[i];
+  key.hash = HashWords(key.w, key.words, in_port);
 }
 
 const FlowActions* FlowCache::Lookup(const FlowTable& table, const FlowKey& key,

@@ -125,7 +125,10 @@ ParseStatus ParseIpv6(const uint8_t* f, uint32_t length, ParsedPacket& out) {
 }  // namespace
 
 ParseStatus ParsePacket(const uint8_t* f, uint32_t length, ParsedPacket& out) {
-  out = ParsedPacket{};
+  // Copying an empty record compiles to a few vector stores; `out = {}` became `rep stos`,
+  // which costs tens of cycles per packet here.
+  static constexpr ParsedPacket kEmpty{};
+  std::memcpy(&out, &kEmpty, sizeof(out));
   if (length < 14) return ParseStatus::kTruncated;
   std::memcpy(out.dst_mac, f, 6);
   std::memcpy(out.src_mac, f + 6, 6);
