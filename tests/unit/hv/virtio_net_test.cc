@@ -107,6 +107,19 @@ VmOptions NetVm(const std::string& name, const std::string& log, const std::stri
   return o;
 }
 
+// A started netecho VM whose driver has brought its NIC up.
+std::unique_ptr<Vm> StartNetecho(const std::string& name, const std::string& log,
+                                 const std::string& cmdline) {
+  auto vm = Vm::Create(NetVm(name, log, cmdline));
+  REQUIRE(vm.ok());
+  VirtioNet* nic = (*vm)->nic(0);
+  REQUIRE(nic != nullptr);
+  CHECK_FALSE(nic->Ready());  // no driver yet: the port's link is down
+  REQUIRE((*vm)->Start().ok());
+  REQUIRE(WaitUntil([&] { return nic->Ready(); }, 10s));
+  return std::move(vm).value();
+}
+
 TEST_CASE("netecho guest answers UDP through the virtio-net backend", "[kvm][net]") {
   QV_REQUIRE_KVM();
   auto& eal = qosvisor::testing::TestEal();
@@ -114,13 +127,8 @@ TEST_CASE("netecho guest answers UDP through the virtio-net backend", "[kvm][net
   auto pool = dataplane::Mempool::Create("hv_net_echo", 1023);
   REQUIRE(pool.ok());
   TempFile log("netecho.log");
-  auto vm = Vm::Create(NetVm("echo", log.path(), "ip=2"));
-  REQUIRE(vm.ok());
-  VirtioNet* nic = (*vm)->nic(0);
-  REQUIRE(nic != nullptr);
-  CHECK_FALSE(nic->Ready());  // no driver yet: the port's link is down
-  REQUIRE((*vm)->Start().ok());
-  REQUIRE(WaitUntil([&] { return nic->Ready(); }, 10s));
+  std::unique_ptr<Vm> vm = StartNetecho("echo", log.path(), "ip=2");
+  VirtioNet* nic = vm->nic(0);
 
   for (int round = 0; round < 3; ++round) {
     rte_mbuf* m =
@@ -157,7 +165,7 @@ TEST_CASE("netecho guest answers UDP through the virtio-net backend", "[kvm][net
   CHECK(nic->net_counters().to_guest_no_buffer - no_buffer_before == 64u - taken);
   for (auto* m : burst) rte_pktmbuf_free(m);
 
-  auto exit = (*vm)->Stop(5000ms);
+  auto exit = vm->Stop(5000ms);
   REQUIRE(exit.ok());
   CHECK(exit->code == 0);
   CHECK_FALSE(nic->Ready());  // stopped VM: devices reset, link down
@@ -172,14 +180,11 @@ TEST_CASE("netecho guest sleeps until its NIC interrupts (irqfd, EVENT_IDX)", "[
   auto pool = dataplane::Mempool::Create("hv_net_irq", 1023);
   REQUIRE(pool.ok());
   TempFile log("netecho_irq.log");
-  auto vm = Vm::Create(NetVm("echo-irq", log.path(), "ip=2 irq=1"));
-  REQUIRE(vm.ok());
-  VirtioNet* nic = (*vm)->nic(0);
-  REQUIRE((*vm)->Start().ok());
-  REQUIRE(WaitUntil([&] { return nic->Ready(); }, 10s));
+  std::unique_ptr<Vm> vm = StartNetecho("echo-irq", log.path(), "ip=2 irq=1");
+  VirtioNet* nic = vm->nic(0);
   auto progress = [&](int i) {
     uint64_t v = 0;
-    REQUIRE((*vm)->memory().LoadAtomic<uint64_t>(
+    REQUIRE(vm->memory().LoadAtomic<uint64_t>(
         QV_BOOT_INFO_GPA + offsetof(qv_boot_info, progress) + 8 * static_cast<uint64_t>(i), &v));
     return v;
   };
@@ -208,7 +213,7 @@ TEST_CASE("netecho guest sleeps until its NIC interrupts (irqfd, EVENT_IDX)", "[
   CHECK(c.interrupts <= progress(0) + 1);
   CHECK(c.suppressed > 0);  // TX completions: the guest reclaims those without interrupts
 
-  auto exit = (*vm)->Stop(5000ms);
+  auto exit = vm->Stop(5000ms);
   REQUIRE(exit.ok());
   CHECK(exit->code == 0);
   CHECK(ReadWholeFile(log.path()).find("netecho: echoed 5 on ") != std::string::npos);
