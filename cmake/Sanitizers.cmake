@@ -4,3 +4,10 @@ if(QOSVISOR_SANITIZE)
   add_compile_options(-fsanitize=${_qv_san} -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=${_qv_san})
 endif()
+
+# Fuzz builds: every library gets libFuzzer's coverage instrumentation (the fuzz targets add the
+# fuzzer's main), so the fuzzer is guided by the parser's and classifier's branches, not only by
+# the few in the target itself.
+if(QOSVISOR_FUZZ)
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()
