@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "common/tsc.h"
@@ -40,6 +41,43 @@ struct Figure {
 std::string g_rx_pcap;
 std::string g_sched_pcap;  // Homa DATA frames of many messages, for the scheduled case
 
+// A benchmark cannot go on without its ports and switch: say why and stop.
+template <typename T>
+T OrExit(Result<T> r) {
+  if (!r.ok()) {
+    std::fprintf(stderr, "%s\n", r.message().c_str());
+    std::exit(1);
+  }
+  return std::move(r).value();
+}
+
+// Runs `body` in a loop on the EAL's second lcore (its own CPU and mempool cache) until
+// destroyed.
+class SecondLcoreLoop {
+ public:
+  explicit SecondLcoreLoop(std::function<void()> body) : body_(std::move(body)) {
+    lcore_ = rte_get_next_lcore(rte_get_main_lcore(), 1, 0);
+    if (lcore_ >= RTE_MAX_LCORE || rte_eal_remote_launch(&Run, this, lcore_) != 0) {
+      std::fprintf(stderr, "bench_switch: no second lcore to run on\n");
+      std::exit(1);
+    }
+  }
+  ~SecondLcoreLoop() {
+    stop_ = true;
+    rte_eal_wait_lcore(lcore_);
+  }
+
+ private:
+  static int Run(void* arg) {
+    auto* self = static_cast<SecondLcoreLoop*>(arg);
+    while (!self->stop_.load(std::memory_order_relaxed)) self->body_();
+    return 0;
+  }
+  std::function<void()> body_;
+  std::atomic<bool> stop_{false};
+  unsigned lcore_ = 0;
+};
+
 // Null ports: the input generates 64-byte frames, the output is a sink that receives nothing
 // (so only one direction is switched, as in the OVS-DPDK setup of scripts/bench-switch).
 std::unique_ptr<dataplane::Port> MakePort(const std::string& name, dataplane::Driver driver,
@@ -53,12 +91,7 @@ std::unique_ptr<dataplane::Port> MakePort(const std::string& name, dataplane::Dr
     o.driver = dataplane::Driver::kPcap;
     o.args = {{"rx_pcap", g_rx_pcap}, {"loop", "true"}};
   }
-  auto port = dataplane::CreatePort(o, pool);
-  if (!port.ok()) {
-    std::fprintf(stderr, "%s\n", port.message().c_str());
-    std::exit(1);
-  }
-  return std::move(port).value();
+  return OrExit(dataplane::CreatePort(o, pool));
 }
 
 vswitch::BridgeSpec Bridge(std::vector<vswitch::FlowRule> flows) {
@@ -191,12 +224,8 @@ Figure WithFlows(dataplane::Mempool& pool, double seconds) {
   vswitch::SwitchSpec spec;
   spec.ports = {in.get(), out.get()};
   spec.bridges = {Bridge(rules)};
-  auto sw = vswitch::Switch::Create(spec, pool.get());
-  if (!sw.ok()) {
-    std::fprintf(stderr, "%s\n", sw.message().c_str());
-    std::exit(1);
-  }
-  return Measure(**sw, *out, seconds, [] {});
+  auto sw = OrExit(vswitch::Switch::Create(spec, pool.get()));
+  return Measure(*sw, *out, seconds, [] {});
 }
 
 vswitch::SwitchSpec ScheduledSpec(dataplane::Port* in, dataplane::Port* out) {
@@ -223,40 +252,15 @@ Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds, uint16_t work
   o.name = "sc_in";
   o.driver = dataplane::Driver::kPcap;
   o.args = {{"rx_pcap", g_sched_pcap}, {"loop", "true"}};
-  auto in = dataplane::CreatePort(o, pool);
-  if (!in.ok()) {
-    std::fprintf(stderr, "%s\n", in.message().c_str());
-    std::exit(1);
-  }
+  auto in = OrExit(dataplane::CreatePort(o, pool));
   auto out = MakePort("sc_out", dataplane::Driver::kNull, pool, true);
-  vswitch::SwitchSpec spec = ScheduledSpec(in->get(), out.get());
+  vswitch::SwitchSpec spec = ScheduledSpec(in.get(), out.get());
   spec.workers = workers;
-  auto sw = vswitch::Switch::Create(spec, pool.get());
-  if (!sw.ok()) {
-    std::fprintf(stderr, "%s\n", sw.message().c_str());
-    std::exit(1);
-  }
-  if (workers == 1) return Measure(**sw, *out, seconds, [] {});
-  // The uplink's worker on the EAL's second lcore (its own CPU and mempool cache); this one is
-  // the bridge's worker.
-  struct UplinkLoop {
-    vswitch::Switch* sw;
-    std::atomic<bool> stop{false};
-    static int Run(void* arg) {
-      auto* self = static_cast<UplinkLoop*>(arg);
-      while (!self->stop.load(std::memory_order_relaxed)) self->sw->Poll(1, ReadTsc());
-      return 0;
-    }
-  } loop{sw->get()};
-  const unsigned lcore = rte_get_next_lcore(rte_get_main_lcore(), 1, 0);
-  if (lcore >= RTE_MAX_LCORE || rte_eal_remote_launch(&UplinkLoop::Run, &loop, lcore) != 0) {
-    std::fprintf(stderr, "no second lcore for the uplink's worker\n");
-    std::exit(1);
-  }
-  const Figure f = Measure(**sw, *out, seconds, [] {}, 0);
-  loop.stop = true;
-  rte_eal_wait_lcore(lcore);
-  return f;
+  auto sw = OrExit(vswitch::Switch::Create(spec, pool.get()));
+  if (workers == 1) return Measure(*sw, *out, seconds, [] {});
+  // The uplink's worker on the second lcore; this one is the bridge's worker.
+  SecondLcoreLoop uplink_worker([&] { sw->Poll(1, ReadTsc()); });
+  return Measure(*sw, *out, seconds, [] {}, 0);
 }
 
 // Ring ports with recycling: what leaves the uplink goes back into the input, so 10,000 Homa
@@ -288,13 +292,9 @@ Figure Scheduled(dataplane::Mempool& pool, double seconds, uint32_t messages) {
         f + 34, {1, 2, vswitch::kHomaData, i % messages, 1u << 30, (i / messages) * 100});
     rte_ring_enqueue(in_ring, m);
   }
-  auto sw = vswitch::Switch::Create(ScheduledSpec(in.get(), out.get()), pool.get());
-  if (!sw.ok()) {
-    std::fprintf(stderr, "%s\n", sw.message().c_str());
-    std::exit(1);
-  }
+  auto sw = OrExit(vswitch::Switch::Create(ScheduledSpec(in.get(), out.get()), pool.get()));
   void* moved[64];
-  return Measure(**sw, *out, seconds, [&] {
+  return Measure(*sw, *out, seconds, [&] {
     const unsigned n = rte_ring_dequeue_burst(out_ring, moved, 64, nullptr);
     rte_ring_enqueue_burst(in_ring, moved, n, nullptr);
   });
@@ -364,40 +364,23 @@ Figure VhostUser(dataplane::Mempool& pool, double seconds, const std::string& se
   o.name = "vh_in";
   o.driver = dataplane::Driver::kVhostUser;
   o.args = {{"path", sock}, {"mode", "server"}};
-  auto in = dataplane::CreatePort(o, pool);
-  if (!in.ok()) {
-    std::fprintf(stderr, "%s\n", in.message().c_str());
-    std::exit(1);
-  }
+  auto in = OrExit(dataplane::CreatePort(o, pool));
   auto out = MakePort("vh_out", dataplane::Driver::kNull, pool, true);
   vswitch::SwitchSpec spec;
-  spec.ports = {in->get(), out.get()};
+  spec.ports = {in.get(), out.get()};
   spec.bridges = {Bridge({{"priority=0,in_port=1,actions=output:2", 0}})};
-  auto sw = vswitch::Switch::Create(spec, pool.get());
-  struct Loop {
-    vswitch::Switch* sw;
-    dataplane::Port* in;
-    dataplane::Port* out;
-    bool plain;
-    std::atomic<bool> stop{false};
-    static int Run(void* arg) {
-      auto* self = static_cast<Loop*>(arg);
-      PacketBatch batch;
-      while (!self->stop.load(std::memory_order_relaxed)) {
-        if (!self->plain) {
-          self->sw->Poll(ReadTsc());
-          continue;
-        }
-        self->in->Recv(batch);  // the ports' own cost: no switching
-        self->out->Send(batch);
-        rte_pktmbuf_free_bulk(batch.pkts, batch.count);
-        batch.count = 0;
-      }
-      return 0;
+  auto sw = OrExit(vswitch::Switch::Create(spec, pool.get()));
+  PacketBatch batch;
+  auto loop = std::make_unique<SecondLcoreLoop>([&] {
+    if (!plain) {
+      sw->Poll(ReadTsc());
+      return;
     }
-  } loop{sw->get(), in->get(), out.get(), plain};
-  const unsigned lcore = rte_get_next_lcore(rte_get_main_lcore(), 1, 0);
-  rte_eal_remote_launch(&Loop::Run, &loop, lcore);
+    in->Recv(batch);  // the ports' own cost: no switching
+    out->Send(batch);
+    rte_pktmbuf_free_bulk(batch.pkts, batch.count);
+    batch.count = 0;
+  });
   const pid_t source = fork();
   if (source == 0) {
     const std::string secs = std::to_string(seconds + 4);
@@ -411,15 +394,14 @@ Figure VhostUser(dataplane::Mempool& pool, double seconds, const std::string& se
     rte_eth_stats_get(out_id, &st);  // the PMD's own counters, safe to read from here
     return st.opackets;
   };
-  for (int i = 0; i < 100 && !(*in)->LinkUp(); ++i) usleep(50'000);
+  for (int i = 0; i < 100 && !in->LinkUp(); ++i) usleep(50'000);
   usleep(1'500'000);  // warm-up
   const uint64_t start = ReadTsc();
   const uint64_t tx0 = sent();
   usleep(static_cast<useconds_t>(seconds * 1e6));
   const uint64_t packets = sent() - tx0;
   const uint64_t elapsed = ReadTsc() - start;
-  loop.stop = true;
-  rte_eal_wait_lcore(lcore);
+  loop.reset();
   int status = 0;
   waitpid(source, &status, 0);
   const double secs = static_cast<double>(elapsed) / static_cast<double>(TscHz());
