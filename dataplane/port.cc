@@ -219,12 +219,13 @@ Result<uint16_t> ReceiveQueues(const PortOptions& options) {
   auto it = options.args.find("rx_queues");
   if (options.driver != Driver::kMemif || it == options.args.end()) return uint16_t{1};
   const std::string& v = it->second;
-  if (v.empty() || v.size() > 2 || !std::all_of(v.begin(), v.end(), ::isdigit) ||
-      std::stoi(v) < 1 || std::stoi(v) > 16) {
+  const bool digits = !v.empty() && v.size() <= 2 && std::all_of(v.begin(), v.end(), ::isdigit);
+  const int n = digits ? std::stoi(v) : 0;
+  if (n < 1 || n > 16) {
     return Status::Error(
         fmt::format("port '{}': rx_queues '{}' must be a number from 1 to 16", options.name, v));
   }
-  return static_cast<uint16_t>(std::stoi(v));
+  return static_cast<uint16_t>(n);
 }
 
 Result<std::unique_ptr<Port>> CreatePort(const PortOptions& requested, Mempool& pool) {

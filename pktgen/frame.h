@@ -44,9 +44,13 @@ static_assert(sizeof(CompactProbe) == 18);
 
 // Whether a packet goes out with the compact probe: the whole message in one packet, shorter
 // than the full probe, and class and tenant small enough to fit.
+inline bool UsesCompactProbe(uint32_t offset, uint32_t chunk, uint32_t message_length,
+                             uint32_t class_id, uint32_t tenant) {
+  return offset == 0 && chunk == message_length && chunk < sizeof(Probe) && class_id < 256 &&
+         tenant < 256;
+}
 inline bool UsesCompactProbe(const Probe& p) {
-  return p.offset == 0 && p.chunk == p.message_length && p.chunk < sizeof(Probe) &&
-         p.class_id < 256 && p.tenant < 256;
+  return UsesCompactProbe(p.offset, p.chunk, p.message_length, p.class_id, p.tenant);
 }
 
 struct FrameAddress {

@@ -90,8 +90,9 @@ uint64_t MessageWireBytes(const WorkloadSpec& spec, const ClassWorkload& c, uint
   const bool vlan = c.vlan >= 0;
   uint64_t bytes = full * (FrameLength(c.framing, vlan, spec.mss) + kWireOverhead);
   if (rest != 0 || size == 0) {
-    // UsesCompactProbe's rule (a workload has at most 256 classes).
-    const bool compact = full == 0 && rest < sizeof(Probe) && c.tenant < 256;
+    // The last (or only) packet; class 0 stands for any, as a workload has at most 256 classes.
+    const bool compact = full == 0 && UsesCompactProbe(0, static_cast<uint32_t>(rest),
+                                                       static_cast<uint32_t>(size), 0, c.tenant);
     bytes += FrameLength(c.framing, vlan, static_cast<uint32_t>(rest), compact) + kWireOverhead;
   }
   return bytes;

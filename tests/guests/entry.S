@@ -170,7 +170,7 @@ isr_common:
   jmp 3b
 
 /* Interrupts (vectors 32..63): count the vector, end it at the local APIC, return. They only
-   arrive inside rt_wait_gate (ring 3 runs with IF=0), so they always interrupt ring 0. */
+   arrive inside wait_for_interrupt (ring 3 runs with IF=0), so they always interrupt ring 0. */
   .macro IRQ_ENTRY vec
   .globl rt_irq\vec
 rt_irq\vec:

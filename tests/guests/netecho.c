@@ -127,14 +127,9 @@ uint64_t guest_main(void) {
   for (uint16_t i = 0; i < VQ_SIZE; ++i) post_rx(i);
   const int use_irq = rt_cmdline_u64("irq", 0) != 0;
   const uint8_t vector = RT_IRQ_FIRST_VECTOR;
-  if (use_irq) {
-    int gsi = virtio_gsi(dev);
-    if (gsi < 0) {
-      rt_puts("netecho: no interrupt line on the command line\n");
-      return 12;
-    }
-    rt_irq_setup();
-    rt_irq_route((uint32_t)gsi, vector);
+  if (use_irq && virtio_route_interrupt(dev, vector) != 0) {
+    rt_puts("netecho: no interrupt line on the command line\n");
+    return 12;
   }
   rt_puts("netecho: ready ip 10.0.0.");
   rt_put_u64(my_ip);

@@ -92,7 +92,9 @@ static int hex_digit(char c) {
   return -1;
 }
 
-int virtio_gsi(uintptr_t base) {
+/* The I/O APIC pin of the device at `base`, from the "virtio_mmio.device=4K@BASE:GSI" the VMM
+   puts on the command line; -1 if it is not there. */
+static int virtio_gsi(uintptr_t base) {
   static const char key[] = "virtio_mmio.device=4K@0x";
   for (const char* s = rt_cmdline(); *s; ++s) {
     const char* k = key;
@@ -107,6 +109,14 @@ int virtio_gsi(uintptr_t base) {
     return gsi;
   }
   return -1;
+}
+
+int virtio_route_interrupt(uintptr_t base, uint8_t vector) {
+  int gsi = virtio_gsi(base);
+  if (gsi < 0) return -1;
+  rt_irq_setup();
+  rt_irq_route((uint32_t)gsi, vector);
+  return 0;
 }
 
 uint32_t virtio_ack_interrupt(uintptr_t base) {

@@ -50,9 +50,9 @@ int virtio_init(uintptr_t base, uint64_t features, struct vq* queues, int nq);
 void vq_push(struct vq* q, uint16_t head);
 /* Waits for the next used element; returns its length and sets *id. Busy-polls memory. */
 uint32_t vq_wait_used(struct vq* q, uint32_t* id);
-/* The I/O APIC pin of the device at `base`, from the "virtio_mmio.device=4K@BASE:GSI" the VMM
-   puts on the command line; -1 if it is not there. */
-int virtio_gsi(uintptr_t base);
+/* Sets up interrupt delivery (rt_irq_setup) and routes the device's pin to `vector`; -1 when the
+   command line names no pin for it. */
+int virtio_route_interrupt(uintptr_t base, uint8_t vector);
 /* Reads and acknowledges the device's interrupt status (1: used buffers, 2: config change). */
 uint32_t virtio_ack_interrupt(uintptr_t base);
 /* With EVENT_IDX: asks for an interrupt once the device has used anything beyond what we have
