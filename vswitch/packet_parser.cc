@@ -34,104 +34,134 @@ void PutBe64(uint8_t* p, uint64_t v) {
   PutBe32(p + 4, static_cast<uint32_t>(v));
 }
 
+// The parse is written once for two callers: kFields records what the headers say; without it
+// only the checks run (and the link-layer fields are kept), for paths that forward at L2 but
+// must still count and drop malformed frames exactly as the full parse would.
+
 // L4 parse shared by IPv4 and IPv6. `end` is where the IP payload ends inside the frame.
-ParseStatus ParseL4(const uint8_t* f, uint32_t end, ParsedPacket& out) {
-  const uint32_t l4 = out.l4_offset;
-  switch (out.ip_proto) {
+template <bool kFields>
+ParseStatus ParseL4(const uint8_t* f, uint32_t l4, uint8_t proto, uint32_t end,
+                    ParsedPacket& out) {
+  switch (proto) {
     case kProtoTcp: {
       if (end < l4 + 20) return ParseStatus::kTruncated;
-      out.src_port = Be16(f + l4);
-      out.dst_port = Be16(f + l4 + 2);
-      out.tcp_seq = Be32(f + l4 + 4);
       const uint32_t data_off = (f[l4 + 12] >> 4) * 4u;
+      if constexpr (kFields) {
+        out.src_port = Be16(f + l4);
+        out.dst_port = Be16(f + l4 + 2);
+        out.tcp_seq = Be32(f + l4 + 4);
+      }
       if (data_off < 20) return ParseStatus::kMalformed;
       if (end < l4 + data_off) return ParseStatus::kTruncated;
-      out.tcp_flags = f[l4 + 13];
-      out.payload_offset = static_cast<uint16_t>(l4 + data_off);
+      if constexpr (kFields) {
+        out.tcp_flags = f[l4 + 13];
+        out.payload_offset = static_cast<uint16_t>(l4 + data_off);
+      }
       return ParseStatus::kOk;
     }
     case kProtoUdp:
       if (end < l4 + 8) return ParseStatus::kTruncated;
-      out.src_port = Be16(f + l4);
-      out.dst_port = Be16(f + l4 + 2);
+      if constexpr (kFields) {
+        out.src_port = Be16(f + l4);
+        out.dst_port = Be16(f + l4 + 2);
+      }
       if (Be16(f + l4 + 4) < 8) return ParseStatus::kMalformed;
-      out.payload_offset = static_cast<uint16_t>(l4 + 8);
+      if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4 + 8);
       return ParseStatus::kOk;
     case kProtoIcmp:
     case kProtoIcmp6:
       if (end < l4 + 4) return ParseStatus::kTruncated;
-      out.payload_offset = static_cast<uint16_t>(l4 + 4);
+      if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4 + 4);
       return ParseStatus::kOk;
-    case kIpProtoHoma:
+    case kIpProtoHoma: {
       if (end < l4 + 28) return ParseStatus::kTruncated;
-      out.src_port = Be16(f + l4);
-      out.dst_port = Be16(f + l4 + 2);
-      out.homa_type = f[l4 + 13];
-      out.homa_rpc_id = Be64(f + l4 + 20);
-      if (out.homa_type != kHomaData) {
-        out.payload_offset = static_cast<uint16_t>(l4 + 28);
+      const uint8_t type = f[l4 + 13];
+      if constexpr (kFields) {
+        out.src_port = Be16(f + l4);
+        out.dst_port = Be16(f + l4 + 2);
+        out.homa_type = type;
+        out.homa_rpc_id = Be64(f + l4 + 20);
+      }
+      if (type != kHomaData) {
+        if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4 + 28);
         return ParseStatus::kOk;
       }
       if (end < l4 + kHomaDataHeaderLen) return ParseStatus::kTruncated;
-      out.homa_message_length = Be32(f + l4 + 28);
-      out.homa_offset = Be32(f + l4 + 52);
-      out.payload_offset = static_cast<uint16_t>(l4 + kHomaDataHeaderLen);
+      if constexpr (kFields) {
+        out.homa_message_length = Be32(f + l4 + 28);
+        out.homa_offset = Be32(f + l4 + 52);
+        out.payload_offset = static_cast<uint16_t>(l4 + kHomaDataHeaderLen);
+      }
       return ParseStatus::kOk;
+    }
     default:
-      out.payload_offset = static_cast<uint16_t>(l4);
+      if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4);
       return ParseStatus::kOk;
   }
 }
 
-ParseStatus ParseIpv4(const uint8_t* f, uint32_t length, ParsedPacket& out) {
-  const uint32_t l3 = out.l3_offset;
+template <bool kFields>
+ParseStatus ParseIpv4(const uint8_t* f, uint32_t length, uint32_t l3, ParsedPacket& out) {
   if (length < l3 + 20) return ParseStatus::kTruncated;
   if ((f[l3] >> 4) != 4) return ParseStatus::kMalformed;
   const uint32_t ihl = (f[l3] & 0x0f) * 4u;
   const uint32_t total = Be16(f + l3 + 2);
   if (ihl < 20 || total < ihl) return ParseStatus::kMalformed;
   if (length < l3 + ihl) return ParseStatus::kTruncated;
-  out.ip_version = 4;
-  out.ip_tos = f[l3 + 1];
-  out.ip_proto = f[l3 + 9];
-  out.ip4_src = Be32(f + l3 + 12);
-  out.ip4_dst = Be32(f + l3 + 16);
-  out.l4_offset = static_cast<uint16_t>(l3 + ihl);
+  const uint8_t proto = f[l3 + 9];
+  const uint32_t l4 = l3 + ihl;
+  if constexpr (kFields) {
+    out.ip_version = 4;
+    out.ip_tos = f[l3 + 1];
+    out.ip_proto = proto;
+    out.ip4_src = Be32(f + l3 + 12);
+    out.ip4_dst = Be32(f + l3 + 16);
+    out.l4_offset = static_cast<uint16_t>(l4);
+  }
   // Ethernet padding may follow the datagram; a datagram longer than the frame is truncated.
   if (length < l3 + total) return ParseStatus::kTruncated;
   const bool later_fragment = (Be16(f + l3 + 6) & 0x1fff) != 0;
   if (later_fragment) {
-    out.payload_offset = out.l4_offset;  // no L4 header in this fragment
+    if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4);  // no L4 header here
     return ParseStatus::kOk;
   }
-  return ParseL4(f, l3 + total, out);
+  return ParseL4<kFields>(f, l4, proto, l3 + total, out);
 }
 
-ParseStatus ParseIpv6(const uint8_t* f, uint32_t length, ParsedPacket& out) {
-  const uint32_t l3 = out.l3_offset;
+template <bool kFields>
+ParseStatus ParseIpv6(const uint8_t* f, uint32_t length, uint32_t l3, ParsedPacket& out) {
   if (length < l3 + 40) return ParseStatus::kTruncated;
   if ((f[l3] >> 4) != 6) return ParseStatus::kMalformed;
-  out.ip_version = 6;
-  out.ip_tos = static_cast<uint8_t>((Be16(f + l3) >> 4) & 0xff);
-  out.ip_proto = f[l3 + 6];
-  std::memcpy(out.ip6_src, f + l3 + 8, 16);
-  std::memcpy(out.ip6_dst, f + l3 + 24, 16);
-  out.l4_offset = static_cast<uint16_t>(l3 + 40);
+  const uint8_t proto = f[l3 + 6];
+  if constexpr (kFields) {
+    out.ip_version = 6;
+    out.ip_tos = static_cast<uint8_t>((Be16(f + l3) >> 4) & 0xff);
+    out.ip_proto = proto;
+    std::memcpy(out.ip6_src, f + l3 + 8, 16);
+    std::memcpy(out.ip6_dst, f + l3 + 24, 16);
+    out.l4_offset = static_cast<uint16_t>(l3 + 40);
+  }
   const uint32_t end = l3 + 40 + Be16(f + l3 + 4);
   if (length < end) return ParseStatus::kTruncated;
-  return ParseL4(f, end, out);
+  return ParseL4<kFields>(f, l3 + 40, proto, end, out);
 }
 
-}  // namespace
-
-ParseStatus ParsePacket(const uint8_t* f, uint32_t length, ParsedPacket& out) {
+template <bool kFields>
+ParseStatus ParseFrame(const uint8_t* f, uint32_t length, ParsedPacket& out) {
   // Copying an empty record compiles to a few vector stores; `out = {}` became `rep stos`,
   // which costs tens of cycles per packet here.
   static constexpr ParsedPacket kEmpty{};
-  std::memcpy(&out, &kEmpty, sizeof(out));
+  if constexpr (kFields) {
+    std::memcpy(&out, &kEmpty, sizeof(out));
+  } else {
+    out.has_vlan = false;
+    out.vlan_tci = 0;
+  }
   if (length < 14) return ParseStatus::kTruncated;
-  std::memcpy(out.dst_mac, f, 6);
-  std::memcpy(out.src_mac, f + 6, 6);
+  if constexpr (kFields) {
+    std::memcpy(out.dst_mac, f, 6);
+    std::memcpy(out.src_mac, f + 6, 6);
+  }
   uint32_t offset = 12;
   uint16_t type = Be16(f + offset);
   if (type == kEtherVlan || type == kEtherQinQ) {
@@ -141,17 +171,28 @@ ParseStatus ParsePacket(const uint8_t* f, uint32_t length, ParsedPacket& out) {
     offset += 4;
     type = Be16(f + offset);
   }
+  const uint32_t l3 = offset + 2;
   out.ether_type = type;
-  out.l3_offset = static_cast<uint16_t>(offset + 2);
+  out.l3_offset = static_cast<uint16_t>(l3);
   switch (type) {
     case kEtherIpv4:
-      return ParseIpv4(f, length, out);
+      return ParseIpv4<kFields>(f, length, l3, out);
     case kEtherIpv6:
-      return ParseIpv6(f, length, out);
+      return ParseIpv6<kFields>(f, length, l3, out);
     default:
-      out.payload_offset = out.l3_offset;
+      if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l3);
       return ParseStatus::kOk;
   }
+}
+
+}  // namespace
+
+ParseStatus ParsePacket(const uint8_t* f, uint32_t length, ParsedPacket& out) {
+  return ParseFrame<true>(f, length, out);
+}
+
+ParseStatus CheckPacket(const uint8_t* f, uint32_t length, ParsedPacket& out) {
+  return ParseFrame<false>(f, length, out);
 }
 
 void WriteHomaHeader(uint8_t* at, const HomaFields& h) {

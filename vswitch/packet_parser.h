@@ -46,6 +46,10 @@ struct ParsedPacket {
 // Parses as deep as the frame allows. A kTruncated or kMalformed result still describes the
 // layers before the bad one, so a switch can forward at L2 what it cannot read at L4.
 ParseStatus ParsePacket(const uint8_t* frame, uint32_t length, ParsedPacket& out);
+// The same checks and verdict as ParsePacket, recording only the link layer (ether_type,
+// has_vlan, vlan_tci, l3_offset; the other fields are left as they were): for frames that are
+// forwarded at L2 but must still be counted and dropped when malformed.
+ParseStatus CheckPacket(const uint8_t* frame, uint32_t length, ParsedPacket& out);
 
 // The Homa header layout we read and write (HomaModule's): common header of 28 bytes, then for
 // DATA packets message_length at +28 and the segment offset at +52; 56 bytes in all.

@@ -260,9 +260,9 @@ void Switch::Poll(uint16_t worker, uint64_t now) {
   w.epoch.store(w.epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
-// In stages over the whole burst, so that memory latency overlaps instead of adding up: every
-// frame's headers are requested first, then each frame is parsed and its cache slot requested,
-// then the lookups and actions run on what has arrived by then.
+// In two passes over the burst, so that memory latency overlaps instead of adding up: each frame
+// is parsed (its headers requested a few frames ahead) and its cache slot requested, then the
+// lookups and actions run on what has arrived by then.
 void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t now) {
   w.counters.rx_packets += rx.count;
   const PortState& in = port_state_[in_port];
@@ -274,33 +274,174 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
   Bridge& bridge = *bridges_[in.bridge];
   const FlowTable* table = bridge.table.load(std::memory_order_acquire);
   const uint32_t of_port = in.member + 1u;
-  for (uint16_t i = 0; i < rx.count; ++i) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i], void*));
-  for (uint16_t i = 0; i < rx.count; ++i) {
-    if (!Classify(w, rx.pkts[i], bridge.members[in.member], of_port, !table->in_port_only(),
-                  w.stage[i])) {
-      rx.pkts[i] = nullptr;
-    }
+  // A table that looks at nothing but the input port gives one answer for the whole burst.
+  const FlowActions* actions = table->in_port_only() ? table->ActionsOfPort(of_port) : nullptr;
+  const Route route = table->in_port_only() ? RouteOf(bridge, in, actions) : Route::kLookup;
+  const Member& member = bridge.members[in.member];
+  // Headers are requested a few frames ahead of their parse (as DPDK's l3fwd does): enough to
+  // hide a miss on ports that DMA, without a separate pass over frames that arrive in cache.
+  constexpr uint16_t kAhead = 4;
+  for (uint16_t i = 0; i < rx.count && i < kAhead; ++i) {
+    rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i], void*));
   }
   for (uint16_t i = 0; i < rx.count; ++i) {
-    rte_mbuf* m = rx.pkts[i];
-    if (m == nullptr) continue;
-    const FlowActions* actions =
-        table->in_port_only()
-            ? table->ActionsOfPort(of_port)
-            : w.cache.Lookup(*table, w.stage[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
-                             rte_pktmbuf_data_len(m));
-    Forward(w, m, in, bridge, actions, w.stage[i], now);
+    if (i + kAhead < rx.count) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + kAhead], void*));
+    if (!Classify(w, rx.pkts[i], member, of_port, route, w.stage[i])) rx.pkts[i] = nullptr;
+  }
+  switch (route) {
+    case Route::kOnePort:
+      SendAllTo(w, rx, bridge.members[OnlyOutput(*actions) - 1].port);
+      return;
+    case Route::kNormal:
+      SwitchNormal(w, rx, in, bridge, actions, now);
+      return;
+    case Route::kEachFrame:
+      for (uint16_t i = 0; i < rx.count; ++i) {
+        if (rx.pkts[i] != nullptr) Forward(w, rx.pkts[i], in, bridge, actions, w.stage[i], now);
+      }
+      break;
+    case Route::kLookup:
+      for (uint16_t i = 0; i < rx.count; ++i) {
+        rte_mbuf* m = rx.pkts[i];
+        if (m == nullptr) continue;
+        actions = w.cache.Lookup(*table, w.stage[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
+                                 rte_pktmbuf_data_len(m));
+        Forward(w, m, in, bridge, actions, w.stage[i], now);
+      }
+      break;
   }
   rx.count = 0;
 }
 
-// Parse, VLAN ingress and (when the table needs one) the cache key; false when the frame was
-// dropped (and freed).
+// The one member an action list outputs to when it does nothing else (0: not that shape).
+uint32_t Switch::OnlyOutput(const FlowActions& actions) {
+  uint32_t port = 0;
+  for (uint32_t a = 0; a < actions.n; ++a) {
+    if (actions.a[a].type != QV_OVS_OUTPUT || (port != 0 && actions.a[a].arg != port)) return 0;
+    port = actions.a[a].arg;
+  }
+  return port;
+}
+
+// Members that carry every VLAN and no scheduler leave a frame as it came, so whole bursts
+// between them need no per-packet VLAN or uplink decisions.
+bool Switch::PlainMember(const Member& m) const {
+  return m.mode == VlanMode::kNone && port_state_[m.port].uplink < 0;
+}
+
+Switch::Route Switch::RouteOf(const Bridge& bridge, const PortState& in,
+                              const FlowActions* actions) const {
+  if (actions == nullptr || bridge.members[in.member].mode != VlanMode::kNone) {
+    return Route::kEachFrame;
+  }
+  if (actions->n == 1 && actions->a[0].type == QV_OVS_NORMAL) return Route::kNormal;
+  const uint32_t out = OnlyOutput(*actions);
+  if (out == 0 || out > bridge.members.size() || out - 1 == static_cast<uint32_t>(in.member) ||
+      !PlainMember(bridge.members[out - 1])) {
+    return Route::kEachFrame;
+  }
+  return Route::kOnePort;
+}
+
+// Every frame of the burst (those Classify kept) to one port, unchanged.
+void Switch::SendAllTo(Worker& w, PacketBatch& rx, uint16_t port) {
+  uint16_t kept = 0;
+  for (uint16_t i = 0; i < rx.count; ++i) {
+    rx.pkts[kept] = rx.pkts[i];
+    kept += rx.pkts[i] != nullptr;
+  }
+  AppendTx(w, port, rx.pkts, kept);
+  rx.count = 0;
+}
+
+// Appends to a port's TX batch in bulk, sending each time it reaches a burst. (Pushing frame by
+// frame chains every frame through the batch's count in memory.)
+void Switch::AppendTx(Worker& w, uint16_t port, rte_mbuf* const* pkts, uint16_t n) {
+  PacketBatch& tx = port_state_[port].tx;
+  while (n != 0) {
+    const uint16_t k = std::min<uint16_t>(n, static_cast<uint16_t>(burst_ - tx.count));
+    std::memcpy(tx.pkts + tx.count, pkts, k * sizeof(*pkts));
+    tx.count = static_cast<uint16_t>(tx.count + k);
+    pkts += k;
+    n = static_cast<uint16_t>(n - k);
+    if (tx.count >= burst_) FlushPort(w, port);
+  }
+}
+
+// NORMAL from a plain member: learn the source, forward to where the destination was learnt, or
+// flood. Frames that repeat the previous frame's addresses (most of a burst) reuse its answer,
+// and runs of frames for one port are appended to its TX batch together; copies (floods to
+// several ports), outputs to VLAN-mapped members or to uplinks take the general path.
+void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
+                          const FlowActions* normal, uint64_t now) {
+  uint64_t last_addr = 0;
+  uint32_t last_addr_hi = 0;
+  uint16_t last_vlan = 0;
+  int last_port = -1;  // -1: the previous frame took the general path, or there was none
+  bool last_flooded = false;
+  uint32_t flooded = 0;
+  rte_mbuf* run[kMaxBurst];  // frames for run_port, in order
+  uint16_t run_count = 0;
+  int run_port = -1;
+  for (uint16_t i = 0; i < rx.count; ++i) {
+    rte_mbuf* m = rx.pkts[i];
+    if (m == nullptr) continue;
+    Stage& st = w.stage[i];
+    const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
+    uint64_t addr;
+    uint32_t addr_hi;
+    std::memcpy(&addr, frame, 8);
+    std::memcpy(&addr_hi, frame + 8, 4);
+    if (last_port < 0 || addr != last_addr || addr_hi != last_addr_hi || st.vlan != last_vlan) {
+      last_addr = addr;
+      last_addr_hi = addr_hi;
+      last_vlan = st.vlan;
+      const int dst = LearnAndLookup(bridge, frame, st.vlan, in.member, now);
+      last_flooded = dst < 0;
+      const int out = last_flooded ? SoleFloodMember(bridge, in.member, st.vlan) : dst;
+      last_port = out >= 0 && out != in.member && PlainMember(bridge.members[out])
+                      ? bridge.members[out].port
+                      : -1;
+    }
+    if (last_port != run_port || last_port < 0) {  // keep the frames' order across ports
+      if (run_count != 0) AppendTx(w, static_cast<uint16_t>(run_port), run, run_count);
+      run_count = 0;
+      run_port = last_port;
+    }
+    if (last_port < 0) {
+      // The general path may need more of the headers than the check recorded.
+      ParsePacket(frame, rte_pktmbuf_data_len(m), st.parsed);
+      Forward(w, m, in, bridge, normal, st, now);
+      continue;
+    }
+    flooded += last_flooded;
+    run[run_count++] = m;
+  }
+  if (run_count != 0) AppendTx(w, static_cast<uint16_t>(run_port), run, run_count);
+  w.counters.flooded += flooded;
+  rx.count = 0;
+}
+
+// The member a flood from `in_member` on `vlan` reaches when it reaches exactly one, else -1.
+int Switch::SoleFloodMember(const Bridge& bridge, int in_member, uint16_t vlan) {
+  int sole = -1;
+  for (int i = 0; i < static_cast<int>(bridge.members.size()); ++i) {
+    if (i == in_member || !Carries(bridge.members[i], vlan)) continue;
+    if (sole >= 0) return -1;
+    sole = i;
+  }
+  return sole;
+}
+
+// Parse (only the checks when the burst is forwarded at L2 as a whole), VLAN ingress and (when
+// the table needs one) the cache key; false when the frame was dropped (and freed).
 bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_port,
-                      bool needs_key, Stage& st) {
+                      Route route, Stage& st) {
   const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
   const uint32_t len = rte_pktmbuf_data_len(m);
-  const ParseStatus status = ParsePacket(frame, len, st.parsed);
+  const bool at_l2 = route == Route::kOnePort || route == Route::kNormal;
+  const ParseStatus status =
+      at_l2 ? CheckPacket(frame, len, st.parsed) : ParsePacket(frame, len, st.parsed);
   if (status != ParseStatus::kOk) {
     (status == ParseStatus::kTruncated ? w.counters.truncated : w.counters.malformed)++;
     if (!forward_unparsable_ || len < RTE_ETHER_HDR_LEN) {
@@ -313,7 +454,7 @@ bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_
     rte_pktmbuf_free(m);
     return false;
   }
-  if (needs_key) {
+  if (route == Route::kLookup) {
     BuildFlowKey(frame, len, m->buf_len - m->data_off, st.parsed, of_port, st.key);
     w.cache.Prefetch(st.key);
   }
@@ -362,8 +503,8 @@ void Switch::Forward(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge
         flood();
         break;
       case QV_OVS_NORMAL: {
-        bridge.macs->Learn(parsed.src_mac, vlan, static_cast<uint16_t>(in.member), now);
-        const int dst = bridge.macs->Lookup(parsed.dst_mac, vlan, now);
+        const int dst =
+            LearnAndLookup(bridge, rte_pktmbuf_mtod(m, const uint8_t*), vlan, in.member, now);
         if (dst < 0) {
           flood();
         } else {
@@ -389,6 +530,12 @@ void Switch::Forward(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge
     Output(w, copy, bridge.members[outputs[o]], vlan, queue, parsed, now);
   }
   Output(w, m, bridge.members[outputs[n_out - 1]], vlan, queue, parsed, now);
+}
+
+int Switch::LearnAndLookup(Bridge& bridge, const uint8_t* frame, uint16_t vlan, int in_member,
+                           uint64_t now) {
+  bridge.macs->Learn(frame + 6, vlan, static_cast<uint16_t>(in_member), now);
+  return bridge.macs->Lookup(frame, vlan, now);
 }
 
 bool Switch::IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan) {

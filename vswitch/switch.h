@@ -200,10 +200,24 @@ class Switch {
   Status CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16_t owner);
   static bool Carries(const Member& m, uint16_t vlan);
   void SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t now);
+  // How a burst from one port is switched. When the table looks at nothing but the input port:
+  // every frame to one plain member, NORMAL from a plain member, or the port's actions frame by
+  // frame; otherwise a flow-cache lookup per frame.
+  enum class Route : uint8_t { kOnePort, kNormal, kEachFrame, kLookup };
+  static uint32_t OnlyOutput(const FlowActions& actions);
+  bool PlainMember(const Member& m) const;
+  Route RouteOf(const Bridge& bridge, const PortState& in, const FlowActions* actions) const;
+  void SendAllTo(Worker& w, PacketBatch& rx, uint16_t port);
+  void AppendTx(Worker& w, uint16_t port, rte_mbuf* const* pkts, uint16_t n);
+  void SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
+                    const FlowActions* normal, uint64_t now);
+  static int SoleFloodMember(const Bridge& bridge, int in_member, uint16_t vlan);
+  [[gnu::always_inline]] inline int LearnAndLookup(Bridge& bridge, const uint8_t* frame,
+                                                   uint16_t vlan, int in_member, uint64_t now);
   // The per-packet steps are inlined into the burst loop: a call each costs as much as some of
   // them do.
   [[gnu::always_inline]] inline bool Classify(Worker& w, rte_mbuf* m, const Member& member,
-                                       uint32_t of_port, bool needs_key, Stage& st);
+                                              uint32_t of_port, Route route, Stage& st);
   [[gnu::always_inline]] inline void Forward(Worker& w, rte_mbuf* m, const PortState& in,
                                       Bridge& bridge, const FlowActions* actions, const Stage& st,
                                       uint64_t now);

@@ -193,7 +193,8 @@ Figure PortToPort(dataplane::Mempool& pool, double seconds) {
   auto out = MakePort("pp_out", dataplane::Driver::kNull, pool, true);
   vswitch::SwitchSpec spec;
   spec.ports = {in.get(), out.get()};
-  spec.bridges = {Bridge({{"priority=0,in_port=1,actions=output:2", 0}})};
+  // Above the bridge's default NORMAL rule (priority 0), which would otherwise tie with it.
+  spec.bridges = {Bridge({{"priority=1,in_port=1,actions=output:2", 0}})};
   auto sw = vswitch::Switch::Create(spec, pool.get());
   return Measure(**sw, *out, seconds, [] {});
 }
@@ -368,7 +369,8 @@ Figure VhostUser(dataplane::Mempool& pool, double seconds, const std::string& se
   auto out = MakePort("vh_out", dataplane::Driver::kNull, pool, true);
   vswitch::SwitchSpec spec;
   spec.ports = {in.get(), out.get()};
-  spec.bridges = {Bridge({{"priority=0,in_port=1,actions=output:2", 0}})};
+  // Above the bridge's default NORMAL rule (priority 0), which would otherwise tie with it.
+  spec.bridges = {Bridge({{"priority=1,in_port=1,actions=output:2", 0}})};
   auto sw = OrExit(vswitch::Switch::Create(spec, pool.get()));
   PacketBatch batch;
   auto loop = std::make_unique<SecondLcoreLoop>([&] {

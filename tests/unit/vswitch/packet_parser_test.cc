@@ -146,8 +146,16 @@ TEST_CASE("random and bit-flipped frames never read out of bounds", "[parse]") {
     f.bytes.resize(rng() % (f.bytes.size() + 1));
     // An exactly sized heap copy lets ASan catch a read one byte past the end.
     std::vector<uint8_t> exact(f.bytes);
-    if (ParsePacket(exact.data(), static_cast<uint32_t>(exact.size()), p) == ParseStatus::kOk) ++ok;
+    const ParseStatus full = ParsePacket(exact.data(), static_cast<uint32_t>(exact.size()), p);
+    if (full == ParseStatus::kOk) ++ok;
     if (p.payload_offset > exact.size()) FAIL("payload offset past the frame");
+    // The checks-only parse of the L2 fast paths gives the same verdict and link layer.
+    ParsedPacket c;
+    const ParseStatus checked = CheckPacket(exact.data(), static_cast<uint32_t>(exact.size()), c);
+    if (checked != full || c.has_vlan != p.has_vlan || c.vlan_tci != p.vlan_tci ||
+        (full != ParseStatus::kTruncated && c.ether_type != p.ether_type)) {
+      FAIL("CheckPacket disagrees with ParsePacket on frame " << i);
+    }
   }
   CHECK(ok > 0);
 }

@@ -118,6 +118,79 @@ TEST_CASE("switch: unknown destinations flood, learned ones do not, no echo", "[
   CHECK(snap.counters.rx_packets == 2);
 }
 
+// The UDP destination port of a frame Udp4 built: which frame of a test it is.
+uint16_t Seq(const std::vector<uint8_t>& f) {
+  const size_t at = f[12] == 0x81 && f[13] == 0 ? 40 : 36;  // behind a VLAN tag or not
+  return static_cast<uint16_t>(f[at] << 8 | f[at + 1]);
+}
+std::vector<uint16_t> Seqs(const std::vector<std::vector<uint8_t>>& frames) {
+  std::vector<uint16_t> seqs;
+  for (const auto& f : frames) seqs.push_back(Seq(f));
+  return seqs;
+}
+
+TEST_CASE("switch: one burst mixing destinations, floods and bad frames keeps each port's order",
+          "[switch]") {
+  Rig rig(3);
+  SwitchSpec spec;
+  spec.bridges = {PlainBridge(3)};
+  rig.Build(spec);
+  rig.Inject(1, WithMacs(testing::Udp4(1, 900), 0xff, 0xb, true));  // B on port 1
+  rig.Inject(2, WithMacs(testing::Udp4(1, 901), 0xff, 0xc, true));  // C on port 2
+  rig.Poll();
+  rig.Drain(0);
+  rig.Drain(1);
+  rig.Drain(2);
+
+  Frame bad = WithMacs(testing::Udp4(1, 6), 0xb, 0xa);
+  bad.bytes[14] = 0x44;  // IHL below 5
+  rig.Inject(0, WithMacs(testing::Udp4(1, 1), 0xb, 0xa));
+  rig.Inject(0, WithMacs(testing::Udp4(1, 2), 0xb, 0xa));
+  rig.Inject(0, WithMacs(testing::Udp4(1, 3), 0xc, 0xa));
+  rig.Inject(0, WithMacs(testing::Udp4(1, 4), 0xb, 0xa));
+  rig.Inject(0, WithMacs(testing::Udp4(1, 5), 0xd, 0xa));  // unknown: both other ports
+  rig.Inject(0, bad);
+  rig.Inject(0, WithMacs(testing::Udp4(1, 7), 0, 0xa, true));  // broadcast
+  rig.Inject(0, WithMacs(testing::Udp4(1, 8, 18, 5), 0xb, 0xa));  // B is not known on VLAN 5
+  rig.Inject(0, WithMacs(testing::Udp4(1, 9), 0xb, 0xa));
+  rig.Poll();
+  CHECK(Seqs(rig.Drain(1)) == std::vector<uint16_t>{1, 2, 4, 5, 7, 8, 9});
+  CHECK(Seqs(rig.Drain(2)) == std::vector<uint16_t>{3, 5, 7, 8});
+  CHECK(rig.Drain(0).empty());
+  const auto snap = rig.sw->TakeSnapshot(false);
+  CHECK(snap.counters.malformed == 1);
+  CHECK(snap.counters.flooded == 2 + 3);  // the two learning broadcasts, 5, 7 and 8
+  CHECK(snap.learned_macs[0] == 4);       // A, B, C on VLAN 0 and A on VLAN 5
+}
+
+TEST_CASE("switch: a flood that reaches one port, and a port-to-port rule, forward whole bursts",
+          "[switch]") {
+  Rig rig(2);
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(2);
+  b.flows = {{"priority=1,in_port=" + rig.ports[1]->name() + ",actions=output:1", 0}};
+  spec.bridges = {b};
+  rig.Build(spec);
+  Frame truncated = WithMacs(testing::Udp4(1, 3), 0xb, 0xa);
+  truncated.bytes.resize(30);
+  for (uint16_t seq : {1, 2}) rig.Inject(0, WithMacs(testing::Udp4(1, seq), 0xb, 0xa));
+  rig.Inject(0, truncated);
+  rig.Inject(0, WithMacs(testing::Udp4(1, 4, 18, 7), 0xb, 0xa));  // tagged: kept as it is
+  rig.Inject(1, WithMacs(testing::Udp4(1, 11), 0xa, 0xb));
+  rig.Inject(1, truncated);
+  rig.Inject(1, WithMacs(testing::Udp4(1, 12), 0xff, 0xb, true));
+  rig.Poll();
+  const auto to_b = rig.Drain(1);
+  CHECK(Seqs(to_b) == std::vector<uint16_t>{1, 2, 4});
+  REQUIRE(to_b.size() == 3);
+  CHECK(to_b[2] == WithMacs(testing::Udp4(1, 4, 18, 7), 0xb, 0xa).bytes);
+  CHECK(Seqs(rig.Drain(0)) == std::vector<uint16_t>{11, 12});
+  const auto snap = rig.sw->TakeSnapshot(false);
+  CHECK(snap.counters.truncated == 2);
+  CHECK(snap.counters.flooded == 3);  // port 0's frames to the unknown B; the rule floods nothing
+  CHECK(snap.learned_macs[0] == 2);   // A on VLAN 0 and 7; port 1's frames learn nothing
+}
+
 TEST_CASE("switch: VLAN access and trunk ports", "[switch]") {
   Rig rig(3);
   SwitchSpec spec;
