@@ -167,13 +167,16 @@ const FlowActions* FlowTable::Lookup(const uint8_t* frame, uint32_t length,
   return qv_ovs_table_lookup(table_, frame, length, in_port);
 }
 
-void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, const ParsedPacket& p,
-                  uint32_t in_port, FlowKey& key) {
+namespace {
+
+// The masked words; the hash is left to the caller.
+void LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, const ParsedPacket& p,
+                 uint32_t in_port, FlowKey& key) {
   key.in_port = in_port;
+  key.hash = 0;
   const uint32_t end = MatchableEnd(p, length);
   if (end > FlowKey::kMaxWords * 8) {
     key.words = 0;
-    key.hash = 0;
     return;
   }
   LoadWords(frame, end, std::max(readable, length), key);
@@ -181,7 +184,23 @@ void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, cons
                        p.ip_version != 0 ? p.ip_proto : uint8_t{0}};
   const KeyMasks& masks = MasksFor(shape);
   for (uint32_t i = 0; i < key.words; ++i) key.w[i] &= masks.m[i];
-  key.hash = HashWords(key.w, key.words, in_port);
+}
+
+}  // namespace
+
+void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, const ParsedPacket& p,
+                  uint32_t in_port, FlowKey& key) {
+  LoadFlowKey(frame, length, readable, p, in_port, key);
+  if (key.words != 0) key.hash = HashWords(key.w, key.words, in_port);
+}
+
+bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
+                      const ParsedPacket& p, uint32_t in_port, const FlowKey* previous,
+                      FlowKey& key) {
+  LoadFlowKey(frame, length, readable, p, in_port, key);
+  if (previous != nullptr && key.SameWords(*previous)) return true;
+  if (key.words != 0) key.hash = HashWords(key.w, key.words, in_port);
+  return false;
 }
 
 const FlowActions* FlowCache::Lookup(const FlowTable& table, const FlowKey& key,

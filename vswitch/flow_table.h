@@ -71,6 +71,15 @@ struct FlowKey {
     for (uint32_t i = 0; i < words; ++i) diff |= w[i] ^ o.w[i];
     return diff == 0;
   }
+  // The same words from the same port (a cacheable key; the hash is not looked at).
+  bool SameWords(const FlowKey& o) const {
+    if (words == 0 || words != o.words || in_port != o.in_port) return false;
+    // From the end: flows of one host pair differ first in their ports.
+    for (uint32_t i = words; i-- > 0;) {
+      if (w[i] != o.w[i]) return false;
+    }
+    return true;
+  }
 };
 
 // Builds the key of a parsed frame. `readable` is how many bytes from `frame` may be read (the
@@ -78,6 +87,12 @@ struct FlowKey {
 // without copying the frame first.
 void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
                   const ParsedPacket& parsed, uint32_t in_port, FlowKey& key);
+// BuildFlowKey for the frames of a burst in order: returns true, without hashing the key, when
+// it has the same words as `previous` (the key of the frame before; may be null), whose answer
+// the frame then shares.
+bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
+                      const ParsedPacket& parsed, uint32_t in_port, const FlowKey* previous,
+                      FlowKey& key);
 
 // Exact-match cache from FlowKey to the classifier's answer. Owned by one lcore; not
 // thread-safe. Entries carry the table generation, so a new table invalidates them all at once.
@@ -92,6 +107,8 @@ class FlowCache {
   // Key and lookup in one call (tests, fuzzing).
   const FlowActions* Lookup(const FlowTable& table, const uint8_t* frame, uint32_t length,
                             const ParsedPacket& parsed, uint32_t in_port);
+  // Frames that reused the answer of the frame before them (same key) count as hits.
+  void CountRepeats(uint32_t n) { hits_ += n; }
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
   uint64_t uncacheable() const { return uncacheable_; }

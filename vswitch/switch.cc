@@ -284,9 +284,14 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
   for (uint16_t i = 0; i < rx.count && i < kAhead; ++i) {
     rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i], void*));
   }
+  const Stage* previous = nullptr;  // the last frame kept
   for (uint16_t i = 0; i < rx.count; ++i) {
     if (i + kAhead < rx.count) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + kAhead], void*));
-    if (!Classify(w, rx.pkts[i], member, of_port, route, w.stage[i])) rx.pkts[i] = nullptr;
+    if (Classify(w, rx.pkts[i], member, of_port, route, previous, w.stage[i])) {
+      previous = &w.stage[i];
+    } else {
+      rx.pkts[i] = nullptr;
+    }
   }
   switch (route) {
     case Route::kOnePort:
@@ -300,15 +305,22 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
         if (rx.pkts[i] != nullptr) Forward(w, rx.pkts[i], in, bridge, actions, w.stage[i], now);
       }
       break;
-    case Route::kLookup:
+    case Route::kLookup: {
+      uint32_t repeats = 0;
       for (uint16_t i = 0; i < rx.count; ++i) {
         rte_mbuf* m = rx.pkts[i];
         if (m == nullptr) continue;
-        actions = w.cache.Lookup(*table, w.stage[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
-                                 rte_pktmbuf_data_len(m));
+        if (w.stage[i].repeat) {
+          ++repeats;  // `actions` still holds the previous frame's answer
+        } else {
+          actions = w.cache.Lookup(*table, w.stage[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
+                                   rte_pktmbuf_data_len(m));
+        }
         Forward(w, m, in, bridge, actions, w.stage[i], now);
       }
+      w.cache.CountRepeats(repeats);
       break;
+    }
   }
   rx.count = 0;
 }
@@ -436,7 +448,7 @@ int Switch::SoleFloodMember(const Bridge& bridge, int in_member, uint16_t vlan) 
 // Parse (only the checks when the burst is forwarded at L2 as a whole), VLAN ingress and (when
 // the table needs one) the cache key; false when the frame was dropped (and freed).
 bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_port,
-                      Route route, Stage& st) {
+                      Route route, const Stage* previous, Stage& st) {
   const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
   const uint32_t len = rte_pktmbuf_data_len(m);
   const bool at_l2 = route == Route::kOnePort || route == Route::kNormal;
@@ -454,9 +466,13 @@ bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_
     rte_pktmbuf_free(m);
     return false;
   }
+  st.repeat = false;
   if (route == Route::kLookup) {
-    BuildFlowKey(frame, len, m->buf_len - m->data_off, st.parsed, of_port, st.key);
-    w.cache.Prefetch(st.key);
+    // Frames of one flow often come together: a frame with the previous frame's key needs no
+    // hash and no cache lookup.
+    st.repeat = BuildNextFlowKey(frame, len, m->buf_len - m->data_off, st.parsed, of_port,
+                                 previous != nullptr ? &previous->key : nullptr, st.key);
+    if (!st.repeat) w.cache.Prefetch(st.key);
   }
   return true;
 }

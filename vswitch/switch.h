@@ -174,6 +174,7 @@ class Switch {
     ParsedPacket parsed;
     FlowKey key;
     uint16_t vlan;
+    bool repeat;  // the same flow key as the frame before it in the burst: the same actions
   };
   // One lcore's share: what it polls and owns, and the state only it writes.
   struct Worker {
@@ -217,7 +218,8 @@ class Switch {
   // The per-packet steps are inlined into the burst loop: a call each costs as much as some of
   // them do.
   [[gnu::always_inline]] inline bool Classify(Worker& w, rte_mbuf* m, const Member& member,
-                                              uint32_t of_port, Route route, Stage& st);
+                                              uint32_t of_port, Route route,
+                                              const Stage* previous, Stage& st);
   [[gnu::always_inline]] inline void Forward(Worker& w, rte_mbuf* m, const PortState& in,
                                       Bridge& bridge, const FlowActions* actions, const Stage& st,
                                       uint64_t now);

@@ -140,6 +140,30 @@ TEST_CASE("cache keys ignore per-packet fields and keep matchable ones", "[flow]
   CHECK_FALSE(ka == kd);
 }
 
+TEST_CASE("a burst's next key repeats the previous one only for the same flow and port",
+          "[flow]") {
+  Frame a = testing::Udp4(1, 5000), b = a, c = testing::Udp4(1, 5001);
+  b.bytes[18] = 0x12;  // IP id: not part of the flow
+  ParsedPacket pa, pb, pc;
+  REQUIRE(ParsePacket(a.bytes.data(), a.bytes.size(), pa) == ParseStatus::kOk);
+  REQUIRE(ParsePacket(b.bytes.data(), b.bytes.size(), pb) == ParseStatus::kOk);
+  REQUIRE(ParsePacket(c.bytes.data(), c.bytes.size(), pc) == ParseStatus::kOk);
+  FlowKey ka, kb, kc, kd, built;
+  const uint32_t n = static_cast<uint32_t>(a.bytes.size());
+  CHECK_FALSE(BuildNextFlowKey(a.bytes.data(), n, n, pa, 1, nullptr, ka));
+  BuildFlowKey(a.bytes.data(), n, n, pa, 1, built);
+  CHECK(ka == built);  // the first key of a burst is hashed like any other
+  CHECK(BuildNextFlowKey(b.bytes.data(), n, n, pb, 1, &ka, kb));
+  CHECK_FALSE(BuildNextFlowKey(c.bytes.data(), n, n, pc, 1, &ka, kc));
+  BuildFlowKey(c.bytes.data(), n, n, pc, 1, built);
+  CHECK(kc == built);
+  CHECK_FALSE(BuildNextFlowKey(a.bytes.data(), n, n, pa, 2, &ka, kd));  // another input port
+  // Keys too long to cache never repeat (they have no words to compare).
+  FlowKey none;
+  none.words = 0;
+  CHECK_FALSE(none.SameWords(none));
+}
+
 TEST_CASE("cache keys do not depend on bytes past the headers or on read slack", "[flow]") {
   // The same frame once in a tight buffer and once followed by garbage that the word loads may
   // read: equal keys, and the payload never enters the key.

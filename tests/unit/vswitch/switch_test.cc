@@ -244,6 +244,16 @@ TEST_CASE("switch: flow actions output, drop and mod_vlan_vid; rules replaced li
   CHECK(((out[0][14] << 8 | out[0][15]) & 0xfff) == 5);
   CHECK(rig.sw->TakeSnapshot(false).counters.flow_dropped == 1);
 
+  // Runs of one flow inside a burst share the first frame's answer, and count as cache hits.
+  for (uint16_t port : {8, 8, 7, 7, 8}) rig.Inject(0, WithMacs(testing::Udp4(1, port), 0, 0xa, true));
+  rig.Poll();
+  CHECK(Seqs(rig.Drain(2)) == std::vector<uint16_t>{8, 8, 8});
+  CHECK(rig.Drain(1).empty());
+  auto counters = rig.sw->TakeSnapshot(false).counters;
+  CHECK(counters.flow_dropped == 1 + 2);
+  CHECK(counters.flow_cache_hits + counters.flow_cache_misses == 2 + 5);
+  CHECK(counters.flow_cache_misses == 2);  // only the very first frames of the two flows
+
   REQUIRE(
       rig.sw->ReplaceFlows("br0", {{"priority=100,udp,tp_dst=7,actions=output:" + p2, 0}}).ok());
   rig.Inject(0, WithMacs(testing::Udp4(1, 7), 0, 0xa, true));
