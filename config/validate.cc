@@ -606,7 +606,8 @@ class Validator {
         Source item = t.source;
         item.path = fmt::format("{}.classes[{}]", t.source.path, i);
         item.mark = t.source.At(fmt::format("classes[{}]", i));
-        if (!CheckRef(name, NamesOf(config_.classes), item, "", "class")) continue;
+        // (Empty: an item that was not a name, reported by the parser.)
+        if (name.empty() || !CheckRef(name, NamesOf(config_.classes), item, "", "class")) continue;
         auto [it, inserted] = owner.emplace(name, t.name);
         if (!inserted) {
           Error(item, "",

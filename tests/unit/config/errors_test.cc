@@ -287,6 +287,15 @@ const std::vector<BadCase>& Cases() {
        "t, classes: [rpc, rcp]}\n",
        "12:36: uplinks[0].scheduler.tenants[0].classes[1]",
        {"unknown class 'rcp'", "did you mean 'rpc'?"}},
+      // An item that is not a name does not shift the index of the items after it.
+      {"uplinks:\n  - port: up0\n    rate: 1Gbps\n    scheduler:\n      tenants:\n        - {name: "
+       "t, classes: [{x: 1}, rcp]}\n",
+       "12:39: uplinks[0].scheduler.tenants[0].classes[1]",
+       {"unknown class 'rcp'"}},
+      {"templates: [{name: t, vcpus: 1, memory: 2MiB, image: x}]\nblueprints:\n  - name: b\n    "
+       "tiers: [{name: w, template: t, depends_on: [[y], x]}]\n",
+       "4:54: blueprints[0].tiers[0].depends_on[1]",
+       {"unknown tier 'x'"}},
       {"uplinks:\n  - port: up0\n    rate: 1Gbps\n    scheduler:\n      tenants:\n        - {name: "
        "a, classes: [rpc]}\n        - {name: b, classes: [rpc]}\n",
        "13:31: uplinks[0].scheduler.tenants[1].classes[0]",
