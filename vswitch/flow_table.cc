@@ -109,6 +109,14 @@ const KeyMasks& MasksFor(const KeyShape& shape) {
   return last;
 }
 
+bool SameWordsFrom(const FlowKey& a, const FlowKey& b, uint32_t words) {
+  // From the end: flows of one host pair differ first in their ports.
+  for (uint32_t i = words; i-- > 0;) {
+    if (a.w[i] != b.w[i]) return false;
+  }
+  return true;
+}
+
 void LoadWords(const uint8_t* frame, uint32_t end, uint32_t readable, FlowKey& key) {
   const uint32_t words = (end + 7) / 8;
   if (words * 8 <= readable) {
@@ -169,21 +177,23 @@ const FlowActions* FlowTable::Lookup(const uint8_t* frame, uint32_t length,
 
 namespace {
 
-// The masked words; the hash is left to the caller.
-void LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, const ParsedPacket& p,
-                 uint32_t in_port, FlowKey& key) {
+// The masked words; the hash is left to the caller. Returns key.words.
+uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
+                     const ParsedPacket& p, uint32_t in_port, FlowKey& key) {
   key.in_port = in_port;
   key.hash = 0;
   const uint32_t end = MatchableEnd(p, length);
   if (end > FlowKey::kMaxWords * 8) {
     key.words = 0;
-    return;
+    return 0;
   }
   LoadWords(frame, end, std::max(readable, length), key);
   const KeyShape shape{p.l3_offset, p.l4_offset, static_cast<uint16_t>(end), p.ip_version,
                        p.ip_version != 0 ? p.ip_proto : uint8_t{0}};
   const KeyMasks& masks = MasksFor(shape);
-  for (uint32_t i = 0; i < key.words; ++i) key.w[i] &= masks.m[i];
+  const uint32_t words = (end + 7) / 8;
+  for (uint32_t i = 0; i < words; ++i) key.w[i] &= masks.m[i];
+  return words;
 }
 
 }  // namespace
@@ -197,9 +207,16 @@ void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, cons
 bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
                       const ParsedPacket& p, uint32_t in_port, const FlowKey* previous,
                       FlowKey& key) {
-  LoadFlowKey(frame, length, readable, p, in_port, key);
-  if (previous != nullptr && key.SameWords(*previous)) return true;
-  if (key.words != 0) key.hash = HashWords(key.w, key.words, in_port);
+  // The word count and port are compared from registers: a load of the key's words and
+  // in_port fields together, just after they were stored one by one, would wait for both
+  // stores to retire (store forwarding fails on it).
+  const uint32_t words = LoadFlowKey(frame, length, readable, p, in_port, key);
+  if (words == 0) return false;
+  if (previous != nullptr && previous->words == words && previous->in_port == in_port &&
+      SameWordsFrom(key, *previous, words)) {
+    return true;
+  }
+  key.hash = HashWords(key.w, words, in_port);
   return false;
 }
 

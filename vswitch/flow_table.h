@@ -71,15 +71,6 @@ struct FlowKey {
     for (uint32_t i = 0; i < words; ++i) diff |= w[i] ^ o.w[i];
     return diff == 0;
   }
-  // The same words from the same port (a cacheable key; the hash is not looked at).
-  bool SameWords(const FlowKey& o) const {
-    if (words == 0 || words != o.words || in_port != o.in_port) return false;
-    // From the end: flows of one host pair differ first in their ports.
-    for (uint32_t i = words; i-- > 0;) {
-      if (w[i] != o.w[i]) return false;
-    }
-    return true;
-  }
 };
 
 // Builds the key of a parsed frame. `readable` is how many bytes from `frame` may be read (the

@@ -158,10 +158,24 @@ TEST_CASE("a burst's next key repeats the previous one only for the same flow an
   BuildFlowKey(c.bytes.data(), n, n, pc, 1, built);
   CHECK(kc == built);
   CHECK_FALSE(BuildNextFlowKey(a.bytes.data(), n, n, pa, 2, &ka, kd));  // another input port
-  // Keys too long to cache never repeat (they have no words to compare).
-  FlowKey none;
-  none.words = 0;
-  CHECK_FALSE(none.SameWords(none));
+
+  // Headers too long to cache (a VLAN tag, IPv4 with 40 bytes of options, then TCP: 98 bytes)
+  // never repeat: such frames always go to the classifier.
+  Frame t = testing::Tcp4(1, 80, 1000, 0x10);
+  const uint8_t tag[4] = {0x81, 0x00, 0x00, 0x05};
+  t.bytes.insert(t.bytes.begin() + 12, tag, tag + 4);
+  t.bytes.insert(t.bytes.begin() + 38, 40, 0);
+  t.bytes[18] = 0x4f;  // IHL 15
+  const uint16_t total = static_cast<uint16_t>((t.bytes[20] << 8 | t.bytes[21]) + 40);
+  t.bytes[20] = static_cast<uint8_t>(total >> 8);
+  t.bytes[21] = static_cast<uint8_t>(total);
+  ParsedPacket pt;
+  REQUIRE(ParsePacket(t.bytes.data(), t.bytes.size(), pt) == ParseStatus::kOk);
+  FlowKey k1, k2;
+  const uint32_t tn = static_cast<uint32_t>(t.bytes.size());
+  CHECK_FALSE(BuildNextFlowKey(t.bytes.data(), tn, tn, pt, 1, nullptr, k1));
+  CHECK(k1.words == 0);
+  CHECK_FALSE(BuildNextFlowKey(t.bytes.data(), tn, tn, pt, 1, &k1, k2));
 }
 
 TEST_CASE("cache keys do not depend on bytes past the headers or on read slack", "[flow]") {
