@@ -248,7 +248,8 @@ vswitch::SwitchSpec ScheduledSpec(dataplane::Port* in, dataplane::Port* out) {
 
 // With --sched-pcap: the file's Homa messages replayed in a loop into an SRPT uplink on a null
 // sink, the same kind of ports as the other cases.
-Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds, uint16_t workers = 1) {
+Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds, uint16_t workers = 1,
+                         bool scheduled = true) {
   dataplane::PortOptions o;
   o.name = "sc_in";
   o.driver = dataplane::Driver::kPcap;
@@ -256,6 +257,7 @@ Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds, uint16_t work
   auto in = OrExit(dataplane::CreatePort(o, pool));
   auto out = MakePort("sc_out", dataplane::Driver::kNull, pool, true);
   vswitch::SwitchSpec spec = ScheduledSpec(in.get(), out.get());
+  if (!scheduled) spec.uplinks.clear();  // the same traffic and rule, as OVS-DPDK forwards it
   spec.workers = workers;
   auto sw = OrExit(vswitch::Switch::Create(spec, pool.get()));
   if (workers == 1) return Measure(*sw, *out, seconds, [] {});
@@ -418,7 +420,7 @@ int main(int argc, char** argv) {
   double seconds = 3;
   std::string only;
   app.add_option("--seconds", seconds, "Measuring time per case");
-  app.add_option("--case", only, "io, l2, p2p, flows, vhost, sched or sched2 (default: all)");
+  app.add_option("--case", only, "io, l2, p2p, flows, vhost, homa, sched or sched2 (default: all)");
   app.add_option("--rx-pcap", g_rx_pcap, "Input ports replay this pcap file in a loop")
       ->check(CLI::ExistingFile);
   app.add_option("--sched-pcap", g_sched_pcap,
@@ -467,6 +469,11 @@ int main(int argc, char** argv) {
     Print("srpt_uplink_10k_messages_2_lcores", ScheduledFromPcap(**pool, seconds, 2),
           "two lcores: the bridge's classifies and hands off through a ring, the uplink's "
           "schedules and sends (cycles are per packet of the first lcore)");
+  }
+  if ((only.empty() || only == "homa") && !g_sched_pcap.empty()) {
+    Print("homa_10k_messages_unscheduled", ScheduledFromPcap(**pool, seconds, 1, false),
+          "the scheduled case's traffic and rule with no scheduler on the port: what OVS-DPDK "
+          "does with it");
   }
   if (only.empty() || only == "sched") {
     Print("srpt_uplink_10k_messages", Scheduled(**pool, seconds, 10'000),
