@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 
@@ -26,6 +27,7 @@ uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id) {
   if (free_.empty()) return kNoId;
   uint32_t slot = free_.back();
   free_.pop_back();
+  if (slot >= high_water_) high_water_ = slot + 1;
   uint32_t i = IndexOf(message_id);
   while (index_[i].slot != kNoId) i = (i + 1) & index_mask_;
   index_[i] = Entry{message_id, slot};
@@ -65,8 +67,10 @@ uint32_t MessageTable::ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budg
   uint32_t freed = 0;
   uint32_t n = capacity();
   if (n <= reserved_) return 0;
+  // Slots are handed out lowest first, so the hand sweeps only up to the highest slot ever used.
+  const uint32_t end = std::min(n, high_water_);
   for (uint32_t k = 0; k < budget; ++k) {
-    if (++hand_ >= n) hand_ = reserved_;
+    if (++hand_ >= end) hand_ = reserved_;
     if (hand_ < reserved_) hand_ = reserved_;
     MessageState& m = slots_[hand_];
     if ((m.flags & kMsgInUse) && m.empty() && now - m.last_active > timeout) {
@@ -74,6 +78,8 @@ uint32_t MessageTable::ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budg
       ++freed;
     }
   }
+  // The next call's slots, which have rarely been touched lately: load them meanwhile.
+  for (uint32_t k = 1; k <= budget && hand_ + k < end; ++k) __builtin_prefetch(&slots_[hand_ + k]);
   return freed;
 }
 

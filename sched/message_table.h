@@ -143,7 +143,8 @@ class MessageTable {
   int index_shift_ = 64;
   uint32_t reserved_ = 0;
   uint32_t live_ = 0;
-  uint32_t hand_ = 0;  // ReclaimIdle's position
+  uint32_t hand_ = 0;        // ReclaimIdle's position
+  uint32_t high_water_ = 0;  // one past the highest slot ever handed out
 };
 
 }  // namespace qosvisor::sched

@@ -243,8 +243,6 @@ void BasicScheduler<RankQueue>::DropWorst(uint16_t c, uint64_t now) {
   ClassStats& st = stats_[c];
   ++st.dropped_worst;
   st.dropped_bytes += len;
-  --st.queued_packets;
-  st.queued_bytes -= len;
   if (!m.empty()) {
     PushHead(c, slot, now);
   } else if (q.Empty()) {
@@ -261,7 +259,7 @@ template <typename RankQueue>
 int BasicScheduler<RankQueue>::VictimClass() const {
   uint64_t tenant_bytes[64] = {};  // at most 64 tenants (the active masks are 64 bits)
   for (size_t c = 0; c < classes_.size(); ++c)
-    tenant_bytes[classes_[c].tenant] += stats_[c].queued_bytes;
+    tenant_bytes[classes_[c].tenant] += stats_[c].now_queued_bytes();
   int victim = -1;
   uint64_t best[4] = {};
   for (size_t c = 0; c < classes_.size(); ++c) {
@@ -274,7 +272,8 @@ int BasicScheduler<RankQueue>::VictimClass() const {
         tenant_prio ? tc.priority : 0ull,
         tenant_prio ? 0ull : (tenant_bytes[cs.tenant] << 8) / std::max<uint32_t>(tc.weight, 1),
         class_prio ? cs.priority : 0ull,
-        class_prio ? 0ull : (stats_[c].queued_bytes << 8) / std::max<uint32_t>(cs.weight, 1)};
+        class_prio ? 0ull
+                   : (stats_[c].now_queued_bytes() << 8) / std::max<uint32_t>(cs.weight, 1)};
     if (victim < 0 || std::lexicographical_compare(best, best + 4, key, key + 4)) {
       victim = static_cast<int>(c);
       std::copy(key, key + 4, best);
@@ -336,8 +335,6 @@ void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
   m.bytes_queued += len;
   buffered_bytes_ += len;
   ++buffered_packets_;
-  ++mst.queued_packets;
-  mst.queued_bytes += len;
   bool was_empty = m.empty();
   m.PushBack(pkt);
   if (was_empty) PushHead(c, slot, pm.arrival_tsc);
@@ -408,8 +405,6 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     ClassStats& st = stats_[c];
     ++st.dequeued_packets;
     st.dequeued_bytes += len;
-    --st.queued_packets;
-    st.queued_bytes -= len;
     OnSent(*Meta(pkt), len, m, classes_[c]);
     if (!m.empty()) {
       PushHead(c, slot, now);
@@ -470,7 +465,11 @@ template <typename RankQueue>
 SchedulerStats BasicScheduler<RankQueue>::Stats() const {
   SchedulerStats s;
   s.classes = stats_;
-  for (const ClassStats& c : stats_) {
+  for (ClassStats& c : s.classes) {
+    c.queued_packets = c.now_queued_packets();
+    c.queued_bytes = c.now_queued_bytes();
+  }
+  for (const ClassStats& c : s.classes) {
     s.total.enqueued_packets += c.enqueued_packets;
     s.total.enqueued_bytes += c.enqueued_bytes;
     s.total.dequeued_packets += c.dequeued_packets;

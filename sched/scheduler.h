@@ -43,10 +43,16 @@ struct ClassStats {
   uint64_t dropped_bytes = 0;
   uint64_t rank_clamped = 0;         // ranks beyond the rank queue's range (not drops)
   uint64_t table_full_fallback = 0;  // packets sent to the class's default queue (not drops)
+  // Filled in by Stats(): what is queued is what arrived less what left or was dropped (the data
+  // path keeps only those counts).
   uint64_t queued_packets = 0;
   uint64_t queued_bytes = 0;
 
   uint64_t dropped_packets() const { return dropped_tail + dropped_worst + dropped_message_limit; }
+  uint64_t now_queued_packets() const {
+    return enqueued_packets - dequeued_packets - dropped_packets();
+  }
+  uint64_t now_queued_bytes() const { return enqueued_bytes - dequeued_bytes - dropped_bytes; }
 };
 
 struct SchedulerStats {

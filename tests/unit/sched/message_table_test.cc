@@ -74,6 +74,21 @@ TEST_CASE("idle reclamation frees only empty messages past the timeout", "[messa
   CHECK(t[busy].PopFront() == fake);
 }
 
+TEST_CASE("idle reclamation sweeps only the slots that were ever used", "[message_table]") {
+  // A large table with three messages: their slots are the lowest, and the sweep turns around
+  // after them instead of walking the whole table between visits.
+  MessageTable t(100'000, 1);
+  for (uint64_t id : {7, 8, 9}) REQUIRE(t.Insert(id, 0) != kNoId);
+  CHECK(t.ReclaimIdle(1'000, 10, 2) == 2);
+  CHECK(t.ReclaimIdle(1'000, 10, 2) == 1);
+  CHECK(t.live() == 0);
+  // Slots freed and handed out again keep the sweep as short.
+  for (uint64_t id : {17, 18, 19}) REQUIRE(t.Insert(id, 0) != kNoId);
+  uint32_t freed = 0;
+  for (int call = 0; call < 3; ++call) freed += t.ReclaimIdle(1'000, 10, 2);
+  CHECK(freed == 3);
+}
+
 TEST_CASE("a message's FIFO: inline ring first, then the overflow list, order kept",
           "[message_table]") {
   testing::FakePool pool(40);
