@@ -114,6 +114,31 @@ TEST_CASE("tables that look only at the input port answer per port", "[flow]") {
   CHECK((*udp)->ActionsOfPort(1) == nullptr);
 }
 
+TEST_CASE("a second VLAN tag ends the parse for the classifier as for the cache key", "[flow]") {
+  // Double-tagged frames carry IP behind the inner tag; neither the parser nor the classifier
+  // reads that far (one tag, like ovs-vswitchd's default vlan-limit), so the cache key, which
+  // stops at the inner tag, holds everything the classifier looked at.
+  auto t = Table({{"priority=80,icmp,actions=drop", 0}, {"priority=70,udp,actions=drop", 1}});
+  auto double_tagged = [](uint8_t proto) {
+    Frame f = testing::Ethernet(0x0800, 5);
+    f.bytes.insert(f.bytes.end() - 2, {0x81, 0x00, 0x00, 0x07});  // inner tag before the type
+    testing::Ipv4(f, proto, 8);
+    f.Zeros(8);
+    return f;
+  };
+  const Frame icmp = double_tagged(1), udp = double_tagged(17);
+  CHECK(Lookup(*t, icmp, 1)->cookie == kDefaultRuleCookie);
+  CHECK(Lookup(*t, udp, 1)->cookie == kDefaultRuleCookie);
+  ParsedPacket pi, pu;
+  REQUIRE(ParsePacket(icmp.bytes.data(), icmp.bytes.size(), pi) == ParseStatus::kOk);
+  REQUIRE(ParsePacket(udp.bytes.data(), udp.bytes.size(), pu) == ParseStatus::kOk);
+  CHECK(pi.ip_version == 0);
+  FlowKey ki, ku;
+  BuildFlowKey(icmp.bytes.data(), icmp.bytes.size(), icmp.bytes.size(), pi, 1, ki);
+  BuildFlowKey(udp.bytes.data(), udp.bytes.size(), udp.bytes.size(), pu, 1, ku);
+  CHECK(ki == ku);  // so one cache entry answering both is right
+}
+
 TEST_CASE("cache keys ignore per-packet fields and keep matchable ones", "[flow]") {
   ParsedPacket p1, p2;
   Frame a = testing::Udp4(1, 5000);
