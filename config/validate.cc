@@ -606,7 +606,8 @@ class Validator {
         Source item = t.source;
         item.path = fmt::format("{}.classes[{}]", t.source.path, i);
         item.mark = t.source.At(fmt::format("classes[{}]", i));
-        // (Empty: an item that was not a name, reported by the parser.)
+        // Empty: an item that was not a name, already reported by the parser (two of them must
+        // not read as one class listed twice).
         if (name.empty() || !CheckRef(name, NamesOf(config_.classes), item, "", "class")) continue;
         auto [it, inserted] = owner.emplace(name, t.name);
         if (!inserted) {

@@ -67,7 +67,8 @@ uint32_t MessageTable::ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budg
   uint32_t freed = 0;
   uint32_t n = capacity();
   if (n <= reserved_) return 0;
-  // Slots are handed out lowest first, so the hand sweeps only up to the highest slot ever used.
+  // Slots beyond the highest ever handed out have never held a message (the free list starts in
+  // ascending order), so the hand turns around there.
   const uint32_t end = std::min(n, high_water_);
   for (uint32_t k = 0; k < budget; ++k) {
     if (++hand_ >= end) hand_ = reserved_;
@@ -79,7 +80,7 @@ uint32_t MessageTable::ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budg
     }
   }
   // The next call's slots, which have rarely been touched lately: load them meanwhile.
-  for (uint32_t k = 1; k <= budget && hand_ + k < end; ++k) __builtin_prefetch(&slots_[hand_ + k]);
+  for (uint32_t k = 1; k <= budget && hand_ + k < end; ++k) PrefetchSlot(hand_ + k, false);
   return freed;
 }
 

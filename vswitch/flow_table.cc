@@ -13,7 +13,12 @@ namespace {
 
 std::atomic<uint64_t> g_next_generation{1};
 
-constexpr uint16_t kEtherArp = 0x0806;
+constexpr uint16_t kEtherArp = 0x0806, kEtherRarp = 0x8035, kEtherMpls = 0x8847,
+                   kEtherMplsMulticast = 0x8848, kEtherNsh = 0x894f;
+constexpr uint16_t kEtherTypeMin = 0x0600;  // below: an 802.3 length (LLC, maybe SNAP)
+constexpr uint8_t kProtoIcmp = 1, kProtoIgmp = 2, kProtoTcp = 6, kProtoUdp = 17,
+                  kProtoIcmp6 = 58, kProtoSctp = 132;
+constexpr uint8_t kNdSolicit = 135, kNdAdvert = 136;
 
 // Per-process random multipliers, so that nobody can aim traffic at one cache slot.
 struct HashSeeds {
@@ -49,18 +54,51 @@ void ClearBytes(uint64_t* w, uint32_t words, uint32_t offset, uint32_t n) {
   if (i + 1 < words) w[i + 1] &= ~static_cast<uint64_t>(field >> 64);
 }
 
-// How far the classifier reads into the frame: L4 ports/flags for TCP/UDP/ICMP, the ARP body,
-// else the L3 header start.
-uint32_t MatchableEnd(const ParsedPacket& p, uint32_t length) {
-  uint32_t end = p.l3_offset;
-  if (p.ether_type == kEtherArp) end = p.l3_offset + 28u;
-  if (p.ip_version != 0) {
-    end = p.l4_offset;
-    if (p.ip_proto == 6) end = p.l4_offset + 20u;
-    if (p.ip_proto == 17) end = p.l4_offset + 8u;
-    if (p.ip_proto == 1 || p.ip_proto == 58) end = p.l4_offset + 4u;
+// IPv6 extension headers Open vSwitch walks through to find the transport header.
+bool Ipv6ExtensionHeader(uint8_t next) {
+  return next == 0 || next == 43 || next == 44 || next == 51 || next == 60;
+}
+
+// How far the classifier reads into the frame (Open vSwitch's flow extraction, for which the
+// key must hold every byte it looks at): TCP/UDP/SCTP ports and TCP flags, ICMP and IGMP type and
+// code (and IGMP's group), the ARP/RARP body, else the L3 header. OVS reads a transport header
+// only when the datagram holds all of it (8 bytes for ICMP, 12 for SCTP), so the key ends
+// there. 0: not cacheable, because the classifier reads what a fixed prefix cannot show (LLC/SNAP,
+// MPLS and NSH headers, IPv6 extension headers, neighbour discovery options) or the frame or
+// datagram ends before the transport header does; such frames always ask the classifier.
+uint32_t MatchableEnd(const uint8_t* frame, const ParsedPacket& p, uint32_t length) {
+  const uint16_t type = p.ether_type;
+  if (type < kEtherTypeMin || type == kEtherMpls || type == kEtherMplsMulticast ||
+      type == kEtherNsh) {
+    return 0;
   }
-  return end < length ? end : length;
+  if (type == kEtherArp || type == kEtherRarp) {
+    const uint32_t end = p.l3_offset + 28u;
+    return end <= length ? end : 0;
+  }
+  if (p.ip_version == 0) return p.l3_offset;
+  uint32_t end = p.l4_offset;
+  switch (p.ip_proto) {
+    case kProtoTcp:
+      end += 20;
+      break;
+    case kProtoUdp:
+    case kProtoIcmp:
+    case kProtoIgmp:
+      end += 8;
+      break;
+    case kProtoSctp:
+      end += 12;
+      break;
+    case kProtoIcmp6:
+      if (p.l3_end >= end + 1 && (frame[end] == kNdSolicit || frame[end] == kNdAdvert)) return 0;
+      end += 8;
+      break;
+    default:
+      if (p.ip_version == 6 && Ipv6ExtensionHeader(p.ip_proto)) return 0;
+      break;
+  }
+  return end <= p.l3_end ? end : 0;
 }
 
 // What decides which key bytes are kept: where the headers are and which ones they are.
@@ -90,13 +128,26 @@ void ComputeMasks(const KeyShape& s, KeyMasks& out) {
     ClearBytes(out.m, words, l3 + 4, 2);  // payload length
   }
   if (s.ip_version != 0) {
-    if (s.ip_proto == 6) {
-      ClearBytes(out.m, words, l4 + 4, 8);   // seq, ack
-      ClearBytes(out.m, words, l4 + 14, 6);  // window, checksum, urgent pointer
-    } else if (s.ip_proto == 17) {
-      ClearBytes(out.m, words, l4 + 4, 4);  // length, checksum
-    } else if (s.ip_proto == 1 || s.ip_proto == 58) {
-      ClearBytes(out.m, words, l4 + 2, 2);  // checksum
+    switch (s.ip_proto) {
+      case kProtoTcp:
+        ClearBytes(out.m, words, l4 + 4, 8);   // seq, ack
+        ClearBytes(out.m, words, l4 + 14, 6);  // window, checksum, urgent pointer
+        break;
+      case kProtoUdp:
+        ClearBytes(out.m, words, l4 + 4, 4);  // length, checksum
+        break;
+      case kProtoSctp:
+        ClearBytes(out.m, words, l4 + 4, 8);  // verification tag, checksum
+        break;
+      case kProtoIcmp:
+      case kProtoIcmp6:
+        ClearBytes(out.m, words, l4 + 2, 6);  // checksum, rest of header
+        break;
+      case kProtoIgmp:
+        ClearBytes(out.m, words, l4 + 2, 2);  // checksum (the group address is matchable)
+        break;
+      default:
+        break;
     }
   }
 }
@@ -109,7 +160,7 @@ const KeyMasks& MasksFor(const KeyShape& shape) {
   return last;
 }
 
-bool SameWordsFrom(const FlowKey& a, const FlowKey& b, uint32_t words) {
+bool SameWords(const FlowKey& a, const FlowKey& b, uint32_t words) {
   // From the end: flows of one host pair differ first in their ports.
   for (uint32_t i = words; i-- > 0;) {
     if (a.w[i] != b.w[i]) return false;
@@ -182,8 +233,8 @@ uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
                      const ParsedPacket& p, uint32_t in_port, FlowKey& key) {
   key.in_port = in_port;
   key.hash = 0;
-  const uint32_t end = MatchableEnd(p, length);
-  if (end > FlowKey::kMaxWords * 8) {
+  const uint32_t end = MatchableEnd(frame, p, length);
+  if (end == 0 || end > FlowKey::kMaxWords * 8) {
     key.words = 0;
     return 0;
   }
@@ -213,7 +264,7 @@ bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
   const uint32_t words = LoadFlowKey(frame, length, readable, p, in_port, key);
   if (words == 0) return false;
   if (previous != nullptr && previous->words == words && previous->in_port == in_port &&
-      SameWordsFrom(key, *previous, words)) {
+      SameWords(key, *previous, words)) {
     return true;
   }
   key.hash = HashWords(key.w, words, in_port);

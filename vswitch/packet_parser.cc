@@ -120,6 +120,7 @@ ParseStatus ParseIpv4(const uint8_t* f, uint32_t length, uint32_t l3, ParsedPack
   }
   // Ethernet padding may follow the datagram; a datagram longer than the frame is truncated.
   if (length < l3 + total) return ParseStatus::kTruncated;
+  if constexpr (kFields) out.l3_end = static_cast<uint16_t>(l3 + total);
   const bool later_fragment = (Be16(f + l3 + 6) & 0x1fff) != 0;
   if (later_fragment) {
     if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4);  // no L4 header here
@@ -143,6 +144,7 @@ ParseStatus ParseIpv6(const uint8_t* f, uint32_t length, uint32_t l3, ParsedPack
   }
   const uint32_t end = l3 + 40 + Be16(f + l3 + 4);
   if (length < end) return ParseStatus::kTruncated;
+  if constexpr (kFields) out.l3_end = static_cast<uint16_t>(end);
   return ParseL4<kFields>(f, l3 + 40, proto, end, out);
 }
 
@@ -154,14 +156,12 @@ ParseStatus ParseFrame(const uint8_t* f, uint32_t length, ParsedPacket& out) {
   if constexpr (kFields) {
     std::memcpy(&out, &kEmpty, sizeof(out));
   } else {
-    out.has_vlan = false;
+    out.ether_type = 0;
     out.vlan_tci = 0;
+    out.has_vlan = false;
+    out.l3_offset = 0;
   }
   if (length < 14) return ParseStatus::kTruncated;
-  if constexpr (kFields) {
-    std::memcpy(out.dst_mac, f, 6);
-    std::memcpy(out.src_mac, f + 6, 6);
-  }
   uint32_t offset = 12;
   uint16_t type = Be16(f + offset);
   if (type == kEtherVlan || type == kEtherQinQ) {

@@ -25,6 +25,7 @@ struct ParsedPacket {
   uint8_t ip_tos = 0;
   uint8_t tcp_flags = 0;
   uint16_t l3_offset = 0;
+  uint16_t l3_end = 0;  // IP: where the datagram ends (Ethernet padding may follow)
   uint16_t l4_offset = 0;
   uint16_t payload_offset = 0;
   uint32_t ip4_src = 0;  // host byte order
@@ -39,8 +40,7 @@ struct ParsedPacket {
   uint64_t homa_rpc_id = 0;
   uint32_t homa_message_length = 0;
   uint32_t homa_offset = 0;
-  uint8_t dst_mac[6] = {};
-  uint8_t src_mac[6] = {};
+  // (The MAC addresses are not copied: they are the frame's first 12 bytes.)
 };
 
 // Parses as deep as the frame allows. A kTruncated or kMalformed result still describes the

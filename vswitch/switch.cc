@@ -32,10 +32,12 @@ bool VlanAllowed(const uint64_t* bits, uint16_t vlan) {
   return (bits[vlan >> 6] >> (vlan & 63)) & 1;
 }
 
-// Makes the frame carry `vlan` (0: untagged), inserting, rewriting or removing the 802.1Q tag.
+// Makes the frame carry `vlan` (0: untagged), inserting, rewriting or removing the outer tag
+// (802.1Q, or 802.1ad, whose type is kept when its VLAN is rewritten).
 bool SetVlan(rte_mbuf* m, uint16_t vlan) {
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-  const bool tagged = eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN);
+  const bool tagged = eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
+                      eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ);
   if (vlan == 0) {
     if (tagged) {
       // Move the MAC addresses forward over the tag, then drop the first 4 bytes.
@@ -276,7 +278,8 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
   const uint32_t of_port = in.member + 1u;
   // A table that looks at nothing but the input port gives one answer for the whole burst.
   const FlowActions* actions = table->in_port_only() ? table->ActionsOfPort(of_port) : nullptr;
-  const Route route = table->in_port_only() ? RouteOf(bridge, in, actions) : Route::kLookup;
+  const BurstRoute route =
+      table->in_port_only() ? RouteOf(bridge, in, actions) : BurstRoute{Route::kLookup, 0};
   const Member& member = bridge.members[in.member];
   // Headers are requested a few frames ahead of their parse (as DPDK's l3fwd does): enough to
   // hide a miss on ports that DMA, without a separate pass over frames that arrive in cache.
@@ -287,88 +290,113 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
   const Stage* previous = nullptr;  // the last frame kept
   for (uint16_t i = 0; i < rx.count; ++i) {
     if (i + kAhead < rx.count) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + kAhead], void*));
-    if (Classify(w, rx.pkts[i], member, of_port, route, previous, w.stage[i])) {
+    if (Classify(w, rx.pkts[i], member, of_port, route.route, previous, w.stage[i])) {
       previous = &w.stage[i];
     } else {
       rx.pkts[i] = nullptr;
     }
   }
-  switch (route) {
+  switch (route.route) {
     case Route::kOnePort:
-      SendAllTo(w, rx, bridge.members[OnlyOutput(*actions) - 1].port);
-      return;
+      SendAllTo(w, rx, in, bridge, actions, route.port, now);
+      break;
     case Route::kNormal:
       SwitchNormal(w, rx, in, bridge, actions, now);
-      return;
+      break;
     case Route::kEachFrame:
       for (uint16_t i = 0; i < rx.count; ++i) {
         if (rx.pkts[i] != nullptr) Forward(w, rx.pkts[i], in, bridge, actions, w.stage[i], now);
       }
       break;
-    case Route::kLookup: {
-      uint32_t repeats = 0;
-      for (uint16_t i = 0; i < rx.count; ++i) {
-        rte_mbuf* m = rx.pkts[i];
-        if (m == nullptr) continue;
-        if (w.stage[i].repeat) {
-          ++repeats;  // `actions` still holds the previous frame's answer
-        } else {
-          actions = w.cache.Lookup(*table, w.stage[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
-                                   rte_pktmbuf_data_len(m));
-        }
-        Forward(w, m, in, bridge, actions, w.stage[i], now);
-      }
-      w.cache.CountRepeats(repeats);
+    case Route::kLookup:
+      LookUpAndForward(w, rx, in, bridge, *table, now);
       break;
-    }
   }
   rx.count = 0;
 }
 
-// The one member an action list outputs to when it does nothing else (0: not that shape).
-uint32_t Switch::OnlyOutput(const FlowActions& actions) {
-  uint32_t port = 0;
-  for (uint32_t a = 0; a < actions.n; ++a) {
-    if (actions.a[a].type != QV_OVS_OUTPUT || (port != 0 && actions.a[a].arg != port)) return 0;
-    port = actions.a[a].arg;
+// Each frame's actions from the flow cache (or the classifier), except that a frame with the
+// previous frame's key takes the previous answer.
+void Switch::LookUpAndForward(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
+                              const FlowTable& table, uint64_t now) {
+  const FlowActions* actions = nullptr;
+  uint32_t repeats = 0;
+  for (uint16_t i = 0; i < rx.count; ++i) {
+    rte_mbuf* m = rx.pkts[i];
+    if (m == nullptr) continue;
+    if (w.stage[i].repeat) {
+      ++repeats;
+    } else {
+      actions = w.cache.Lookup(table, w.stage[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
+                               rte_pktmbuf_data_len(m));
+    }
+    Forward(w, m, in, bridge, actions, w.stage[i], now);
   }
-  return port;
+  w.cache.CountRepeats(repeats);
 }
 
-// Members that carry every VLAN and no scheduler leave a frame as it came, so whole bursts
-// between them need no per-packet VLAN or uplink decisions.
+// The one member (1-based) an action list outputs to when it does nothing else and names it
+// once (0: not that shape; a port named twice gets two copies).
+uint32_t Switch::OnlyOutput(const FlowActions& actions) {
+  if (actions.n != 1 || actions.a[0].type != QV_OVS_OUTPUT) return 0;
+  return actions.a[0].arg;
+}
+
+// Members that carry every VLAN and no scheduler pass frames between them as they came (but
+// for priority tags, see KeepsItsTag), so whole bursts between them need no per-frame VLAN or
+// uplink decisions.
 bool Switch::PlainMember(const Member& m) const {
   return m.mode == VlanMode::kNone && port_state_[m.port].uplink < 0;
 }
 
-Switch::Route Switch::RouteOf(const Bridge& bridge, const PortState& in,
-                              const FlowActions* actions) const {
+// Output removes a priority tag (VLAN 0) between plain members; other frames keep theirs.
+bool Switch::KeepsItsTag(const Stage& st) { return !st.parsed.has_vlan || st.vlan != 0; }
+
+Switch::BurstRoute Switch::RouteOf(const Bridge& bridge, const PortState& in,
+                                   const FlowActions* actions) const {
   if (actions == nullptr || bridge.members[in.member].mode != VlanMode::kNone) {
-    return Route::kEachFrame;
+    return {Route::kEachFrame, 0};
   }
-  if (actions->n == 1 && actions->a[0].type == QV_OVS_NORMAL) return Route::kNormal;
+  if (actions->n == 1 && actions->a[0].type == QV_OVS_NORMAL) return {Route::kNormal, 0};
   const uint32_t out = OnlyOutput(*actions);
   if (out == 0 || out > bridge.members.size() || out - 1 == static_cast<uint32_t>(in.member) ||
       !PlainMember(bridge.members[out - 1])) {
-    return Route::kEachFrame;
+    return {Route::kEachFrame, 0};
   }
-  return Route::kOnePort;
+  return {Route::kOnePort, bridge.members[out - 1].port};
 }
 
-// Every frame of the burst (those Classify kept) to one port, unchanged.
-void Switch::SendAllTo(Worker& w, PacketBatch& rx, uint16_t port) {
-  uint16_t kept = 0;
+// Every frame of the burst (those Classify kept) to one port, unchanged; a priority-tagged frame
+// takes the per-frame path, after the frames before it.
+void Switch::SendAllTo(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
+                       const FlowActions* actions, uint16_t port, uint64_t now) {
+  uint16_t run = 0;  // frames gathered at the front of rx.pkts (never ahead of i)
   for (uint16_t i = 0; i < rx.count; ++i) {
-    rx.pkts[kept] = rx.pkts[i];
-    kept += rx.pkts[i] != nullptr;
+    rte_mbuf* m = rx.pkts[i];
+    if (m == nullptr) continue;
+    if (KeepsItsTag(w.stage[i])) {
+      rx.pkts[run++] = m;
+      continue;
+    }
+    AppendTx(w, port, rx.pkts, run);
+    run = 0;
+    ForwardOneByOne(w, m, in, bridge, actions, w.stage[i], now);
   }
-  AppendTx(w, port, rx.pkts, kept);
-  rx.count = 0;
+  AppendTx(w, port, rx.pkts, run);
+}
+
+// The per-frame path for a frame of a whole-burst route: it may need more of the headers than
+// the checks-only parse recorded.
+void Switch::ForwardOneByOne(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge,
+                             const FlowActions* actions, Stage& st, uint64_t now) {
+  ParsePacket(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), st.parsed);
+  Forward(w, m, in, bridge, actions, st, now);
 }
 
 // Appends to a port's TX batch in bulk, sending each time it reaches a burst. (Pushing frame by
 // frame chains every frame through the batch's count in memory.)
 void Switch::AppendTx(Worker& w, uint16_t port, rte_mbuf* const* pkts, uint16_t n) {
+  if (n == 0) return;  // (and `port` may then be no port at all)
   PacketBatch& tx = port_state_[port].tx;
   while (n != 0) {
     const uint16_t k = std::min<uint16_t>(n, static_cast<uint16_t>(burst_ - tx.count));
@@ -415,23 +443,21 @@ void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridg
                       ? bridge.members[out].port
                       : -1;
     }
-    if (last_port != run_port || last_port < 0) {  // keep the frames' order across ports
-      if (run_count != 0) AppendTx(w, static_cast<uint16_t>(run_port), run, run_count);
+    const bool direct = last_port >= 0 && KeepsItsTag(st);
+    if (!direct || last_port != run_port) {  // keep the frames' order on each port
+      AppendTx(w, static_cast<uint16_t>(run_port), run, run_count);
       run_count = 0;
       run_port = last_port;
     }
-    if (last_port < 0) {
-      // The general path may need more of the headers than the check recorded.
-      ParsePacket(frame, rte_pktmbuf_data_len(m), st.parsed);
-      Forward(w, m, in, bridge, normal, st, now);
+    if (!direct) {
+      ForwardOneByOne(w, m, in, bridge, normal, st, now);
       continue;
     }
     flooded += last_flooded;
     run[run_count++] = m;
   }
-  if (run_count != 0) AppendTx(w, static_cast<uint16_t>(run_port), run, run_count);
+  AppendTx(w, static_cast<uint16_t>(run_port), run, run_count);
   w.counters.flooded += flooded;
-  rx.count = 0;
 }
 
 // The member a flood from `in_member` on `vlan` reaches when it reaches exactly one, else -1.
@@ -467,13 +493,19 @@ bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_
     return false;
   }
   st.repeat = false;
-  if (route == Route::kLookup) {
-    // Frames of one flow often come together: a frame with the previous frame's key needs no
-    // hash and no cache lookup.
-    st.repeat = BuildNextFlowKey(frame, len, m->buf_len - m->data_off, st.parsed, of_port,
-                                 previous != nullptr ? &previous->key : nullptr, st.key);
-    if (!st.repeat) w.cache.Prefetch(st.key);
+  if (route != Route::kLookup) return true;
+  if (status != ParseStatus::kOk) {
+    // Forwarded although unparsable: the classifier may read what the parse did not vouch for,
+    // so the frame is not cached.
+    st.key.words = 0;
+    st.key.in_port = of_port;
+    return true;
   }
+  // Frames of one flow often come together: a frame with the previous frame's key needs no hash
+  // and no cache lookup.
+  st.repeat = BuildNextFlowKey(frame, len, m->buf_len - m->data_off, st.parsed, of_port,
+                               previous != nullptr ? &previous->key : nullptr, st.key);
+  if (!st.repeat) w.cache.Prefetch(st.key);
   return true;
 }
 

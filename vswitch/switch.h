@@ -205,13 +205,23 @@ class Switch {
   // every frame to one plain member, NORMAL from a plain member, or the port's actions frame by
   // frame; otherwise a flow-cache lookup per frame.
   enum class Route : uint8_t { kOnePort, kNormal, kEachFrame, kLookup };
+  struct BurstRoute {
+    Route route;
+    uint16_t port;  // kOnePort: where every frame goes
+  };
   static uint32_t OnlyOutput(const FlowActions& actions);
   bool PlainMember(const Member& m) const;
-  Route RouteOf(const Bridge& bridge, const PortState& in, const FlowActions* actions) const;
-  void SendAllTo(Worker& w, PacketBatch& rx, uint16_t port);
+  static bool KeepsItsTag(const Stage& st);
+  BurstRoute RouteOf(const Bridge& bridge, const PortState& in, const FlowActions* actions) const;
+  void SendAllTo(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
+                 const FlowActions* actions, uint16_t port, uint64_t now);
   void AppendTx(Worker& w, uint16_t port, rte_mbuf* const* pkts, uint16_t n);
   void SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
                     const FlowActions* normal, uint64_t now);
+  void LookUpAndForward(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
+                        const FlowTable& table, uint64_t now);
+  void ForwardOneByOne(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge,
+                       const FlowActions* actions, Stage& st, uint64_t now);
   static int SoleFloodMember(const Bridge& bridge, int in_member, uint16_t vlan);
   [[gnu::always_inline]] inline int LearnAndLookup(Bridge& bridge, const uint8_t* frame,
                                                    uint16_t vlan, int in_member, uint64_t now);

@@ -3,6 +3,8 @@
 // message identification and the eBPF context copy.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -20,8 +22,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                {"priority=80,icmp,actions=strip_vlan,FLOOD", 2},
                                {"priority=70,ip,nw_proto=146,actions=set_queue:3,NORMAL", 3},
                                {"priority=60,ipv6,actions=drop", 4},
-                               {"priority=50,arp,actions=NORMAL", 5}},
+                               {"priority=50,arp,actions=NORMAL", 5},
+                               // Headers the classifier reads beyond a fixed prefix, or past
+                               // what the switch parses: the cache must not answer for them.
+                               {"priority=45,sctp,tp_dst=80,actions=drop", 6},
+                               {"priority=44,udp6,tp_dst=53,actions=output:c", 7},
+                               {"priority=43,icmp6,icmp_type=135,nd_target=::1,actions=drop", 8},
+                               {"priority=42,ip,nw_proto=2,actions=output:b", 9},
+                               {"priority=41,mpls,mpls_label=5,actions=drop", 10},
+                               {"priority=40,udp,tp_dst=53,actions=set_queue:2,NORMAL", 11}},
                               {"a", "b", "c"});
+    if (!t.ok()) {
+      std::fprintf(stderr, "fuzz table: %s\n", t.message().c_str());
+      std::abort();
+    }
     return *t;
   }();
   static FlowCache cache;
@@ -41,6 +55,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (status == ParseStatus::kOk) {
     const FlowActions* a = cache.Lookup(*table, data, length, p, in_port);
     if (a != nullptr && a->n > QV_OVS_MAX_ACTIONS) __builtin_trap();
+    // The cache may only answer what the classifier would: its key must hold every byte the
+    // classifier looked at, for this frame and for every earlier one with the same key.
+    if (a != table->Lookup(data, length, in_port)) __builtin_trap();
     // A frame whose key repeats the previous frame's shares its answer: so a copy that differs
     // only in the bytes keys ignore (here the IPv4 id) must get the same answer from the
     // classifier itself.

@@ -36,7 +36,7 @@ void qv_ovs_init(void) {
   vlog_set_levels(NULL, VLF_FILE, VLL_OFF);
   vlog_set_levels(NULL, VLF_CONSOLE, VLL_ERR);
   /* One VLAN tag, as ovs-vswitchd's default vlan-limit and as the switch's parser: a frame's
-   * second tag ends its parse, so the classifier never reads headers the cache key leaves out. */
+   * second tag ends its parse (the exact-match key stops there too). */
   flow_limit_vlans(1);
 }
 

@@ -139,6 +139,75 @@ TEST_CASE("a second VLAN tag ends the parse for the classifier as for the cache 
   CHECK(ki == ku);  // so one cache entry answering both is right
 }
 
+namespace {
+// Ethernet + IPv6 (next header `next`) + `l4`.
+Frame Ipv6Frame(uint8_t next, const std::vector<uint8_t>& l4) {
+  Frame f = testing::Ethernet(0x86dd);
+  f.U32(0x60000000);
+  f.U16(static_cast<uint16_t>(l4.size()));
+  f.U8(next);
+  f.U8(64);
+  f.Zeros(15);
+  f.U8(1);
+  f.Zeros(15);
+  f.U8(2);
+  f.bytes.insert(f.bytes.end(), l4.begin(), l4.end());
+  return f;
+}
+std::vector<uint8_t> UdpHeader(uint16_t dport) {
+  return {0x03, 0xe8, static_cast<uint8_t>(dport >> 8), static_cast<uint8_t>(dport), 0, 8, 0, 0};
+}
+FlowKey KeyOf(const Frame& f, uint32_t in_port = 1) {
+  ParsedPacket p;
+  REQUIRE(ParsePacket(f.bytes.data(), f.bytes.size(), p) == ParseStatus::kOk);
+  FlowKey k;
+  BuildFlowKey(f.bytes.data(), f.bytes.size(), f.bytes.size(), p, in_port, k);
+  return k;
+}
+}  // namespace
+
+TEST_CASE("frames whose headers the classifier reads beyond a fixed prefix are not cached",
+          "[flow]") {
+  // Open vSwitch walks IPv6 extension headers to the UDP ports, reads neighbour-discovery
+  // targets, MPLS labels and LLC/SNAP encapsulations: no prefix of the frame holds all of that.
+  std::vector<uint8_t> hop_by_hop = {17, 0, 1, 4, 0, 0, 0, 0};
+  std::vector<uint8_t> l4 = hop_by_hop;
+  for (uint8_t b : UdpHeader(53)) l4.push_back(b);
+  CHECK(KeyOf(Ipv6Frame(0, l4)).words == 0);
+  std::vector<uint8_t> solicit(24, 0);
+  solicit[0] = 135;
+  CHECK(KeyOf(Ipv6Frame(58, solicit)).words == 0);
+  Frame mpls = testing::Ethernet(0x8847);
+  mpls.U32(5u << 12 | 1u << 8 | 64);
+  mpls.Zeros(40);
+  CHECK(KeyOf(mpls).words == 0);
+  Frame llc = testing::Ethernet(46);  // an 802.3 length, then LLC/SNAP
+  llc.Zeros(46);
+  CHECK(KeyOf(llc).words == 0);
+  // Transport headers shorter than the classifier needs (SCTP: 12 bytes) are not read by it,
+  // so a key holding their bytes would be wrong; an ICMP echo of 8 bytes is cached.
+  CHECK(KeyOf(Ipv6Frame(132, {0x03, 0xe8, 0, 80, 0, 0})).words == 0);
+  CHECK(KeyOf(Ipv6Frame(132, {0x03, 0xe8, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0})).words != 0);
+  CHECK(KeyOf(Ipv6Frame(58, {128, 0, 0, 0, 0, 1, 0, 1})).words != 0);
+
+  // Through the cache, such frames get the classifier's own answer every time.
+  auto t = Table({{"priority=10,udp6,tp_dst=53,actions=drop", 0}});
+  FlowCache cache;
+  for (uint16_t port : {53, 54, 53, 54}) {
+    std::vector<uint8_t> body = hop_by_hop;
+    for (uint8_t b : UdpHeader(port)) body.push_back(b);
+    const Frame f = Ipv6Frame(0, body);
+    ParsedPacket p;
+    REQUIRE(ParsePacket(f.bytes.data(), f.bytes.size(), p) == ParseStatus::kOk);
+    const FlowActions* got =
+        cache.Lookup(*t, f.bytes.data(), static_cast<uint32_t>(f.bytes.size()), p, 1);
+    INFO("UDP port " << port);
+    CHECK(got == Lookup(*t, f, 1));
+    CHECK(got->cookie == (port == 53 ? 0u : kDefaultRuleCookie));
+  }
+  CHECK(cache.uncacheable() == 4);
+}
+
 TEST_CASE("cache keys ignore per-packet fields and keep matchable ones", "[flow]") {
   ParsedPacket p1, p2;
   Frame a = testing::Udp4(1, 5000);

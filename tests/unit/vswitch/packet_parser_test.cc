@@ -32,7 +32,7 @@ TEST_CASE("UDP over IPv4, with and without a VLAN tag", "[parse]") {
   CHECK(p.l3_offset == 14);
   CHECK(p.l4_offset == 34);
   CHECK(p.payload_offset == 42);
-  CHECK(p.src_mac[5] == 0x01);
+  CHECK(p.l3_end == 14 + 20 + 8 + 18);
 
   REQUIRE(Parse(testing::Udp4(1, 2, 18, /*vlan=*/0x2064), p) == ParseStatus::kOk);
   CHECK(p.has_vlan);
