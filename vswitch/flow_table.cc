@@ -277,14 +277,25 @@ const FlowActions* FlowCache::Lookup(const FlowTable& table, const FlowKey& key,
     ++uncacheable_;
     return table.Lookup(frame, length, key.in_port);
   }
-  Entry& e = entries_[key.hash & kMask];
-  if (e.generation == table.generation() && e.key == key) {
+  const uint64_t generation = table.generation();
+  Entry& a = entries_[First(key)];
+  if (a.generation == generation && a.key == key) {
     ++hits_;
-    return e.actions;
+    return a.actions;
+  }
+  Entry& b = entries_[Second(key)];
+  if (b.generation == generation && b.key == key) {
+    ++hits_;
+    return b.actions;
   }
   ++misses_;
+  // An entry of an older table first; else either, alternately.
+  Entry& e = a.generation != generation   ? a
+             : b.generation != generation ? b
+             : (misses_ & 1) != 0         ? a
+                                          : b;
   e.actions = table.Lookup(frame, length, key.in_port);
-  e.generation = table.generation();
+  e.generation = generation;
   e.key = key;
   return e.actions;
 }

@@ -87,17 +87,31 @@ bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
 
 // Exact-match cache from FlowKey to the classifier's answer. Owned by one lcore; not
 // thread-safe. Entries carry the table generation, so a new table invalidates them all at once.
+// Each key has two candidate entries (as Open vSwitch's EMC): with one, two busy flows whose
+// hashes collide would evict each other on every frame.
 class FlowCache {
  public:
   static constexpr uint32_t kEntries = 4096;
+  static constexpr uint32_t kMask = kEntries - 1;
 
-  // Starts loading the entry a key maps to; a burst prefetches all its entries before lookups.
-  void Prefetch(const FlowKey& key) const { __builtin_prefetch(&entries_[key.hash & kMask]); }
+  // Starts loading the entries a key maps to; a burst prefetches all its entries before lookups.
+  void Prefetch(const FlowKey& key) const {
+    for (uint32_t slot : {First(key), Second(key)}) {
+      __builtin_prefetch(&entries_[slot]);
+      __builtin_prefetch(reinterpret_cast<const char*>(&entries_[slot]) + 64);
+    }
+  }
   const FlowActions* Lookup(const FlowTable& table, const FlowKey& key, const uint8_t* frame,
                             uint32_t length);
   // Key and lookup in one call (tests, fuzzing).
   const FlowActions* Lookup(const FlowTable& table, const uint8_t* frame, uint32_t length,
                             const ParsedPacket& parsed, uint32_t in_port);
+  // A key's two candidate entries.
+  static uint32_t First(const FlowKey& key) { return static_cast<uint32_t>(key.hash) & kMask; }
+  static uint32_t Second(const FlowKey& key) {
+    const uint32_t s = static_cast<uint32_t>(key.hash >> 32) & kMask;
+    return s != First(key) ? s : s ^ 1;
+  }
   // Frames that reused the answer of the frame before them (same key) count as hits.
   void CountRepeats(uint32_t n) { hits_ += n; }
   uint64_t hits() const { return hits_; }
@@ -105,7 +119,7 @@ class FlowCache {
   uint64_t uncacheable() const { return uncacheable_; }
 
  private:
-  static constexpr uint32_t kMask = kEntries - 1;
+
   struct alignas(64) Entry {
     uint64_t generation = 0;  // 0: empty (tables start at generation 1)
     const FlowActions* actions = nullptr;

@@ -156,9 +156,12 @@ Figure Measure(vswitch::Switch& sw, dataplane::Port& out, double seconds, Betwee
       });
   if (getenv("QV_BENCH_DEBUG") && worker < 0) {
     auto snap = sw.TakeSnapshot(false);
-    std::fprintf(stderr, "rx=%lu malformed=%lu truncated=%lu flow_dropped=%lu tx_dropped=%lu\n",
+    std::fprintf(stderr,
+                 "rx=%lu malformed=%lu truncated=%lu flow_dropped=%lu tx_dropped=%lu "
+                 "cache_hits=%lu cache_misses=%lu\n",
                  snap.counters.rx_packets, snap.counters.malformed, snap.counters.truncated,
-                 snap.counters.flow_dropped, snap.counters.tx_dropped);
+                 snap.counters.flow_dropped, snap.counters.tx_dropped,
+                 snap.counters.flow_cache_hits, snap.counters.flow_cache_misses);
   }
   return f;
 }
