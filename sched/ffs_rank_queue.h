@@ -103,7 +103,10 @@ class FfsRankQueue {
     if (min_valid_) return static_cast<uint32_t>(min_key_ & mask_);
     uint32_t b = bitmap_.Next(static_cast<uint32_t>(map_.base() & mask_));
     if (b == HierBitmap::kNone) b = bitmap_.First();
-    min_key_ = nodes_[buckets_[b].head].key;
+    // The key follows from the bucket (every key of the window has its own bucket), so finding
+    // the minimum does not wait for the head message's state: the scheduler peeks here to
+    // prefetch that state.
+    min_key_ = map_.base() + ((b - map_.base()) & mask_);
     min_valid_ = true;
     return b;
   }
