@@ -79,9 +79,15 @@ uint32_t MatchableEnd(const uint8_t* frame, const ParsedPacket& p, uint32_t leng
   if (p.ip_version == 0) return p.l3_offset;
   uint32_t end = p.l4_offset;
   switch (p.ip_proto) {
-    case kProtoTcp:
+    case kProtoTcp: {
+      // OVS reads the ports and flags only when the datagram holds the whole header its data
+      // offset announces, which the (masked) total length decides: check it here.
       end += 20;
+      if (end > p.l3_end) return 0;
+      const uint32_t header = (frame[p.l4_offset + 12] >> 4) * 4u;
+      if (header < 20 || p.l4_offset + header > p.l3_end) return 0;
       break;
+    }
     case kProtoUdp:
     case kProtoIcmp:
     case kProtoIgmp:
@@ -289,7 +295,8 @@ const FlowActions* FlowCache::Lookup(const FlowTable& table, const FlowKey& key,
     return b.actions;
   }
   ++misses_;
-  // An entry of an older table first; else either, alternately.
+  // An entry of another table (an older one, or another bridge's on this lcore) first; else
+  // either, alternately.
   Entry& e = a.generation != generation   ? a
              : b.generation != generation ? b
              : (misses_ & 1) != 0         ? a

@@ -36,8 +36,11 @@ bool VlanAllowed(const uint64_t* bits, uint16_t vlan) {
 // (802.1Q, or 802.1ad, whose type is kept when its VLAN is rewritten).
 bool SetVlan(rte_mbuf* m, uint16_t vlan) {
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-  const bool tagged = eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
-                      eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ);
+  // (A frame too short to hold the tag its type announces is forwarded only when unparsable
+  // frames are: it counts as untagged, as its parse said.)
+  const bool tagged = rte_pktmbuf_data_len(m) >= RTE_ETHER_HDR_LEN + 4 &&
+                      (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
+                       eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ));
   if (vlan == 0) {
     if (tagged) {
       // Move the MAC addresses forward over the tag, then drop the first 4 bytes.
@@ -505,7 +508,7 @@ bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_
   // and no cache lookup.
   st.repeat = BuildNextFlowKey(frame, len, m->buf_len - m->data_off, st.parsed, of_port,
                                previous != nullptr ? &previous->key : nullptr, st.key);
-  if (!st.repeat) w.cache.Prefetch(st.key);
+  if (!st.repeat && st.key.words != 0) w.cache.Prefetch(st.key);
   return true;
 }
 

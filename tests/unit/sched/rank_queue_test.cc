@@ -53,6 +53,11 @@ class ReferenceQueue {
     return UINT64_MAX;
   }
   size_t size() const { return items_.size(); }
+  uint64_t MinKey() const {
+    uint64_t min = UINT64_MAX;
+    for (const Item& it : items_) min = std::min(min, it.key);
+    return min;
+  }
 
  private:
   struct Item {
@@ -130,7 +135,12 @@ TEMPLATE_TEST_CASE("rank queue matches the reference model", "[rank_queue]", Ffs
     }
     REQUIRE(q.size() == ref.size());
     REQUIRE(q.Empty() == (ref.size() == 0));
-    if (!present.empty()) REQUIRE(q.PeekMin() != kNoId);
+    if (!present.empty()) {
+      // PeekMin finds the smallest key without reading it from a node (FFS derives it from the
+      // bucket), so it must be the reference's smallest key, not only the right element.
+      REQUIRE(q.PeekMin() != kNoId);
+      REQUIRE(q.KeyOf(q.PeekMin()) == ref.MinKey());
+    }
   }
   // Drain: the whole remaining order must agree.
   while (ref.size() > 0) REQUIRE(q.PopMin() == ref.PopMin());

@@ -189,6 +189,21 @@ TEST_CASE("frames whose headers the classifier reads beyond a fixed prefix are n
   CHECK(KeyOf(Ipv6Frame(132, {0x03, 0xe8, 0, 80, 0, 0})).words == 0);
   CHECK(KeyOf(Ipv6Frame(132, {0x03, 0xe8, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0})).words != 0);
   CHECK(KeyOf(Ipv6Frame(58, {128, 0, 0, 0, 0, 1, 0, 1})).words != 0);
+  // What counts is the datagram, not the frame: Ethernet padding is no transport header.
+  Frame icmp4 = testing::Ethernet(0x0800);
+  testing::Ipv4(icmp4, 1, 4);
+  icmp4.U32(0x08000000);  // an echo request cut to 4 bytes
+  icmp4.Zeros(60 - icmp4.bytes.size());
+  CHECK(KeyOf(icmp4).words == 0);
+  // TCP: the header its data offset announces must be in the datagram too.
+  Frame tcp = testing::Tcp4(1, 80, 1000, 0x10, 0);
+  tcp.bytes[46] = 0x60;  // 24-byte header, in a 20-byte segment
+  tcp.Zeros(4);          // (padding past the datagram)
+  ParsedPacket pt;
+  ParsePacket(tcp.bytes.data(), tcp.bytes.size(), pt);  // truncated, but a key can be asked for
+  FlowKey kt;
+  BuildFlowKey(tcp.bytes.data(), tcp.bytes.size(), tcp.bytes.size(), pt, 1, kt);
+  CHECK(kt.words == 0);
 
   // Through the cache, such frames get the classifier's own answer every time.
   auto t = Table({{"priority=10,udp6,tp_dst=53,actions=drop", 0}});

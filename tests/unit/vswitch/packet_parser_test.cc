@@ -34,6 +34,11 @@ TEST_CASE("UDP over IPv4, with and without a VLAN tag", "[parse]") {
   CHECK(p.payload_offset == 42);
   CHECK(p.l3_end == 14 + 20 + 8 + 18);
 
+  Frame padded = testing::Udp4(1, 2, 0);  // 42 bytes of headers, padded to the 60-byte minimum
+  padded.Zeros(18);
+  REQUIRE(Parse(padded, p) == ParseStatus::kOk);
+  CHECK(p.l3_end == 42);
+
   REQUIRE(Parse(testing::Udp4(1, 2, 18, /*vlan=*/0x2064), p) == ParseStatus::kOk);
   CHECK(p.has_vlan);
   CHECK((p.vlan_tci & 0x0fff) == 0x064);
@@ -82,6 +87,7 @@ TEST_CASE("IPv6 UDP and ICMPv6", "[parse]") {
   CHECK(p.src_port == 53);
   CHECK(p.dst_port == 5353);
   CHECK(p.payload_offset == 14 + 40 + 8);
+  CHECK(p.l3_end == 14 + 40 + 12);
 }
 
 TEST_CASE("non-IP frames are fine at L2", "[parse]") {
