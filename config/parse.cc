@@ -419,7 +419,7 @@ std::vector<std::string> ReadNames(MapReader& parent, std::string_view key, Sour
   if (!n) return names;
   ForEach(parent.conv(), *n, parent.Path(key), [&](const YAML::Node& item, const std::string& p) {
     // Kept under the item's index, which is what validation reports by. An item that is not a
-    // name (already reported) stays as an empty placeholder, so later items keep their index.
+    // name (already reported) is kept as an empty name, so later items keep their index.
     source.keys[Item(key, names.size())] = MarkOf(item);
     names.push_back(parent.conv().Name(item, p).value_or(""));
   });

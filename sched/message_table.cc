@@ -2,11 +2,11 @@
 // step over tombstones and the index stays at most half full.
 #include "sched/message_table.h"
 
-#include <cstring>
-
 #include <algorithm>
 #include <bit>
 #include <cstddef>
+
+#include "common/reset.h"
 
 namespace qosvisor::sched {
 
@@ -32,9 +32,7 @@ uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id) {
   while (index_[i].slot != kNoId) i = (i + 1) & index_mask_;
   index_[i] = Entry{message_id, slot};
   MessageState& m = slots_[slot];
-  // A copy of an empty state is a few vector stores; `m = {}` compiled to `rep stos`.
-  static constexpr MessageState kEmpty{};
-  std::memcpy(&m, &kEmpty, sizeof(m));
+  ResetToDefault(m);
   m.message_id = message_id;
   m.class_id = class_id;
   m.flags = kMsgInUse;

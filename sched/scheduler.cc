@@ -468,8 +468,6 @@ SchedulerStats BasicScheduler<RankQueue>::Stats() const {
   for (ClassStats& c : s.classes) {
     c.queued_packets = c.now_queued_packets();
     c.queued_bytes = c.now_queued_bytes();
-  }
-  for (const ClassStats& c : s.classes) {
     s.total.enqueued_packets += c.enqueued_packets;
     s.total.enqueued_bytes += c.enqueued_bytes;
     s.total.dequeued_packets += c.dequeued_packets;

@@ -166,15 +166,8 @@ const KeyMasks& MasksFor(const KeyShape& shape) {
   return last;
 }
 
-bool SameWords(const FlowKey& a, const FlowKey& b, uint32_t words) {
-  // From the end: flows of one host pair differ first in their ports.
-  for (uint32_t i = words; i-- > 0;) {
-    if (a.w[i] != b.w[i]) return false;
-  }
-  return true;
-}
-
-void LoadWords(const uint8_t* frame, uint32_t end, uint32_t readable, FlowKey& key) {
+// Returns the number of words loaded.
+uint32_t LoadWords(const uint8_t* frame, uint32_t end, uint32_t readable, FlowKey& key) {
   const uint32_t words = (end + 7) / 8;
   if (words * 8 <= readable) {
     for (uint32_t i = 0; i < words; ++i) std::memcpy(&key.w[i], frame + 8 * i, 8);
@@ -184,6 +177,7 @@ void LoadWords(const uint8_t* frame, uint32_t end, uint32_t readable, FlowKey& k
     std::memcpy(key.w, bytes, words * 8);
   }
   key.words = words;
+  return words;
 }
 
 }  // namespace
@@ -244,11 +238,10 @@ uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
     key.words = 0;
     return 0;
   }
-  LoadWords(frame, end, std::max(readable, length), key);
+  const uint32_t words = LoadWords(frame, end, std::max(readable, length), key);
   const KeyShape shape{p.l3_offset, p.l4_offset, static_cast<uint16_t>(end), p.ip_version,
                        p.ip_version != 0 ? p.ip_proto : uint8_t{0}};
   const KeyMasks& masks = MasksFor(shape);
-  const uint32_t words = (end + 7) / 8;
   for (uint32_t i = 0; i < words; ++i) key.w[i] &= masks.m[i];
   return words;
 }
@@ -257,8 +250,7 @@ uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
 
 void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, const ParsedPacket& p,
                   uint32_t in_port, FlowKey& key) {
-  LoadFlowKey(frame, length, readable, p, in_port, key);
-  if (key.words != 0) key.hash = HashWords(key.w, key.words, in_port);
+  BuildNextFlowKey(frame, length, readable, p, in_port, nullptr, key);
 }
 
 bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
@@ -270,7 +262,7 @@ bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
   const uint32_t words = LoadFlowKey(frame, length, readable, p, in_port, key);
   if (words == 0) return false;
   if (previous != nullptr && previous->words == words && previous->in_port == in_port &&
-      SameWords(key, *previous, words)) {
+      key.SameWords(*previous, words)) {
     return true;
   }
   key.hash = HashWords(key.w, words, in_port);

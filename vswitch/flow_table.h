@@ -66,10 +66,15 @@ struct FlowKey {
   uint64_t hash = 0;
 
   bool operator==(const FlowKey& o) const {
-    if (hash != o.hash || words != o.words || in_port != o.in_port) return false;
-    uint64_t diff = 0;
-    for (uint32_t i = 0; i < words; ++i) diff |= w[i] ^ o.w[i];
-    return diff == 0;
+    return hash == o.hash && words == o.words && in_port == o.in_port && SameWords(o, words);
+  }
+  // The first n words equal (n is passed in rather than read back from `words`, which may just
+  // have been stored).
+  bool SameWords(const FlowKey& o, uint32_t n) const {
+    for (uint32_t i = n; i-- > 0;) {  // from the end: a host pair's flows differ in their ports
+      if (w[i] != o.w[i]) return false;
+    }
+    return true;
   }
 };
 
@@ -119,7 +124,6 @@ class FlowCache {
   uint64_t uncacheable() const { return uncacheable_; }
 
  private:
-
   struct alignas(64) Entry {
     uint64_t generation = 0;  // 0: empty (tables start at generation 1)
     const FlowActions* actions = nullptr;

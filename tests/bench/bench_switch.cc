@@ -95,6 +95,10 @@ std::unique_ptr<dataplane::Port> MakePort(const std::string& name, dataplane::Dr
   return OrExit(dataplane::CreatePort(o, pool));
 }
 
+// Everything from the first port to the second; above the bridge's default NORMAL rule
+// (priority 0), which would otherwise tie with it.
+constexpr const char* kPortToPortRule = "priority=1,in_port=1,actions=output:2";
+
 vswitch::BridgeSpec Bridge(std::vector<vswitch::FlowRule> flows) {
   vswitch::BridgeSpec b;
   b.name = "br0";
@@ -209,8 +213,7 @@ Figure PortToPort(dataplane::Mempool& pool, double seconds) {
   auto out = MakePort("pp_out", dataplane::Driver::kNull, pool, true);
   vswitch::SwitchSpec spec;
   spec.ports = {in.get(), out.get()};
-  // Above the bridge's default NORMAL rule (priority 0), which would otherwise tie with it.
-  spec.bridges = {Bridge({{"priority=1,in_port=1,actions=output:2", 0}})};
+  spec.bridges = {Bridge({{kPortToPortRule, 0}})};
   auto sw = vswitch::Switch::Create(spec, pool.get());
   return Measure(**sw, *out, seconds, [] {});
 }
@@ -387,8 +390,7 @@ Figure VhostUser(dataplane::Mempool& pool, double seconds, const std::string& se
   auto out = MakePort("vh_out", dataplane::Driver::kNull, pool, true);
   vswitch::SwitchSpec spec;
   spec.ports = {in.get(), out.get()};
-  // Above the bridge's default NORMAL rule (priority 0), which would otherwise tie with it.
-  spec.bridges = {Bridge({{"priority=1,in_port=1,actions=output:2", 0}})};
+  spec.bridges = {Bridge({{kPortToPortRule, 0}})};
   auto sw = OrExit(vswitch::Switch::Create(spec, pool.get()));
   PacketBatch batch;
   auto loop = std::make_unique<SecondLcoreLoop>([&] {
