@@ -295,6 +295,7 @@ json Appliance::StatsJson() {
     }
     uplinks.push_back({{"port", uplink_ports_[u]},
                        {"live_messages", st.live_messages},
+                       {"idle_burst_packets", st.idle_burst_packets},
                        {"queued_packets", st.total.queued_packets},
                        {"classes", classes}});
   }

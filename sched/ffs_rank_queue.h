@@ -28,7 +28,20 @@ class FfsRankQueue {
   // Files `id` under `rank`; returns true when the rank was beyond the range and clamped.
   bool Push(uint32_t id, uint64_t rank) {
     bool clamped;
-    uint64_t key = map_.Map(rank, size_ == 0, &clamped);
+    PushKey(id, map_.Map(rank, size_ == 0, &clamped));
+    return clamped;
+  }
+
+  // The queue's rank-to-key mapping, for elements the caller orders itself (mapping them with a
+  // copy, which it writes back once it commits) and files later, if at all, with PushKey.
+  const RankKeyMap& key_map() const { return map_; }
+  void set_key_map(const RankKeyMap& map) { map_ = map; }
+  // An element the caller mapped and never filed left as the minimum: the window moves as PopMin
+  // would have moved it.
+  void TookMin(uint64_t key) { map_.OnPopMin(key); }
+
+  // Files `id` under a key mapped with key_map().
+  void PushKey(uint32_t id, uint64_t key) {
     uint32_t b = static_cast<uint32_t>(key & mask_);
     RankNode& n = nodes_[id];
     n.key = key;
@@ -48,7 +61,6 @@ class FfsRankQueue {
       min_valid_ = true;
     }
     ++size_;
-    return clamped;
   }
 
   uint32_t PeekMin() const {

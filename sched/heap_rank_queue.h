@@ -23,11 +23,18 @@ class HeapRankQueue {
 
   bool Push(uint32_t id, uint64_t rank) {
     bool clamped;
-    uint64_t key = map_.Map(rank, heap_.empty(), &clamped);
+    PushKey(id, map_.Map(rank, heap_.empty(), &clamped));
+    return clamped;
+  }
+
+  // As FfsRankQueue's: the mapping, a key sent unfiled, filing a mapped key.
+  const RankKeyMap& key_map() const { return map_; }
+  void set_key_map(const RankKeyMap& map) { map_ = map; }
+  void TookMin(uint64_t key) { map_.OnPopMin(key); }
+  void PushKey(uint32_t id, uint64_t key) {
     nodes_[id].key = key;
     heap_.push_back(Entry{key, seq_++, id});
     SiftUp(static_cast<uint32_t>(heap_.size() - 1));
-    return clamped;
   }
 
   uint32_t PeekMin() const { return heap_.empty() ? kNoId : heap_[0].id; }

@@ -90,6 +90,7 @@ class MessageTable {
 
   uint32_t capacity() const { return static_cast<uint32_t>(slots_.size()); }
   uint32_t live() const { return live_; }
+  uint32_t free_slots() const { return static_cast<uint32_t>(free_.size()); }
   MessageState& operator[](uint32_t slot) { return slots_[slot]; }
   const MessageState& operator[](uint32_t slot) const { return slots_[slot]; }
   RankNodes nodes() { return RankNodes(slots_.data(), sizeof(MessageState)); }

@@ -123,6 +123,21 @@ inline uint64_t InitialTag(const PacketMeta& p, const ClassState& c) {
   return c.policy == Policy::kSrpt ? p.arrival_tsc : 0;
 }
 
+// Whether a head's rank follows from its packet and the class alone (no MessageState read or
+// written), so a message that has nothing queued needs no state to be ranked.
+inline bool RanksNeedNoMessageState(const ClassConfig& c) {
+  switch (c.policy) {
+    case Policy::kFifo:
+    case Policy::kPriority:
+    case Policy::kEdf:
+      return true;
+    case Policy::kSrpt:
+      return c.srpt_aging_ns == 0;
+    default:
+      return false;
+  }
+}
+
 // Whether a class's ranks move with time (and so need the circular rank queue).
 inline bool RanksMoveWithTime(const ClassConfig& c) {
   return !(c.policy == Policy::kLas || (c.policy == Policy::kSrpt && c.srpt_aging_ns == 0));

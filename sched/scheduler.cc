@@ -88,6 +88,8 @@ BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSin
   }
   single_plain_class_ = n == 1 && !any_gated_;
   charge_tenants_ = config_.tenant_share == Share::kWfq && config_.tenants.size() > 1;
+  idle_bursts_ = single_plain_class_ && !charge_tenants_ && !tenants_[0].charge_classes &&
+                 RanksNeedNoMessageState(config_.classes[0]);
   uint32_t burst = config_.pacer_burst_bytes != 0 ? config_.pacer_burst_bytes : 32 * 1538;
   pacer_ = Pacer(config_.pacing_bps, hz_, burst);
   idle_timeout_ = static_cast<uint32_t>(std::min<uint64_t>(
@@ -206,12 +208,22 @@ template <typename RankQueue>
   if (rte_mbuf* p = m.at(1)) __builtin_prefetch(Meta(p));
   if (rte_mbuf* p = m.at(2)) __builtin_prefetch(Meta(p));
   PacketMeta& hm = *Meta(m.front());
-  m.head_len = hm.wire_len;
-  m.head_last = (hm.flags & kMetaLastOfMessage) != 0;
+  TakeHeadFields(m, hm);
   hm.rank = ComputeRank(hm, m, classes_[c], now);
   RankQueue& q = queues_[c];
   bool was_empty = q.Empty();
   stats_[c].rank_clamped += q.Push(slot, hm.rank);
+  if (was_empty) ActivateClass(c);
+}
+
+// Files the message's front packet, already ranked and mapped to `key`, as its class's head.
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::FileHead(uint16_t c, uint32_t slot, uint64_t key) {
+  MessageState& m = table_[slot];
+  TakeHeadFields(m, *Meta(m.front()));
+  RankQueue& q = queues_[c];
+  bool was_empty = q.Empty();
+  q.PushKey(slot, key);
   if (was_empty) ActivateClass(c);
 }
 
@@ -330,14 +342,9 @@ void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
     Drop(pkt);
     return;
   }
-  pm.message_slot = slot;
-  m.last_active = static_cast<uint32_t>(pm.arrival_tsc >> kIdleShift);
-  m.bytes_queued += len;
   buffered_bytes_ += len;
   ++buffered_packets_;
-  bool was_empty = m.empty();
-  m.PushBack(pkt);
-  if (was_empty) PushHead(c, slot, pm.arrival_tsc);
+  if (AppendToMessage(pkt, slot)) PushHead(c, slot, pm.arrival_tsc);
   // pFabric: make room by evicting the worst-ranked head of the class the share would serve last,
   // which may be the arrival's own class and the arrival itself.
   while (buffered_bytes_ > config_.buffer_bytes || buffered_packets_ > config_.buffer_packets) {
@@ -347,9 +354,135 @@ void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
   }
 }
 
+// Queues an admitted packet behind its message's others; returns whether it is the message's head.
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::AppendToMessage(rte_mbuf* pkt, uint32_t slot) {
+  PacketMeta& pm = *Meta(pkt);
+  MessageState& m = table_[slot];
+  pm.message_slot = slot;
+  m.last_active = static_cast<uint32_t>(pm.arrival_tsc >> kIdleShift);
+  m.bytes_queued += pm.wire_len;
+  bool was_empty = m.empty();
+  m.PushBack(pkt);
+  return was_empty;
+}
+
+// Starts an empty set of the message ids seen in a burst.
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::ForgetSeenMessages() {
+  if (++stamp_ == 0) {  // the stamps wrapped: forget every old one
+    std::fill(std::begin(seen_stamp_), std::end(seen_stamp_), 0);
+    stamp_ = 1;
+  }
+}
+
+// Whether `id` is new to the burst (and remembers it).
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::FirstOfMessage(uint64_t id) {
+  constexpr uint32_t kMask = 2 * kMaxBurst - 1;
+  uint32_t h = static_cast<uint32_t>((id * 0x9E3779B97F4A7C15ull) >> 58) & kMask;
+  for (; seen_stamp_[h] == stamp_; h = (h + 1) & kMask) {
+    if (seen_id_[h] == id) return false;
+  }
+  seen_stamp_[h] = stamp_;
+  seen_id_[h] = id;
+  return true;
+}
+
+// The idle-uplink path (see scheduler.h): takes the burst when nothing is queued and the general
+// path would neither drop any of it nor fall back to a class's default queue. A message twice in
+// the burst ranks its second packet only once the first has left, which sorting cannot express:
+// such a burst takes the general path.
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
+  const uint16_t n = batch.count;
+  if (n == 0 || n > config_.buffer_packets || table_.free_slots() < n) return false;
+  const uint32_t limit = config_.message_limit_bytes != 0 ? config_.message_limit_bytes : UINT32_MAX;
+  ForgetSeenMessages();
+  ClassState& cs = classes_[0];
+  RankQueue& q = queues_[0];
+  // Keys come from a copy of the queue's mapping, the first finding the queue empty, as they
+  // would have on arrival; the copy is kept only if the burst is taken.
+  RankKeyMap map = q.key_map();
+  uint64_t bytes = 0;
+  uint64_t clamped_ranks = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* pkt = batch.pkts[i];
+    PacketMeta& pm = *Meta(pkt);
+    if (pm.class_id != 0 || pm.wire_len > limit || !FirstOfMessage(pm.message_id)) return false;
+    bytes += pm.wire_len;
+    pm.rank = ComputeRank(pm, no_state_, cs, pm.arrival_tsc);
+    bool clamped;
+    const uint64_t key = map.Map(pm.rank, i == 0, &clamped);
+    clamped_ranks += clamped;
+    // Insertion sort, stable: an equal key stays behind the earlier arrival.
+    uint16_t j = i;
+    for (; j > 0 && idle_[j - 1].key > key; --j) idle_[j] = idle_[j - 1];
+    idle_[j] = IdleEntry{key, pkt, pm.wire_len, i};
+  }
+  if (bytes > config_.buffer_bytes) return false;
+  q.set_key_map(map);
+  ClassStats& st = stats_[0];
+  st.rank_clamped += clamped_ranks;
+  st.enqueued_packets += n;
+  st.enqueued_bytes += bytes;
+  buffered_packets_ += n;
+  buffered_bytes_ += bytes;
+  idle_burst_packets_ += n;
+  idle_next_ = 0;
+  idle_end_ = n;
+  batch.count = 0;
+  return true;
+}
+
+// What is left of an idle burst goes where the general path would have put it on arrival.
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::FileIdleBurst() {
+  IdleEntry rest[kMaxBurst];
+  const uint16_t n = static_cast<uint16_t>(idle_end_ - idle_next_);
+  std::copy(idle_ + idle_next_, idle_ + idle_end_, rest);
+  std::sort(rest, rest + n,
+            [](const IdleEntry& a, const IdleEntry& b) { return a.arrival < b.arrival; });
+  idle_next_ = idle_end_ = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    const PacketMeta& pm = *Meta(rest[i].pkt);
+    uint32_t slot = ResolveSlot(pm);
+    if (slot == kNoId) {
+      // TakeIdleBurst saw room for every packet; only ReclaimIdle changed the table since.
+      slot = table_.Insert(pm.message_id, 0);
+      table_[slot].tag = InitialTag(pm, classes_[0]);
+    }
+    if (AppendToMessage(rest[i].pkt, slot)) FileHead(0, slot, rest[i].key);
+  }
+}
+
+// Sends from the idle burst, lowest key first, as far as the batch and the pacer allow.
+template <typename RankQueue>
+uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch) {
+  RankQueue& q = queues_[0];
+  uint16_t added = 0;
+  uint64_t bytes = 0;
+  while (idle_next_ != idle_end_ && !batch.full() && pacer_.CanSend()) {
+    const IdleEntry& e = idle_[idle_next_++];
+    q.TookMin(e.key);
+    pacer_.Consume(e.len);
+    bytes += e.len;
+    batch.Push(e.pkt);
+    ++added;
+  }
+  ClassStats& st = stats_[0];
+  st.dequeued_packets += added;
+  st.dequeued_bytes += bytes;
+  buffered_packets_ -= added;
+  buffered_bytes_ -= bytes;
+  return added;
+}
+
 template <typename RankQueue>
 uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
   const uint16_t n = batch.count;
+  if (idle_next_ != idle_end_) FileIdleBurst();
+  if (idle_bursts_ && buffered_packets_ == 0 && TakeIdleBurst(batch)) return n;
   uint32_t slots[kMaxBurst];
   // Stage the burst like rte_sched's grinders: touch every index entry, then every message
   // state, so the cache misses of the burst overlap instead of queueing one behind the other.
@@ -385,7 +518,7 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
 template <typename RankQueue>
 uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
   pacer_.Refill(now);
-  uint16_t added = 0;
+  uint16_t added = idle_next_ != idle_end_ ? SendIdleBurst(batch) : 0;
   uint32_t now_coarse = static_cast<uint32_t>(now >> kIdleShift);
   while (!batch.full() && pacer_.CanSend()) {
     // One plain class (the common uplink) needs no share decision at all.
@@ -451,6 +584,7 @@ template <typename RankQueue>
 uint64_t BasicScheduler<RankQueue>::NextSendTsc(uint64_t now) const {
   if (buffered_packets_ == 0) return UINT64_MAX;
   uint64_t t = pacer_.CanSend() ? now : std::max(now, pacer_.NextSendTsc());
+  if (idle_next_ != idle_end_) return t;  // an idle burst is never time-gated
   uint64_t earliest = UINT64_MAX;
   for (size_t c = 0; c < classes_.size(); ++c) {
     if (queues_[c].Empty()) continue;
@@ -484,6 +618,7 @@ SchedulerStats BasicScheduler<RankQueue>::Stats() const {
   s.dropped_unknown_class = dropped_unknown_class_;
   s.live_messages = table_.live();
   s.messages_reclaimed_idle = reclaimed_idle_;
+  s.idle_burst_packets = idle_burst_packets_;
   return s;
 }
 

@@ -9,6 +9,13 @@
 // only one is active, the common case). The per-message policy is a switch on the class's enum,
 // evaluated once when a packet becomes its message's head; nothing is virtual.
 //
+// An idle uplink: a burst that finds nothing queued, on an uplink of one class whose ranks need no
+// message state (fifo, priority, edf, srpt without aging), leaves in the order the rank queue would
+// give it (by key, FIFO among equal keys). Sorting the burst gives that order without filing its
+// packets in the message table and the rank queue. If the pacer or the caller's batch stops it
+// part-way, the next Enqueue files the rest first, in arrival order and under the keys they got,
+// exactly as if they had been filed on arrival. Messages that never wait take no table slot.
+//
 // Accounting: enqueued = dequeued + dropped + queued, per class and in total, at every instant.
 // Packets the scheduler drops are handed to the drop sink (in bursts of up to 32) for the caller
 // to free; sched/ never frees an mbuf.
@@ -61,6 +68,7 @@ struct SchedulerStats {
   uint64_t dropped_unknown_class = 0;  // class_id beyond the class table; in no class's counts
   uint64_t live_messages = 0;
   uint64_t messages_reclaimed_idle = 0;
+  uint64_t idle_burst_packets = 0;  // packets that found the uplink idle and were sorted, not filed
 };
 
 // Receives dropped packets; the caller frees them (rte_pktmbuf_free_bulk on the data path).
@@ -107,7 +115,28 @@ class BasicScheduler {
 
   BasicScheduler(const SchedulerConfig& config, DropSink sink, void* context, uint64_t hz);
 
+  // One packet of an idle burst: where it goes in the sorted order, and what it needs to be sent
+  // or filed without reading its mbuf again.
+  struct IdleEntry {
+    uint64_t key;
+    rte_mbuf* pkt;
+    uint32_t len;
+    uint16_t arrival;  // position in its burst
+  };
+
+  bool TakeIdleBurst(PacketBatch& batch);
+  void ForgetSeenMessages();
+  bool FirstOfMessage(uint64_t message_id);
+  uint16_t SendIdleBurst(PacketBatch& batch);
+  void FileIdleBurst();
   void Admit(rte_mbuf* pkt, uint32_t slot_hint);
+  bool AppendToMessage(rte_mbuf* pkt, uint32_t slot);
+  void FileHead(uint16_t class_id, uint32_t slot, uint64_t key);
+  // What Dequeue needs of a new head packet, copied while its mbuf is in cache.
+  static void TakeHeadFields(MessageState& m, const PacketMeta& head) {
+    m.head_len = head.wire_len;
+    m.head_last = (head.flags & kMetaLastOfMessage) != 0;
+  }
   void Drop(rte_mbuf* pkt) {
     // Drops are rare: a scan of the burst tells whether Enqueue's count must go down.
     for (uint16_t i = 0; i < burst_size_; ++i) burst_dropped_ += burst_[i] == pkt;
@@ -157,8 +186,18 @@ class BasicScheduler {
   uint64_t buffered_packets_ = 0;
   uint64_t dropped_unknown_class_ = 0;
   uint64_t reclaimed_idle_ = 0;
+  uint64_t idle_burst_packets_ = 0;
   uint32_t idle_timeout_ = 0;   // in kIdleShift units
   uint32_t lookahead_ = kNoId;  // message whose state Dequeue prefetched ahead of its turn
+  bool idle_bursts_ = false;    // this uplink may send idle bursts (one class, stateless ranks)
+  IdleEntry idle_[kMaxBurst];   // the idle burst, sorted; [idle_next_, idle_end_) not yet sent
+  uint16_t idle_next_ = 0;
+  uint16_t idle_end_ = 0;
+  MessageState no_state_;  // what stateless ranks are computed against (never read)
+  // Message ids seen in the burst being checked (open addressing, valid where the stamp is).
+  uint64_t seen_id_[2 * kMaxBurst] = {};
+  uint32_t seen_stamp_[2 * kMaxBurst] = {};
+  uint32_t stamp_ = 0;
 };
 
 // The scheduler the data path uses, and the same with a binary heap (reference and baseline).

@@ -189,15 +189,13 @@ Status Switch::CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16
     for (const ClassSpec& candidate : spec.classes) {
       if (candidate.queue == us.class_queues[c]) cs = candidate;
     }
-    up.class_mode.push_back(cs.mode);
-    up.class_idle_tsc.push_back(NsToTsc(cs.idle_ns, hz_));
-    up.class_ebpf.push_back(nullptr);
+    up.classes.push_back(UplinkClass{cs.mode, NsToTsc(cs.idle_ns, hz_), nullptr});
     if (cs.mode == MessageMode::kEbpf) {
       auto prog = EbpfClassifier::Load(cs.ebpf_object, cs.ebpf_program);
       if (!prog.ok()) {
         return Status::Error(fmt::format("class with queue {}: {}", cs.queue, prog.message()));
       }
-      up.class_ebpf.back() = prog->get();
+      up.classes.back().ebpf = prog->get();
       ebpf_.push_back(std::move(prog).value());
     }
   }
@@ -205,11 +203,7 @@ Status Switch::CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16
     return Status::Error(
         fmt::format("uplink '{}': default class {} out of range", name, us.default_class));
   }
-  if (up.class_mode.empty()) {
-    up.class_mode.push_back(MessageMode::kDatagram);
-    up.class_idle_tsc.push_back(0);
-    up.class_ebpf.push_back(nullptr);
-  }
+  if (up.classes.empty()) up.classes.emplace_back();  // everything in one datagram class
   // Only the uplink port's own bridge outputs to it: a ring when that bridge runs elsewhere.
   const int bridge = port_state_[us.port].bridge;
   if (bridge >= 0 && bridge_owner_[bridge] != owner) {
@@ -653,15 +647,14 @@ void Switch::ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int queue, const 
                 : -1;
   if (cls < 0) cls = up.default_class;
   const uint32_t wire_len = rte_pktmbuf_pkt_len(m) + kWireOverhead;
+  const UplinkClass& uc = up.classes[cls];
   const MessageIdentity id =
-      up.class_ebpf[cls] != nullptr
-          ? RunEbpf(w, *up.class_ebpf[cls], m, up, cls, p, wire_len, now)
-          : w.identifier->Identify(up.class_mode[cls], p, wire_len, up.class_idle_tsc[cls], now);
+      uc.ebpf != nullptr ? RunEbpf(w, *uc.ebpf, m, up, cls, p, wire_len, now)
+                         : w.identifier->Identify(uc.mode, p, wire_len, uc.idle_tsc, now);
+  // `next` and `rank` are the scheduler's to write.
   PacketMeta& meta = *Meta(m);
-  meta.next = nullptr;
   meta.message_id = id.id;
   meta.arrival_tsc = now;
-  meta.rank = 0;
   meta.message_size = id.size;
   meta.message_offset = id.offset;
   meta.message_slot = kNoMessageSlot;

@@ -156,14 +156,18 @@ class Switch {
     int default_queue = -1;
     PacketBatch tx;
   };
+  // How an uplink class's packets are grouped into messages.
+  struct UplinkClass {
+    MessageMode mode = MessageMode::kDatagram;
+    uint64_t idle_tsc = 0;                  // tcp-gap
+    const EbpfClassifier* ebpf = nullptr;  // MessageMode::kEbpf
+  };
   struct Uplink {
     uint16_t port;
     uint16_t owner;  // worker
     std::unique_ptr<sched::Scheduler> scheduler;
     std::vector<int32_t> class_of_queue;  // queue id → class index (dense up to max queue)
-    std::vector<MessageMode> class_mode;  // per class index
-    std::vector<uint64_t> class_idle_tsc;
-    std::vector<const EbpfClassifier*> class_ebpf;  // per class index, for MessageMode::kEbpf
+    std::vector<UplinkClass> classes;     // per class index
     uint16_t default_class;
     PacketBatch pending;       // to enqueue (owner only)
     PacketBatch stalled;       // dequeued but the port did not take them yet

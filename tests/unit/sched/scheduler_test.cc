@@ -55,6 +55,12 @@ uint16_t EnqueueOne(Scheduler& s, rte_mbuf* m) {
   return s.Enqueue(b);
 }
 
+std::unique_ptr<Scheduler> MustCreate(const SchedulerConfig& c, DropLog& drops) {
+  auto s = Scheduler::Create(c, &DropLog::Sink, &drops);
+  REQUIRE(s.ok());
+  return std::move(s).value();
+}
+
 }  // namespace
 
 TEST_CASE("drop-worst takes from the class the share serves last, not from the arrival's",
@@ -275,9 +281,112 @@ TEST_CASE("the uplink pacer limits each Dequeue to its credit", "[scheduler]") {
   CHECK((*s)->Dequeue(b, 8'001) == 1);
 }
 
+TEST_CASE("a burst that finds the uplink idle leaves in rank order and takes no slot",
+          "[scheduler][idle]") {
+  DropLog drops;
+  auto s = MustCreate(OneClass(Policy::kSrpt), drops);
+  FakePool pool(8);
+  PacketBatch b;
+  b.Push(Packet(pool, 0, 1, 9000, 0, 100));     // 9000 bytes left
+  b.Push(Packet(pool, 1, 2, 0, 0, 100));        // size unknown: last
+  b.Push(Packet(pool, 2, 3, 3000, 1000, 100));  // 2000 left
+  b.Push(Packet(pool, 3, 4, 500, 0, 100));      // 500 left
+  b.Push(Packet(pool, 4, 5, 2000, 0, 100));     // 2000 left: behind the earlier arrival
+  CHECK(s->Enqueue(b) == 5);
+  SchedulerStats st = s->Stats();
+  CHECK(st.idle_burst_packets == 5);
+  CHECK(st.live_messages == 0);
+  CHECK(st.total.queued_packets == 5);
+  CHECK(st.total.queued_bytes == 500);
+  CHECK(s->NextSendTsc(7) == 7);
+  std::vector<rte_mbuf*> expect = {pool.Get(3), pool.Get(2), pool.Get(4), pool.Get(0),
+                                   pool.Get(1)};
+  CHECK(DrainAll(*s, 10) == expect);
+  st = s->Stats();
+  CHECK(st.total.dequeued_packets == 5);
+  CHECK(st.total.dequeued_bytes == 500);
+  CHECK(st.total.queued_packets == 0);
+  CHECK(s->NextSendTsc(10) == UINT64_MAX);
+  CHECK(drops.pkts.empty());
+}
+
+TEST_CASE("what the batch leaves of an idle burst is filed before the next burst",
+          "[scheduler][idle]") {
+  DropLog drops;
+  auto s = MustCreate(OneClass(Policy::kSrpt), drops);
+  FakePool pool(8);
+  PacketBatch b;
+  b.Push(Packet(pool, 0, 1, 4000, 0, 100));
+  b.Push(Packet(pool, 1, 2, 1000, 0, 100));
+  b.Push(Packet(pool, 2, 3, 3000, 0, 100));
+  b.Push(Packet(pool, 3, 4, 2000, 0, 100));
+  CHECK(s->Enqueue(b) == 4);
+  PacketBatch out;
+  out.count = kMaxBurst - 1;  // room for one
+  CHECK(s->Dequeue(out, 1) == 1);
+  CHECK(out.pkts[kMaxBurst - 1] == pool.Get(1));
+  // Message 4's next packet has less left than anything queued, but waits behind its first one;
+  // message 5 is new and shortest.
+  b.Push(Packet(pool, 4, 4, 2000, 1900, 100));
+  b.Push(Packet(pool, 5, 5, 1500, 0, 100));
+  CHECK(s->Enqueue(b) == 2);
+  SchedulerStats st = s->Stats();
+  CHECK(st.idle_burst_packets == 4);  // the second burst found packets queued
+  CHECK(st.live_messages == 4);       // messages 1, 3, 4 filed, and 5
+  std::vector<rte_mbuf*> expect = {pool.Get(5), pool.Get(3), pool.Get(4), pool.Get(2),
+                                   pool.Get(0)};
+  CHECK(DrainAll(*s, 10) == expect);
+  CHECK(s->Stats().total.queued_packets == 0);
+}
+
+TEST_CASE("an idle burst holding a message twice takes the general path", "[scheduler][idle]") {
+  DropLog drops;
+  auto s = MustCreate(OneClass(Policy::kSrpt), drops);
+  FakePool pool(4);
+  PacketBatch b;
+  b.Push(Packet(pool, 0, 1, 3000, 0, 100));
+  b.Push(Packet(pool, 1, 2, 2500, 0, 100));
+  b.Push(Packet(pool, 2, 1, 3000, 2900, 100));  // 100 left, but behind message 1's first
+  CHECK(s->Enqueue(b) == 3);
+  CHECK(s->Stats().idle_burst_packets == 0);
+  std::vector<rte_mbuf*> expect = {pool.Get(1), pool.Get(0), pool.Get(2)};
+  CHECK(DrainAll(*s, 10) == expect);
+}
+
+TEST_CASE("stateful ranks and tight limits keep idle bursts on the general path",
+          "[scheduler][idle]") {
+  FakePool pool(4);
+  auto burst_of_two = [&](const SchedulerConfig& c) {
+    DropLog drops;
+    auto s = MustCreate(c, drops);
+    PacketBatch b;
+    b.Push(Packet(pool, 0, 1, 3000, 0, 100));
+    b.Push(Packet(pool, 1, 2, 2500, 0, 100));
+    s->Enqueue(b);
+    uint64_t idle = s->Stats().idle_burst_packets;
+    CHECK(DrainAll(*s, 10).size() + drops.pkts.size() == 2);
+    return idle;
+  };
+  CHECK(burst_of_two(OneClass(Policy::kFifo)) == 2);
+  CHECK(burst_of_two(OneClass(Policy::kLas)) == 0);  // ranks by what each message sent
+  SchedulerConfig aged = OneClass(Policy::kSrpt);
+  aged.classes[0].srpt_aging_ns = 1000;
+  CHECK(burst_of_two(aged) == 0);
+  SchedulerConfig two = OneClass(Policy::kFifo);
+  two.classes.push_back(ClassConfig{.name = "d", .policy = Policy::kFifo});
+  CHECK(burst_of_two(two) == 0);  // a share decides between classes
+  SchedulerConfig small = OneClass(Policy::kFifo);
+  small.buffer_packets = 1;  // the general path drops one
+  CHECK(burst_of_two(small) == 0);
+  SchedulerConfig limited = OneClass(Policy::kFifo);
+  limited.message_limit_bytes = 50;
+  CHECK(burst_of_two(limited) == 0);
+}
+
 TEST_CASE("a slot handed over by classification skips the index", "[scheduler]") {
   DropLog drops;
-  auto s = Scheduler::Create(OneClass(Policy::kFifo), &DropLog::Sink, &drops);
+  // las keeps every message's state (bytes sent), so even the first packet files one.
+  auto s = Scheduler::Create(OneClass(Policy::kLas), &DropLog::Sink, &drops);
   REQUIRE(s.ok());
   FakePool pool(4);
   rte_mbuf* first = Packet(pool, 0, 77, 0, 0, 100);
