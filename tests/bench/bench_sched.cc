@@ -3,7 +3,8 @@
 //
 // Every run keeps about 4 packets in flight per queue: it dequeues a burst of 32, re-stamps those
 // mbufs for queues picked by the access pattern (uniformly at random, or in sequence) and
-// enqueues them again. Our scheduler gets srpt ranks over W4 message sizes; classification is
+// enqueues them again. The idle_burst pattern keeps one burst in flight, queues in sequence: an
+// uplink that keeps up, where every burst of distinct messages finds the scheduler empty. Our scheduler gets srpt ranks over W4 message sizes; classification is
 // assumed to hand the message slot over (meta.message_slot), as a flow cache does, and the
 // "hashed" variant measures the same without that hint. rte_sched gets pipes x 16 queues with
 // profiles far above the offered rate, so it never shapes. All implementations of a row live at
@@ -54,8 +55,21 @@ constexpr double kMeasureSeconds = 0.3;  // per implementation, in kWindows wind
 constexpr double kWarmupSeconds = 0.05;
 constexpr int kWindows = 5;
 
-enum class Pattern { kRandom, kSequential };
-const char* PatternName(Pattern p) { return p == Pattern::kRandom ? "random" : "sequential"; }
+enum class Pattern { kRandom, kSequential, kIdleBurst };
+const char* PatternName(Pattern p) {
+  switch (p) {
+    case Pattern::kRandom:
+      return "random";
+    case Pattern::kSequential:
+      return "sequential";
+    case Pattern::kIdleBurst:
+      break;
+  }
+  return "idle_burst";
+}
+uint64_t InFlight(Pattern p, uint32_t queues) {
+  return p == Pattern::kIdleBurst ? kMaxBurst : uint64_t{queues} * kInFlightPerQueue;
+}
 
 // What the traffic source knows about each queue: its current message and how far it got.
 struct QueueState {
@@ -305,7 +319,7 @@ class RunnerFor final : public Runner {
  public:
   template <typename... Args>
   RunnerFor(uint32_t queues, Pattern pattern, const SizeDistribution& sizes, Args&&... args)
-      : mbufs_(uint64_t{queues} * kInFlightPerQueue),
+      : mbufs_(InFlight(pattern, queues)),
         impl_(std::forward<Args>(args)...),
         src_(queues, pattern, sizes, 7),
         queues_(queues),
@@ -445,11 +459,17 @@ int Main(int argc, char** argv) {
   const bool harness = std::getenv("BENCH_SCHED_HARNESS") != nullptr;
 
   for (uint32_t queues : queue_counts) {
-    for (Pattern p : {Pattern::kRandom, Pattern::kSequential}) {
+    for (Pattern p : {Pattern::kRandom, Pattern::kSequential, Pattern::kIdleBurst}) {
       std::vector<std::pair<std::string, std::unique_ptr<Runner>>> runners;
       runners.emplace_back("qosvisor", std::make_unique<RunnerFor<OurSched<sched::Scheduler>>>(
                                            queues, p, *w4, queues, true));
-      if (!only_ours) {
+      // An idle burst never reaches the message table or a rank queue: the heap and the hint
+      // make no difference there, so rte_sched is its only peer.
+      const bool idle = p == Pattern::kIdleBurst;
+      if (!only_ours && idle) {
+        runners.emplace_back("rte_sched",
+                             std::make_unique<RunnerFor<RteSched>>(queues, p, *w4, queues));
+      } else if (!only_ours) {
         runners.emplace_back(
             "qosvisor_hashed",
             std::make_unique<RunnerFor<OurSched<sched::Scheduler>>>(queues, p, *w4, queues, false));
@@ -483,10 +503,12 @@ int Main(int argc, char** argv) {
       nlohmann::json r = {{"bench", "sched_ratio"},
                           {"pattern", PatternName(p)},
                           {"queues", queues},
-                          {"qosvisor_vs_rte_sched", ratio("qosvisor", "rte_sched")},
-                          {"qosvisor_vs_heap", ratio("qosvisor", "heap")},
-                          {"hashed_vs_rte_sched", ratio("qosvisor_hashed", "rte_sched")},
-                          {"hashed_vs_heap", ratio("qosvisor_hashed", "heap")}};
+                          {"qosvisor_vs_rte_sched", ratio("qosvisor", "rte_sched")}};
+      if (!idle) {
+        r["qosvisor_vs_heap"] = ratio("qosvisor", "heap");
+        r["hashed_vs_rte_sched"] = ratio("qosvisor_hashed", "rte_sched");
+        r["hashed_vs_heap"] = ratio("qosvisor_hashed", "heap");
+      }
       std::printf("%s\n", r.dump().c_str());
       std::fflush(stdout);
     }
