@@ -18,19 +18,29 @@ uint64_t Mix(uint64_t h, uint64_t v) {
   return h ^ (h >> 32);
 }
 
-uint64_t AddressHash(const ParsedPacket& p) {
-  if (p.ip_version == 4) return Mix(p.ip4_src, p.ip4_dst);
+// Both addresses in one word for IPv4 (exact), hashed for IPv6.
+uint64_t AddressWord(const ParsedPacket& p) {
+  if (p.ip_version == 4) return uint64_t{p.ip4_src} << 32 | p.ip4_dst;
   uint64_t words[4];
   std::memcpy(words, p.ip6_src, 16);
   std::memcpy(words + 2, p.ip6_dst, 16);
   return Mix(Mix(Mix(words[0], words[1]), words[2]), words[3]);
 }
 
+// Hashes two words with independent multiplies, so that the latency is one multiply, not a
+// chain of them: every packet of an uplink class pays it. For a fixed `a`, distinct `b` give
+// distinct results (multiplying by an odd constant and the final xorshift are invertible).
+uint64_t Combine(uint64_t a, uint64_t b) {
+  const uint64_t h = (a * kGolden) ^ (b * 0xff51afd7ed558ccdull);
+  return h ^ (h >> 29);
+}
+
 }  // namespace
 
 uint64_t FlowHash(const ParsedPacket& p) {
-  const uint64_t ports = uint64_t{p.src_port} << 16 | p.dst_port;
-  return Mix(Mix(AddressHash(p), ports), p.ip_proto);
+  const uint64_t ports_proto =
+      uint64_t{p.ip_proto} << 32 | uint64_t{p.src_port} << 16 | p.dst_port;
+  return Combine(AddressWord(p), ports_proto);
 }
 
 MessageIdentity MessageIdentifier::Identify(MessageMode mode, const ParsedPacket& p,
@@ -53,7 +63,10 @@ MessageIdentity MessageIdentifier::Identify(MessageMode mode, const ParsedPacket
 MessageIdentity MessageIdentifier::Homa(const ParsedPacket& p, uint32_t wire_len) {
   // An RPC id is unique per sender, so the sender's address and port are part of the message.
   MessageIdentity m;
-  m.id = kKindHoma | (Mix(Mix(AddressHash(p), p.src_port), p.homa_rpc_id) & kIdMask);
+  // The sender's port rides in the rpc id's word at an odd multiple, so that one sender's ids
+  // stay distinct from each other.
+  const uint64_t rpc = p.homa_rpc_id + uint64_t{p.src_port} * 0xc2b2ae3d27d4eb4full;
+  m.id = kKindHoma | (Combine(AddressWord(p), rpc) & kIdMask);
   m.size = p.homa_message_length;
   m.offset = p.homa_offset;
   const uint32_t header = p.payload_offset;
