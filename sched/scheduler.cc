@@ -448,9 +448,14 @@ void BasicScheduler<RankQueue>::FileIdleBurst() {
     const PacketMeta& pm = *Meta(rest[i].pkt);
     uint32_t slot = ResolveSlot(pm);
     if (slot == kNoId) {
-      // TakeIdleBurst saw room for every packet; only ReclaimIdle changed the table since.
       slot = table_.Insert(pm.message_id, 0);
-      table_[slot].tag = InitialTag(pm, classes_[0]);
+      if (slot != kNoId) table_[slot].tag = InitialTag(pm, classes_[0]);
+    }
+    if (slot == kNoId) {
+      // Not expected: TakeIdleBurst saw room for every packet, and only ReclaimIdle (which frees)
+      // ran since. Treated as the general path treats a full table.
+      slot = classes_[0].default_slot;
+      ++stats_[0].table_full_fallback;
     }
     if (AppendToMessage(rest[i].pkt, slot)) FileHead(0, slot, rest[i].key);
   }
