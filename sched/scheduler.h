@@ -125,6 +125,7 @@ class BasicScheduler {
   };
 
   bool TakeIdleBurst(PacketBatch& batch);
+  void SortIdleBurst(rte_mbuf* const* pkts, const uint64_t* keys, uint16_t n, uint64_t base);
   void ForgetSeenMessages();
   bool FirstOfMessage(uint64_t message_id);
   uint16_t SendIdleBurst(PacketBatch& batch);
