@@ -447,7 +447,7 @@ void BasicScheduler<RankQueue>::SortIdleBurst(rte_mbuf* const* pkts, const uint6
   for (uint16_t i = 1; i < n; ++i) in_order &= keys[i - 1] <= keys[i];
   if (in_order) {
     for (uint16_t i = 0; i < n; ++i) {
-      idle_[i] = IdleEntry{keys[i], pkts[i], Meta(pkts[i])->wire_len, i};
+      idle_[i] = MakeIdleEntry(keys[i], pkts[i], i);
     }
     return;
   }
@@ -460,7 +460,7 @@ void BasicScheduler<RankQueue>::SortIdleBurst(rte_mbuf* const* pkts, const uint6
   for (uint16_t i = 0; i < n; ++i) {
     int32_t place = 0;
     for (uint16_t j = 0; j < kMaxBurst; ++j) place += packed[j] < packed[i];
-    idle_[place] = IdleEntry{keys[i], pkts[i], Meta(pkts[i])->wire_len, i};
+    idle_[place] = MakeIdleEntry(keys[i], pkts[i], i);
   }
 }
 
@@ -490,6 +490,15 @@ void BasicScheduler<RankQueue>::FileIdleBurst() {
   }
 }
 
+// A message that once waited keeps its slot while it may send more; its last packet frees it, on
+// this path as on the general one (else, without an idle timeout, the slot would never return).
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::ForgetEndedMessage(rte_mbuf* pkt) {
+  if (table_.live() == 0) return;
+  const uint32_t slot = table_.Find(Meta(pkt)->message_id);
+  if (slot != kNoId && table_[slot].empty()) table_.Erase(slot);
+}
+
 // Sends from the idle burst, lowest key first, as far as the batch and the pacer allow.
 template <typename RankQueue>
 uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch) {
@@ -499,6 +508,7 @@ uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch) {
   while (idle_next_ != idle_end_ && !batch.full() && pacer_.CanSend()) {
     const IdleEntry& e = idle_[idle_next_++];
     q.TookMin(e.key);
+    if (e.last) ForgetEndedMessage(e.pkt);
     pacer_.Consume(e.len);
     bytes += e.len;
     batch.Push(e.pkt);

@@ -63,8 +63,8 @@ MessageIdentity MessageIdentifier::Identify(MessageMode mode, const ParsedPacket
 MessageIdentity MessageIdentifier::Homa(const ParsedPacket& p, uint32_t wire_len) {
   // An RPC id is unique per sender, so the sender's address and port are part of the message.
   MessageIdentity m;
-  // The sender's port rides in the rpc id's word at an odd multiple, so that one sender's ids
-  // stay distinct from each other.
+  // The sender's port rides in the rpc id's word at an odd multiple: for one address pair and
+  // port, distinct RPC ids give distinct words (ports could meet only ~2^45 RPC ids apart).
   const uint64_t rpc = p.homa_rpc_id + uint64_t{p.src_port} * 0xc2b2ae3d27d4eb4full;
   m.id = kKindHoma | (Combine(AddressWord(p), rpc) & kIdMask);
   m.size = p.homa_message_length;

@@ -339,6 +339,29 @@ TEST_CASE("what the batch leaves of an idle burst is filed before the next burst
   CHECK(s->Stats().total.queued_packets == 0);
 }
 
+TEST_CASE("a message that waited frees its slot when its last packet finds the uplink idle",
+          "[scheduler][idle]") {
+  SchedulerConfig c = OneClass(Policy::kSrpt);
+  c.message_idle_timeout_ns = 0;  // only a last packet frees a slot
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(8);
+  PacketBatch b;
+  b.Push(Packet(pool, 0, 1, 3000, 0, 100));
+  b.Push(Packet(pool, 1, 1, 3000, 1000, 100));  // message 1 twice: filed, it takes a slot
+  s->Enqueue(b);
+  CHECK(s->Stats().live_messages == 1);
+  CHECK(DrainAll(*s, 10).size() == 2);
+  CHECK(s->Stats().live_messages == 1);  // it may send more
+  b.Push(Packet(pool, 2, 2, 500, 0, 100));
+  b.Push(Packet(pool, 3, 1, 3000, 2000, 100, 0, 0, kMetaLastOfMessage));
+  s->Enqueue(b);
+  CHECK(s->Stats().idle_burst_packets == 2);
+  std::vector<rte_mbuf*> expect = {pool.Get(2), pool.Get(3)};
+  CHECK(DrainAll(*s, 10) == expect);
+  CHECK(s->Stats().live_messages == 0);
+}
+
 TEST_CASE("an idle burst holding a message twice takes the general path", "[scheduler][idle]") {
   DropLog drops;
   auto s = MustCreate(OneClass(Policy::kSrpt), drops);
