@@ -242,6 +242,21 @@ uint32_t BasicScheduler<RankQueue>::ResolveSlot(const PacketMeta& pm) {
   return table_.Find(pm.message_id);
 }
 
+// A fresh slot, its tag set, for the message of `pm` in class c; or, when the table is full, the
+// class's default queue (counted as a fallback).
+template <typename RankQueue>
+uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_t c,
+                                                   bool* created) {
+  const uint32_t slot = table_.Insert(pm.message_id, c);
+  *created = slot != kNoId;
+  if (slot == kNoId) {
+    ++stats_[c].table_full_fallback;
+    return classes_[c].default_slot;
+  }
+  table_[slot].tag = InitialTag(pm, classes_[c]);
+  return slot;
+}
+
 template <typename RankQueue>
 void BasicScheduler<RankQueue>::DropWorst(uint16_t c, uint64_t now) {
   RankQueue& q = queues_[c];
@@ -309,16 +324,7 @@ void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
   ++st.enqueued_packets;
   st.enqueued_bytes += len;
   bool created = false;
-  if (slot == kNoId) {
-    slot = table_.Insert(pm.message_id, c);
-    if (slot == kNoId) {
-      slot = classes_[c].default_slot;
-      ++st.table_full_fallback;
-    } else {
-      created = true;
-      table_[slot].tag = InitialTag(pm, classes_[c]);
-    }
-  }
+  if (slot == kNoId) slot = NewMessageSlot(pm, c, &created);
   MessageState& m = table_[slot];
   c = m.class_id;  // the message's first packet chose its class
   ClassStats& mst = stats_[c];
@@ -476,16 +482,10 @@ void BasicScheduler<RankQueue>::FileIdleBurst() {
   for (uint16_t i = 0; i < n; ++i) {
     const PacketMeta& pm = *Meta(rest[i].pkt);
     uint32_t slot = ResolveSlot(pm);
-    if (slot == kNoId) {
-      slot = table_.Insert(pm.message_id, 0);
-      if (slot != kNoId) table_[slot].tag = InitialTag(pm, classes_[0]);
-    }
-    if (slot == kNoId) {
-      // Not expected: TakeIdleBurst saw room for every packet, and only ReclaimIdle (which frees)
-      // ran since. Treated as the general path treats a full table.
-      slot = classes_[0].default_slot;
-      ++stats_[0].table_full_fallback;
-    }
+    // (TakeIdleBurst saw room for every packet, and only ReclaimIdle, which frees, ran since: a
+    // full table is not expected here, and would be treated as Admit treats it.)
+    bool created;
+    if (slot == kNoId) slot = NewMessageSlot(pm, 0, &created);
     if (AppendToMessage(rest[i].pkt, slot)) FileHead(0, slot, rest[i].key);
   }
 }
