@@ -26,8 +26,14 @@ class MessageIdentifier {
       : flows_(flow_capacity, flow_ttl_tsc) {}
 
   // wire_len: bytes of the frame; idle_tsc: the tcp-gap threshold of the packet's class.
+  // (Homa's few operations are inlined: every packet of a Homa class pays for a call otherwise.)
   MessageIdentity Identify(MessageMode mode, const ParsedPacket& p, uint32_t wire_len,
-                           uint64_t idle_tsc, uint64_t now_tsc);
+                           uint64_t idle_tsc, uint64_t now_tsc) {
+    if (mode == MessageMode::kHoma && p.ip_proto == kIpProtoHoma && p.homa_type == kHomaData) {
+      return Homa(p, wire_len);
+    }
+    return IdentifyOther(mode, p, wire_len, idle_tsc, now_tsc);
+  }
 
   uint64_t tcp_messages_started() const { return tcp_messages_; }
 
@@ -37,7 +43,9 @@ class MessageIdentifier {
     uint32_t burst = 0;
     uint32_t bytes = 0;
   };
-  MessageIdentity Homa(const ParsedPacket& p, uint32_t wire_len);
+  static MessageIdentity Homa(const ParsedPacket& p, uint32_t wire_len);
+  MessageIdentity IdentifyOther(MessageMode mode, const ParsedPacket& p, uint32_t wire_len,
+                                uint64_t idle_tsc, uint64_t now_tsc);
   MessageIdentity TcpGap(const ParsedPacket& p, uint32_t wire_len, uint64_t idle_tsc,
                          uint64_t now_tsc);
   MessageIdentity Datagram(uint32_t wire_len);
@@ -49,5 +57,47 @@ class MessageIdentifier {
 
 // A 64-bit mix of the 5-tuple (direction included) used for flow and message ids.
 uint64_t FlowHash(const ParsedPacket& p);
+
+namespace message_hash {
+
+inline constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+// Ids of different kinds never collide: the top two bits say which kind made them.
+inline constexpr uint64_t kKindHoma = 1ull << 62, kKindTcp = 2ull << 62,
+                          kKindDatagram = 3ull << 62;
+inline constexpr uint64_t kIdMask = (1ull << 62) - 1;
+
+uint64_t Ip6AddressWord(const ParsedPacket& p);
+
+// Both addresses in one word for IPv4 (exact), hashed for IPv6.
+inline uint64_t AddressWord(const ParsedPacket& p) {
+  if (p.ip_version == 4) return uint64_t{p.ip4_src} << 32 | p.ip4_dst;
+  return Ip6AddressWord(p);
+}
+
+// Hashes two words with independent multiplies, so that the latency is one multiply, not a
+// chain of them: every packet of an uplink class pays it. For a fixed `a`, distinct `b` give
+// distinct results (multiplying by an odd constant and the final xorshift are invertible).
+inline uint64_t Combine(uint64_t a, uint64_t b) {
+  const uint64_t h = (a * kGolden) ^ (b * 0xff51afd7ed558ccdull);
+  return h ^ (h >> 29);
+}
+
+}  // namespace message_hash
+
+inline MessageIdentity MessageIdentifier::Homa(const ParsedPacket& p, uint32_t wire_len) {
+  using namespace message_hash;
+  // An RPC id is unique per sender, so the sender's address and port are part of the message.
+  MessageIdentity m;
+  // The sender's port rides in the rpc id's word at an odd multiple: for one address pair and
+  // port, distinct RPC ids give distinct words (ports could meet only ~2^45 RPC ids apart).
+  const uint64_t rpc = p.homa_rpc_id + uint64_t{p.src_port} * 0xc2b2ae3d27d4eb4full;
+  m.id = kKindHoma | (Combine(AddressWord(p), rpc) & kIdMask);
+  m.size = p.homa_message_length;
+  m.offset = p.homa_offset;
+  const uint32_t header = p.payload_offset;
+  const uint32_t payload = wire_len > header ? wire_len - header : 0;
+  m.last = p.homa_offset + payload >= p.homa_message_length;
+  return m;
+}
 
 }  // namespace qosvisor::vswitch

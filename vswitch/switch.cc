@@ -313,23 +313,48 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
 }
 
 // Each frame's actions from the flow cache (or the classifier), except that a frame with the
-// previous frame's key takes the previous answer.
+// previous frame's key takes the previous frame's verdict. Runs of frames for one port are
+// appended to its TX batch together.
 void Switch::LookUpAndForward(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
                               const FlowTable& table, uint64_t now) {
-  const FlowActions* actions = nullptr;
-  uint32_t repeats = 0;
+  Verdict v;
+  bool decided = false;
+  uint32_t repeats = 0, flooded = 0;
+  uint16_t run = 0;  // frames for run_port, gathered at the front of rx.pkts (never ahead of i)
+  int run_port = -1;
   for (uint16_t i = 0; i < rx.count; ++i) {
     rte_mbuf* m = rx.pkts[i];
     if (m == nullptr) continue;
-    if (w.stage[i].repeat) {
+    const Stage& st = w.stage[i];
+    if (st.repeat && decided) {
       ++repeats;
     } else {
-      actions = w.cache.Lookup(table, w.stage[i].key, rte_pktmbuf_mtod(m, const uint8_t*),
-                               rte_pktmbuf_data_len(m));
+      const FlowActions* actions = w.cache.Lookup(
+          table, st.key, rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m));
+      Decide(m, in, bridge, actions, st, now, v);
+      decided = true;
     }
-    Forward(w, m, in, bridge, actions, w.stage[i], now);
+    flooded += v.flooded;
+    if (v.egress != Egress::kTx || v.port != run_port) {  // keep the frames' order on each port
+      if (run != 0) AppendTx(w, static_cast<uint16_t>(run_port), rx.pkts, run);
+      run = 0;
+      run_port = v.egress == Egress::kTx ? v.port : -1;
+    }
+    switch (v.egress) {
+      case Egress::kTx:
+        rx.pkts[run++] = m;
+        break;
+      case Egress::kUplink:
+        StageForUplink(w, m, v.uplink, st.parsed, now);
+        break;
+      case Egress::kGeneral:
+        Deliver(w, m, bridge, v, st.parsed, now);
+        break;
+    }
   }
+  AppendTx(w, static_cast<uint16_t>(run_port), rx.pkts, run);
   w.cache.CountRepeats(repeats);
+  w.counters.flooded += flooded;
 }
 
 // The one member (1-based) an action list outputs to when it does nothing else and names it
@@ -507,33 +532,45 @@ bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_
 
 void Switch::Forward(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge,
                      const FlowActions* actions, const Stage& st, uint64_t now) {
-  const ParsedPacket& parsed = st.parsed;
-  uint16_t vlan = st.vlan;
-  // Collect outputs first: a packet going to several ports is copied for all but the last.
-  uint16_t outputs[64];
-  uint16_t n_out = 0;
-  int queue = in.default_queue;
+  Verdict v;
+  Decide(m, in, bridge, actions, st, now, v);
+  w.counters.flooded += v.flooded;
+  Deliver(w, m, bridge, v, st.parsed, now);
+}
+
+// Runs the actions without sending anything. Frames with one flow key (the same headers from the
+// same port) get the same verdict: NORMAL's learning of their source changes nothing between
+// them, and its lookup gives the same answer.
+void Switch::Decide(rte_mbuf* m, const PortState& in, Bridge& bridge, const FlowActions* actions,
+                    const Stage& st, uint64_t now, Verdict& v) {
+  // Outputs are collected first: a packet going to several ports is copied for all but the last.
+  v.n_out = 0;
+  v.vlan = st.vlan;
+  v.queue = in.default_queue;
+  v.flooded = false;
   auto add_output = [&](uint16_t member_index) {
-    if (member_index != in.member && n_out < 64) outputs[n_out++] = member_index;
+    if (member_index != in.member && v.n_out < Verdict::kMaxOutputs) {
+      v.outputs[v.n_out++] = member_index;
+    }
   };
   // A flood reaches the members that carry the packet's VLAN; the others are not in its domain.
   auto flood = [&] {
-    ++w.counters.flooded;
+    v.flooded = true;
     for (uint16_t i = 0; i < bridge.members.size(); ++i) {
-      if (Carries(bridge.members[i], vlan)) add_output(i);
+      if (Carries(bridge.members[i], v.vlan)) add_output(i);
     }
   };
   for (uint32_t a = 0; actions != nullptr && a < actions->n; ++a) {
     const qv_ovs_action& act = actions->a[a];
     switch (act.type) {
       case QV_OVS_SET_QUEUE:
-        queue = static_cast<int>(act.arg);
+        v.queue = static_cast<int>(act.arg);
         break;
       case QV_OVS_SET_VLAN:
-        vlan = static_cast<uint16_t>(act.arg & 0xfff);
+        v.vlan = static_cast<uint16_t>(act.arg & 0xfff);
         break;
       case QV_OVS_STRIP_VLAN:
-        vlan = 0;
+        v.vlan = 0;
         break;
       case QV_OVS_OUTPUT:
         if (act.arg >= 1 && act.arg <= bridge.members.size()) {
@@ -541,14 +578,14 @@ void Switch::Forward(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge
         }
         break;
       case QV_OVS_IN_PORT:
-        outputs[n_out++] = static_cast<uint16_t>(in.member);
+        if (v.n_out < Verdict::kMaxOutputs) v.outputs[v.n_out++] = static_cast<uint16_t>(in.member);
         break;
       case QV_OVS_FLOOD:
         flood();
         break;
       case QV_OVS_NORMAL: {
         const int dst =
-            LearnAndLookup(bridge, rte_pktmbuf_mtod(m, const uint8_t*), vlan, in.member, now);
+            LearnAndLookup(bridge, rte_pktmbuf_mtod(m, const uint8_t*), v.vlan, in.member, now);
         if (dst < 0) {
           flood();
         } else {
@@ -560,20 +597,46 @@ void Switch::Forward(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge
         break;
     }
   }
-  if (n_out == 0) {
+  PlanEgress(bridge, st.parsed, v);
+}
+
+// Whether the frames of a verdict can go to their one port with no per-frame decision: no VLAN
+// tag to add, change or remove, no drop. Such a frame is then appended to the port's TX batch
+// or, on an uplink, identified and staged for the scheduler.
+void Switch::PlanEgress(const Bridge& bridge, const ParsedPacket& p, Verdict& v) {
+  v.egress = Egress::kGeneral;
+  if (v.n_out != 1) return;
+  const Member& out = bridge.members[v.outputs[0]];
+  const int egress_vlan = EgressVlan(out, v.vlan);
+  if (egress_vlan != 0 || p.has_vlan) return;
+  const PortState& ps = port_state_[out.port];
+  v.port = out.port;
+  if (ps.uplink < 0) {
+    v.egress = Egress::kTx;
+    return;
+  }
+  v.egress = Egress::kUplink;
+  Uplink& up = uplinks_[ps.uplink];
+  const int cls = ClassOf(up, v.queue);
+  v.uplink = {&up, &up.classes[cls], static_cast<uint16_t>(ps.uplink), cls};
+}
+
+void Switch::Deliver(Worker& w, rte_mbuf* m, Bridge& bridge, const Verdict& v,
+                     const ParsedPacket& parsed, uint64_t now) {
+  if (v.n_out == 0) {
     ++w.counters.flow_dropped;
     rte_pktmbuf_free(m);
     return;
   }
-  for (uint16_t o = 0; o + 1 < n_out; ++o) {
+  for (uint16_t o = 0; o + 1 < v.n_out; ++o) {
     rte_mbuf* copy = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
     if (copy == nullptr) {
       ++w.counters.copy_failed;
       continue;
     }
-    Output(w, copy, bridge.members[outputs[o]], vlan, queue, parsed, now);
+    Output(w, copy, bridge.members[v.outputs[o]], v.vlan, v.queue, parsed, now);
   }
-  Output(w, m, bridge.members[outputs[n_out - 1]], vlan, queue, parsed, now);
+  Output(w, m, bridge.members[v.outputs[v.n_out - 1]], v.vlan, v.queue, parsed, now);
 }
 
 int Switch::LearnAndLookup(Bridge& bridge, const uint8_t* frame, uint16_t vlan, int in_member,
@@ -598,37 +661,37 @@ bool Switch::IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan
   return false;
 }
 
-void Switch::Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan, int queue,
-                    const ParsedPacket& p, uint64_t now) {
-  uint16_t egress_vlan = vlan;
+// The VLAN a frame of `vlan` leaves `out` with (0: untagged), or -1 when `out` does not carry it.
+int Switch::EgressVlan(const Member& out, uint16_t vlan) {
   switch (out.mode) {
     case VlanMode::kAccess:
-      if (vlan != out.access_tag) {
-        ++w.counters.vlan_dropped;
-        rte_pktmbuf_free(m);
-        return;
-      }
-      egress_vlan = 0;
-      break;
+      return vlan == out.access_tag ? 0 : -1;
     case VlanMode::kTrunk:
-      if (vlan == 0 || !VlanAllowed(out.trunk_bits, vlan)) {
-        ++w.counters.vlan_dropped;
-        rte_pktmbuf_free(m);
-        return;
-      }
-      break;
+      return vlan != 0 && VlanAllowed(out.trunk_bits, vlan) ? vlan : -1;
     case VlanMode::kNone:
-      break;
+      return vlan;
+  }
+  return -1;
+}
+
+void Switch::Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan, int queue,
+                    const ParsedPacket& p, uint64_t now) {
+  const int egress_vlan = EgressVlan(out, vlan);
+  if (egress_vlan < 0) {
+    ++w.counters.vlan_dropped;
+    rte_pktmbuf_free(m);
+    return;
   }
   // Copies and the original still carry the frame as received: the parse says whether it is tagged.
-  if ((egress_vlan != 0 || p.has_vlan) && !SetVlan(m, egress_vlan)) {
+  if ((egress_vlan != 0 || p.has_vlan) && !SetVlan(m, static_cast<uint16_t>(egress_vlan))) {
     ++w.counters.vlan_dropped;
     rte_pktmbuf_free(m);
     return;
   }
   PortState& ps = port_state_[out.port];
   if (ps.uplink >= 0) {
-    ToUplink(w, m, static_cast<uint16_t>(ps.uplink), queue, p, now);
+    const auto uplink = static_cast<uint16_t>(ps.uplink);
+    ToUplink(w, m, uplink, ClassOf(uplinks_[uplink], queue), p, now);
     return;
   }
   // One frame: a push (AppendTx's bulk loop, not inlined here, costs this per-frame path ~10
@@ -637,17 +700,29 @@ void Switch::Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan, in
   if (ps.tx.count >= burst_) FlushPort(w, out.port);
 }
 
-// Classification and message identification run here, on the bridge's worker, so that the
-// uplink's owner only schedules.
-void Switch::ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int queue, const ParsedPacket& p,
+// The uplink class of a set_queue id; frames with no queue, or one no class is bound to, take the
+// uplink's default class.
+int Switch::ClassOf(const Uplink& up, int queue) {
+  const int cls = queue >= 0 && static_cast<size_t>(queue) < up.class_of_queue.size()
+                      ? up.class_of_queue[queue]
+                      : -1;
+  return cls < 0 ? up.default_class : cls;
+}
+
+void Switch::ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int cls, const ParsedPacket& p,
                       uint64_t now) {
   Uplink& up = uplinks_[uplink];
-  int cls = queue >= 0 && static_cast<size_t>(queue) < up.class_of_queue.size()
-                ? up.class_of_queue[queue]
-                : -1;
-  if (cls < 0) cls = up.default_class;
+  StageForUplink(w, m, {&up, &up.classes[cls], uplink, cls}, p, now);
+}
+
+// Classification and message identification run here, on the bridge's worker, so that the
+// uplink's owner only schedules.
+void Switch::StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t, const ParsedPacket& p,
+                            uint64_t now) {
+  Uplink& up = *t.up;
+  const UplinkClass& uc = *t.rules;
+  int cls = t.cls;
   const uint32_t wire_len = rte_pktmbuf_pkt_len(m) + kWireOverhead;
-  const UplinkClass& uc = up.classes[cls];
   const MessageIdentity id =
       uc.ebpf != nullptr ? RunEbpf(w, *uc.ebpf, m, up, cls, p, wire_len, now)
                          : w.identifier->Identify(uc.mode, p, wire_len, uc.idle_tsc, now);
@@ -662,7 +737,7 @@ void Switch::ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int queue, const 
   meta.class_id = static_cast<uint16_t>(cls);
   meta.flags = id.last ? kMetaLastOfMessage : 0;
   if (up.owner != w.index) {
-    PacketBatch& staged = w.to_uplink[uplink];
+    PacketBatch& staged = w.to_uplink[t.index];
     staged.Push(m);
     if (staged.full()) FlushHandoffs(w);
     return;

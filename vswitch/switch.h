@@ -180,6 +180,28 @@ class Switch {
     uint16_t vlan;
     bool repeat;  // the same flow key as the frame before it in the burst: the same actions
   };
+  // An uplink and the class a frame takes there, resolved once for a run of frames.
+  struct UplinkTarget {
+    Uplink* up = nullptr;
+    const UplinkClass* rules = nullptr;  // up->classes[cls]
+    uint16_t index = 0;                  // in uplinks_
+    int cls = 0;
+  };
+  // Where the frames of a verdict go: straight to one port's TX batch or one uplink, or through
+  // the general path (copies, VLAN tags, drops).
+  enum class Egress : uint8_t { kGeneral, kTx, kUplink };
+  // What a frame's actions decide; frames with one flow key share it.
+  struct Verdict {
+    static constexpr uint16_t kMaxOutputs = 64;
+    uint16_t outputs[kMaxOutputs];  // member indexes
+    uint16_t n_out = 0;
+    uint16_t vlan = 0;
+    int queue = -1;
+    bool flooded = false;
+    Egress egress = Egress::kGeneral;
+    int port = -1;        // kTx, kUplink: the one output's port
+    UplinkTarget uplink;  // kUplink
+  };
   // One lcore's share: what it polls and owns, and the state only it writes.
   struct Worker {
     uint16_t index = 0;
@@ -237,12 +259,22 @@ class Switch {
   [[gnu::always_inline]] inline void Forward(Worker& w, rte_mbuf* m, const PortState& in,
                                       Bridge& bridge, const FlowActions* actions, const Stage& st,
                                       uint64_t now);
+  [[gnu::always_inline]] inline void Decide(rte_mbuf* m, const PortState& in, Bridge& bridge,
+                                            const FlowActions* actions, const Stage& st,
+                                            uint64_t now, Verdict& v);
+  void PlanEgress(const Bridge& bridge, const ParsedPacket& p, Verdict& v);
+  void Deliver(Worker& w, rte_mbuf* m, Bridge& bridge, const Verdict& v, const ParsedPacket& parsed,
+               uint64_t now);
+  static int EgressVlan(const Member& out, uint16_t vlan);
+  static int ClassOf(const Uplink& up, int queue);
   [[gnu::always_inline]] inline bool IngressVlan(const Member& in, const ParsedPacket& p,
                                           uint16_t& vlan);
   [[gnu::always_inline]] inline void Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan,
                                      int queue, const ParsedPacket& p, uint64_t now);
-  void ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int queue, const ParsedPacket& p,
+  void ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int cls, const ParsedPacket& p,
                 uint64_t now);
+  [[gnu::always_inline]] inline void StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t,
+                                                    const ParsedPacket& p, uint64_t now);
   MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up,
                           int& cls, const ParsedPacket& p, uint32_t wire_len, uint64_t now);
   void FlushPort(Worker& w, uint16_t port);

@@ -313,6 +313,47 @@ TEST_CASE("switch: flow actions output, drop and mod_vlan_vid; rules replaced li
              Catch::Contains("bridge 'br0'"));
 }
 
+TEST_CASE("switch: frames of one flow share a verdict, and runs keep each port's order",
+          "[switch]") {
+  Rig rig(4);
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(4);
+  const std::string p1 = rig.ports[1]->name(), p2 = rig.ports[2]->name();
+  b.flows = {{"priority=100,udp,tp_dst=1,actions=output:" + p1, 0},
+             {"priority=100,udp,tp_dst=2,actions=output:" + p2, 1},
+             {"priority=100,udp,tp_dst=3,actions=output:" + p1 + ",output:" + p2, 2},
+             {"priority=100,udp,tp_dst=4,actions=mod_vlan_vid:9,output:" + p2, 3},
+             {"priority=100,udp,tp_dst=5,actions=FLOOD", 4}};
+  spec.bridges = {b};
+  rig.Build(spec);
+  // Frames of a flow differ only in a payload byte, which no key covers: each run of equal
+  // dst ports repeats its first frame's key.
+  const uint16_t dsts[] = {1, 1, 1, 2, 2, 1, 3, 3, 4, 4, 1, 5, 5, 2};
+  for (uint8_t i = 0; i < std::size(dsts); ++i) {
+    Frame f = WithMacs(testing::Udp4(9, dsts[i]), 0xb, 0xa);
+    f.bytes.back() = i;
+    rig.Inject(0, f);
+  }
+  rig.Poll();
+  auto order = [](const std::vector<std::vector<uint8_t>>& frames) {
+    std::vector<int> seq;
+    for (const auto& f : frames) seq.push_back(f.back());
+    return seq;
+  };
+  CHECK(order(rig.Drain(1)) == std::vector<int>{0, 1, 2, 5, 6, 7, 10, 11, 12});
+  const auto to_p2 = rig.Drain(2);
+  CHECK(order(to_p2) == std::vector<int>{3, 4, 6, 7, 8, 9, 11, 12, 13});
+  for (const auto& f : to_p2) {
+    const bool tagged = f[12] == 0x81 && f[13] == 0;
+    CHECK(tagged == (f.back() == 8 || f.back() == 9));
+  }
+  CHECK(order(rig.Drain(3)) == std::vector<int>{11, 12});
+  const auto counters = rig.sw->TakeSnapshot(false).counters;
+  CHECK(counters.flooded == 2);  // each frame of the FLOOD run
+  CHECK(counters.flow_cache_hits + counters.flow_cache_misses == std::size(dsts));
+  CHECK(counters.flow_cache_misses == 5);  // one per flow; the repeats reuse the verdict
+}
+
 TEST_CASE("switch: an uplink schedules by class (set_queue) and accounts for every packet",
           "[switch]") {
   Rig rig(2);
