@@ -411,21 +411,27 @@ bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
   // Keys come from a copy of the queue's mapping, the first finding the queue empty, as they
   // would have on arrival; the copy is kept only if the burst is taken.
   RankKeyMap map = q.key_map();
-  uint64_t keys[kMaxBurst];
   uint64_t bytes = 0;
   uint64_t clamped_ranks = 0;
+  bool in_order = true;  // keys that never fall with arrival: the arrival order is the order
+  uint64_t previous_key = 0;
+  // Entries go in arrival order (idle_ holds nothing unsent here), to be sorted in place if need be.
   for (uint16_t i = 0; i < n; ++i) {
-    PacketMeta& pm = *Meta(batch.pkts[i]);
+    rte_mbuf* pkt = batch.pkts[i];
+    PacketMeta& pm = *Meta(pkt);
     if (pm.class_id != 0 || pm.wire_len > limit || !FirstOfMessage(pm.message_id)) return false;
     bytes += pm.wire_len;
     pm.rank = ComputeRank(pm, no_state_, cs, pm.arrival_tsc);
     bool clamped;
-    keys[i] = map.Map(pm.rank, i == 0, &clamped);
+    const uint64_t key = map.Map(pm.rank, i == 0, &clamped);
     clamped_ranks += clamped;
+    in_order &= key >= previous_key;
+    previous_key = key;
+    idle_[i] = IdleEntry{key, pkt, pm.wire_len, i, (pm.flags & kMetaLastOfMessage) != 0};
   }
   if (bytes > config_.buffer_bytes) return false;
   q.set_key_map(map);
-  SortIdleBurst(batch.pkts, keys, n, map.base());
+  if (!in_order) SortIdleBurst(n, map.base());
   ClassStats& st = stats_[0];
   st.rank_clamped += clamped_ranks;
   st.enqueued_packets += n;
@@ -439,34 +445,27 @@ bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
   return true;
 }
 
-// Orders the burst by (key, arrival) into idle_. Bursts in order already (equal keys, or keys
-// that grow with arrival time) are common and cost one pass. Otherwise: every key lies in the
-// mapping's window [base, base + buckets), at most 2^24 wide, so (key - base, arrival) packs into
-// 29 bits, all distinct, and each packet's place is the number of packed words below its own;
-// counting all pairs (vectorised, no branches) costs less than an insertion sort's
-// mispredictions on mixed ranks.
+// Orders idle_[0, n), filled in arrival order, by (key, arrival); bursts already in that order
+// (equal keys, or keys that grow with arrival time: the common case) never get here. Every key
+// lies in the mapping's window [base, base + buckets), at most 2^24 wide, so (key - base,
+// arrival) packs into 29 bits, all distinct, and each packet's place is the number of packed
+// words below its own: counting all pairs (vectorised, no branches) costs less than an insertion
+// sort's mispredictions on mixed ranks.
 template <typename RankQueue>
-void BasicScheduler<RankQueue>::SortIdleBurst(rte_mbuf* const* pkts, const uint64_t* keys,
-                                              uint16_t n, uint64_t base) {
+void BasicScheduler<RankQueue>::SortIdleBurst(uint16_t n, uint64_t base) {
   static_assert(kMaxBurst == 32, "arrival positions take 5 bits");
-  bool in_order = true;
-  for (uint16_t i = 1; i < n; ++i) in_order &= keys[i - 1] <= keys[i];
-  if (in_order) {
-    for (uint16_t i = 0; i < n; ++i) {
-      idle_[i] = MakeIdleEntry(keys[i], pkts[i], i);
-    }
-    return;
-  }
+  IdleEntry arrived[kMaxBurst];
+  std::copy(idle_, idle_ + n, arrived);
   int32_t packed[kMaxBurst];
   for (uint16_t i = 0; i < n; ++i) {
-    assert(keys[i] - base < (uint64_t{1} << 24));
-    packed[i] = static_cast<int32_t>((keys[i] - base) << 5 | i);
+    assert(arrived[i].key - base < (uint64_t{1} << 24));
+    packed[i] = static_cast<int32_t>((arrived[i].key - base) << 5 | i);
   }
   for (uint16_t i = n; i < kMaxBurst; ++i) packed[i] = INT32_MAX;  // above every packet
   for (uint16_t i = 0; i < n; ++i) {
     int32_t place = 0;
     for (uint16_t j = 0; j < kMaxBurst; ++j) place += packed[j] < packed[i];
-    idle_[place] = MakeIdleEntry(keys[i], pkts[i], i);
+    idle_[place] = arrived[i];
   }
 }
 

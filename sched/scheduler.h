@@ -124,14 +124,10 @@ class BasicScheduler {
     uint16_t arrival;  // position in its burst
     bool last;         // kMetaLastOfMessage
   };
-  IdleEntry MakeIdleEntry(uint64_t key, rte_mbuf* pkt, uint16_t arrival) const {
-    const PacketMeta& pm = *Meta(pkt);
-    return IdleEntry{key, pkt, pm.wire_len, arrival, (pm.flags & kMetaLastOfMessage) != 0};
-  }
   void ForgetEndedMessage(rte_mbuf* pkt);
 
   bool TakeIdleBurst(PacketBatch& batch);
-  void SortIdleBurst(rte_mbuf* const* pkts, const uint64_t* keys, uint16_t n, uint64_t base);
+  void SortIdleBurst(uint16_t n, uint64_t base);
   void ForgetSeenMessages();
   bool FirstOfMessage(uint64_t message_id);
   uint16_t SendIdleBurst(PacketBatch& batch);

@@ -39,59 +39,63 @@ void PutBe64(uint8_t* p, uint64_t v) {
 // The parse is written once for two callers: kFields records what the headers say; without it
 // only the checks run (and the link-layer fields are kept), for paths that forward at L2 but
 // must still count and drop malformed frames exactly as the full parse would.
+//
+// Each header is read through a pointer to its own start, with the bytes left from there: the
+// reads are then at constant offsets, whether or not a VLAN tag came first.
 
-// L4 parse shared by IPv4 and IPv6. `end` is where the IP payload ends inside the frame.
+// L4 parse shared by IPv4 and IPv6. `h` is the L4 header at frame offset `l4`; `avail` bytes of
+// the IP payload follow it inside the frame.
 template <bool kFields>
-ParseStatus ParseL4(const uint8_t* f, uint32_t l4, uint8_t proto, uint32_t end,
+ParseStatus ParseL4(const uint8_t* h, uint32_t l4, uint32_t avail, uint8_t proto,
                     ParsedPacket& out) {
   switch (proto) {
     case kProtoTcp: {
-      if (end < l4 + 20) return ParseStatus::kTruncated;
-      const uint32_t data_off = (f[l4 + 12] >> 4) * 4u;
+      if (avail < 20) return ParseStatus::kTruncated;
+      const uint32_t data_off = (h[12] >> 4) * 4u;
       if constexpr (kFields) {
-        out.src_port = Be16(f + l4);
-        out.dst_port = Be16(f + l4 + 2);
-        out.tcp_seq = Be32(f + l4 + 4);
+        out.src_port = Be16(h);
+        out.dst_port = Be16(h + 2);
+        out.tcp_seq = Be32(h + 4);
       }
       if (data_off < 20) return ParseStatus::kMalformed;
-      if (end < l4 + data_off) return ParseStatus::kTruncated;
+      if (avail < data_off) return ParseStatus::kTruncated;
       if constexpr (kFields) {
-        out.tcp_flags = f[l4 + 13];
+        out.tcp_flags = h[13];
         out.payload_offset = static_cast<uint16_t>(l4 + data_off);
       }
       return ParseStatus::kOk;
     }
     case kProtoUdp:
-      if (end < l4 + 8) return ParseStatus::kTruncated;
+      if (avail < 8) return ParseStatus::kTruncated;
       if constexpr (kFields) {
-        out.src_port = Be16(f + l4);
-        out.dst_port = Be16(f + l4 + 2);
+        out.src_port = Be16(h);
+        out.dst_port = Be16(h + 2);
       }
-      if (Be16(f + l4 + 4) < 8) return ParseStatus::kMalformed;
+      if (Be16(h + 4) < 8) return ParseStatus::kMalformed;
       if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4 + 8);
       return ParseStatus::kOk;
     case kProtoIcmp:
     case kProtoIcmp6:
-      if (end < l4 + 4) return ParseStatus::kTruncated;
+      if (avail < 4) return ParseStatus::kTruncated;
       if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4 + 4);
       return ParseStatus::kOk;
     case kIpProtoHoma: {
-      if (end < l4 + 28) return ParseStatus::kTruncated;
-      const uint8_t type = f[l4 + 13];
+      if (avail < 28) return ParseStatus::kTruncated;
+      const uint8_t type = h[13];
       if constexpr (kFields) {
-        out.src_port = Be16(f + l4);
-        out.dst_port = Be16(f + l4 + 2);
+        out.src_port = Be16(h);
+        out.dst_port = Be16(h + 2);
         out.homa_type = type;
-        out.homa_rpc_id = Be64(f + l4 + 20);
+        out.homa_rpc_id = Be64(h + 20);
       }
       if (type != kHomaData) {
         if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4 + 28);
         return ParseStatus::kOk;
       }
-      if (end < l4 + kHomaDataHeaderLen) return ParseStatus::kTruncated;
+      if (avail < kHomaDataHeaderLen) return ParseStatus::kTruncated;
       if constexpr (kFields) {
-        out.homa_message_length = Be32(f + l4 + 28);
-        out.homa_offset = Be32(f + l4 + 52);
+        out.homa_message_length = Be32(h + 28);
+        out.homa_offset = Be32(h + 52);
         out.payload_offset = static_cast<uint16_t>(l4 + kHomaDataHeaderLen);
       }
       return ParseStatus::kOk;
@@ -102,52 +106,53 @@ ParseStatus ParseL4(const uint8_t* f, uint32_t l4, uint8_t proto, uint32_t end,
   }
 }
 
+// `h` is the IPv4 header at frame offset `l3`, with `left` bytes of the frame from there.
 template <bool kFields>
-ParseStatus ParseIpv4(const uint8_t* f, uint32_t length, uint32_t l3, ParsedPacket& out) {
-  if (length < l3 + 20) return ParseStatus::kTruncated;
-  if ((f[l3] >> 4) != 4) return ParseStatus::kMalformed;
-  const uint32_t ihl = (f[l3] & 0x0f) * 4u;
-  const uint32_t total = Be16(f + l3 + 2);
+ParseStatus ParseIpv4(const uint8_t* h, uint32_t l3, uint32_t left, ParsedPacket& out) {
+  if (left < 20) return ParseStatus::kTruncated;
+  if ((h[0] >> 4) != 4) return ParseStatus::kMalformed;
+  const uint32_t ihl = (h[0] & 0x0f) * 4u;
+  const uint32_t total = Be16(h + 2);
   if (ihl < 20 || total < ihl) return ParseStatus::kMalformed;
-  if (length < l3 + ihl) return ParseStatus::kTruncated;
-  const uint8_t proto = f[l3 + 9];
+  if (left < ihl) return ParseStatus::kTruncated;
+  const uint8_t proto = h[9];
   const uint32_t l4 = l3 + ihl;
   if constexpr (kFields) {
     out.ip_version = 4;
-    out.ip_tos = f[l3 + 1];
+    out.ip_tos = h[1];
     out.ip_proto = proto;
-    out.ip4_src = Be32(f + l3 + 12);
-    out.ip4_dst = Be32(f + l3 + 16);
+    out.ip4_src = Be32(h + 12);
+    out.ip4_dst = Be32(h + 16);
     out.l4_offset = static_cast<uint16_t>(l4);
   }
   // Ethernet padding may follow the datagram; a datagram longer than the frame is truncated.
-  if (length < l3 + total) return ParseStatus::kTruncated;
+  if (left < total) return ParseStatus::kTruncated;
   if constexpr (kFields) out.l3_end = static_cast<uint16_t>(l3 + total);
-  const bool later_fragment = (Be16(f + l3 + 6) & 0x1fff) != 0;
+  const bool later_fragment = (Be16(h + 6) & 0x1fff) != 0;
   if (later_fragment) {
     if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4);  // no L4 header here
     return ParseStatus::kOk;
   }
-  return ParseL4<kFields>(f, l4, proto, l3 + total, out);
+  return ParseL4<kFields>(h + ihl, l4, total - ihl, proto, out);
 }
 
 template <bool kFields>
-ParseStatus ParseIpv6(const uint8_t* f, uint32_t length, uint32_t l3, ParsedPacket& out) {
-  if (length < l3 + 40) return ParseStatus::kTruncated;
-  if ((f[l3] >> 4) != 6) return ParseStatus::kMalformed;
-  const uint8_t proto = f[l3 + 6];
+ParseStatus ParseIpv6(const uint8_t* h, uint32_t l3, uint32_t left, ParsedPacket& out) {
+  if (left < 40) return ParseStatus::kTruncated;
+  if ((h[0] >> 4) != 6) return ParseStatus::kMalformed;
+  const uint8_t proto = h[6];
   if constexpr (kFields) {
     out.ip_version = 6;
-    out.ip_tos = static_cast<uint8_t>((Be16(f + l3) >> 4) & 0xff);
+    out.ip_tos = static_cast<uint8_t>((Be16(h) >> 4) & 0xff);
     out.ip_proto = proto;
-    std::memcpy(out.ip6_src, f + l3 + 8, 16);
-    std::memcpy(out.ip6_dst, f + l3 + 24, 16);
+    std::memcpy(out.ip6_src, h + 8, 16);
+    std::memcpy(out.ip6_dst, h + 24, 16);
     out.l4_offset = static_cast<uint16_t>(l3 + 40);
   }
-  const uint32_t end = l3 + 40 + Be16(f + l3 + 4);
-  if (length < end) return ParseStatus::kTruncated;
-  if constexpr (kFields) out.l3_end = static_cast<uint16_t>(end);
-  return ParseL4<kFields>(f, l3 + 40, proto, end, out);
+  const uint32_t payload = Be16(h + 4);
+  if (left < 40 + payload) return ParseStatus::kTruncated;
+  if constexpr (kFields) out.l3_end = static_cast<uint16_t>(l3 + 40 + payload);
+  return ParseL4<kFields>(h + 40, l3 + 40, payload, proto, out);
 }
 
 template <bool kFields>
@@ -175,9 +180,9 @@ ParseStatus ParseFrame(const uint8_t* f, uint32_t length, ParsedPacket& out) {
   out.l3_offset = static_cast<uint16_t>(l3);
   switch (type) {
     case kEtherIpv4:
-      return ParseIpv4<kFields>(f, length, l3, out);
+      return ParseIpv4<kFields>(f + l3, l3, length - l3, out);
     case kEtherIpv6:
-      return ParseIpv6<kFields>(f, length, l3, out);
+      return ParseIpv6<kFields>(f + l3, l3, length - l3, out);
     default:
       if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l3);
       return ParseStatus::kOk;
