@@ -421,9 +421,10 @@ bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
     PacketMeta& pm = *Meta(pkt);
     if (pm.class_id != 0 || pm.wire_len > limit || !FirstOfMessage(pm.message_id)) return false;
     bytes += pm.wire_len;
-    pm.rank = ComputeRank(pm, no_state_, cs, pm.arrival_tsc);
+    const uint64_t rank = ComputeRank(pm, no_state_, cs, pm.arrival_tsc);
+    pm.rank = rank;
     bool clamped;
-    const uint64_t key = map.Map(pm.rank, i == 0, &clamped);
+    const uint64_t key = map.Map(rank, i == 0, &clamped);
     clamped_ranks += clamped;
     in_order &= key >= previous_key;
     previous_key = key;

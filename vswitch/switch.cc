@@ -326,15 +326,16 @@ void Switch::LookUpAndForward(Worker& w, PacketBatch& rx, const PortState& in, B
     rte_mbuf* m = rx.pkts[i];
     if (m == nullptr) continue;
     const Stage& st = w.stage[i];
-    if (st.repeat && decided) {
+    if (st.repeat && decided && v.shareable) {
       ++repeats;
     } else {
       const FlowActions* actions = w.cache.Lookup(
           table, st.key, rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m));
       Decide(m, in, bridge, actions, st, now, v);
+      PlanEgress(bridge, st.parsed, v);
       decided = true;
     }
-    flooded += v.flooded;
+    flooded += v.floods;
     if (v.egress != Egress::kTx || v.port != run_port) {  // keep the frames' order on each port
       if (run != 0) AppendTx(w, static_cast<uint16_t>(run_port), rx.pkts, run);
       run = 0;
@@ -534,20 +535,22 @@ void Switch::Forward(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge
                      const FlowActions* actions, const Stage& st, uint64_t now) {
   Verdict v;
   Decide(m, in, bridge, actions, st, now, v);
-  w.counters.flooded += v.flooded;
+  w.counters.flooded += v.floods;
   Deliver(w, m, bridge, v, st.parsed, now);
 }
 
 // Runs the actions without sending anything. Frames with one flow key (the same headers from the
-// same port) get the same verdict: NORMAL's learning of their source changes nothing between
-// them, and its lookup gives the same answer.
+// same port) get the same verdict when the actions hold one NORMAL at most: learning their
+// source changes nothing between them, and the lookup gives the same answer. (A second NORMAL,
+// on another VLAN, learns after the first looked up, and may evict what it found.)
 void Switch::Decide(rte_mbuf* m, const PortState& in, Bridge& bridge, const FlowActions* actions,
                     const Stage& st, uint64_t now, Verdict& v) {
   // Outputs are collected first: a packet going to several ports is copied for all but the last.
   v.n_out = 0;
   v.vlan = st.vlan;
   v.queue = in.default_queue;
-  v.flooded = false;
+  v.floods = 0;
+  uint32_t normals = 0;
   auto add_output = [&](uint16_t member_index) {
     if (member_index != in.member && v.n_out < Verdict::kMaxOutputs) {
       v.outputs[v.n_out++] = member_index;
@@ -555,7 +558,7 @@ void Switch::Decide(rte_mbuf* m, const PortState& in, Bridge& bridge, const Flow
   };
   // A flood reaches the members that carry the packet's VLAN; the others are not in its domain.
   auto flood = [&] {
-    v.flooded = true;
+    ++v.floods;
     for (uint16_t i = 0; i < bridge.members.size(); ++i) {
       if (Carries(bridge.members[i], v.vlan)) add_output(i);
     }
@@ -584,6 +587,7 @@ void Switch::Decide(rte_mbuf* m, const PortState& in, Bridge& bridge, const Flow
         flood();
         break;
       case QV_OVS_NORMAL: {
+        ++normals;
         const int dst =
             LearnAndLookup(bridge, rte_pktmbuf_mtod(m, const uint8_t*), v.vlan, in.member, now);
         if (dst < 0) {
@@ -597,7 +601,7 @@ void Switch::Decide(rte_mbuf* m, const PortState& in, Bridge& bridge, const Flow
         break;
     }
   }
-  PlanEgress(bridge, st.parsed, v);
+  v.shareable = normals <= 1;
 }
 
 // Whether the frames of a verdict can go to their one port with no per-frame decision: no VLAN

@@ -197,7 +197,8 @@ class Switch {
     uint16_t n_out = 0;
     uint16_t vlan = 0;
     int queue = -1;
-    bool flooded = false;
+    uint8_t floods = 0;      // FLOOD actions and NORMALs that flooded
+    bool shareable = true;  // frames with the same key may take it (one NORMAL at most)
     Egress egress = Egress::kGeneral;
     int port = -1;        // kTx, kUplink: the one output's port
     UplinkTarget uplink;  // kUplink

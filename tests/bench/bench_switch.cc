@@ -430,9 +430,12 @@ Figure VhostUser(dataplane::Mempool& pool, double seconds, const std::string& se
 int main(int argc, char** argv) {
   CLI::App app{"bench_switch: qosvisor forwarding rate on one core"};
   double seconds = 3;
-  std::string only;
+  std::vector<std::string> only;
   app.add_option("--seconds", seconds, "Measuring time per case");
-  app.add_option("--case", only, "io, l2, p2p, flows, vhost, homa, sched or sched2 (default: all)");
+  app.add_option("--case", only,
+                 "io, l2, p2p, flows, vhost, homa, sched or sched2, several separated by commas "
+                 "(default: all)")
+      ->delimiter(',');
   app.add_option("--rx-pcap", g_rx_pcap, "Input ports replay this pcap file in a loop")
       ->check(CLI::ExistingFile);
   app.add_option("--sched-pcap", g_sched_pcap,
@@ -464,30 +467,33 @@ int main(int argc, char** argv) {
                                10, 0, 0, 2, 0x13, 0x88, 0x13, 0x89, 0, 26, 0, 0};
     std::memcpy(f, frame, sizeof(frame));
   }, nullptr);
-  if (only.empty() || only == "io") {
+  auto wanted = [&](const std::string& name) {
+    return only.empty() || std::find(only.begin(), only.end(), name) != only.end();
+  };
+  if (wanted("io")) {
     Print("io_forward", IoForward(**pool, seconds), "no switching: the ports' own cost");
   }
-  if (only.empty() || only == "l2") Print("l2", PlainL2(**pool, seconds));
-  if (only.empty() || only == "p2p") Print("port_to_port", PortToPort(**pool, seconds));
-  if (only.empty() || only == "flows") Print("flows_1000", WithFlows(**pool, seconds));
-  if (only.empty() || only == "vhost") {
+  if (wanted("l2")) Print("l2", PlainL2(**pool, seconds));
+  if (wanted("p2p")) Print("port_to_port", PortToPort(**pool, seconds));
+  if (wanted("flows")) Print("flows_1000", WithFlows(**pool, seconds));
+  if (wanted("vhost")) {
     Print("vhost_user_io_forward", VhostUser(**pool, seconds, argv[0], true),
           "no switching, the same source: on two cores the source process (one core) is what "
           "bounds this and the next figure when they are close");
     Print("vhost_user", VhostUser(**pool, seconds, argv[0]),
           "virtio_user (another process) -> vhost-user port -> port-to-port rule -> null");
   }
-  if ((only.empty() || only == "sched2") && !g_sched_pcap.empty()) {
+  if (wanted("sched2") && !g_sched_pcap.empty()) {
     Print("srpt_uplink_10k_messages_2_lcores", ScheduledFromPcap(**pool, seconds, 2),
           "two lcores: the bridge's classifies and hands off through a ring, the uplink's "
           "schedules and sends (cycles are per packet of the first lcore)");
   }
-  if ((only.empty() || only == "homa") && !g_sched_pcap.empty()) {
+  if (wanted("homa") && !g_sched_pcap.empty()) {
     Print("homa_10k_messages_unscheduled", ScheduledFromPcap(**pool, seconds, 1, false),
           "the scheduled case's traffic and rule with no scheduler on the port: what OVS-DPDK "
           "does with it");
   }
-  if (only.empty() || only == "sched") {
+  if (wanted("sched")) {
     Print("srpt_uplink_10k_messages", Scheduled(**pool, seconds, 10'000),
           g_sched_pcap.empty() ? "ring ports with recycling; packets cross an SRPT scheduler"
                                : "pcap replay in, null out; packets cross an SRPT scheduler");

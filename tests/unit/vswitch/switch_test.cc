@@ -354,6 +354,36 @@ TEST_CASE("switch: frames of one flow share a verdict, and runs keep each port's
   CHECK(counters.flow_cache_misses == 5);  // one per flow; the repeats reuse the verdict
 }
 
+TEST_CASE("switch: a second NORMAL in the actions keeps every frame's own decision",
+          "[switch]") {
+  // The MAC table holds 8 entries, all in one probe window. The first frame's second NORMAL
+  // learns its source on VLAN 20 and evicts the stalest entry: the destination the first NORMAL
+  // found. The second frame, with the same key, must then see the destination as unknown.
+  Rig rig(4);
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(4);
+  b.mac_table_size = 8;
+  b.flows = {{"priority=100,udp,tp_dst=77,actions=NORMAL,mod_vlan_vid:20,NORMAL", 0}};
+  spec.bridges = {b};
+  rig.Build(spec);
+  rig.Inject(1, WithMacs(testing::Udp4(1, 1), 0, 0xd, true));  // D on port 1, learnt first
+  rig.Poll();
+  for (uint8_t mac = 0x11; mac < 0x17; ++mac) {  // six more: the table then holds seven
+    rig.Inject(2, WithMacs(testing::Udp4(1, 1), 0, mac, true));
+  }
+  rig.Poll();
+  for (int port = 0; port < 4; ++port) rig.Drain(port);
+  const uint64_t flooded_before = rig.sw->TakeSnapshot(false).counters.flooded;
+  for (int i = 0; i < 2; ++i) rig.Inject(0, WithMacs(testing::Udp4(9, 77), 0xd, 0xa));
+  rig.Poll();
+  // First frame: port 1 (D, VLAN 0) and a flood on VLAN 20 (D evicted by then); second frame:
+  // two floods, as D is gone from both VLANs.
+  CHECK(rig.Drain(1).size() == 2 + 2);
+  CHECK(rig.Drain(2).size() == 1 + 2);
+  CHECK(rig.Drain(3).size() == 1 + 2);
+  CHECK(rig.sw->TakeSnapshot(false).counters.flooded - flooded_before == 1 + 2);
+}
+
 TEST_CASE("switch: an uplink schedules by class (set_queue) and accounts for every packet",
           "[switch]") {
   Rig rig(2);
