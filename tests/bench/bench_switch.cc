@@ -425,6 +425,19 @@ Figure VhostUser(dataplane::Mempool& pool, double seconds, const std::string& se
   return f;
 }
 
+// net_null hands out pool mbufs without writing them: every buffer gets a real UDP frame
+// (distinct source and destination MACs) so that L2 learning and the flow table see traffic.
+void FillWithFrames(dataplane::Mempool& pool) {
+  rte_mempool_obj_iter(pool.get(), [](rte_mempool*, void*, void* obj, unsigned) {
+    auto* m = static_cast<rte_mbuf*>(obj);
+    auto* f = static_cast<uint8_t*>(m->buf_addr) + RTE_PKTMBUF_HEADROOM;
+    const uint8_t frame[42] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00,
+                               0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1,
+                               10, 0, 0, 2, 0x13, 0x88, 0x13, 0x89, 0, 26, 0, 0};
+    std::memcpy(f, frame, sizeof(frame));
+  }, nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -455,46 +468,42 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", eal.message().c_str());
     return 1;
   }
-  auto pool = dataplane::Mempool::Create("bench_switch", 65535);
-  if (!pool.ok()) return 1;
-  // net_null hands out pool mbufs without writing them: give every buffer a real UDP frame
-  // (distinct source and destination MACs) so that L2 learning and the flow table see traffic.
-  rte_mempool_obj_iter((*pool)->get(), [](rte_mempool*, void*, void* obj, unsigned) {
-    auto* m = static_cast<rte_mbuf*>(obj);
-    auto* f = static_cast<uint8_t*>(m->buf_addr) + RTE_PKTMBUF_HEADROOM;
-    const uint8_t frame[42] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00,
-                               0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1,
-                               10, 0, 0, 2, 0x13, 0x88, 0x13, 0x89, 0, 26, 0, 0};
-    std::memcpy(f, frame, sizeof(frame));
-  }, nullptr);
+  // Every case gets a fresh pool, so that no case depends on the order of the mbufs that the
+  // cases before it left in the pool.
+  int pools = 0;
+  auto fresh_pool = [&] {
+    auto pool = OrExit(dataplane::Mempool::Create("bench_switch_" + std::to_string(pools++), 65535));
+    FillWithFrames(*pool);
+    return pool;
+  };
   auto wanted = [&](const std::string& name) {
     return only.empty() || std::find(only.begin(), only.end(), name) != only.end();
   };
   if (wanted("io")) {
-    Print("io_forward", IoForward(**pool, seconds), "no switching: the ports' own cost");
+    Print("io_forward", IoForward(*fresh_pool(), seconds), "no switching: the ports' own cost");
   }
-  if (wanted("l2")) Print("l2", PlainL2(**pool, seconds));
-  if (wanted("p2p")) Print("port_to_port", PortToPort(**pool, seconds));
-  if (wanted("flows")) Print("flows_1000", WithFlows(**pool, seconds));
+  if (wanted("l2")) Print("l2", PlainL2(*fresh_pool(), seconds));
+  if (wanted("p2p")) Print("port_to_port", PortToPort(*fresh_pool(), seconds));
+  if (wanted("flows")) Print("flows_1000", WithFlows(*fresh_pool(), seconds));
   if (wanted("vhost")) {
-    Print("vhost_user_io_forward", VhostUser(**pool, seconds, argv[0], true),
+    Print("vhost_user_io_forward", VhostUser(*fresh_pool(), seconds, argv[0], true),
           "no switching, the same source: on two cores the source process (one core) is what "
           "bounds this and the next figure when they are close");
-    Print("vhost_user", VhostUser(**pool, seconds, argv[0]),
+    Print("vhost_user", VhostUser(*fresh_pool(), seconds, argv[0]),
           "virtio_user (another process) -> vhost-user port -> port-to-port rule -> null");
   }
   if (wanted("sched2") && !g_sched_pcap.empty()) {
-    Print("srpt_uplink_10k_messages_2_lcores", ScheduledFromPcap(**pool, seconds, 2),
+    Print("srpt_uplink_10k_messages_2_lcores", ScheduledFromPcap(*fresh_pool(), seconds, 2),
           "two lcores: the bridge's classifies and hands off through a ring, the uplink's "
           "schedules and sends (cycles are per packet of the first lcore)");
   }
   if (wanted("homa") && !g_sched_pcap.empty()) {
-    Print("homa_10k_messages_unscheduled", ScheduledFromPcap(**pool, seconds, 1, false),
+    Print("homa_10k_messages_unscheduled", ScheduledFromPcap(*fresh_pool(), seconds, 1, false),
           "the scheduled case's traffic and rule with no scheduler on the port: what OVS-DPDK "
           "does with it");
   }
   if (wanted("sched")) {
-    Print("srpt_uplink_10k_messages", Scheduled(**pool, seconds, 10'000),
+    Print("srpt_uplink_10k_messages", Scheduled(*fresh_pool(), seconds, 10'000),
           g_sched_pcap.empty() ? "ring ports with recycling; packets cross an SRPT scheduler"
                                : "pcap replay in, null out; packets cross an SRPT scheduler");
   }
