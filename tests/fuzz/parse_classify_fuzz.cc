@@ -48,7 +48,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The L2 fast paths' checks-only parse must reach the same verdict and link layer.
   ParsedPacket checked;
   if (CheckPacket(data, length, checked) != status || checked.has_vlan != p.has_vlan ||
-      checked.vlan_tci != p.vlan_tci) {
+      checked.vlan_tci != p.vlan_tci ||
+      (status == ParseStatus::kOk &&
+       (checked.ether_type != p.ether_type || checked.l3_offset != p.l3_offset))) {
     __builtin_trap();
   }
   const uint32_t in_port = 1 + (length % 3);

@@ -159,7 +159,8 @@ TEST_CASE("random and bit-flipped frames never read out of bounds", "[parse]") {
     ParsedPacket c;
     const ParseStatus checked = CheckPacket(exact.data(), static_cast<uint32_t>(exact.size()), c);
     if (checked != full || c.has_vlan != p.has_vlan || c.vlan_tci != p.vlan_tci ||
-        (full != ParseStatus::kTruncated && c.ether_type != p.ether_type)) {
+        (full != ParseStatus::kTruncated && c.ether_type != p.ether_type) ||
+        (full == ParseStatus::kOk && c.l3_offset != p.l3_offset)) {
       FAIL("CheckPacket disagrees with ParsePacket on frame " << i);
     }
   }
