@@ -127,6 +127,11 @@ struct KeyMasks {
   KeyShape shape;
   uint32_t words = 0;
   alignas(16) uint64_t m[FlowKey::kMaxWords];
+  // The parse fields of the frame whose key end these masks were made for, when that end
+  // follows from them alone (see EndFollowsLayout); layout_b == 0 when none.
+  uint64_t layout_a = 0;
+  uint32_t layout_b = 0;
+  uint32_t end = 0;
 };
 
 void ComputeMasks(const KeyShape& s, KeyMasks& out) {
@@ -168,10 +173,30 @@ void ComputeMasks(const KeyShape& s, KeyMasks& out) {
 
 // Traffic comes in few shapes, mostly one after the other: the last one's masks are kept (per
 // thread, as every data-plane lcore builds keys), so a key is loads and ANDs.
+thread_local KeyMasks t_masks;
+
 const KeyMasks& MasksFor(const KeyShape& shape) {
-  thread_local KeyMasks last;
-  if (!(last.shape == shape)) ComputeMasks(shape, last);
-  return last;
+  if (!(t_masks.shape == shape)) ComputeMasks(shape, t_masks);
+  return t_masks;
+}
+
+// Where the headers are and which they are, and a TCP header's length: a nonzero MatchableEnd is
+// a function of these, except for ARP (it also needs the frame's length) and ICMPv6 (its type
+// byte).
+struct KeyLayout {
+  uint64_t a;
+  uint32_t b;  // never 0
+};
+KeyLayout LayoutOf(const uint8_t* frame, const ParsedPacket& p) {
+  const uint32_t tcp_offset = p.ip_proto == kProtoTcp && p.l4_offset + 20u <= p.l3_end
+                                  ? frame[p.l4_offset + 12] >> 4
+                                  : 0;
+  return {uint64_t{p.ether_type} | uint64_t{p.l3_offset} << 16 | uint64_t{p.l4_offset} << 32 |
+              uint64_t{p.l3_end} << 48,
+          1u | uint32_t{p.ip_version} << 8 | uint32_t{p.ip_proto} << 16 | tcp_offset << 24};
+}
+bool EndFollowsLayout(const ParsedPacket& p) {
+  return p.ether_type != kEtherArp && p.ether_type != kEtherRarp && p.ip_proto != kProtoIcmp6;
 }
 
 // The key's full size, masked: 16 bytes at a time, with no loop over a variable count.
@@ -237,14 +262,23 @@ uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
                      const ParsedPacket& p, uint32_t in_port, FlowKey& key) {
   key.in_port = in_port;
   key.hash = 0;
-  const uint32_t end = MatchableEnd(frame, p, length);
-  if (end == 0 || end > FlowKey::kMaxWords * 8) {
-    key.words = 0;
-    return 0;
+  // Frames come in runs of one layout: the last one's end and masks serve the next.
+  const KeyLayout layout = LayoutOf(frame, p);
+  uint32_t end = t_masks.end;
+  if (layout.a != t_masks.layout_a || layout.b != t_masks.layout_b) {
+    end = MatchableEnd(frame, p, length);
+    if (end == 0 || end > FlowKey::kMaxWords * 8) {
+      key.words = 0;
+      return 0;
+    }
+    MasksFor(KeyShape{p.l3_offset, p.l4_offset, static_cast<uint16_t>(end), p.ip_version,
+                      p.ip_version != 0 ? p.ip_proto : uint8_t{0}});
+    const bool reusable = EndFollowsLayout(p);
+    t_masks.layout_a = layout.a;
+    t_masks.layout_b = reusable ? layout.b : 0;
+    t_masks.end = end;
   }
-  const KeyShape shape{p.l3_offset, p.l4_offset, static_cast<uint16_t>(end), p.ip_version,
-                       p.ip_version != 0 ? p.ip_proto : uint8_t{0}};
-  const KeyMasks& masks = MasksFor(shape);
+  const KeyMasks& masks = t_masks;
   if (std::max(readable, length) >= sizeof(key.w)) {
     LoadMaskedWords(frame, masks, key);
   } else {  // the frame ends near its buffer's end: copy rather than read past it

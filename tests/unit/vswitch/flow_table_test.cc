@@ -223,6 +223,34 @@ TEST_CASE("frames whose headers the classifier reads beyond a fixed prefix are n
   CHECK(cache.uncacheable() == 4);
 }
 
+TEST_CASE("a frame laid out as the one before it is still checked for what only it shows",
+          "[flow]") {
+  // Keys reuse the previous frame's end and masks when the headers sit in the same places; what
+  // else decides whether a key can be cached must still be looked at frame by frame.
+  Frame good_tcp = testing::Tcp4(1, 80, 1000, 0x10, 0);
+  Frame long_header = good_tcp;
+  long_header.bytes[46] = 0x60;  // announces 24 bytes in a 20-byte segment
+  CHECK(KeyOf(good_tcp).words != 0);
+  ParsedPacket p;
+  ParsePacket(long_header.bytes.data(), long_header.bytes.size(), p);
+  FlowKey k;
+  BuildFlowKey(long_header.bytes.data(), long_header.bytes.size(), long_header.bytes.size(), p, 1,
+               k);
+  CHECK(k.words == 0);
+  std::vector<uint8_t> echo(24, 0), solicit(24, 0);
+  echo[0] = 128;
+  solicit[0] = 135;
+  CHECK(KeyOf(Ipv6Frame(58, echo)).words != 0);
+  CHECK(KeyOf(Ipv6Frame(58, solicit)).words == 0);
+  CHECK(KeyOf(Ipv6Frame(58, echo)).words != 0);
+  Frame arp = testing::Ethernet(0x0806);
+  arp.Zeros(28);
+  Frame short_arp = testing::Ethernet(0x0806);
+  short_arp.Zeros(20);
+  CHECK(KeyOf(arp).words != 0);
+  CHECK(KeyOf(short_arp).words == 0);
+}
+
 TEST_CASE("cache keys ignore per-packet fields and keep matchable ones", "[flow]") {
   ParsedPacket p1, p2;
   Frame a = testing::Udp4(1, 5000);
