@@ -261,7 +261,8 @@ void Switch::Poll(uint16_t worker, uint64_t now) {
 
 // In two passes over the burst, so that memory latency overlaps instead of adding up: each frame
 // is parsed (its headers requested a few frames ahead) and its cache slot requested, then the
-// lookups and actions run on what has arrived by then.
+// lookups and actions run on what has arrived by then. NORMAL from a plain member looks nothing
+// up, and takes one pass.
 void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t now) {
   w.counters.rx_packets += rx.count;
   const PortState& in = port_state_[in_port];
@@ -278,11 +279,13 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
   const BurstRoute route =
       table->in_port_only() ? RouteOf(bridge, in, actions) : BurstRoute{Route::kLookup, 0};
   const Member& member = bridge.members[in.member];
-  // Headers are requested a few frames ahead of their parse (as DPDK's l3fwd does): enough to
-  // hide a miss on ports that DMA, without a separate pass over frames that arrive in cache.
-  constexpr uint16_t kAhead = 4;
   for (uint16_t i = 0; i < rx.count && i < kAhead; ++i) {
     rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i], void*));
+  }
+  if (route.route == Route::kNormal) {  // needs no lookups: checked and switched in one pass
+    SwitchNormal(w, rx, in, bridge, member, of_port, actions, now);
+    rx.count = 0;
+    return;
   }
   const Stage* previous = nullptr;  // the last frame kept
   for (uint16_t i = 0; i < rx.count; ++i) {
@@ -297,8 +300,7 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
     case Route::kOnePort:
       SendAllTo(w, rx, in, bridge, actions, route.port, now);
       break;
-    case Route::kNormal:
-      SwitchNormal(w, rx, in, bridge, actions, now);
+    case Route::kNormal:  // (switched above)
       break;
     case Route::kEachFrame:
       for (uint16_t i = 0; i < rx.count; ++i) {
@@ -431,12 +433,13 @@ void Switch::AppendTx(Worker& w, uint16_t port, rte_mbuf* const* pkts, uint16_t 
   }
 }
 
-// NORMAL from a plain member: learn the source, forward to where the destination was learnt, or
-// flood. Frames that repeat the previous frame's addresses (most of a burst) reuse its answer,
+// NORMAL from a plain member: check the frame (Classify), learn the source, forward to where the
+// destination was learnt, or flood. Frames that repeat the previous frame's addresses (most of a burst) reuse its answer,
 // and runs of frames for one port are appended to its TX batch together; copies (floods to
 // several ports), outputs to VLAN-mapped members or to uplinks take the general path.
 void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
-                          const FlowActions* normal, uint64_t now) {
+                          const Member& member, uint32_t of_port, const FlowActions* normal,
+                          uint64_t now) {
   uint64_t last_addr = 0;
   uint32_t last_addr_hi = 0;
   uint16_t last_vlan = 0;
@@ -446,9 +449,10 @@ void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridg
   uint16_t run = 0;  // frames for run_port, gathered at the front of rx.pkts (never ahead of i)
   int run_port = -1;
   for (uint16_t i = 0; i < rx.count; ++i) {
+    if (i + kAhead < rx.count) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + kAhead], void*));
     rte_mbuf* m = rx.pkts[i];
-    if (m == nullptr) continue;
     Stage& st = w.stage[i];
+    if (!Classify(w, m, member, of_port, Route::kNormal, nullptr, st)) continue;
     const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
     uint64_t addr;
     uint32_t addr_hi;
