@@ -415,7 +415,8 @@ bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
   uint64_t clamped_ranks = 0;
   bool in_order = true;  // keys that never fall with arrival: the arrival order is the order
   uint64_t previous_key = 0;
-  // Entries go in arrival order (idle_ holds nothing unsent here), to be sorted in place if need be.
+  // Entries go in arrival order (idle_ holds nothing unsent here), to be sorted in place if need
+  // be.
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* pkt = batch.pkts[i];
     PacketMeta& pm = *Meta(pkt);

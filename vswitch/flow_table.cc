@@ -175,9 +175,8 @@ void ComputeMasks(const KeyShape& s, KeyMasks& out) {
 // thread, as every data-plane lcore builds keys), so a key is loads and ANDs.
 thread_local KeyMasks t_masks;
 
-const KeyMasks& MasksFor(const KeyShape& shape) {
+void KeepMasksFor(const KeyShape& shape) {
   if (!(t_masks.shape == shape)) ComputeMasks(shape, t_masks);
-  return t_masks;
 }
 
 // Where the headers are and which they are, and a TCP header's length: a nonzero MatchableEnd is
@@ -271,8 +270,8 @@ uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
       key.words = 0;
       return 0;
     }
-    MasksFor(KeyShape{p.l3_offset, p.l4_offset, static_cast<uint16_t>(end), p.ip_version,
-                      p.ip_version != 0 ? p.ip_proto : uint8_t{0}});
+    KeepMasksFor(KeyShape{p.l3_offset, p.l4_offset, static_cast<uint16_t>(end), p.ip_version,
+                          p.ip_version != 0 ? p.ip_proto : uint8_t{0}});
     const bool reusable = EndFollowsLayout(p);
     t_masks.layout_a = layout.a;
     t_masks.layout_b = reusable ? layout.b : 0;
@@ -292,10 +291,11 @@ uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
 
 // Whether two keys built by LoadFlowKey have the same words (those past a key's end are zero).
 bool SameKeyWords(const FlowKey& a, const FlowKey& b) {
+  const auto* x = reinterpret_cast<const __m128i*>(a.w);
+  const auto* y = reinterpret_cast<const __m128i*>(b.w);
   __m128i diff = _mm_setzero_si128();
   for (int i = 0; i < 6; ++i) {
-    diff = _mm_or_si128(diff, _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.w) + i),
-                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.w) + i)));
+    diff = _mm_or_si128(diff, _mm_xor_si128(_mm_loadu_si128(x + i), _mm_loadu_si128(y + i)));
   }
   return _mm_testz_si128(diff, diff) != 0;
 }

@@ -322,8 +322,7 @@ void Switch::LookUpAndForward(Worker& w, PacketBatch& rx, const PortState& in, B
   Verdict v;
   bool decided = false;
   uint32_t repeats = 0, flooded = 0;
-  uint16_t run = 0;  // frames for run_port, gathered at the front of rx.pkts (never ahead of i)
-  int run_port = -1;
+  TxRun run;
   for (uint16_t i = 0; i < rx.count; ++i) {
     rte_mbuf* m = rx.pkts[i];
     if (m == nullptr) continue;
@@ -338,24 +337,14 @@ void Switch::LookUpAndForward(Worker& w, PacketBatch& rx, const PortState& in, B
       decided = true;
     }
     flooded += v.floods;
-    if (v.egress != Egress::kTx || v.port != run_port) {  // keep the frames' order on each port
-      if (run != 0) AppendTx(w, static_cast<uint16_t>(run_port), rx.pkts, run);
-      run = 0;
-      run_port = v.egress == Egress::kTx ? v.port : -1;
-    }
-    switch (v.egress) {
-      case Egress::kTx:
-        rx.pkts[run++] = m;
-        break;
-      case Egress::kUplink:
-        StageForUplink(w, m, v.uplink, st.parsed, now);
-        break;
-      case Egress::kGeneral:
-        Deliver(w, m, bridge, v, st.parsed, now);
-        break;
+    if (Gather(w, rx, run, v.egress == Egress::kTx ? v.port : -1, m)) continue;
+    if (v.egress == Egress::kUplink) {
+      StageForUplink(w, m, v.uplink, st.parsed, now);
+    } else {
+      Deliver(w, m, bridge, v, st.parsed, now);
     }
   }
-  AppendTx(w, static_cast<uint16_t>(run_port), rx.pkts, run);
+  Gather(w, rx, run, -1, nullptr);
   w.cache.CountRepeats(repeats);
   w.counters.flooded += flooded;
 }
@@ -395,19 +384,14 @@ Switch::BurstRoute Switch::RouteOf(const Bridge& bridge, const PortState& in,
 // takes the per-frame path, after the frames before it.
 void Switch::SendAllTo(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
                        const FlowActions* actions, uint16_t port, uint64_t now) {
-  uint16_t run = 0;  // frames gathered at the front of rx.pkts (never ahead of i)
+  TxRun run;
   for (uint16_t i = 0; i < rx.count; ++i) {
     rte_mbuf* m = rx.pkts[i];
     if (m == nullptr) continue;
-    if (KeepsItsTag(w.stage[i])) {
-      rx.pkts[run++] = m;
-      continue;
-    }
-    AppendTx(w, port, rx.pkts, run);
-    run = 0;
+    if (Gather(w, rx, run, KeepsItsTag(w.stage[i]) ? port : -1, m)) continue;
     ForwardOneByOne(w, m, in, bridge, actions, w.stage[i], now);
   }
-  AppendTx(w, port, rx.pkts, run);
+  Gather(w, rx, run, -1, nullptr);
 }
 
 // The per-frame path for a frame of a whole-burst route: it may need more of the headers than
@@ -433,10 +417,25 @@ void Switch::AppendTx(Worker& w, uint16_t port, rte_mbuf* const* pkts, uint16_t 
   }
 }
 
+// Gathers `m` into the run for `port` (≥ 0), or, with port -1, ends the run for a frame that
+// takes another way; a frame for another port ends the run too. Ending a run appends its frames
+// to their port's TX batch first, so every port keeps the frames' order. Returns whether `m` was
+// gathered.
+bool Switch::Gather(Worker& w, PacketBatch& rx, TxRun& run, int port, rte_mbuf* m) {
+  if (port < 0 || port != run.port) {
+    if (run.n != 0) AppendTx(w, static_cast<uint16_t>(run.port), rx.pkts, run.n);
+    run = {0, port};
+    if (port < 0) return false;
+  }
+  rx.pkts[run.n++] = m;
+  return true;
+}
+
 // NORMAL from a plain member: check the frame (Classify), learn the source, forward to where the
-// destination was learnt, or flood. Frames that repeat the previous frame's addresses (most of a burst) reuse its answer,
-// and runs of frames for one port are appended to its TX batch together; copies (floods to
-// several ports), outputs to VLAN-mapped members or to uplinks take the general path.
+// destination was learnt, or flood. Frames that repeat the previous frame's addresses (most of a
+// burst) reuse its answer, and runs of frames for one port are appended to its TX batch
+// together; copies (floods to several ports), outputs to VLAN-mapped members or to uplinks take
+// the general path.
 void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
                           const Member& member, uint32_t of_port, const FlowActions* normal,
                           uint64_t now) {
@@ -446,8 +445,7 @@ void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridg
   int last_port = -1;  // -1: the previous frame took the general path, or there was none
   bool last_flooded = false;
   uint32_t flooded = 0;
-  uint16_t run = 0;  // frames for run_port, gathered at the front of rx.pkts (never ahead of i)
-  int run_port = -1;
+  TxRun run;
   for (uint16_t i = 0; i < rx.count; ++i) {
     if (i + kAhead < rx.count) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + kAhead], void*));
     rte_mbuf* m = rx.pkts[i];
@@ -469,20 +467,13 @@ void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridg
                       ? bridge.members[out].port
                       : -1;
     }
-    const bool direct = last_port >= 0 && KeepsItsTag(st);
-    if (!direct || last_port != run_port) {  // keep the frames' order on each port
-      AppendTx(w, static_cast<uint16_t>(run_port), rx.pkts, run);
-      run = 0;
-      run_port = last_port;
-    }
-    if (!direct) {
-      ForwardOneByOne(w, m, in, bridge, normal, st, now);
+    if (Gather(w, rx, run, KeepsItsTag(st) ? last_port : -1, m)) {
+      flooded += last_flooded;
       continue;
     }
-    flooded += last_flooded;
-    rx.pkts[run++] = m;
+    ForwardOneByOne(w, m, in, bridge, normal, st, now);
   }
-  AppendTx(w, static_cast<uint16_t>(run_port), rx.pkts, run);
+  Gather(w, rx, run, -1, nullptr);
   w.counters.flooded += flooded;
 }
 
@@ -555,10 +546,11 @@ void Switch::Decide(rte_mbuf* m, const PortState& in, Bridge& bridge, const Flow
   v.queue = in.default_queue;
   v.floods = 0;
   uint32_t normals = 0;
-  auto add_output = [&](uint16_t member_index) {
-    if (member_index != in.member && v.n_out < Verdict::kMaxOutputs) {
-      v.outputs[v.n_out++] = member_index;
-    }
+  auto push_output = [&](uint16_t member_index) {
+    if (v.n_out < Verdict::kMaxOutputs) v.outputs[v.n_out++] = member_index;
+  };
+  auto add_output = [&](uint16_t member_index) {  // (never back out of the input port)
+    if (member_index != in.member) push_output(member_index);
   };
   // A flood reaches the members that carry the packet's VLAN; the others are not in its domain.
   auto flood = [&] {
@@ -585,7 +577,7 @@ void Switch::Decide(rte_mbuf* m, const PortState& in, Bridge& bridge, const Flow
         }
         break;
       case QV_OVS_IN_PORT:
-        if (v.n_out < Verdict::kMaxOutputs) v.outputs[v.n_out++] = static_cast<uint16_t>(in.member);
+        push_output(static_cast<uint16_t>(in.member));
         break;
       case QV_OVS_FLOOD:
         flood();

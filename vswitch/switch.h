@@ -243,6 +243,14 @@ class Switch {
   void SendAllTo(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
                  const FlowActions* actions, uint16_t port, uint64_t now);
   void AppendTx(Worker& w, uint16_t port, rte_mbuf* const* pkts, uint16_t n);
+  // Frames for one port, gathered at the front of a burst's array (never ahead of the frame
+  // being switched).
+  struct TxRun {
+    uint16_t n = 0;
+    int port = -1;
+  };
+  [[gnu::always_inline]] inline bool Gather(Worker& w, PacketBatch& rx, TxRun& run, int port,
+                                            rte_mbuf* m);
   void SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
                     const Member& member, uint32_t of_port, const FlowActions* normal,
                     uint64_t now);

@@ -482,7 +482,8 @@ int main(int argc, char** argv) {
   // cases before it left in the pool.
   int pools = 0;
   auto fresh_pool = [&] {
-    auto pool = OrExit(dataplane::Mempool::Create("bench_switch_" + std::to_string(pools++), 65535));
+    const std::string name = "bench_switch_" + std::to_string(pools++);
+    auto pool = OrExit(dataplane::Mempool::Create(name, 65535));
     FillWithFrames(*pool);
     return pool;
   };
