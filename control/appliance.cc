@@ -290,6 +290,8 @@ json Appliance::StatsJson() {
                          {"dropped_worst", cs.dropped_worst},
                          {"dropped_tail", cs.dropped_tail},
                          {"dropped_message_limit", cs.dropped_message_limit},
+                         {"table_full_fallback", cs.table_full_fallback},
+                         {"probe_limit_fallback", cs.probe_limit_fallback},
                          {"queued_packets", cs.queued_packets},
                          {"queued_bytes", cs.queued_bytes}});
     }

@@ -13,9 +13,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/keyed_hash.h"
 #include "common/status.h"
 
 namespace qosvisor::sched {
@@ -70,6 +72,8 @@ struct SchedulerConfig {
   uint32_t message_limit_bytes = 0;  // most bytes one message may queue (0 = no limit)
   DropMode drop = DropMode::kWorst;
   uint32_t max_messages = 65536;  // message-table capacity
+  // Keys the message table's index hash. Unset (always, outside tests): a random key per table.
+  std::optional<HashKey> message_hash_key;
   uint64_t message_idle_timeout_ns =
       1'000'000'000;  // reclaim an idle, incomplete message (0 = never)
   Share tenant_share = Share::kWfq;

@@ -1,5 +1,6 @@
 // Message table: open addressing with linear probing and backward-shift deletion, so lookups never
-// step over tombstones and the index stays at most half full.
+// step over tombstones and the index stays at most half full. Backward shifts only move entries
+// nearer their home, so the kMaxProbe bound that Insert establishes holds for good.
 #include "sched/message_table.h"
 
 #include <algorithm>
@@ -10,8 +11,8 @@
 
 namespace qosvisor::sched {
 
-MessageTable::MessageTable(uint32_t capacity, uint32_t reserved)
-    : slots_(capacity), reserved_(reserved) {
+MessageTable::MessageTable(uint32_t capacity, uint32_t reserved, HashKey key)
+    : slots_(capacity), key_(key), reserved_(reserved) {
   uint64_t index_size = std::bit_ceil(uint64_t{capacity} * 2);
   if (index_size < 64) index_size = 64;
   index_.resize(index_size);
@@ -25,11 +26,13 @@ MessageTable::MessageTable(uint32_t capacity, uint32_t reserved)
 
 uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id) {
   if (free_.empty()) return kNoId;
+  uint32_t i = IndexOf(message_id);
+  for (uint32_t d = 0; index_[i].slot != kNoId; ++d, i = (i + 1) & index_mask_) {
+    if (d + 1 == kMaxProbe) return kNoId;
+  }
   uint32_t slot = free_.back();
   free_.pop_back();
   if (slot >= high_water_) high_water_ = slot + 1;
-  uint32_t i = IndexOf(message_id);
-  while (index_[i].slot != kNoId) i = (i + 1) & index_mask_;
   index_[i] = Entry{message_id, slot};
   MessageState& m = slots_[slot];
   ResetToDefault(m);

@@ -1,12 +1,14 @@
 // The message table: one slot per live message holding its packet FIFO, byte counts and
 // rank-queue links; found by message id through an open-addressing index (no allocation per
-// packet).
+// packet) whose hash is keyed per process and whose probe runs are bounded, so that senders who
+// pick their ids (Homa RPC ids, 5-tuples) cannot build long probe chains on the data path.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "common/keyed_hash.h"
 #include "common/packet_meta.h"
 #include "sched/rank_queue.h"
 
@@ -83,10 +85,17 @@ static_assert(offsetof(MessageState, node) == 0, "RankNodes assumes the node at 
 
 inline constexpr int kIdleShift = 16;  // idle times are coarse: ~20 us units at 3 GHz
 
+// Every index entry lies within this many positions of its home, so a lookup reads at most this
+// many entries (8 cache lines). At the index's load of at most one half a run this long is
+// vanishingly rare by chance; a message that finds its window full goes to its class's default
+// queue (counted) instead of making the run longer.
+inline constexpr uint32_t kMaxProbe = 32;
+
 class MessageTable {
  public:
-  // `reserved` slots [0, reserved) are not in the index (the classes' fallback queues).
-  MessageTable(uint32_t capacity, uint32_t reserved);
+  // `reserved` slots [0, reserved) are not in the index (the classes' fallback queues). `key`
+  // keys the index hash; tests pass a fixed one to be deterministic.
+  MessageTable(uint32_t capacity, uint32_t reserved, HashKey key = HashKey::Random());
 
   uint32_t capacity() const { return static_cast<uint32_t>(slots_.size()); }
   uint32_t live() const { return live_; }
@@ -95,8 +104,9 @@ class MessageTable {
   const MessageState& operator[](uint32_t slot) const { return slots_[slot]; }
   RankNodes nodes() { return RankNodes(slots_.data(), sizeof(MessageState)); }
 
+  // The home position of `message_id` in the index.
   uint32_t IndexOf(uint64_t message_id) const {
-    return static_cast<uint32_t>((message_id * 0x9E3779B97F4A7C15ull) >> index_shift_);
+    return static_cast<uint32_t>(KeyedHash64(message_id, key_) >> index_shift_);
   }
   void PrefetchIndex(uint64_t message_id) const {
     __builtin_prefetch(&index_[IndexOf(message_id)]);
@@ -114,15 +124,19 @@ class MessageTable {
 
   // The slot of `message_id`, or kNoId.
   uint32_t Find(uint64_t message_id) const {
-    for (uint32_t i = IndexOf(message_id);; i = (i + 1) & index_mask_) {
-      const Entry& e = index_[i];
-      if (e.slot == kNoId) return kNoId;
-      if (e.message_id == message_id) return e.slot;
-    }
+    const uint32_t i = Locate(message_id);
+    return i == kNoId ? kNoId : index_[i].slot;
   }
 
-  // A fresh slot for `message_id` (which must not be present), or kNoId when the table is full.
+  // A fresh slot for `message_id` (which must not be present), or kNoId when the table is full
+  // (free_slots() == 0) or the id's probe window is (every entry in it taken).
   uint32_t Insert(uint64_t message_id, uint16_t class_id);
+
+  // How far `message_id`'s entry lies from its home position, or kNoId when it is not indexed.
+  uint32_t ProbeDistance(uint64_t message_id) const {
+    const uint32_t i = Locate(message_id);
+    return i == kNoId ? kNoId : (i - IndexOf(message_id)) & index_mask_;
+  }
 
   // Frees a slot found through the index (not a reserved one); its queue must be empty.
   void Erase(uint32_t slot);
@@ -137,8 +151,20 @@ class MessageTable {
     uint32_t slot = kNoId;
   };
 
+  // The index position holding `message_id`, or kNoId.
+  uint32_t Locate(uint64_t message_id) const {
+    uint32_t i = IndexOf(message_id);
+    for (uint32_t d = 0; d < kMaxProbe; ++d, i = (i + 1) & index_mask_) {
+      const Entry& e = index_[i];
+      if (e.slot == kNoId) return kNoId;
+      if (e.message_id == message_id) return i;
+    }
+    return kNoId;
+  }
+
   std::vector<MessageState> slots_;
   std::vector<Entry> index_;
+  HashKey key_;
   std::vector<uint32_t> free_;  // stack of free slots
   uint32_t index_mask_ = 0;
   int index_shift_ = 64;

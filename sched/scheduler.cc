@@ -35,7 +35,8 @@ BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSin
       drop_sink_(sink),
       drop_context_(context),
       table_(config.max_messages + static_cast<uint32_t>(config.classes.size()),
-             static_cast<uint32_t>(config.classes.size())) {
+             static_cast<uint32_t>(config.classes.size()),
+             config.message_hash_key.value_or(HashKey::Random())) {
   size_t n = config_.classes.size();
   if (config_.tenants.empty()) {
     TenantConfig all;
@@ -242,15 +243,15 @@ uint32_t BasicScheduler<RankQueue>::ResolveSlot(const PacketMeta& pm) {
   return table_.Find(pm.message_id);
 }
 
-// A fresh slot, its tag set, for the message of `pm` in class c; or, when the table is full, the
-// class's default queue (counted as a fallback).
+// A fresh slot, its tag set, for the message of `pm` in class c; or, when the table or the id's
+// probe window is full, the class's default queue (counted as a fallback, by cause).
 template <typename RankQueue>
 uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_t c,
                                                    bool* created) {
   const uint32_t slot = table_.Insert(pm.message_id, c);
   *created = slot != kNoId;
   if (slot == kNoId) {
-    ++stats_[c].table_full_fallback;
+    ++(table_.free_slots() == 0 ? stats_[c].table_full_fallback : stats_[c].probe_limit_fallback);
     return classes_[c].default_slot;
   }
   table_[slot].tag = InitialTag(pm, classes_[c]);
@@ -657,6 +658,7 @@ SchedulerStats BasicScheduler<RankQueue>::Stats() const {
     s.total.dropped_bytes += c.dropped_bytes;
     s.total.rank_clamped += c.rank_clamped;
     s.total.table_full_fallback += c.table_full_fallback;
+    s.total.probe_limit_fallback += c.probe_limit_fallback;
     s.total.queued_packets += c.queued_packets;
     s.total.queued_bytes += c.queued_bytes;
   }

@@ -50,6 +50,7 @@ struct ClassStats {
   uint64_t dropped_bytes = 0;
   uint64_t rank_clamped = 0;         // ranks beyond the rank queue's range (not drops)
   uint64_t table_full_fallback = 0;  // packets sent to the class's default queue (not drops)
+  uint64_t probe_limit_fallback = 0;  // the same, because the id's index window was full
   // Filled in by Stats(): what is queued is what arrived less what left or was dropped (the data
   // path keeps only those counts).
   uint64_t queued_packets = 0;

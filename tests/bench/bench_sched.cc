@@ -4,9 +4,13 @@
 // Every run keeps about 4 packets in flight per queue: it dequeues a burst of 32, re-stamps those
 // mbufs for queues picked by the access pattern (uniformly at random, or in sequence) and
 // enqueues them again. The idle_burst pattern keeps one burst in flight, queues in sequence: an
-// uplink that keeps up, where every burst of distinct messages finds the scheduler empty. Our scheduler gets srpt ranks over W4 message sizes; classification is
-// assumed to hand the message slot over (meta.message_slot), as a flow cache does, and the
-// "hashed" variant measures the same without that hint. rte_sched gets pipes x 16 queues with
+// uplink that keeps up, where every burst of distinct messages finds the scheduler empty. The
+// adversarial pattern is random with message ids a sender picked to share one home position under
+// an unkeyed multiplicative index hash (what a Homa sender can do with its RPC ids): the keyed,
+// probe-bounded table must keep it near the random pattern's rate. Our scheduler gets srpt ranks
+// over W4 message sizes and, as the switch gives it, no message-slot hint ("qosvisor"); the
+// "qosvisor_hinted" variant measures the same when classification hands the slot over
+// (meta.message_slot). rte_sched gets pipes x 16 queues with
 // profiles far above the offered rate, so it never shapes. All implementations of a row live at
 // once (each with its own mbufs) and take turns: each figure is the best of 5 interleaved windows
 // of 60 ms, so all meet the same background load on a shared box.
@@ -55,17 +59,37 @@ constexpr double kMeasureSeconds = 0.3;  // per implementation, in kWindows wind
 constexpr double kWarmupSeconds = 0.05;
 constexpr int kWindows = 5;
 
-enum class Pattern { kRandom, kSequential, kIdleBurst };
+enum class Pattern { kRandom, kSequential, kIdleBurst, kAdversarial };
 const char* PatternName(Pattern p) {
   switch (p) {
     case Pattern::kRandom:
       return "random";
     case Pattern::kSequential:
       return "sequential";
+    case Pattern::kAdversarial:
+      return "adversarial";
     case Pattern::kIdleBurst:
       break;
   }
   return "idle_burst";
+}
+
+uint32_t MaxMessages(uint32_t queues) {
+  return queues * 2 + 1024;  // completed messages are replaced by new ones
+}
+
+// The number of index bits of our scheduler's message table for `queues` (one class).
+int IndexBits(uint32_t queues) {
+  const uint64_t slots = uint64_t{MaxMessages(queues)} + 1;
+  return std::countr_zero(std::max<uint64_t>(64, std::bit_ceil(slots * 2)));
+}
+
+// The j-th id whose home under id * golden ratio (top `bits` bits) is position 5.
+uint64_t UnkeyedCollidingId(uint64_t j, int bits) {
+  const uint64_t golden = 0x9E3779B97F4A7C15ull;
+  uint64_t inverse = golden;  // Newton's iteration for golden^-1 mod 2^64
+  for (int i = 0; i < 5; ++i) inverse *= 2 - golden * inverse;
+  return ((uint64_t{5} << (64 - bits)) | j) * inverse;
 }
 uint64_t InFlight(Pattern p, uint32_t queues) {
   return p == Pattern::kIdleBurst ? kMaxBurst : uint64_t{queues} * kInFlightPerQueue;
@@ -83,14 +107,19 @@ struct QueueState {
 class Source {
  public:
   Source(uint32_t queues, Pattern pattern, const SizeDistribution& sizes, uint64_t seed)
-      : queues_(queues), pattern_(pattern), sizes_(sizes), rng_(seed), state_(queues) {
+      : queues_(queues),
+        index_bits_(IndexBits(queues)),
+        pattern_(pattern),
+        sizes_(sizes),
+        rng_(seed),
+        state_(queues) {
     for (uint32_t q = 0; q < queues; ++q) NewMessage(q);
   }
 
   uint32_t NextQueue() {
     for (;;) {
       uint32_t q;
-      if (pattern_ == Pattern::kRandom) {
+      if (pattern_ == Pattern::kRandom || pattern_ == Pattern::kAdversarial) {
         // xorshift: the pick must cost next to nothing compared with what is measured.
         x_ ^= x_ << 13;
         x_ ^= x_ >> 7;
@@ -135,13 +164,15 @@ class Source {
  private:
   void NewMessage(uint32_t q) {
     QueueState& s = state_[q];
-    s.message_id = next_id_++;
+    const uint64_t n = next_id_++;
+    s.message_id = pattern_ == Pattern::kAdversarial ? UnkeyedCollidingId(n, index_bits_) : n;
     s.size = static_cast<uint32_t>(std::max<uint64_t>(1, sizes_.Sample(rng_)));
     s.offset = 0;
     s.slot_hint = kNoMessageSlot;
   }
 
   uint32_t queues_;
+  int index_bits_;
   Pattern pattern_;
   const SizeDistribution& sizes_;
   std::mt19937_64 rng_;
@@ -162,7 +193,7 @@ class OurSched {
     c.rate_bps = 100'000'000'000;
     c.buffer_bytes = 1ull << 40;
     c.buffer_packets = UINT32_MAX;
-    c.max_messages = queues * 2 + 1024;  // completed messages are replaced by new ones
+    c.max_messages = MaxMessages(queues);
     c.message_idle_timeout_ns = 0;
     c.classes = {sched::ClassConfig{.name = "srpt", .policy = sched::Policy::kSrpt}};
     auto s = S::Create(c, &NoDrops, nullptr);
@@ -177,6 +208,8 @@ class OurSched {
   void Enqueue(PacketBatch& b) { s_->Enqueue(b); }
   uint16_t Dequeue(PacketBatch& b) { return s_->Dequeue(b, ReadTsc()); }
   uint64_t drops() const { return s_->Stats().total.dropped_packets(); }
+  // Packets that went to the default queue because an id's probe window was full.
+  uint64_t probe_fallbacks() const { return s_->Stats().total.probe_limit_fallback; }
 
  private:
   static void NoDrops(void*, rte_mbuf* const*, uint16_t n) {
@@ -312,6 +345,8 @@ class Runner {
   virtual void Prefill() = 0;
   // Runs for about `seconds`; returns packets per second (enqueued and dequeued once each).
   virtual double Window(double seconds) = 0;
+  // Packets our scheduler sent to a default queue because an id's probe window was full.
+  virtual uint64_t ProbeFallbacks() const = 0;
 };
 
 template <typename Impl>
@@ -334,6 +369,14 @@ class RunnerFor final : public Runner {
       if (b.full()) EnqueueAndLearn(b);
     }
     if (b.count) EnqueueAndLearn(b);
+  }
+
+  uint64_t ProbeFallbacks() const override {
+    if constexpr (requires { impl_.probe_fallbacks(); }) {
+      return impl_.probe_fallbacks();
+    } else {
+      return 0;
+    }
   }
 
   double Window(double seconds) override {
@@ -386,6 +429,36 @@ void Print(const char* impl, Pattern p, uint32_t queues, double mpps) {
                       {"queues", queues},
                       {"mpps", std::round(mpps * 100) / 100},
                       {"ns_per_pkt", std::round(1e3 / mpps * 100) / 100}};
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+double Round2(double v) { return std::round(v * 100) / 100; }
+
+void PrintRatios(Pattern p, uint32_t queues, std::map<std::string, double>& mpps) {
+  auto ratio = [&](const char* a, const char* b) { return Round2(mpps[a] / mpps[b]); };
+  nlohmann::json r = {{"bench", "sched_ratio"},
+                      {"pattern", PatternName(p)},
+                      {"queues", queues},
+                      {"qosvisor_vs_rte_sched", ratio("qosvisor", "rte_sched")}};
+  if (p != Pattern::kIdleBurst) {
+    r["qosvisor_vs_heap"] = ratio("qosvisor", "heap");
+    r["hinted_vs_rte_sched"] = ratio("qosvisor_hinted", "rte_sched");
+    r["hinted_vs_heap"] = ratio("qosvisor_hinted", "heap");
+  }
+  std::printf("%s\n", r.dump().c_str());
+  std::fflush(stdout);
+}
+
+// The adversarial ids against ordinary ones, for our scheduler as the switch drives it.
+void PrintAdversarial(uint32_t queues, double random_mpps, double adversarial_mpps,
+                      uint64_t probe_fallbacks) {
+  nlohmann::json j = {{"bench", "sched_adversarial"},
+                      {"queues", queues},
+                      {"random_mpps", Round2(random_mpps)},
+                      {"adversarial_mpps", Round2(adversarial_mpps)},
+                      {"adversarial_vs_random", Round2(adversarial_mpps / random_mpps)},
+                      {"probe_limit_fallback_packets", probe_fallbacks}};
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }
@@ -459,10 +532,12 @@ int Main(int argc, char** argv) {
   const bool harness = std::getenv("BENCH_SCHED_HARNESS") != nullptr;
 
   for (uint32_t queues : queue_counts) {
-    for (Pattern p : {Pattern::kRandom, Pattern::kSequential, Pattern::kIdleBurst}) {
+    double random_mpps = 0;
+    for (Pattern p :
+         {Pattern::kRandom, Pattern::kSequential, Pattern::kIdleBurst, Pattern::kAdversarial}) {
       std::vector<std::pair<std::string, std::unique_ptr<Runner>>> runners;
       runners.emplace_back("qosvisor", std::make_unique<RunnerFor<OurSched<sched::Scheduler>>>(
-                                           queues, p, *w4, queues, true));
+                                           queues, p, *w4, queues, false));
       // An idle burst never reaches the message table or a rank queue: the heap and the hint
       // make no difference there, so rte_sched is its only peer.
       const bool idle = p == Pattern::kIdleBurst;
@@ -471,10 +546,10 @@ int Main(int argc, char** argv) {
                              std::make_unique<RunnerFor<RteSched>>(queues, p, *w4, queues));
       } else if (!only_ours) {
         runners.emplace_back(
-            "qosvisor_hashed",
-            std::make_unique<RunnerFor<OurSched<sched::Scheduler>>>(queues, p, *w4, queues, false));
+            "qosvisor_hinted",
+            std::make_unique<RunnerFor<OurSched<sched::Scheduler>>>(queues, p, *w4, queues, true));
         runners.emplace_back("heap", std::make_unique<RunnerFor<OurSched<sched::HeapScheduler>>>(
-                                         queues, p, *w4, queues, true));
+                                         queues, p, *w4, queues, false));
         runners.emplace_back("rte_sched",
                              std::make_unique<RunnerFor<RteSched>>(queues, p, *w4, queues));
       }
@@ -495,33 +570,23 @@ int Main(int argc, char** argv) {
         }
       }
       for (auto& [name, r] : runners) Print(name.c_str(), p, queues, mpps[name]);
+      const uint64_t fallbacks = runners.front().second->ProbeFallbacks();
       runners.clear();
-      if (only_ours) continue;
-      auto ratio = [&](const char* a, const char* b) {
-        return std::round(mpps[a] / mpps[b] * 100) / 100;
-      };
-      nlohmann::json r = {{"bench", "sched_ratio"},
-                          {"pattern", PatternName(p)},
-                          {"queues", queues},
-                          {"qosvisor_vs_rte_sched", ratio("qosvisor", "rte_sched")}};
-      if (!idle) {
-        r["qosvisor_vs_heap"] = ratio("qosvisor", "heap");
-        r["hashed_vs_rte_sched"] = ratio("qosvisor_hashed", "rte_sched");
-        r["hashed_vs_heap"] = ratio("qosvisor_hashed", "heap");
+      if (p == Pattern::kRandom) random_mpps = mpps["qosvisor"];
+      if (p == Pattern::kAdversarial) {
+        PrintAdversarial(queues, random_mpps, mpps["qosvisor"], fallbacks);
       }
-      std::printf("%s\n", r.dump().c_str());
-      std::fflush(stdout);
+      if (!only_ours) PrintRatios(p, queues, mpps);
     }
   }
   for (uint32_t n : {64u, 4096u, 65536u, 1u << 20}) {
-    auto r2 = [](double v) { return std::round(v * 100) / 100; };
     nlohmann::json j = {
         {"bench", "rank_queue"},
         {"entries", n},
-        {"ffs_ns_per_op", r2(RankQueueNs<sched::FfsRankQueue>(n, true))},
-        {"heap_ns_per_op", r2(RankQueueNs<sched::HeapRankQueue>(n, true))},
-        {"ffs_all_ids_ns_per_op", r2(RankQueueNs<sched::FfsRankQueue>(n, false))},
-        {"heap_all_ids_ns_per_op", r2(RankQueueNs<sched::HeapRankQueue>(n, false))}};
+        {"ffs_ns_per_op", Round2(RankQueueNs<sched::FfsRankQueue>(n, true))},
+        {"heap_ns_per_op", Round2(RankQueueNs<sched::HeapRankQueue>(n, true))},
+        {"ffs_all_ids_ns_per_op", Round2(RankQueueNs<sched::FfsRankQueue>(n, false))},
+        {"heap_all_ids_ns_per_op", Round2(RankQueueNs<sched::HeapRankQueue>(n, false))}};
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }

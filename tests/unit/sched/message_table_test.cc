@@ -1,7 +1,8 @@
 // The message table: lookups after inserts and erases (backward-shift deletion keeps every probe
-// run intact), capacity, reserved slots and idle reclamation.
+// run intact), capacity, reserved slots, idle reclamation, and ids chosen to collide.
 #include "sched/message_table.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <deque>
 #include <map>
@@ -11,8 +12,32 @@
 
 namespace qosvisor::sched {
 
+constexpr HashKey kTestKey{0x243F6A8885A308D3ull, 0x13198A2E03707345ull};
+
+// `count` ids whose homes all coincide under the multiplicative hash an unkeyed table would use
+// (id * golden ratio, top bits): what a sender who knows that hash sends.
+std::vector<uint64_t> IdsCollidingUnkeyed(uint32_t index_bits, uint32_t count) {
+  const uint64_t golden = 0x9E3779B97F4A7C15ull;
+  uint64_t inverse = golden;  // Newton's iteration for golden^-1 mod 2^64
+  for (int i = 0; i < 5; ++i) inverse *= 2 - golden * inverse;
+  std::vector<uint64_t> ids;
+  for (uint64_t j = 0; j < count; ++j) ids.push_back(((0x5ull << (64 - index_bits)) | j) * inverse);
+  for (uint64_t id : ids) REQUIRE(((id * golden) >> (64 - index_bits)) == 0x5);
+  return ids;
+}
+
+// `count` ids with the same home under `key` in table `t`, found by trying ids in turn.
+std::vector<uint64_t> IdsWithOneHome(const MessageTable& t, uint32_t count) {
+  std::vector<uint64_t> ids;
+  const uint32_t home = t.IndexOf(1);
+  for (uint64_t id = 1; ids.size() < count; ++id) {
+    if (t.IndexOf(id) == home) ids.push_back(id);
+  }
+  return ids;
+}
+
 TEST_CASE("message table agrees with std::map through inserts and erases", "[message_table]") {
-  MessageTable t(1000, 3);
+  MessageTable t(1000, 3, kTestKey);
   std::map<uint64_t, uint32_t> ref;
   std::mt19937_64 rng(11);
   for (int step = 0; step < 50'000; ++step) {
@@ -109,6 +134,38 @@ TEST_CASE("a message's FIFO: inline ring first, then the overflow list, order ke
     }
     REQUIRE(m.empty() == ref.empty());
     REQUIRE((m.overflow_head != nullptr) == (ref.size() > kInlinePackets));
+  }
+}
+
+
+TEST_CASE("ids colliding under an unkeyed hash spread under the keyed one", "[message_table]") {
+  MessageTable t(4096, 0);  // 8192 index entries: 13 bits
+  const std::vector<uint64_t> ids = IdsCollidingUnkeyed(13, 2000);
+  uint32_t longest = 0;
+  for (uint64_t id : ids) {
+    REQUIRE(t.Insert(id, 0) != kNoId);
+    longest = std::max(longest, t.ProbeDistance(id));
+  }
+  // Unkeyed, the 2000th id would sit 1999 entries from its home and every lookup would walk there.
+  CHECK(longest < kMaxProbe);
+  for (uint64_t id : ids) CHECK(t.Find(id) != kNoId);
+}
+
+TEST_CASE("an id whose probe window is full is refused, and others still fit", "[message_table]") {
+  MessageTable t(4096, 0, kTestKey);
+  const std::vector<uint64_t> ids = IdsWithOneHome(t, kMaxProbe + 1);
+  for (uint32_t i = 0; i < kMaxProbe; ++i) {
+    REQUIRE(t.Insert(ids[i], 0) != kNoId);
+    CHECK(t.ProbeDistance(ids[i]) == i);
+  }
+  CHECK(t.Insert(ids[kMaxProbe], 0) == kNoId);
+  CHECK(t.free_slots() == 4096 - kMaxProbe);
+  CHECK(t.Find(ids[kMaxProbe]) == kNoId);
+  // Erasing one makes room; backward shifts keep every entry within its window.
+  t.Erase(t.Find(ids[3]));
+  REQUIRE(t.Insert(ids[kMaxProbe], 0) != kNoId);
+  for (uint32_t i = 0; i <= kMaxProbe; ++i) {
+    if (i != 3) CHECK(t.ProbeDistance(ids[i]) < kMaxProbe);
   }
 }
 

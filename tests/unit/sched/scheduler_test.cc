@@ -159,6 +159,31 @@ TEST_CASE("tail drop refuses the arrival and message limits cap one message", "[
   CHECK(DrainAll(**s, 10'000) == expect);
 }
 
+TEST_CASE("a full probe window falls back to the default queue, counted apart", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.max_messages = 1024;
+  c.message_hash_key = HashKey{0x243F6A8885A308D3ull, 0x13198A2E03707345ull};
+  // The same index the scheduler builds (its table holds max_messages + the class's default
+  // slot), to find ids that share one home position.
+  const MessageTable twin(c.max_messages + 1, 1, *c.message_hash_key);
+  std::vector<uint64_t> ids;
+  for (uint64_t id = 1; ids.size() < kMaxProbe + 2; ++id) {
+    if (twin.IndexOf(id) == twin.IndexOf(1)) ids.push_back(id);
+  }
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    CHECK(EnqueueOne(*s, Packet(pool, i, ids[i], 0, 0, 100, 0, i)) == 1);
+  }
+  SchedulerStats st = s->Stats();
+  CHECK(st.classes[0].probe_limit_fallback == 2);
+  CHECK(st.classes[0].table_full_fallback == 0);
+  CHECK(st.live_messages == kMaxProbe);
+  CHECK(DrainAll(*s, 100).size() == ids.size());
+  CHECK(drops.pkts.empty());
+}
+
 TEST_CASE("a full message table falls back to the class's default queue", "[scheduler]") {
   SchedulerConfig c = OneClass(Policy::kFifo);
   c.max_messages = 2;
