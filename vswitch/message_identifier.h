@@ -25,12 +25,13 @@ class MessageIdentifier {
   MessageIdentifier(uint32_t flow_capacity, uint64_t flow_ttl_tsc)
       : flows_(flow_capacity, flow_ttl_tsc) {}
 
-  // wire_len: bytes of the frame; idle_tsc: the tcp-gap threshold of the packet's class.
+  // wire_len: bytes the frame takes on the wire (datagram sizes, tcp-gap byte counts); Homa reads
+  // only the datagram's own lengths. idle_tsc: the tcp-gap threshold of the packet's class.
   // (Homa's few operations are inlined: every packet of a Homa class pays for a call otherwise.)
   MessageIdentity Identify(MessageMode mode, const ParsedPacket& p, uint32_t wire_len,
                            uint64_t idle_tsc, uint64_t now_tsc) {
     if (mode == MessageMode::kHoma && p.ip_proto == kIpProtoHoma && p.homa_type == kHomaData) {
-      return Homa(p, wire_len);
+      return Homa(p);
     }
     return IdentifyOther(mode, p, wire_len, idle_tsc, now_tsc);
   }
@@ -43,7 +44,7 @@ class MessageIdentifier {
     uint32_t burst = 0;
     uint32_t bytes = 0;
   };
-  static MessageIdentity Homa(const ParsedPacket& p, uint32_t wire_len);
+  static MessageIdentity Homa(const ParsedPacket& p);
   MessageIdentity IdentifyOther(MessageMode mode, const ParsedPacket& p, uint32_t wire_len,
                                 uint64_t idle_tsc, uint64_t now_tsc);
   MessageIdentity TcpGap(const ParsedPacket& p, uint32_t wire_len, uint64_t idle_tsc,
@@ -84,7 +85,7 @@ inline uint64_t Combine(uint64_t a, uint64_t b) {
 
 }  // namespace message_hash
 
-inline MessageIdentity MessageIdentifier::Homa(const ParsedPacket& p, uint32_t wire_len) {
+inline MessageIdentity MessageIdentifier::Homa(const ParsedPacket& p) {
   using namespace message_hash;
   // An RPC id is unique per sender, so the sender's address and port are part of the message.
   MessageIdentity m;
@@ -94,9 +95,11 @@ inline MessageIdentity MessageIdentifier::Homa(const ParsedPacket& p, uint32_t w
   m.id = kKindHoma | (Combine(AddressWord(p), rpc) & kIdMask);
   m.size = p.homa_message_length;
   m.offset = p.homa_offset;
-  const uint32_t header = p.payload_offset;
-  const uint32_t payload = wire_len > header ? wire_len - header : 0;
-  m.last = p.homa_offset + payload >= p.homa_message_length;
+  // The segment is what the IP datagram carries after the Homa header: neither the preamble and
+  // gap counted in wire lengths nor Ethernet padding, either of which could make the packet
+  // before the last look like the last.
+  const uint32_t payload = p.l3_end > p.payload_offset ? p.l3_end - p.payload_offset : 0;
+  m.last = uint64_t{p.homa_offset} + payload >= p.homa_message_length;
   return m;
 }
 

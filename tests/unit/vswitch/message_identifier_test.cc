@@ -41,6 +41,22 @@ TEST_CASE("Homa: packets of one RPC share an id, size and offsets come from the 
   CHECK(m2.last);
 }
 
+TEST_CASE("Homa: the last packet is known from the datagram, not the wire or padded length",
+          "[message]") {
+  MessageIdentifier ids(1024, 1'000'000);
+  // 2810 bytes in 1400 + 1400 + 10: the second packet ends 10 bytes short of the message, less
+  // than the 24 bytes of preamble and gap a wire length adds; the last arrives as is.
+  auto f1 = testing::Homa4(90, 2810, 1400, 1400);
+  auto f2 = testing::Homa4(90, 2810, 2800, 10);
+  const uint32_t wire = 24;  // what a switch adds to a frame's length for the wire
+  CHECK_FALSE(ids.Identify(MessageMode::kHoma, Parsed(f1), Len(f1) + wire, 0, 0).last);
+  CHECK(ids.Identify(MessageMode::kHoma, Parsed(f2), Len(f2) + wire, 0, 0).last);
+  // A short last-but-one segment followed by Ethernet padding is not taken for the last either.
+  auto f3 = testing::Homa4(91, 20, 0, 4);
+  f3.Zeros(64);
+  CHECK_FALSE(ids.Identify(MessageMode::kHoma, Parsed(f3), Len(f3) + wire, 0, 0).last);
+}
+
 TEST_CASE("Homa: every sender, port and RPC id is a message of its own", "[message]") {
   MessageIdentifier ids(1024, 1'000'000);
   auto f = testing::Homa4(1, 3000, 0, 1400);

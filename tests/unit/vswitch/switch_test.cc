@@ -76,6 +76,16 @@ struct Rig {
     }
     return out;
   }
+  // What the switch wrote in the metadata of each frame sent on `port` (frames are freed).
+  std::vector<PacketMeta> DrainMeta(int port) {
+    std::vector<PacketMeta> out;
+    void* m;
+    while (rte_ring_dequeue(Eth(port).drain_ring(), &m) == 0) {
+      out.push_back(*Meta(static_cast<rte_mbuf*>(m)));
+      rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+    }
+    return out;
+  }
   void Poll(int times = 1) {
     for (int i = 0; i < times; ++i) sw->Poll(ReadTsc());
   }
@@ -424,6 +434,38 @@ TEST_CASE("switch: an uplink schedules by class (set_queue) and accounts for eve
   CHECK(snap.uplinks[0].total.enqueued_packets == snap.uplinks[0].total.dequeued_packets +
                                                       snap.uplinks[0].total.dropped_packets() +
                                                       snap.uplinks[0].total.queued_packets);
+}
+
+TEST_CASE("switch: a Homa message's last packet is the one that ends it, not the one before",
+          "[switch]") {
+  Rig rig(2);
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(2);
+  b.flows = {{"priority=100,ip,nw_proto=146,actions=set_queue:1,NORMAL", 0}};
+  spec.bridges = {b};
+  spec.classes = {{1, MessageMode::kHoma, 0}};
+  UplinkSpec up;
+  up.port = 1;
+  up.scheduler.name = "uplink";
+  up.scheduler.rate_bps = 10'000'000'000ull;
+  up.scheduler.pacing_bps = 0;
+  up.scheduler.classes = {{.name = "rpc", .policy = sched::Policy::kSrpt}};
+  up.class_queues = {1};
+  spec.uplinks = {up};
+  rig.Build(spec);
+  // 2810 bytes as 1400 + 1400 + 10: the second segment ends within a wire length's 24 extra
+  // bytes of the message's end.
+  rig.Inject(0, WithMacs(testing::Homa4(7, 2810, 0, 1400), 0, 0xa, true));
+  rig.Inject(0, WithMacs(testing::Homa4(7, 2810, 1400, 1400), 0, 0xa, true));
+  rig.Inject(0, WithMacs(testing::Homa4(7, 2810, 2800, 10), 0, 0xa, true));
+  rig.Poll(3);
+  const std::vector<PacketMeta> out = rig.DrainMeta(1);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].message_id == out[2].message_id);
+  CHECK((out[0].flags & kMetaLastOfMessage) == 0);
+  CHECK((out[1].flags & kMetaLastOfMessage) == 0);
+  CHECK((out[2].flags & kMetaLastOfMessage) != 0);
+  CHECK(rig.sw->TakeSnapshot(false).uplinks[0].live_messages == 0);
 }
 
 namespace {
