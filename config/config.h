@@ -194,9 +194,14 @@ struct Nic {
 struct Disk {
   std::string path;  // relative to Config::base_dir unless absolute
   uint64_t size_bytes = 0;
+  // How far an online resize may grow the disk; none: as far as the file system has room.
+  std::optional<uint64_t> max_size_bytes;
   Source source;
   bool operator==(const Disk&) const = default;
 };
+
+// Size a VM's serial log grows to before it is rotated, unless the VM's settings give another.
+inline constexpr uint64_t kDefaultSerialLogMaxBytes = 1ull << 20;
 
 // The keys a template and a VM share; every one optional so that a VM can override a template.
 struct VmSettings {
@@ -207,6 +212,7 @@ struct VmSettings {
   std::optional<std::string> cmdline;
   std::optional<std::vector<Nic>> nics;  // replaces the template's list as a whole
   std::optional<Disk> disk;
+  std::optional<uint64_t> serial_log_max_bytes;
   bool operator==(const VmSettings&) const = default;
 };
 
@@ -228,6 +234,8 @@ struct Vm {
   std::optional<std::string> cmdline;
   std::vector<Nic> nics;
   std::optional<Disk> disk;
+  // Size at which <vm>.serial.log is renamed to <vm>.serial.log.1 and started afresh.
+  uint64_t serial_log_max_bytes = kDefaultSerialLogMaxBytes;
   bool autostart = true;
   Source source;
   bool operator==(const Vm&) const = default;
@@ -263,6 +271,9 @@ struct Host {
 struct Control {
   std::string socket = "/run/qosvisor/qosvisor.sock";
   std::optional<std::string> metrics;  // host:port
+  // Unix group whose members may use the socket (mode 0660, that group); none: mode 0600, root
+  // only. Whether the group exists is checked when the socket is created.
+  std::optional<std::string> group;
   Source source;
   bool operator==(const Control&) const = default;
 };

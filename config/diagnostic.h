@@ -18,7 +18,8 @@ struct Diagnostic {
   std::string path;  // key path, e.g. "uplinks[1].rate"
   std::string message;
 
-  // "file:line:col: path: message" (path omitted when empty, e.g. for YAML syntax errors).
+  // "file:line:col: path: message" (path omitted when empty, e.g. for YAML syntax errors;
+  // line:col omitted when line is 0, e.g. for an empty file), each part through Printable().
   std::string ToString() const;
   bool operator==(const Diagnostic&) const = default;
 };
@@ -37,6 +38,11 @@ class Diagnostics {
   std::string file_;
   std::vector<Diagnostic> errors_;
 };
+
+// 'text' safe to print on a terminal: bytes that are not valid UTF-8, and characters a
+// terminal would act on or not show (controls, bidirectional overrides), written as \xNN per
+// byte; printable UTF-8 such as "é" is kept.
+std::string Printable(std::string_view text);
 
 // "did you mean 'x'?" for the closest candidate by edit distance, or "" when nothing is close.
 std::string Suggest(std::string_view wrong, const std::vector<std::string>& candidates);

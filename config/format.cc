@@ -174,6 +174,7 @@ void EmitDisk(YAML::Emitter& out, const std::optional<Disk>& disk) {
   out << YAML::Value << YAML::BeginMap;
   Put(out, "path", disk->path);
   Put(out, "size", FormatSize(disk->size_bytes));
+  if (disk->max_size_bytes) Put(out, "max_size", FormatSize(*disk->max_size_bytes));
   out << YAML::EndMap;
 }
 
@@ -186,6 +187,7 @@ void EmitTemplate(YAML::Emitter& out, const VmTemplate& t) {
   PutIf(out, "image", s.image);
   PutIf(out, "initrd", s.initrd);
   PutIf(out, "cmdline", s.cmdline);
+  if (s.serial_log_max_bytes) Put(out, "serial_log_max", FormatSize(*s.serial_log_max_bytes));
   if (s.nics) EmitNics(out, *s.nics);
   EmitDisk(out, s.disk);
   out << YAML::EndMap;
@@ -202,6 +204,7 @@ void EmitVm(YAML::Emitter& out, const Vm& vm) {
   Put(out, "image", vm.image);
   PutIf(out, "initrd", vm.initrd);
   PutIf(out, "cmdline", vm.cmdline);
+  Put(out, "serial_log_max", FormatSize(vm.serial_log_max_bytes));
   EmitNics(out, vm.nics);
   EmitDisk(out, vm.disk);
   Put(out, "autostart", vm.autostart);
@@ -265,6 +268,7 @@ std::string Format(const Config& c) {
   Key(out, "control");
   out << YAML::Value << YAML::BeginMap;
   Put(out, "socket", c.control.socket);
+  PutIf(out, "group", c.control.group);
   PutIf(out, "metrics", c.control.metrics);
   out << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";

@@ -641,6 +641,7 @@ void ParseDisk(MapReader& r, Disk& d) {
   r.ReadRequired("size", "e.g. 1GiB", d.size_bytes, [&](const YAML::Node& n, const std::string& p) {
     return r.conv().Size(n, p, 512);
   });
+  r.Size("max_size", d.max_size_bytes, 512);
 }
 
 void ParseVmSettings(MapReader& r, VmSettings& s) {
@@ -651,6 +652,7 @@ void ParseVmSettings(MapReader& r, VmSettings& s) {
   r.Read("cmdline", s.cmdline, [&](const YAML::Node& n, const std::string& p) {
     return r.conv().Scalar(n, p, "a string");  // an empty command line is legitimate
   });
+  r.Size("serial_log_max", s.serial_log_max_bytes);
   if (r.Find("nics")) {
     s.nics.emplace();
     ReadList(r, "nics", *s.nics, ParseNic);
@@ -709,6 +711,7 @@ void ParseHost(MapReader& r, Host& h) {
 
 void ParseControl(MapReader& r, Control& c) {
   r.String("socket", c.socket);
+  r.String("group", c.group);
   r.Read("metrics", c.metrics,
          [&](const YAML::Node& n, const std::string& p) -> std::optional<std::string> {
            auto s = r.conv().String(n, p);
@@ -762,8 +765,13 @@ std::optional<Parsed> Parse(std::string_view yaml_text, Diagnostics& diag) {
     diag.Error(Mark{1, 1}, "", fmt::format("cannot read YAML: {}", e.what()));
     return std::nullopt;
   }
+  if (root.IsNull()) {
+    // Nothing but comments and blanks is more likely a truncated or wrong file than a wish for
+    // a box without ports; the error has no line to point at.
+    diag.Error(Mark{}, "", "empty configuration");
+    return std::nullopt;
+  }
   Parsed parsed;
-  if (root.IsNull()) return parsed;  // an empty file: every default
   Converter conv(diag, yaml_text);
   Source top_source;
   MapReader top(conv, root, "", top_source);

@@ -26,8 +26,9 @@ struct Parsed {
   std::vector<ParsedVm> vms;
 };
 
-// Returns nothing when the text is not YAML at all (the syntax error is reported); otherwise
-// whatever could be read, with an error reported for every key that could not.
+// Returns nothing when the text is not YAML at all or holds nothing but comments and blanks
+// (the error is reported); otherwise whatever could be read, with an error reported for every
+// key that could not.
 std::optional<Parsed> Parse(std::string_view yaml_text, Diagnostics& diag);
 
 // Cross-key checks, template expansion and implicit VM ports; reports every problem found.

@@ -245,13 +245,24 @@ class Validator {
                         "of at least 2MiB, e.g. 64MiB",
                         FormatSize(*s.memory_bytes)));
     }
-    if (s.disk && s.disk->size_bytes % 512 != 0) {
-      Error(s.disk->source, "size",
-            fmt::format("{} is not a multiple of 512 bytes (the sector size); use e.g. 1GiB",
-                        FormatSize(s.disk->size_bytes)));
-    }
+    if (s.disk) CheckDisk(*s.disk);
     if (s.nics) {
       for (const Nic& nic : *s.nics) CheckNicShape(nic);
+    }
+  }
+
+  void CheckDisk(const Disk& disk) {
+    if (disk.size_bytes % 512 != 0) {
+      Error(disk.source, "size",
+            fmt::format("{} is not a multiple of 512 bytes (the sector size); use e.g. 1GiB",
+                        FormatSize(disk.size_bytes)));
+    }
+    if (disk.max_size_bytes && *disk.max_size_bytes < disk.size_bytes) {
+      Error(disk.source, "max_size",
+            fmt::format("max_size {} is below the disk's size {}; use at least {}, or leave "
+                        "max_size out to grow as far as the file system has room",
+                        FormatSize(*disk.max_size_bytes), FormatSize(disk.size_bytes),
+                        FormatSize(disk.size_bytes)));
     }
   }
 
@@ -313,6 +324,7 @@ class Validator {
     vm.initrd = s.initrd;
     vm.cmdline = s.cmdline;
     vm.disk = s.disk;
+    vm.serial_log_max_bytes = s.serial_log_max_bytes.value_or(kDefaultSerialLogMaxBytes);
     if (s.nics) vm.nics = *s.nics;
     for (size_t i = 0; i < vm.nics.size(); ++i) AttachNic(vm, i);
     return vm;
@@ -327,6 +339,7 @@ class Validator {
     if (over.cmdline) base.cmdline = over.cmdline;
     if (over.nics) base.nics = over.nics;
     if (over.disk) base.disk = over.disk;
+    if (over.serial_log_max_bytes) base.serial_log_max_bytes = over.serial_log_max_bytes;
   }
 
   void RequireSettings(const Vm& vm, const VmSettings& s) {
@@ -573,7 +586,7 @@ class Validator {
   void CheckUplinkLimits(Uplink& u) {
     if (u.rate_bps == 0) return;  // missing or bad: reported by the parser
     if (u.pacing_bps == 0) {
-      // Slightly below line rate so queues build here, where ranks decide (DESIGN.md §1).
+      // Slightly below line rate so queues build here, where ranks decide (docs/architecture.md).
       u.pacing_bps = std::max<uint64_t>(1, u.rate_bps / 100 * 98 + u.rate_bps % 100 * 98 / 100);
     } else if (u.pacing_bps > u.rate_bps) {
       Error(u.source, "pacing",

@@ -1,6 +1,8 @@
 // Bad configurations: each names file:line:column, the key path and what would be right; and
 // a file with many independent mistakes reports all of them at once.
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -159,6 +161,11 @@ const std::vector<BadCase>& Cases() {
       {"control:\n  socket: /run/\xff\xfe.sock\n",
        "2:11: control.socket",
        {"is not valid UTF-8", "byte 0xff at offset 5"}},
+      {"control:\n  group: ''\n", "2:10: control.group", {"must not be empty"}},
+      {"control:\n  group: [wheel]\n", "2:10: control.group", {"expected a string, got a list"}},
+      {"control:\n  groups: qosvisor\n",
+       "2:3: control.groups",
+       {"unknown key 'groups'", "did you mean 'group'?"}},
       {"control:\n  metrics: localhost\n",
        "2:12: control.metrics",
        {"'localhost' is not host:port", "127.0.0.1:9100"}},
@@ -171,7 +178,26 @@ const std::vector<BadCase>& Cases() {
       {"templates:\n  - {name: t, disk: {path: d.img, size: 1000}}\n",
        "2:41: templates[0].disk.size",
        {"1000B is not a multiple of 512 bytes"}},
+      {"templates:\n  - {name: t, serial_log_max: 0}\n",
+       "2:31: templates[0].serial_log_max",
+       {"'0' is too small; use at least 1B"}},
+      {"templates:\n  - {name: t, serial_log_max: lots}\n",
+       "2:31: templates[0].serial_log_max",
+       {"'lots' is not a size"}},
+      {"vms:\n  - {name: v, vcpus: 1, memory: 2MiB, image: x, serial_log_max: -1}\n",
+       "2:65: vms[0].serial_log_max",
+       {"'-1' is not a size"}},
+      {"templates:\n  - {name: t, disk: {path: d.img, size: 1GiB, max_size: 100}}\n",
+       "2:57: templates[0].disk.max_size",
+       {"'100' is too small; use at least 512B"}},
       // --- limits between values -----------------------------------------------------------
+      {"templates:\n  - {name: t, disk: {path: d.img, size: 1GiB, max_size: 512MiB}}\n",
+       "2:57: templates[0].disk.max_size",
+       {"max_size 512MiB is below the disk's size 1GiB", "use at least 1GiB"}},
+      {"vms:\n  - name: v\n    disk: {path: d.img, size: 2MiB, max_size: 1MiB}\n    vcpus: 1\n"
+       "    memory: 2MiB\n    image: x\n",
+       "3:47: vms[0].disk.max_size",
+       {"max_size 1MiB is below the disk's size 2MiB"}},
       {"ports: [{name: p, driver: ring}]\nuplinks:\n  - {port: p, rate: 1Gbps, pacing: 2Gbps}\n",
        "3:36: uplinks[0].pacing",
        {"pacing 2Gbps is above the line rate 1Gbps", "980Mbps"}},
@@ -292,9 +318,22 @@ const std::vector<BadCase>& Cases() {
        "t, classes: [{x: 1}, rcp]}\n",
        "12:39: uplinks[0].scheduler.tenants[0].classes[1]",
        {"unknown class 'rcp'"}},
+      // ... nor of the items after the next one: a good name, a bad item, then a bad name.
+      {"uplinks:\n  - port: up0\n    rate: 1Gbps\n    scheduler:\n      tenants:\n        - {name: "
+       "t, classes: [rpc, {x: 1}, rcp]}\n",
+       "12:44: uplinks[0].scheduler.tenants[0].classes[2]",
+       {"unknown class 'rcp'"}},
+      {"uplinks:\n  - port: up0\n    rate: 1Gbps\n    scheduler:\n      tenants:\n        - {name: "
+       "t, classes: [rpc, 9x, {y: 1}]}\n",
+       "12:40: uplinks[0].scheduler.tenants[0].classes[2]",
+       {"expected a string, got a mapping"}},
       {"templates: [{name: t, vcpus: 1, memory: 2MiB, image: x}]\nblueprints:\n  - name: b\n    "
        "tiers: [{name: w, template: t, depends_on: [[y], x]}]\n",
        "4:54: blueprints[0].tiers[0].depends_on[1]",
+       {"unknown tier 'x'"}},
+      {"templates: [{name: t, vcpus: 1, memory: 2MiB, image: x}]\nblueprints:\n  - name: b\n    "
+       "tiers: [{name: w, template: t, depends_on: [v, [y], x]}, {name: v, template: t}]\n",
+       "4:57: blueprints[0].tiers[0].depends_on[2]",
        {"unknown tier 'x'"}},
       {"uplinks:\n  - port: up0\n    rate: 1Gbps\n    scheduler:\n      tenants:\n        - {name: "
        "a, classes: [rpc]}\n        - {name: b, classes: [rpc]}\n",
@@ -430,6 +469,65 @@ contrl: {}
   std::vector<std::string> got;
   for (const Diagnostic& d : r.errors) got.push_back(d.ToString());
   CHECK(got == expected);
+}
+
+TEST_CASE("an empty file, or one of only comments and blanks, is refused", "[config][errors]") {
+  for (const char* yaml :
+       {"", "\n", "   \n\n", "# nothing yet\n", "# one\n  # two\n\n", "---\n", "---\n# x\n...\n"}) {
+    const LoadResult r = LoadFromString(yaml, "conf/box.yaml");
+    INFO("YAML: '" << yaml << "'");
+    CHECK_FALSE(r.ok());
+    CHECK(r.ErrorText() == "conf/box.yaml: empty configuration\n");
+  }
+  const auto path = std::filesystem::temp_directory_path() / "qosvisor-config-empty.yaml";
+  std::ofstream(path) << "# the box's ports go here\n\n";
+  const LoadResult r = LoadFromFile(path.string());
+  CHECK_FALSE(r.ok());
+  CHECK(r.ErrorText() == path.string() + ": empty configuration\n");
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("Printable escapes what a terminal would act on, keeps printable UTF-8", "[config]") {
+  CHECK(Printable("plain ASCII ~ \\ 'q'") == "plain ASCII ~ \\ 'q'");
+  CHECK(Printable("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") ==
+        "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+  CHECK(Printable("a\x1b[31mb") == "a\\x1b[31mb");
+  CHECK(Printable(std::string("\0\t\n\r\x7f", 5)) == "\\x00\\x09\\x0a\\x0d\\x7f");
+  CHECK(Printable("\xc2\x9b") == "\\xc2\\x9b");                    // C1 CSI, valid UTF-8
+  CHECK(Printable("\xe2\x80\xae") == "\\xe2\\x80\\xae");           // right-to-left override
+  CHECK(Printable("\xff\xfe") == "\\xff\\xfe");                    // never in UTF-8
+  CHECK(Printable("\xc3(") == "\\xc3(");                           // a lead without continuation
+  CHECK(Printable("\xe2\x82") == "\\xe2\\x82");                    // truncated at the end
+  CHECK(Printable("\xc0\xaf") == "\\xc0\\xaf");                    // overlong '/'
+  CHECK(Printable("\xed\xa0\x80") == "\\xed\\xa0\\x80");           // a surrogate
+  CHECK(Printable("\xf4\x90\x80\x80") == "\\xf4\\x90\\x80\\x80");  // past U+10FFFF
+}
+
+TEST_CASE("bytes from a binary file are escaped in every message", "[config][errors]") {
+  // Keys as a binary file or a hostile one would have them: an escape sequence, a C1 control,
+  // bytes that are not UTF-8, an escape written with YAML's own \e; and one legitimate "é".
+  const std::string yaml =
+      "dataplane:\n  \x1b[2Jx: 1\n  \xc2\x9b"
+      "31m: 2\n  \xff\xfe: 3\n  \"\\e]0;t\\a\": 4\n"
+      "  lcor\xc3\xa9s: 5\nports:\n  - {name: p, driver: ring, args: {\"\\x07\": 1}}\n";
+  const LoadResult r = LoadFromString(yaml, "bin\x1b.yaml");
+  const std::string text = r.ErrorText();
+  INFO(text);
+  CHECK_FALSE(r.ok());
+  CHECK(text.find("bin\\x1b.yaml:2:3: dataplane.\\x1b[2Jx: unknown key '\\x1b[2Jx'") !=
+        std::string::npos);
+  CHECK(text.find("dataplane.\\xc2\\x9b31m: unknown key '\\xc2\\x9b31m'") != std::string::npos);
+  CHECK(text.find("dataplane.\\xff\\xfe: unknown key '\\xff\\xfe'") != std::string::npos);
+  CHECK(text.find("unknown key '\\x1b]0;t\\x07'") != std::string::npos);
+  CHECK(text.find("unknown key 'lcor\xc3\xa9s'; did you mean 'lcores'?") != std::string::npos);
+  CHECK(text.find("driver ring has no argument '\\x07'") != std::string::npos);
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    INFO("byte " << static_cast<int>(byte));
+    CHECK((byte == '\n' || (byte >= 0x20 && byte != 0x7f)));
+  }
+  CHECK(text.find("\xc2\x9b") == std::string::npos);
+  CHECK(text.find('\xff') == std::string::npos);
 }
 
 TEST_CASE("no exception escapes on hostile input", "[config][errors]") {

@@ -135,7 +135,8 @@ templates:
     cmdline: "console=ttyS0 quiet"
     nics:
       - {bridge: br0, class: interactive, mac: 02:00:00:00:10:01}
-    disk: {path: disks/small.img, size: 1GiB}
+    disk: {path: disks/small.img, size: 1GiB, max_size: 4GiB}
+    serial_log_max: 256KiB
 vms:
   - name: vm1
     template: small
@@ -149,7 +150,8 @@ vms:
     nics:
       - {port: vmport, class: bulk}
       - {bridge: br1}
-    disk: {path: /var/lib/vm2.img, size: 2GiB}
+    disk: {path: /var/lib/vm2.img, size: 2GiB, max_size: 2GiB}
+    serial_log_max: 3MB
     autostart: false
 blueprints:
   - name: shop
@@ -163,6 +165,7 @@ hosts:
 control:
   socket: /tmp/qv.sock
   metrics: 127.0.0.1:9100
+  group: qosvisor
 )";
 
 Config LoadOk(std::string_view yaml, const std::string& file = "box.yaml") {
@@ -302,6 +305,8 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK((*s.nics)[0].bridge == "br0");
   CHECK(s.disk->path == "disks/small.img");
   CHECK(s.disk->size_bytes == kGiB);
+  CHECK(s.disk->max_size_bytes == 4 * kGiB);
+  CHECK(s.serial_log_max_bytes == 256 * kKiB);
 
   REQUIRE(c.vms.size() == 2);
   const Vm& vm1 = c.vms[0];  // everything from the template
@@ -316,6 +321,8 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK(vm1.nics[0].implicit_port);
   CHECK(vm1.nics[0].class_name == "interactive");
   CHECK(vm1.disk->path == "disks/small.img");
+  CHECK(vm1.disk->max_size_bytes == 4 * kGiB);
+  CHECK(vm1.serial_log_max_bytes == 256 * kKiB);
   CHECK(vm1.autostart);
   const Vm& vm2 = c.vms[1];  // every key overridden
   CHECK(vm2.vcpus == 4);
@@ -329,6 +336,8 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK(vm2.nics[1].port == "vm2.eth1");
   CHECK(vm2.disk->path == "/var/lib/vm2.img");
   CHECK(vm2.disk->size_bytes == 2 * kGiB);
+  CHECK(vm2.disk->max_size_bytes == 2 * kGiB);  // equal to the size: never grows
+  CHECK(vm2.serial_log_max_bytes == 3'000'000u);
   CHECK_FALSE(vm2.autostart);
 
   REQUIRE(c.blueprints.size() == 1);
@@ -349,6 +358,7 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
 
   CHECK(c.control.socket == "/tmp/qv.sock");
   CHECK(c.control.metrics == "127.0.0.1:9100");
+  CHECK(c.control.group == "qosvisor");
 }
 
 TEST_CASE("positions are kept for later layers", "[config]") {
@@ -363,8 +373,8 @@ TEST_CASE("positions are kept for later layers", "[config]") {
   CHECK(c.ports[9].source.path == "templates[0].nics[0]");  // implicit port: where its NIC is
 }
 
-TEST_CASE("an empty file and empty sections give every default", "[config]") {
-  for (const char* yaml : {"", "dataplane: {}\ncontrol: {}\n", "ports: []\nbridges:\n"}) {
+TEST_CASE("empty sections give every default", "[config]") {
+  for (const char* yaml : {"dataplane: {}\ncontrol: {}\n", "ports: []\nbridges:\n"}) {
     const Config c = LoadOk(yaml);
     CHECK(c.dataplane.lcores == 1);
     CHECK(c.dataplane.memory_bytes == kGiB);
@@ -376,6 +386,7 @@ TEST_CASE("an empty file and empty sections give every default", "[config]") {
     CHECK(c.ports.empty());
     CHECK(c.control.socket == "/run/qosvisor/qosvisor.sock");
     CHECK_FALSE(c.control.metrics);
+    CHECK_FALSE(c.control.group);  // the socket stays root's (mode 0600)
   }
 }
 
@@ -401,6 +412,27 @@ hosts: [{name: h, address: 10.0.0.1}]
   CHECK(u.max_messages == 65536);
   CHECK(u.scheduler.share == Share::kWfq);
   CHECK(c.hosts[0].port == 7700);
+}
+
+TEST_CASE("a VM's serial log cap and its disk's growth limit have defaults", "[config]") {
+  const Config c = LoadOk(R"(
+templates:
+  - {name: t, vcpus: 1, memory: 2MiB, image: a.elf, serial_log_max: 64KiB}
+vms:
+  - {name: plain, vcpus: 1, memory: 2MiB, image: a.elf, disk: {path: d.img, size: 1MiB}}
+  - {name: from-t, template: t}
+  - {name: over, template: t, serial_log_max: 1GiB}
+)");
+  CHECK(c.vms[0].serial_log_max_bytes == kMiB);
+  REQUIRE(c.vms[0].disk);
+  CHECK_FALSE(c.vms[0].disk->max_size_bytes);  // as far as the file system has room
+  CHECK(c.vms[1].serial_log_max_bytes == 64 * kKiB);
+  CHECK(c.vms[2].serial_log_max_bytes == kGiB);
+  const std::string text = Format(c);
+  INFO(text);
+  CHECK(text.find("serial_log_max: 1MiB") != std::string::npos);  // the default, explicit
+  CHECK(text.find("max_size") == std::string::npos);
+  CHECK(text.find("group") == std::string::npos);
 }
 
 TEST_CASE("rates in every unit", "[config][units]") {
@@ -482,9 +514,15 @@ TEST_CASE("Format() output loads back to an equal Config", "[config][format]") {
   CHECK(text.find("memory: 512MiB") != std::string::npos);
   CHECK(text.find("mac_aging: 10m") != std::string::npos);
   CHECK(text.find("vm1.eth0") == std::string::npos);  // implicit ports are recreated, not printed
+  CHECK(text.find("group: qosvisor") != std::string::npos);
+  CHECK(text.find("max_size: 4GiB") != std::string::npos);
+  CHECK(text.find("serial_log_max: 256KiB") != std::string::npos);
 
   Config changed = again;
   changed.uplinks[0].pacing_bps -= 1;
+  CHECK_FALSE(changed == c);
+  changed = again;
+  changed.control.group.reset();
   CHECK_FALSE(changed == c);
 }
 
@@ -510,6 +548,7 @@ TEST_CASE("Diagnostic and LoadResult text", "[config]") {
   CHECK(d.ToString() == "box.yaml:3:7: uplinks[1].rate: bad");
   d.path.clear();
   CHECK(d.ToString() == "box.yaml:3:7: bad");
+  CHECK(Diagnostic{"box.yaml", 0, 0, "", "empty"}.ToString() == "box.yaml: empty");  // no spot
   LoadResult r;
   r.errors = {d, d};
   CHECK(r.ErrorText() == "box.yaml:3:7: bad\nbox.yaml:3:7: bad\n");
