@@ -1,5 +1,6 @@
-// The per-uplink scheduler (DESIGN.md §1): packets wait in their message's FIFO, message heads wait
-// in per-class rank queues, a two-level share picks the class, a pacer caps the rate.
+// The per-uplink scheduler (see docs/architecture.md): packets wait in their message's FIFO,
+// message heads wait in per-class rank queues, a two-level share picks the class, a pacer caps
+// the rate.
 //
 // How the shallow tree stays O(1): every class has its own rank queue (FFS/cFFS buckets) of message
 // heads ordered by the class's policy. Above them, tenants share the uplink and classes share their
