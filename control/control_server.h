@@ -1,46 +1,89 @@
 // The control API: one JSON object per line over a Unix socket, served by the control thread.
 // Request {"command": "...", "args": {...}}; reply {"ok": true, "result": ...} or {"ok": false,
 // "error": "..."}. Malformed requests get an error reply, never a crash.
+//
+// Who may talk to it: the socket is created 0600 (0660 with a control group) by the umask in
+// force at bind, so it is never reachable by others even for an instant, and every client's
+// credentials (SO_PEERCRED, SO_PEERGROUPS) are checked again on accept: root, the server's own
+// user, or a member of the control group. Clients are served concurrently from one poll loop;
+// each request must arrive whole within kRequestDeadlineMs, so a slow or stalled client delays
+// neither the others nor shutdown.
 #pragma once
+
+#include <sys/types.h>
 
 #include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
 namespace qosvisor::control {
 
 inline constexpr size_t kMaxRequestBytes = 64 * 1024;
+inline constexpr int kMaxJsonDepth = 32;          // nested arrays/objects in one request
+inline constexpr int kRequestDeadlineMs = 5000;   // from a request's first byte (or connect)
+inline constexpr size_t kMaxClients = 64;         // connections served at once
+inline constexpr size_t kMaxPendingReply = 4 << 20;  // unread reply bytes before a client is cut
+
+struct ListenOptions {
+  // A Unix group whose members may use the socket (mode 0660, group-owned); none: 0600.
+  std::optional<std::string> group;
+  int request_deadline_ms = kRequestDeadlineMs;
+};
 
 class ControlServer {
  public:
   // A handler returns the result, or an error Status whose message goes back to the client.
   using Handler = std::function<Result<nlohmann::json>(const nlohmann::json& args)>;
 
-  // Creates the socket's directory if needed; refuses to take over a socket a live server holds.
-  static Result<std::unique_ptr<ControlServer>> Listen(const std::string& path);
+  // Creates the socket's directory if needed; refuses to take over a socket a live server holds,
+  // and to replace anything at `path` that is not a socket.
+  static Result<std::unique_ptr<ControlServer>> Listen(const std::string& path,
+                                                       const ListenOptions& options = {});
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
   void Register(const std::string& command, Handler handler);
-  // Waits up to timeout_ms for a client and answers its requests; returns so the caller can
-  // check for shutdown between calls.
+  // Waits up to timeout_ms for activity, serves what is ready and drops clients past their
+  // deadline; returns so the caller can check for shutdown between calls.
   void ServeOnce(int timeout_ms);
   const std::string& path() const { return path_; }
+  size_t clients() const { return clients_.size(); }
 
   // Answers one request line (exposed for tests and fuzzing).
   std::string Answer(const std::string& line) const;
 
  private:
-  ControlServer(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
-  void ServeClient(int client) const;
+  struct Client {
+    int fd = -1;
+    uint64_t deadline_ms = 0;  // the current request must be complete by then
+    std::string in;            // bytes of requests not yet answered
+    std::string out;           // reply bytes not yet sent
+    bool closing = false;      // close once `out` is sent
+    std::string refusal;       // not admitted: the answer to its first request, then close
+  };
+
+  ControlServer(int fd, std::string path, std::optional<gid_t> gid, ListenOptions options)
+      : fd_(fd), path_(std::move(path)), gid_(gid), options_(std::move(options)) {}
+  void AcceptClients(uint64_t now_ms);
+  // Why this peer may not use the socket, or nullopt when it may.
+  std::optional<std::string> Refusal(int client_fd) const;
+  void ReadRequests(Client& c, uint64_t now_ms);
+  void WriteReplies(Client& c);
+  void DropFinishedClients(uint64_t now_ms);
+
   int fd_;
   std::string path_;
+  std::optional<gid_t> gid_;
+  ListenOptions options_;
   std::map<std::string, Handler> handlers_;
+  std::vector<Client> clients_;
 };
 
 // Client side (qosctl): sends one request and waits for its reply.
