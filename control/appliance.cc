@@ -87,7 +87,7 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
   // The control socket first: a second instance must fail before it touches the data plane.
   const std::string socket =
       options.socket_override.empty() ? config.control.socket : options.socket_override;
-  auto server = ControlServer::Listen(socket);
+  auto server = ControlServer::Listen(socket, ListenOptions{config.control.group});
   if (!server.ok()) return server.status();
   server_ = std::move(server).value();
 
@@ -145,7 +145,8 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
                                     ? std::filesystem::path(server_->path()).parent_path().string()
                                     : options.vm_log_dir;
     auto vms = VmManager::Create(
-        config, [this](const std::string& name) { return FindPort(name); }, log_dir);
+        config, [this](const std::string& name) { return FindPort(name); },
+        [this] { switch_->Quiesce(); }, log_dir);
     if (!vms.ok()) return vms.status();
     vms_ = std::move(vms).value();
   }
@@ -217,8 +218,7 @@ struct Appliance::LcoreArg {
 
 int Appliance::LcoreMain(void* arg) {
   const auto* a = static_cast<const LcoreArg*>(arg);
-  vswitch::Switch& sw = *a->self->switch_;
-  while (!a->self->lcore_stop_.load(std::memory_order_relaxed)) sw.Poll(a->worker, ReadTsc());
+  a->self->switch_->RunWorker(a->worker, a->self->lcore_stop_);
   return 0;
 }
 

@@ -40,8 +40,10 @@ hv::VmOptions VmOptionsFrom(const config::Config& config, const config::Vm& vm,
 }
 
 Result<std::unique_ptr<VmManager>> VmManager::Create(const config::Config& config,
-                                                     PortLookup find_port, std::string log_dir) {
-  std::unique_ptr<VmManager> m(new VmManager());
+                                                     PortLookup find_port,
+                                                     std::function<void()> quiesce,
+                                                     std::string log_dir) {
+  std::unique_ptr<VmManager> m(new VmManager(std::move(quiesce)));
   for (const config::Vm& vm : config.vms) {
     Entry e;
     e.autostart = vm.autostart;
@@ -79,9 +81,15 @@ VmManager::Entry* VmManager::Find(const std::string& name) {
 
 void VmManager::Detach(Entry& e) {
   for (dataplane::VmPort* port : e.ports) port->Detach();
+  if (quiesce_) quiesce_();
 }
 
 Status VmManager::Start(Entry& e) {
+  if (e.vm->state() == hv::VmState::kDestroyed) {
+    auto created = hv::Vm::Create(e.vm->options());
+    if (!created.ok()) return created.status();
+    e.vm = std::move(created).value();
+  }
   if (Status s = e.vm->Start(); !s.ok()) return s;
   for (size_t i = 0; i < e.ports.size(); ++i) e.ports[i]->Attach(e.vm->nic(i));
   return Status::Ok();

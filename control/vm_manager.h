@@ -17,15 +17,19 @@ namespace qosvisor::control {
 
 class VmManager {
  public:
-  // `find_port` resolves a switch port by name; `log_dir` receives <vm>.serial.log files.
+  // `find_port` resolves a switch port by name; `quiesce` returns once the data plane has let go
+  // of every NIC detached before the call; `log_dir` receives <vm>.serial.log files.
   using PortLookup = std::function<dataplane::Port*(const std::string&)>;
   static Result<std::unique_ptr<VmManager>> Create(const config::Config& config,
-                                                   PortLookup find_port, std::string log_dir);
+                                                   PortLookup find_port,
+                                                   std::function<void()> quiesce,
+                                                   std::string log_dir);
   ~VmManager();  // detaches the NICs, stops and destroys every VM
 
   // Starts the VMs marked autostart; stops at the first that cannot start.
   Status StartAutostart(std::vector<std::string>& log);
-  // action: start | stop | pause | resume | destroy. Errors name the VM and the state.
+  // action: start | stop | pause | resume | destroy. Errors name the VM and the state. Starting
+  // a destroyed VM creates it anew from its configuration.
   Status Act(const std::string& name, const std::string& action);
   // Grows a VM's vflash disk online: metadata written atomically, file grown, guest notified.
   Status ResizeDisk(const std::string& name, uint64_t new_size_bytes);
@@ -39,10 +43,13 @@ class VmManager {
     bool autostart = true;
     std::string serial_log;
   };
-  VmManager() = default;
+  explicit VmManager(std::function<void()> quiesce) : quiesce_(std::move(quiesce)) {}
   Entry* Find(const std::string& name);
   Status Start(Entry& e);
+  // Unplugs the VM's NICs from their ports and waits until the data plane no longer uses them:
+  // after this the VM's devices and memory may go.
   void Detach(Entry& e);
+  std::function<void()> quiesce_;
   std::vector<Entry> vms_;
 };
 

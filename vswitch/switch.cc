@@ -111,6 +111,7 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
                                                         NsToTsc(60'000'000'000, sw->hz_));
     sw->workers_.push_back(std::move(w));
   }
+  if (Status s = sw->InitQuiescence(); !s.ok()) return s;
 
   for (size_t b = 0; b < spec.bridges.size(); ++b) {
     const BridgeSpec& bs = spec.bridges[b];

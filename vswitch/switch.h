@@ -26,6 +26,7 @@
 #include "vswitch/message_identifier.h"
 
 struct rte_mempool;
+struct rte_rcu_qsbr;
 struct rte_ring;
 
 namespace qosvisor::vswitch {
@@ -112,6 +113,13 @@ class Switch {
   void Poll(uint16_t worker, uint64_t now_tsc);
   // Every worker in turn, from one thread (tests, tools, single-lcore runs).
   void Poll(uint64_t now_tsc);
+  // A worker's lcore loop: polls until `stop` is set. While it runs, the worker reports a
+  // quiescent state after every poll, for Quiesce().
+  void RunWorker(uint16_t worker, const std::atomic<bool>& stop);
+  // Control thread: returns once every worker running RunWorker has finished the poll it was in,
+  // so nothing it loaded before the call (a VM port's NIC, a guest's memory) is still in use.
+  // Immediate when no worker runs.
+  void Quiesce();
   uint16_t workers() const { return static_cast<uint16_t>(workers_.size()); }
   // Returns every packet the switch holds (queued in schedulers, waiting for TX) to the pool.
   void Drain();
@@ -299,6 +307,7 @@ class Switch {
   void FillSnapshot(const Worker& w, Snapshot& out, uint64_t now) const;
   Snapshot Merge() const;
   void ReclaimRetiredTables();
+  Status InitQuiescence();
 
   std::vector<dataplane::Port*> ports_;
   std::vector<PortState> port_state_;
@@ -317,6 +326,10 @@ class Switch {
     std::vector<uint64_t> epochs;  // per worker; freeable once every worker has passed its own
   };
   std::vector<Retired> retired_;  // control thread only
+  struct QsbrFree {
+    void operator()(rte_rcu_qsbr* v) const;
+  };
+  std::unique_ptr<rte_rcu_qsbr, QsbrFree> qsbr_;  // workers are its threads (id = index)
 };
 
 }  // namespace qosvisor::vswitch
