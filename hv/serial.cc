@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -17,6 +18,14 @@ constexpr uint8_t kLcrDlab = 0x80;
 constexpr uint8_t kLsrThrEmpty = 0x20, kLsrTxEmpty = 0x40;
 constexpr uint8_t kIirNoInterrupt = 0x01;
 constexpr uint8_t kMsrDcdDsrCts = 0xb0;
+
+// Guest output may hold what the guest's owner alone should read.
+constexpr mode_t kLogMode = 0600;
+
+UniqueFd OpenLog(const std::string& path) {
+  return UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+                         kLogMode));
+}
 
 void WriteAll(int fd, const char* p, size_t n) {
   while (n > 0) {
@@ -31,17 +40,21 @@ void WriteAll(int fd, const char* p, size_t n) {
 }  // namespace
 
 Result<std::unique_ptr<Serial>> Serial::Create(const std::string& vm_name,
-                                               const std::string& log_path, bool console) {
+                                               const std::string& log_path, bool console,
+                                               uint64_t log_max_bytes) {
+  if (log_max_bytes == 0) {
+    return Status::Error(fmt::format("vm '{}': serial log size cap must be above 0", vm_name));
+  }
   UniqueFd log;
   if (!log_path.empty()) {
-    log = UniqueFd(
-        ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644));
+    log = OpenLog(log_path);
     if (!log.valid()) {
       return Status::Error(
           fmt::format("vm '{}': serial log '{}': {}", vm_name, log_path, std::strerror(errno)));
     }
   }
-  return std::unique_ptr<Serial>(new Serial(vm_name, std::move(log), console));
+  return std::unique_ptr<Serial>(
+      new Serial(vm_name, log_path, std::move(log), console, log_max_bytes));
 }
 
 Serial::~Serial() { Flush(); }
@@ -103,13 +116,38 @@ void Serial::Write(uint64_t offset, std::span<const uint8_t> data) {
 
 void Serial::EmitLocked() {
   if (line_.empty()) return;
-  if (log_.valid()) WriteAll(log_.get(), line_.data(), line_.size());
+  if (log_.valid()) WriteLogLocked(line_);
   if (console_) {
     std::string out = fmt::format("[{}] {}", vm_name_, line_);
     if (out.back() != '\n') out.push_back('\n');
     WriteAll(STDOUT_FILENO, out.data(), out.size());
   }
   line_.clear();
+}
+
+void Serial::WriteLogLocked(const std::string& text) {
+  if (log_bytes_ + text.size() > log_max_bytes_ && log_bytes_ > 0) {
+    RotateLocked();
+    if (!log_.valid()) return;
+  }
+  // A line longer than the whole cap keeps its start: the cap is a promise about disk use.
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(text.size(), log_max_bytes_));
+  WriteAll(log_.get(), text.data(), n);
+  log_bytes_ += n;
+}
+
+// LOG becomes LOG.1 (the previous LOG.1 goes) and a fresh LOG is opened. If the new file cannot
+// be opened, output stops rather than growing LOG.1.
+void Serial::RotateLocked() {
+  const std::string rotated = log_path_ + ".1";
+  if (::rename(log_path_.c_str(), rotated.c_str()) != 0) {
+    // Renaming failed (the directory went read-only?): start LOG afresh in place.
+    if (::ftruncate(log_.get(), 0) != 0) return;
+  } else {
+    log_ = OpenLog(log_path_);
+  }
+  log_bytes_ = 0;
+  rotations_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Serial::Flush() {
@@ -123,6 +161,7 @@ void Serial::Reset() {
   if (log_.valid() && ::ftruncate(log_.get(), 0) != 0) {
     // Keep appending: a log that could not be truncated is still a log.
   }
+  log_bytes_ = 0;
   bytes_.store(0);
   lines_.store(0);
   first_line_ns_.store(0);

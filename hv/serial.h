@@ -1,5 +1,6 @@
 // A 16550 UART at 0x3f8, output only: guest bytes go, a line at a time, to a per-VM log file and
 // optionally to the console. It raises no interrupts (the guest polls LSR, which is always ready).
+// The log is capped: a guest printing forever keeps at most the log and one rotated file (LOG.1).
 #pragma once
 
 #include <atomic>
@@ -21,9 +22,14 @@ class Serial : public Device {
   static constexpr uint64_t kPortCount = 8;
   static constexpr size_t kMaxLine = 4096;  // longer lines are written in pieces
 
-  // log_path empty: no log file. The file is truncated: one log per VM run.
+  static constexpr uint64_t kDefaultLogMaxBytes = 1 << 20;
+
+  // log_path empty: no log file. The file is truncated: one log per VM run. When the next line
+  // would take it past log_max_bytes it is renamed to log_path + ".1" (replacing the previous
+  // one) and started afresh.
   static Result<std::unique_ptr<Serial>> Create(const std::string& vm_name,
-                                                const std::string& log_path, bool console);
+                                                const std::string& log_path, bool console,
+                                                uint64_t log_max_bytes = kDefaultLogMaxBytes);
   ~Serial() override;
 
   const char* name() const override { return "serial"; }
@@ -37,17 +43,28 @@ class Serial : public Device {
 
   uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
   uint64_t lines() const { return lines_.load(std::memory_order_relaxed); }
+  uint64_t log_rotations() const { return rotations_.load(std::memory_order_relaxed); }
   // steady_clock time (ns since epoch of steady_clock) at which the first line ended; 0 if none.
   int64_t first_line_ns() const { return first_line_ns_.load(std::memory_order_acquire); }
 
  private:
-  Serial(std::string vm_name, UniqueFd log, bool console)
-      : vm_name_(std::move(vm_name)), log_(std::move(log)), console_(console) {}
+  Serial(std::string vm_name, std::string log_path, UniqueFd log, bool console,
+         uint64_t log_max_bytes)
+      : vm_name_(std::move(vm_name)),
+        log_path_(std::move(log_path)),
+        log_(std::move(log)),
+        console_(console),
+        log_max_bytes_(log_max_bytes) {}
   void EmitLocked();
+  void WriteLogLocked(const std::string& text);
+  void RotateLocked();
 
   std::string vm_name_;
+  std::string log_path_;
   UniqueFd log_;
   bool console_;
+  uint64_t log_max_bytes_;
+  uint64_t log_bytes_ = 0;  // in the current log file, guarded by mu_
   std::mutex mu_;
   std::string line_;      // guarded by mu_
   uint8_t regs_[8] = {};  // scratch/LCR/MCR/IER/divisor, guarded by mu_
@@ -55,6 +72,7 @@ class Serial : public Device {
   std::atomic<uint64_t> bytes_{0};
   std::atomic<uint64_t> lines_{0};
   std::atomic<int64_t> first_line_ns_{0};
+  std::atomic<uint64_t> rotations_{0};
 };
 
 }  // namespace qosvisor::hv

@@ -2,7 +2,11 @@
 // guest memory bounds, the boot area, and the host-resource checks.
 #include <sys/mman.h>
 
+#include <fmt/format.h>
+
+#include <array>
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 
@@ -93,6 +97,36 @@ TEST_CASE("serial writes whole lines to the log and always reports ready", "[ser
   auto bad = Serial::Create("s", "/nonexistent-dir/x.log", false);
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.message().find("vm 's': serial log '/nonexistent-dir/x.log'") == 0);
+}
+
+TEST_CASE("a guest that prints forever keeps the log and one rotated file under the cap",
+          "[serial]") {
+  TempFile log("serial_cap.log");
+  const std::string rotated = log.path() + ".1";
+  auto serial = Serial::Create("s", log.path(), false, 4096);
+  REQUIRE(serial.ok());
+  Serial& s = **serial;
+  // 1 MiB of numbered 100-byte lines.
+  for (int i = 0; i < 10'000; ++i) {
+    std::string line = fmt::format("{:06d}", i) + std::string(93, 'x') + "\n";
+    for (char c : line) s.Write(0, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&c), 1));
+  }
+  const std::string now = ReadWholeFile(log.path());
+  const std::string before = ReadWholeFile(rotated);
+  CHECK(now.size() <= 4096);
+  CHECK(before.size() <= 4096);
+  CHECK(before.size() > 4096 - 100);
+  CHECK(s.log_rotations() > 200);
+  // Whole lines, and the newest at the end.
+  CHECK(now.substr(now.size() - 100) == "009999" + std::string(93, 'x') + "\n");
+  CHECK(before.back() == '\n');
+  // A line longer than the cap keeps its first cap bytes.
+  for (int i = 0; i < 3 * 4096; ++i) s.Write(0, std::span<const uint8_t>(std::array<uint8_t, 1>{'y'}));
+  s.Flush();
+  CHECK(ReadWholeFile(log.path()).size() <= 4096);
+  CHECK(Serial::Create("s", log.path(), false, 0).message() ==
+        "vm 's': serial log size cap must be above 0");
+  std::remove(rotated.c_str());
 }
 
 TEST_CASE("debug-exit reports the written value", "[serial]") {
