@@ -19,7 +19,11 @@ hv::VmOptions VmOptionsFrom(const config::Config& config, const config::Vm& vm,
   if (vm.initrd) o.initrd = config.Resolve(*vm.initrd);
   o.cmdline = vm.cmdline.value_or("");
   o.serial_log = serial_log;
-  if (vm.disk) o.disk = hv::VflashOptions{config.Resolve(vm.disk->path), vm.disk->size_bytes, ""};
+  o.serial_log_max_bytes = vm.serial_log_max_bytes;
+  if (vm.disk) {
+    o.disk = hv::VflashOptions{config.Resolve(vm.disk->path), vm.disk->size_bytes, "",
+                               vm.disk->max_size_bytes.value_or(0)};
+  }
   for (size_t i = 0; i < vm.nics.size(); ++i) {
     hv::VirtioNetOptions nic;
     if (vm.nics[i].mac) {

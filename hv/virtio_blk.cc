@@ -1,10 +1,12 @@
 // vflash request handling (virtio 1.x §5.2) and its size metadata. The metadata is the source of
-// truth for the disk size: it is replaced atomically before the file grows.
+// truth for the disk size: it is replaced atomically once the file has grown, so after a crash
+// the disk is either its old size or its new one, never a size whose space was not there.
 #include "hv/virtio_blk.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,6 +23,7 @@ constexpr uint8_t kStatusOk = 0, kStatusIoErr = 1, kStatusUnsupported = 2;
 constexpr uint64_t kFeatureFlush = 1ull << 9;
 constexpr uint64_t kFeatureBlkSize = 1ull << 6;
 constexpr uint64_t kIdBytes = 20;
+constexpr mode_t kFileMode = 0600;  // the guest's data, and its owner's alone
 
 struct RequestHeader {
   uint32_t type;
@@ -45,7 +48,7 @@ Status WriteVflashMetadata(const std::string& path, uint64_t size_bytes, const s
   const std::string tmp = meta + ".tmp";
   std::string text = nlohmann::json{{"version", 1}, {"size_bytes", size_bytes}, {"id", id}}.dump();
   text.push_back('\n');
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, kFileMode));
   if (!fd.valid()) {
     return Status::Error(
         fmt::format("vflash '{}': cannot write '{}': {}", path, tmp, std::strerror(errno)));
@@ -68,7 +71,7 @@ Result<std::unique_ptr<VirtioBlk>> VirtioBlk::Create(GuestMemory& mem,
   VflashOptions o = options;
   if (o.id.empty()) o.id = std::filesystem::path(o.path).filename().string();
   if (o.id.size() > kIdBytes) o.id.resize(kIdBytes);
-  UniqueFd fd(::open(o.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(o.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kFileMode));
   if (!fd.valid()) {
     return Status::Error(fmt::format("vflash '{}': cannot open: {}", o.path, std::strerror(errno)));
   }
@@ -125,24 +128,55 @@ VflashCounters VirtioBlk::blk_counters() const {
   return blk_counters_;
 }
 
-Status VirtioBlk::Resize(uint64_t new_size) {
-  std::lock_guard lock(mu_);
+Status VirtioBlk::CheckGrowth(uint64_t new_size) const {
+  const std::string& path = options_.path;
   if (new_size % kSectorSize != 0) {
-    return Status::Error(fmt::format("vflash '{}': new size {} is not a multiple of {} bytes",
-                                     options_.path, new_size, kSectorSize));
+    return Status::Error(fmt::format("vflash '{}': new size {} is not a multiple of {} bytes", path,
+                                     new_size, kSectorSize));
   }
   if (new_size < size_bytes_) {
     return Status::Error(fmt::format(
         "vflash '{}': shrinking from {} to {} bytes under a running guest would lose data; "
         "only growing is supported",
-        options_.path, size_bytes_, new_size));
+        path, size_bytes_, new_size));
   }
+  if (options_.max_size_bytes != 0 && new_size > options_.max_size_bytes) {
+    return Status::Error(fmt::format("vflash '{}': {} bytes is above the disk's max_size of {}",
+                                     path, new_size, options_.max_size_bytes));
+  }
+  struct statvfs fs {};
+  if (::fstatvfs(fd_.get(), &fs) != 0) {
+    return Status::Error(fmt::format("vflash '{}': statvfs: {}", path, std::strerror(errno)));
+  }
+  const uint64_t free_bytes = uint64_t{fs.f_bavail} * fs.f_frsize;
+  if (new_size - size_bytes_ > free_bytes) {
+    return Status::Error(fmt::format(
+        "vflash '{}': growing by {} bytes needs more than the {} bytes free on its file system",
+        path, new_size - size_bytes_, free_bytes));
+  }
+  return Status::Ok();
+}
+
+Status VirtioBlk::AllocateGrowth(uint64_t new_size) {
+  const int err = ::posix_fallocate(fd_.get(), static_cast<off_t>(size_bytes_),
+                                    static_cast<off_t>(new_size - size_bytes_));
+  if (err == 0) return Status::Ok();
+  // A partial allocation may have extended the file: give it back its size.
+  (void)!::ftruncate(fd_.get(), static_cast<off_t>(size_bytes_));
+  return Status::Error(fmt::format("vflash '{}': growing to {} bytes: {}", options_.path, new_size,
+                                   std::strerror(err)));
+}
+
+Status VirtioBlk::Resize(uint64_t new_size) {
+  std::lock_guard lock(mu_);
+  if (Status s = CheckGrowth(new_size); !s.ok()) return s;
   if (new_size == size_bytes_) return Status::Ok();
-  // Metadata first: after a crash between the two steps, Create() grows the file to match.
-  if (Status s = WriteVflashMetadata(options_.path, new_size, options_.id); !s) return s;
-  if (::ftruncate(fd_.get(), static_cast<off_t>(new_size)) != 0) {
-    return Status::Error(fmt::format("vflash '{}': growing to {} bytes: {}", options_.path,
-                                     new_size, std::strerror(errno)));
+  // Space first, so that the committed size never promises blocks the file system lacks; the
+  // metadata last, atomically: a crash in between leaves the old size, and a longer file.
+  if (Status s = AllocateGrowth(new_size); !s.ok()) return s;
+  if (Status s = WriteVflashMetadata(options_.path, new_size, options_.id); !s.ok()) {
+    (void)!::ftruncate(fd_.get(), static_cast<off_t>(size_bytes_));
+    return s;
   }
   size_bytes_ = new_size;
   ++blk_counters_.resizes;

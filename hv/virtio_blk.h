@@ -1,5 +1,6 @@
 // virtio-blk "vflash": a virtual disk backed by a file on the host's flash, with read, write,
-// flush and get-id, and online resize through the control path (metadata first, atomically).
+// flush and get-id, and online resize through the control path (space first, metadata last,
+// atomically). Disk and metadata files are created 0600: they hold the guest's data.
 #pragma once
 
 #include <cstdint>
@@ -31,8 +32,10 @@ class VirtioBlk : public VirtioMmioDevice {
   static Result<std::unique_ptr<VirtioBlk>> Create(GuestMemory& mem, const VflashOptions& options);
   static std::string MetadataPath(const std::string& path) { return path + ".meta"; }
 
-  // Grows the disk online: writes the new size to the metadata file (write, fsync, rename), grows
-  // the backing file, then tells the guest with a config-change interrupt. Shrinking is refused.
+  // Grows the disk online, within options.max_size_bytes and the free space of the file system:
+  // allocates the new space in the backing file, then commits the new size to the metadata file
+  // (write, fsync, rename), then tells the guest with a config-change interrupt. If any step
+  // fails, the file, the metadata and the guest's view stay as they were. Shrinking is refused.
   Status Resize(uint64_t new_size_bytes);
 
   uint64_t capacity_bytes() const;
@@ -51,6 +54,10 @@ class VirtioBlk : public VirtioMmioDevice {
   // (in) buffers.
   bool FileIo(const Virtqueue::Chain& chain, bool to_guest, uint64_t chain_offset, uint64_t len,
               uint64_t file_offset);
+  // Why the disk may not grow to new_size (caller holds mu_), or Ok.
+  Status CheckGrowth(uint64_t new_size) const;
+  // Reserves [size_bytes_, new_size) in the backing file; on failure the file keeps its size.
+  Status AllocateGrowth(uint64_t new_size);
 
   VflashOptions options_;
   UniqueFd fd_;

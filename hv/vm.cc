@@ -132,7 +132,8 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmOptions& options) {
   vm->memory_ = std::move(mem).value();
   if (Status s = vm->SetMemoryRegion(0); !s) return s;
 
-  auto serial = Serial::Create(options.name, options.serial_log, options.serial_console);
+  auto serial = Serial::Create(options.name, options.serial_log, options.serial_console,
+                               options.serial_log_max_bytes);
   if (!serial) return serial.status();
   vm->serial_ = std::move(serial).value();
   Vm* self = vm.get();

@@ -18,6 +18,7 @@ struct VflashOptions {
   std::string path;         // backing file; created if missing
   uint64_t size_bytes = 0;  // size when the disk has no metadata yet (0: the file's size)
   std::string id;           // GET_ID answer, at most 20 bytes; default: the file's name
+  uint64_t max_size_bytes = 0;  // how far Resize may grow it; 0: as far as the file system has room
 };
 
 // A virtio-net NIC. Its backend is a switch port of driver `vm`: once the VM runs, control/ calls
@@ -41,6 +42,7 @@ struct VmOptions {
   BootProtocol boot = BootProtocol::kAuto;
   std::string cmdline;           // written to the boot-info page for the guest
   std::string serial_log;        // per-VM serial log path; empty: no log file
+  uint64_t serial_log_max_bytes = 1 << 20;  // then renamed to serial_log + ".1", started afresh
   bool serial_console = false;   // also copy serial lines to stdout, prefixed "[name] "
   bool prefault_memory = false;  // MAP_POPULATE guest memory (slower create, faster guest)
   // How long Stop() waits for the guest to honour the shutdown request before forcing it.

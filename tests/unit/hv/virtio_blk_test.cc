@@ -2,9 +2,14 @@
 // driver, programming registers and writing rings into guest memory directly.
 #include "hv/virtio_blk.h"
 
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 
@@ -187,6 +192,105 @@ TEST_CASE("vflash resize grows the file, writes metadata atomically, tells the g
   REQUIRE(again.ok());
   CHECK((*again)->capacity_bytes() == 256 * 1024);
   CHECK(std::filesystem::file_size(f.disk.path()) == 256 * 1024);
+}
+
+namespace {
+
+// What a refused or failed resize must leave alone: the file, its metadata, the guest's view.
+struct DiskState {
+  uint64_t file_bytes, capacity;
+  std::string meta;
+  uint32_t config_generation;
+  bool operator==(const DiskState&) const = default;
+};
+
+DiskState StateOf(const std::string& path, VirtioBlk& blk, Driver& d) {
+  return {std::filesystem::file_size(path), blk.capacity_bytes(),
+          ReadWholeFile(VirtioBlk::MetadataPath(path)), d.Reg(0xfc)};
+}
+
+// A tmpfs of `bytes` mounted on a fresh directory, unmounted and removed at the end.
+class SmallTmpfs {
+ public:
+  explicit SmallTmpfs(uint64_t bytes) : dir_("/tmp/qv-hv-test-" + std::to_string(getpid()) + "-fs") {
+    std::filesystem::create_directory(dir_);
+    const std::string opts = "size=" + std::to_string(bytes) + ",mode=0700";
+    mounted_ = ::mount("tmpfs", dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) == 0;
+  }
+  ~SmallTmpfs() {
+    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+    std::filesystem::remove_all(dir_);
+  }
+  bool mounted() const { return mounted_; }
+  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("vflash files are the owner's alone; resize stays within max_size", "[virtio][blk]") {
+  TempFile disk("capped.img"), meta("capped.img.meta");
+  auto mem = GuestMemory::Create("blk-cap", kMemBytes, false);
+  REQUIRE(mem.ok());
+  auto blk = VirtioBlk::Create(*mem, VflashOptions{disk.path(), 64 * 1024, "", 128 * 1024});
+  REQUIRE(blk.ok());
+  struct stat st {};
+  REQUIRE(::stat(disk.path().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  REQUIRE(::stat(meta.path().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  Driver d(**blk, *mem);
+  REQUIRE(d.Init());
+  const DiskState before = StateOf(disk.path(), **blk, d);
+  CHECK((*blk)->Resize(256 * 1024).message() ==
+        "vflash '" + disk.path() + "': 262144 bytes is above the disk's max_size of 131072");
+  CHECK(StateOf(disk.path(), **blk, d) == before);
+  CHECK((*blk)->Resize(128 * 1024).ok());
+}
+
+TEST_CASE("a grow the file system cannot hold leaves disk, metadata and guest view as they were",
+          "[virtio][blk]") {
+  if (geteuid() != 0) {
+    WARN("SKIP: mounting a small tmpfs needs root");
+    return;
+  }
+  SmallTmpfs fs(1 << 20);
+  REQUIRE(fs.mounted());
+  auto mem = GuestMemory::Create("blk-full", kMemBytes, false);
+  REQUIRE(mem.ok());
+  const std::string path = fs.Path("disk.img");
+  auto blk = VirtioBlk::Create(*mem, VflashOptions{path, 64 * 1024, "", 0});
+  REQUIRE(blk.ok());
+  Driver d(**blk, *mem);
+  REQUIRE(d.Init());
+  const DiskState before = StateOf(path, **blk, d);
+  // More than the file system has free: refused up front.
+  const Status too_big = (*blk)->Resize(4 << 20);
+  CHECK_THAT(too_big.message(), Catch::Contains("free on its file system"));
+  CHECK(StateOf(path, **blk, d) == before);
+  // A grow that passes the checks but fails while allocating (here: the file-size limit, which
+  // makes fallocate fail with EFBIG) is rolled back. In a child, whose limit it is.
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    const rlimit limit{128 * 1024, 128 * 1024};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    const Status failed = (*blk)->Resize(512 * 1024);
+    const bool reported = failed.message().find("growing to 524288 bytes") != std::string::npos;
+    _exit(!reported ? 2 : StateOf(path, **blk, d) == before ? 0 : 3);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // 2: not reported as a failed grow; 3: state changed
+  CHECK(StateOf(path, **blk, d) == before);
+  // Within the file system's room it grows.
+  CHECK((*blk)->Resize(512 * 1024).ok());
+  CHECK(std::filesystem::file_size(path) == 512 * 1024);
 }
 
 TEST_CASE("vflash create errors", "[virtio][blk]") {
