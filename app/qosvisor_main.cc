@@ -180,6 +180,13 @@ int Run(const std::string& path, const std::string& duration, const std::string&
   (*appliance)->StopDataplane();
   std::fputs(app::FormatStats((*appliance)->StatsJson()).c_str(), stdout);
   std::fputs(app::FormatPorts((*appliance)->PortsJson()).c_str(), stdout);
+  const uint32_t missing = (*appliance)->TearDown();
+  const uint32_t capacity = (*appliance)->pool_capacity();
+  if (missing == 0) {
+    std::printf("shutdown: all %u mbufs back in the pool\n", capacity);
+  } else {
+    std::printf("shutdown: %u of %u mbufs did not come back to the pool\n", missing, capacity);
+  }
   return rc;
 }
 

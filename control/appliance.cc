@@ -156,13 +156,18 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
 }
 
 Appliance::~Appliance() {
-  vms_.reset();  // NICs detached from their ports first, then the VMs stop
-  StopDataplane();
-  switch_.reset();  // queued packets go back to the pool
-  ports_.clear();   // ports return their mbufs before the pool goes
+  TearDown();
   pool_.reset();
   server_.reset();
   eal_.reset();
+}
+
+uint32_t Appliance::TearDown() {
+  vms_.reset();  // NICs detached from their ports (and let go by the lcores), then the VMs stop
+  StopDataplane();
+  switch_.reset();  // queued packets go back to the pool
+  ports_.clear();   // ports return their mbufs before the pool goes
+  return pool_ ? pool_->capacity() - pool_->available() : 0;
 }
 
 void Appliance::RegisterCommands() {

@@ -44,6 +44,11 @@ class Appliance {
   // Starts/stops the data-plane lcore loop (Run starts it; the destructor stops it).
   void StartDataplane();
   void StopDataplane();
+  // Stops the VMs and the data plane and frees the switch and the ports, which return every
+  // mbuf they hold. Returns how many mbufs did not come back to the pool (0 unless one leaked).
+  // The destructor calls it too; afterwards only the destructor may follow.
+  uint32_t TearDown();
+  uint32_t pool_capacity() const { return pool_->capacity(); }
   vswitch::Switch& network_switch() { return *switch_; }
   rte_mempool* pool() const { return pool_->get(); }
   const std::vector<std::string>& startup_log() const { return startup_log_; }
