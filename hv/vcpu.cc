@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 
+#include "hv/vcpu_seccomp.h"
 #include "hv/vm.h"
 
 namespace qosvisor::hv {
@@ -103,10 +104,31 @@ void Vcpu::StartThread() {
     // "<vm>/vcpu<i>" in top and gdb; the kernel keeps 15 characters.
     std::string name = fmt::format("{}/vcpu{}", vm_->name(), index_).substr(0, 15);
     pthread_setname_np(pthread_self(), name.c_str());
-    Loop();
+    if (Confine()) Loop();
     thread_live_.store(false);
     vm_->OnVcpuThreadExit(index_);
   });
+}
+
+bool Vcpu::Confine() {
+  seccomp_violation_.store(0);
+  if (Status s = ConfineVcpuThread(&seccomp_violation_); !s.ok()) {
+    vm_->RequestStop(VmExitReason::kError, 0,
+                     fmt::format("vcpu {}: cannot confine its thread: {}", index_, s.message()));
+    return false;
+  }
+  if (const auto& hook = vm_->options().vcpu_thread_test_hook) hook(index_);
+  return true;
+}
+
+bool Vcpu::StoppedForViolation() {
+  const long nr = seccomp_violation_.load(std::memory_order_relaxed);
+  if (nr == 0) return false;
+  vm_->RequestStop(VmExitReason::kError, 0,
+                   fmt::format("vcpu {}: forbidden system call {} (not allowed to vCPU threads); "
+                               "the VM was stopped",
+                               index_, SyscallName(nr)));
+  return true;
 }
 
 void Vcpu::Join() {
@@ -124,7 +146,7 @@ void Vcpu::Kick() {
 }
 
 void Vcpu::Loop() {
-  while (true) {
+  while (!StoppedForViolation()) {
     __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
     if (vm_->WaitWhilePaused() == VcpuCommand::kStop) return;
     // SAFETY: KVM_RUN takes no pointer argument; the run area it fills is mapped for our lifetime.

@@ -43,6 +43,10 @@ class Vcpu {
   void Loop();
   // Handles the exit in run_; false when the vCPU must stop.
   bool HandleExit();
+  // Confines this thread (vcpu_seccomp.h); false (the VM stopped) if that failed.
+  bool Confine();
+  // Stops the VM if the thread attempted a forbidden system call; true if it did.
+  bool StoppedForViolation();
 
   Vm* vm_;
   uint32_t index_;
@@ -53,6 +57,7 @@ class Vcpu {
   std::atomic<pthread_t> thread_handle_{};
   std::atomic<bool> thread_live_{false};
   std::atomic<uint64_t> exits_{0};
+  std::atomic<long> seccomp_violation_{0};  // the first forbidden call's number, set on SIGSYS
 };
 
 }  // namespace qosvisor::hv

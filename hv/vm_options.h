@@ -5,6 +5,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,6 +50,8 @@ struct VmOptions {
   std::chrono::milliseconds shutdown_timeout{3000};
   std::optional<VflashOptions> disk;  // at most one vflash disk
   std::vector<VirtioNetOptions> nics;
+  // Tests only: runs on each vCPU thread once its syscall filter is in place, before the guest.
+  std::function<void(uint32_t vcpu)> vcpu_thread_test_hook;
 };
 
 // One memory slot below the 32-bit MMIO hole, identity mapped by the boot page tables.

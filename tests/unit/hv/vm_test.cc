@@ -2,7 +2,11 @@
 // pause/resume, stop (graceful and forced), restart, lifecycle refusals, guest faults.
 #include "hv/vm.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <chrono>
 #include <thread>
 
@@ -202,6 +206,41 @@ TEST_CASE("a faulting guest ends with the fault reported, the host carries on", 
   CHECK(exit->reason == VmExitReason::kDebugExit);
   CHECK(exit->code == (0xe0u | 6u));  // #UD
   CHECK(ReadWholeFile(log.path()).find("guest fault: vector 6") != std::string::npos);
+}
+
+TEST_CASE("a forbidden system call on a vCPU thread stops its VM, not the appliance",
+          "[kvm][vm][seccomp]") {
+  QV_REQUIRE_KVM();
+  std::atomic<int> socket_errno{0};
+  auto o = GuestOptions("confined", "counter", "");
+  o.vcpu_thread_test_hook = [&](uint32_t) {
+    // What an exploited device model might try: open a socket.
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    socket_errno = fd < 0 ? errno : 0;
+    if (fd >= 0) ::close(fd);
+  };
+  auto vm = Vm::Create(o);
+  REQUIRE(vm.ok());
+  REQUIRE((*vm)->Start().ok());
+  auto exit = (*vm)->WaitForExit(10s);
+  REQUIRE(exit.has_value());
+  CHECK(socket_errno == EPERM);  // the call did not run
+  CHECK(exit->reason == VmExitReason::kError);
+  CHECK(exit->detail ==
+        "vcpu 0: forbidden system call socket (41) (not allowed to vCPU threads); the VM was "
+        "stopped");
+  CHECK((*vm)->state() == VmState::kStopped);
+  // This thread is not confined, and other VMs run on under their filters.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fd >= 0);
+  ::close(fd);
+  TempFile log("after.log");
+  auto other = Vm::Create(GuestOptions("after", "hello", log.path()));
+  REQUIRE(other.ok());
+  REQUIRE((*other)->Start().ok());
+  auto done = (*other)->WaitForExit(10s);
+  REQUIRE(done.has_value());
+  CHECK(done->reason == VmExitReason::kDebugExit);
 }
 
 TEST_CASE("two VMs run side by side", "[kvm][vm]") {
