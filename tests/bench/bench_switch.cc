@@ -185,7 +185,8 @@ void Print(const char* scenario, const Figure& f, const std::string& extra = "")
                       {"mpps", f.mpps},
                       {"cycles_per_packet", f.cycles_per_packet},
                       {"median_mpps", f.median_mpps},
-                      {"median_cycles_per_packet", f.median_cycles_per_packet}};
+                      {"median_cycles_per_packet", f.median_cycles_per_packet},
+                      {"tsc_hz", TscHz()}};
   if (!extra.empty()) j["note"] = extra;
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
@@ -466,7 +467,14 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   std::string blast;
   app.add_option("--blast", blast, "Be the vhost-user cases' traffic source on this socket");
+  bool print_tsc_hz = false;
+  app.add_flag("--print-tsc-hz", print_tsc_hz,
+               "Print the TSC rate the cycle figures use, then exit (peers' cycles use it too)");
   CLI11_PARSE(app, argc, argv);
+  if (print_tsc_hz) {
+    std::printf("%llu\n", static_cast<unsigned long long>(TscHz()));
+    return 0;
+  }
   if (!blast.empty()) return Blast(blast, seconds);
   dataplane::EalOptions o;
   o.dataplane_lcores = 1;  // idle except in the two-lcore case

@@ -126,7 +126,7 @@ bool BenchBoot(const std::string& dir, int runs) {
 
 // Host memory per running VM: RSS growth minus the guest memory pages (shared memfd, counted as
 // RssShmem), with `count` counter VMs running at once.
-bool BenchMemory(const std::string& dir, int count) {
+std::optional<double> BenchMemory(const std::string& dir, int count) {
   std::string self = std::to_string(getpid());
   // Warm up once so one-time allocations (KVM handle, CPUID tables, threads' TLS) are not charged
   // to the measured VMs.
@@ -142,7 +142,7 @@ bool BenchMemory(const std::string& dir, int count) {
     auto vm = Vm::Create(GuestVm(dir, "counter", i));
     if (!vm || !(*vm)->Start().ok()) {
       Emit({{"bench", "vm_memory"}, {"vmm", "qosvisor"}, {"error", vm.message()}});
-      return false;
+      return std::nullopt;
     }
     vms.push_back(std::move(vm).value());
   }
@@ -176,7 +176,7 @@ bool BenchMemory(const std::string& dir, int count) {
         {"note",
          "host_overhead = RSS growth minus guest pages (user space); the MemAvailable "
          "drop also counts KVM's kernel memory and the guest pages"}});
-  return true;
+  return overhead_kib + guest_kib;
 }
 
 struct Child {
@@ -269,14 +269,15 @@ SpawnTimes MeasureSpawns(int runs, int exit_status, MakeChild make) {
   return t;
 }
 
-// The same measurement as for QEMU: a fresh bench_vm process that boots one hello VM.
-void BenchSpawned(const std::string& self, const std::string& dir, int runs) {
+// The same measurement as for QEMU: a fresh bench_vm process that boots one hello VM. Returns
+// the median spawn-to-first-line time.
+std::optional<double> BenchSpawned(const std::string& self, const std::string& dir, int runs) {
   SpawnTimes t = MeasureSpawns(runs, 0, [&] {
     return Spawn({self, "--boot-once", "--qemu-runs", "0", "--guests", dir});
   });
   if (!t.error.empty()) {
     Emit({{"bench", "vm_boot"}, {"vmm", "qosvisor"}, {"mode", "spawned"}, {"error", t.error}});
-    return;
+    return std::nullopt;
   }
   Emit({{"bench", "vm_boot"},
         {"vmm", "qosvisor"},
@@ -291,6 +292,7 @@ void BenchSpawned(const std::string& self, const std::string& dir, int runs) {
         {"mode", "sequential spawn+boot+exit"},
         {"vms", runs},
         {"vms_per_second", runs / t.seconds}});
+  return Summarize(t.first_line).median;
 }
 
 // Child side of BenchSpawned: boot hello with its serial on stdout, exit with its code.
@@ -303,18 +305,19 @@ int BootOnce(const std::string& dir) {
   return exit ? static_cast<int>(exit->code) : 3;
 }
 
-void BenchQemu(const std::string& qemu, const std::string& dir, int runs) {
-  if (access(qemu.c_str(), X_OK) != 0) {
-    Emit({{"bench", "vm_boot"}, {"vmm", "qemu-microvm"}, {"error", qemu + " not found"}});
-    return;
-  }
+// QEMU's figures, or why it could not run.
+struct PeerFigures {
+  double boot_ms = 0;        // median spawn to first serial line
+  uint64_t rss_kib = 0;      // one running VM's process
+  std::string error;
+};
+
+PeerFigures BenchQemu(const std::string& qemu, const std::string& dir, int runs) {
+  if (access(qemu.c_str(), X_OK) != 0) return {0, 0, qemu + " not found"};
   bool kvm = qosvisor::hv::Kvm::UnavailableReason().empty();
   std::string accel = kvm ? "kvm" : "tcg (no usable /dev/kvm)";
   SpawnTimes t = MeasureSpawns(runs, 1, [&] { return SpawnQemu(qemu, dir + "/hello.elf", kvm); });
-  if (!t.error.empty()) {
-    Emit({{"bench", "vm_boot"}, {"vmm", "qemu-microvm"}, {"error", "hello: " + t.error}});
-    return;
-  }
+  if (!t.error.empty()) return {0, 0, "hello: " + t.error};
   Emit({{"bench", "vm_boot"},
         {"vmm", "qemu-microvm"},
         {"accel", accel},
@@ -331,8 +334,9 @@ void BenchQemu(const std::string& qemu, const std::string& dir, int runs) {
         {"vms_per_second", runs / t.seconds}});
 
   // Memory: one QEMU running the counter guest (no boot info there: it never stops by itself).
+  PeerFigures figures{Summarize(t.first_line).median, 0, ""};
   Child c = SpawnQemu(qemu, dir + "/counter.elf", kvm);
-  if (c.pid < 0) return;
+  if (c.pid < 0) return {0, 0, "counter: spawn failed"};
   bool started = WaitLine(c.out, Clock::now() + 20s);
   std::this_thread::sleep_for(100ms);
   std::string pid = std::to_string(c.pid);
@@ -340,10 +344,8 @@ void BenchQemu(const std::string& qemu, const std::string& dir, int runs) {
   kill(c.pid, SIGKILL);
   waitpid(c.pid, nullptr, 0);
   close(c.out);
-  if (!started) {
-    Emit({{"bench", "vm_memory"}, {"vmm", "qemu-microvm"}, {"error", "counter did not start"}});
-    return;
-  }
+  if (!started) return {0, 0, "counter did not start"};
+  figures.rss_kib = rss;
   Emit({{"bench", "vm_memory"},
         {"vmm", "qemu-microvm"},
         {"accel", accel},
@@ -354,6 +356,16 @@ void BenchQemu(const std::string& qemu, const std::string& dir, int runs) {
         {"note",
          "whole QEMU process; guest RAM is anonymous memory inside it, touched pages "
          "included (the guest touches well under 1 MiB)"}});
+  return figures;
+}
+
+// Ours beside the peer's, from this run.
+void EmitRatios(double boot_ms, double rss_kib, const PeerFigures& qemu) {
+  Emit({{"bench", "vm_ratio"},
+        {"boot_spawn_to_first_line_median_ms", {{"qosvisor", boot_ms}, {"qemu_microvm", qemu.boot_ms}}},
+        {"qemu_over_qosvisor_boot", qemu.boot_ms / boot_ms},
+        {"rss_kib_per_vm", {{"qosvisor", rss_kib}, {"qemu_microvm", qemu.rss_kib}}},
+        {"qemu_over_qosvisor_rss", static_cast<double>(qemu.rss_kib) / rss_kib}});
 }
 
 }  // namespace
@@ -378,11 +390,19 @@ int main(int argc, char** argv) {
   std::string reason = qosvisor::hv::Kvm::UnavailableReason();
   if (!reason.empty()) {
     Emit({{"bench", "vm_boot"}, {"vmm", "qosvisor"}, {"skipped", reason}});
-  } else {
-    if (!BenchBoot(dir, runs)) return 1;
-    if (!BenchMemory(dir, vms)) return 1;
-    if (qemu_runs > 0) BenchSpawned("/proc/self/exe", dir, qemu_runs);
+    return 0;
   }
-  if (qemu_runs > 0) BenchQemu(qemu, dir, qemu_runs);
+  if (!BenchBoot(dir, runs)) return 1;
+  const std::optional<double> rss = BenchMemory(dir, vms);
+  if (!rss) return 1;
+  if (qemu_runs == 0) return 0;  // the peer was not asked for
+  const std::optional<double> boot = BenchSpawned("/proc/self/exe", dir, qemu_runs);
+  if (!boot) return 1;
+  const PeerFigures peer = BenchQemu(qemu, dir, qemu_runs);
+  if (!peer.error.empty()) {
+    std::cerr << "bench_vm: the peer (QEMU -M microvm) could not run: " << peer.error << "\n";
+    return 1;
+  }
+  EmitRatios(*boot, *rss, peer);
   return 0;
 }
