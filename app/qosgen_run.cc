@@ -136,6 +136,14 @@ Result<GenPlan> BuildPlan(const GenFlags& f) {
       err(p.message());
     }
   }
+  // A second memif interface on the same socket is refused half-way through the handshake, and
+  // DPDK's memif driver does not survive that on either side: refuse it here.
+  if (plan.rx_port && plan.rx_port->driver == "memif" && plan.port.driver == "memif" &&
+      plan.rx_port->args["socket"] == plan.port.args["socket"]) {
+    err(fmt::format("--rx-port: memif socket '{}' is --port's already; leave --rx-port out "
+                    "(frames then come back on --port)",
+                    plan.port.args["socket"]));
+  }
 
   std::optional<uint64_t> file_duration;
   if (!f.workload.empty() && !f.classes.empty()) {

@@ -428,6 +428,10 @@ TEST_CASE("bad flags name the flag and what would be right", "[qosgen]") {
   f.port = "af_packet:iface=veth0,speed=1";
   CHECK_THAT(message(f), Catch::Contains("has no argument 'speed'"));
   f = RingFlags();
+  f.port = "memif:socket=/run/qv/v.sock,role=client";
+  f.rx_port = "memif:socket=/run/qv/v.sock,role=client";
+  CHECK_THAT(message(f), Catch::Contains("--rx-port: memif socket '/run/qv/v.sock' is --port's"));
+  f = RingFlags();
   f.arrival = "onoff=1ms";
   CHECK_THAT(message(f), Catch::Contains("--arrival 'onoff=1ms': use poisson, constant or onoff"));
   f = RingFlags();
