@@ -86,10 +86,11 @@ static_assert(offsetof(MessageState, node) == 0, "RankNodes assumes the node at 
 inline constexpr int kIdleShift = 16;  // idle times are coarse: ~20 us units at 3 GHz
 
 // Every index entry lies within this many positions of its home, so a lookup reads at most this
-// many entries (8 cache lines). At the index's load of at most one half a run this long is
-// vanishingly rare by chance; a message that finds its window full goes to its class's default
-// queue (counted) instead of making the run longer.
-inline constexpr uint32_t kMaxProbe = 32;
+// many entries (16 cache lines; a hit usually reads one). At the index's load of at most one half,
+// even a random hash sometimes makes runs of 30-40 in a full table, but one of 64 is rare; a
+// message that finds its window full goes to its class's default queue (counted) instead of
+// making the run longer.
+inline constexpr uint32_t kMaxProbe = 64;
 
 class MessageTable {
  public:
