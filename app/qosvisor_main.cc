@@ -178,7 +178,12 @@ int Run(const std::string& path, const std::string& duration, const std::string&
   }
   g_running.store(nullptr);
   (*appliance)->StopDataplane();
-  std::fputs(app::FormatStats((*appliance)->StatsJson()).c_str(), stdout);
+  auto stats = (*appliance)->StatsJson();
+  if (stats.ok()) {
+    std::fputs(app::FormatStats(*stats).c_str(), stdout);
+  } else {
+    std::fprintf(stderr, "qosvisor: no statistics: %s\n", stats.message().c_str());
+  }
   std::fputs(app::FormatPorts((*appliance)->PortsJson()).c_str(), stdout);
   const uint32_t missing = (*appliance)->TearDown();
   const uint32_t capacity = (*appliance)->pool_capacity();

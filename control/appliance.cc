@@ -254,8 +254,10 @@ void Appliance::StopDataplane() {
   lcore_running_ = false;
 }
 
-json Appliance::StatsJson() {
-  const vswitch::Switch::Snapshot snap = switch_->TakeSnapshot(lcore_running_);
+Result<json> Appliance::StatsJson() {
+  auto taken = switch_->TakeSnapshot(lcore_running_);
+  if (!taken.ok()) return taken.status();
+  const vswitch::Switch::Snapshot& snap = *taken;
   const vswitch::SwitchCounters& c = snap.counters;
   json out;
   out["switch"] = {{"rx_packets", c.rx_packets},

@@ -39,8 +39,9 @@ class Appliance {
 
   nlohmann::json StatusJson() const;
   nlohmann::json PortsJson() const;
-  // Switch counters and, per uplink, per-class scheduler statistics.
-  nlohmann::json StatsJson();
+  // Switch counters and, per uplink, per-class scheduler statistics; an error when a data-plane
+  // lcore does not answer in time.
+  Result<nlohmann::json> StatsJson();
   // Starts/stops the data-plane lcore loop (Run starts it; the destructor stops it).
   void StartDataplane();
   void StopDataplane();

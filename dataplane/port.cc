@@ -269,14 +269,34 @@ EthPort::~EthPort() {
   }
 }
 
+namespace {
+
+uint64_t BytesOf(rte_mbuf* const* pkts, uint16_t n) {
+  uint64_t bytes = 0;
+  for (uint16_t i = 0; i < n; ++i) bytes += rte_pktmbuf_pkt_len(pkts[i]);
+  return bytes;
+}
+
+}  // namespace
+
+PortCounters SoftwarePortCounters::Read() const {
+  PortCounters c;
+  c.rx_packets = rx_packets.value();
+  c.rx_bytes = rx_bytes.value();
+  c.tx_packets = tx_packets.value();
+  c.tx_bytes = tx_bytes.value();
+  return c;
+}
+
 uint16_t EthPort::Recv(PacketBatch& batch) {
   uint16_t n = 0;
   for (uint16_t q = 0; q < rx_queues_ && batch.count + n < kMaxBurst; ++q) {
     n = static_cast<uint16_t>(n + rte_eth_rx_burst(port_id_, q, batch.pkts + batch.count + n,
                                                    static_cast<uint16_t>(kMaxBurst - batch.count - n)));
   }
-  for (uint16_t i = 0; i < n; ++i) sw_.rx_bytes += rte_pktmbuf_pkt_len(batch.pkts[batch.count + i]);
-  sw_.rx_packets += n;
+  if (n == 0) return 0;  // (most polls of an idle port: no stores)
+  sw_.rx_bytes.Add(BytesOf(batch.pkts + batch.count, n));
+  sw_.rx_packets.Add(n);
   batch.count = static_cast<uint16_t>(batch.count + n);
   return n;
 }
@@ -287,8 +307,8 @@ uint16_t EthPort::Send(PacketBatch& batch) {
   const uint16_t n = rte_eth_tx_burst(port_id_, 0, batch.pkts, batch.count);
   // Unsent packets are still ours to read: subtract them rather than reading freed mbufs.
   for (uint16_t i = n; i < batch.count; ++i) bytes -= rte_pktmbuf_pkt_len(batch.pkts[i]);
-  sw_.tx_bytes += bytes;
-  sw_.tx_packets += n;
+  sw_.tx_bytes.Add(bytes);
+  sw_.tx_packets.Add(n);
   batch.Consume(n);
   return n;
 }
@@ -296,7 +316,7 @@ uint16_t EthPort::Send(PacketBatch& batch) {
 PortCounters EthPort::Counters() const {
   rte_eth_stats stats{};
   rte_eth_stats_get(port_id_, &stats);
-  PortCounters c = sw_;
+  PortCounters c = sw_.Read();
   c.rx_missed = stats.imissed;
   c.rx_errors = stats.ierrors;
   c.tx_errors = stats.oerrors;
@@ -313,9 +333,9 @@ uint16_t VmPort::Recv(PacketBatch& batch) {
   if (backend == nullptr || !backend->Ready()) return 0;
   const uint16_t n = backend->FromGuest(batch.pkts + batch.count,
                                         static_cast<uint16_t>(kMaxBurst - batch.count), pool_);
-  for (uint16_t i = 0; i < n; ++i)
-    counters_.rx_bytes += rte_pktmbuf_pkt_len(batch.pkts[batch.count + i]);
-  counters_.rx_packets += n;
+  if (n == 0) return 0;
+  counters_.rx_bytes.Add(BytesOf(batch.pkts + batch.count, n));
+  counters_.rx_packets.Add(n);
   batch.count = static_cast<uint16_t>(batch.count + n);
   return n;
 }
@@ -324,11 +344,13 @@ uint16_t VmPort::Send(PacketBatch& batch) {
   VmNetBackend* backend = backend_.load(std::memory_order_acquire);
   if (backend == nullptr || !backend->Ready()) return 0;
   const uint16_t n = backend->ToGuest(batch.pkts, batch.count);
+  uint64_t bytes = 0;
   for (uint16_t i = 0; i < n; ++i) {
-    counters_.tx_bytes += rte_pktmbuf_pkt_len(batch.pkts[i]);
+    bytes += rte_pktmbuf_pkt_len(batch.pkts[i]);
     rte_pktmbuf_free(batch.pkts[i]);  // the guest has its own copy
   }
-  counters_.tx_packets += n;
+  counters_.tx_bytes.Add(bytes);
+  counters_.tx_packets.Add(n);
   batch.Consume(n);
   return n;
 }

@@ -644,7 +644,15 @@ uint64_t BasicScheduler<RankQueue>::NextSendTsc(uint64_t now) const {
 template <typename RankQueue>
 SchedulerStats BasicScheduler<RankQueue>::Stats() const {
   SchedulerStats s;
-  s.classes = stats_;
+  StatsInto(s);
+  return s;
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::StatsInto(SchedulerStats& s) const {
+  if (s.classes.size() != stats_.size()) s.classes.resize(stats_.size());
+  std::copy(stats_.begin(), stats_.end(), s.classes.begin());
+  s.total = ClassStats{};
   for (ClassStats& c : s.classes) {
     c.queued_packets = c.now_queued_packets();
     c.queued_bytes = c.now_queued_bytes();
@@ -666,7 +674,6 @@ SchedulerStats BasicScheduler<RankQueue>::Stats() const {
   s.live_messages = table_.live();
   s.messages_reclaimed_idle = reclaimed_idle_;
   s.idle_burst_packets = idle_burst_packets_;
-  return s;
 }
 
 template class BasicScheduler<FfsRankQueue>;

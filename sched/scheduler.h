@@ -98,6 +98,9 @@ class BasicScheduler {
   uint64_t NextSendTsc(uint64_t now_tsc) const;
 
   SchedulerStats Stats() const;
+  // The same into `out` without allocating once out.classes holds one entry per class (as after a
+  // first call), so that the data-plane lcore can copy statistics into storage sized beforehand.
+  void StatsInto(SchedulerStats& out) const;
   uint64_t queued_packets() const { return buffered_packets_; }
   uint64_t queued_bytes() const { return buffered_bytes_; }
   uint64_t tsc_hz() const { return hz_; }

@@ -11,6 +11,8 @@ namespace qosvisor::vswitch {
 
 class MacTable {
  public:
+  static constexpr uint32_t kAgeSlots = AgingTable<uint16_t>::kAgeSlots;
+
   MacTable(uint32_t capacity, uint64_t aging_tsc) : table_(capacity, aging_tsc) {}
 
   void Learn(const uint8_t* mac, uint16_t vlan, uint16_t port, uint64_t now) {
@@ -35,8 +37,14 @@ class MacTable {
     last_lookup_ = {key, now, answer};
     return answer;
   }
-  uint32_t CountLive(uint64_t now) const { return table_.CountLive(now); }
+  // Reclaims aged-out addresses, a bounded number per call; the owner calls it every poll.
+  void Age(uint64_t now) { table_.Age(now); }
+  // Addresses held (O(1)): one that aged out is no longer found at once, and leaves the count
+  // when Age() or a lookup reclaims it.
+  uint32_t size() const { return table_.size(); }
+  uint32_t capacity() const { return table_.capacity(); }
   uint64_t moves() const { return moves_; }
+  uint64_t evictions() const { return table_.evictions(); }  // live addresses replaced
 
  private:
   static uint64_t Key(const uint8_t* mac, uint16_t vlan) {

@@ -8,9 +8,15 @@
 // round robin — bridges first, then uplinks — so with two workers and one bridge the uplinks run
 // on the second. A packet for an uplink owned by another worker crosses an rte_ring (many
 // producers, one consumer) after classification and message identification.
+//
+// The data path takes no locks, allocates nothing and throws nothing. Its code is in one file per
+// stage: switch.cc (building, Poll, Drain), switch_bridge.cc, switch_flow.cc, switch_uplink.cc,
+// with the steps several stages inline in switch_inl.h; the control side in switch_snapshot.cc,
+// switch_tables.cc and switch_workers.cc.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -129,15 +135,20 @@ class Switch {
   // after the swap, so the lcore never waits and never frees.
   Status ReplaceFlows(const std::string& bridge, const std::vector<FlowRule>& rules);
 
-  // Counters (summed over workers) and scheduler statistics. With `lcore_running`, each worker
-  // copies its part at its next poll (so the data path keeps plain, unshared counters);
-  // otherwise they are read directly.
+  // Counters (summed over workers) and scheduler statistics.
   struct Snapshot {
     SwitchCounters counters;
     std::vector<sched::SchedulerStats> uplinks;
-    std::vector<uint32_t> learned_macs;  // per bridge
+    // Per bridge: addresses its MAC table holds. One that ages out leaves the count within an
+    // eighth of the bridge's aging time (see MacTable::Age).
+    std::vector<uint32_t> learned_macs;
   };
-  Snapshot TakeSnapshot(bool lcore_running);
+  static constexpr std::chrono::milliseconds kSnapshotTimeout{1000};
+  // Control thread, one call at a time. With `lcore_running`, each worker copies its part at its
+  // next poll (so the data path keeps plain, unshared counters), and a worker that has not done
+  // so within `timeout` makes this an error; otherwise (no worker polls) they are read directly.
+  Result<Snapshot> TakeSnapshot(bool lcore_running,
+                                std::chrono::milliseconds timeout = kSnapshotTimeout);
   const std::vector<std::string>& bridge_names() const { return bridge_names_; }
   // Polls done by the slowest worker.
   uint64_t polls() const;
@@ -228,13 +239,15 @@ class Switch {
     // Snapshot hand-off: control sets requested, the worker fills snapshot and sets served.
     std::atomic<uint64_t> snapshot_requested{0};
     std::atomic<uint64_t> snapshot_served{0};
-    Snapshot snapshot;  // only the parts this worker owns
+    // Only the parts this worker owns are filled; sized by PrepareSnapshots, so that filling it
+    // on the lcore allocates nothing.
+    Snapshot snapshot;
   };
 
   Switch() = default;
   Status Assign(const SwitchSpec& spec);
   Status CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16_t owner);
-  static bool Carries(const Member& m, uint16_t vlan);
+  static inline bool Carries(const Member& m, uint16_t vlan);
   void SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t now);
   // How a burst from one port is switched. When the table looks at nothing but the input port:
   // every frame to one plain member, NORMAL from a plain member, or the port's actions frame by
@@ -298,13 +311,14 @@ class Switch {
                                                     const ParsedPacket& p, uint64_t now);
   MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up,
                           int& cls, const ParsedPacket& p, uint32_t wire_len, uint64_t now);
-  void FlushPort(Worker& w, uint16_t port);
+  inline void FlushPort(Worker& w, uint16_t port);
   void FlushHandoffs(Worker& w);
   void TakeHandoff(Uplink& up);
-  void FlushUplink(Uplink& up);
+  inline void FlushUplink(Uplink& up);
   void ServeUplink(Uplink& up, uint64_t now);
   static void OnSchedDrop(void* worker, rte_mbuf* const* pkts, uint16_t count);
-  void FillSnapshot(const Worker& w, Snapshot& out, uint64_t now) const;
+  void PrepareSnapshots();
+  void FillSnapshot(const Worker& w, Snapshot& out) const;
   Snapshot Merge() const;
   void ReclaimRetiredTables();
   Status InitQuiescence();

@@ -167,7 +167,7 @@ Figure Measure(vswitch::Switch& sw, dataplane::Port& out, double seconds, Betwee
         between();
       });
   if (getenv("QV_BENCH_DEBUG") && worker < 0) {
-    auto snap = sw.TakeSnapshot(false);
+    const auto snap = sw.TakeSnapshot(false).value();  // (no lcore runs: cannot time out)
     std::fprintf(stderr,
                  "rx=%lu malformed=%lu truncated=%lu flow_dropped=%lu tx_dropped=%lu "
                  "cache_hits=%lu cache_misses=%lu\n",

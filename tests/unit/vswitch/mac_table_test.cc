@@ -1,4 +1,5 @@
-// MAC learning: per-VLAN entries, aging, group addresses, moves, and a flood of new addresses.
+// MAC learning: per-VLAN entries, aging, group addresses, moves, a flood of new addresses, and the
+// count of addresses held.
 #include "vswitch/mac_table.h"
 
 #include <catch2/catch.hpp>
@@ -55,7 +56,7 @@ TEST_CASE("group addresses are never learned nor found", "[mac]") {
   t.Learn(mcast, 0, 1, 0);
   CHECK(t.Lookup(bcast, 0, 0) == -1);
   CHECK(t.Lookup(mcast, 0, 0) == -1);
-  CHECK(t.CountLive(0) == 0);
+  CHECK(t.size() == 0);
 }
 
 TEST_CASE("a flood of new addresses evicts stale ones and never fails", "[mac]") {
@@ -65,10 +66,55 @@ TEST_CASE("a flood of new addresses evicts stale ones and never fails", "[mac]")
     std::memcpy(mac + 2, &i, 4);
     t.Learn(mac, 1, static_cast<uint16_t>(i % 7), i);
   }
-  CHECK(t.CountLive(100'000) <= 256);
+  CHECK(t.size() <= 256);
+  CHECK(t.evictions() > 0);
   const uint32_t last = 99'999;
   std::memcpy(mac + 2, &last, 4);
   CHECK(t.Lookup(mac, 1, 100'000) == static_cast<int>(last % 7));  // the newest is kept
+}
+
+TEST_CASE("the count of addresses held follows learning, moves, eviction and aging", "[mac]") {
+  MacTable t(8, /*aging=*/100);  // one probe window
+  uint8_t mac[6] = {0x02, 0, 0, 0, 0, 0};
+  auto learn = [&](uint8_t last, uint16_t port, uint64_t now) {
+    mac[5] = last;
+    t.Learn(mac, 1, port, now);
+  };
+  for (uint8_t i = 0; i < 3; ++i) learn(i, 1, 0);
+  CHECK(t.size() == 3);
+  learn(0, 2, 5);  // a move
+  learn(1, 1, 5);  // seen again
+  CHECK(t.size() == 3);
+  for (uint8_t i = 10; i < 20; ++i) learn(i, 1, 10);
+  CHECK(t.size() == 8);
+  CHECK(t.evictions() == 3 + 10 - 8);
+  // Aged out at 200: no longer found, and counted until reclaimed.
+  // The last address learnt is certainly held; a lookup reclaims what it finds aged out.
+  mac[5] = 19;
+  CHECK(t.Lookup(mac, 1, 200) == -1);
+  CHECK(t.size() == 7);
+  t.Age(200);
+  CHECK(t.size() == 0);
+  learn(19, 1, 210);
+  learn(19, 1, 400);  // aged out, then learnt again: one address
+  CHECK(t.size() == 1);
+  t.Age(400);
+  CHECK(t.size() == 1);
+}
+
+TEST_CASE("aging reclaims a bounded number of slots per call, and all of them in a pass", "[mac]") {
+  MacTable t(1024, /*aging=*/100);
+  uint8_t mac[6] = {0x02, 0, 0, 0, 0, 0};
+  for (uint16_t i = 0; i < 500; ++i) {
+    std::memcpy(mac + 3, &i, 2);
+    t.Learn(mac, 1, 1, 0);
+  }
+  const uint32_t learnt = t.size();
+  CHECK(learnt > 400);  // (a full probe window replaces a few)
+  t.Age(1000);
+  CHECK(t.size() >= learnt - MacTable::kAgeSlots);
+  for (uint64_t now = 1001; now < 1000 + 1024 / MacTable::kAgeSlots; ++now) t.Age(now);
+  CHECK(t.size() == 0);
 }
 
 }  // namespace qosvisor::vswitch

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <thread>
 
@@ -89,6 +90,13 @@ struct Rig {
   void Poll(int times = 1) {
     for (int i = 0; i < times; ++i) sw->Poll(ReadTsc());
   }
+  // Statistics read directly (no thread polls).
+  Switch::Snapshot Snapshot() {
+    auto snap = sw->TakeSnapshot(false);
+    INFO(snap.message());
+    REQUIRE(snap.ok());
+    return std::move(snap).value();
+  }
 };
 
 Frame WithMacs(Frame f, uint8_t dst_last, uint8_t src_last, bool broadcast = false) {
@@ -122,7 +130,7 @@ TEST_CASE("switch: unknown destinations flood, learned ones do not, no echo", "[
   rig.Poll();
   CHECK(rig.Drain(0).size() == 1);
   CHECK(rig.Drain(2).empty());
-  auto snap = rig.sw->TakeSnapshot(false);
+  auto snap = rig.Snapshot();
   CHECK(snap.learned_macs[0] == 2);
   CHECK(snap.counters.flooded == 1);
   CHECK(snap.counters.rx_packets == 2);
@@ -167,7 +175,7 @@ TEST_CASE("switch: one burst mixing destinations, floods and bad frames keeps ea
   CHECK(Seqs(rig.Drain(1)) == std::vector<uint16_t>{1, 2, 4, 5, 7, 8, 9});
   CHECK(Seqs(rig.Drain(2)) == std::vector<uint16_t>{3, 5, 7, 8});
   CHECK(rig.Drain(0).empty());
-  const auto snap = rig.sw->TakeSnapshot(false);
+  const auto snap = rig.Snapshot();
   CHECK(snap.counters.malformed == 1);
   CHECK(snap.counters.flooded == 2 + 3);  // the two learning broadcasts, 5, 7 and 8
   CHECK(snap.learned_macs[0] == 4);       // A, B, C on VLAN 0 and A on VLAN 5
@@ -195,7 +203,7 @@ TEST_CASE("switch: a flood that reaches one port, and a port-to-port rule, forwa
   REQUIRE(to_b.size() == 3);
   CHECK(to_b[2] == WithMacs(testing::Udp4(1, 4, 18, 7), 0xb, 0xa).bytes);
   CHECK(Seqs(rig.Drain(0)) == std::vector<uint16_t>{11, 12});
-  const auto snap = rig.sw->TakeSnapshot(false);
+  const auto snap = rig.Snapshot();
   CHECK(snap.counters.truncated == 2);
   CHECK(snap.counters.flooded == 3);  // port 0's frames to the unknown B; the rule floods nothing
   CHECK(snap.learned_macs[0] == 2);   // A on VLAN 0 and 7; port 1's frames learn nothing
@@ -235,7 +243,7 @@ TEST_CASE("switch: priority tags and 802.1ad tags leave plain members alike on e
     CHECK(flooded.size() == (in == 0 ? 1u : 0u));
     if (!flooded.empty()) CHECK(flooded[0] == ad.bytes);
   }
-  CHECK(rig.sw->TakeSnapshot(false).counters.vlan_dropped == 0);
+  CHECK(rig.Snapshot().counters.vlan_dropped == 0);
 }
 
 TEST_CASE("switch: a port named twice in a rule's outputs gets two copies", "[switch]") {
@@ -282,7 +290,7 @@ TEST_CASE("switch: VLAN access and trunk ports", "[switch]") {
   rig.Inject(0, WithMacs(testing::Udp4(1, 2, 18, 10), 0, 0xa, true));  // tagged on access port
   rig.Inject(1, WithMacs(testing::Udp4(1, 2), 0, 0xb, true));          // untagged on trunk
   rig.Poll();
-  CHECK(rig.sw->TakeSnapshot(false).counters.vlan_dropped == 3);
+  CHECK(rig.Snapshot().counters.vlan_dropped == 3);
 }
 
 TEST_CASE("switch: flow actions output, drop and mod_vlan_vid; rules replaced live", "[switch]") {
@@ -301,14 +309,14 @@ TEST_CASE("switch: flow actions output, drop and mod_vlan_vid; rules replaced li
   auto out = rig.Drain(2);
   REQUIRE(out.size() == 1);
   CHECK(((out[0][14] << 8 | out[0][15]) & 0xfff) == 5);
-  CHECK(rig.sw->TakeSnapshot(false).counters.flow_dropped == 1);
+  CHECK(rig.Snapshot().counters.flow_dropped == 1);
 
   // Runs of one flow inside a burst share the first frame's answer, and count as cache hits.
   for (uint16_t port : {8, 8, 7, 7, 8}) rig.Inject(0, WithMacs(testing::Udp4(1, port), 0, 0xa, true));
   rig.Poll();
   CHECK(Seqs(rig.Drain(2)) == std::vector<uint16_t>{8, 8, 8});
   CHECK(rig.Drain(1).empty());
-  auto counters = rig.sw->TakeSnapshot(false).counters;
+  auto counters = rig.Snapshot().counters;
   CHECK(counters.flow_dropped == 1 + 2);
   CHECK(counters.flow_cache_hits + counters.flow_cache_misses == 2 + 5);
   CHECK(counters.flow_cache_misses == 2);  // both flows were cached by the first poll
@@ -358,7 +366,7 @@ TEST_CASE("switch: frames of one flow share a verdict, and runs keep each port's
     CHECK(tagged == (f.back() == 8 || f.back() == 9));
   }
   CHECK(order(rig.Drain(3)) == std::vector<int>{11, 12});
-  const auto counters = rig.sw->TakeSnapshot(false).counters;
+  const auto counters = rig.Snapshot().counters;
   CHECK(counters.flooded == 2);  // each frame of the FLOOD run
   CHECK(counters.flow_cache_hits + counters.flow_cache_misses == std::size(dsts));
   CHECK(counters.flow_cache_misses == 5);  // one per flow; the repeats reuse the verdict
@@ -383,7 +391,7 @@ TEST_CASE("switch: a second NORMAL in the actions keeps every frame's own decisi
   }
   rig.Poll();
   for (int port = 0; port < 4; ++port) rig.Drain(port);
-  const uint64_t flooded_before = rig.sw->TakeSnapshot(false).counters.flooded;
+  const uint64_t flooded_before = rig.Snapshot().counters.flooded;
   for (int i = 0; i < 2; ++i) rig.Inject(0, WithMacs(testing::Udp4(9, 77), 0xd, 0xa));
   rig.Poll();
   // First frame: port 1 (D, VLAN 0) and a flood on VLAN 20 (D evicted by then); second frame:
@@ -391,7 +399,7 @@ TEST_CASE("switch: a second NORMAL in the actions keeps every frame's own decisi
   CHECK(rig.Drain(1).size() == 2 + 2);
   CHECK(rig.Drain(2).size() == 1 + 2);
   CHECK(rig.Drain(3).size() == 1 + 2);
-  CHECK(rig.sw->TakeSnapshot(false).counters.flooded - flooded_before == 1 + 2);
+  CHECK(rig.Snapshot().counters.flooded - flooded_before == 1 + 2);
 }
 
 TEST_CASE("switch: an uplink schedules by class (set_queue) and accounts for every packet",
@@ -424,7 +432,7 @@ TEST_CASE("switch: an uplink schedules by class (set_queue) and accounts for eve
   REQUIRE(out.size() == 10);
   for (int i = 0; i < 5; ++i) CHECK((out[i][36] << 8 | out[i][37]) == 5000);
   for (int i = 5; i < 10; ++i) CHECK((out[i][36] << 8 | out[i][37]) == 6000);
-  auto snap = rig.sw->TakeSnapshot(false);
+  auto snap = rig.Snapshot();
   REQUIRE(snap.uplinks.size() == 1);
   const auto& hi = snap.uplinks[0].classes[0];
   const auto& lo = snap.uplinks[0].classes[1];
@@ -465,7 +473,7 @@ TEST_CASE("switch: a Homa message's last packet is the one that ends it, not the
   CHECK((out[0].flags & kMetaLastOfMessage) == 0);
   CHECK((out[1].flags & kMetaLastOfMessage) == 0);
   CHECK((out[2].flags & kMetaLastOfMessage) != 0);
-  CHECK(rig.sw->TakeSnapshot(false).uplinks[0].live_messages == 0);
+  CHECK(rig.Snapshot().uplinks[0].live_messages == 0);
 }
 
 namespace {
@@ -504,7 +512,7 @@ TEST_CASE("switch: with two workers the uplink runs on the second, fed through a
   auto out = rig.Drain(2);
   REQUIRE(out.size() == 40);
   for (int i = 0; i < 40; ++i) CHECK((out[i][34] << 8 | out[i][35]) == i);
-  auto snap = rig.sw->TakeSnapshot(false);
+  auto snap = rig.Snapshot();
   CHECK(snap.counters.rx_packets == 40);
   CHECK(snap.counters.handoff_dropped == 0);
   CHECK(snap.uplinks[0].total.enqueued_packets == 40);
@@ -524,7 +532,7 @@ TEST_CASE("switch: a full hand-off ring drops and counts what does not fit", "[s
   const auto out = rig.Drain(2);
   CHECK(out.size() == 63);
   CHECK((out.back()[34] << 8 | out.back()[35]) == 62);  // the first ones got through
-  CHECK(rig.sw->TakeSnapshot(false).counters.handoff_dropped == 37);
+  CHECK(rig.Snapshot().counters.handoff_dropped == 37);
 }
 
 TEST_CASE("switch: two workers on two threads deliver every packet exactly once", "[switch]") {
@@ -552,15 +560,123 @@ TEST_CASE("switch: two workers on two threads deliver every packet exactly once"
       ++received;
     }
   }
-  const auto snap = rig.sw->TakeSnapshot(true);  // served by both running workers
+  // Served by both running workers (a generous timeout: this machine may be busy).
+  const auto taken = rig.sw->TakeSnapshot(true, std::chrono::seconds(10));
   stop = true;
   bridge_worker.join();
   uplink_worker.join();
+  INFO(taken.message());
+  REQUIRE(taken.ok());
+  const Switch::Snapshot& snap = *taken;
   CHECK(received == kPackets);
   CHECK(std::count(seen.begin(), seen.end(), 1) == kPackets);
   CHECK(snap.counters.rx_packets == kPackets);
   CHECK(snap.counters.handoff_dropped == 0);
   CHECK(snap.uplinks[0].total.dequeued_packets == kPackets);
+}
+
+TEST_CASE("switch: snapshots taken while a worker polls count every packet once", "[switch]") {
+  Rig rig(2);
+  SwitchSpec spec;
+  spec.bridges = {PlainBridge(2)};
+  rig.Build(spec);
+  std::atomic<bool> stop{false};
+  std::thread lcore([&] {
+    while (!stop.load(std::memory_order_relaxed)) rig.sw->Poll(0, ReadTsc());
+  });
+  uint64_t last = 0;
+  bool never_backwards = true;
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 10; ++i) rig.Inject(0, WithMacs(testing::Udp4(1, 2), 0, 0xa, true));
+    auto snap = rig.sw->TakeSnapshot(true, std::chrono::seconds(10));
+    INFO(snap.message());
+    REQUIRE(snap.ok());
+    never_backwards = never_backwards && snap->counters.rx_packets >= last;
+    last = snap->counters.rx_packets;
+    rig.Drain(1);
+  }
+  // Served by a poll that began after the previous answer, so after the last frames arrived.
+  auto final_snap = rig.sw->TakeSnapshot(true, std::chrono::seconds(10));
+  stop = true;
+  lcore.join();
+  REQUIRE(final_snap.ok());
+  CHECK(never_backwards);
+  CHECK(final_snap->counters.rx_packets == 20 * 10);
+  CHECK(final_snap->counters.flooded == 20 * 10);  // broadcasts
+  CHECK(final_snap->learned_macs[0] == 1);
+  rig.Drain(1);
+}
+
+TEST_CASE("switch: an unanswered statistics request fails, and its late answer is not reused",
+          "[switch]") {
+  Rig rig(2);
+  SwitchSpec spec;
+  spec.bridges = {PlainBridge(2)};
+  rig.Build(spec);
+  for (int i = 0; i < 3; ++i) rig.Inject(0, WithMacs(testing::Udp4(1, 2), 0, 0xa, true));
+  const auto stalled = rig.sw->TakeSnapshot(true, std::chrono::milliseconds(20));  // none polls
+  REQUIRE_FALSE(stalled.ok());
+  CHECK(stalled.message() ==
+        "switch worker 0 did not answer a statistics request within 20 ms (lcore stalled?)");
+  rig.Poll();  // the worker answers the request that timed out: three frames received
+  for (int i = 0; i < 2; ++i) rig.Inject(0, WithMacs(testing::Udp4(1, 2), 0, 0xb, true));
+  std::atomic<bool> stop{false};
+  std::thread lcore([&] {
+    while (!stop.load(std::memory_order_relaxed)) rig.sw->Poll(0, ReadTsc());
+  });
+  const auto snap = rig.sw->TakeSnapshot(true, std::chrono::seconds(10));
+  stop = true;
+  lcore.join();
+  INFO(snap.message());
+  REQUIRE(snap.ok());
+  CHECK(snap->counters.rx_packets == 3 + 2);
+  CHECK(snap->learned_macs[0] == 2);
+  rig.Drain(1);
+}
+
+TEST_CASE("switch: the statistics error names the worker that did not answer", "[switch]") {
+  Rig rig(3);
+  rig.Build(TwoWorkerSpec());
+  std::atomic<bool> stop{false};
+  std::thread bridge_worker([&] {  // worker 1, the uplink's, is not polled
+    while (!stop.load(std::memory_order_relaxed)) rig.sw->Poll(0, ReadTsc());
+  });
+  const auto snap = rig.sw->TakeSnapshot(true, std::chrono::milliseconds(50));
+  stop = true;
+  bridge_worker.join();
+  REQUIRE_FALSE(snap.ok());
+  CHECK_THAT(snap.message(), Catch::StartsWith("switch worker 1 did not answer"));
+}
+
+TEST_CASE("switch: learned MACs are counted through learning, eviction and aging", "[switch]") {
+  Rig rig(2);
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(2);
+  b.mac_table_size = 8;  // one probe window: a ninth address evicts the stalest
+  b.mac_aging_ns = 1'000'000'000;
+  spec.bridges = {b};
+  rig.Build(spec);
+  const uint64_t hz = TscHz();
+  const uint64_t t0 = ReadTsc();
+  // Broadcasts from `count` sources on port 0, switched at `now`.
+  auto learn = [&](uint8_t first, int count, uint64_t now) {
+    for (int i = 0; i < count; ++i) {
+      rig.Inject(0, WithMacs(testing::Udp4(1, 2), 0, static_cast<uint8_t>(first + i), true));
+    }
+    rig.sw->Poll(now);
+    rig.Drain(1);
+  };
+  learn(0x10, 3, t0);
+  CHECK(rig.Snapshot().learned_macs[0] == 3);
+  learn(0x10, 2, t0 + hz / 10);  // seen again
+  learn(0x20, 1, t0 + hz / 10);
+  CHECK(rig.Snapshot().learned_macs[0] == 4);
+  learn(0x30, 20, t0 + hz / 5);  // more than the table holds
+  CHECK(rig.Snapshot().learned_macs[0] == 8);
+  rig.sw->Poll(t0 + 3 * hz);  // no traffic: every address has aged out
+  CHECK(rig.Snapshot().learned_macs[0] == 0);
+  learn(0x10, 1, t0 + 3 * hz);
+  CHECK(rig.Snapshot().learned_macs[0] == 1);
 }
 
 TEST_CASE("switch: unparsable frames are counted and dropped; Drain returns queued mbufs",
@@ -582,12 +698,12 @@ TEST_CASE("switch: unparsable frames are counted and dropped; Drain returns queu
   rig.Inject(0, bad);
   for (int i = 0; i < 200; ++i) rig.Inject(0, WithMacs(testing::Udp4(1, 2, 1000), 0, 0xa, true));
   rig.Poll(10);
-  auto snap = rig.sw->TakeSnapshot(false);
+  auto snap = rig.Snapshot();
   CHECK(snap.counters.malformed == 1);
   CHECK(snap.uplinks[0].total.queued_packets > 100);
   rig.Drain(1);
   rig.sw->Drain();
-  CHECK(rig.sw->TakeSnapshot(false).uplinks[0].total.queued_packets == 0);
+  CHECK(rig.Snapshot().uplinks[0].total.queued_packets == 0);
   // ~Rig checks that the switch's destructor returned every queued mbuf to the pool.
 }
 
@@ -616,7 +732,7 @@ TEST_CASE("switch: forward_unparsable forwards what could be read, and still cou
   REQUIRE(out.size() == 2);
   CHECK(out[0] == bad.bytes);
   CHECK(out[1] == cut.bytes);
-  const auto snap = rig.sw->TakeSnapshot(false);
+  const auto snap = rig.Snapshot();
   CHECK(snap.counters.malformed == 1);
   CHECK(snap.counters.truncated == 2);
 }
@@ -683,7 +799,7 @@ TEST_CASE("switch: an eBPF class program reclassifies packets by UDP port", "[sw
   auto out = rig.Drain(1);
   REQUIRE(out.size() == 8);
   for (int i = 0; i < 4; ++i) CHECK((out[i][36] << 8 | out[i][37]) == 53);
-  const auto snap = rig.sw->TakeSnapshot(false);
+  const auto snap = rig.Snapshot();
   CHECK(snap.counters.ebpf_runs == 8);
   CHECK(snap.counters.ebpf_reclassified == 8);
   CHECK(snap.uplinks[0].classes[0].dequeued_packets == 4);
@@ -802,8 +918,8 @@ TEST_CASE("switch: a pcap replayed through an SRPT uplink comes out in rank orde
   auto sw = Switch::Create(spec, (*pool)->get());
   REQUIRE(sw.ok());
   const uint64_t deadline = ReadTsc() + TscHz() * 2;
-  while ((*sw)->TakeSnapshot(false).counters.rx_packets < in.size() ||
-         (*sw)->TakeSnapshot(false).uplinks[0].total.queued_packets > 0) {
+  while ((*sw)->TakeSnapshot(false)->counters.rx_packets < in.size() ||
+         (*sw)->TakeSnapshot(false)->uplinks[0].total.queued_packets > 0) {
     (*sw)->Poll(ReadTsc());
     REQUIRE(ReadTsc() < deadline);
   }

@@ -1,0 +1,101 @@
+// Statistics: each worker copies the counters and scheduler statistics it owns when the control
+// thread asks, and the control thread merges the copies.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "vswitch/switch.h"
+
+namespace qosvisor::vswitch {
+
+void SwitchCounters::Add(const SwitchCounters& o) {
+  rx_packets += o.rx_packets;
+  malformed += o.malformed;
+  truncated += o.truncated;
+  vlan_dropped += o.vlan_dropped;
+  no_bridge += o.no_bridge;
+  flow_dropped += o.flow_dropped;
+  flooded += o.flooded;
+  copy_failed += o.copy_failed;
+  tx_dropped += o.tx_dropped;
+  sched_dropped += o.sched_dropped;
+  ebpf_runs += o.ebpf_runs;
+  ebpf_reclassified += o.ebpf_reclassified;
+  ebpf_unknown_queue += o.ebpf_unknown_queue;
+  flow_cache_hits += o.flow_cache_hits;
+  flow_cache_misses += o.flow_cache_misses;
+  handoff_dropped += o.handoff_dropped;
+}
+
+// Sizes each worker's snapshot for what it will copy there (a first Stats() per uplink gives its
+// classes), so that FillSnapshot on the lcore only copies.
+void Switch::PrepareSnapshots() {
+  for (auto& w : workers_) {
+    w->snapshot.uplinks.resize(uplinks_.size());
+    for (uint16_t u : w->uplinks) w->snapshot.uplinks[u] = uplinks_[u].scheduler->Stats();
+    w->snapshot.learned_macs.resize(bridges_.size());
+  }
+}
+
+// The parts of a snapshot `w` owns: its counters, its uplinks' statistics, its bridges' MAC
+// counts. On the worker's lcore when it runs: a copy of fixed size into storage PrepareSnapshots
+// sized, with no allocation and no scan of a table.
+void Switch::FillSnapshot(const Worker& w, Snapshot& out) const {
+  out.counters = w.counters;
+  out.counters.flow_cache_hits = w.cache.hits();
+  out.counters.flow_cache_misses = w.cache.misses();
+  for (uint16_t u : w.uplinks) uplinks_[u].scheduler->StatsInto(out.uplinks[u]);
+  for (uint16_t b : w.bridges) out.learned_macs[b] = bridges_[b]->macs->size();
+}
+
+Switch::Snapshot Switch::Merge() const {
+  Snapshot all;
+  all.uplinks.resize(uplinks_.size());
+  all.learned_macs.resize(bridges_.size());
+  for (const auto& w : workers_) {
+    all.counters.Add(w->snapshot.counters);
+    for (uint16_t u : w->uplinks) all.uplinks[u] = w->snapshot.uplinks[u];
+    for (uint16_t b : w->bridges) all.learned_macs[b] = w->snapshot.learned_macs[b];
+  }
+  return all;
+}
+
+// Each request carries a ticket one higher than the last. A worker that answers a request after
+// it timed out answers with that older ticket, so the wait for the next request does not end
+// until the copy made for it is complete; and once every worker has answered, none writes its
+// copy again before the next request, so Merge reads copies no one is writing.
+Result<Switch::Snapshot> Switch::TakeSnapshot(bool lcore_running,
+                                              std::chrono::milliseconds timeout) {
+  if (!lcore_running) {
+    for (auto& w : workers_) FillSnapshot(*w, w->snapshot);
+    return Merge();
+  }
+  std::vector<uint64_t> tickets;
+  for (auto& w : workers_) {
+    tickets.push_back(w->snapshot_requested.load(std::memory_order_relaxed) + 1);
+    w->snapshot_requested.store(tickets.back(), std::memory_order_release);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    while (workers_[i]->snapshot_served.load(std::memory_order_acquire) < tickets[i]) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return Status::Error(fmt::format(
+            "switch worker {} did not answer a statistics request within {} ms (lcore stalled?)", i,
+            timeout.count()));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  return Merge();
+}
+
+uint64_t Switch::polls() const {
+  uint64_t least = UINT64_MAX;
+  for (const auto& w : workers_) least = std::min(least, w->epoch.load(std::memory_order_acquire));
+  return least;
+}
+
+}  // namespace qosvisor::vswitch
