@@ -3,6 +3,8 @@ if(QOSVISOR_SANITIZE)
   list(JOIN QOSVISOR_SANITIZE "," _qv_san)
   add_compile_options(-fsanitize=${_qv_san} -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=${_qv_san})
+  # The vCPU syscall filter lets the sanitizers' runtime do its own work (hv/vcpu_seccomp.cc).
+  add_compile_definitions(QOSVISOR_SANITIZED=1)
 endif()
 
 # Fuzz builds: every library gets libFuzzer's coverage instrumentation (the fuzz targets add the

@@ -65,7 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The first half of the input (up to 16 KiB) is guest memory, the rest register operations.
   const size_t image = size / 2 < 16384 ? size / 2 : 16384;
   std::vector<uint8_t> mem(kMemBytes, 0);
-  std::memcpy(mem.data(), data, image);
+  if (image > 0) std::memcpy(mem.data(), data, image);
   if (!rig.mem.Write(0, mem.data(), mem.size())) __builtin_trap();
   for (size_t i = image; i + 7 <= size; i += 7) Apply(*rig.blk, data + i);
   return 0;

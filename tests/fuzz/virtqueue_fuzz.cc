@@ -26,6 +26,7 @@ template <typename T>
 T Take(const uint8_t*& data, size_t& size) {
   T v{};
   const size_t n = size < sizeof(T) ? size : sizeof(T);
+  if (n == 0) return v;  // (an empty input may come with a null pointer)
   std::memcpy(&v, data, n);
   data += n;
   size -= n;
@@ -59,7 +60,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool event_idx = (wide & 2) != 0;
   // The rest of the input is guest memory.
   std::vector<uint8_t> image(kMemBytes, 0);
-  std::memcpy(image.data(), data, size < kMemBytes ? size : kMemBytes);
+  if (size > 0) std::memcpy(image.data(), data, size < kMemBytes ? size : kMemBytes);
   if (!mem.Write(0, image.data(), image.size())) __builtin_trap();
   q.ready = true;
   if (!q.Activate(&mem, event_idx)) return 0;
