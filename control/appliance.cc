@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/tsan.h"
 #include "common/tsc.h"
 #include "common/units.h"
 #include "control/control_server.h"
@@ -223,6 +224,7 @@ struct Appliance::LcoreArg {
 
 int Appliance::LcoreMain(void* arg) {
   const auto* a = static_cast<const LcoreArg*>(arg);
+  TsanAcquire(a);  // handed over through EAL's launch, which TSan cannot see
   a->self->switch_->RunWorker(a->worker, a->self->lcore_stop_);
   return 0;
 }
@@ -238,6 +240,7 @@ void Appliance::StartDataplane() {
     lcore_args_.push_back(std::make_unique<LcoreArg>(LcoreArg{this, w}));
   }
   for (size_t i = 0; i < lcore_args_.size(); ++i) {
+    TsanRelease(lcore_args_[i].get());
     if (rte_eal_remote_launch(&Appliance::LcoreMain, lcore_args_[i].get(), lcores[i]) != 0) {
       StopDataplane();
       return;

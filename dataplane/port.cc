@@ -16,6 +16,7 @@
 #include <set>
 #include <vector>
 
+#include "common/tsan.h"
 #include "dataplane/mempool.h"
 
 namespace qosvisor::dataplane {
@@ -295,6 +296,7 @@ uint16_t EthPort::Recv(PacketBatch& batch) {
                                                    static_cast<uint16_t>(kMaxBurst - batch.count - n)));
   }
   if (n == 0) return 0;  // (most polls of an idle port: no stores)
+  TsanPacketsIn();
   sw_.rx_bytes.Add(BytesOf(batch.pkts + batch.count, n));
   sw_.rx_packets.Add(n);
   batch.count = static_cast<uint16_t>(batch.count + n);
@@ -304,6 +306,7 @@ uint16_t EthPort::Recv(PacketBatch& batch) {
 uint16_t EthPort::Send(PacketBatch& batch) {
   uint64_t bytes = 0;
   for (uint16_t i = 0; i < batch.count; ++i) bytes += rte_pktmbuf_pkt_len(batch.pkts[i]);
+  TsanPacketsOut();
   const uint16_t n = rte_eth_tx_burst(port_id_, 0, batch.pkts, batch.count);
   // Unsent packets are still ours to read: subtract them rather than reading freed mbufs.
   for (uint16_t i = n; i < batch.count; ++i) bytes -= rte_pktmbuf_pkt_len(batch.pkts[i]);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <bit>
 
+#include "common/tsan.h"
 #include "common/tsc.h"
 #include "vswitch/switch_inl.h"
 
@@ -187,6 +188,7 @@ void Switch::Poll(uint16_t worker, uint64_t now) {
 }
 
 void Switch::Drain() {
+  TsanAcquire(qsbr_.get());  // called once the workers' lcores stopped (see TakeSnapshot)
   for (uint16_t p = 0; p < port_state_.size(); ++p) FreeBatch(port_state_[p].tx);
   for (auto& w : workers_) {
     for (PacketBatch& staged : w->to_uplink) FreeBatch(staged);

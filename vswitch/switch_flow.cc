@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common/packet_meta.h"
+#include "common/tsan.h"
 #include "vswitch/switch.h"
 #include "vswitch/switch_inl.h"
 
@@ -261,6 +262,7 @@ void Switch::FlushHandoffs(Worker& w) {
   for (uint16_t u = 0; u < w.to_uplink.size(); ++u) {
     PacketBatch& staged = w.to_uplink[u];
     if (staged.count == 0) continue;
+    TsanPacketsOut();
     const unsigned n = rte_ring_enqueue_burst(uplinks_[u].handoff,
                                               reinterpret_cast<void* const*>(staged.pkts),
                                               staged.count, nullptr);

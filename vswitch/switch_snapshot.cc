@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/tsan.h"
 #include "vswitch/switch.h"
 
 namespace qosvisor::vswitch {
@@ -70,6 +71,7 @@ Switch::Snapshot Switch::Merge() const {
 Result<Switch::Snapshot> Switch::TakeSnapshot(bool lcore_running,
                                               std::chrono::milliseconds timeout) {
   if (!lcore_running) {
+    TsanAcquire(qsbr_.get());  // the workers' lcores were joined (by EAL, which TSan cannot see)
     for (auto& w : workers_) FillSnapshot(*w, w->snapshot);
     return Merge();
   }

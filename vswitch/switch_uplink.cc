@@ -5,6 +5,7 @@
 #include <rte_ring.h>
 
 #include "common/packet_meta.h"
+#include "common/tsan.h"
 #include "vswitch/switch.h"
 #include "vswitch/switch_inl.h"
 
@@ -17,6 +18,7 @@ void Switch::TakeHandoff(Uplink& up) {
     const unsigned n = rte_ring_dequeue_burst(
         up.handoff, reinterpret_cast<void**>(up.pending.pkts + up.pending.count),
         kMaxBurst - up.pending.count, nullptr);
+    if (n != 0) TsanPacketsIn();
     // Their lines were last written on another core: ask for all of them before any is used.
     for (unsigned i = up.pending.count; i < up.pending.count + n; ++i) {
       rte_prefetch0(up.pending.pkts[i]);

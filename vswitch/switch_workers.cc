@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "common/tsan.h"
 #include "common/tsc.h"
 #include "vswitch/switch.h"
 
@@ -32,11 +33,16 @@ void Switch::RunWorker(uint16_t worker, const std::atomic<bool>& stop) {
   rte_rcu_qsbr_thread_online(v, worker);
   while (!stop.load(std::memory_order_relaxed)) {
     Poll(worker, ReadTsc());
+    TsanRelease(v);  // what this poll did happens before Quiesce() returns
     rte_rcu_qsbr_quiescent(v, worker);
   }
+  TsanRelease(v);  // for TakeSnapshot and Drain once the lcore is joined
   rte_rcu_qsbr_thread_offline(v, worker);
 }
 
-void Switch::Quiesce() { rte_rcu_qsbr_synchronize(qsbr_.get(), RTE_QSBR_THRID_INVALID); }
+void Switch::Quiesce() {
+  rte_rcu_qsbr_synchronize(qsbr_.get(), RTE_QSBR_THRID_INVALID);
+  TsanAcquire(qsbr_.get());
+}
 
 }  // namespace qosvisor::vswitch

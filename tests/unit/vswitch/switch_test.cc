@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/tsan.h"
 #include "common/tsc.h"
 #include "dataplane/mempool.h"
 #include "frames.h"
@@ -64,12 +65,14 @@ struct Rig {
     REQUIRE(m != nullptr);
     std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(f.bytes.size())), f.bytes.data(),
                 f.bytes.size());
+    TsanPacketsOut();
     REQUIRE(rte_ring_enqueue(Eth(port).inject_ring(), m) == 0);
   }
   std::vector<std::vector<uint8_t>> Drain(int port) {
     std::vector<std::vector<uint8_t>> out;
     void* m;
     while (rte_ring_dequeue(Eth(port).drain_ring(), &m) == 0) {
+      TsanPacketsIn();
       auto* mb = static_cast<rte_mbuf*>(m);
       const auto* d = rte_pktmbuf_mtod(mb, const uint8_t*);
       out.emplace_back(d, d + rte_pktmbuf_data_len(mb));
@@ -82,6 +85,7 @@ struct Rig {
     std::vector<PacketMeta> out;
     void* m;
     while (rte_ring_dequeue(Eth(port).drain_ring(), &m) == 0) {
+      TsanPacketsIn();
       out.push_back(*Meta(static_cast<rte_mbuf*>(m)));
       rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
     }
