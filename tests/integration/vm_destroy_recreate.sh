@@ -68,15 +68,6 @@ echo "$cycles cycles in $(($(date +%s) - start)) s"
 ctl --json vms | grep -q '"state": "running"'
 wait_for_answers "$(answers)" "after the last re-creation"
 
-ctl stop >/dev/null
-rc=0
-wait "$pid" || rc=$?
+stop_and_check "$qosctl" "$work/ctl.sock" "$pid" "$work/run.log"
 pid=""
-tail -n 1 "$work/run.log"
-((rc == 0)) || { cat "$work/run.log"; echo "FAIL: qosvisor exited with $rc"; exit 1; }
-grep -q "^shutdown: all [0-9]* mbufs back in the pool" "$work/run.log" \
-  || { cat "$work/run.log"; echo "FAIL: mbufs were not all returned"; exit 1; }
-if grep -q "ERROR: AddressSanitizer\|runtime error:" "$work/run.log"; then
-  cat "$work/run.log"; echo "FAIL: sanitizer report"; exit 1
-fi
 echo "PASS"

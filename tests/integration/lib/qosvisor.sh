@@ -8,3 +8,19 @@ wait_for_control() {
   for _ in $(seq "$tries"); do "$qosctl" --socket "$sock" status >/dev/null 2>&1 && return 0; sleep 0.1; done
   "$qosctl" --socket "$sock" status >/dev/null || { cat "$log"; echo "FAIL: qosvisor did not start"; exit 1; }
 }
+
+# stop_and_check QOSCTL SOCKET PID LOG: stops qosvisor over its control socket, waits for it, and
+# fails the test unless it exited 0, returned every mbuf to its pool and printed no sanitizer
+# report. The caller clears its own copy of PID afterwards.
+stop_and_check() {
+  local qosctl=$1 sock=$2 qpid=$3 log=$4 rc=0
+  "$qosctl" --socket "$sock" stop >/dev/null
+  wait "$qpid" || rc=$?
+  tail -n 1 "$log"
+  ((rc == 0)) || { cat "$log"; echo "FAIL: qosvisor exited with $rc"; exit 1; }
+  grep -q "^shutdown: all [0-9]* mbufs back in the pool" "$log" \
+    || { cat "$log"; echo "FAIL: mbufs were not all returned"; exit 1; }
+  if grep -q "ERROR: AddressSanitizer\|runtime error:\|WARNING: ThreadSanitizer" "$log"; then
+    cat "$log"; echo "FAIL: sanitizer report"; exit 1
+  fi
+}
