@@ -10,8 +10,7 @@ source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 guests=$(cd "$3" && pwd)
-[[ -r /dev/kvm && -w /dev/kvm ]] || { echo "SKIP: /dev/kvm is not available"; exit 77; }
-[[ -f "$guests/netecho.elf" ]] || { echo "FAIL: $guests/netecho.elf was not built"; exit 1; }
+require_kvm_guest "$guests" netecho
 
 work=$(mktemp -d)
 pid=""

@@ -24,3 +24,10 @@ stop_and_check() {
     cat "$log"; echo "FAIL: sanitizer report"; exit 1
   fi
 }
+
+# require_kvm_guest GUEST_DIR NAME: skips the test (exit 77) without a usable /dev/kvm, and fails
+# it when the test guest NAME.elf was not built.
+require_kvm_guest() {
+  [[ -r /dev/kvm && -w /dev/kvm ]] || { echo "SKIP: /dev/kvm is not available"; exit 77; }
+  [[ -f "$1/$2.elf" ]] || { echo "FAIL: $1/$2.elf was not built"; exit 1; }
+}
