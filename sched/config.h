@@ -84,6 +84,10 @@ struct SchedulerConfig {
   uint32_t rank_buckets = 1u << 18;  // per linear-rank class, a power of two in [64, 2^24]
   uint64_t tsc_hz = 0;               // TSC frequency; 0 = measure (simulations use 1e9)
   uint32_t pacer_burst_bytes = 0;    // pacer bucket depth; 0 = 32 full-size frames
+  // The message table and rank queues (hundreds of MiB at a million messages, read at random)
+  // try 2 MiB pages: the hugetlb pool, then transparent huge pages, then plain pages; false keeps
+  // them on plain 4 KiB pages. SchedulerStats::table_pages says what they got.
+  bool huge_pages = true;
 };
 
 // Checks ranges, references and conflicts; all errors in one Status, one per line.

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "sched/hier_bitmap.h"
 #include "sched/rank_queue.h"
@@ -16,14 +15,19 @@ class FfsRankQueue {
 
   FfsRankQueue() = default;
   FfsRankQueue(const RankQueueConfig& config, RankNodes nodes)
-      : buckets_(config.num_buckets),
-        bitmap_(config.num_buckets),
+      : buckets_(config.num_buckets, config.pages),
+        bitmap_(config.num_buckets, config.pages),
         map_(config),
         nodes_(nodes),
         mask_(config.num_buckets - 1) {}
 
   bool Empty() const { return size_ == 0; }
   uint32_t size() const { return size_; }
+  // Adds what the buckets and the bitmap got.
+  void TallyPages(PageTally& tally) const {
+    tally.Add(buckets_.bytes(), buckets_.kind());
+    tally.Add(bitmap_.bytes(), bitmap_.page_kind());
+  }
 
   // Files `id` under `rank`; returns true when the rank was beyond the range and clamped.
   bool Push(uint32_t id, uint64_t rank) {
@@ -143,7 +147,7 @@ class FfsRankQueue {
     --size_;
   }
 
-  std::vector<Bucket> buckets_;
+  PageArray<Bucket> buckets_;
   HierBitmap bitmap_;
   RankKeyMap map_;
   RankNodes nodes_;

@@ -2,8 +2,8 @@
 // baseline for it (O(log n) push/pop, O(n) find-max, which only overflow uses).
 #pragma once
 
+#include <cassert>
 #include <cstdint>
-#include <vector>
 
 #include "sched/rank_queue.h"
 
@@ -14,16 +14,18 @@ class HeapRankQueue {
   static constexpr const char* kName = "heap";
 
   HeapRankQueue() = default;
-  HeapRankQueue(const RankQueueConfig& config, RankNodes nodes) : map_(config), nodes_(nodes) {
-    heap_.reserve(config.capacity);
-  }
+  // Every element is a distinct id below config.capacity, so the heap never holds more.
+  HeapRankQueue(const RankQueueConfig& config, RankNodes nodes)
+      : heap_(config.capacity, config.pages), map_(config), nodes_(nodes) {}
 
-  bool Empty() const { return heap_.empty(); }
-  uint32_t size() const { return static_cast<uint32_t>(heap_.size()); }
+  bool Empty() const { return size_ == 0; }
+  uint32_t size() const { return size_; }
+  // Adds what the heap array got.
+  void TallyPages(PageTally& tally) const { tally.Add(heap_.bytes(), heap_.kind()); }
 
   bool Push(uint32_t id, uint64_t rank) {
     bool clamped;
-    PushKey(id, map_.Map(rank, heap_.empty(), &clamped));
+    PushKey(id, map_.Map(rank, size_ == 0, &clamped));
     return clamped;
   }
 
@@ -33,21 +35,22 @@ class HeapRankQueue {
   void TookMin(uint64_t key) { map_.OnPopMin(key); }
   void PushKey(uint32_t id, uint64_t key) {
     nodes_[id].key = key;
-    heap_.push_back(Entry{key, seq_++, id});
-    SiftUp(static_cast<uint32_t>(heap_.size() - 1));
+    assert(size_ < heap_.size());
+    heap_[size_++] = Entry{key, seq_++, id};
+    SiftUp(size_ - 1);
   }
 
-  uint32_t PeekMin() const { return heap_.empty() ? kNoId : heap_[0].id; }
+  uint32_t PeekMin() const { return size_ == 0 ? kNoId : heap_[0].id; }
 
   // The element that follows the minimum (a prefetch hint).
   uint32_t PeekSecond() const {
-    if (heap_.size() < 2) return kNoId;
-    if (heap_.size() == 2 || Less(heap_[1], heap_[2])) return heap_[1].id;
+    if (size_ < 2) return kNoId;
+    if (size_ == 2 || Less(heap_[1], heap_[2])) return heap_[1].id;
     return heap_[2].id;
   }
 
   uint32_t PopMin() {
-    if (heap_.empty()) return kNoId;
+    if (size_ == 0) return kNoId;
     uint32_t id = heap_[0].id;
     map_.OnPopMin(heap_[0].key);
     RemoveAt(0);
@@ -55,10 +58,10 @@ class HeapRankQueue {
   }
 
   uint32_t PeekMax() const {
-    if (heap_.empty()) return kNoId;
+    if (size_ == 0) return kNoId;
     // The maximum is a leaf; leaves are the second half of the array.
-    size_t best = heap_.size() / 2;
-    for (size_t i = best + 1; i < heap_.size(); ++i) {
+    size_t best = size_ / 2;
+    for (size_t i = best + 1; i < size_; ++i) {
       if (Less(heap_[best], heap_[i])) best = i;
     }
     return heap_[best].id;
@@ -70,9 +73,9 @@ class HeapRankQueue {
 
  private:
   struct Entry {
-    uint64_t key;
-    uint64_t seq;  // insertion order: FIFO among equal keys
-    uint32_t id;
+    uint64_t key = 0;
+    uint64_t seq = 0;  // insertion order: FIFO among equal keys
+    uint32_t id = 0;
   };
   static bool Less(const Entry& a, const Entry& b) {
     return a.key < b.key || (a.key == b.key && a.seq < b.seq);
@@ -96,7 +99,7 @@ class HeapRankQueue {
 
   void SiftDown(uint32_t pos) {
     Entry e = heap_[pos];
-    uint32_t n = static_cast<uint32_t>(heap_.size());
+    uint32_t n = size_;
     for (;;) {
       uint32_t child = 2 * pos + 1;
       if (child >= n) break;
@@ -109,9 +112,8 @@ class HeapRankQueue {
   }
 
   void RemoveAt(uint32_t pos) {
-    Entry last = heap_.back();
-    heap_.pop_back();
-    if (pos == heap_.size()) return;
+    Entry last = heap_[--size_];
+    if (pos == size_) return;
     Place(pos, last);
     if (pos > 0 && Less(last, heap_[(pos - 1) / 2])) {
       SiftUp(pos);
@@ -120,7 +122,8 @@ class HeapRankQueue {
     }
   }
 
-  std::vector<Entry> heap_;
+  PageArray<Entry> heap_;  // [0, size_) is the heap
+  uint32_t size_ = 0;
   RankKeyMap map_;
   RankNodes nodes_;
   uint64_t seq_ = 0;

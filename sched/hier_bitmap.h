@@ -4,7 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+
+#include "sched/page_memory.h"
 
 namespace qosvisor::sched {
 
@@ -14,9 +15,9 @@ class HierBitmap {
   static constexpr uint32_t kNone = UINT32_MAX;
 
   HierBitmap() = default;
-  explicit HierBitmap(uint32_t num_bits) { Reset(num_bits); }
+  explicit HierBitmap(uint32_t num_bits, PageOptions pages = {}) { Reset(num_bits, pages); }
 
-  void Reset(uint32_t num_bits) {
+  void Reset(uint32_t num_bits, PageOptions pages = {}) {
     num_bits_ = num_bits;
     levels_ = 0;
     uint32_t n = num_bits;
@@ -29,10 +30,12 @@ class HierBitmap {
       total += n;
       ++levels_;
     } while (n > 1 && levels_ < kMaxLevels);
-    bits_.assign(total, 0);
+    bits_ = PageArray<uint64_t>(total, pages);  // zeroed
   }
 
   uint32_t size() const { return num_bits_; }
+  PageKind page_kind() const { return bits_.kind(); }
+  size_t bytes() const { return bits_.bytes(); }
   bool Empty() const { return Word(levels_ - 1, 0) == 0; }
   bool Test(uint32_t i) const { return (Word(0, i >> 6) >> (i & 63)) & 1; }
 
@@ -112,7 +115,7 @@ class HierBitmap {
     return idx;
   }
 
-  std::vector<uint64_t> bits_;
+  PageArray<uint64_t> bits_;
   uint32_t offset_[kMaxLevels] = {};
   uint32_t words_[kMaxLevels] = {};
   uint32_t num_bits_ = 0;

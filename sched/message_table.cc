@@ -11,27 +11,41 @@
 
 namespace qosvisor::sched {
 
-MessageTable::MessageTable(uint32_t capacity, uint32_t reserved, HashKey key)
-    : slots_(capacity), key_(key), reserved_(reserved) {
-  uint64_t index_size = std::bit_ceil(uint64_t{capacity} * 2);
-  if (index_size < 64) index_size = 64;
-  index_.resize(index_size);
+namespace {
+
+uint64_t IndexSize(uint32_t capacity) {
+  return std::max<uint64_t>(64, std::bit_ceil(uint64_t{capacity} * 2));
+}
+
+}  // namespace
+
+MessageTable::MessageTable(uint32_t capacity, uint32_t reserved, HashKey key, PageOptions pages)
+    : slots_(capacity, pages),
+      index_(IndexSize(capacity), pages),
+      key_(key),
+      free_(capacity, pages),
+      reserved_(reserved) {
+  const uint64_t index_size = index_.size();
   index_mask_ = static_cast<uint32_t>(index_size - 1);
   index_shift_ = 64 - std::countr_zero(index_size);
-  free_.reserve(capacity);
   // Pop order = ascending slots, which keeps a lightly loaded table compact in memory.
-  for (uint32_t s = capacity; s > reserved; --s) free_.push_back(s - 1);
+  for (uint32_t s = capacity; s > reserved; --s) free_[free_count_++] = s - 1;
   for (uint32_t s = 0; s < reserved; ++s) slots_[s].flags = kMsgInUse | kMsgDefault;
 }
 
+void MessageTable::TallyPages(PageTally& tally) const {
+  tally.Add(slots_.bytes(), slots_.kind());
+  tally.Add(index_.bytes(), index_.kind());
+  tally.Add(free_.bytes(), free_.kind());
+}
+
 uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id) {
-  if (free_.empty()) return kNoId;
+  if (free_count_ == 0) return kNoId;
   uint32_t i = IndexOf(message_id);
   for (uint32_t d = 0; index_[i].slot != kNoId; ++d, i = (i + 1) & index_mask_) {
     if (d + 1 == kMaxProbe) return kNoId;
   }
-  uint32_t slot = free_.back();
-  free_.pop_back();
+  uint32_t slot = free_[--free_count_];
   if (slot >= high_water_) high_water_ = slot + 1;
   index_[i] = Entry{message_id, slot};
   MessageState& m = slots_[slot];
@@ -60,7 +74,7 @@ void MessageTable::Erase(uint32_t slot) {
   }
   index_[i] = Entry{};
   m.flags = 0;
-  free_.push_back(slot);
+  free_[free_count_++] = slot;
   --live_;
 }
 

@@ -6,10 +6,10 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 #include "common/keyed_hash.h"
 #include "common/packet_meta.h"
+#include "sched/page_memory.h"
 #include "sched/rank_queue.h"
 
 struct rte_mbuf;
@@ -95,12 +95,16 @@ inline constexpr uint32_t kMaxProbe = 64;
 class MessageTable {
  public:
   // `reserved` slots [0, reserved) are not in the index (the classes' fallback queues). `key`
-  // keys the index hash; tests pass a fixed one to be deterministic.
-  MessageTable(uint32_t capacity, uint32_t reserved, HashKey key = HashKey::Random());
+  // keys the index hash; tests pass a fixed one to be deterministic. `pages`: which page kinds
+  // the slots, the index and the free list may live on (see page_memory.h).
+  MessageTable(uint32_t capacity, uint32_t reserved, HashKey key = HashKey::Random(),
+               PageOptions pages = {});
 
   uint32_t capacity() const { return static_cast<uint32_t>(slots_.size()); }
   uint32_t live() const { return live_; }
-  uint32_t free_slots() const { return static_cast<uint32_t>(free_.size()); }
+  uint32_t free_slots() const { return free_count_; }
+  // Adds what the slots, the index and the free list got.
+  void TallyPages(PageTally& tally) const;
   MessageState& operator[](uint32_t slot) { return slots_[slot]; }
   const MessageState& operator[](uint32_t slot) const { return slots_[slot]; }
   RankNodes nodes() { return RankNodes(slots_.data(), sizeof(MessageState)); }
@@ -163,10 +167,11 @@ class MessageTable {
     return kNoId;
   }
 
-  std::vector<MessageState> slots_;
-  std::vector<Entry> index_;
+  PageArray<MessageState> slots_;
+  PageArray<Entry> index_;
   HashKey key_;
-  std::vector<uint32_t> free_;  // stack of free slots
+  PageArray<uint32_t> free_;  // stack of free slots, [0, free_count_)
+  uint32_t free_count_ = 0;
   uint32_t index_mask_ = 0;
   int index_shift_ = 64;
   uint32_t reserved_ = 0;

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "sched/page_memory.h"
+
 namespace qosvisor::sched {
 
 inline constexpr uint32_t kNoId = UINT32_MAX;
@@ -52,6 +54,8 @@ struct RankQueueConfig {
   // Most elements held at once (one per message slot); the heap reserves this up front so that
   // pushing never allocates on the data path.
   uint32_t capacity = 0;
+  // Which page kinds the queue's arrays (buckets, bitmap, heap) may live on.
+  PageOptions pages = {};
 };
 
 inline constexpr int kLogMantissa = 7;

@@ -36,7 +36,8 @@ BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSin
       drop_context_(context),
       table_(config.max_messages + static_cast<uint32_t>(config.classes.size()),
              static_cast<uint32_t>(config.classes.size()),
-             config.message_hash_key.value_or(HashKey::Random())) {
+             config.message_hash_key.value_or(HashKey::Random()),
+             PageOptions{.hugetlb = config.huge_pages, .transparent = config.huge_pages}) {
   size_t n = config_.classes.size();
   if (config_.tenants.empty()) {
     TenantConfig all;
@@ -58,8 +59,13 @@ BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSin
     cs.default_slot = static_cast<uint32_t>(i);
     table_[cs.default_slot].class_id = static_cast<uint16_t>(i);
     RankQueueConfig qc = MakeRankQueueConfig(cc, hz_, config_.rank_buckets, table_.capacity());
+    qc.pages = PageOptions{.hugetlb = config_.huge_pages, .transparent = config_.huge_pages};
     queues_.emplace_back(qc, table_.nodes());
   }
+  PageTally tally;
+  table_.TallyPages(tally);
+  for (const RankQueue& q : queues_) q.TallyPages(tally);
+  table_pages_ = tally.result();
   // Positions in the masks follow (priority, index), so find-first-set gives the first priority.
   tenants_.resize(config_.tenants.size());
   tenant_pos_.resize(config_.tenants.size());
@@ -674,6 +680,7 @@ void BasicScheduler<RankQueue>::StatsInto(SchedulerStats& s) const {
   s.live_messages = table_.live();
   s.messages_reclaimed_idle = reclaimed_idle_;
   s.idle_burst_packets = idle_burst_packets_;
+  s.table_pages = table_pages_;
 }
 
 template class BasicScheduler<FfsRankQueue>;

@@ -71,6 +71,8 @@ struct SchedulerStats {
   uint64_t live_messages = 0;
   uint64_t messages_reclaimed_idle = 0;
   uint64_t idle_burst_packets = 0;  // packets that found the uplink idle and were sorted, not filed
+  // The smallest pages any large table (message table, rank queues) got: hugetlb, thp or 4k.
+  PageKind table_pages = PageKind::kSmall;
 };
 
 // Receives dropped packets; the caller frees them (rte_pktmbuf_free_bulk on the data path).
@@ -105,6 +107,8 @@ class BasicScheduler {
   uint64_t queued_bytes() const { return buffered_bytes_; }
   uint64_t tsc_hz() const { return hz_; }
   const SchedulerConfig& config() const { return config_; }
+  // What the large tables got (see SchedulerStats::table_pages).
+  PageKind table_pages() const { return table_pages_; }
 
  private:
   struct TenantState {
@@ -203,6 +207,7 @@ class BasicScheduler {
   uint16_t idle_next_ = 0;
   uint16_t idle_end_ = 0;
   MessageState no_state_;  // what stateless ranks are computed against (never read)
+  PageKind table_pages_ = PageKind::kSmall;
   // Message ids seen in the burst being checked (open addressing, valid where the stamp is).
   uint64_t seen_id_[2 * kMaxBurst] = {};
   uint32_t seen_stamp_[2 * kMaxBurst] = {};

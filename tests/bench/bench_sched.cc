@@ -15,8 +15,17 @@
 // once (each with its own mbufs) and take turns: each figure is the best of 5 interleaved windows
 // of 60 ms, so all meet the same background load on a shared box.
 //
-// Usage: bench_sched [--quick | --queues N]. BENCH_SCHED_ONLY=1 runs only our scheduler (for
-// profiling); BENCH_SCHED_HARNESS=1 adds a no-op scheduler line (the harness's own cost).
+// Pages: with --pages 4k (the default) everything lives on 4 KiB pages: the EAL runs with
+// --no-huge (rte_sched's memory), our tables are told not to use huge pages, and the mbufs are
+// plain pages. With --pages 2m everything lives on 2 MiB hugetlb pages: the EAL takes hugepages
+// (in memory, -m sized for rte_sched), our tables take the hugetlb pool, and so do the mbufs.
+// Every line says which ("pages"; "table_pages" and "mbuf_pages" what was actually got), so a
+// row compares like with like. --hugepages-needed prints how many 2 MiB pages a --pages 2m run
+// with the same queue counts needs (scripts/bench-sched reserves them) and exits.
+//
+// Usage: bench_sched [--pages 4k|2m] [--quick | --queues N] [--hugepages-needed].
+// BENCH_SCHED_ONLY=1 runs only our scheduler (for profiling); BENCH_SCHED_HARNESS=1 adds a no-op
+// scheduler line (the harness's own cost).
 #include <rte_eal.h>
 #include <rte_mbuf.h>
 #include <rte_sched.h>
@@ -41,6 +50,7 @@
 #include "common/tsc.h"
 #include "sched/ffs_rank_queue.h"
 #include "sched/heap_rank_queue.h"
+#include "sched/page_memory.h"
 #include "sched/scheduler.h"
 
 namespace qosvisor::bench {
@@ -58,6 +68,14 @@ constexpr uint16_t kQueueCap = 15;       // rte_sched queues hold 16; never let 
 constexpr double kMeasureSeconds = 0.3;  // per implementation, in kWindows windows
 constexpr double kWarmupSeconds = 0.05;
 constexpr int kWindows = 5;
+
+// The memory every implementation of a run gets (see the file comment).
+bool g_huge = false;
+const char* PagesName() { return g_huge ? "2m" : "4k"; }
+// The mbufs: all on hugetlb pages, or all on plain ones, whatever their size.
+sched::PageOptions MbufPages() {
+  return sched::PageOptions{.hugetlb = g_huge, .transparent = false, .min_huge_bytes = 0};
+}
 
 enum class Pattern { kRandom, kSequential, kIdleBurst, kAdversarial };
 const char* PatternName(Pattern p) {
@@ -196,6 +214,7 @@ class OurSched {
     c.max_messages = MaxMessages(queues);
     c.message_idle_timeout_ns = 0;
     c.classes = {sched::ClassConfig{.name = "srpt", .policy = sched::Policy::kSrpt}};
+    c.huge_pages = g_huge;
     auto s = S::Create(c, &NoDrops, nullptr);
     if (!s.ok()) {
       std::fprintf(stderr, "%s\n", s.message().c_str());
@@ -210,6 +229,7 @@ class OurSched {
   uint64_t drops() const { return s_->Stats().total.dropped_packets(); }
   // Packets that went to the default queue because an id's probe window was full.
   uint64_t probe_fallbacks() const { return s_->Stats().total.probe_limit_fallback; }
+  const char* table_pages() const { return sched::PageKindName(s_->table_pages()); }
 
  private:
   static void NoDrops(void*, rte_mbuf* const*, uint16_t n) {
@@ -223,50 +243,27 @@ class OurSched {
 class RteSched {
  public:
   explicit RteSched(uint32_t queues) {
-    uint32_t pipes = std::max<uint32_t>(1, queues / RTE_SCHED_QUEUES_PER_PIPE);
-    uint32_t subports = std::max<uint32_t>(1, pipes / 4096);
-    pipes_per_subport_ = pipes / subports;
-    // Rates far above what one core can push (bytes/s), so credits never run out: this measures
-    // rte_sched's data structures, not its shaping.
-    const uint64_t rate = 100'000'000'000ull;
-    rte_sched_subport_profile_params sp = {};
-    sp.tb_rate = rate;
-    sp.tb_size = 1'000'000'000;
-    for (uint64_t& r : sp.tc_rate) r = rate;
-    sp.tc_period = 10;
-    rte_sched_port_params pp = {};
-    pp.name = "bench_port";
-    pp.socket = 0;
-    pp.rate = rate;
-    pp.mtu = 1522;
-    pp.frame_overhead = RTE_SCHED_FRAME_OVERHEAD_DEFAULT;
-    pp.n_subports_per_port = subports;
-    pp.subport_profiles = &sp;
-    pp.n_subport_profiles = 1;
-    pp.n_max_subport_profiles = 1;
-    pp.n_pipes_per_subport = pipes_per_subport_;
-    port_ = rte_sched_port_config(&pp);
+    Params params(queues);
+    pipes_per_subport_ = params.port.n_pipes_per_subport;
+    const uint32_t subports = params.port.n_subports_per_port;
+    port_ = rte_sched_port_config(&params.port);
     if (port_ == nullptr) Fail("rte_sched_port_config");
-    rte_sched_pipe_params pipe = {};
-    pipe.tb_rate = rate;
-    pipe.tb_size = 1'000'000'000;
-    for (uint64_t& r : pipe.tc_rate) r = rate;
-    pipe.tc_period = 10;
-    pipe.tc_ov_weight = 1;
-    for (uint8_t& w : pipe.wrr_weights) w = 1;
-    rte_sched_subport_params sub = {};
-    sub.n_pipes_per_subport_enabled = pipes_per_subport_;
-    for (uint16_t& q : sub.qsize) q = 16;
-    sub.pipe_profiles = &pipe;
-    sub.n_pipe_profiles = 1;
-    sub.n_max_pipe_profiles = 1;
-    sub.cman_params = nullptr;
     for (uint32_t s = 0; s < subports; ++s) {
-      if (rte_sched_subport_config(port_, s, &sub, 0) != 0) Fail("rte_sched_subport_config");
+      if (rte_sched_subport_config(port_, s, &params.subport, 0) != 0) {
+        Fail("rte_sched_subport_config");
+      }
       for (uint32_t p = 0; p < pipes_per_subport_; ++p) {
         if (rte_sched_pipe_config(port_, s, p, 0) != 0) Fail("rte_sched_pipe_config");
       }
     }
+  }
+  // What rte_sched allocates from the EAL's memory for `queues` (the port and its subports).
+  static uint64_t MemoryFootprint(uint32_t queues) {
+    Params params(queues);
+    rte_sched_subport_params* subports[] = {&params.subport};
+    // Every subport is configured alike; the call takes one parameter block per subport.
+    std::vector<rte_sched_subport_params*> all(params.port.n_subports_per_port, subports[0]);
+    return rte_sched_port_get_memory_footprint(&params.port, all.data());
   }
   ~RteSched() {
     // rte_sched_port_free() frees queued mbufs, and these are not from a mempool: drain first.
@@ -304,6 +301,48 @@ class RteSched {
   uint64_t drops() const { return 0; }
 
  private:
+  // pipes x 16 queues in subports of at most 4096 pipes. Rates far above what one core can push
+  // (bytes/s), so credits never run out: this measures rte_sched's data structures, not its
+  // shaping.
+  struct Params {
+    explicit Params(uint32_t queues) {
+      const uint32_t pipes = std::max<uint32_t>(1, queues / RTE_SCHED_QUEUES_PER_PIPE);
+      const uint32_t subports = std::max<uint32_t>(1, pipes / 4096);
+      const uint64_t rate = 100'000'000'000ull;
+      sp.tb_rate = rate;
+      sp.tb_size = 1'000'000'000;
+      for (uint64_t& r : sp.tc_rate) r = rate;
+      sp.tc_period = 10;
+      port.name = "bench_port";
+      port.socket = 0;
+      port.rate = rate;
+      port.mtu = 1522;
+      port.frame_overhead = RTE_SCHED_FRAME_OVERHEAD_DEFAULT;
+      port.n_subports_per_port = subports;
+      port.subport_profiles = &sp;
+      port.n_subport_profiles = 1;
+      port.n_max_subport_profiles = 1;
+      port.n_pipes_per_subport = pipes / subports;
+      pipe.tb_rate = rate;
+      pipe.tb_size = 1'000'000'000;
+      for (uint64_t& r : pipe.tc_rate) r = rate;
+      pipe.tc_period = 10;
+      pipe.tc_ov_weight = 1;
+      for (uint8_t& w : pipe.wrr_weights) w = 1;
+      subport.n_pipes_per_subport_enabled = port.n_pipes_per_subport;
+      for (uint16_t& q : subport.qsize) q = 16;
+      subport.pipe_profiles = &pipe;
+      subport.n_pipe_profiles = 1;
+      subport.n_max_pipe_profiles = 1;
+      subport.cman_params = nullptr;
+    }
+    Params(const Params&) = delete;  // the blocks point at each other
+    rte_sched_subport_profile_params sp = {};
+    rte_sched_port_params port = {};
+    rte_sched_pipe_params pipe = {};
+    rte_sched_subport_params subport = {};
+  };
+
   [[noreturn]] static void Fail(const char* what) {
     std::fprintf(stderr, "bench_sched: %s failed\n", what);
     std::exit(1);
@@ -347,6 +386,9 @@ class Runner {
   virtual double Window(double seconds) = 0;
   // Packets our scheduler sent to a default queue because an id's probe window was full.
   virtual uint64_t ProbeFallbacks() const = 0;
+  // What our scheduler's tables got (nullptr for the others: they live in the EAL's memory).
+  virtual const char* TablePages() const = 0;
+  virtual const char* MbufPages() const = 0;
 };
 
 template <typename Impl>
@@ -354,7 +396,7 @@ class RunnerFor final : public Runner {
  public:
   template <typename... Args>
   RunnerFor(uint32_t queues, Pattern pattern, const SizeDistribution& sizes, Args&&... args)
-      : mbufs_(InFlight(pattern, queues)),
+      : mbufs_(InFlight(pattern, queues), bench::MbufPages()),
         impl_(std::forward<Args>(args)...),
         src_(queues, pattern, sizes, 7),
         queues_(queues),
@@ -378,6 +420,15 @@ class RunnerFor final : public Runner {
       return 0;
     }
   }
+
+  const char* TablePages() const override {
+    if constexpr (requires { impl_.table_pages(); }) {
+      return impl_.table_pages();
+    } else {
+      return nullptr;
+    }
+  }
+  const char* MbufPages() const override { return sched::PageKindName(mbufs_.kind()); }
 
   double Window(double seconds) override {
     const uint64_t hz = TscHz();
@@ -415,20 +466,23 @@ class RunnerFor final : public Runner {
   }
 
   // Declared before impl_ so that it outlives it: draining rte_sched reads the mbufs.
-  std::vector<BenchMbuf> mbufs_;  // value-initialised: zeroed mbuf headers
+  sched::PageArray<BenchMbuf> mbufs_;  // value-initialised: zeroed mbuf headers
   Impl impl_;
   Source src_;
   uint32_t queues_;
   bool hints_;
 };
 
-void Print(const char* impl, Pattern p, uint32_t queues, double mpps) {
+void Print(const char* impl, Pattern p, uint32_t queues, double mpps, const Runner& r) {
   nlohmann::json j = {{"bench", "sched"},
                       {"impl", impl},
                       {"pattern", PatternName(p)},
                       {"queues", queues},
+                      {"pages", PagesName()},
                       {"mpps", std::round(mpps * 100) / 100},
-                      {"ns_per_pkt", std::round(1e3 / mpps * 100) / 100}};
+                      {"ns_per_pkt", std::round(1e3 / mpps * 100) / 100},
+                      {"mbuf_pages", r.MbufPages()}};
+  if (const char* t = r.TablePages()) j["table_pages"] = t;
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }
@@ -440,6 +494,7 @@ void PrintRatios(Pattern p, uint32_t queues, std::map<std::string, double>& mpps
   nlohmann::json r = {{"bench", "sched_ratio"},
                       {"pattern", PatternName(p)},
                       {"queues", queues},
+                      {"pages", PagesName()},
                       {"qosvisor_vs_rte_sched", ratio("qosvisor", "rte_sched")}};
   if (p != Pattern::kIdleBurst) {
     r["qosvisor_vs_heap"] = ratio("qosvisor", "heap");
@@ -455,6 +510,7 @@ void PrintAdversarial(uint32_t queues, double random_mpps, double adversarial_mp
                       uint64_t probe_fallbacks) {
   nlohmann::json j = {{"bench", "sched_adversarial"},
                       {"queues", queues},
+                      {"pages", PagesName()},
                       {"random_mpps", Round2(random_mpps)},
                       {"adversarial_mpps", Round2(adversarial_mpps)},
                       {"adversarial_vs_random", Round2(adversarial_mpps / random_mpps)},
@@ -469,11 +525,13 @@ void PrintAdversarial(uint32_t queues, double random_mpps, double adversarial_mp
 // (the O(1) claim). Otherwise every element takes part and the nodes themselves miss the cache.
 template <typename Q>
 double RankQueueNs(uint32_t n, bool hot) {
-  std::vector<sched::RankNode> nodes(n);
+  sched::PageArray<sched::RankNode> nodes(n, sched::PageOptions{.hugetlb = g_huge,
+                                                                 .transparent = false});
   sched::RankQueueConfig qc;
   qc.num_buckets = 1u << 18;
   qc.granularity_shift = 6;
   qc.capacity = n;
+  qc.pages = sched::PageOptions{.hugetlb = g_huge, .transparent = false};
   Q q(qc, sched::RankNodes(nodes.data(), sizeof(sched::RankNode)));
   uint64_t x = 88172645463325252ull;
   auto rnd = [&x] {
@@ -508,28 +566,96 @@ double RankQueueNs(uint32_t n, bool hot) {
          static_cast<double>(ops);
 }
 
+uint64_t RoundUp(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
+
+// Megabytes the EAL gets: rte_sched's largest port here and room for the EAL's own memzones.
+uint64_t EalMegabytes(uint32_t max_queues) {
+  const uint64_t mb = RteSched::MemoryFootprint(max_queues) / (1 << 20) + 64;
+  return RoundUp(mb, 2);
+}
+
+// Bytes a --pages 2m run maps on hugetlb pages for an array of `bytes` (our tables take plain
+// pages below kHugeMinBytes; the mbufs always take huge pages).
+uint64_t HugeBytes(uint64_t bytes, bool tables) {
+  if (tables && bytes < sched::kHugeMinBytes) return 0;
+  return RoundUp(bytes, sched::kHugePageBytes);
+}
+
+// 2 MiB pages a --pages 2m run needs: the EAL's -m, and the largest row's mbufs and tables (all
+// implementations of a row live at once; rows do not overlap).
+uint64_t HugePagesNeeded(const std::vector<uint32_t>& queue_counts, bool harness) {
+  uint64_t row_peak = 0;
+  uint32_t max_queues = 0;
+  for (uint32_t q : queue_counts) {
+    max_queues = std::max(max_queues, q);
+    const uint64_t runners = 4 + (harness ? 1 : 0);
+    uint64_t bytes = runners * HugeBytes(InFlight(Pattern::kRandom, q) * sizeof(BenchMbuf), false);
+    // The message table of each of our three schedulers, as MessageTable sizes it (one class).
+    const uint64_t slots = uint64_t{MaxMessages(q)} + 1;
+    const uint64_t table = HugeBytes(slots * sizeof(sched::MessageState), true) +
+                           HugeBytes(uint64_t{1} << IndexBits(q) << 4, true) +
+                           HugeBytes(slots * sizeof(uint32_t), true);
+    bytes += 3 * table;
+    bytes += HugeBytes(slots * 24, true);  // the heap's array (24-byte entries)
+    row_peak = std::max(row_peak, bytes);
+  }
+  const uint64_t eal = EalMegabytes(max_queues) << 20;
+  // A few pages of slack for the rank queues' own arrays and rounding.
+  return (eal + row_peak) / sched::kHugePageBytes + 16;
+}
+
 int Main(int argc, char** argv) {
+  std::vector<uint32_t> queue_counts = {64, 4096, 65536, 1u << 20};
+  bool print_needed = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      queue_counts = {64, 4096};
+    } else if (std::strcmp(argv[i], "--queues") == 0 && i + 1 < argc) {
+      queue_counts = {static_cast<uint32_t>(std::stoul(argv[++i]))};
+    } else if (std::strcmp(argv[i], "--pages") == 0 && i + 1 < argc) {
+      const std::string v = argv[++i];
+      if (v != "4k" && v != "2m") {
+        std::fprintf(stderr, "bench_sched: --pages takes 4k or 2m, not '%s'\n", v.c_str());
+        return 2;
+      }
+      g_huge = v == "2m";
+    } else if (std::strcmp(argv[i], "--hugepages-needed") == 0) {
+      print_needed = true;
+    } else {
+      std::fprintf(stderr,
+                   "usage: bench_sched [--pages 4k|2m] [--quick | --queues N] "
+                   "[--hugepages-needed]\n");
+      return 2;
+    }
+  }
+  const bool only_ours = std::getenv("BENCH_SCHED_ONLY") != nullptr;
+  const bool harness = std::getenv("BENCH_SCHED_HARNESS") != nullptr;
+  if (print_needed) {
+    std::printf("%llu\n", static_cast<unsigned long long>(HugePagesNeeded(queue_counts, harness)));
+    return 0;
+  }
+
+  const uint32_t max_queues = *std::max_element(queue_counts.begin(), queue_counts.end());
+  // (Plain pages cost nothing until touched: the 4k run keeps the EAL's usual 1 GiB floor.)
+  const uint64_t eal_mb = EalMegabytes(max_queues);
+  const std::string megabytes = std::to_string(g_huge ? eal_mb : std::max<uint64_t>(1024, eal_mb));
   std::string prefix = "--file-prefix=bench_sched_" + std::to_string(getpid());
-  std::vector<std::string> eal_args = {"bench_sched", "--no-huge", "--no-pci",         "-m",
-                                       "1024",        prefix,      "--log-level=error"};
+  // 2m: hugepages taken anonymously (--in-memory: no hugetlbfs mount or files needed), -m of them
+  // up front, so rte_sched's port lives on them. 4k: anonymous plain pages.
+  std::vector<std::string> eal_args = {"bench_sched", "--no-pci", "-m", megabytes, prefix,
+                                       "--log-level=error"};
+  eal_args.push_back(g_huge ? "--in-memory" : "--no-huge");
   std::vector<char*> eal_argv;
   for (std::string& a : eal_args) eal_argv.push_back(a.data());
   if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) < 0) {
-    std::fprintf(stderr, "bench_sched: rte_eal_init failed\n");
+    std::fprintf(stderr, "bench_sched: rte_eal_init failed (--pages %s)\n", PagesName());
     return 1;
-  }
-  std::vector<uint32_t> queue_counts = {64, 4096, 65536, 1u << 20};
-  if (argc > 1 && std::strcmp(argv[1], "--quick") == 0) queue_counts = {64, 4096};
-  if (argc > 1 && std::strcmp(argv[1], "--queues") == 0 && argc > 2) {
-    queue_counts = {static_cast<uint32_t>(std::stoul(argv[2]))};
   }
   auto w4 = BuiltinWorkload("W4");
   if (!w4.ok()) {
     std::fprintf(stderr, "%s\n", w4.message().c_str());
     return 1;
   }
-  const bool only_ours = std::getenv("BENCH_SCHED_ONLY") != nullptr;
-  const bool harness = std::getenv("BENCH_SCHED_HARNESS") != nullptr;
 
   for (uint32_t queues : queue_counts) {
     double random_mpps = 0;
@@ -569,7 +695,7 @@ int Main(int argc, char** argv) {
           mpps[name] = std::max(mpps[name], r->Window(kMeasureSeconds / kWindows) / 1e6);
         }
       }
-      for (auto& [name, r] : runners) Print(name.c_str(), p, queues, mpps[name]);
+      for (auto& [name, r] : runners) Print(name.c_str(), p, queues, mpps[name], *r);
       const uint64_t fallbacks = runners.front().second->ProbeFallbacks();
       runners.clear();
       if (p == Pattern::kRandom) random_mpps = mpps["qosvisor"];
@@ -583,6 +709,7 @@ int Main(int argc, char** argv) {
     nlohmann::json j = {
         {"bench", "rank_queue"},
         {"entries", n},
+        {"pages", PagesName()},
         {"ffs_ns_per_op", Round2(RankQueueNs<sched::FfsRankQueue>(n, true))},
         {"heap_ns_per_op", Round2(RankQueueNs<sched::HeapRankQueue>(n, true))},
         {"ffs_all_ids_ns_per_op", Round2(RankQueueNs<sched::FfsRankQueue>(n, false))},
