@@ -65,6 +65,11 @@ void AddGenFlags(CLI::App* cmd, app::GenFlags& f) {
                   "Wait this long for the ports' links to come up (default 10s)");
   cmd->add_option("--link-buffer", f.link_buffer,
                   "Emulated link's FIFO size, tail drop when full (default 1MiB)");
+  cmd->add_option("--poll", f.poll,
+                  "How the loop waits between polls: busy (default) or sleep=DURATION; sleeping "
+                  "keeps receive stamps punctual where qosgen shares cores with the switch");
+  cmd->add_flag("--realtime", f.realtime,
+                "Run the loop at SCHED_FIFO priority (root; needs --poll sleep=...)");
 }
 
 struct Dataplane {
@@ -186,6 +191,16 @@ int Run(const app::GenFlags& flags, const std::string& json, const std::string& 
                  static_cast<unsigned long long>(l["buffer_bytes"].get<uint64_t>()),
                  static_cast<unsigned long long>(l["dropped_frames"].get<uint64_t>()),
                  static_cast<unsigned long long>(l["max_queued_bytes"].get<uint64_t>()));
+  }
+  if (report.contains("receiver") && progress.receiving) {
+    const auto& r = report["receiver"];
+    std::fprintf(stdout,
+                 "receiver: polls every %.1f us (p50), longest gap %.0f us, %llu gaps over 1 ms, "
+                 "largest clump %llu B, %ld involuntary context switches\n",
+                 r["poll_gap_us"]["p50"].get<double>(), r["poll_gap_us"]["max"].get<double>(),
+                 static_cast<unsigned long long>(r["polls_over_1ms"].get<uint64_t>()),
+                 static_cast<unsigned long long>(r["max_clump_bytes"].get<uint64_t>()),
+                 r["involuntary_switches"].get<long>());
   }
   if (report.value("foreign_frames", 0ull) != 0) {
     std::fprintf(stdout, "%llu received frames were not qosgen's and were ignored\n",

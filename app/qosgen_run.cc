@@ -272,6 +272,21 @@ Result<GenPlan> BuildPlan(const GenFlags& f) {
     err(fmt::format("--link-buffer '{}': must hold at least one full frame (1600B)",
                     f.link_buffer));
   }
+  if (!f.poll.empty() && f.poll != "busy") {
+    auto v = f.poll.rfind("sleep=", 0) == 0 ? ParseDuration(f.poll.substr(6))
+                                             : Result<uint64_t>(Status::Error("unknown mode"));
+    if (!v.ok() || *v == 0 || *v > 1'000'000'000) {
+      err(fmt::format("--poll '{}': use busy or sleep=DURATION (e.g. sleep=10us, at most 1s)",
+                      f.poll));
+    } else {
+      plan.options.poll_sleep_ns = *v;
+    }
+  }
+  plan.options.realtime = f.realtime;
+  if (f.realtime && f.poll.rfind("sleep=", 0) != 0) {
+    err("--realtime needs --poll sleep=DURATION: a real-time thread that never sleeps is "
+        "throttled by the kernel");
+  }
   if (!spec.classes.empty()) {
     if (Status s = pktgen::ValidateWorkload(spec); !s.ok()) err(s.message());
   }
@@ -305,10 +320,15 @@ Result<OpenPorts> OpenPlanPorts(const GenPlan& plan, dataplane::Mempool& pool) {
     open.rx = std::move(rx).value();
   }
   for (uint16_t s = 0; s < plan.spec.senders; ++s) open.endpoints.senders.push_back(open.tx.get());
+  const pktgen::GenPortSpec& receiving = plan.rx_port ? *plan.rx_port : plan.port;
+  // pcap on a live interface copies the kernel's receive time into every frame.
+  open.endpoints.receiver_stamps =
+      receiving.driver == "pcap" && receiving.args.contains("rx_iface");
   if (open.rx) {
     open.endpoints.receiver = open.rx.get();
   } else if (plan.port.driver != "null" &&
-             !(plan.port.driver == "pcap" && !plan.port.args.contains("rx_pcap"))) {
+             !(plan.port.driver == "pcap" && !plan.port.args.contains("rx_pcap") &&
+               !plan.port.args.contains("rx_iface"))) {
     // A null port's receive side makes up frames and a pcap port without rx_pcap has none: with
     // no --rx-port both are pure sinks.
     open.endpoints.receiver = open.tx.get();

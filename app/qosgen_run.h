@@ -29,6 +29,8 @@ struct GenFlags {
   std::string vlan, dst_mac, dst_ip;
   std::string link_rate, link_buffer;
   std::string link_wait;  // how long to wait for the ports' links (default 10s)
+  std::string poll;       // busy | sleep=DURATION
+  bool realtime = false;
 };
 
 struct GenPlan {

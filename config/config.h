@@ -167,6 +167,9 @@ struct Uplink {
   std::string port;
   uint64_t rate_bps = 0;
   uint64_t pacing_bps = 0;  // 98% of rate_bps unless given
+  // Credit the pacer may bank while the uplink is idle or its lcore stalled; 0 until validated
+  // (default: 20 us at the pacing rate, at least two full frames).
+  uint64_t pacing_burst_bytes = 0;
   uint64_t buffer_bytes = 4ull << 20;
   uint32_t buffer_packets = 4096;
   std::optional<uint64_t> message_limit_bytes;

@@ -135,6 +135,7 @@ void EmitUplink(YAML::Emitter& out, const Uplink& u) {
   Put(out, "port", u.port);
   Put(out, "rate", FormatRate(u.rate_bps));
   Put(out, "pacing", FormatRate(u.pacing_bps));
+  Put(out, "pacing_burst", FormatSize(u.pacing_burst_bytes));
   Put(out, "buffer", FormatSize(u.buffer_bytes));
   Put(out, "buffer_packets", u.buffer_packets);
   if (u.message_limit_bytes) Put(out, "message_limit", FormatSize(*u.message_limit_bytes));

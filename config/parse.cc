@@ -612,6 +612,7 @@ void ParseUplink(MapReader& r, Uplink& u) {
   r.ReadRequired("rate", "the line rate, e.g. 1Gbps", u.rate_bps,
                  [&](const YAML::Node& n, const std::string& p) { return r.conv().Rate(n, p); });
   r.Rate("pacing", u.pacing_bps);
+  r.Size("pacing_burst", u.pacing_burst_bytes);
   r.Size("buffer", u.buffer_bytes);
   r.Int("buffer_packets", u.buffer_packets, 1, std::numeric_limits<uint32_t>::max());
   r.Size("message_limit", u.message_limit_bytes);

@@ -81,6 +81,7 @@ sched::SchedulerConfig BuildSchedulerConfig(const config::Config& config,
   s.name = uplink.port;
   s.rate_bps = uplink.rate_bps;
   s.pacing_bps = uplink.pacing_bps;
+  s.pacer_burst_bytes = static_cast<uint32_t>(uplink.pacing_burst_bytes);
   s.buffer_bytes = uplink.buffer_bytes;
   s.buffer_packets = uplink.buffer_packets;
   s.message_limit_bytes = static_cast<uint32_t>(uplink.message_limit_bytes.value_or(0));

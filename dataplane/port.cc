@@ -44,7 +44,7 @@ DriverArgs ArgsOf(Driver driver) {
     case Driver::kVhostUser:
       return {{"path", "mode", "queues"}, {"path"}};
     case Driver::kPcap:
-      return {{"rx_pcap", "tx_pcap", "loop"}, {}};
+      return {{"rx_pcap", "tx_pcap", "loop", "rx_iface", "tx_iface"}, {}};
     case Driver::kVm:
       return {{}, {}};
   }
@@ -199,12 +199,14 @@ Result<std::pair<std::string, std::string>> VdevSpec(const PortOptions& o) {
       break;
     case Driver::kPcap:
       prefix = "net_pcap";
-      if (!o.args.contains("rx_pcap") && !o.args.contains("tx_pcap")) {
-        return Status::Error(
-            fmt::format("port '{}': driver pcap needs rx_pcap or tx_pcap", o.name));
+      if (!o.args.contains("rx_pcap") && !o.args.contains("tx_pcap") &&
+          !o.args.contains("rx_iface")) {
+        return Status::Error(fmt::format(
+            "port '{}': driver pcap needs rx_pcap, tx_pcap or rx_iface", o.name));
       }
-      if (o.args.contains("rx_pcap")) kv.emplace_back("rx_pcap", arg("rx_pcap"));
-      if (o.args.contains("tx_pcap")) kv.emplace_back("tx_pcap", arg("tx_pcap"));
+      for (const char* key : {"rx_pcap", "tx_pcap", "rx_iface", "tx_iface"}) {
+        if (o.args.contains(key)) kv.emplace_back(key, arg(key));
+      }
       if (arg("loop") == "true") kv.emplace_back("infinite_rx", "1");
       break;
     case Driver::kRing:

@@ -94,7 +94,7 @@ Result<GenPortSpec> ParseGenPortSpec(const std::string& text, const std::string&
       {"vhost-user", {"path"}},
       {"af_packet", {"iface", "qpairs"}},
       {"tap", {"iface"}},
-      {"pcap", {"rx_pcap", "tx_pcap", "loop"}},
+      {"pcap", {"rx_pcap", "tx_pcap", "loop", "rx_iface", "tx_iface"}},
       {"null", {"size"}},
       {"ring", {}},
   };
@@ -140,9 +140,10 @@ Result<GenPortSpec> ParseGenPortSpec(const std::string& text, const std::string&
   if (spec.driver == "memif") s = need("socket");
   if (spec.driver == "vhost-user") s = need("path");
   if (spec.driver == "af_packet") s = need("iface");
-  if (spec.driver == "pcap" && !spec.args.contains("rx_pcap") && !spec.args.contains("tx_pcap")) {
+  if (spec.driver == "pcap" && !spec.args.contains("rx_pcap") && !spec.args.contains("tx_pcap") &&
+      !spec.args.contains("rx_iface")) {
     s = Status::Error(
-        fmt::format("{} '{}': driver pcap needs rx_pcap=FILE and/or tx_pcap=FILE", flag, text));
+        fmt::format("{} '{}': driver pcap needs rx_pcap=FILE, tx_pcap=FILE or rx_iface=IF", flag, text));
   }
   if (!s.ok()) return s;
   return spec;

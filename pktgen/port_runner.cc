@@ -5,7 +5,14 @@
 
 #include <fmt/format.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
 
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -39,6 +46,149 @@ Status Announce(const WorkloadSpec& spec, const PortEndpoints& ports) {
   return Status::Ok();
 }
 
+// How punctually the receive side polled: every received frame is stamped when it is polled, so a
+// gap between polls (the process preempted, or busy elsewhere in its loop) shows up as a clump of
+// frames stamped at once, and an emulated link behind it sees them arrive together.
+class ReceiverCadence {
+ public:
+  explicit ReceiverCadence(uint64_t hz) : hz_(hz) {
+    rusage u{};
+    if (getrusage(RUSAGE_THREAD, &u) == 0) start_involuntary_ = u.ru_nivcsw;
+  }
+  void Loop(uint64_t now) {
+    if (last_loop_ != 0) gap_ns_.Record(TscToNs(now - last_loop_, hz_));
+    last_loop_ = now;
+    if (clump_bytes_ > max_clump_bytes_) max_clump_bytes_ = clump_bytes_;
+    clump_bytes_ = 0;
+  }
+  void Slept(uint64_t tsc) { max_sleep_tsc_ = std::max(max_sleep_tsc_, tsc); }
+  void Received(const PacketBatch& rx, uint16_t got) {
+    for (uint16_t i = 0; i < got; ++i) clump_bytes_ += rte_pktmbuf_data_len(rx.pkts[i]);
+  }
+  nlohmann::json Report() const {
+    rusage u{};
+    long involuntary = 0;
+    if (getrusage(RUSAGE_THREAD, &u) == 0) involuntary = u.ru_nivcsw - start_involuntary_;
+    return {{"poll_gap_us",
+             {{"p50", gap_ns_.Percentile(0.5) / 1e3},
+              {"p99", gap_ns_.Percentile(0.99) / 1e3},
+              {"p9999", gap_ns_.Percentile(0.9999) / 1e3},
+              {"max", static_cast<double>(gap_ns_.max()) / 1e3}}},
+            {"polls_over_100us", CountOver(100'000)},
+            {"polls_over_1ms", CountOver(1'000'000)},
+            {"max_clump_bytes", max_clump_bytes_},
+            {"longest_sleep_us", static_cast<double>(TscToNs(max_sleep_tsc_, hz_)) / 1e3},
+            {"involuntary_switches", involuntary}};
+  }
+
+ private:
+  uint64_t CountOver(uint64_t ns) const {
+    uint64_t n = 0;
+    for (int i = Histogram::Index(ns) + 1; i < Histogram::kBuckets; ++i) n += gap_ns_.CountAt(i);
+    return n;
+  }
+  uint64_t hz_;
+  Histogram gap_ns_;
+  uint64_t last_loop_ = 0;
+  uint64_t clump_bytes_ = 0, max_clump_bytes_ = 0;
+  uint64_t max_sleep_tsc_ = 0;
+  long start_involuntary_ = 0;
+};
+
+// The loop's thread at a real-time priority for as long as the run lasts. A real-time thread
+// that never sleeps would be throttled by the kernel (and starve per-CPU kernel threads), so
+// this is only used with a sleep between polls.
+class RealtimeScope {
+ public:
+  Status Enter() {
+    if (pthread_getschedparam(pthread_self(), &old_policy_, &old_param_) != 0) {
+      return Status::Error("--realtime: cannot read the thread's scheduling policy");
+    }
+    sched_param p{};
+    p.sched_priority = kPriority;
+    if (const int rc = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p); rc != 0) {
+      return Status::Error(fmt::format(
+          "--realtime: cannot switch to SCHED_FIFO ({}); run as root (CAP_SYS_NICE) or drop "
+          "--realtime",
+          std::strerror(rc)));
+    }
+    entered_ = true;
+    return Status::Ok();
+  }
+  ~RealtimeScope() {
+    if (entered_) pthread_setschedparam(pthread_self(), old_policy_, &old_param_);
+  }
+
+ private:
+  // Above ordinary threads, below the kernel's own real-time threads (50 for threaded IRQs).
+  static constexpr int kPriority = 20;
+  int old_policy_ = SCHED_OTHER;
+  sched_param old_param_{};
+  bool entered_ = false;
+};
+
+// Receive times the device recorded (mbuf timestamp field: the pcap driver's copy of the kernel's
+// receive time, microseconds of CLOCK_REALTIME), mapped onto the TSC: a frame that waited in the device's ring
+// because this loop polled late is measured at its arrival, not at the poll.
+constexpr uint64_t kMaxDeliveryNs = 10'000'000;
+
+class DeviceStamps {
+ public:
+  DeviceStamps(uint64_t hz, bool enabled) : hz_(hz) {
+    if (!enabled) return;
+    const int field = rte_mbuf_dynfield_lookup(RTE_MBUF_DYNFIELD_TIMESTAMP_NAME, nullptr);
+    const int flag = rte_mbuf_dynflag_lookup(RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME, nullptr);
+    if (field >= 0 && flag >= 0) {
+      offset_ = field;
+      flag_ = uint64_t{1} << flag;
+    }
+    Calibrate();
+  }
+  // The TSC time `m` arrived, or `polled` when the device gave no stamp.
+  uint64_t ArrivalTsc(const rte_mbuf* m, uint64_t polled) {
+    if (offset_ < 0 || (m->ol_flags & flag_) == 0) return polled;
+    const uint64_t ns = *RTE_MBUF_DYNFIELD(m, offset_, const rte_mbuf_timestamp_t*) * 1000;
+    ++stamped_;
+    const int64_t delta_ns = static_cast<int64_t>(ns) - static_cast<int64_t>(base_ns_);
+    const int64_t delta_tsc = delta_ns * static_cast<int64_t>(hz_ / 1000) / 1'000'000;
+    const uint64_t at = static_cast<uint64_t>(static_cast<int64_t>(base_tsc_) + delta_tsc);
+    // A stamp is never later than the poll that found the frame; clock steps are clamped.
+    const uint64_t arrival = std::min(at, polled);
+    max_delivery_tsc_ = std::max(max_delivery_tsc_, polled - arrival);
+    return arrival;
+  }
+  uint64_t stamped() const { return stamped_; }
+  double max_delivery_us() const { return static_cast<double>(TscToNs(max_delivery_tsc_, hz_)) / 1e3; }
+
+ private:
+  void Calibrate() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    base_tsc_ = ReadTsc();
+    base_ns_ = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
+  }
+  uint64_t hz_;
+  int offset_ = -1;
+  uint64_t flag_ = 0;
+  uint64_t base_tsc_ = 0, base_ns_ = 0;
+  uint64_t stamped_ = 0, max_delivery_tsc_ = 0;
+};
+
+// How far the emulated link may drain. With device stamps, frames still in the device's ring may
+// have arrived before now: drain only to the latest arrival seen, or to a moment long enough ago
+// that every frame before it has been delivered (the pcap driver hands over the kernel's blocks
+// within its 8 ms block timeout).
+uint64_t DrainHorizon(const DeviceStamps& stamps, uint64_t last_arrival, uint64_t now) {
+  if (stamps.stamped() == 0) return now;
+  const uint64_t settled = now - std::min(now, NsToTsc(kMaxDeliveryNs, TscHz()));
+  return std::max(last_arrival, settled);
+}
+
+void SleepBetweenPolls(uint64_t ns) {
+  const timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
+}
+
 }  // namespace
 
 Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& ports,
@@ -47,6 +197,13 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
   if (ports.senders.size() < spec.senders || ports.pool == nullptr) {
     return Status::Error(
         fmt::format("traffic: {} sender port(s) and a mempool are needed", spec.senders));
+  }
+  if (options.realtime && options.poll_sleep_ns == 0) {
+    return Status::Error("--realtime needs a sleep between polls (--poll sleep=DURATION)");
+  }
+  RealtimeScope realtime;
+  if (options.realtime) {
+    if (Status s = realtime.Enter(); !s.ok()) return s;
   }
   if (Status s = Announce(spec, ports); !s.ok()) return s;
   const uint64_t hz = TscHz();
@@ -106,8 +263,12 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
 
   uint64_t last_rx = start;
   PacketBatch rx;
+  ReceiverCadence cadence(hz);
+  DeviceStamps stamps(hz, ports.receiver_stamps);
+  uint64_t last_arrival = start;
   for (;;) {
     const uint64_t now = ReadTsc();
+    cadence.Loop(now);
     if (!stopped && options.stop != nullptr && options.stop->load() && now < end_arrivals) {
       // Stopped early: the run is as long as it went, and stragglers get the usual grace.
       stopped = true;
@@ -124,28 +285,33 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
         rx.count = 0;
         got = ports.receiver->Recv(rx);
         const uint64_t rx_now = ReadTsc();
-        if (link) link->Drain(rx_now, measured);
+        if (link) link->Drain(DrainHorizon(stamps, last_arrival, rx_now), measured);
         for (uint16_t i = 0; i < got; ++i) {
           rte_mbuf* m = rx.pkts[i];
           const auto* data = rte_pktmbuf_mtod(m, const uint8_t*);
           const uint32_t len = rte_pktmbuf_data_len(m);
+          const uint64_t arrived = stamps.ArrivalTsc(m, rx_now);
           if (!link) {
-            analyser.Receive(data, len, rx_now);
+            analyser.Receive(data, len, arrived);
             continue;
           }
           Probe p;
           if (!ReadProbe(data, len, p)) {
             analyser.CountForeign();
           } else {
-            link->Offer(p, len, rx_now);
+            // The queue as it was when this frame arrived: what left before it, and no later.
+            link->Drain(arrived, measured);
+            link->Offer(p, len, arrived);
           }
+          last_arrival = std::max(last_arrival, arrived);
         }
         rte_pktmbuf_free_bulk(rx.pkts, got);
         n += got;
         if (got != 0) last_rx = rx_now;
+        cadence.Received(rx, got);
       } while (got == kMaxBurst);
     }
-    if (link) link->Drain(ReadTsc(), measured);
+    if (link) link->Drain(DrainHorizon(stamps, last_arrival, ReadTsc()), measured);
     if (options.progress && now >= next_progress) {
       options.progress(static_cast<double>(now - start) / static_cast<double>(hz), gen, analyser);
       next_progress += progress_tsc;
@@ -156,6 +322,11 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
       // longer takes them must not hold the run forever).
       const bool quiet = n == 0 && now - last_rx > hz / 20 && (!link || link->queued_frames() == 0);
       if (now >= hard_end || (gen.idle() && (quiet || ports.receiver == nullptr))) break;
+    }
+    if (options.poll_sleep_ns != 0) {
+      const uint64_t before = ReadTsc();
+      SleepBetweenPolls(options.poll_sleep_ns);
+      cadence.Slept(ReadTsc() - before);
     }
   }
   // Frames still in the emulated link would leave at their departure times: measure them so.
@@ -184,6 +355,11 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
                              {"dropped_bytes", link->dropped_bytes()},
                              {"max_queued_bytes", link->max_queued_bytes()}};
   }
+  result.report["receiver"] = cadence.Report();
+  result.report["receiver"]["poll_sleep_us"] = static_cast<double>(options.poll_sleep_ns) / 1e3;
+  result.report["receiver"]["realtime"] = options.realtime;
+  result.report["receiver"]["device_stamped_frames"] = stamps.stamped();
+  result.report["receiver"]["max_delivery_delay_us"] = stamps.max_delivery_us();
   result.generated_packets = gen.packets_sent();
   return result;
 }

@@ -23,6 +23,9 @@ struct PortEndpoints {
   // Send one broadcast from the receiver's MAC out of `receiver` first, so a learning switch
   // knows where the receiver is before the first message.
   bool announce = false;
+  // The receiver's device stamps every frame with the kernel's receive time (pcap on a live
+  // interface: microseconds of CLOCK_REALTIME): frames are measured at those times.
+  bool receiver_stamps = false;
 };
 
 struct RunOptions {
@@ -36,6 +39,12 @@ struct RunOptions {
   // `link_buffer_bytes` drained at `link_bps`.
   uint64_t link_bps = 0;
   uint64_t link_buffer_bytes = 1 << 20;
+  // How the loop waits between polls. 0: it busy-polls (highest rates). Otherwise it sleeps this
+  // long after every round, so that on a box where the switch and the generator share cores the
+  // loop is runnable only briefly and, with `realtime`, is never kept off its core by a
+  // time-shared neighbour: every received frame is stamped within a sleep of its arrival.
+  uint64_t poll_sleep_ns = 0;
+  bool realtime = false;  // SCHED_FIFO for the loop (needs CAP_SYS_NICE); only with a sleep
 };
 
 struct RunResult {

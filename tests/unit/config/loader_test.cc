@@ -274,6 +274,9 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK(u.port == "uplink0");
   CHECK(u.rate_bps == 10'000'000'000u);
   CHECK(u.pacing_bps == 9'500'000'000u);
+  // 20 us at 9.5 Gbps; a 1 Gbps uplink gets the floor of two full frames.
+  CHECK(u.pacing_burst_bytes == 23'750u);
+  CHECK(c.uplinks[1].pacing_burst_bytes >= 2 * 1518u);
   CHECK(u.buffer_bytes == 8 * kMiB);
   CHECK(u.buffer_packets == 1024);
   CHECK(u.message_limit_bytes == 256 * kKiB);

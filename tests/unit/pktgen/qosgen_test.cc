@@ -445,6 +445,22 @@ TEST_CASE("bad flags name the flag and what would be right", "[qosgen]") {
   f = RingFlags();
   f.workload = "x.yaml";
   CHECK_THAT(message(f), Catch::Contains("either --workload FILE or --class"));
+  f = RingFlags();
+  f.poll = "nap";
+  CHECK_THAT(message(f), Catch::Contains("--poll 'nap': use busy or sleep=DURATION"));
+  f.poll = "sleep=0s";
+  CHECK_THAT(message(f), Catch::Contains("--poll 'sleep=0s'"));
+  f = RingFlags();
+  f.realtime = true;
+  CHECK_THAT(message(f), Catch::Contains("--realtime needs --poll sleep=DURATION"));
+  f.poll = "sleep=20us";
+  REQUIRE(app::BuildPlan(f).ok());
+  CHECK(app::BuildPlan(f)->options.poll_sleep_ns == 20'000);
+  f = RingFlags();
+  f.rx_port = "pcap:rx_iface=veth1,snaplen=9";
+  CHECK_THAT(message(f), Catch::Contains("has no argument 'snaplen'"));
+  f.rx_port = "pcap:rx_iface=veth1";
+  CHECK(app::BuildPlan(f).ok());
   CHECK_THAT(app::ParseFraction("1%", "--loss").value(), Catch::WithinAbs(0.01, 1e-12));
   CHECK_THAT(app::ParseFraction("abc", "--loss").message(), Catch::Contains("--loss 'abc'"));
 }
