@@ -39,9 +39,9 @@ void MessageTable::TallyPages(PageTally& tally) const {
   tally.Add(free_.bytes(), free_.kind());
 }
 
-uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id) {
+uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id, uint32_t home) {
   if (free_count_ == 0) return kNoId;
-  uint32_t i = IndexOf(message_id);
+  uint32_t i = home;
   for (uint32_t d = 0; index_[i].slot != kNoId; ++d, i = (i + 1) & index_mask_) {
     if (d + 1 == kMaxProbe) return kNoId;
   }

@@ -113,9 +113,8 @@ class MessageTable {
   uint32_t IndexOf(uint64_t message_id) const {
     return static_cast<uint32_t>(KeyedHash64(message_id, key_) >> index_shift_);
   }
-  void PrefetchIndex(uint64_t message_id) const {
-    __builtin_prefetch(&index_[IndexOf(message_id)]);
-  }
+  void PrefetchIndex(uint64_t message_id) const { PrefetchIndexAt(IndexOf(message_id)); }
+  void PrefetchIndexAt(uint32_t home) const { __builtin_prefetch(&index_[home]); }
   void PrefetchSlot(uint32_t slot, bool write) const {
     const char* p = reinterpret_cast<const char*>(&slots_[slot]);
     if (write) {
@@ -128,18 +127,25 @@ class MessageTable {
   }
 
   // The slot of `message_id`, or kNoId.
-  uint32_t Find(uint64_t message_id) const {
-    const uint32_t i = Locate(message_id);
+  uint32_t Find(uint64_t message_id) const { return FindFrom(message_id, IndexOf(message_id)); }
+  // The same, for a caller that computed `home` = IndexOf(message_id) already (the scheduler
+  // hashes a burst's ids once, to prefetch their index entries).
+  uint32_t FindFrom(uint64_t message_id, uint32_t home) const {
+    const uint32_t i = Locate(message_id, home);
     return i == kNoId ? kNoId : index_[i].slot;
   }
 
   // A fresh slot for `message_id` (which must not be present), or kNoId when the table is full
   // (free_slots() == 0) or the id's probe window is (every entry in it taken).
-  uint32_t Insert(uint64_t message_id, uint16_t class_id);
+  uint32_t Insert(uint64_t message_id, uint16_t class_id) {
+    return Insert(message_id, class_id, IndexOf(message_id));
+  }
+  // The same with `home` = IndexOf(message_id).
+  uint32_t Insert(uint64_t message_id, uint16_t class_id, uint32_t home);
 
   // How far `message_id`'s entry lies from its home position, or kNoId when it is not indexed.
   uint32_t ProbeDistance(uint64_t message_id) const {
-    const uint32_t i = Locate(message_id);
+    const uint32_t i = Locate(message_id, IndexOf(message_id));
     return i == kNoId ? kNoId : (i - IndexOf(message_id)) & index_mask_;
   }
 
@@ -156,9 +162,9 @@ class MessageTable {
     uint32_t slot = kNoId;
   };
 
-  // The index position holding `message_id`, or kNoId.
-  uint32_t Locate(uint64_t message_id) const {
-    uint32_t i = IndexOf(message_id);
+  // The index position holding `message_id`, whose home is `home`, or kNoId.
+  uint32_t Locate(uint64_t message_id, uint32_t home) const {
+    uint32_t i = home;
     for (uint32_t d = 0; d < kMaxProbe; ++d, i = (i + 1) & index_mask_) {
       const Entry& e = index_[i];
       if (e.slot == kNoId) return kNoId;

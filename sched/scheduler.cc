@@ -215,6 +215,10 @@ template <typename RankQueue>
   // The packets behind the new head are the next ones this message ranks: start loading them.
   if (rte_mbuf* p = m.at(1)) __builtin_prefetch(Meta(p));
   if (rte_mbuf* p = m.at(2)) __builtin_prefetch(Meta(p));
+  // When the head leaves, PopFront moves the first overflow packet into the ring and reads its
+  // link: a long message (srpt keeps sending the one closest to done) would wait for that cold
+  // mbuf on every packet, so it is loaded a turn ahead.
+  if (m.overflow_head != nullptr) __builtin_prefetch(Meta(m.overflow_head));
   PacketMeta& hm = *Meta(m.front());
   TakeHeadFields(m, hm);
   hm.rank = ComputeRank(hm, m, classes_[c], now);
@@ -236,7 +240,7 @@ void BasicScheduler<RankQueue>::FileHead(uint16_t c, uint32_t slot, uint64_t key
 }
 
 template <typename RankQueue>
-uint32_t BasicScheduler<RankQueue>::ResolveSlot(const PacketMeta& pm) {
+uint32_t BasicScheduler<RankQueue>::ResolveSlot(const PacketMeta& pm, uint32_t home) {
   // Classification may hand the slot over (it learnt it from an earlier packet); trust it only
   // when it still holds this message.
   uint32_t hint = pm.message_slot;
@@ -246,15 +250,16 @@ uint32_t BasicScheduler<RankQueue>::ResolveSlot(const PacketMeta& pm) {
       return hint;
     }
   }
-  return table_.Find(pm.message_id);
+  return table_.FindFrom(pm.message_id, home != kNoId ? home : table_.IndexOf(pm.message_id));
 }
 
 // A fresh slot, its tag set, for the message of `pm` in class c; or, when the table or the id's
 // probe window is full, the class's default queue (counted as a fallback, by cause).
 template <typename RankQueue>
 uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_t c,
-                                                   bool* created) {
-  const uint32_t slot = table_.Insert(pm.message_id, c);
+                                                   bool* created, uint32_t home) {
+  const uint32_t slot =
+      table_.Insert(pm.message_id, c, home != kNoId ? home : table_.IndexOf(pm.message_id));
   *created = slot != kNoId;
   if (slot == kNoId) {
     ++(table_.free_slots() == 0 ? stats_[c].table_full_fallback : stats_[c].probe_limit_fallback);
@@ -318,7 +323,7 @@ int BasicScheduler<RankQueue>::VictimClass() const {
 }
 
 template <typename RankQueue>
-void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
+void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot, uint32_t home) {
   PacketMeta& pm = *Meta(pkt);
   uint32_t len = pm.wire_len;
   if (pm.class_id >= classes_.size()) {
@@ -331,7 +336,7 @@ void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot) {
   ++st.enqueued_packets;
   st.enqueued_bytes += len;
   bool created = false;
-  if (slot == kNoId) slot = NewMessageSlot(pm, c, &created);
+  if (slot == kNoId) slot = NewMessageSlot(pm, c, &created, home);
   MessageState& m = table_[slot];
   c = m.class_id;  // the message's first packet chose its class
   ClassStats& mst = stats_[c];
@@ -489,11 +494,11 @@ void BasicScheduler<RankQueue>::FileIdleBurst() {
   idle_next_ = idle_end_ = 0;
   for (uint16_t i = 0; i < n; ++i) {
     const PacketMeta& pm = *Meta(rest[i].pkt);
-    uint32_t slot = ResolveSlot(pm);
+    uint32_t slot = ResolveSlot(pm, kNoId);
     // (TakeIdleBurst saw room for every packet, and only ReclaimIdle, which frees, ran since: a
     // full table is not expected here, and would be treated as Admit treats it.)
     bool created;
-    if (slot == kNoId) slot = NewMessageSlot(pm, 0, &created);
+    if (slot == kNoId) slot = NewMessageSlot(pm, 0, &created, kNoId);
     if (AppendToMessage(rest[i].pkt, slot)) FileHead(0, slot, rest[i].key);
   }
 }
@@ -536,6 +541,7 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
   if (idle_next_ != idle_end_) FileIdleBurst();
   if (idle_bursts_ && buffered_packets_ == 0 && TakeIdleBurst(batch)) return n;
   uint32_t slots[kMaxBurst];
+  uint32_t homes[kMaxBurst];  // index positions, hashed once per packet (kNoId: not yet)
   // Stage the burst like rte_sched's grinders: touch every index entry, then every message
   // state, so the cache misses of the burst overlap instead of queueing one behind the other.
   // Appending never touches an older packet while the message's inline ring has room.
@@ -543,12 +549,14 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
     const PacketMeta& pm = *Meta(batch.pkts[i]);
     if (pm.message_slot < table_.capacity()) {
       table_.PrefetchSlot(pm.message_slot, true);
+      homes[i] = kNoId;  // the hint will most likely do; hashed only if it does not
     } else {
-      table_.PrefetchIndex(pm.message_id);
+      homes[i] = table_.IndexOf(pm.message_id);
+      table_.PrefetchIndexAt(homes[i]);
     }
   }
   for (uint16_t i = 0; i < n; ++i) {
-    slots[i] = ResolveSlot(*Meta(batch.pkts[i]));
+    slots[i] = ResolveSlot(*Meta(batch.pkts[i]), homes[i]);
     if (slots[i] != kNoId) table_.PrefetchSlot(slots[i], true);
   }
   burst_ = batch.pkts;
@@ -558,8 +566,13 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
     rte_mbuf* pkt = batch.pkts[i];
     uint32_t slot = slots[i];
     // A message created earlier in this burst was not in the index when slots[] was filled.
-    if (slot == kNoId) slot = table_.Find(Meta(pkt)->message_id);
-    Admit(pkt, slot);
+    uint32_t home = homes[i];
+    if (slot == kNoId) {
+      const uint64_t id = Meta(pkt)->message_id;
+      if (home == kNoId) home = table_.IndexOf(id);
+      slot = table_.FindFrom(id, home);
+    }
+    Admit(pkt, slot, home);
   }
   burst_size_ = 0;
   batch.count = 0;
@@ -572,6 +585,11 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
   pacer_.Refill(now);
   uint16_t added = idle_next_ != idle_end_ ? SendIdleBurst(batch) : 0;
   uint32_t now_coarse = static_cast<uint32_t>(now >> kIdleShift);
+  // Messages whose last packet left: their index entries are cold (a lookup touched them long
+  // ago), so they are prefetched now and erased once the burst is picked, when they have arrived.
+  // No Enqueue runs in between, so nothing can look these messages up meanwhile.
+  uint32_t ended[kMaxBurst];
+  uint16_t ended_count = 0;
   while (!batch.full() && pacer_.CanSend()) {
     // One plain class (the common uplink) needs no share decision at all.
     int sel = single_plain_class_ ? (queues_[0].Empty() ? -1 : 0) : SelectClass(now);
@@ -594,7 +612,10 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     if (!m.empty()) {
       PushHead(c, slot, now);
     } else {
-      if (last && !(m.flags & kMsgDefault)) table_.Erase(slot);
+      if (last && !(m.flags & kMsgDefault)) {
+        table_.PrefetchIndex(m.message_id);
+        ended[ended_count++] = slot;
+      }
       if (q.Empty()) DeactivateClass(c);
     }
     ChargeShares(c, len, !q.Empty());
@@ -608,7 +629,9 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
         if (next == lookahead_) {
           // Its head leaves without its mbuf being read (the state has what is needed);
           // the packet behind it will be ranked, so that one is loaded.
-          if (rte_mbuf* p = table_[next].at(1)) __builtin_prefetch(Meta(p));
+          const MessageState& nm = table_[next];
+          if (rte_mbuf* p = nm.at(1)) __builtin_prefetch(Meta(p));
+          if (nm.overflow_head != nullptr) __builtin_prefetch(Meta(nm.overflow_head));
         } else {
           table_.PrefetchSlot(next, true);
         }
@@ -626,6 +649,7 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     batch.Push(pkt);
     ++added;
   }
+  for (uint16_t i = 0; i < ended_count; ++i) table_.Erase(ended[i]);
   if (idle_timeout_ != 0) {
     reclaimed_idle_ += table_.ReclaimIdle(now_coarse, idle_timeout_, kReclaimBudget);
   }

@@ -141,7 +141,8 @@ class BasicScheduler {
   bool FirstOfMessage(uint64_t message_id);
   uint16_t SendIdleBurst(PacketBatch& batch);
   void FileIdleBurst();
-  void Admit(rte_mbuf* pkt, uint32_t slot_hint);
+  // `home`: the message id's index position when the caller hashed it already, else kNoId.
+  void Admit(rte_mbuf* pkt, uint32_t slot_hint, uint32_t home);
   bool AppendToMessage(rte_mbuf* pkt, uint32_t slot);
   void FileHead(uint16_t class_id, uint32_t slot, uint64_t key);
   // What Dequeue needs of a new head packet, copied while its mbuf is in cache.
@@ -163,8 +164,8 @@ class BasicScheduler {
   // The class whose worst packet goes when the buffer overflows (see scheduler.cc).
   int VictimClass() const;
   void DropWorst(uint16_t class_id, uint64_t now);
-  uint32_t ResolveSlot(const PacketMeta& pm);
-  uint32_t NewMessageSlot(const PacketMeta& pm, uint16_t class_id, bool* created);
+  uint32_t ResolveSlot(const PacketMeta& pm, uint32_t home);
+  uint32_t NewMessageSlot(const PacketMeta& pm, uint16_t class_id, bool* created, uint32_t home);
   void PushHead(uint16_t class_id, uint32_t slot, uint64_t now);
   void ActivateClass(uint16_t class_id);
   void DeactivateClass(uint16_t class_id);
