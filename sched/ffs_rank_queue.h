@@ -1,7 +1,10 @@
 // Bucketed integer priority queue over a hierarchical FFS bitmap (Eiffel's FFS and, with a moving
-// window, cFFS): O(1) push, pop-min, find-max and remove, FIFO among equal keys.
+// window, cFFS): O(1) push, pop-min, find-max and removal of the max, FIFO among equal keys.
 #pragma once
 
+#include <algorithm>
+#include <cassert>
+#include <cstddef>
 #include <cstdint>
 
 #include "sched/hier_bitmap.h"
@@ -14,8 +17,11 @@ class FfsRankQueue {
   static constexpr const char* kName = "ffs";
 
   FfsRankQueue() = default;
+  // `config.capacity` bounds the ids (and so the elements held at once); the chunk pool is sized
+  // from it so that pushing never runs out (see kChunkIds).
   FfsRankQueue(const RankQueueConfig& config, RankNodes nodes)
       : buckets_(config.num_buckets, config.pages),
+        chunks_(ChunksFor(config), config.pages),
         bitmap_(config.num_buckets, config.pages),
         map_(config),
         nodes_(nodes),
@@ -23,9 +29,10 @@ class FfsRankQueue {
 
   bool Empty() const { return size_ == 0; }
   uint32_t size() const { return size_; }
-  // Adds what the buckets and the bitmap got.
+  // Adds what the buckets, the chunks and the bitmap got.
   void TallyPages(PageTally& tally) const {
     tally.Add(buckets_.bytes(), buckets_.kind());
+    tally.Add(chunks_.bytes(), chunks_.kind());
     tally.Add(bitmap_.bytes(), bitmap_.page_kind());
   }
 
@@ -46,19 +53,22 @@ class FfsRankQueue {
 
   // Files `id` under a key mapped with key_map().
   void PushKey(uint32_t id, uint64_t key) {
-    uint32_t b = static_cast<uint32_t>(key & mask_);
-    RankNode& n = nodes_[id];
-    n.key = key;
-    n.next = kNoId;
+    const uint32_t b = static_cast<uint32_t>(key & mask_);
+    nodes_[id].key = key;
     Bucket& bucket = buckets_[b];
-    n.prev = bucket.tail;
-    if (bucket.tail == kNoId) {
-      bucket.head = id;
+    if (bucket.head == kNoId) {
+      const uint32_t c = NewChunk();
+      chunks_[c].prev = kNoId;
+      bucket = Bucket{c, c, 0, 0};
       bitmap_.Set(b);
-    } else {
-      nodes_[bucket.tail].next = id;
+    } else if (bucket.tail_pos == kChunkIds) {
+      const uint32_t c = NewChunk();
+      chunks_[c].prev = bucket.tail;
+      chunks_[bucket.tail].next = c;
+      bucket.tail = c;
+      bucket.tail_pos = 0;
     }
-    bucket.tail = id;
+    chunks_[bucket.tail].ids[bucket.tail_pos++] = id;
     // Keep the cached minimum exact: a smaller key takes over, an empty queue starts afresh.
     if (size_ == 0 || (min_valid_ && key < min_key_)) {
       min_key_ = key;
@@ -69,26 +79,38 @@ class FfsRankQueue {
 
   uint32_t PeekMin() const {
     if (size_ == 0) return kNoId;
-    return buckets_[MinBucket()].head;
+    const Bucket& bucket = buckets_[MinBucket()];
+    return chunks_[bucket.head].ids[bucket.head_pos];
+  }
+
+  // Up to `n` (at most kChunkIds + 1) elements in the order PopMin would give them, from the
+  // minimum on, written to `out`; returns how many. A prefetch hint that reads no element's node,
+  // so the scheduler can load the states of messages several picks ahead at once; it looks into
+  // the first two non-empty buckets only.
+  uint32_t PeekNext(uint32_t* out, uint32_t n) const {
+    if (size_ == 0) return 0;
+    const uint32_t b = MinBucket();
+    const uint32_t got = Gather(buckets_[b], out, n);
+    if (got == n) return n;
+    uint32_t nb = b + 1 < bitmap_.size() ? bitmap_.Next(b + 1) : HierBitmap::kNone;
+    if (nb == HierBitmap::kNone) nb = bitmap_.First();
+    if (nb == HierBitmap::kNone || nb == b) return got;
+    return got + Gather(buckets_[nb], out + got, n - got);
   }
 
   // The element that follows the minimum (a prefetch hint: the scheduler's next message but one).
   uint32_t PeekSecond() const {
-    if (size_ < 2) return kNoId;
-    uint32_t b = MinBucket();
-    uint32_t n = nodes_[buckets_[b].head].next;
-    if (n != kNoId) return n;
-    uint32_t nb = b + 1 < bitmap_.size() ? bitmap_.Next(b + 1) : HierBitmap::kNone;
-    if (nb == HierBitmap::kNone) nb = bitmap_.First();
-    return nb == HierBitmap::kNone ? kNoId : buckets_[nb].head;
+    uint32_t ids[2];
+    return PeekNext(ids, 2) == 2 ? ids[1] : kNoId;
   }
 
   uint32_t PopMin() {
     if (size_ == 0) return kNoId;
-    uint32_t b = MinBucket();
-    uint32_t id = buckets_[b].head;
+    const uint32_t b = MinBucket();
+    Bucket& bucket = buckets_[b];
+    const uint32_t id = chunks_[bucket.head].ids[bucket.head_pos];
     map_.OnPopMin(nodes_[id].key);
-    Unlink(id, b);
+    DropHead(b);
     return id;
   }
 
@@ -100,18 +122,150 @@ class FfsRankQueue {
     // Keys past the end of the circle wrap to bucket indices below the base's.
     if (base_idx > 0) b = bitmap_.Prev(base_idx - 1);
     if (b == HierBitmap::kNone) b = bitmap_.Last();
-    return buckets_[b].tail;
+    const Bucket& bucket = buckets_[b];
+    return chunks_[bucket.tail].ids[bucket.tail_pos - 1];
   }
 
-  void Remove(uint32_t id) { Unlink(id, static_cast<uint32_t>(nodes_[id].key & mask_)); }
+  // O(1) for the first or the last element of its key (all the scheduler removes: PeekMax's);
+  // elsewhere O(elements of that key), the later ones moving up one place.
+  void Remove(uint32_t id) {
+    const uint32_t b = static_cast<uint32_t>(nodes_[id].key & mask_);
+    Bucket& bucket = buckets_[b];
+    if (chunks_[bucket.head].ids[bucket.head_pos] == id) {
+      DropHead(b);
+      return;
+    }
+    // Find it, then move every later element one place towards the head.
+    uint32_t c = bucket.head;
+    uint32_t pos = bucket.head_pos;
+    while (chunks_[c].ids[pos] != id) {
+      [[maybe_unused]] const bool more = Step(bucket, c, pos);
+      assert(more);  // the id is filed under its key
+    }
+    uint32_t nc = c, npos = pos;
+    while (Step(bucket, nc, npos)) {
+      chunks_[c].ids[pos] = chunks_[nc].ids[npos];
+      c = nc;
+      pos = npos;
+    }
+    DropTail(b);
+  }
 
   uint64_t KeyOf(uint32_t id) const { return nodes_[id].key; }
 
  private:
+  // A bucket's FIFO lives in chunks of ids, not in links through the elements' nodes: the next
+  // minima are read from one cache line instead of from the message states one after the other,
+  // and filing an element writes the bucket's tail chunk (shared by the bucket, so cached)
+  // instead of the previous element's state.
+  static constexpr uint32_t kChunkIds = 14;
+  struct alignas(64) Chunk {
+    uint32_t ids[kChunkIds];
+    uint32_t next;  // towards the tail; in the free list, the next free chunk
+    uint32_t prev;
+  };
+  static_assert(sizeof(Chunk) == 64, "a chunk is one cache line");
+  // Elements are [head_pos, end) of chunk head, ..., [0, tail_pos) of chunk tail; the first and
+  // the last chunk each hold at least one element, so a bucket of k elements spans at most
+  // k / kChunkIds + 2 chunks.
   struct Bucket {
     uint32_t head = kNoId;
     uint32_t tail = kNoId;
+    uint8_t head_pos = 0;
+    uint8_t tail_pos = 0;
   };
+
+  static size_t ChunksFor(const RankQueueConfig& c) {
+    const uint64_t ids = c.capacity;
+    return static_cast<size_t>(ids / kChunkIds + 2 * std::min<uint64_t>(c.num_buckets, ids) + 2);
+  }
+
+  uint32_t NewChunk() {
+    uint32_t c;
+    if (free_chunk_ != kNoId) {
+      c = free_chunk_;
+      free_chunk_ = chunks_[c].next;
+    } else {
+      assert(chunks_used_ < chunks_.size());
+      c = chunks_used_++;
+    }
+    chunks_[c].next = kNoId;
+    return c;
+  }
+  void FreeChunk(uint32_t c) {
+    chunks_[c].next = free_chunk_;
+    free_chunk_ = c;
+  }
+  // Copies up to n (at most kChunkIds + 1) of the bucket's first elements to `out`; returns
+  // how many, which is all the bucket holds when fewer than n. The first two chunks are enough:
+  // when there are more, those two hold at least 1 + kChunkIds elements.
+  uint32_t Gather(const Bucket& bucket, uint32_t* out, uint32_t n) const {
+    assert(n <= kChunkIds + 1);
+    uint32_t got = 0;
+    uint32_t c = bucket.head;
+    uint32_t pos = bucket.head_pos;
+    for (;;) {
+      const uint32_t end = c == bucket.tail ? bucket.tail_pos : kChunkIds;
+      for (; pos < end && got < n; ++pos) out[got++] = chunks_[c].ids[pos];
+      if (got == n || c == bucket.tail) return got;
+      c = chunks_[c].next;
+      pos = 0;
+    }
+  }
+
+  // Moves (c, pos) to the next element of `bucket`; false when it is the last.
+  bool Step(const Bucket& bucket, uint32_t& c, uint32_t& pos) const {
+    if (c == bucket.tail) {
+      if (pos + 1 >= bucket.tail_pos) return false;
+      ++pos;
+      return true;
+    }
+    if (++pos == kChunkIds) {
+      c = chunks_[c].next;
+      pos = 0;
+    }
+    return true;
+  }
+
+  void BucketEmptied(uint32_t b) {
+    Bucket& bucket = buckets_[b];
+    FreeChunk(bucket.head);
+    bucket = Bucket{};
+    bitmap_.Clear(b);
+    if (min_valid_ && (min_key_ & mask_) == b) min_valid_ = false;
+  }
+  void DropHead(uint32_t b) {
+    Bucket& bucket = buckets_[b];
+    --size_;
+    ++bucket.head_pos;
+    if (bucket.head == bucket.tail) {
+      if (bucket.head_pos == bucket.tail_pos) BucketEmptied(b);
+      return;
+    }
+    if (bucket.head_pos == kChunkIds) {
+      const uint32_t next = chunks_[bucket.head].next;
+      FreeChunk(bucket.head);
+      bucket.head = next;
+      bucket.head_pos = 0;
+      chunks_[next].prev = kNoId;
+    }
+  }
+  void DropTail(uint32_t b) {
+    Bucket& bucket = buckets_[b];
+    --size_;
+    --bucket.tail_pos;
+    if (bucket.head == bucket.tail) {
+      if (bucket.head_pos == bucket.tail_pos) BucketEmptied(b);
+      return;
+    }
+    if (bucket.tail_pos == 0) {
+      const uint32_t prev = chunks_[bucket.tail].prev;
+      FreeChunk(bucket.tail);
+      bucket.tail = prev;
+      bucket.tail_pos = kChunkIds;
+      chunks_[prev].next = kNoId;
+    }
+  }
 
   // The bucket of the smallest key. Cached, because the scheduler peeks at the next minimum
   // (to prefetch it) right after popping, and most pops leave the minimum where it was.
@@ -127,27 +281,10 @@ class FfsRankQueue {
     return b;
   }
 
-  void Unlink(uint32_t id, uint32_t b) {
-    RankNode& n = nodes_[id];
-    Bucket& bucket = buckets_[b];
-    if (n.prev == kNoId) {
-      bucket.head = n.next;
-    } else {
-      nodes_[n.prev].next = n.next;
-    }
-    if (n.next == kNoId) {
-      bucket.tail = n.prev;
-    } else {
-      nodes_[n.next].prev = n.prev;
-    }
-    if (bucket.head == kNoId) {
-      bitmap_.Clear(b);
-      if (min_valid_ && (min_key_ & mask_) == b) min_valid_ = false;
-    }
-    --size_;
-  }
-
   PageArray<Bucket> buckets_;
+  PageArray<Chunk> chunks_;
+  uint32_t free_chunk_ = kNoId;  // freed chunks, most recent (most likely cached) first
+  uint32_t chunks_used_ = 0;     // chunks below this have been handed out at least once
   HierBitmap bitmap_;
   RankKeyMap map_;
   RankNodes nodes_;

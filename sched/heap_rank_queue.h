@@ -49,6 +49,14 @@ class HeapRankQueue {
     return heap_[2].id;
   }
 
+  // As FfsRankQueue's prefetch hint; the heap knows only the first two in order.
+  uint32_t PeekNext(uint32_t* out, uint32_t n) const {
+    uint32_t got = 0;
+    if (got < n && size_ > 0) out[got++] = PeekMin();
+    if (got < n && size_ > 1) out[got++] = PeekSecond();
+    return got;
+  }
+
   uint32_t PopMin() {
     if (size_ == 0) return kNoId;
     uint32_t id = heap_[0].id;

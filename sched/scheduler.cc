@@ -13,6 +13,12 @@ namespace qosvisor::sched {
 namespace {
 
 constexpr uint32_t kReclaimBudget = 2;  // idle slots inspected per Dequeue call
+// Dequeue's pipeline depth: a DRAM miss here costs several picks' work, so message states are
+// asked for this many picks ahead, and the packets of the next kMetasAhead messages (at most
+// kRingAhead each from their rings) once their states are near.
+constexpr uint32_t kStatesAhead = 8;
+constexpr uint32_t kMetasAhead = 2;
+constexpr uint8_t kRingAhead = 3;
 
 }  // namespace
 
@@ -619,31 +625,25 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
       if (q.Empty()) DeactivateClass(c);
     }
     ChargeShares(c, len, !q.Empty());
-    // Software pipeline over the next picks (like rte_sched's grinders): the state of the
-    // message after next is loaded two picks ahead; when it is next, its state has arrived and
-    // the pointers to its packets are known, so the one it will rank is loaded one pick ahead.
-    uint32_t next = q.PeekMin();
-    if (next != kNoId) {
-      bool next_hot = next == slot || next == lookahead_;
-      if (next != slot) {
-        if (next == lookahead_) {
-          // Its head leaves without its mbuf being read (the state has what is needed);
-          // the packet behind it will be ranked, so that one is loaded.
-          const MessageState& nm = table_[next];
-          if (rte_mbuf* p = nm.at(1)) __builtin_prefetch(Meta(p));
-          if (nm.overflow_head != nullptr) __builtin_prefetch(Meta(nm.overflow_head));
-        } else {
-          table_.PrefetchSlot(next, true);
-        }
+    // Software pipeline over the picks to come (like rte_sched's grinders). The rank queue names
+    // them without reading their states, so the states of the next kStatesAhead are loaded now
+    // (a line already on its way costs next to nothing), and for the next kMetasAhead, whose
+    // states were asked for picks ago, the packets they will rank: srpt tends to send a message's
+    // queued packets back to back, so the first few its ring names, and its overflow link.
+    uint32_t ahead[kStatesAhead];
+    const uint32_t known = q.PeekNext(ahead, kStatesAhead);
+    for (uint32_t k = 0; k < known; ++k) {
+      if (ahead[k] != slot) table_.PrefetchSlot(ahead[k], true);
+    }
+    for (uint32_t k = 0; k < std::min(known, kMetasAhead); ++k) {
+      if (ahead[k] == slot) continue;  // PushHead has loaded its packets
+      const MessageState& nm = table_[ahead[k]];
+      for (uint8_t j = 1; j <= kRingAhead; ++j) {
+        rte_mbuf* p = nm.at(j);
+        if (p == nullptr) break;
+        __builtin_prefetch(Meta(p));
       }
-      // PeekSecond reads the next message's links, so only once its state is in cache.
-      if (next_hot) {
-        uint32_t after = q.PeekSecond();
-        if (after != kNoId && after != lookahead_ && after != next) {
-          table_.PrefetchSlot(after, true);
-          lookahead_ = after;
-        }
-      }
+      if (nm.overflow_head != nullptr) __builtin_prefetch(Meta(nm.overflow_head));
     }
     pacer_.Consume(len);
     batch.Push(pkt);

@@ -202,7 +202,6 @@ class BasicScheduler {
   uint64_t reclaimed_idle_ = 0;
   uint64_t idle_burst_packets_ = 0;
   uint32_t idle_timeout_ = 0;   // in kIdleShift units
-  uint32_t lookahead_ = kNoId;  // message whose state Dequeue prefetched ahead of its turn
   bool idle_bursts_ = false;    // this uplink may send idle bursts (one class, stateless ranks)
   IdleEntry idle_[kMaxBurst];   // the idle burst, sorted; [idle_next_, idle_end_) not yet sent
   uint16_t idle_next_ = 0;

@@ -1,6 +1,8 @@
 // Conformance of every rank-queue implementation against an exact reference (sort by key, FIFO
 // among equal keys, largest-and-newest as max), in both the fixed and the circular (cFFS) form.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <deque>
 #include <map>
 #include <random>
 #include <vector>
@@ -207,6 +209,64 @@ TEST_CASE("log-scale keys are monotone, exact for small ranks, 0.8% coarse above
   }
   CHECK(LogKey(1460) != LogKey(1480));  // one packet of difference still counts
   CHECK(LogKey(1'000'000) == LogKey(1'003'000));
+}
+
+TEST_CASE("ffs rank queue: long runs of one key span chunks; removal anywhere keeps FIFO",
+          "[rank_queue]") {
+  // Few keys and many ids: every bucket's FIFO runs over several chunks, and ids are removed at
+  // its head, its tail and in the middle, then pushed again.
+  const uint32_t kIds = 400;
+  std::vector<RankNode> nodes(kIds);
+  FfsRankQueue q(RankQueueConfig{64, 0, false, false, kIds},
+                 RankNodes(nodes.data(), sizeof(RankNode)));
+  std::map<uint64_t, std::deque<uint32_t>> ref;  // key -> FIFO
+  std::vector<bool> inside(kIds, false);
+  std::mt19937_64 rng(11);
+  auto ref_size = [&ref] {
+    size_t n = 0;
+    for (auto& [k, d] : ref) n += d.size();
+    return n;
+  };
+  for (int step = 0; step < 30000; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    const uint32_t id = static_cast<uint32_t>(rng() % kIds);
+    if (op < 5 && !inside[id]) {
+      const uint64_t key = rng() % 3;
+      q.Push(id, key);
+      ref[key].push_back(id);
+      inside[id] = true;
+    } else if (op < 7 && !q.Empty()) {
+      auto it = ref.begin();
+      while (it->second.empty()) ++it;
+      // The hint agrees with the order pops will give, as far as it reaches.
+      uint32_t ahead[8];
+      const uint32_t n = q.PeekNext(ahead, 8);
+      REQUIRE(n >= 1);
+      std::vector<uint32_t> order;
+      for (auto jt = it; jt != ref.end() && order.size() < n; ++jt) {
+        for (uint32_t x : jt->second) {
+          if (order.size() < n) order.push_back(x);
+        }
+      }
+      for (uint32_t k = 0; k < n; ++k) REQUIRE(ahead[k] == order[k]);
+      const uint32_t got = q.PopMin();
+      REQUIRE(got == it->second.front());
+      it->second.pop_front();
+      inside[got] = false;
+    } else if (inside[id]) {
+      const uint64_t key = q.KeyOf(id);
+      auto& d = ref[key];
+      d.erase(std::find(d.begin(), d.end(), id));
+      q.Remove(id);
+      inside[id] = false;
+    }
+    REQUIRE(q.size() == ref_size());
+    if (!q.Empty()) {
+      auto last = ref.rbegin();
+      while (last->second.empty()) ++last;
+      REQUIRE(q.PeekMax() == last->second.back());
+    }
+  }
 }
 
 }  // namespace qosvisor::sched
