@@ -65,6 +65,14 @@ void AddGenFlags(CLI::App* cmd, app::GenFlags& f) {
                   "Wait this long for the ports' links to come up (default 10s)");
   cmd->add_option("--link-buffer", f.link_buffer,
                   "Emulated link's FIFO size, tail drop when full (default 1MiB)");
+  cmd->add_option("--transport", f.transport,
+                  "How senders send a message: open (every byte at once, default), window "
+                  "(at most --window unacknowledged bytes), homa (--rtt-bytes unscheduled, the "
+                  "rest on SRPT grants from the receiver)");
+  cmd->add_option("--window", f.window, "window: unacknowledged bytes per message (64KiB)");
+  cmd->add_option("--rtt-bytes", f.rtt_bytes, "homa: unscheduled bytes and grant lead (24KiB)");
+  cmd->add_option("--overcommit", f.overcommit, "homa: messages granted at once (7)");
+  cmd->add_option("--rto", f.rto, "window/homa: resend after this long without progress (50ms)");
   cmd->add_option("--poll", f.poll,
                   "How the loop waits between polls: busy (default) or sleep=DURATION; sleeping "
                   "keeps receive stamps punctual where qosgen shares cores with the switch");

@@ -309,7 +309,7 @@ std::string FormatCompare(const std::vector<nlohmann::json>& reports,
                           const std::vector<std::string>& names) {
   std::string out = fmt::format("{:<16} {:<12} {:>9} {:>8}", "run", "class", "Mbps", "loss%");
   for (int b = 0; b < pktgen::kSizeBuckets; ++b) {
-    out += fmt::format(" {:>15}", fmt::format("{} p50/p99", pktgen::SizeBucketName(b)));
+    out += fmt::format(" {:>18}", fmt::format("{} p50/p99", pktgen::SizeBucketName(b)));
   }
   out += "\n";
   for (size_t r = 0; r < reports.size(); ++r) {
@@ -324,12 +324,16 @@ std::string FormatCompare(const std::vector<nlohmann::json>& reports,
         std::string cell = "-";
         if (s.is_object() && s.contains(bucket)) {
           cell = fmt::format("{:.1f}/{:.1f}", Num(s[bucket], "p50"), Num(s[bucket], "p99"));
+          const uint64_t incomplete = s[bucket].value("incomplete", uint64_t{0});
+          if (incomplete != 0) cell += fmt::format(" ~{}", incomplete);
         }
-        out += fmt::format(" {:>15}", cell);
+        out += fmt::format(" {:>18}", cell);
       }
       out += "\n";
     }
   }
+  out += "~N: N messages of that size were sent whole and never completed (packets lost); they are "
+         "not in p50/p99\n";
   return out;
 }
 

@@ -272,6 +272,30 @@ Result<GenPlan> BuildPlan(const GenFlags& f) {
     err(fmt::format("--link-buffer '{}': must hold at least one full frame (1600B)",
                     f.link_buffer));
   }
+  pktgen::TransportSpec& t = spec.transport;
+  if (f.transport == "window") {
+    t.kind = pktgen::Transport::kWindow;
+  } else if (f.transport == "homa") {
+    t.kind = pktgen::Transport::kHoma;
+  } else if (!f.transport.empty() && f.transport != "open") {
+    err(fmt::format("--transport '{}': use open, window or homa", f.transport));
+  }
+  uint64_t window = t.window_bytes, rtt = t.rtt_bytes;
+  quantity(f.window, "--window", ParseSize, "64KiB", window);
+  quantity(f.rtt_bytes, "--rtt-bytes", ParseSize, "24KiB", rtt);
+  quantity(f.rto, "--rto", ParseDuration, "50ms", t.rto_ns);
+  if (window > (1u << 30) || rtt > (1u << 30)) err("--window and --rtt-bytes must be at most 1GiB");
+  t.window_bytes = static_cast<uint32_t>(std::min<uint64_t>(window, 1u << 30));
+  t.rtt_bytes = static_cast<uint32_t>(std::min<uint64_t>(rtt, 1u << 30));
+  if (!f.overcommit.empty() && (!ParseNumber(f.overcommit, t.overcommit) || t.overcommit == 0 ||
+                                t.overcommit > 64)) {
+    err(fmt::format("--overcommit '{}': a number of messages in 1..64", f.overcommit));
+  }
+  const bool closed = t.kind != pktgen::Transport::kOpen;
+  if (!closed && !(f.window.empty() && f.rtt_bytes.empty() && f.overcommit.empty() &&
+                   f.rto.empty())) {
+    err("--window, --rtt-bytes, --overcommit and --rto need --transport window or homa");
+  }
   if (!f.poll.empty() && f.poll != "busy") {
     auto v = f.poll.rfind("sleep=", 0) == 0 ? ParseDuration(f.poll.substr(6))
                                              : Result<uint64_t>(Status::Error("unknown mode"));
@@ -305,6 +329,7 @@ Result<GenPlan> BuildPlan(const GenFlags& f) {
       {"sender_bps", spec.sender_bps},
       {"duration_s", static_cast<double>(plan.options.duration_ns) / 1e9},
       {"link_bps", plan.options.link_bps},
+      {"transport", pktgen::TransportName(spec.transport.kind)},
       {"link_buffer_bytes", plan.options.link_bps ? plan.options.link_buffer_bytes : 0}};
   return plan;
 }

@@ -30,6 +30,8 @@ struct GenFlags {
   std::string link_rate, link_buffer;
   std::string link_wait;  // how long to wait for the ports' links (default 10s)
   std::string poll;       // busy | sleep=DURATION
+  std::string transport;  // open | window | homa
+  std::string window, rtt_bytes, overcommit, rto;
   bool realtime = false;
 };
 

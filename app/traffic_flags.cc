@@ -114,7 +114,9 @@ std::string FormatReport(const nlohmann::json& r) {
   for (const auto& c : r["classes"]) {
     std::string slow;
     for (const auto& [bucket, s] : c["slowdown"].items()) {
-      slow += fmt::format("{} {:.1f}/{:.1f}  ", bucket, s.value("p50", 0.0), s.value("p99", 0.0));
+      const uint64_t incomplete = s.value("incomplete", uint64_t{0});
+      slow += fmt::format("{} {:.1f}/{:.1f}{}  ", bucket, s.value("p50", 0.0), s.value("p99", 0.0),
+                          incomplete ? fmt::format(" ({} incomplete)", incomplete) : "");
     }
     out +=
         fmt::format("{:<11} {:>6} {:>9} {:>9} {:>7} {:>9.1f} {:>8.1f}% {:>10.1f} {:>10.1f}  {}\n",
@@ -122,6 +124,13 @@ std::string FormatReport(const nlohmann::json& r) {
                     c.value("received_packets", 0ull), c.value("lost_packets", 0ull),
                     c.value("throughput_bps", 0.0) / 1e6, c.value("byte_share", 0.0) * 100,
                     c["latency_us"].value("p50", 0.0), c["latency_us"].value("p99", 0.0), slow);
+  }
+  if (r.contains("unloaded_latency_us") && r["unloaded_latency_us"].value("probes_answered", 0)) {
+    out += fmt::format(
+        "slowdown = completion time / (bytes at the bottleneck rate + the unloaded path's {:.1f}-"
+        "{:.1f} us); incomplete: sent whole, never completed (packets lost)\n",
+        r["unloaded_latency_us"].value("small_frame", 0.0),
+        r["unloaded_latency_us"].value("full_frame", 0.0));
   }
   return out;
 }

@@ -56,9 +56,10 @@ uint32_t FrameLength(Framing framing, bool vlan, uint32_t chunk, bool compact) {
   return std::max<uint32_t>(len, 60);
 }
 
-void WriteFrame(uint8_t* f, Framing framing, const FrameAddress& a, const Probe& probe) {
+void WriteFrame(uint8_t* f, Framing framing, const FrameAddress& a, const Probe& probe,
+                bool compact_allowed) {
   const bool vlan = a.vlan >= 0;
-  const bool compact = UsesCompactProbe(probe);
+  const bool compact = compact_allowed && UsesCompactProbe(probe);
   const uint32_t total = FrameLength(framing, vlan, probe.chunk, compact);
   std::memcpy(f, a.dst_mac, 6);
   std::memcpy(f + 6, a.src_mac, 6);
@@ -160,7 +161,7 @@ bool ReadProbe(const uint8_t* f, uint32_t length, Probe& probe) {
   }
   if (length < at + sizeof(Probe)) return false;
   std::memcpy(&probe, f + at, sizeof(Probe));
-  return probe.magic == kProbeMagic;
+  return probe.magic == kProbeMagic || probe.magic == kCalibrationMagic;
 }
 
 }  // namespace qosvisor::pktgen

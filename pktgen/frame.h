@@ -10,6 +10,9 @@ namespace qosvisor::pktgen {
 enum class Framing : uint8_t { kUdp, kHoma, kTcp };
 
 inline constexpr uint32_t kProbeMagic = 0x51565047;  // "QVPG"
+// Probes qosgen sends before a run, one at a time, to measure the unloaded path: ReadProbe finds
+// them, the analyser counts them as foreign.
+inline constexpr uint32_t kCalibrationMagic = kProbeMagic ^ 0xffu;
 
 struct Probe {
   uint32_t magic;
@@ -71,7 +74,10 @@ uint32_t FrameLength(Framing framing, bool vlan, uint32_t chunk, bool compact = 
 
 // Writes headers and probe into `frame` (FrameLength bytes); the payload after the probe is left
 // as it is (its bytes do not matter).
-void WriteFrame(uint8_t* frame, Framing framing, const FrameAddress& addr, const Probe& probe);
+// `compact_allowed` false: always the full probe (closed-loop transports, whose acks name the
+// sender's message id, which a compact probe does not carry).
+void WriteFrame(uint8_t* frame, Framing framing, const FrameAddress& addr, const Probe& probe,
+                bool compact_allowed = true);
 
 // Finds the probe in a received frame; false if the frame is not one of ours or is cut short.
 bool ReadProbe(const uint8_t* frame, uint32_t length, Probe& probe);

@@ -130,7 +130,9 @@ class RealtimeScope {
 // Receive times the device recorded (mbuf timestamp field: the pcap driver's copy of the kernel's
 // receive time, microseconds of CLOCK_REALTIME), mapped onto the TSC: a frame that waited in the device's ring
 // because this loop polled late is measured at its arrival, not at the poll.
-constexpr uint64_t kMaxDeliveryNs = 10'000'000;
+// A frame in the kernel's ring before a poll that found the ring empty has been handed over by
+// then, give or take the driver's copy: what arrived more than this before such a poll is known.
+constexpr uint64_t kDeliverySlackNs = 50'000;
 
 class DeviceStamps {
  public:
@@ -175,18 +177,85 @@ class DeviceStamps {
 };
 
 // How far the emulated link may drain. With device stamps, frames still in the device's ring may
-// have arrived before now: drain only to the latest arrival seen, or to a moment long enough ago
-// that every frame before it has been delivered (the pcap driver hands over the kernel's blocks
-// within its 8 ms block timeout).
-uint64_t DrainHorizon(const DeviceStamps& stamps, uint64_t last_arrival, uint64_t now) {
-  if (stamps.stamped() == 0) return now;
-  const uint64_t settled = now - std::min(now, NsToTsc(kMaxDeliveryNs, TscHz()));
+// have arrived before now: drain only to the latest arrival seen, or to shortly before the last
+// poll that emptied the ring. Draining promptly matters to closed-loop senders, whose acks and
+// grants come from frames leaving the link.
+uint64_t DrainHorizon(const DeviceStamps& stamps, uint64_t last_arrival, uint64_t emptied_at) {
+  if (stamps.stamped() == 0) return emptied_at;
+  const uint64_t settled = emptied_at - std::min(emptied_at, NsToTsc(kDeliverySlackNs, TscHz()));
   return std::max(last_arrival, settled);
 }
 
 void SleepBetweenPolls(uint64_t ns) {
   const timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
+}
+
+struct UnloadedLatency {
+  uint64_t small_ns = 0;  // a one-packet message of a few bytes
+  uint64_t full_ns = 0;   // a full-size packet
+  int answered = 0;
+};
+
+// The path's one-way latency with nothing else in flight: probes of class 0, one at a time, each
+// awaited (at most 5 ms) before the next; the minimum of each size. Slowdown is measured against
+// it, as Homa measures against an unloaded network.
+UnloadedLatency MeasureUnloaded(const WorkloadSpec& spec, const PortEndpoints& ports,
+                                DeviceStamps& stamps, uint64_t hz) {
+  constexpr int kProbesPerSize = 24;
+  UnloadedLatency out;
+  if (ports.receiver == nullptr || spec.classes.empty()) return out;
+  const Generator addresses(spec, hz, ReadTsc());
+  const ClassWorkload& cls = spec.classes[0];
+  const FrameAddress addr = addresses.AddressOf(0, cls.sender, 9999);
+  out.small_ns = out.full_ns = UINT64_MAX;
+  for (int i = 0; i < 2 * kProbesPerSize; ++i) {
+    const bool full = i % 2 == 1;
+    Probe p{};
+    p.magic = kCalibrationMagic;
+    p.tenant = cls.tenant;
+    p.message_id = (1ull << 62) | static_cast<uint64_t>(i);
+    p.message_length = p.chunk = full ? spec.mss : 1;
+    p.seq = static_cast<uint64_t>(i);
+    const uint32_t length = FrameLength(cls.framing, cls.vlan >= 0, p.chunk);
+    rte_mbuf* m = rte_pktmbuf_alloc(ports.pool);
+    if (m == nullptr) break;
+    if (rte_pktmbuf_append(m, static_cast<uint16_t>(length)) == nullptr) {
+      rte_pktmbuf_free(m);
+      break;
+    }
+    p.send_tsc = p.message_start_tsc = ReadTsc();
+    WriteFrame(rte_pktmbuf_mtod(m, uint8_t*), cls.framing, addr, p, /*compact_allowed=*/false);
+    PacketBatch b;
+    b.Push(m);
+    if (ports.senders[cls.sender]->Send(b) != 1) {
+      rte_pktmbuf_free(m);
+      continue;
+    }
+    const uint64_t deadline = p.send_tsc + hz / 200;
+    for (bool seen = false; !seen && ReadTsc() < deadline;) {
+      PacketBatch rx;
+      const uint16_t got = ports.receiver->Recv(rx);
+      const uint64_t now = ReadTsc();
+      for (uint16_t k = 0; k < got; ++k) {
+        Probe back;
+        const uint32_t len = rte_pktmbuf_data_len(rx.pkts[k]);
+        if (!ReadProbe(rte_pktmbuf_mtod(rx.pkts[k], const uint8_t*), len, back) ||
+            back.magic != kCalibrationMagic || back.message_id != p.message_id) {
+          continue;
+        }
+        const uint64_t at = stamps.ArrivalTsc(rx.pkts[k], now);
+        const uint64_t ns = TscToNs(at > p.send_tsc ? at - p.send_tsc : 0, hz);
+        uint64_t& best = full ? out.full_ns : out.small_ns;
+        best = std::min(best, ns);
+        ++out.answered;
+        seen = true;
+      }
+      rte_pktmbuf_free_bulk(rx.pkts, got);
+    }
+  }
+  if (out.small_ns == UINT64_MAX || out.full_ns == UINT64_MAX) return UnloadedLatency{};
+  return out;
 }
 
 }  // namespace
@@ -207,6 +276,9 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
   }
   if (Status s = Announce(spec, ports); !s.ok()) return s;
   const uint64_t hz = TscHz();
+  DeviceStamps stamps(hz, ports.receiver_stamps);
+  const UnloadedLatency unloaded =
+      options.measure_unloaded ? MeasureUnloaded(spec, ports, stamps, hz) : UnloadedLatency{};
   Generator gen(spec, hz, ReadTsc());
   const uint64_t start = ReadTsc();
   gen.Restart(start);
@@ -216,6 +288,8 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
   bool stopped = false;
   const uint64_t progress_tsc = std::max<uint64_t>(1, NsToTsc(options.progress_ns, hz));
   Analyser analyser(spec, hz, start);
+  if (spec.transport.kind != Transport::kOpen) gen.SetFeedback(&analyser);
+  if (unloaded.answered != 0) analyser.SetUnloadedLatency(unloaded.small_ns, unloaded.full_ns);
   std::optional<LinkEmulator> link;
   if (options.link_bps != 0) link.emplace(options.link_bps, options.link_buffer_bytes, hz);
   std::vector<PacketBatch> out(spec.senders);
@@ -253,7 +327,7 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
     }
     Probe stamped = probe;
     stamped.send_tsc = ReadTsc();  // the moment it leaves, not when the poll began
-    WriteFrame(frame, framing, addr, stamped);
+    WriteFrame(frame, framing, addr, stamped, spec.transport.kind == Transport::kOpen);
     b.Push(m);
     return true;
   };
@@ -264,8 +338,8 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
   uint64_t last_rx = start;
   PacketBatch rx;
   ReceiverCadence cadence(hz);
-  DeviceStamps stamps(hz, ports.receiver_stamps);
   uint64_t last_arrival = start;
+  uint64_t emptied_at = start;  // the last poll that found the receive ring empty
   for (;;) {
     const uint64_t now = ReadTsc();
     cadence.Loop(now);
@@ -285,7 +359,7 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
         rx.count = 0;
         got = ports.receiver->Recv(rx);
         const uint64_t rx_now = ReadTsc();
-        if (link) link->Drain(DrainHorizon(stamps, last_arrival, rx_now), measured);
+        if (got < kMaxBurst) emptied_at = rx_now;
         for (uint16_t i = 0; i < got; ++i) {
           rte_mbuf* m = rx.pkts[i];
           const auto* data = rte_pktmbuf_mtod(m, const uint8_t*);
@@ -311,7 +385,10 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
         cadence.Received(rx, got);
       } while (got == kMaxBurst);
     }
-    if (link) link->Drain(DrainHorizon(stamps, last_arrival, ReadTsc()), measured);
+    if (link) {
+      if (ports.receiver == nullptr) emptied_at = ReadTsc();
+      link->Drain(DrainHorizon(stamps, last_arrival, emptied_at), measured);
+    }
     if (options.progress && now >= next_progress) {
       options.progress(static_cast<double>(now - start) / static_cast<double>(hz), gen, analyser);
       next_progress += progress_tsc;
@@ -342,11 +419,21 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
   const double seconds = std::max(1e-9, static_cast<double>(duration_ns) / 1e9);
   result.report["generated_messages"] = gen.messages_generated();
   result.report["offered_bps"] = static_cast<double>(gen.bytes_offered()) * 8 / seconds;
+  result.report["offered_wire_bytes"] = gen.bytes_offered();
   result.report["sent_bps"] = static_cast<double>(gen.bytes_sent()) * 8 / seconds;
   result.report["sent_packets"] = gen.packets_sent();
   result.report["received_packets"] = analyser.received_packets();
   result.report["backpressure_waits"] = result.backpressure_waits;
   result.report["stopped_early"] = stopped;
+  result.report["unloaded_latency_us"] = {
+      {"small_frame", static_cast<double>(unloaded.small_ns) / 1e3},
+      {"full_frame", static_cast<double>(unloaded.full_ns) / 1e3},
+      {"probes_answered", unloaded.answered}};
+  result.report["transport"] = {{"kind", TransportName(spec.transport.kind)},
+                                {"window_bytes", spec.transport.window_bytes},
+                                {"rtt_bytes", spec.transport.rtt_bytes},
+                                {"overcommit", spec.transport.overcommit},
+                                {"retransmitted_packets", gen.retransmitted_packets()}};
   result.report["unsent_at_end"] = !gen.idle();
   if (link) {
     result.report["link"] = {{"rate_bps", options.link_bps},

@@ -45,6 +45,9 @@ struct RunOptions {
   // time-shared neighbour: every received frame is stamped within a sleep of its arrival.
   uint64_t poll_sleep_ns = 0;
   bool realtime = false;  // SCHED_FIFO for the loop (needs CAP_SYS_NICE); only with a sleep
+  // Probe the unloaded path first (a few ms) and measure slowdown against it, as Homa does; off:
+  // slowdown is against the message's bytes at the bottleneck rate alone.
+  bool measure_unloaded = true;
 };
 
 struct RunResult {

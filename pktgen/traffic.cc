@@ -45,6 +45,18 @@ const char* ArrivalName(Arrival arrival) {
   return "?";
 }
 
+const char* TransportName(Transport t) {
+  switch (t) {
+    case Transport::kOpen:
+      return "open";
+    case Transport::kWindow:
+      return "window";
+    case Transport::kHoma:
+      return "homa";
+  }
+  return "?";
+}
+
 Status ValidateWorkload(const WorkloadSpec& spec) {
   std::string errors;
   auto err = [&](const std::string& e) { errors += (errors.empty() ? "" : "\n") + e; };
@@ -58,6 +70,16 @@ Status ValidateWorkload(const WorkloadSpec& spec) {
     err(fmt::format("workload: load {} must be in (0, 10]", spec.load));
   if (spec.mss < 64 || spec.mss > 9000)
     err(fmt::format("workload: mss {} must be in 64..9000", spec.mss));
+  const TransportSpec& t = spec.transport;
+  if (t.kind == Transport::kWindow && t.window_bytes < spec.mss) {
+    err(fmt::format("transport: window {}B is smaller than one packet ({}B)", t.window_bytes,
+                    spec.mss));
+  }
+  if (t.kind == Transport::kHoma && (t.rtt_bytes < spec.mss || t.overcommit == 0)) {
+    err(fmt::format("transport: homa needs rtt_bytes >= one packet ({}B) and overcommit >= 1",
+                    spec.mss));
+  }
+  if (t.kind != Transport::kOpen && t.rto_ns == 0) err("transport: the resend timeout must be > 0");
   double shares = 0;
   for (size_t i = 0; i < spec.classes.size(); ++i) {
     const ClassWorkload& c = spec.classes[i];
@@ -91,7 +113,8 @@ uint64_t MessageWireBytes(const WorkloadSpec& spec, const ClassWorkload& c, uint
   uint64_t bytes = full * (FrameLength(c.framing, vlan, spec.mss) + kWireOverhead);
   if (rest != 0 || size == 0) {
     // The last (or only) packet; class 0 stands for any, as a workload has at most 256 classes.
-    const bool compact = full == 0 && UsesCompactProbe(0, static_cast<uint32_t>(rest),
+    const bool compact = full == 0 && spec.transport.kind == Transport::kOpen &&
+                         UsesCompactProbe(0, static_cast<uint32_t>(rest),
                                                        static_cast<uint32_t>(size), 0, c.tenant);
     bytes += FrameLength(c.framing, vlan, static_cast<uint32_t>(rest), compact) + kWireOverhead;
   }
@@ -133,6 +156,60 @@ Generator::Generator(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_t
   }
   for (uint16_t c = 0; c < spec_.classes.size(); ++c) Advance(c);
   for (Sender& s : senders_) s.free_tsc = start_tsc;
+  sent_messages_.assign(spec_.classes.size(), {});
+  rto_tsc_ = std::max<uint64_t>(1, NsToTsc(spec_.transport.rto_ns, hz_));
+}
+
+bool Generator::Refresh(Pending& m, uint64_t now) {
+  const uint32_t acked = feedback_->Acked(m.id);
+  if (acked > m.acked) {
+    m.acked = acked;
+    m.progress_tsc = now;
+  }
+  if (m.acked >= m.size) return true;
+  // Nothing confirmed for a timeout with bytes outstanding: the rest is presumed lost. Go back
+  // to the first missing byte (the receiver ignores chunks it already has).
+  if (m.sent > m.acked && now - m.progress_tsc > rto_tsc_) {
+    m.sent = m.acked;
+    m.progress_tsc = now;
+    m.recovering = spec_.transport.kind == Transport::kHoma;
+  }
+  return false;
+}
+
+uint32_t Generator::HomaLimit(const Pending& m) {
+  const uint32_t granted = feedback_->Granted(m.id, m.size);
+  if (m.recovering) return std::max(granted, std::min(m.size, m.acked + spec_.mss));
+  return std::max(granted, std::min(m.size, spec_.transport.rtt_bytes));
+}
+
+int Generator::Pick(Sender& sender, uint64_t now) {
+  const TransportSpec& t = spec_.transport;
+  if (t.kind == Transport::kOpen) return sender.queue.empty() ? -1 : 0;
+  int best = -1;
+  uint32_t best_left = UINT32_MAX;
+  for (size_t i = 0; i < sender.queue.size();) {
+    Pending& m = sender.queue[i];
+    if (m.sent != 0 && Refresh(m, now)) {
+      sender.queue.erase(sender.queue.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    // Resending after a timeout: only the chunks that did not arrive.
+    while (m.sent < m.high && feedback_->HasChunk(m.id, m.sent)) {
+      m.sent += std::min(spec_.mss, m.size - m.sent);
+    }
+    const uint32_t limit = t.kind == Transport::kWindow ? m.acked + t.window_bytes
+                                                        : HomaLimit(m);
+    if (m.sent < m.size && m.sent < limit) {
+      if (t.kind == Transport::kWindow) return static_cast<int>(i);
+      if (m.size - m.sent < best_left) {
+        best_left = m.size - m.sent;
+        best = static_cast<int>(i);
+      }
+    }
+    ++i;
+  }
+  return best;
 }
 
 void Generator::Restart(uint64_t start_tsc) {
@@ -179,7 +256,8 @@ void Generator::Arrive(uint16_t cls, uint64_t at) {
   // One source port per message, so tcp-gap sees every message as its own flow.
   const auto src_port = static_cast<uint16_t>(10000 + (messages_ % 50000));
   sender.queue.push_back({id, cls, static_cast<uint32_t>(size), 0, at, /*first_send_tsc=*/0,
-                          src_port});
+                          src_port, /*acked=*/0, /*progress_tsc=*/0, /*counted=*/false,
+                          /*high=*/0, /*recovering=*/false});
   ++messages_;
   offered_bytes_ +=
       fixed_wire_bytes_[cls] != 0 ? fixed_wire_bytes_[cls] : MessageWireBytes(spec_, c, size);
@@ -245,6 +323,10 @@ void Analyser::ReceiveProbe(const Probe& received, uint32_t length, uint64_t now
   }
   Probe p = received;
   if (p.message_id & kCompactMessageIdBit) p.seq = ExtendSeq(p.seq, max_seq_[p.class_id]);
+  if (p.chunk == 0 && p.message_length != 0) {
+    ++foreign_;
+    return;
+  }
   ClassReport& r = classes_[p.class_id];
   std::vector<uint64_t>& seen = seen_[p.class_id];
   if (seen.size() <= p.seq / 64) seen.resize(p.seq / 64 + 1024, 0);
@@ -267,29 +349,121 @@ void Analyser::ReceiveProbe(const Probe& received, uint32_t length, uint64_t now
   r.bytes_per_bin[bin] += length + kWireOverhead;
   r.latency_ns.Record(now > p.send_tsc ? (now - p.send_tsc) * 1'000'000'000 / hz_ : 0);
 
-  MessageProgress& m = messages_[p.message_id];
-  m.start_tsc = p.message_start_tsc;
-  m.received += p.chunk;
-  if (m.received < p.message_length) return;
+  auto [it, fresh] = messages_.try_emplace(p.message_id);
+  MessageProgress& m = it->second;
+  if (fresh) {
+    m.size = p.message_length;
+    m.start_tsc = p.message_start_tsc;
+    if (p.message_length > spec_.mss) m.chunks.resize((p.message_length / spec_.mss + 64) / 64);
+  } else if (m.received >= m.size) {
+    return;  // a resent copy of a message already complete
+  } else {
+    by_remaining_.erase({m.size - m.received, p.message_id});
+  }
+  // A resent chunk that had arrived already adds nothing to its message.
+  const uint32_t chunk_index = p.offset / spec_.mss;
+  if (!m.chunks.empty()) {
+    uint64_t& bits = m.chunks[chunk_index / 64];
+    const uint64_t bit = uint64_t{1} << (chunk_index % 64);
+    if ((bits & bit) == 0) {
+      bits |= bit;
+      m.received += p.chunk;
+    }
+    while (m.contiguous < m.size) {
+      const uint32_t next = m.contiguous / spec_.mss;
+      if ((m.chunks[next / 64] & (uint64_t{1} << (next % 64))) == 0) break;
+      m.contiguous = std::min(m.size, m.contiguous + spec_.mss);
+    }
+  } else {
+    m.received = m.contiguous = m.size;
+  }
+  if (m.received < m.size) {
+    by_remaining_.insert({m.size - m.received, p.message_id});
+    return;
+  }
   const uint64_t completion_ns = (now - m.start_tsc) * 1'000'000'000 / hz_;
-  const ClassWorkload& cls = spec_.classes[p.class_id];
-  const double ideal_ns = static_cast<double>(MessageWireBytes(spec_, cls, p.message_length)) *
-                          8e9 / static_cast<double>(spec_.bottleneck_bps);
+  const double ideal_ns = IdealNs(spec_.classes[p.class_id], p.message_length);
   const double slowdown = std::max(1.0, static_cast<double>(completion_ns) / ideal_ns);
+  const int bucket = SizeBucket(p.message_length, spec_.mss);
   r.completion_ns.Record(completion_ns);
-  r.slowdown_milli[SizeBucket(p.message_length, spec_.mss)].Record(
-      static_cast<uint64_t>(slowdown * 1000));
+  r.slowdown_milli[bucket].Record(static_cast<uint64_t>(slowdown * 1000));
   ++r.messages_completed;
-  messages_.erase(p.message_id);
+  ++r.completed_by_size[bucket];
+  r.completed_wire_bytes += MessageWireBytes(spec_, spec_.classes[p.class_id], p.message_length);
+  if (spec_.transport.kind == Transport::kOpen) {
+    messages_.erase(it);
+  } else {
+    // Kept (without its chunk map) so that the sender's ack and late copies find it complete.
+    m.chunks.clear();
+    m.chunks.shrink_to_fit();
+  }
+}
+
+double Analyser::IdealNs(const ClassWorkload& cls, uint32_t message_length) const {
+  const double wire_ns = static_cast<double>(MessageWireBytes(spec_, cls, message_length)) * 8e9 /
+                         static_cast<double>(spec_.bottleneck_bps);
+  if (full_frame_ns_ == 0) return wire_ns;
+  // The last frame's path latency, interpolated between a minimum and a full-size frame.
+  const uint32_t last = message_length % spec_.mss == 0 ? spec_.mss : message_length % spec_.mss;
+  const double f = static_cast<double>(last) / spec_.mss;
+  return wire_ns + static_cast<double>(small_frame_ns_) +
+         f * (static_cast<double>(full_frame_ns_) - static_cast<double>(small_frame_ns_));
+}
+
+void Analyser::SetUnloadedLatency(uint64_t small_frame_ns, uint64_t full_frame_ns) {
+  small_frame_ns_ = small_frame_ns;
+  full_frame_ns_ = std::max(full_frame_ns, small_frame_ns);
+}
+
+uint32_t Analyser::Acked(uint64_t message_id) const {
+  auto it = messages_.find(message_id);
+  return it == messages_.end() ? 0 : it->second.contiguous;
+}
+
+bool Analyser::HasChunk(uint64_t message_id, uint32_t offset) const {
+  auto it = messages_.find(message_id);
+  if (it == messages_.end()) return false;
+  const MessageProgress& m = it->second;
+  if (m.received >= m.size) return true;
+  const uint32_t chunk = offset / spec_.mss;
+  if (m.chunks.empty() || chunk / 64 >= m.chunks.size()) return false;
+  return (m.chunks[chunk / 64] >> (chunk % 64)) & 1;
+}
+
+bool Analyser::AmongShortest(uint64_t message_id, uint32_t remaining) const {
+  uint32_t rank = 0;
+  for (auto it = by_remaining_.begin();
+       it != by_remaining_.end() && rank < spec_.transport.overcommit; ++it, ++rank) {
+    if (it->second == message_id) return true;
+    if (it->first > remaining) return false;
+  }
+  return false;
+}
+
+uint32_t Analyser::Granted(uint64_t message_id, uint32_t size) {
+  auto it = messages_.find(message_id);
+  if (it == messages_.end()) return 0;
+  MessageProgress& m = it->second;
+  if (m.received < m.size && AmongShortest(message_id, m.size - m.received)) {
+    m.granted = std::max(m.granted, std::min(size, m.contiguous + spec_.transport.rtt_bytes));
+  }
+  return m.granted;
 }
 
 void Analyser::Finish(const Generator& generator, uint64_t duration_ns) {
   duration_ns_ = duration_ns;
   const std::vector<uint64_t> sent = generator.packets_per_class();
   for (size_t c = 0; c < classes_.size(); ++c) classes_[c].sent_packets = sent[c];
-  for (const auto& [id, progress] : messages_) {
-    const size_t cls = id >> 48;
-    if (cls < classes_.size()) ++classes_[cls].messages_incomplete;
+  // A message the sender sent whole and the receiver never completed lost packets (or, open
+  // loop, they were still queued at the end): counted by size, never silently left out.
+  const auto& whole = generator.messages_sent();
+  for (size_t c = 0; c < classes_.size(); ++c) {
+    ClassReport& r = classes_[c];
+    r.messages_incomplete = 0;
+    for (int b = 0; b < kSizeBuckets; ++b) {
+      r.incomplete_by_size[b] = whole[c][b] - std::min(whole[c][b], r.completed_by_size[b]);
+      r.messages_incomplete += r.incomplete_by_size[b];
+    }
   }
 }
 
@@ -306,8 +480,10 @@ nlohmann::json Analyser::Report() const {
     const ClassReport& r = classes_[c];
     nlohmann::json slowdown;
     for (int b = 0; b < kSizeBuckets; ++b) {
-      if (r.slowdown_milli[b].count() == 0) continue;
-      slowdown[SizeBucketName(b)] = Percentiles(r.slowdown_milli[b], 0.001);
+      if (r.slowdown_milli[b].count() == 0 && r.incomplete_by_size[b] == 0) continue;
+      nlohmann::json cell = Percentiles(r.slowdown_milli[b], 0.001);
+      cell["incomplete"] = r.incomplete_by_size[b];
+      slowdown[SizeBucketName(b)] = cell;
     }
     const double seconds = std::max(1e-9, static_cast<double>(duration_ns_) / 1e9);
     classes.push_back(
@@ -325,6 +501,7 @@ nlohmann::json Analyser::Report() const {
                       : 0.0},
          {"messages_completed", r.messages_completed},
          {"messages_incomplete", r.messages_incomplete},
+         {"completed_wire_bytes", r.completed_wire_bytes},
          {"latency_us", Percentiles(r.latency_ns, 0.001)},
          {"completion_us", Percentiles(r.completion_ns, 0.001)},
          {"slowdown", slowdown},

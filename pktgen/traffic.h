@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +44,38 @@ struct ClassWorkload {
   uint32_t dst_ip = 0;                            // default (0): WorkloadSpec::receiver_ip
 };
 
+// How senders pace a message's bytes. kOpen sends every byte as fast as the sender link allows,
+// whatever happens downstream. kWindow keeps at most `window_bytes` unacknowledged per message
+// (acks come from the receive side). kHoma sends `rtt_bytes` unscheduled and the rest as the
+// receiver grants it: the receiver grants the `overcommit` messages with the fewest bytes left
+// (SRPT, as in Homa) up to `rtt_bytes` beyond what arrived. When a message makes no progress for
+// `rto_ns`, window resends from the first missing byte; homa resends what the receiver grants
+// from there on, and one packet per timeout until the receiver knows the message.
+enum class Transport : uint8_t { kOpen, kWindow, kHoma };
+const char* TransportName(Transport t);
+
+struct TransportSpec {
+  Transport kind = Transport::kOpen;
+  uint32_t window_bytes = 64 * 1024;
+  uint32_t rtt_bytes = 24 * 1024;
+  uint32_t overcommit = 7;  // Homa's own setting in its paper (8 priorities, 7 granted)
+  // Above the deepest queue on the path (a 1 MiB buffer drains in 8.4 ms at 1 Gbps), so that a
+  // message that waits in a queue is not sent twice.
+  uint64_t rto_ns = 50'000'000;
+};
+
+// What the receive side tells senders of a closed-loop transport, by message id.
+class TransportFeedback {
+ public:
+  virtual ~TransportFeedback() = default;
+  // Bytes of the message received in order from its start (0 for a message not seen yet).
+  virtual uint32_t Acked(uint64_t message_id) const = 0;
+  // Whether the chunk at `offset` has arrived (a resend skips it, as a selective resend would).
+  virtual bool HasChunk(uint64_t message_id, uint32_t offset) const = 0;
+  // Up to which offset the receiver has granted the message (Homa); 0 when it has not.
+  virtual uint32_t Granted(uint64_t message_id, uint32_t size) = 0;
+};
+
 struct WorkloadSpec {
   std::vector<ClassWorkload> classes;
   uint64_t bottleneck_bps = 1'000'000'000;  // load is a fraction of it; slowdown relative to it
@@ -51,6 +84,7 @@ struct WorkloadSpec {
   uint32_t mss = 1400;                   // message payload bytes per packet
   uint64_t seed = 1;
   uint16_t senders = 1;
+  TransportSpec transport;
   uint8_t receiver_mac[6] = {0x02, 0x51, 0x56, 0, 0, 0xfe};
   uint32_t receiver_ip = 0x0a010001;  // 10.1.0.1
 };
@@ -68,6 +102,9 @@ struct GeneratedPacket {
 class Generator {
  public:
   Generator(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_tsc);
+  // Where a closed-loop transport's acks and grants come from (the analyser). Required unless
+  // the transport is open loop.
+  void SetFeedback(TransportFeedback* feedback) { feedback_ = feedback; }
   // Moves time zero of the schedule (before the first poll): building the generator samples the
   // size distributions, which takes long enough to make the first arrivals look late.
   void Restart(uint64_t start_tsc);
@@ -90,6 +127,12 @@ class Generator {
   // load measured against the virtual schedule, whatever the sender or the machine did.
   uint64_t bytes_offered() const { return offered_bytes_; }
   std::vector<uint64_t> packets_per_class() const { return class_packets_; }
+  // Messages whose every byte left the sender, per class and size bucket: what the receive side
+  // should have completed.
+  const std::vector<std::array<uint64_t, 5>>& messages_sent() const { return sent_messages_; }
+  uint64_t retransmitted_packets() const { return retransmitted_; }
+  // Where class `cls`'s frames from sender `s` go, and from where.
+  FrameAddress AddressOf(uint16_t cls, uint16_t s, uint16_t src_port) const;
   bool idle() const;  // no message waits to be sent
 
  private:
@@ -101,11 +144,27 @@ class Generator {
     uint64_t arrival_tsc;
     uint64_t first_send_tsc;  // when its first byte left (completion time counts from there)
     uint16_t src_port;
+    uint32_t acked = 0;               // closed loop: in-order bytes the receiver confirmed
+    uint64_t progress_tsc = 0;        // closed loop: when `acked` last moved (or first send)
+    bool counted = false;             // its last byte has left once (messages_sent)
+    uint32_t high = 0;                // the furthest offset sent: below it, a send is a resend
+    // homa: timed out once; from then on it sends only what the receiver grants (as Homa's
+    // receiver-driven resends), plus one packet per timeout so an unknown message is heard of.
+    bool recovering = false;
   };
   struct Sender {
     std::deque<Pending> queue;  // round robin between messages, as a host's flows share its NIC
     uint64_t free_tsc = 0;
   };
+  // The queue position of the message the sender sends from next, or -1: open loop takes the
+  // head; window the first with room in its window (round robin); homa the one with the fewest
+  // bytes left among those with granted bytes unsent (SRPT at the sender, as in Homa).
+  int Pick(Sender& sender, uint64_t now);
+  // Brings a closed-loop message's ack up to date; rewinds it after a timeout. True when the
+  // receiver has all of it (the message leaves the queue).
+  bool Refresh(Pending& m, uint64_t now);
+  // How far a homa message may be sent: its unscheduled bytes and its grant.
+  uint32_t HomaLimit(const Pending& m);
   void Arrive(uint16_t cls, uint64_t at);
   // Advances class `cls`'s schedule to its next arrival.
   void Advance(uint16_t cls);
@@ -122,6 +181,10 @@ class Generator {
   std::vector<uint64_t> class_packets_;
   std::vector<Sender> senders_;
   uint64_t messages_ = 0, packets_ = 0, wire_bytes_ = 0, offered_bytes_ = 0;
+  uint64_t retransmitted_ = 0;
+  uint64_t rto_tsc_ = 0;
+  std::vector<std::array<uint64_t, 5>> sent_messages_;  // per class, per size bucket
+  TransportFeedback* feedback_ = nullptr;
 };
 
 // A compact probe's 32-bit sequence number, placed in the 2^32 window nearest `highest`.
@@ -142,13 +205,16 @@ struct ClassReport {
   uint64_t reordered = 0;
   uint64_t messages_completed = 0;
   uint64_t messages_incomplete = 0;
+  std::array<uint64_t, 5> completed_by_size{};   // kSizeBuckets
+  uint64_t completed_wire_bytes = 0;             // of completed messages, as offered
+  std::array<uint64_t, 5> incomplete_by_size{};  // sent whole by the sender, never completed
   Histogram latency_ns;                    // per packet, one way
   Histogram completion_ns;                 // per message
   Histogram slowdown_milli[kSizeBuckets];  // per message, slowdown × 1000, by size bucket
   std::vector<uint64_t> bytes_per_bin;     // received wire bytes per Analyser::kBinNs
 };
 
-class Analyser {
+class Analyser final : public TransportFeedback {
  public:
   static constexpr uint64_t kBinNs = 100'000'000;  // throughput-over-time resolution
   static constexpr size_t kMaxBins = 36'000;       // one hour; later bytes go into the last bin
@@ -161,6 +227,13 @@ class Analyser {
   void ReceiveProbe(const Probe& probe, uint32_t length, uint64_t now_tsc);
   void CountForeign() { ++foreign_; }
   void Finish(const Generator& generator, uint64_t duration_ns);
+  uint32_t Acked(uint64_t message_id) const override;
+  bool HasChunk(uint64_t message_id, uint32_t offset) const override;
+  uint32_t Granted(uint64_t message_id, uint32_t size) override;
+  // The unloaded path's one-way latency for a minimum and a full-size frame (measured before the
+  // run): slowdown is completion time over the best time in an unloaded network, as in Homa —
+  // the message's bytes at the bottleneck rate plus that latency for its last frame.
+  void SetUnloadedLatency(uint64_t small_frame_ns, uint64_t full_frame_ns);
   const std::vector<ClassReport>& classes() const { return classes_; }
   uint64_t foreign_frames() const { return foreign_; }
   uint64_t received_packets() const { return received_packets_; }
@@ -169,15 +242,24 @@ class Analyser {
 
  private:
   struct MessageProgress {
-    uint32_t received = 0;
+    uint32_t received = 0;  // distinct bytes
+    uint32_t size = 0;
+    uint32_t contiguous = 0;  // bytes received in order from the start
+    uint32_t granted = 0;     // homa: the highest offset granted so far
     uint64_t start_tsc = 0;
+    std::vector<uint64_t> chunks;  // which MSS-sized chunks arrived (multi-packet messages)
   };
+  // Grants go to the `overcommit` incomplete messages with the fewest bytes left.
+  bool AmongShortest(uint64_t message_id, uint32_t remaining) const;
+  double IdealNs(const ClassWorkload& cls, uint32_t message_length) const;
   WorkloadSpec spec_;
   uint64_t hz_;
   std::vector<ClassReport> classes_;
   std::vector<std::vector<uint64_t>> seen_;  // per class, bitmap of sequence numbers
   std::vector<uint64_t> max_seq_;
   std::unordered_map<uint64_t, MessageProgress> messages_;
+  std::set<std::pair<uint32_t, uint64_t>> by_remaining_;  // (bytes left, id), incomplete ones
+  uint64_t small_frame_ns_ = 0, full_frame_ns_ = 0;
   uint64_t foreign_ = 0;
   uint64_t received_packets_ = 0, received_bytes_ = 0;
   uint64_t duration_ns_ = 0;

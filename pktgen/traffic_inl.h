@@ -5,6 +5,25 @@
 
 namespace qosvisor::pktgen {
 
+inline FrameAddress Generator::AddressOf(uint16_t cls_index, uint16_t s, uint16_t src_port) const {
+  const ClassWorkload& cls = spec_.classes[cls_index];
+  FrameAddress addr{};
+  if (cls.dst_mac) {
+    std::copy(cls.dst_mac->begin(), cls.dst_mac->end(), addr.dst_mac);
+  } else {
+    std::copy(spec_.receiver_mac, spec_.receiver_mac + 6, addr.dst_mac);
+  }
+  const uint8_t src_mac[6] = {
+      0x02, 0x51, 0x56, 0, static_cast<uint8_t>(cls.tenant), static_cast<uint8_t>(s + 1)};
+  std::copy(src_mac, src_mac + 6, addr.src_mac);
+  addr.src_ip = 0x0a000000u | uint32_t{cls.tenant} << 8 | (s + 1u);
+  addr.dst_ip = cls.dst_ip != 0 ? cls.dst_ip : spec_.receiver_ip;
+  addr.vlan = cls.vlan;
+  addr.src_port = src_port;
+  addr.dst_port = cls.dst_port;
+  return addr;
+}
+
 template <typename Emit>
 void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
   const uint64_t horizon = std::min(now + 1, arrivals_end);  // arrivals at times < horizon
@@ -16,9 +35,16 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
   }
   for (uint16_t s = 0; s < senders_.size(); ++s) {
     Sender& sender = senders_[s];
-    while (!sender.queue.empty() && sender.free_tsc <= now) {
-      Pending& m = sender.queue.front();
-      if (m.sent == 0) m.first_send_tsc = now;
+    while (sender.free_tsc <= now) {
+      const int pick = Pick(sender, now);
+      if (pick < 0) {
+        // Nothing may go (empty, or every message waits for acks or grants): an idle link
+        // banks no time to burst with later.
+        sender.free_tsc = now;
+        break;
+      }
+      Pending& m = sender.queue[static_cast<size_t>(pick)];
+      if (m.first_send_tsc == 0) m.first_send_tsc = now;
       const ClassWorkload& cls = spec_.classes[m.cls];
       const uint32_t chunk = std::min(spec_.mss, m.size - m.sent);
       Probe probe{};
@@ -34,32 +60,40 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
       probe.sender_wait = static_cast<uint32_t>(
           std::min<uint64_t>(m.first_send_tsc - std::min(m.arrival_tsc, m.first_send_tsc), UINT32_MAX));
       probe.seq = class_seq_[m.cls];
-      FrameAddress addr{};
-      if (cls.dst_mac) {
-        std::copy(cls.dst_mac->begin(), cls.dst_mac->end(), addr.dst_mac);
-      } else {
-        std::copy(spec_.receiver_mac, spec_.receiver_mac + 6, addr.dst_mac);
-      }
-      const uint8_t src_mac[6] = {
-          0x02, 0x51, 0x56, 0, static_cast<uint8_t>(cls.tenant), static_cast<uint8_t>(s + 1)};
-      std::copy(src_mac, src_mac + 6, addr.src_mac);
-      addr.src_ip = 0x0a000000u | uint32_t{cls.tenant} << 8 | (s + 1u);
-      addr.dst_ip = cls.dst_ip != 0 ? cls.dst_ip : spec_.receiver_ip;
-      addr.vlan = cls.vlan;
-      addr.src_port = m.src_port;
-      addr.dst_port = cls.dst_port;
+      const FrameAddress addr = AddressOf(m.cls, s, m.src_port);
       const uint32_t length =
-          FrameLength(cls.framing, cls.vlan >= 0, chunk, UsesCompactProbe(probe));
+          FrameLength(cls.framing, cls.vlan >= 0, chunk,
+                      spec_.transport.kind == Transport::kOpen && UsesCompactProbe(probe));
       if (!emit(s, length, probe, addr, cls.framing)) return;  // back-pressure: try again later
       ++class_seq_[m.cls];
       ++class_packets_[m.cls];
       ++packets_;
       wire_bytes_ += length + 24;
+      if (m.sent < m.high) ++retransmitted_;
       m.sent += chunk;
+      m.high = std::max(m.high, m.sent);
+      if (m.progress_tsc == 0) m.progress_tsc = now;
+      if (m.sent == m.size && !m.counted) {
+        m.counted = true;
+        ++sent_messages_[m.cls][SizeBucket(m.size, spec_.mss)];
+      }
       sender.free_tsc += uint64_t{length + 24} * 8 * hz_ / spec_.sender_bps;
-      Pending done = m;
-      sender.queue.pop_front();
-      if (done.sent < done.size) sender.queue.push_back(done);
+      switch (spec_.transport.kind) {
+        case Transport::kOpen: {  // round robin; a message sent whole is done
+          Pending done = m;
+          sender.queue.pop_front();
+          if (done.sent < done.size) sender.queue.push_back(done);
+          break;
+        }
+        case Transport::kWindow: {  // round robin; kept until acknowledged
+          Pending moved = m;
+          sender.queue.erase(sender.queue.begin() + pick);
+          sender.queue.push_back(moved);
+          break;
+        }
+        case Transport::kHoma:  // SRPT picks again next time
+          break;
+      }
     }
   }
 }

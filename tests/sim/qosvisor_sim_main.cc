@@ -22,6 +22,16 @@ int main(int argc, char** argv) {
   app.add_option("--messages", messages, "messages to simulate")->capture_default_str();
   app.add_option("--seed", seed, "random seed")->capture_default_str();
   app.add_option("--queue", queue, "ffs or heap")->capture_default_str();
+  std::string buffer = "2GiB";
+  uint32_t mss = 1460, header = 40;
+  app.add_option("--buffer", buffer, "the uplink's buffer (drop worst beyond it)")
+      ->capture_default_str();
+  app.add_option("--mss", mss, "message payload bytes per packet")
+      ->capture_default_str()
+      ->check(CLI::Range(64, 9000));
+  app.add_option("--header", header, "wire bytes per packet beyond its payload")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 200));
   CLI11_PARSE(app, argc, argv);
 
   sim::SimConfig c;
@@ -32,7 +42,14 @@ int main(int argc, char** argv) {
   }
   c.sched.name = "sim";
   c.sched.rate_bps = *r;
-  c.sched.buffer_bytes = 1ull << 31;
+  auto buf = ParseSize(buffer);
+  if (!buf.ok()) {
+    std::fprintf(stderr, "--buffer: %s\n", buf.message().c_str());
+    return 2;
+  }
+  c.sched.buffer_bytes = *buf;
+  c.mtu_payload = mss;
+  c.header_bytes = header;
   c.sched.buffer_packets = 1u << 23;
   c.sched.max_messages = 1u << 20;
   sched::ClassConfig k;
