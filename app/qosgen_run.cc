@@ -347,8 +347,9 @@ Result<OpenPorts> OpenPlanPorts(const GenPlan& plan, dataplane::Mempool& pool) {
   for (uint16_t s = 0; s < plan.spec.senders; ++s) open.endpoints.senders.push_back(open.tx.get());
   const pktgen::GenPortSpec& receiving = plan.rx_port ? *plan.rx_port : plan.port;
   // pcap on a live interface copies the kernel's receive time into every frame.
-  open.endpoints.receiver_stamps =
-      receiving.driver == "pcap" && receiving.args.contains("rx_iface");
+  if (receiving.driver == "pcap" && receiving.args.contains("rx_iface")) {
+    open.endpoints.receiver_stamps = pktgen::PortEndpoints::Stamps::kRealtimeMicros;
+  }
   if (open.rx) {
     open.endpoints.receiver = open.rx.get();
   } else if (plan.port.driver != "null" &&

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -110,6 +111,15 @@ std::string PrepareTraffic(control::Appliance& a, const TrafficFlags& flags, uin
   spec.senders = static_cast<uint16_t>(flags.senders.size());
   for (const std::string& s : flags.senders) rings.senders.push_back(RingOf(a, s, true, error));
   rings.receiver = RingOf(a, flags.receiver, false, error);
+  // The receiver measures when frames left the switch, not when its thread (sharing the box's
+  // cores with the switch) got round to polling them.
+  if (auto* port = dynamic_cast<dataplane::EthPort*>(a.FindPort(flags.receiver))) {
+    if (Status s = port->StampDepartures(); s.ok()) {
+      rings.departures_stamped = true;
+    } else {
+      error += s.message() + "\n";
+    }
+  }
   rings.receiver_tx = RingOf(a, flags.receiver, true, error);
   rings.pool = a.pool();
   if (error.empty()) {
@@ -135,12 +145,16 @@ int RunWithTraffic(control::Appliance& a, const TrafficFlags& flags, uint64_t ra
     std::fflush(stdout);
   };
   Result<pktgen::RunResult> result = Status::Error("not run");
+  // A signal that stops the appliance ends the traffic too, early, with what it measured.
+  std::atomic<bool> stop_traffic{false};
+  options.stop = &stop_traffic;
   a.StartDataplane();
   std::thread traffic([&] {
     result = pktgen::RunOverRings(spec, rings, options);
     a.Stop();
   });
   a.Run(0);
+  stop_traffic = true;
   traffic.join();
   if (!result.ok()) {
     std::fprintf(stderr, "%s\n", result.message().c_str());

@@ -8,6 +8,7 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
 #include <rte_ring.h>
 
 #include <algorithm>
@@ -305,9 +306,27 @@ uint16_t EthPort::Recv(PacketBatch& batch) {
   return n;
 }
 
+Status EthPort::StampDepartures() {
+  if (driver() != Driver::kRing) {
+    return Status::Error(fmt::format("port '{}': only ring ports stamp departures", name()));
+  }
+  if (rte_mbuf_dyn_rx_timestamp_register(&stamp_offset_, &stamp_flag_) != 0) {
+    return Status::Error(fmt::format("port '{}': cannot register the mbuf timestamp field: {}",
+                                     name(), rte_strerror(rte_errno)));
+  }
+  return Status::Ok();
+}
+
 uint16_t EthPort::Send(PacketBatch& batch) {
   uint64_t bytes = 0;
   for (uint16_t i = 0; i < batch.count; ++i) bytes += rte_pktmbuf_pkt_len(batch.pkts[i]);
+  if (stamp_offset_ >= 0) {
+    const uint64_t now = rte_rdtsc();
+    for (uint16_t i = 0; i < batch.count; ++i) {
+      *RTE_MBUF_DYNFIELD(batch.pkts[i], stamp_offset_, rte_mbuf_timestamp_t*) = now;
+      batch.pkts[i]->ol_flags |= stamp_flag_;
+    }
+  }
   TsanPacketsOut();
   const uint16_t n = rte_eth_tx_burst(port_id_, 0, batch.pkts, batch.count);
   // Unsent packets are still ours to read: subtract them rather than reading freed mbufs.

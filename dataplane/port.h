@@ -105,6 +105,10 @@ class EthPort : public Port {
   // port; dequeue from drain_ring() to take what the port sent. nullptr for other drivers.
   rte_ring* inject_ring() const { return rx_ring_; }
   rte_ring* drain_ring() const { return tx_ring_; }
+  // Ring ports drained in this process (the built-in generator's receiver): every frame sent
+  // carries the TSC time it left in DPDK's timestamp field, flagged as a receive timestamp, as a
+  // NIC stamps what it receives. The receiver then measures departures, however late it polls.
+  [[nodiscard]] Status StampDepartures();
 
   // Takes ownership of an already probed ethdev (and of a ring port's rings); use CreatePort().
   EthPort(const PortOptions& options, uint16_t port_id, std::string vdev, rte_ring* rx,
@@ -122,6 +126,8 @@ class EthPort : public Port {
   rte_ring* rx_ring_;
   rte_ring* tx_ring_;
   uint16_t rx_queues_;
+  int stamp_offset_ = -1;  // the timestamp dynfield when StampDepartures() was called
+  uint64_t stamp_flag_ = 0;
   // Counted here, not read from the PMD: not every PMD counts bytes (net_ring does not).
   SoftwarePortCounters sw_;
 };

@@ -128,7 +128,7 @@ class RealtimeScope {
 };
 
 // Receive times the device recorded (mbuf timestamp field: the pcap driver's copy of the kernel's
-// receive time, microseconds of CLOCK_REALTIME), mapped onto the TSC: a frame that waited in the device's ring
+// receive time, microseconds of CLOCK_REALTIME; or a ring port's departure TSC), on the TSC: a frame that waited in the device's ring
 // because this loop polled late is measured at its arrival, not at the poll.
 // A frame in the kernel's ring before a poll that found the ring empty has been handed over by
 // then, give or take the driver's copy: what arrived more than this before such a poll is known.
@@ -136,8 +136,8 @@ constexpr uint64_t kDeliverySlackNs = 50'000;
 
 class DeviceStamps {
  public:
-  DeviceStamps(uint64_t hz, bool enabled) : hz_(hz) {
-    if (!enabled) return;
+  DeviceStamps(uint64_t hz, PortEndpoints::Stamps kind) : hz_(hz), kind_(kind) {
+    if (kind == PortEndpoints::Stamps::kNone) return;
     const int field = rte_mbuf_dynfield_lookup(RTE_MBUF_DYNFIELD_TIMESTAMP_NAME, nullptr);
     const int flag = rte_mbuf_dynflag_lookup(RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME, nullptr);
     if (field >= 0 && flag >= 0) {
@@ -149,11 +149,15 @@ class DeviceStamps {
   // The TSC time `m` arrived, or `polled` when the device gave no stamp.
   uint64_t ArrivalTsc(const rte_mbuf* m, uint64_t polled) {
     if (offset_ < 0 || (m->ol_flags & flag_) == 0) return polled;
-    const uint64_t ns = *RTE_MBUF_DYNFIELD(m, offset_, const rte_mbuf_timestamp_t*) * 1000;
+    const uint64_t stamp = *RTE_MBUF_DYNFIELD(m, offset_, const rte_mbuf_timestamp_t*);
     ++stamped_;
-    const int64_t delta_ns = static_cast<int64_t>(ns) - static_cast<int64_t>(base_ns_);
-    const int64_t delta_tsc = delta_ns * static_cast<int64_t>(hz_ / 1000) / 1'000'000;
-    const uint64_t at = static_cast<uint64_t>(static_cast<int64_t>(base_tsc_) + delta_tsc);
+    uint64_t at = stamp;
+    if (kind_ == PortEndpoints::Stamps::kRealtimeMicros) {
+      const int64_t delta_ns =
+          static_cast<int64_t>(stamp * 1000) - static_cast<int64_t>(base_ns_);
+      const int64_t delta_tsc = delta_ns * static_cast<int64_t>(hz_ / 1000) / 1'000'000;
+      at = static_cast<uint64_t>(static_cast<int64_t>(base_tsc_) + delta_tsc);
+    }
     // A stamp is never later than the poll that found the frame; clock steps are clamped.
     const uint64_t arrival = std::min(at, polled);
     max_delivery_tsc_ = std::max(max_delivery_tsc_, polled - arrival);
@@ -170,6 +174,7 @@ class DeviceStamps {
     base_ns_ = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
   }
   uint64_t hz_;
+  PortEndpoints::Stamps kind_;
   int offset_ = -1;
   uint64_t flag_ = 0;
   uint64_t base_tsc_ = 0, base_ns_ = 0;

@@ -23,9 +23,11 @@ struct PortEndpoints {
   // Send one broadcast from the receiver's MAC out of `receiver` first, so a learning switch
   // knows where the receiver is before the first message.
   bool announce = false;
-  // The receiver's device stamps every frame with the kernel's receive time (pcap on a live
-  // interface: microseconds of CLOCK_REALTIME): frames are measured at those times.
-  bool receiver_stamps = false;
+  // Whether frames arrive stamped in DPDK's timestamp field, and in which clock: the kernel's
+  // receive time (pcap on a live interface: microseconds of CLOCK_REALTIME), or the TSC (a ring
+  // port that stamps departures in this process). Frames are then measured at those times.
+  enum class Stamps : uint8_t { kNone, kRealtimeMicros, kTsc };
+  Stamps receiver_stamps = Stamps::kNone;
 };
 
 struct RunOptions {

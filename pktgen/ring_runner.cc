@@ -60,6 +60,7 @@ Result<RunResult> RunOverRings(const WorkloadSpec& spec, const RingEndpoints& ri
   ports.receiver = &receiver;
   ports.pool = rings.pool;
   ports.announce = rings.receiver_tx != nullptr;
+  if (rings.departures_stamped) ports.receiver_stamps = PortEndpoints::Stamps::kTsc;
   return RunOverPorts(spec, ports, options);
 }
 

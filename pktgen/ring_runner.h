@@ -18,6 +18,8 @@ struct RingEndpoints {
   rte_ring* receiver = nullptr;     // frames come out of here
   rte_ring* receiver_tx = nullptr;  // optional: where the receiver announces its MAC address
   rte_mempool* pool = nullptr;
+  // The port behind `receiver` stamps departures (EthPort::StampDepartures): measure those.
+  bool departures_stamped = false;
 };
 
 Result<RunResult> RunOverRings(const WorkloadSpec& spec, const RingEndpoints& rings,

@@ -163,7 +163,7 @@ Generator::Generator(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_t
 bool Generator::Refresh(Pending& m, uint64_t now) {
   const uint32_t acked = feedback_->Acked(m.id);
   if (acked > m.acked) {
-    m.acked = acked;
+    m.acked = std::min(acked, m.size);
     m.progress_tsc = now;
   }
   if (m.acked >= m.size) return true;
@@ -177,39 +177,124 @@ bool Generator::Refresh(Pending& m, uint64_t now) {
   return false;
 }
 
-uint32_t Generator::HomaLimit(const Pending& m) {
-  const uint32_t granted = feedback_->Granted(m.id, m.size);
-  if (m.recovering) return std::max(granted, std::min(m.size, m.acked + spec_.mss));
-  return std::max(granted, std::min(m.size, spec_.transport.rtt_bytes));
+void Generator::SkipReceived(Pending& m) const {
+  while (m.sent < m.high && feedback_->HasChunk(m.id, m.sent)) {
+    m.sent += std::min(spec_.mss, m.size - m.sent);
+  }
 }
 
-int Generator::Pick(Sender& sender, uint64_t now) {
-  const TransportSpec& t = spec_.transport;
-  if (t.kind == Transport::kOpen) return sender.queue.empty() ? -1 : 0;
-  int best = -1;
-  uint32_t best_left = UINT32_MAX;
-  for (size_t i = 0; i < sender.queue.size();) {
-    Pending& m = sender.queue[i];
+uint32_t Generator::HomaLimit(const Pending& m) const {
+  if (m.recovering) return std::max(m.granted, std::min(m.size, m.acked + spec_.mss));
+  return std::max(m.granted, std::min(m.size, spec_.transport.rtt_bytes));
+}
+
+Generator::Pending* Generator::Pick(Sender& sender, uint64_t now) {
+  switch (spec_.transport.kind) {
+    case Transport::kOpen:
+      return sender.queue.empty() ? nullptr : &sender.queue.front();
+    case Transport::kWindow:
+      return PickWindow(sender, now);
+    case Transport::kHoma:
+      return PickHoma(sender);
+  }
+  return nullptr;
+}
+
+Generator::Pending* Generator::PickWindow(Sender& sender, uint64_t now) {
+  for (int scanned = 0; !sender.queue.empty() && scanned < kWindowScan; ++scanned) {
+    Pending& m = sender.queue.front();
     if (m.sent != 0 && Refresh(m, now)) {
-      sender.queue.erase(sender.queue.begin() + static_cast<std::ptrdiff_t>(i));
+      sender.queue.pop_front();
       continue;
     }
-    // Resending after a timeout: only the chunks that did not arrive.
-    while (m.sent < m.high && feedback_->HasChunk(m.id, m.sent)) {
-      m.sent += std::min(spec_.mss, m.size - m.sent);
-    }
-    const uint32_t limit = t.kind == Transport::kWindow ? m.acked + t.window_bytes
-                                                        : HomaLimit(m);
-    if (m.sent < m.size && m.sent < limit) {
-      if (t.kind == Transport::kWindow) return static_cast<int>(i);
-      if (m.size - m.sent < best_left) {
-        best_left = m.size - m.sent;
-        best = static_cast<int>(i);
-      }
-    }
-    ++i;
+    SkipReceived(m);
+    if (m.sent < m.size && m.sent < m.acked + spec_.transport.window_bytes) return &m;
+    const Pending waiting = m;  // its window is full: to the back, as round robin would
+    sender.queue.pop_front();
+    sender.queue.push_back(waiting);
   }
+  return nullptr;
+}
+
+Generator::Pending* Generator::PickHoma(Sender& sender) {
+  Pending* best = nullptr;
+  uint32_t best_left = UINT32_MAX;
+  auto consider = [&](Pending& m) {
+    SkipReceived(m);
+    if (m.sent < std::min(m.size, HomaLimit(m)) && m.size - m.sent < best_left) {
+      best = &m;
+      best_left = m.size - m.sent;
+    }
+  };
+  for (auto it = sender.owed.begin(); it != sender.owed.end();) {
+    auto live = sender.live.find(*it);
+    if (live == sender.live.end()) {
+      it = sender.owed.erase(it);
+      continue;
+    }
+    Pending& m = live->second;
+    SkipReceived(m);
+    if (m.sent >= std::min(m.size, HomaLimit(m))) {
+      it = sender.owed.erase(it);
+      continue;
+    }
+    consider(m);
+    ++it;
+  }
+  if (!sender.unscheduled.empty()) consider(sender.live.at(sender.unscheduled.begin()->second));
   return best;
+}
+
+void Generator::AfterSend(Sender& sender, Pending& m) {
+  switch (spec_.transport.kind) {
+    case Transport::kOpen: {  // a message sent whole is done
+      const Pending next = m;
+      sender.queue.pop_front();
+      if (next.sent < next.size) sender.queue.push_back(next);
+      break;
+    }
+    case Transport::kWindow: {  // kept until acknowledged
+      const Pending next = m;
+      sender.queue.pop_front();
+      sender.queue.push_back(next);
+      break;
+    }
+    case Transport::kHoma:
+      if (m.sent >= std::min(m.size, spec_.transport.rtt_bytes)) {
+        sender.unscheduled.erase({m.size, m.id});
+      }
+      break;
+  }
+}
+
+void Generator::PollHoma(uint64_t now) {
+  grants_.clear();
+  feedback_->Grants(grants_);
+  for (const auto& [id, offset] : grants_) {
+    const auto cls = static_cast<uint16_t>(id >> 48);
+    if (cls >= spec_.classes.size()) continue;
+    Sender& sender = senders_[spec_.classes[cls].sender];
+    auto it = sender.live.find(id);
+    if (it == sender.live.end()) continue;
+    Pending& m = it->second;
+    m.granted = std::max(m.granted, offset);
+    if (m.sent < std::min(m.size, m.granted)) sender.owed.insert(id);
+  }
+  if (now < next_scan_tsc_) return;
+  next_scan_tsc_ = now + rto_tsc_ / 8 + 1;
+  for (Sender& sender : senders_) {
+    for (auto it = sender.live.begin(); it != sender.live.end();) {
+      Pending& m = it->second;
+      if (m.sent != 0 && Refresh(m, now)) {
+        sender.unscheduled.erase({m.size, m.id});
+        sender.owed.erase(m.id);
+        it = sender.live.erase(it);
+        continue;
+      }
+      if (m.recovering && m.sent < std::min(m.size, HomaLimit(m))) sender.owed.insert(m.id);
+      ++it;
+    }
+  }
 }
 
 void Generator::Restart(uint64_t start_tsc) {
@@ -250,14 +335,18 @@ void Generator::Advance(uint16_t cls) {
 void Generator::Arrive(uint16_t cls, uint64_t at) {
   const ClassWorkload& c = spec_.classes[cls];
   Sender& sender = senders_[c.sender];
-  if (sender.queue.empty()) sender.free_tsc = std::max(sender.free_tsc, at);
+  if (sender.queue.empty() && sender.live.empty()) sender.free_tsc = std::max(sender.free_tsc, at);
   const uint64_t size = std::max<uint64_t>(1, c.sizes.Sample(rng_));
   const uint64_t id = uint64_t{cls} << 48 | (messages_ & ((1ull << 48) - 1));
   // One source port per message, so tcp-gap sees every message as its own flow.
   const auto src_port = static_cast<uint16_t>(10000 + (messages_ % 50000));
-  sender.queue.push_back({id, cls, static_cast<uint32_t>(size), 0, at, /*first_send_tsc=*/0,
-                          src_port, /*acked=*/0, /*progress_tsc=*/0, /*counted=*/false,
-                          /*high=*/0, /*recovering=*/false});
+  const Pending m{id, cls, static_cast<uint32_t>(size), 0, at, /*first_send_tsc=*/0, src_port};
+  if (spec_.transport.kind == Transport::kHoma) {
+    sender.live.emplace(id, m);
+    sender.unscheduled.insert({m.size, id});
+  } else {
+    sender.queue.push_back(m);
+  }
   ++messages_;
   offered_bytes_ +=
       fixed_wire_bytes_[cls] != 0 ? fixed_wire_bytes_[cls] : MessageWireBytes(spec_, c, size);
@@ -265,7 +354,7 @@ void Generator::Arrive(uint16_t cls, uint64_t at) {
 
 bool Generator::idle() const {
   for (const Sender& s : senders_) {
-    if (!s.queue.empty()) return false;
+    if (!s.queue.empty() || !s.live.empty()) return false;
   }
   return true;
 }
@@ -349,14 +438,13 @@ void Analyser::ReceiveProbe(const Probe& received, uint32_t length, uint64_t now
   r.bytes_per_bin[bin] += length + kWireOverhead;
   r.latency_ns.Record(now > p.send_tsc ? (now - p.send_tsc) * 1'000'000'000 / hz_ : 0);
 
+  if (Completed(p.message_id)) return;  // a resent copy of a message already complete
   auto [it, fresh] = messages_.try_emplace(p.message_id);
   MessageProgress& m = it->second;
   if (fresh) {
     m.size = p.message_length;
     m.start_tsc = p.message_start_tsc;
     if (p.message_length > spec_.mss) m.chunks.resize((p.message_length / spec_.mss + 64) / 64);
-  } else if (m.received >= m.size) {
-    return;  // a resent copy of a message already complete
   } else {
     by_remaining_.erase({m.size - m.received, p.message_id});
   }
@@ -390,13 +478,22 @@ void Analyser::ReceiveProbe(const Probe& received, uint32_t length, uint64_t now
   ++r.messages_completed;
   ++r.completed_by_size[bucket];
   r.completed_wire_bytes += MessageWireBytes(spec_, spec_.classes[p.class_id], p.message_length);
-  if (spec_.transport.kind == Transport::kOpen) {
-    messages_.erase(it);
-  } else {
-    // Kept (without its chunk map) so that the sender's ack and late copies find it complete.
-    m.chunks.clear();
-    m.chunks.shrink_to_fit();
-  }
+  if (spec_.transport.kind != Transport::kOpen) MarkCompleted(p.message_id);
+  messages_.erase(it);
+}
+
+// Closed-loop message ids are the generator's message counter below the class bits: one bit
+// each says "complete", so acks and late copies find it without the message staying in a map
+// that would grow (and rehash, stalling the loop) with every message of the run.
+bool Analyser::Completed(uint64_t message_id) const {
+  const uint64_t n = message_id & ((uint64_t{1} << 48) - 1);
+  return n / 64 < completed_.size() && (completed_[n / 64] >> (n % 64)) & 1;
+}
+
+void Analyser::MarkCompleted(uint64_t message_id) {
+  const uint64_t n = message_id & ((uint64_t{1} << 48) - 1);
+  if (completed_.size() <= n / 64) completed_.resize(n / 64 + 1024, 0);
+  completed_[n / 64] |= uint64_t{1} << (n % 64);
 }
 
 double Analyser::IdealNs(const ClassWorkload& cls, uint32_t message_length) const {
@@ -416,11 +513,13 @@ void Analyser::SetUnloadedLatency(uint64_t small_frame_ns, uint64_t full_frame_n
 }
 
 uint32_t Analyser::Acked(uint64_t message_id) const {
+  if (Completed(message_id)) return UINT32_MAX;
   auto it = messages_.find(message_id);
   return it == messages_.end() ? 0 : it->second.contiguous;
 }
 
 bool Analyser::HasChunk(uint64_t message_id, uint32_t offset) const {
+  if (Completed(message_id)) return true;
   auto it = messages_.find(message_id);
   if (it == messages_.end()) return false;
   const MessageProgress& m = it->second;
@@ -430,24 +529,16 @@ bool Analyser::HasChunk(uint64_t message_id, uint32_t offset) const {
   return (m.chunks[chunk / 64] >> (chunk % 64)) & 1;
 }
 
-bool Analyser::AmongShortest(uint64_t message_id, uint32_t remaining) const {
-  uint32_t rank = 0;
+void Analyser::Grants(std::vector<std::pair<uint64_t, uint32_t>>& out) {
+  // The `overcommit` incomplete messages with the fewest bytes left, each up to rtt_bytes beyond
+  // what arrived in order.
+  uint32_t n = 0;
   for (auto it = by_remaining_.begin();
-       it != by_remaining_.end() && rank < spec_.transport.overcommit; ++it, ++rank) {
-    if (it->second == message_id) return true;
-    if (it->first > remaining) return false;
+       it != by_remaining_.end() && n < spec_.transport.overcommit; ++it, ++n) {
+    MessageProgress& m = messages_.at(it->second);
+    m.granted = std::max(m.granted, std::min(m.size, m.contiguous + spec_.transport.rtt_bytes));
+    out.emplace_back(it->second, m.granted);
   }
-  return false;
-}
-
-uint32_t Analyser::Granted(uint64_t message_id, uint32_t size) {
-  auto it = messages_.find(message_id);
-  if (it == messages_.end()) return 0;
-  MessageProgress& m = it->second;
-  if (m.received < m.size && AmongShortest(message_id, m.size - m.received)) {
-    m.granted = std::max(m.granted, std::min(size, m.contiguous + spec_.transport.rtt_bytes));
-  }
-  return m.granted;
 }
 
 void Analyser::Finish(const Generator& generator, uint64_t duration_ns) {

@@ -68,12 +68,14 @@ struct TransportSpec {
 class TransportFeedback {
  public:
   virtual ~TransportFeedback() = default;
-  // Bytes of the message received in order from its start (0 for a message not seen yet).
+  // Bytes of the message received in order from its start (0 for a message not seen yet,
+  // UINT32_MAX once it is complete).
   virtual uint32_t Acked(uint64_t message_id) const = 0;
   // Whether the chunk at `offset` has arrived (a resend skips it, as a selective resend would).
   virtual bool HasChunk(uint64_t message_id, uint32_t offset) const = 0;
-  // Up to which offset the receiver has granted the message (Homa); 0 when it has not.
-  virtual uint32_t Granted(uint64_t message_id, uint32_t size) = 0;
+  // Homa's grants as they stand: (message id, offset granted up to) for the messages the
+  // receiver grants now; a grant once given is not taken back.
+  virtual void Grants(std::vector<std::pair<uint64_t, uint32_t>>& out) = 0;
 };
 
 struct WorkloadSpec {
@@ -151,20 +153,37 @@ class Generator {
     // homa: timed out once; from then on it sends only what the receiver grants (as Homa's
     // receiver-driven resends), plus one packet per timeout so an unknown message is heard of.
     bool recovering = false;
+    uint32_t granted = 0;  // homa: the receiver's grant as last seen
   };
   struct Sender {
-    std::deque<Pending> queue;  // round robin between messages, as a host's flows share its NIC
+    // open and window: round robin between messages, as a host's flows share its NIC.
+    std::deque<Pending> queue;
+    // homa: messages not yet acknowledged whole; those with unscheduled bytes unsent (by size,
+    // the sender's SRPT); those with granted or resend bytes unsent. Every pick looks at a few
+    // messages, however many wait for grants.
+    std::unordered_map<uint64_t, Pending> live;
+    std::set<std::pair<uint32_t, uint64_t>> unscheduled;
+    std::set<uint64_t> owed;
     uint64_t free_tsc = 0;
   };
-  // The queue position of the message the sender sends from next, or -1: open loop takes the
-  // head; window the first with room in its window (round robin); homa the one with the fewest
-  // bytes left among those with granted bytes unsent (SRPT at the sender, as in Homa).
-  int Pick(Sender& sender, uint64_t now);
+  // The message the sender sends its next packet from (nullptr: none may). open: the head.
+  // window: the first with room in its window, at most kWindowScan looked at (round robin).
+  // homa: the fewest bytes left among those with unscheduled, granted or resend bytes unsent.
+  Pending* Pick(Sender& sender, uint64_t now);
+  Pending* PickWindow(Sender& sender, uint64_t now);
+  Pending* PickHoma(Sender& sender);
+  // The sender's bookkeeping after `m` sent a packet (may move or drop `m`).
+  void AfterSend(Sender& sender, Pending& m);
+  // homa: takes the receiver's grants; every rto/8, acks, timeouts and finished messages.
+  void PollHoma(uint64_t now);
   // Brings a closed-loop message's ack up to date; rewinds it after a timeout. True when the
-  // receiver has all of it (the message leaves the queue).
+  // receiver has all of it (the message is done).
   bool Refresh(Pending& m, uint64_t now);
+  // A resend skips the chunks that arrived.
+  void SkipReceived(Pending& m) const;
   // How far a homa message may be sent: its unscheduled bytes and its grant.
-  uint32_t HomaLimit(const Pending& m);
+  uint32_t HomaLimit(const Pending& m) const;
+  static constexpr int kWindowScan = 64;
   void Arrive(uint16_t cls, uint64_t at);
   // Advances class `cls`'s schedule to its next arrival.
   void Advance(uint16_t cls);
@@ -185,6 +204,8 @@ class Generator {
   uint64_t rto_tsc_ = 0;
   std::vector<std::array<uint64_t, 5>> sent_messages_;  // per class, per size bucket
   TransportFeedback* feedback_ = nullptr;
+  std::vector<std::pair<uint64_t, uint32_t>> grants_;
+  uint64_t next_scan_tsc_ = 0;
 };
 
 // A compact probe's 32-bit sequence number, placed in the 2^32 window nearest `highest`.
@@ -229,7 +250,7 @@ class Analyser final : public TransportFeedback {
   void Finish(const Generator& generator, uint64_t duration_ns);
   uint32_t Acked(uint64_t message_id) const override;
   bool HasChunk(uint64_t message_id, uint32_t offset) const override;
-  uint32_t Granted(uint64_t message_id, uint32_t size) override;
+  void Grants(std::vector<std::pair<uint64_t, uint32_t>>& out) override;
   // The unloaded path's one-way latency for a minimum and a full-size frame (measured before the
   // run): slowdown is completion time over the best time in an unloaded network, as in Homa —
   // the message's bytes at the bottleneck rate plus that latency for its last frame.
@@ -249,9 +270,9 @@ class Analyser final : public TransportFeedback {
     uint64_t start_tsc = 0;
     std::vector<uint64_t> chunks;  // which MSS-sized chunks arrived (multi-packet messages)
   };
-  // Grants go to the `overcommit` incomplete messages with the fewest bytes left.
-  bool AmongShortest(uint64_t message_id, uint32_t remaining) const;
   double IdealNs(const ClassWorkload& cls, uint32_t message_length) const;
+  bool Completed(uint64_t message_id) const;
+  void MarkCompleted(uint64_t message_id);
   WorkloadSpec spec_;
   uint64_t hz_;
   std::vector<ClassReport> classes_;
@@ -259,6 +280,7 @@ class Analyser final : public TransportFeedback {
   std::vector<uint64_t> max_seq_;
   std::unordered_map<uint64_t, MessageProgress> messages_;
   std::set<std::pair<uint32_t, uint64_t>> by_remaining_;  // (bytes left, id), incomplete ones
+  std::vector<uint64_t> completed_;  // closed loop: a bit per message counter
   uint64_t small_frame_ns_ = 0, full_frame_ns_ = 0;
   uint64_t foreign_ = 0;
   uint64_t received_packets_ = 0, received_bytes_ = 0;

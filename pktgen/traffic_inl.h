@@ -33,17 +33,18 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
       Advance(c);
     }
   }
+  if (spec_.transport.kind == Transport::kHoma) PollHoma(now);
   for (uint16_t s = 0; s < senders_.size(); ++s) {
     Sender& sender = senders_[s];
     while (sender.free_tsc <= now) {
-      const int pick = Pick(sender, now);
-      if (pick < 0) {
+      Pending* picked = Pick(sender, now);
+      if (picked == nullptr) {
         // Nothing may go (empty, or every message waits for acks or grants): an idle link
         // banks no time to burst with later.
         sender.free_tsc = now;
         break;
       }
-      Pending& m = sender.queue[static_cast<size_t>(pick)];
+      Pending& m = *picked;
       if (m.first_send_tsc == 0) m.first_send_tsc = now;
       const ClassWorkload& cls = spec_.classes[m.cls];
       const uint32_t chunk = std::min(spec_.mss, m.size - m.sent);
@@ -78,22 +79,7 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
         ++sent_messages_[m.cls][SizeBucket(m.size, spec_.mss)];
       }
       sender.free_tsc += uint64_t{length + 24} * 8 * hz_ / spec_.sender_bps;
-      switch (spec_.transport.kind) {
-        case Transport::kOpen: {  // round robin; a message sent whole is done
-          Pending done = m;
-          sender.queue.pop_front();
-          if (done.sent < done.size) sender.queue.push_back(done);
-          break;
-        }
-        case Transport::kWindow: {  // round robin; kept until acknowledged
-          Pending moved = m;
-          sender.queue.erase(sender.queue.begin() + pick);
-          sender.queue.push_back(moved);
-          break;
-        }
-        case Transport::kHoma:  // SRPT picks again next time
-          break;
-      }
+      AfterSend(sender, m);
     }
   }
 }

@@ -1,7 +1,9 @@
 // EAL arguments from options, port creation, burst I/O through ring ports, and counters (also
 // read while another thread counts).
 #include <rte_ethdev.h>
+#include <rte_cycles.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
 #include <rte_ring.h>
 #include <unistd.h>
 
@@ -110,7 +112,49 @@ TEST_CASE("vdev specs map our driver arguments and reject unknown ones", "[datap
   CHECK(VdevSpec(o)->second == "socket=/run/m.sock,socket-abstract=no,role=server");
   o.driver = Driver::kPcap;
   o.args = {};
-  CHECK_THAT(VdevSpec(o).message(), Catch::Contains("needs rx_pcap or tx_pcap"));
+  CHECK_THAT(VdevSpec(o).message(), Catch::Contains("needs rx_pcap, tx_pcap or rx_iface"));
+  o.args = {{"rx_iface", "veth1"}};
+  CHECK(VdevSpec(o)->second == "rx_iface=veth1");
+}
+
+TEST_CASE("a ring port stamps departures in the mbuf timestamp field; others refuse", "[dataplane]") {
+  TestEal();
+  auto pool = Mempool::Create("stamp_test_pool", 1023);
+  REQUIRE(pool.ok());
+  PortOptions o;
+  o.name = "r1";
+  o.driver = Driver::kRing;
+  auto created = CreatePort(o, **pool);
+  REQUIRE(created.ok());
+  auto* port = dynamic_cast<EthPort*>(created->get());
+  REQUIRE(port != nullptr);
+  REQUIRE(port->StampDepartures().ok());
+  const int field = rte_mbuf_dynfield_lookup(RTE_MBUF_DYNFIELD_TIMESTAMP_NAME, nullptr);
+  const int flag = rte_mbuf_dynflag_lookup(RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME, nullptr);
+  REQUIRE(field >= 0);
+  REQUIRE(flag >= 0);
+  PacketBatch batch;
+  REQUIRE(rte_pktmbuf_alloc_bulk((*pool)->get(), batch.pkts, 4) == 0);
+  batch.count = 4;
+  const uint64_t before = rte_rdtsc();
+  CHECK(port->Send(batch) == 4);
+  const uint64_t after = rte_rdtsc();
+  void* out[4];
+  REQUIRE(rte_ring_dequeue_burst(port->drain_ring(), out, 4, nullptr) == 4);
+  for (void* p : out) {
+    auto* m = static_cast<rte_mbuf*>(p);
+    CHECK((m->ol_flags & (uint64_t{1} << flag)) != 0);
+    const uint64_t at = *RTE_MBUF_DYNFIELD(m, field, rte_mbuf_timestamp_t*);
+    CHECK(at >= before);
+    CHECK(at <= after);
+    rte_pktmbuf_free(m);
+  }
+  o.name = "sink1";
+  o.driver = Driver::kNull;
+  auto sink = CreatePort(o, **pool);
+  REQUIRE(sink.ok());
+  CHECK_THAT(dynamic_cast<EthPort*>(sink->get())->StampDepartures().message(),
+             Catch::Contains("only ring ports stamp departures"));
 }
 
 TEST_CASE("ring port: injected packets are received, sent packets are drained", "[dataplane]") {
