@@ -175,9 +175,12 @@ class FfsRankQueue {
     uint8_t tail_pos = 0;
   };
 
+  // Every chunk in use holds at least one element, and a bucket of k spans at most
+  // k / kChunkIds + 2 chunks: the pool never runs dry.
   static size_t ChunksFor(const RankQueueConfig& c) {
     const uint64_t ids = c.capacity;
-    return static_cast<size_t>(ids / kChunkIds + 2 * std::min<uint64_t>(c.num_buckets, ids) + 2);
+    const uint64_t spans = ids / kChunkIds + 2 * uint64_t{c.num_buckets};
+    return static_cast<size_t>(std::min(ids, spans) + 1);
   }
 
   uint32_t NewChunk() {

@@ -13,8 +13,8 @@ inline constexpr uint32_t kNoId = UINT32_MAX;
 // Link fields a rank queue keeps for one element (a message slot). They live inside the message
 // state, so popping a head touches one cache line for both the message and its links.
 struct RankNode {
-  uint32_t next = kNoId;  // FFS: next in the bucket's FIFO; heap: unused
-  uint32_t prev = kNoId;  // FFS: previous in the bucket; heap: position in the heap array
+  uint32_t next = kNoId;  // unused (FFS keeps its buckets' FIFOs in chunks of ids)
+  uint32_t prev = kNoId;  // heap: position in the heap array
   uint64_t key = 0;       // the bucket key the element was filed under
 };
 
