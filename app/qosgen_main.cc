@@ -73,6 +73,9 @@ void AddGenFlags(CLI::App* cmd, app::GenFlags& f) {
   cmd->add_option("--rtt-bytes", f.rtt_bytes, "homa: unscheduled bytes and grant lead (24KiB)");
   cmd->add_option("--overcommit", f.overcommit, "homa: messages granted at once (7)");
   cmd->add_option("--rto", f.rto, "window/homa: resend after this long without progress (50ms)");
+  cmd->add_flag("--exact-load", f.exact_load,
+                "Scale each class's arrival rate so that the run offers exactly --load (a "
+                "heavy-tailed workload's Poisson arrivals stray by 10% or more over seconds)");
   cmd->add_option("--poll", f.poll,
                   "How the loop waits between polls: busy (default) or sleep=DURATION; sleeping "
                   "keeps receive stamps punctual where qosgen shares cores with the switch");

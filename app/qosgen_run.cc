@@ -307,6 +307,7 @@ Result<GenPlan> BuildPlan(const GenFlags& f) {
     }
   }
   plan.options.realtime = f.realtime;
+  plan.options.exact_load = f.exact_load;
   if (f.realtime && f.poll.rfind("sleep=", 0) != 0) {
     err("--realtime needs --poll sleep=DURATION: a real-time thread that never sleeps is "
         "throttled by the kernel");

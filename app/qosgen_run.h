@@ -33,6 +33,7 @@ struct GenFlags {
   std::string transport;  // open | window | homa
   std::string window, rtt_bytes, overcommit, rto;
   bool realtime = false;
+  bool exact_load = false;
 };
 
 struct GenPlan {

@@ -284,7 +284,9 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
   DeviceStamps stamps(hz, ports.receiver_stamps);
   const UnloadedLatency unloaded =
       options.measure_unloaded ? MeasureUnloaded(spec, ports, stamps, hz) : UnloadedLatency{};
-  Generator gen(spec, hz, ReadTsc());
+  WorkloadSpec run_spec = spec;
+  if (options.exact_load) run_spec.exact_load_ns = options.duration_ns;
+  Generator gen(run_spec, hz, ReadTsc());
   const uint64_t start = ReadTsc();
   gen.Restart(start);
   uint64_t end_arrivals = start + NsToTsc(options.duration_ns, hz);

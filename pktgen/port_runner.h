@@ -50,6 +50,9 @@ struct RunOptions {
   // Probe the unloaded path first (a few ms) and measure slowdown against it, as Homa does; off:
   // slowdown is against the message's bytes at the bottleneck rate alone.
   bool measure_unloaded = true;
+  // Scale the arrival schedule so the run offers exactly the load asked for
+  // (WorkloadSpec::exact_load_ns over the duration).
+  bool exact_load = false;
 };
 
 struct RunResult {

@@ -124,7 +124,6 @@ uint64_t MessageWireBytes(const WorkloadSpec& spec, const ClassWorkload& c, uint
 Generator::Generator(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_tsc)
     : spec_(spec),
       hz_(tsc_hz),
-      rng_(spec.seed),
       start_tsc_(start_tsc),
       senders_(std::max<uint16_t>(spec.senders, 1)) {
   std::mt19937_64 estimate_rng(spec.seed ^ 0x5eed);
@@ -153,8 +152,12 @@ Generator::Generator(const WorkloadSpec& spec, uint64_t tsc_hz, uint64_t start_t
     clock_.push_back(0);
     class_seq_.push_back(0);
     class_packets_.push_back(0);
+    rngs_.emplace_back(spec.seed * 0x9E3779B97F4A7C15ull + c);
   }
-  for (uint16_t c = 0; c < spec_.classes.size(); ++c) Advance(c);
+  for (uint16_t c = 0; c < spec_.classes.size(); ++c) {
+    if (spec_.exact_load_ns != 0) MatchLoad(c, spec_.exact_load_ns);
+    Advance(c);
+  }
   for (Sender& s : senders_) s.free_tsc = start_tsc;
   sent_messages_.assign(spec_.classes.size(), {});
   rto_tsc_ = std::max<uint64_t>(1, NsToTsc(spec_.transport.rto_ns, hz_));
@@ -303,40 +306,80 @@ void Generator::Restart(uint64_t start_tsc) {
   start_tsc_ = start_tsc;
 }
 
-void Generator::Advance(uint16_t cls) {
+double Generator::NextArrival(uint16_t cls, std::mt19937_64& rng, double& clock) const {
   const ClassWorkload& c = spec_.classes[cls];
   const double mean_gap = mean_gap_tsc_[cls];
   switch (c.arrival) {
     case Arrival::kPoisson: {
       std::exponential_distribution<double> gap(1.0 / mean_gap);
-      clock_[cls] += gap(rng_);
-      break;
+      clock += gap(rng);
+      return clock;
     }
     case Arrival::kConstant:
       // Accumulated in floating point: rounding each gap to whole cycles would bias the rate.
-      clock_[cls] += mean_gap;
-      break;
+      clock += mean_gap;
+      return clock;
     case Arrival::kOnOff: {
       // The clock counts on-time only, so bursts are denser by (on + off) / on and the mean
       // load stays what was asked for; off periods are skipped when mapping to real time.
       const double on = static_cast<double>(NsToTsc(c.on_ns, hz_));
       const double off = static_cast<double>(NsToTsc(c.off_ns, hz_));
       std::exponential_distribution<double> gap((on + off) / (on * mean_gap));
-      clock_[cls] += gap(rng_);
-      const double periods = std::floor(clock_[cls] / on);
-      const double real = periods * (on + off) + (clock_[cls] - periods * on);
-      next_arrival_[cls] = start_tsc_ + static_cast<uint64_t>(real);
-      return;
+      clock += gap(rng);
+      const double periods = std::floor(clock / on);
+      return periods * (on + off) + (clock - periods * on);
     }
   }
-  next_arrival_[cls] = start_tsc_ + static_cast<uint64_t>(clock_[cls]);
+  return clock;
+}
+
+void Generator::Advance(uint16_t cls) {
+  next_arrival_[cls] = start_tsc_ + static_cast<uint64_t>(NextArrival(cls, rngs_[cls], clock_[cls]));
+}
+
+double Generator::OfferedIn(uint16_t cls, double window_tsc) const {
+  const ClassWorkload& c = spec_.classes[cls];
+  std::mt19937_64 rng = rngs_[cls];
+  double clock = 0, bytes = 0;
+  while (NextArrival(cls, rng, clock) < window_tsc) {
+    const uint64_t size = std::max<uint64_t>(1, c.sizes.Sample(rng));  // as Arrive draws it
+    bytes += static_cast<double>(fixed_wire_bytes_[cls] != 0 ? fixed_wire_bytes_[cls]
+                                                              : MessageWireBytes(spec_, c, size));
+  }
+  return bytes;
+}
+
+void Generator::MatchLoad(uint16_t cls, uint64_t window_ns) {
+  const ClassWorkload& c = spec_.classes[cls];
+  // Constant arrivals of fixed sizes are exact already; past ten million messages the sample's
+  // mean is the distribution's (and drawing the schedule first would take seconds).
+  const double window_tsc = static_cast<double>(NsToTsc(window_ns, hz_));
+  if (c.arrival == Arrival::kConstant || window_tsc / mean_gap_tsc_[cls] > 1e7) return;
+  const double target = spec_.load * c.share * static_cast<double>(spec_.bottleneck_bps) / 8 *
+                        static_cast<double>(window_ns) / 1e9;
+  // Scaling every gap by one factor keeps the draws (each gap is a fixed draw over the rate);
+  // which messages fall inside the window then moves, and a message larger than the error can
+  // only be in or out: a few rounds, keeping the closest.
+  double best_gap = mean_gap_tsc_[cls], best_error = -1;
+  for (int round = 0; round < 8; ++round) {
+    const double offered = OfferedIn(cls, window_tsc);
+    if (offered <= 0) break;
+    const double error = std::abs(offered - target);
+    if (best_error < 0 || error < best_error) {
+      best_error = error;
+      best_gap = mean_gap_tsc_[cls];
+    }
+    if (error < 1e-4 * target) break;
+    mean_gap_tsc_[cls] *= offered / target;
+  }
+  mean_gap_tsc_[cls] = best_gap;
 }
 
 void Generator::Arrive(uint16_t cls, uint64_t at) {
   const ClassWorkload& c = spec_.classes[cls];
   Sender& sender = senders_[c.sender];
   if (sender.queue.empty() && sender.live.empty()) sender.free_tsc = std::max(sender.free_tsc, at);
-  const uint64_t size = std::max<uint64_t>(1, c.sizes.Sample(rng_));
+  const uint64_t size = std::max<uint64_t>(1, c.sizes.Sample(rngs_[cls]));
   const uint64_t id = uint64_t{cls} << 48 | (messages_ & ((1ull << 48) - 1));
   // One source port per message, so tcp-gap sees every message as its own flow.
   const auto src_port = static_cast<uint16_t>(10000 + (messages_ % 50000));
