@@ -278,7 +278,10 @@ Result<json> Appliance::StatsJson() {
                    {"ebpf_runs", c.ebpf_runs},
                    {"ebpf_reclassified", c.ebpf_reclassified},
                    {"ebpf_unknown_queue", c.ebpf_unknown_queue},
-                   {"handoff_dropped", c.handoff_dropped}};
+                   {"handoff_dropped", c.handoff_dropped},
+                   {"poll_gaps_over_100us", c.poll_gaps_over_100us},
+                   {"poll_gaps_over_1ms", c.poll_gaps_over_1ms},
+                   {"longest_poll_gap_us", c.longest_poll_gap_ns / 1000}};
   json bridges = json::array();
   for (size_t b = 0; b < snap.learned_macs.size(); ++b) {
     bridges.push_back(

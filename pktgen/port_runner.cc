@@ -213,6 +213,11 @@ UnloadedLatency MeasureUnloaded(const WorkloadSpec& spec, const PortEndpoints& p
   const Generator addresses(spec, hz, ReadTsc());
   const ClassWorkload& cls = spec.classes[0];
   const FrameAddress addr = addresses.AddressOf(0, cls.sender, 9999);
+  // Between probes the path must be idle again: a pacer or link still busy with the previous
+  // (full-size) probe would delay the next one, and that is queueing, not the path.
+  const uint64_t full_frame_tsc =
+      NsToTsc((spec.mss + 200) * 8 * 1'000'000'000ull / spec.bottleneck_bps, hz);
+  const uint64_t settle_tsc = std::max(NsToTsc(50'000, hz), 2 * full_frame_tsc);
   out.small_ns = out.full_ns = UINT64_MAX;
   for (int i = 0; i < 2 * kProbesPerSize; ++i) {
     const bool full = i % 2 == 1;
@@ -257,6 +262,8 @@ UnloadedLatency MeasureUnloaded(const WorkloadSpec& spec, const PortEndpoints& p
         seen = true;
       }
       rte_pktmbuf_free_bulk(rx.pkts, got);
+    }
+    for (const uint64_t settled = ReadTsc() + settle_tsc; ReadTsc() < settled;) {
     }
   }
   if (out.small_ns == UINT64_MAX || out.full_ns == UINT64_MAX) return UnloadedLatency{};

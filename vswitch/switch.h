@@ -104,6 +104,11 @@ struct SwitchCounters {
   uint64_t flow_cache_hits = 0;
   uint64_t flow_cache_misses = 0;
   uint64_t handoff_dropped = 0;  // the ring to another worker's uplink was full
+  // Gaps between a worker's polls (RunWorker): its lcore was kept from running, by the kernel or
+  // the host, or one poll took that long. Packets wait through them; tails show them.
+  uint64_t poll_gaps_over_100us = 0;
+  uint64_t poll_gaps_over_1ms = 0;
+  uint64_t longest_poll_gap_ns = 0;  // the largest over the workers
 
   void Add(const SwitchCounters& o);
 };

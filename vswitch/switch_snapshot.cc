@@ -29,6 +29,9 @@ void SwitchCounters::Add(const SwitchCounters& o) {
   flow_cache_hits += o.flow_cache_hits;
   flow_cache_misses += o.flow_cache_misses;
   handoff_dropped += o.handoff_dropped;
+  poll_gaps_over_100us += o.poll_gaps_over_100us;
+  poll_gaps_over_1ms += o.poll_gaps_over_1ms;
+  longest_poll_gap_ns = std::max(longest_poll_gap_ns, o.longest_poll_gap_ns);
 }
 
 // Sizes each worker's snapshot for what it will copy there (a first Stats() per uplink gives its

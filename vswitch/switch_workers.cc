@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "common/tsan.h"
 #include "common/tsc.h"
 #include "vswitch/switch.h"
@@ -31,8 +33,20 @@ Status Switch::InitQuiescence() {
 void Switch::RunWorker(uint16_t worker, const std::atomic<bool>& stop) {
   rte_rcu_qsbr* v = qsbr_.get();
   rte_rcu_qsbr_thread_online(v, worker);
+  SwitchCounters& counters = workers_[worker]->counters;
+  const uint64_t hz = TscHz();
+  const uint64_t over_100us = hz / 10'000, over_1ms = hz / 1'000;
+  uint64_t last = ReadTsc();
   while (!stop.load(std::memory_order_relaxed)) {
-    Poll(worker, ReadTsc());
+    const uint64_t now = ReadTsc();
+    const uint64_t gap = now - last;
+    last = now;
+    if (gap > over_100us) [[unlikely]] {
+      ++counters.poll_gaps_over_100us;
+      counters.poll_gaps_over_1ms += gap > over_1ms;
+      counters.longest_poll_gap_ns = std::max(counters.longest_poll_gap_ns, TscToNs(gap, hz));
+    }
+    Poll(worker, now);
     TsanRelease(v);  // what this poll did happens before Quiesce() returns
     rte_rcu_qsbr_quiescent(v, worker);
   }
