@@ -120,7 +120,7 @@ std::string SlowdownPlotBody(const std::string& data, const std::vector<std::str
                              const std::vector<LineStyle>& styles = {}) {
   std::string body = fmt::format(
       "set title {}\nset xlabel \"message size\"\nset ylabel \"slowdown (completion time / "
-      "time alone at the bottleneck rate)\"\nset logscale y\nset yrange [0.9:*]\n"
+      "best time on the unloaded path)\"\nset logscale y\nset yrange [0.9:*]\n"
       "set xrange [-0.5:{}]\nset style data linespoints\nplot ",
       Quote(title), pktgen::kSizeBuckets - 0.5);
   for (size_t i = 0; i < labels.size(); ++i) {
