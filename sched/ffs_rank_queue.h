@@ -57,10 +57,18 @@ class FfsRankQueue {
     nodes_[id].key = key;
     Bucket& bucket = buckets_[b];
     if (bucket.head == kNoId) {
+      // A lone element stays in the bucket and takes no chunk (see Bucket).
+      bucket = Bucket{id, kNoId, 0, 0};
+      bitmap_.Set(b);
+      NoteKey(key);
+      return;
+    }
+    if (bucket.tail == kNoId) {
+      // The second element: both move into a chunk, which the bucket keeps until it empties.
       const uint32_t c = NewChunk();
       chunks_[c].prev = kNoId;
-      bucket = Bucket{c, c, 0, 0};
-      bitmap_.Set(b);
+      chunks_[c].ids[0] = bucket.head;
+      bucket = Bucket{c, c, 0, 1};
     } else if (bucket.tail_pos == kChunkIds) {
       const uint32_t c = NewChunk();
       chunks_[c].prev = bucket.tail;
@@ -69,18 +77,12 @@ class FfsRankQueue {
       bucket.tail_pos = 0;
     }
     chunks_[bucket.tail].ids[bucket.tail_pos++] = id;
-    // Keep the cached minimum exact: a smaller key takes over, an empty queue starts afresh.
-    if (size_ == 0 || (min_valid_ && key < min_key_)) {
-      min_key_ = key;
-      min_valid_ = true;
-    }
-    ++size_;
+    NoteKey(key);
   }
 
   uint32_t PeekMin() const {
     if (size_ == 0) return kNoId;
-    const Bucket& bucket = buckets_[MinBucket()];
-    return chunks_[bucket.head].ids[bucket.head_pos];
+    return First(buckets_[MinBucket()]);
   }
 
   // Up to `n` (at most kChunkIds + 1) elements in the order PopMin would give them, from the
@@ -107,8 +109,7 @@ class FfsRankQueue {
   uint32_t PopMin() {
     if (size_ == 0) return kNoId;
     const uint32_t b = MinBucket();
-    Bucket& bucket = buckets_[b];
-    const uint32_t id = chunks_[bucket.head].ids[bucket.head_pos];
+    const uint32_t id = First(buckets_[b]);
     map_.OnPopMin(nodes_[id].key);
     DropHead(b);
     return id;
@@ -123,6 +124,7 @@ class FfsRankQueue {
     if (base_idx > 0) b = bitmap_.Prev(base_idx - 1);
     if (b == HierBitmap::kNone) b = bitmap_.Last();
     const Bucket& bucket = buckets_[b];
+    if (bucket.tail == kNoId) return bucket.head;
     return chunks_[bucket.tail].ids[bucket.tail_pos - 1];
   }
 
@@ -131,7 +133,7 @@ class FfsRankQueue {
   void Remove(uint32_t id) {
     const uint32_t b = static_cast<uint32_t>(nodes_[id].key & mask_);
     Bucket& bucket = buckets_[b];
-    if (chunks_[bucket.head].ids[bucket.head_pos] == id) {
+    if (First(bucket) == id) {
       DropHead(b);
       return;
     }
@@ -153,6 +155,13 @@ class FfsRankQueue {
 
   uint64_t KeyOf(uint32_t id) const { return nodes_[id].key; }
 
+  // Chunks the buckets hold now (walks the free list; for tests).
+  uint32_t ChunksHeld() const {
+    uint32_t free = 0;
+    for (uint32_t c = free_chunk_; c != kNoId; c = chunks_[c].next) ++free;
+    return chunks_used_ - free;
+  }
+
  private:
   // A bucket's FIFO lives in chunks of ids, not in links through the elements' nodes: the next
   // minima are read from one cache line instead of from the message states one after the other,
@@ -165,9 +174,13 @@ class FfsRankQueue {
     uint32_t prev;
   };
   static_assert(sizeof(Chunk) == 64, "a chunk is one cache line");
-  // Elements are [head_pos, end) of chunk head, ..., [0, tail_pos) of chunk tail; the first and
-  // the last chunk each hold at least one element, so a bucket of k elements spans at most
-  // k / kChunkIds + 2 chunks.
+  // Empty: head == kNoId. One element without a chunk ("inline"): tail == kNoId, head is the
+  // element's id, so a bucket that only ever holds one element at a time never takes a chunk.
+  // Otherwise the elements are [head_pos, end) of chunk head, ..., [0, tail_pos) of chunk tail;
+  // the first and the last chunk each hold at least one element, so a bucket of k elements spans
+  // at most k / kChunkIds + 2 chunks. A chunked bucket stays chunked down to one element and
+  // goes back to inline only through empty: a bucket that swings between one and two elements
+  // takes one chunk for the swing, not one per push.
   struct Bucket {
     uint32_t head = kNoId;
     uint32_t tail = kNoId;
@@ -181,6 +194,21 @@ class FfsRankQueue {
     const uint64_t ids = c.capacity;
     const uint64_t spans = ids / kChunkIds + 2 * uint64_t{c.num_buckets};
     return static_cast<size_t>(std::min(ids, spans) + 1);
+  }
+
+  // The first element of a bucket that is not empty.
+  uint32_t First(const Bucket& bucket) const {
+    if (bucket.tail == kNoId) return bucket.head;
+    return chunks_[bucket.head].ids[bucket.head_pos];
+  }
+  // Keeps the cached minimum exact after filing `key`: a smaller key takes over, an empty queue
+  // starts afresh.
+  void NoteKey(uint64_t key) {
+    if (size_ == 0 || (min_valid_ && key < min_key_)) {
+      min_key_ = key;
+      min_valid_ = true;
+    }
+    ++size_;
   }
 
   uint32_t NewChunk() {
@@ -204,6 +232,11 @@ class FfsRankQueue {
   // when there are more, those two hold at least 1 + kChunkIds elements.
   uint32_t Gather(const Bucket& bucket, uint32_t* out, uint32_t n) const {
     assert(n <= kChunkIds + 1);
+    if (bucket.tail == kNoId) {
+      if (n == 0) return 0;
+      out[0] = bucket.head;
+      return 1;
+    }
     uint32_t got = 0;
     uint32_t c = bucket.head;
     uint32_t pos = bucket.head_pos;
@@ -230,16 +263,18 @@ class FfsRankQueue {
     return true;
   }
 
-  void BucketEmptied(uint32_t b) {
+  // Inlined, as DropHead: both are on PopMin's path, called once per packet sent.
+  [[gnu::always_inline]] void BucketEmptied(uint32_t b) {
     Bucket& bucket = buckets_[b];
-    FreeChunk(bucket.head);
+    if (bucket.tail != kNoId) FreeChunk(bucket.head);
     bucket = Bucket{};
     bitmap_.Clear(b);
     if (min_valid_ && (min_key_ & mask_) == b) min_valid_ = false;
   }
-  void DropHead(uint32_t b) {
+  [[gnu::always_inline]] void DropHead(uint32_t b) {
     Bucket& bucket = buckets_[b];
     --size_;
+    if (bucket.tail == kNoId) return BucketEmptied(b);
     ++bucket.head_pos;
     if (bucket.head == bucket.tail) {
       if (bucket.head_pos == bucket.tail_pos) BucketEmptied(b);
@@ -256,6 +291,7 @@ class FfsRankQueue {
   void DropTail(uint32_t b) {
     Bucket& bucket = buckets_[b];
     --size_;
+    if (bucket.tail == kNoId) return BucketEmptied(b);
     --bucket.tail_pos;
     if (bucket.head == bucket.tail) {
       if (bucket.head_pos == bucket.tail_pos) BucketEmptied(b);

@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "sched/ffs_rank_queue.h"
@@ -214,8 +215,10 @@ TEST_CASE("log-scale keys are monotone, exact for small ranks, 0.8% coarse above
 TEST_CASE("ffs rank queue: long runs of one key span chunks; removal anywhere keeps FIFO",
           "[rank_queue]") {
   // Few keys and many ids: every bucket's FIFO runs over several chunks, and ids are removed at
-  // its head, its tail and in the middle, then pushed again.
-  const uint32_t kIds = 400;
+  // its head, its tail and in the middle, then pushed again. With as many keys as buckets and
+  // few ids, buckets keep going between empty, one element inline and a chunk.
+  const auto [kIds, kKeys] =
+      GENERATE(std::pair<uint32_t, uint64_t>{400, 3}, std::pair<uint32_t, uint64_t>{48, 64});
   std::vector<RankNode> nodes(kIds);
   FfsRankQueue q(RankQueueConfig{64, 0, false, false, kIds},
                  RankNodes(nodes.data(), sizeof(RankNode)));
@@ -231,7 +234,7 @@ TEST_CASE("ffs rank queue: long runs of one key span chunks; removal anywhere ke
     const int op = static_cast<int>(rng() % 10);
     const uint32_t id = static_cast<uint32_t>(rng() % kIds);
     if (op < 5 && !inside[id]) {
-      const uint64_t key = rng() % 3;
+      const uint64_t key = rng() % kKeys;
       q.Push(id, key);
       ref[key].push_back(id);
       inside[id] = true;
@@ -267,6 +270,71 @@ TEST_CASE("ffs rank queue: long runs of one key span chunks; removal anywhere ke
       REQUIRE(q.PeekMax() == last->second.back());
     }
   }
+}
+
+TEST_CASE(
+    "ffs rank queue: a lone element of its key takes no chunk, a second takes one until "
+    "the bucket empties",
+    "[rank_queue]") {
+  const uint32_t kIds = 64;
+  std::vector<RankNode> nodes(kIds);
+  FfsRankQueue q(RankQueueConfig{64, 0, false, false, kIds},
+                 RankNodes(nodes.data(), sizeof(RankNode)));
+  // One element per key: all inline.
+  for (uint32_t id = 0; id < 8; ++id) CHECK_FALSE(q.Push(id, 10 + id));
+  CHECK(q.ChunksHeld() == 0);
+  CHECK(q.PeekMin() == 0);
+  CHECK(q.PeekMax() == 7);
+  CHECK(q.PeekSecond() == 1);
+  uint32_t ahead[8];
+  REQUIRE(q.PeekNext(ahead, 8) == 2);  // the first two non-empty buckets, one element each
+  CHECK(ahead[0] == 0);
+  CHECK(ahead[1] == 1);
+  q.Remove(7);  // an inline max
+  CHECK(q.PeekMax() == 6);
+  q.Remove(3);  // an inline element in the middle
+  CHECK(q.PopMin() == 0);
+  CHECK(q.ChunksHeld() == 0);
+
+  // A second element of key 11 (id 1 is there inline): both move into one chunk, FIFO kept.
+  CHECK_FALSE(q.Push(20, 11));
+  CHECK(q.ChunksHeld() == 1);
+  CHECK(q.PeekMin() == 1);
+  REQUIRE(q.PeekNext(ahead, 4) == 3);  // the chunked bucket, then the inline one after it
+  CHECK(ahead[0] == 1);
+  CHECK(ahead[1] == 20);
+  CHECK(ahead[2] == 2);
+  CHECK(q.PopMin() == 1);
+  // Down to one element the bucket keeps its chunk, so swinging between one and two is free.
+  CHECK(q.ChunksHeld() == 1);
+  CHECK_FALSE(q.Push(21, 11));
+  CHECK(q.ChunksHeld() == 1);
+  CHECK(q.PopMin() == 20);
+  CHECK(q.PopMin() == 21);
+  // Empty again: the chunk went back, and the next element of that key is inline.
+  CHECK(q.ChunksHeld() == 0);
+  CHECK_FALSE(q.Push(22, 11));
+  CHECK(q.ChunksHeld() == 0);
+  CHECK(q.PopMin() == 22);
+  for (uint32_t id : {2u, 4u, 5u, 6u}) CHECK(q.PopMin() == id);
+  CHECK(q.Empty());
+
+  // A long run of one key spans chunks, and gives them all back as it drains, from both ends.
+  for (uint32_t id = 30; id < 60; ++id) CHECK_FALSE(q.Push(id, 40));
+  CHECK(q.ChunksHeld() == 3);  // 14 + 14 + 2
+  CHECK(q.PeekMax() == 59);
+  q.Remove(59);
+  q.Remove(58);
+  CHECK(q.ChunksHeld() == 2);
+  CHECK(q.PeekMax() == 57);
+  for (uint32_t id = 30; id < 44; ++id) CHECK(q.PopMin() == id);
+  CHECK(q.ChunksHeld() == 1);
+  q.Remove(50);  // from the middle of the remaining chunk
+  for (uint32_t id = 44; id < 58; ++id) {
+    if (id != 50) CHECK(q.PopMin() == id);
+  }
+  CHECK(q.Empty());
+  CHECK(q.ChunksHeld() == 0);
 }
 
 }  // namespace qosvisor::sched
