@@ -210,9 +210,8 @@ UnloadedLatency MeasureUnloaded(const WorkloadSpec& spec, const PortEndpoints& p
   constexpr int kProbesPerSize = 24;
   UnloadedLatency out;
   if (ports.receiver == nullptr || spec.classes.empty()) return out;
-  const Generator addresses(spec, hz, ReadTsc());
   const ClassWorkload& cls = spec.classes[0];
-  const FrameAddress addr = addresses.AddressOf(0, cls.sender, 9999);
+  const FrameAddress addr = AddressOf(spec, 0, cls.sender, 9999);
   // Between probes the path must be idle again: a pacer or link still busy with the previous
   // (full-size) probe would delay the next one, and that is queueing, not the path.
   const uint64_t full_frame_tsc =

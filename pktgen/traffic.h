@@ -100,6 +100,10 @@ Status ValidateWorkload(const WorkloadSpec& spec);
 // Bytes a message of `size` payload bytes occupies on the wire: frames + preamble/IFG/FCS.
 uint64_t MessageWireBytes(const WorkloadSpec& spec, const ClassWorkload& c, uint64_t size);
 
+// Where class `cls`'s frames from sender `sender` go, and from where.
+inline FrameAddress AddressOf(const WorkloadSpec& spec, uint16_t cls, uint16_t sender,
+                              uint16_t src_port);  // in traffic_inl.h: per packet
+
 struct GeneratedPacket {
   uint16_t sender;
   uint32_t length;  // frame bytes
@@ -137,8 +141,6 @@ class Generator {
   // should have completed.
   const std::vector<std::array<uint64_t, 5>>& messages_sent() const { return sent_messages_; }
   uint64_t retransmitted_packets() const { return retransmitted_; }
-  // Where class `cls`'s frames from sender `s` go, and from where.
-  FrameAddress AddressOf(uint16_t cls, uint16_t s, uint16_t src_port) const;
   bool idle() const;  // no message waits to be sent
 
  private:

@@ -1,23 +1,24 @@
-// Generator::Poll, inline because it runs per packet with the caller's emit function.
+// Generator::Poll and AddressOf, inline because they run per packet with the caller's emit.
 #pragma once
 
 #include <algorithm>
 
 namespace qosvisor::pktgen {
 
-inline FrameAddress Generator::AddressOf(uint16_t cls_index, uint16_t s, uint16_t src_port) const {
-  const ClassWorkload& cls = spec_.classes[cls_index];
+inline FrameAddress AddressOf(const WorkloadSpec& spec, uint16_t cls_index, uint16_t sender,
+                              uint16_t src_port) {
+  const ClassWorkload& cls = spec.classes[cls_index];
   FrameAddress addr{};
   if (cls.dst_mac) {
     std::copy(cls.dst_mac->begin(), cls.dst_mac->end(), addr.dst_mac);
   } else {
-    std::copy(spec_.receiver_mac, spec_.receiver_mac + 6, addr.dst_mac);
+    std::copy(spec.receiver_mac, spec.receiver_mac + 6, addr.dst_mac);
   }
   const uint8_t src_mac[6] = {
-      0x02, 0x51, 0x56, 0, static_cast<uint8_t>(cls.tenant), static_cast<uint8_t>(s + 1)};
+      0x02, 0x51, 0x56, 0, static_cast<uint8_t>(cls.tenant), static_cast<uint8_t>(sender + 1)};
   std::copy(src_mac, src_mac + 6, addr.src_mac);
-  addr.src_ip = 0x0a000000u | uint32_t{cls.tenant} << 8 | (s + 1u);
-  addr.dst_ip = cls.dst_ip != 0 ? cls.dst_ip : spec_.receiver_ip;
+  addr.src_ip = 0x0a000000u | uint32_t{cls.tenant} << 8 | (sender + 1u);
+  addr.dst_ip = cls.dst_ip != 0 ? cls.dst_ip : spec.receiver_ip;
   addr.vlan = cls.vlan;
   addr.src_port = src_port;
   addr.dst_port = cls.dst_port;
@@ -61,7 +62,7 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
       probe.sender_wait = static_cast<uint32_t>(
           std::min<uint64_t>(m.first_send_tsc - std::min(m.arrival_tsc, m.first_send_tsc), UINT32_MAX));
       probe.seq = class_seq_[m.cls];
-      const FrameAddress addr = AddressOf(m.cls, s, m.src_port);
+      const FrameAddress addr = AddressOf(spec_, m.cls, s, m.src_port);
       const uint32_t length =
           FrameLength(cls.framing, cls.vlan >= 0, chunk,
                       spec_.transport.kind == Transport::kOpen && UsesCompactProbe(probe));
