@@ -392,10 +392,10 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
           }
           last_arrival = std::max(last_arrival, arrived);
         }
+        cadence.Received(rx, got);
         rte_pktmbuf_free_bulk(rx.pkts, got);
         n += got;
         if (got != 0) last_rx = rx_now;
-        cadence.Received(rx, got);
       } while (got == kMaxBurst);
     }
     if (link) {
