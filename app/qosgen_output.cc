@@ -332,8 +332,9 @@ std::string FormatCompare(const std::vector<nlohmann::json>& reports,
       out += "\n";
     }
   }
-  out += "~N: N messages of that size were sent whole and never completed (packets lost); they are "
-         "not in p50/p99\n";
+  out +=
+      "~N: N messages of that size were sent whole and never completed (packets lost); they are "
+      "not in p50/p99\n";
   return out;
 }
 

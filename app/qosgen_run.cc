@@ -140,7 +140,8 @@ Result<GenPlan> BuildPlan(const GenFlags& f) {
   // DPDK's memif driver does not survive that on either side: refuse it here.
   if (plan.rx_port && plan.rx_port->driver == "memif" && plan.port.driver == "memif" &&
       plan.rx_port->args["socket"] == plan.port.args["socket"]) {
-    err(fmt::format("--rx-port: memif socket '{}' is --port's already; leave --rx-port out "
+    err(
+        fmt::format("--rx-port: memif socket '{}' is --port's already; leave --rx-port out "
                     "(frames then come back on --port)",
                     plan.port.args["socket"]));
   }
@@ -287,18 +288,18 @@ Result<GenPlan> BuildPlan(const GenFlags& f) {
   if (window > (1u << 30) || rtt > (1u << 30)) err("--window and --rtt-bytes must be at most 1GiB");
   t.window_bytes = static_cast<uint32_t>(std::min<uint64_t>(window, 1u << 30));
   t.rtt_bytes = static_cast<uint32_t>(std::min<uint64_t>(rtt, 1u << 30));
-  if (!f.overcommit.empty() && (!ParseNumber(f.overcommit, t.overcommit) || t.overcommit == 0 ||
-                                t.overcommit > 64)) {
+  if (!f.overcommit.empty() &&
+      (!ParseNumber(f.overcommit, t.overcommit) || t.overcommit == 0 || t.overcommit > 64)) {
     err(fmt::format("--overcommit '{}': a number of messages in 1..64", f.overcommit));
   }
   const bool closed = t.kind != pktgen::Transport::kOpen;
-  if (!closed && !(f.window.empty() && f.rtt_bytes.empty() && f.overcommit.empty() &&
-                   f.rto.empty())) {
+  if (!closed &&
+      !(f.window.empty() && f.rtt_bytes.empty() && f.overcommit.empty() && f.rto.empty())) {
     err("--window, --rtt-bytes, --overcommit and --rto need --transport window or homa");
   }
   if (!f.poll.empty() && f.poll != "busy") {
     auto v = f.poll.rfind("sleep=", 0) == 0 ? ParseDuration(f.poll.substr(6))
-                                             : Result<uint64_t>(Status::Error("unknown mode"));
+                                            : Result<uint64_t>(Status::Error("unknown mode"));
     if (!v.ok() || *v == 0 || *v > 1'000'000'000) {
       err(fmt::format("--poll '{}': use busy or sleep=DURATION (e.g. sleep=10us, at most 1s)",
                       f.poll));

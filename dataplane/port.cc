@@ -104,8 +104,7 @@ Result<std::unique_ptr<Port>> CreateRingPort(const PortOptions& options, Mempool
     return Status::Error(fmt::format("port '{}': cannot create its rings: {}", options.name,
                                      rte_strerror(rte_errno)));
   }
-  const int id = rte_eth_from_rings(VdevName("net_ring").c_str(), &rx, 1, &tx, 1,
-                                    rte_socket_id());
+  const int id = rte_eth_from_rings(VdevName("net_ring").c_str(), &rx, 1, &tx, 1, rte_socket_id());
   if (id < 0) {
     rte_ring_free(rx);
     rte_ring_free(tx);
@@ -202,8 +201,8 @@ Result<std::pair<std::string, std::string>> VdevSpec(const PortOptions& o) {
       prefix = "net_pcap";
       if (!o.args.contains("rx_pcap") && !o.args.contains("tx_pcap") &&
           !o.args.contains("rx_iface")) {
-        return Status::Error(fmt::format(
-            "port '{}': driver pcap needs rx_pcap, tx_pcap or rx_iface", o.name));
+        return Status::Error(
+            fmt::format("port '{}': driver pcap needs rx_pcap, tx_pcap or rx_iface", o.name));
       }
       for (const char* key : {"rx_pcap", "tx_pcap", "rx_iface", "tx_iface"}) {
         if (o.args.contains(key)) kv.emplace_back(key, arg(key));
@@ -295,8 +294,9 @@ PortCounters SoftwarePortCounters::Read() const {
 uint16_t EthPort::Recv(PacketBatch& batch) {
   uint16_t n = 0;
   for (uint16_t q = 0; q < rx_queues_ && batch.count + n < kMaxBurst; ++q) {
-    n = static_cast<uint16_t>(n + rte_eth_rx_burst(port_id_, q, batch.pkts + batch.count + n,
-                                                   static_cast<uint16_t>(kMaxBurst - batch.count - n)));
+    n = static_cast<uint16_t>(n +
+                              rte_eth_rx_burst(port_id_, q, batch.pkts + batch.count + n,
+                                               static_cast<uint16_t>(kMaxBurst - batch.count - n)));
   }
   if (n == 0) return 0;  // (most polls of an idle port: no stores)
   TsanPacketsIn();

@@ -142,8 +142,8 @@ Result<GenPortSpec> ParseGenPortSpec(const std::string& text, const std::string&
   if (spec.driver == "af_packet") s = need("iface");
   if (spec.driver == "pcap" && !spec.args.contains("rx_pcap") && !spec.args.contains("tx_pcap") &&
       !spec.args.contains("rx_iface")) {
-    s = Status::Error(
-        fmt::format("{} '{}': driver pcap needs rx_pcap=FILE, tx_pcap=FILE or rx_iface=IF", flag, text));
+    s = Status::Error(fmt::format(
+        "{} '{}': driver pcap needs rx_pcap=FILE, tx_pcap=FILE or rx_iface=IF", flag, text));
   }
   if (!s.ok()) return s;
   return spec;

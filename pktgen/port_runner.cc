@@ -4,10 +4,9 @@
 #include "pktgen/port_runner.h"
 
 #include <fmt/format.h>
+#include <pthread.h>
 #include <rte_mbuf.h>
 #include <rte_mbuf_dyn.h>
-
-#include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -128,10 +127,11 @@ class RealtimeScope {
 };
 
 // Receive times the device recorded (mbuf timestamp field: the pcap driver's copy of the kernel's
-// receive time, microseconds of CLOCK_REALTIME; or a ring port's departure TSC), on the TSC: a frame that waited in the device's ring
-// because this loop polled late is measured at its arrival, not at the poll.
-// A frame in the kernel's ring before a poll that found the ring empty has been handed over by
-// then, give or take the driver's copy: what arrived more than this before such a poll is known.
+// receive time, microseconds of CLOCK_REALTIME; or a ring port's departure TSC), on the TSC: a
+// frame that waited in the device's ring because this loop polled late is measured at its arrival,
+// not at the poll. A frame in the kernel's ring before a poll that found the ring empty has been
+// handed over by then, give or take the driver's copy: what arrived more than this before such a
+// poll is known.
 constexpr uint64_t kDeliverySlackNs = 50'000;
 
 class DeviceStamps {
@@ -153,8 +153,7 @@ class DeviceStamps {
     ++stamped_;
     uint64_t at = stamp;
     if (kind_ == PortEndpoints::Stamps::kRealtimeMicros) {
-      const int64_t delta_ns =
-          static_cast<int64_t>(stamp * 1000) - static_cast<int64_t>(base_ns_);
+      const int64_t delta_ns = static_cast<int64_t>(stamp * 1000) - static_cast<int64_t>(base_ns_);
       const int64_t delta_tsc = delta_ns * static_cast<int64_t>(hz_ / 1000) / 1'000'000;
       at = static_cast<uint64_t>(static_cast<int64_t>(base_tsc_) + delta_tsc);
     }
@@ -164,7 +163,9 @@ class DeviceStamps {
     return arrival;
   }
   uint64_t stamped() const { return stamped_; }
-  double max_delivery_us() const { return static_cast<double>(TscToNs(max_delivery_tsc_, hz_)) / 1e3; }
+  double max_delivery_us() const {
+    return static_cast<double>(TscToNs(max_delivery_tsc_, hz_)) / 1e3;
+  }
 
  private:
   void Calibrate() {

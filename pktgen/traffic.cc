@@ -113,9 +113,9 @@ uint64_t MessageWireBytes(const WorkloadSpec& spec, const ClassWorkload& c, uint
   uint64_t bytes = full * (FrameLength(c.framing, vlan, spec.mss) + kWireOverhead);
   if (rest != 0 || size == 0) {
     // The last (or only) packet; class 0 stands for any, as a workload has at most 256 classes.
-    const bool compact = full == 0 && spec.transport.kind == Transport::kOpen &&
-                         UsesCompactProbe(0, static_cast<uint32_t>(rest),
-                                                       static_cast<uint32_t>(size), 0, c.tenant);
+    const bool compact =
+        full == 0 && spec.transport.kind == Transport::kOpen &&
+        UsesCompactProbe(0, static_cast<uint32_t>(rest), static_cast<uint32_t>(size), 0, c.tenant);
     bytes += FrameLength(c.framing, vlan, static_cast<uint32_t>(rest), compact) + kWireOverhead;
   }
   return bytes;
@@ -334,7 +334,8 @@ double Generator::NextArrival(uint16_t cls, std::mt19937_64& rng, double& clock)
 }
 
 void Generator::Advance(uint16_t cls) {
-  next_arrival_[cls] = start_tsc_ + static_cast<uint64_t>(NextArrival(cls, rngs_[cls], clock_[cls]));
+  next_arrival_[cls] =
+      start_tsc_ + static_cast<uint64_t>(NextArrival(cls, rngs_[cls], clock_[cls]));
 }
 
 double Generator::OfferedIn(uint16_t cls, double window_tsc) const {
@@ -344,7 +345,7 @@ double Generator::OfferedIn(uint16_t cls, double window_tsc) const {
   while (NextArrival(cls, rng, clock) < window_tsc) {
     const uint64_t size = std::max<uint64_t>(1, c.sizes.Sample(rng));  // as Arrive draws it
     bytes += static_cast<double>(fixed_wire_bytes_[cls] != 0 ? fixed_wire_bytes_[cls]
-                                                              : MessageWireBytes(spec_, c, size));
+                                                             : MessageWireBytes(spec_, c, size));
   }
   return bytes;
 }
@@ -576,8 +577,8 @@ void Analyser::Grants(std::vector<std::pair<uint64_t, uint32_t>>& out) {
   // The `overcommit` incomplete messages with the fewest bytes left, each up to rtt_bytes beyond
   // what arrived in order.
   uint32_t n = 0;
-  for (auto it = by_remaining_.begin();
-       it != by_remaining_.end() && n < spec_.transport.overcommit; ++it, ++n) {
+  for (auto it = by_remaining_.begin(); it != by_remaining_.end() && n < spec_.transport.overcommit;
+       ++it, ++n) {
     MessageProgress& m = messages_.at(it->second);
     m.granted = std::max(m.granted, std::min(m.size, m.contiguous + spec_.transport.rtt_bytes));
     out.emplace_back(it->second, m.granted);

@@ -152,10 +152,10 @@ class Generator {
     uint64_t arrival_tsc;
     uint64_t first_send_tsc;  // when its first byte left (completion time counts from there)
     uint16_t src_port;
-    uint32_t acked = 0;               // closed loop: in-order bytes the receiver confirmed
-    uint64_t progress_tsc = 0;        // closed loop: when `acked` last moved (or first send)
-    bool counted = false;             // its last byte has left once (messages_sent)
-    uint32_t high = 0;                // the furthest offset sent: below it, a send is a resend
+    uint32_t acked = 0;         // closed loop: in-order bytes the receiver confirmed
+    uint64_t progress_tsc = 0;  // closed loop: when `acked` last moved (or first send)
+    bool counted = false;       // its last byte has left once (messages_sent)
+    uint32_t high = 0;          // the furthest offset sent: below it, a send is a resend
     // homa: timed out once; from then on it sends only what the receiver grants (as Homa's
     // receiver-driven resends), plus one packet per timeout so an unknown message is heard of.
     bool recovering = false;
@@ -244,10 +244,10 @@ struct ClassReport {
   std::array<uint64_t, 5> completed_by_size{};   // kSizeBuckets
   uint64_t completed_wire_bytes = 0;             // of completed messages, as offered
   std::array<uint64_t, 5> incomplete_by_size{};  // sent whole by the sender, never completed
-  Histogram latency_ns;                    // per packet, one way
-  Histogram completion_ns;                 // per message
-  Histogram slowdown_milli[kSizeBuckets];  // per message, slowdown × 1000, by size bucket
-  std::vector<uint64_t> bytes_per_bin;     // received wire bytes per Analyser::kBinNs
+  Histogram latency_ns;                          // per packet, one way
+  Histogram completion_ns;                       // per message
+  Histogram slowdown_milli[kSizeBuckets];        // per message, slowdown × 1000, by size bucket
+  std::vector<uint64_t> bytes_per_bin;           // received wire bytes per Analyser::kBinNs
 };
 
 class Analyser final : public TransportFeedback {
@@ -295,7 +295,7 @@ class Analyser final : public TransportFeedback {
   std::vector<uint64_t> max_seq_;
   std::unordered_map<uint64_t, MessageProgress> messages_;
   std::set<std::pair<uint32_t, uint64_t>> by_remaining_;  // (bytes left, id), incomplete ones
-  std::vector<uint64_t> completed_;  // closed loop: a bit per message counter
+  std::vector<uint64_t> completed_;                       // closed loop: a bit per message counter
   uint64_t small_frame_ns_ = 0, full_frame_ns_ = 0;
   uint64_t foreign_ = 0;
   uint64_t received_packets_ = 0, received_bytes_ = 0;

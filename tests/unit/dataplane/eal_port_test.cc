@@ -1,7 +1,8 @@
 // EAL arguments from options, port creation, burst I/O through ring ports, and counters (also
 // read while another thread counts).
-#include <rte_ethdev.h>
+#include <fmt/format.h>
 #include <rte_cycles.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_mbuf_dyn.h>
 #include <rte_ring.h>
@@ -10,7 +11,6 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
-#include <fmt/format.h>
 #include <thread>
 
 #include "dataplane/eal.h"
@@ -117,7 +117,8 @@ TEST_CASE("vdev specs map our driver arguments and reject unknown ones", "[datap
   CHECK(VdevSpec(o)->second == "rx_iface=veth1");
 }
 
-TEST_CASE("a ring port stamps departures in the mbuf timestamp field; others refuse", "[dataplane]") {
+TEST_CASE("a ring port stamps departures in the mbuf timestamp field; others refuse",
+          "[dataplane]") {
   TestEal();
   auto pool = Mempool::Create("stamp_test_pool", 1023);
   REQUIRE(pool.ok());

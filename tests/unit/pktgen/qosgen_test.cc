@@ -374,9 +374,10 @@ TEST_CASE("the emulated link drains at its rate and tail-drops when full", "[qos
 // Multi-packet messages into an emulated link too slow and too shallow for them: open-loop
 // senders lose packets and those messages are counted incomplete by size; window and homa senders
 // resend what is missing and complete every message.
-TEST_CASE("closed-loop transports complete every message through a lossy bottleneck, open loop "
-          "counts the incomplete ones",
-          "[qosgen]") {
+TEST_CASE(
+    "closed-loop transports complete every message through a lossy bottleneck, open loop "
+    "counts the incomplete ones",
+    "[qosgen]") {
   auto run_with = [](const std::string& transport) {
     app::GenFlags f = RingFlags();
     f.classes = {"bulk:homa:5000:fixed=20000:1:0:0"};
