@@ -5,6 +5,8 @@
 # software KVM of test boxes a stock kernel does not boot in useful time, so it skips there.
 # Usage: linux_vm_ping.sh QOSVISOR_BIN QOSCTL_BIN CACHE_DIR
 set -euo pipefail
+# shellcheck source=lib/qosvisor.sh
+source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 cache=$3
@@ -26,7 +28,7 @@ ns="${tag}h"
 work=$(mktemp -d)
 pid=""
 cleanup() {
-  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  stop_quietly "$pid"
   ip netns del "$ns" 2>/dev/null || true
   ip link del "${tag}v" 2>/dev/null || true
   rm -rf "$work"

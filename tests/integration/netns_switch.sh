@@ -19,7 +19,7 @@ ns_b="${tag}b"
 work=$(mktemp -d)
 pid=""
 cleanup() {
-  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  stop_quietly "$pid"
   ip netns del "$ns_a" 2>/dev/null || true
   ip netns del "$ns_b" 2>/dev/null || true
   ip link del "${tag}ha" 2>/dev/null || true

@@ -33,8 +33,8 @@ work=$(mktemp -d)
 pid=""
 qemu=""
 cleanup() {
-  [[ -n "$qemu" ]] && kill "$qemu" 2>/dev/null && wait "$qemu" 2>/dev/null
-  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  stop_quietly "$qemu"
+  stop_quietly "$pid"
   ip netns del "$ns" 2>/dev/null || true
   ip netns del "${tag}bh" 2>/dev/null || true
   ip link del "${tag}v" 2>/dev/null || true

@@ -5,6 +5,8 @@
 # so the rate is low.
 # Usage: vm_qosgen.sh QOSVISOR_BIN QOSCTL_BIN QOSGEN_BIN GUEST_DIR
 set -euo pipefail
+# shellcheck source=lib/qosvisor.sh
+source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 qosgen=$3
@@ -13,7 +15,7 @@ guests=$(cd "$4" && pwd)
 work=$(mktemp -d)
 pid=""
 cleanup() {
-  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  stop_quietly "$pid"
   [[ -n "${QV_KEEP:-}" ]] && cp -r "$work" /tmp/qv_keep_vmq
   rm -rf "$work"
 }

@@ -15,7 +15,7 @@ require_kvm_guest "$guests" netecho
 work=$(mktemp -d)
 pid=""
 cleanup() {
-  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  stop_quietly "$pid"
   rm -rf "$work"
 }
 trap cleanup EXIT

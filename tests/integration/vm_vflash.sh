@@ -4,6 +4,8 @@
 # the guest must see the new size and use the new last sectors. Needs /dev/kvm.
 # Usage: vm_vflash.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
 set -euo pipefail
+# shellcheck source=lib/qosvisor.sh
+source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 guests=$(cd "$3" && pwd)
@@ -11,7 +13,7 @@ guests=$(cd "$3" && pwd)
 work=$(mktemp -d)
 pid=""
 cleanup() {
-  [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  stop_quietly "$pid"
   rm -rf "$work"
 }
 trap cleanup EXIT

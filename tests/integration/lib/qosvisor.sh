@@ -31,3 +31,12 @@ require_kvm_guest() {
   [[ -r /dev/kvm && -w /dev/kvm ]] || { echo "SKIP: /dev/kvm is not available"; exit 77; }
   [[ -f "$1/$2.elf" ]] || { echo "FAIL: $1/$2.elf was not built"; exit 1; }
 }
+
+# stop_quietly PID: kills PID if it still runs and reaps it, whatever its exit status. For cleanup
+# traps under set -e: a `kill && wait` whose wait returns the killed process's status (143) would
+# end the trap there, before the namespaces, links and files after it are removed.
+stop_quietly() {
+  [[ -n "${1:-}" ]] || return 0
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
