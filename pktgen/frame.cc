@@ -153,7 +153,7 @@ bool ReadProbe(const uint8_t* f, uint32_t length, Probe& probe) {
     probe.magic = kProbeMagic;
     probe.class_id = c.class_id;
     probe.tenant = c.tenant;
-    probe.message_id = uint64_t{c.class_id} << 48 | kCompactMessageIdBit | c.seq;
+    probe.message_id = MessageId(c.class_id, kCompactMessageIdBit | c.seq);
     probe.message_length = probe.chunk = c.chunk;
     probe.send_tsc = probe.message_start_tsc = c.send_tsc;
     probe.seq = c.seq;  // 32 bits: the analyser extends it

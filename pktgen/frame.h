@@ -34,6 +34,16 @@ static_assert(sizeof(Probe) == 56);
 // from it (message id from the class and sequence number, message start = send time).
 inline constexpr uint16_t kCompactProbeMagic = 0x4351;  // "QC"
 inline constexpr uint64_t kCompactMessageIdBit = 1ull << 47;
+// A message id is its class above bit 48 and, below, a counter (the generator's message number,
+// or a compact probe's bit and sequence number).
+inline constexpr int kMessageClassShift = 48;
+inline uint64_t MessageId(uint64_t class_id, uint64_t counter) {
+  return class_id << kMessageClassShift | (counter & ((uint64_t{1} << kMessageClassShift) - 1));
+}
+inline uint64_t MessageClass(uint64_t id) { return id >> kMessageClassShift; }
+inline uint64_t MessageCounter(uint64_t id) {
+  return id & ((uint64_t{1} << kMessageClassShift) - 1);
+}
 struct CompactProbe {
   uint16_t magic;
   uint8_t class_id;

@@ -274,7 +274,7 @@ void Generator::PollHoma(uint64_t now) {
   grants_.clear();
   feedback_->Grants(grants_);
   for (const auto& [id, offset] : grants_) {
-    const auto cls = static_cast<uint16_t>(id >> 48);
+    const auto cls = static_cast<uint16_t>(MessageClass(id));
     if (cls >= spec_.classes.size()) continue;
     Sender& sender = senders_[spec_.classes[cls].sender];
     auto it = sender.live.find(id);
@@ -381,7 +381,7 @@ void Generator::Arrive(uint16_t cls, uint64_t at) {
   Sender& sender = senders_[c.sender];
   if (sender.queue.empty() && sender.live.empty()) sender.free_tsc = std::max(sender.free_tsc, at);
   const uint64_t size = std::max<uint64_t>(1, c.sizes.Sample(rngs_[cls]));
-  const uint64_t id = uint64_t{cls} << 48 | (messages_ & ((1ull << 48) - 1));
+  const uint64_t id = MessageId(cls, messages_);
   // One source port per message, so tcp-gap sees every message as its own flow.
   const auto src_port = static_cast<uint16_t>(10000 + (messages_ % 50000));
   const Pending m{id, cls, static_cast<uint32_t>(size), 0, at, /*first_send_tsc=*/0, src_port};
@@ -514,14 +514,15 @@ void Analyser::ReceiveProbe(const Probe& received, uint32_t length, uint64_t now
     return;
   }
   const uint64_t completion_ns = (now - m.start_tsc) * 1'000'000'000 / hz_;
-  const double ideal_ns = IdealNs(spec_.classes[p.class_id], p.message_length);
+  const uint64_t wire_bytes = MessageWireBytes(spec_, spec_.classes[p.class_id], p.message_length);
+  const double ideal_ns = IdealNs(wire_bytes, p.message_length);
   const double slowdown = std::max(1.0, static_cast<double>(completion_ns) / ideal_ns);
   const int bucket = SizeBucket(p.message_length, spec_.mss);
   r.completion_ns.Record(completion_ns);
   r.slowdown_milli[bucket].Record(static_cast<uint64_t>(slowdown * 1000));
   ++r.messages_completed;
   ++r.completed_by_size[bucket];
-  r.completed_wire_bytes += MessageWireBytes(spec_, spec_.classes[p.class_id], p.message_length);
+  r.completed_wire_bytes += wire_bytes;
   if (spec_.transport.kind != Transport::kOpen) MarkCompleted(p.message_id);
   messages_.erase(it);
 }
@@ -530,19 +531,19 @@ void Analyser::ReceiveProbe(const Probe& received, uint32_t length, uint64_t now
 // each says "complete", so acks and late copies find it without the message staying in a map
 // that would grow (and rehash, stalling the loop) with every message of the run.
 bool Analyser::Completed(uint64_t message_id) const {
-  const uint64_t n = message_id & ((uint64_t{1} << 48) - 1);
+  const uint64_t n = MessageCounter(message_id);
   return n / 64 < completed_.size() && (completed_[n / 64] >> (n % 64)) & 1;
 }
 
 void Analyser::MarkCompleted(uint64_t message_id) {
-  const uint64_t n = message_id & ((uint64_t{1} << 48) - 1);
+  const uint64_t n = MessageCounter(message_id);
   if (completed_.size() <= n / 64) completed_.resize(n / 64 + 1024, 0);
   completed_[n / 64] |= uint64_t{1} << (n % 64);
 }
 
-double Analyser::IdealNs(const ClassWorkload& cls, uint32_t message_length) const {
-  const double wire_ns = static_cast<double>(MessageWireBytes(spec_, cls, message_length)) * 8e9 /
-                         static_cast<double>(spec_.bottleneck_bps);
+double Analyser::IdealNs(uint64_t wire_bytes, uint32_t message_length) const {
+  const double wire_ns =
+      static_cast<double>(wire_bytes) * 8e9 / static_cast<double>(spec_.bottleneck_bps);
   if (full_frame_ns_ == 0) return wire_ns;
   // The last frame's path latency, interpolated between a minimum and a full-size frame.
   const uint32_t last = message_length % spec_.mss == 0 ? spec_.mss : message_length % spec_.mss;

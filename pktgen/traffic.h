@@ -285,7 +285,8 @@ class Analyser final : public TransportFeedback {
     uint64_t start_tsc = 0;
     std::vector<uint64_t> chunks;  // which MSS-sized chunks arrived (multi-packet messages)
   };
-  double IdealNs(const ClassWorkload& cls, uint32_t message_length) const;
+  // The message's best time: its wire bytes at the bottleneck rate plus the unloaded path.
+  double IdealNs(uint64_t wire_bytes, uint32_t message_length) const;
   bool Completed(uint64_t message_id) const;
   void MarkCompleted(uint64_t message_id);
   WorkloadSpec spec_;
