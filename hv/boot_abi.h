@@ -47,6 +47,8 @@ struct qv_boot_info {
   uint64_t shutdown_request; /* the VMM sets 1 to ask the guest to exit; guests poll it */
   uint64_t progress[4];      /* guest-written progress counters the host may read */
   struct qv_e820_entry e820[QV_E820_MAX];
+  /* Fields added later go here, at the end, so guests built before them keep working. */
+  uint64_t generation; /* 0 for a booted VM; a fresh value in every fork child and restored copy */
 };
 
 /* isa-debug-exit: a write of v makes QEMU exit with status (v << 1) | 1; qosvisor reports v. */

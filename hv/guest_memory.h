@@ -1,12 +1,17 @@
 // Guest RAM: one memfd mapped MAP_SHARED into this process, so that snapshots and forks can map
-// the same pages later. Every access by guest physical address is bounds-checked.
+// the same pages later; or, for a restored or forked VM, a private copy-on-write mapping of a
+// file (a snapshot's memory image or a frozen parent's memfd) that only the pages the VM writes
+// leave. The mapping never moves: KVM's memory slot and the devices keep its address.
+// Every access by guest physical address is bounds-checked.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "hv/unique_fd.h"
@@ -26,8 +31,31 @@ class GuestMemory {
   GuestMemory& operator=(const GuestMemory&) = delete;
   ~GuestMemory();
 
+  // Maps `fd` (at least `size` bytes long) privately: pages are read from it on first touch and
+  // copied on first write, so this costs the same for 64 MiB as for 2 GiB. Takes the fd.
+  static Result<GuestMemory> MapPrivate(UniqueFd fd, uint64_t size);
+
   uint64_t size() const { return size_; }
+  // The memfd (shared) or the file under the private mapping.
   int memfd() const { return memfd_.get(); }
+  // True when writes go to the file (shared memfd); false for a copy-on-write mapping.
+  bool shared() const { return shared_; }
+  // Turns a shared memfd mapping into a private one over the same memfd, in place: from now on
+  // the memfd is a frozen image that copy-on-write children may map, and this VM's writes stay
+  // private. Call only while no vCPU runs.
+  Status Freeze();
+  // Puts this mapping, privately, over `fd`, which must hold exactly what it shows now (a copy
+  // made by the caller). Takes the fd.
+  Status RebaseOnto(UniqueFd fd);
+  // Pages that may hold something other than zeros: the backing file's data regions, and for a
+  // private mapping the pages it has copied. One bit per 4 KiB page.
+  Result<std::vector<uint64_t>> PopulatedPages() const;
+  // For a private mapping: the pages this mapping wrote (copied away from the file) — by vCPUs
+  // and by the VMM's own devices alike, which KVM's dirty log would miss. One bit per page.
+  Result<std::vector<uint64_t>> PrivatelyWrittenPages() const;
+  // Bytes of memory this mapping holds that no other VM shares: all it allocated in its memfd
+  // when shared, the copied pages when private.
+  Result<uint64_t> PrivateBytes() const;
   uint8_t* host_base() const { return base_; }
 
   // Host pointer to [gpa, gpa + len), or nullptr if any byte of it lies outside guest memory.
@@ -69,11 +97,19 @@ class GuestMemory {
     __atomic_store_n(reinterpret_cast<T*>(p), value, __ATOMIC_RELEASE);
     return true;
   }
-  // Zeroes all of guest memory (restart from a clean state) by punching out the pages.
+  // Zeroes all of guest memory (restart from a clean state): punches out the memfd's pages, or
+  // puts a fresh memfd under a private mapping.
   Status Clear();
 
  private:
+  // Maps `fd` at base_ (MAP_FIXED, so KVM's slot keeps its address) shared or private.
+  Status MapAtBase(int fd, bool shared);
+  // Sets the bit of every page of this mapping whose /proc/self/pagemap entry satisfies `want`.
+  Status ScanPagemap(const std::function<bool(uint64_t entry)>& want,
+                     std::vector<uint64_t>* bitmap) const;
+
   UniqueFd memfd_;
+  bool shared_ = true;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
 };

@@ -23,8 +23,8 @@ constexpr uint8_t kMsrDcdDsrCts = 0xb0;
 constexpr mode_t kLogMode = 0600;
 
 UniqueFd OpenLog(const std::string& path) {
-  return UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
-                         kLogMode));
+  return UniqueFd(
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, kLogMode));
 }
 
 void WriteAll(int fd, const char* p, size_t n) {
@@ -153,6 +153,34 @@ void Serial::RotateLocked() {
 void Serial::Flush() {
   std::lock_guard lock(mu_);
   EmitLocked();
+}
+
+std::vector<uint8_t> Serial::SaveState() {
+  std::lock_guard lock(mu_);
+  StateWriter w;
+  w.Put(regs_);
+  w.Put(dll_);
+  w.Put(dlm_);
+  w.PutString(line_);
+  return w.Take();
+}
+
+Status Serial::LoadState(std::span<const uint8_t> state) {
+  std::lock_guard lock(mu_);
+  StateReader r(state, "serial state");
+  uint8_t regs[sizeof(regs_)];
+  uint8_t dll = 0, dlm = 0;
+  std::string line;
+  r.Get(&regs, "registers");
+  r.Get(&dll, "divisor low");
+  r.Get(&dlm, "divisor high");
+  r.GetString(&line, "partial line", kMaxLine);
+  if (!r.Finish()) return Status::Error(r.error());
+  std::memcpy(regs_, regs, sizeof(regs_));
+  dll_ = dll;
+  dlm_ = dlm;
+  line_ = std::move(line);
+  return Status::Ok();
 }
 
 void Serial::Reset() {

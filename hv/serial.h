@@ -12,6 +12,7 @@
 
 #include "common/status.h"
 #include "hv/bus.h"
+#include "hv/state_codec.h"
 #include "hv/unique_fd.h"
 
 namespace qosvisor::hv {
@@ -35,6 +36,10 @@ class Serial : public Device {
   const char* name() const override { return "serial"; }
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  // UART registers and the line being assembled (the log file itself is not guest state).
+  std::vector<uint8_t> SaveState();
+  Status LoadState(std::span<const uint8_t> state);
 
   // Writes a partial last line out (on stop).
   void Flush();

@@ -184,6 +184,21 @@ Status VirtioBlk::Resize(uint64_t new_size) {
   return Status::Ok();
 }
 
+void VirtioBlk::SaveDeviceState(StateWriter& w) const { w.Put(size_bytes_); }
+
+void VirtioBlk::LoadDeviceState(StateReader& r) {
+  uint64_t saved = 0;
+  if (!r.Get(&saved, "vflash capacity")) return;
+  if (saved > size_bytes_) {
+    r.Invalid("vflash capacity",
+              fmt::format("the snapshot's disk had {} bytes, '{}' now has {}: the guest may "
+                          "hold data beyond its end",
+                          saved, options_.path, size_bytes_));
+  } else if (saved < size_bytes_) {
+    RaiseConfigInterrupt();
+  }
+}
+
 void VirtioBlk::ReadConfig(uint64_t offset, std::span<uint8_t> data) {
   // virtio_blk_config up to blk_size: capacity (sectors), size_max, seg_max, geometry, blk_size.
   uint8_t config[24] = {};

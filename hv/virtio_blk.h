@@ -45,6 +45,10 @@ class VirtioBlk : public VirtioMmioDevice {
  protected:
   void ReadConfig(uint64_t offset, std::span<uint8_t> data) override;
   void OnNotify(uint16_t q) override;
+  // The capacity the guest saw. A disk grown since is accepted (the guest is told, as after an
+  // online resize); a smaller one is refused: the guest may have data beyond its end.
+  void SaveDeviceState(StateWriter& w) const override;
+  void LoadDeviceState(StateReader& r) override;
 
  private:
   VirtioBlk(GuestMemory& mem, VflashOptions options, UniqueFd fd, uint64_t size);

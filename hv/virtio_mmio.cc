@@ -238,6 +238,73 @@ void VirtioMmioDevice::WriteStatusLocked(uint32_t v) {
   if ((v & kStatusDriverOk) && !(old & kStatusDriverOk) && !is_broken()) OnActivate();
 }
 
+std::vector<uint8_t> VirtioMmioDevice::SaveState() const {
+  std::lock_guard lock(mu_);
+  StateWriter w;
+  w.Put(device_id_);
+  w.Put<uint32_t>(static_cast<uint32_t>(queues_.size()));
+  w.Put(driver_features_);
+  w.Put(device_features_sel_);
+  w.Put(driver_features_sel_);
+  w.Put(queue_sel_);
+  w.Put(status_.load());
+  w.Put(interrupt_status_.load());
+  w.Put(config_generation_);
+  w.Put<uint8_t>(broken_.load() ? 1 : 0);
+  w.PutString(broken_reason_);
+  for (const auto& q : queues_) q.SaveState(w);
+  SaveDeviceState(w);
+  return w.Take();
+}
+
+Status VirtioMmioDevice::LoadState(std::span<const uint8_t> state, const std::string& what) {
+  std::lock_guard lock(mu_);
+  StateReader r(state, what);
+  uint32_t device_id = 0, queue_count = 0, status = 0, interrupt_status = 0;
+  uint8_t broken = 0;
+  r.Get(&device_id, "device_id");
+  r.Get(&queue_count, "queue_count");
+  if (r.ok() && (device_id != device_id_ || queue_count != queues_.size())) {
+    r.Invalid("device_id", fmt::format("saved virtio device type {} with {} queues, this VM's "
+                                       "device is type {} with {}",
+                                       device_id, queue_count, device_id_, queues_.size()));
+  }
+  r.Get(&driver_features_, "driver_features");
+  r.Get(&device_features_sel_, "device_features_sel");
+  r.Get(&driver_features_sel_, "driver_features_sel");
+  r.Get(&queue_sel_, "queue_sel");
+  r.Get(&status, "status");
+  r.Get(&interrupt_status, "interrupt_status");
+  r.Get(&config_generation_, "config_generation");
+  r.Get(&broken, "broken");
+  r.GetString(&broken_reason_, "broken_reason", 4096);
+  if (r.ok() && (driver_features_ & ~device_features_) != 0) {
+    r.Invalid("driver_features", "features this device does not offer");
+  }
+  for (auto& q : queues_) {
+    if (!q.LoadState(r, &mem_)) break;
+  }
+  if (r.ok()) LoadDeviceState(r);
+  if (!r.Finish()) {
+    ResetLocked();
+    return Status::Error(r.error());
+  }
+  status_.store(status, std::memory_order_release);
+  interrupt_status_.store(interrupt_status);
+  broken_.store(broken != 0, std::memory_order_release);
+  return Status::Ok();
+}
+
+void VirtioMmioDevice::SetQuiesced(bool quiesced) {
+  std::lock_guard lock(mu_);  // waits for device work under way
+  quiesced_ = quiesced;
+}
+
+void VirtioMmioDevice::NotifyConfigChanged() {
+  std::lock_guard lock(mu_);
+  RaiseConfigInterrupt();
+}
+
 void VirtioMmioDevice::Reset() {
   std::lock_guard lock(mu_);
   ResetLocked();

@@ -11,6 +11,7 @@
 
 #include "hv/bus.h"
 #include "hv/guest_memory.h"
+#include "hv/state_codec.h"
 #include "hv/unique_fd.h"
 #include "hv/virtqueue.h"
 
@@ -58,6 +59,19 @@ class VirtioMmioDevice : public Device {
   std::string broken_reason() const;
   VirtioCounters counters() const;
 
+  // Transport registers, every queue and the device's own state (SaveDeviceState). Taken while
+  // the VM is paused and the data plane no longer touches the device.
+  std::vector<uint8_t> SaveState() const;
+  // Loads SaveState's bytes into a device of the same type and queue count, re-activating its
+  // queues; `what` names the device in errors. On error the device is reset.
+  Status LoadState(std::span<const uint8_t> state, const std::string& what);
+  // Tells the driver its config space changed (a fork child's new MAC).
+  void NotifyConfigChanged();
+  // While quiesced the device neither reads nor writes guest memory (the data plane's calls
+  // return at once): a paused VM's memory and rings then stay exactly as a snapshot saves them.
+  // Returns once no device work is in progress.
+  void SetQuiesced(bool quiesced);
+
  protected:
   VirtioMmioDevice(GuestMemory& mem, uint32_t device_id, uint16_t num_queues,
                    uint64_t device_features);
@@ -71,6 +85,9 @@ class VirtioMmioDevice : public Device {
   virtual void OnActivate() {}
   // The driver reset the device (mu_ held).
   virtual void OnReset() {}
+  // Device-specific state for snapshots (mu_ held). Load may refuse with r.Invalid().
+  virtual void SaveDeviceState(StateWriter& /*w*/) const {}
+  virtual void LoadDeviceState(StateReader& /*r*/) {}
 
   // Marks the device broken (DEVICE_NEEDS_RESET): it stops processing until the driver resets
   // it. Hostile input never crashes the host; it ends here. mu_ held.
@@ -80,6 +97,7 @@ class VirtioMmioDevice : public Device {
   // Raises a used-buffer interrupt if the queue's suppression rules ask for one.
   void MaybeInterrupt(Virtqueue& q);
   uint64_t negotiated_features() const { return driver_features_; }
+  bool quiesced_locked() const { return quiesced_; }  // mu_ held
 
   GuestMemory& mem_;
   mutable std::mutex mu_;  // register state and queues; device work runs under it
@@ -100,6 +118,7 @@ class VirtioMmioDevice : public Device {
   std::atomic<uint32_t> status_{0};
   std::atomic<uint32_t> interrupt_status_{0};
   uint32_t config_generation_ = 0;
+  bool quiesced_ = false;  // guarded by mu_
   std::atomic<bool> broken_{false};
   std::string broken_reason_;
   UniqueFd irq_fd_;

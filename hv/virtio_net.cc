@@ -37,6 +37,13 @@ VirtioNetCounters VirtioNet::net_counters() const {
   return c;
 }
 
+void VirtioNet::SaveDeviceState(StateWriter& w) const { w.Put(options_.mac); }
+
+void VirtioNet::LoadDeviceState(StateReader& r) {
+  std::array<uint8_t, 6> saved{};
+  if (r.Get(&saved, "mac") && saved != options_.mac) RaiseConfigInterrupt();
+}
+
 void VirtioNet::ReadConfig(uint64_t offset, std::span<uint8_t> data) {
   // virtio_net_config: mac[6], status, max_virtqueue_pairs.
   uint8_t config[10] = {};
@@ -61,6 +68,7 @@ uint16_t VirtioNet::FromGuest(rte_mbuf** pkts, uint16_t max, rte_mempool* pool) 
     busy_.fetch_add(1, std::memory_order_relaxed);
     return 0;
   }
+  if (quiesced_locked()) return 0;  // the VM is paused: its memory must not change
   Virtqueue& q = queues_[kTxQueue];
   if (!q.active()) return 0;
   uint16_t n = 0;
@@ -110,6 +118,7 @@ uint16_t VirtioNet::ToGuest(rte_mbuf* const* pkts, uint16_t count) {
     busy_.fetch_add(1, std::memory_order_relaxed);
     return 0;
   }
+  if (quiesced_locked()) return 0;  // the VM is paused: its memory must not change
   Virtqueue& q = queues_[kRxQueue];
   if (!q.active()) return 0;
   uint16_t taken = 0;

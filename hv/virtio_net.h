@@ -46,6 +46,10 @@ class VirtioNet : public VirtioMmioDevice, public dataplane::VmNetBackend {
  protected:
   void ReadConfig(uint64_t offset, std::span<uint8_t> data) override;
   void OnNotify(uint16_t q) override;
+  // The MAC the guest last read. Loading into a device with another MAC (a fork child, a restore
+  // under a new name) raises a config-change interrupt so the guest reads the new one.
+  void SaveDeviceState(StateWriter& w) const override;
+  void LoadDeviceState(StateReader& r) override;
 
  private:
   VirtioNetOptions options_;

@@ -48,6 +48,43 @@ bool Virtqueue::Activate(GuestMemory* mem, bool event_idx) {
   return true;
 }
 
+void Virtqueue::SaveState(StateWriter& w) const {
+  w.Put(size);
+  w.Put(desc_gpa);
+  w.Put(avail_gpa);
+  w.Put(used_gpa);
+  w.Put<uint8_t>(ready ? 1 : 0);
+  w.Put<uint8_t>(active() ? 1 : 0);
+  w.Put<uint8_t>(event_idx_ ? 1 : 0);
+  w.Put(last_avail_);
+  w.Put(used_idx_);
+  w.Put(signalled_used_);
+}
+
+bool Virtqueue::LoadState(StateReader& r, GuestMemory* mem) {
+  uint8_t was_ready = 0, was_active = 0, event_idx = 0;
+  uint16_t last_avail = 0, used_idx = 0, signalled = 0;
+  Reset();
+  r.Get(&size, "queue size");
+  r.Get(&desc_gpa, "queue desc");
+  r.Get(&avail_gpa, "queue avail");
+  r.Get(&used_gpa, "queue used");
+  r.Get(&was_ready, "queue ready");
+  r.Get(&was_active, "queue active");
+  r.Get(&event_idx, "queue event_idx");
+  r.Get(&last_avail, "queue last_avail");
+  r.Get(&used_idx, "queue used_idx");
+  if (!r.Get(&signalled, "queue signalled_used")) return false;
+  ready = was_ready != 0;
+  if (was_active != 0) {
+    if (!Activate(mem, event_idx != 0)) return r.Invalid("queue", why_);
+    last_avail_ = last_avail;
+    used_idx_ = used_idx;
+    signalled_used_ = signalled;
+  }
+  return true;
+}
+
 void Virtqueue::Reset() {
   mem_ = nullptr;
   size = 0;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "hv/guest_memory.h"
+#include "hv/state_codec.h"
 
 namespace qosvisor::hv {
 
@@ -59,6 +60,13 @@ class Virtqueue {
   uint16_t Pending() const;
 
   const std::string& why() const { return why_; }
+
+  // The queue's programming and ring positions. The device is paused when this is taken, with no
+  // chain popped but not yet pushed back, so the indexes are the whole of its progress.
+  void SaveState(StateWriter& w) const;
+  // Loads what SaveState wrote and re-activates a ready queue against `mem` (its ring addresses
+  // checked again); false with the reader failed if anything is impossible.
+  bool LoadState(StateReader& r, GuestMemory* mem);
 
  private:
   uint16_t LoadAvailIdx() const;

@@ -3,10 +3,14 @@
 #include "hv/vm.h"
 
 #include <elf.h>
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
+#include <random>
 
 #include "hv/boot_abi.h"
 #include "hv/mptable.h"
@@ -22,10 +26,45 @@ constexpr uint64_t kKvmTssAddr = 0xfffbd000;
 
 int64_t NowNs() { return std::chrono::steady_clock::now().time_since_epoch().count(); }
 
-// Guest memory promised to the live VMs of this process: guests touch their memory lazily, so
-// MemAvailable alone would let many VMs be created that could not all be backed later.
+// Copies every page of `memory` that may hold data into `fd` (same size, zero-filled).
+Status CopyPopulatedPages(const GuestMemory& memory, int fd) {
+  auto pages = memory.PopulatedPages();
+  if (!pages) return pages.status();
+  for (uint64_t word = 0; word < pages->size(); ++word) {
+    for (uint64_t bits = (*pages)[word]; bits != 0; bits &= bits - 1) {
+      const uint64_t gpa = (word * 64 + static_cast<uint64_t>(__builtin_ctzll(bits))) * 4096;
+      const uint8_t* src = memory.HostPtr(gpa, 4096);
+      if (::pwrite(fd, src, 4096, static_cast<off_t>(gpa)) != 4096) {
+        return Status::Error(fmt::format("copying guest memory: {}", std::strerror(errno)));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// The live VMs of this process, whose memory is promised: guests touch their memory lazily, so
+// MemAvailable alone would let many VMs be created that could not all be backed later. A plain
+// VM is charged its whole memory; a copy-on-write VM what it has written (Vm::ChargedBytes).
+// The mutex also orders a VM's memory remapping against another thread's charge scan.
 std::mutex g_committed_mu;
-uint64_t g_committed_bytes = 0;  // guarded by g_committed_mu
+std::vector<const Vm*> g_live_vms;  // guarded by g_committed_mu
+// Frozen images, charged once each for as long as any VM (or suspended child's owner) holds one.
+std::vector<std::weak_ptr<const FrozenImage>> g_images;  // guarded by g_committed_mu
+
+uint64_t FileBytes(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
+}
+
+uint64_t CommittedBytesLocked() {
+  uint64_t total = 0;
+  for (const Vm* vm : g_live_vms) total += vm->ChargedBytesLocked();
+  std::erase_if(g_images, [](const auto& w) { return w.expired(); });
+  for (const auto& w : g_images) {
+    if (auto image = w.lock()) total += FileBytes(image->fd.get());
+  }
+  return total;
+}
 
 }  // namespace
 
@@ -64,19 +103,11 @@ const char* VmExitReasonName(VmExitReason reason) {
 }
 
 Result<std::unique_ptr<Vm>> Vm::Create(const VmOptions& options) {
-  int64_t t0 = NowNs();
-  if (Status s = ValidateVmOptions(options); !s) return s;
-  auto host = ReadHostResources();
-  if (!host) return host.status();
-  std::unique_ptr<Vm> vm;
-  {
-    std::lock_guard lock(g_committed_mu);
-    if (Status s = CheckHostResources(options, *host, g_committed_bytes); !s) return s;
-    vm.reset(new Vm(options));
-    g_committed_bytes += options.memory_bytes;
-    vm->committed_bytes_ = options.memory_bytes;  // given back by Destroy()
-  }
-  vm->created_ns_ = t0;
+  return CreateVm(options, /*load_image=*/true);
+}
+
+Status Vm::LoadBootImage() {
+  const VmOptions& options = options_;
   // Validate the image before any KVM work: a bad image is the commonest mistake.
   auto bytes = ReadImageFile(options.image);
   if (!bytes) return Status::Error(fmt::format("vm '{}': {}", options.name, bytes.message()));
@@ -91,7 +122,7 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmOptions& options) {
     }
     auto bz = ParseBzImage(*bytes, options.memory_bytes, options.image);
     if (!bz) return refuse(bz.message());
-    vm->bzimage_ = std::move(bz).value();
+    bzimage_ = std::move(bz).value();
   } else {
     auto image = ParseElf(*bytes, options.memory_bytes, options.image);
     if (!image) return refuse(image.message());
@@ -101,13 +132,38 @@ Result<std::unique_ptr<Vm>> Vm::Create(const VmOptions& options) {
                       "XEN_ELFNOTE_PHYS32_ENTRY note",
                       options.image));
     }
-    vm->image_ = std::move(image).value();
+    image_ = std::move(image).value();
   }
-  vm->image_bytes_ = std::move(bytes).value();
+  image_bytes_ = std::move(bytes).value();
   if (!options.initrd.empty()) {
     auto initrd = ReadImageFile(options.initrd);
     if (!initrd) return refuse("initrd: " + initrd.message());
-    vm->initrd_bytes_ = std::move(initrd).value();
+    initrd_bytes_ = std::move(initrd).value();
+  }
+  image_loaded_ = true;
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Vm>> Vm::CreateVm(const VmOptions& options, bool load_image) {
+  int64_t t0 = NowNs();
+  if (Status s = ValidateVmOptions(options); !s) return s;
+  auto host = ReadHostResources(options.meminfo_path);
+  if (!host) return host.status();
+  std::unique_ptr<Vm> vm;
+  {
+    std::lock_guard lock(g_committed_mu);
+    std::optional<uint64_t> charge;
+    if (!load_image) charge = kCopyOnWriteReserveBytes;
+    if (Status s = CheckHostResources(options, *host, CommittedBytesLocked(), charge); !s) {
+      return s;
+    }
+    vm.reset(new Vm(options));
+    vm->copy_on_write_ = !load_image;  // charged by what it writes from the start
+    g_live_vms.push_back(vm.get());    // removed by Destroy()
+  }
+  vm->created_ns_ = t0;
+  if (load_image) {
+    if (Status s = vm->LoadBootImage(); !s) return s;
   }
 
   auto fail = [&](const std::string& what) {
@@ -217,6 +273,71 @@ Status Vm::SetMemoryRegion(uint32_t flags) {
   return Status::Ok();
 }
 
+uint64_t Vm::ChargedBytes() const {
+  std::lock_guard committed(g_committed_mu);
+  return ChargedBytesLocked();
+}
+
+uint64_t Vm::ChargedBytesLocked() const {
+  // g_committed_mu orders this against the remapping below.
+  if (!copy_on_write_) return options_.memory_bytes;
+  auto written = memory_.PrivateBytes();
+  return kCopyOnWriteReserveBytes + (written ? *written : options_.memory_bytes);
+}
+
+uint64_t Vm::CommittedBytes() {
+  std::lock_guard committed(g_committed_mu);
+  return CommittedBytesLocked();
+}
+
+Status Vm::MapMemoryPrivate(UniqueFd fd) {
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) < memory_.size()) {
+    return Status::Error(
+        fmt::format("vm '{}': memory image is smaller than the VM's memory", options_.name));
+  }
+  std::lock_guard committed(g_committed_mu);
+  if (Status s = memory_.RebaseOnto(std::move(fd)); !s) return s;
+  copy_on_write_ = true;
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<const FrozenImage>> Vm::FreezeMemory() {
+  auto image = std::make_shared<FrozenImage>();
+  image->size = memory_.size();
+  image->id = fmt::format("{:016x}", RandomNonZero64());
+  std::lock_guard committed(g_committed_mu);
+  if (memory_.shared()) {
+    // The memfd itself becomes the image: nothing is copied.
+    if (Status s = memory_.Freeze(); !s) return s;
+    image->fd = UniqueFd(::fcntl(memory_.memfd(), F_DUPFD_CLOEXEC, 0));
+  } else {
+    // Already a private view (restored, a child, or forked before): copy what it shows into a
+    // new memfd and go on over that. Costs the bytes it holds, not its size.
+    UniqueFd fd(::memfd_create(("qv-frozen-" + options_.name).c_str(), MFD_CLOEXEC));
+    if (!fd.valid() || ::ftruncate(fd.get(), static_cast<off_t>(memory_.size())) != 0) {
+      return Status::Error(
+          fmt::format("vm '{}': frozen image: {}", options_.name, std::strerror(errno)));
+    }
+    if (Status s = CopyPopulatedPages(memory_, fd.get()); !s) return s;
+    image->fd = UniqueFd(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (Status s = memory_.RebaseOnto(std::move(fd)); !s) return s;
+  }
+  if (!image->fd.valid()) {
+    return Status::Error(
+        fmt::format("vm '{}': dup frozen image: {}", options_.name, std::strerror(errno)));
+  }
+  copy_on_write_ = true;
+  base_image_ = image;
+  g_images.push_back(image);
+  return std::shared_ptr<const FrozenImage>(image);
+}
+
+std::shared_ptr<const FrozenImage> Vm::base_image() const {
+  std::lock_guard committed(g_committed_mu);
+  return base_image_;
+}
+
 Status Vm::SetDirtyLogging(bool on) {
   std::lock_guard lock(mu_);
   if (state_ == VmState::kDestroyed) return Refuse("track dirty pages", "any state but destroyed");
@@ -266,11 +387,20 @@ Status Vm::ResetForStart() {
   for (auto* d : virtio_) d->Reset();
   if (ran_) {
     // A restart boots from scratch: fresh zeroed memory, fresh log, APs back in wait-for-SIPI.
-    if (Status s = memory_.Clear(); !s) return s;
+    {
+      std::lock_guard committed(g_committed_mu);
+      if (Status s = memory_.Clear(); !s) return s;
+      copy_on_write_ = false;  // its own memory now, charged in full
+      base_image_.reset();
+    }
     serial_->Reset();
     for (size_t i = 1; i < vcpus_.size(); ++i) {
       if (Status s = vcpus_[i]->ResetApState(); !s) return s;
     }
+  }
+  if (!image_loaded_) {
+    // A restored or forked VM restarted from scratch boots its image like any other.
+    if (Status s = LoadBootImage(); !s) return s;
   }
   uint64_t kernel_end = 0;
   if (bzimage_) {
@@ -347,12 +477,14 @@ Status Vm::Pause() {
         fmt::format("vm '{}': cannot pause: the guest stopped ({})", options_.name, exit_.detail));
   }
   state_ = VmState::kPaused;
+  for (auto* d : virtio_) d->SetQuiesced(true);
   return Status::Ok();
 }
 
 Status Vm::Resume() {
   std::lock_guard lock(mu_);
   if (state_ != VmState::kPaused) return Refuse("resume", "paused");
+  for (auto* d : virtio_) d->SetQuiesced(false);
   command_.store(VcpuCommand::kRun);
   state_ = VmState::kRunning;
   cv_.notify_all();
@@ -382,7 +514,10 @@ Result<VmExit> Vm::Stop(std::optional<std::chrono::milliseconds> timeout) {
   }
   JoinAll();
   serial_->Flush();
-  for (auto* d : virtio_) d->Reset();
+  for (auto* d : virtio_) {
+    d->Reset();
+    d->SetQuiesced(false);
+  }
   lock.lock();
   state_ = VmState::kStopped;
   return exit_;
@@ -403,11 +538,11 @@ Status Vm::Destroy() {
   virtio_.clear();
   disk_.reset();
   nics_.clear();
-  memory_ = GuestMemory();
   {
     std::lock_guard committed(g_committed_mu);
-    g_committed_bytes -= committed_bytes_;
-    committed_bytes_ = 0;
+    memory_ = GuestMemory();
+    base_image_.reset();
+    std::erase(g_live_vms, this);
   }
   lock.lock();
   state_ = VmState::kDestroyed;

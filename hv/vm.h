@@ -20,6 +20,8 @@
 #include "hv/kvm.h"
 #include "hv/linux_boot.h"
 #include "hv/serial.h"
+#include "hv/snapshot_file.h"
+#include "hv/unique_fd.h"
 #include "hv/vcpu.h"
 #include "hv/virtio_blk.h"
 #include "hv/virtio_mmio.h"
@@ -52,6 +54,29 @@ struct VmExit {
 };
 
 enum class VcpuCommand { kRun, kPause, kStop };
+
+// A parent's memory frozen by Fork(): a memfd nobody writes any more, which the parent and its
+// children map copy-on-write. It lives as long as any VM (or a suspended child's owner) holds it.
+struct FrozenImage {
+  UniqueFd fd;
+  uint64_t size = 0;
+  std::string id;  // random, recorded in a suspended child's snapshot to find its base again
+};
+
+struct SnapshotOptions {
+  bool stop = false;  // leave the VM stopped afterwards instead of resuming it
+  // Save only the pages the VM wrote over its frozen base image (a fork child's suspend): the
+  // snapshot then needs that image to be restored.
+  bool diff_against_base = false;
+  ProgressFn progress;  // bytes of memory examined / total
+};
+
+// What makes a restored VM or a fork child a VM of its own.
+struct CloneIdentity {
+  std::string name;
+  std::string serial_log;                    // empty: none
+  std::vector<std::array<uint8_t, 6>> macs;  // per NIC; empty: keep the saved MACs
+};
 
 // Lifecycle calls (Start ... Destroy, SetDirtyLogging) come from one control thread at a time;
 // state(), counters and WaitForExit may be called from anywhere. A NIC attached to a VmPort must
@@ -104,6 +129,8 @@ class Vm {
   static constexpr uint64_t kVirtioMmioBase = 0xd0000000;
   static constexpr uint32_t kVirtioFirstGsi = 5;
   static constexpr uint32_t kMaxVirtioDevices = 8;
+  // What a copy-on-write VM is charged before it writes: its rings, page tables, device buffers.
+  static constexpr uint64_t kCopyOnWriteReserveBytes = 1ull << 20;
 
   // Page-change tracking (for snapshots and migration): KVM marks every guest page the vCPUs
   // write. Writes by the VMM itself (virtio devices) are not in this log.
@@ -111,6 +138,38 @@ class Vm {
   // One bit per 4 KiB page (bit i of word i / 64 = page i) written since the previous call or
   // since logging was turned on; reading clears it.
   Result<std::vector<uint64_t>> TakeDirtyLog();
+
+  // --- snapshots and forks (vm_snapshot.cc) ---
+  // Pauses the VM (from running or paused), writes `dir` (created if missing; it must not hold
+  // a snapshot already), then resumes it, or stops it with options.stop. Guest memory, vCPU,
+  // VM and device state, and attachment() are saved. On failure the VM is as it was and `dir`
+  // holds no state file.
+  Status Snapshot(const std::string& dir, const SnapshotOptions& options = {});
+  // A VM made from the snapshot in `dir`, paused and ready to Resume() exactly where the guest
+  // was. Memory is mapped lazily from the snapshot's image (restore time does not grow with
+  // memory size). A diff snapshot needs its `base` image. Everything in the snapshot is checked
+  // before anything is created; on failure nothing is left behind.
+  static Result<std::unique_ptr<Vm>> Restore(const std::string& dir, const CloneIdentity& identity,
+                                             std::shared_ptr<const FrozenImage> base = nullptr);
+  // Freezes this VM's memory (it goes on, from running or paused, on a private copy-on-write
+  // mapping) and makes one paused child per identity on the frozen image: same vCPU and device
+  // state, its own name, MACs (the guest is told through a config-change interrupt) and a new
+  // generation id in the boot-info page.
+  Result<std::vector<std::unique_ptr<Vm>>> Fork(const std::vector<CloneIdentity>& children);
+  // The frozen image this VM's memory is a copy-on-write view of (null for a plain VM).
+  std::shared_ptr<const FrozenImage> base_image() const;
+  // The boot-info generation id (0 for a VM that booted).
+  uint64_t generation() const { return generation_; }
+  // control/'s description of the VM's switch attachment (JSON), carried through snapshots.
+  void set_attachment(std::string json) { attachment_ = std::move(json); }
+  const std::string& attachment() const { return attachment_; }
+  // Host memory this VM holds for itself now: its whole size for a plain VM; for a
+  // copy-on-write VM a small reserve plus the pages it wrote. Frozen images are charged apart,
+  // once each, while they live.
+  uint64_t ChargedBytes() const;
+  uint64_t ChargedBytesLocked() const;  // the process-wide memory lock held (vm.cc)
+  // What the host-memory check counts for this process's live VMs (the sum of ChargedBytes).
+  static uint64_t CommittedBytes();
 
   // Devices added before Start(); not owned.
   Status AddPioDevice(uint64_t base, uint64_t size, Device* device);
@@ -127,6 +186,22 @@ class Vm {
 
  private:
   explicit Vm(VmOptions options) : options_(std::move(options)), pio_("pio"), mmio_("mmio") {}
+  // Create() with the boot image loaded (a VM that boots) or not (restore and fork: memory
+  // already holds the guest; the image is read if the VM is later restarted from scratch).
+  static Result<std::unique_ptr<Vm>> CreateVm(const VmOptions& options, bool load_image);
+  Status LoadBootImage();
+  // Pause from running; no-op from paused. *was_running says which.
+  Status PauseForCapture(bool* was_running);
+  // Every section of a snapshot but memory (config, VM, vCPUs, devices). VM paused.
+  Result<std::vector<Section>> CaptureState(bool diff) const;
+  // Applies captured state to this freshly created VM and leaves it paused, threads started.
+  Status ApplyState(const std::vector<Section>& sections);
+  void StartPaused();
+  // Puts `memory_` on a private mapping of `fd` in place (KVM's slot keeps its address).
+  Status MapMemoryPrivate(UniqueFd fd);
+  // Freezes memory for Fork(): the image children map, with this VM going on over it privately.
+  Result<std::shared_ptr<const FrozenImage>> FreezeMemory();
+  Status WriteGeneration(uint64_t generation);
   Status Refuse(const char* transition, const char* allowed) const;
   Status ResetForStart();
   // Places a virtio device in the next MMIO window, binds its interrupt eventfd to a GSI.
@@ -139,7 +214,6 @@ class Vm {
 
   VmOptions options_;
   int64_t created_ns_ = 0;
-  uint64_t committed_bytes_ = 0;  // this VM's share of the process-wide committed memory
   Kvm kvm_;
   UniqueFd vm_fd_;
   GuestMemory memory_;
@@ -156,6 +230,11 @@ class Vm {
   std::vector<std::unique_ptr<VirtioNet>> nics_;
   std::vector<VirtioMmioDevice*> virtio_;
   std::string guest_cmdline_;
+  bool image_loaded_ = false;
+  bool copy_on_write_ = false;  // memory is a private view of a snapshot or frozen image
+  std::shared_ptr<const FrozenImage> base_image_;  // fork parent and children
+  uint64_t generation_ = 0;
+  std::string attachment_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -51,19 +51,23 @@ Status ValidateVmOptions(const VmOptions& o) {
   return Status::Ok();
 }
 
-Status CheckHostResources(const VmOptions& o, const HostResources& host, uint64_t committed_bytes) {
-  if (o.memory_bytes > host.mem_available_bytes ||
-      committed_bytes > host.mem_available_bytes - o.memory_bytes) {
+Status CheckHostResources(const VmOptions& o, const HostResources& host, uint64_t committed_bytes,
+                          std::optional<uint64_t> charge_bytes) {
+  const uint64_t need = charge_bytes.value_or(o.memory_bytes);
+  if (need > host.mem_available_bytes || committed_bytes > host.mem_available_bytes - need) {
+    const std::string what = charge_bytes
+                                 ? fmt::format("copy-on-write memory {} (of {})", FormatSize(need),
+                                               FormatSize(o.memory_bytes))
+                                 : fmt::format("memory {}", FormatSize(need));
     if (committed_bytes == 0) {
       return Status::Error(
-          fmt::format("vm '{}': memory {} exceeds what the host has available ({} MemAvailable)",
-                      o.name, FormatSize(o.memory_bytes), FormatSize(host.mem_available_bytes)));
+          fmt::format("vm '{}': {} exceeds what the host has available ({} MemAvailable)", o.name,
+                      what, FormatSize(host.mem_available_bytes)));
     }
     return Status::Error(fmt::format(
-        "vm '{}': memory {} plus the {} of the VMs already created exceeds what the host has "
+        "vm '{}': {} plus the {} of the VMs already created exceeds what the host has "
         "available ({} MemAvailable)",
-        o.name, FormatSize(o.memory_bytes), FormatSize(committed_bytes),
-        FormatSize(host.mem_available_bytes)));
+        o.name, what, FormatSize(committed_bytes), FormatSize(host.mem_available_bytes)));
   }
   if (o.vcpus > host.cpus) {
     return Status::Error(fmt::format("vm '{}': {} vcpus but the host has {} CPUs online", o.name,

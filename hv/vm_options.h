@@ -16,9 +16,9 @@ namespace qosvisor::hv {
 
 // A vflash disk (virtio-blk backed by a file on the host's flash).
 struct VflashOptions {
-  std::string path;         // backing file; created if missing
-  uint64_t size_bytes = 0;  // size when the disk has no metadata yet (0: the file's size)
-  std::string id;           // GET_ID answer, at most 20 bytes; default: the file's name
+  std::string path;             // backing file; created if missing
+  uint64_t size_bytes = 0;      // size when the disk has no metadata yet (0: the file's size)
+  std::string id;               // GET_ID answer, at most 20 bytes; default: the file's name
   uint64_t max_size_bytes = 0;  // how far Resize may grow it; 0: as far as the file system has room
 };
 
@@ -41,15 +41,17 @@ struct VmOptions {
   std::string image;                    // ELF64 x86-64 image or Linux bzImage
   std::string initrd;                   // optional initramfs (Linux)
   BootProtocol boot = BootProtocol::kAuto;
-  std::string cmdline;           // written to the boot-info page for the guest
-  std::string serial_log;        // per-VM serial log path; empty: no log file
+  std::string cmdline;                      // written to the boot-info page for the guest
+  std::string serial_log;                   // per-VM serial log path; empty: no log file
   uint64_t serial_log_max_bytes = 1 << 20;  // then renamed to serial_log + ".1", started afresh
-  bool serial_console = false;   // also copy serial lines to stdout, prefixed "[name] "
+  bool serial_console = false;              // also copy serial lines to stdout, prefixed "[name] "
   bool prefault_memory = false;  // MAP_POPULATE guest memory (slower create, faster guest)
   // How long Stop() waits for the guest to honour the shutdown request before forcing it.
   std::chrono::milliseconds shutdown_timeout{3000};
   std::optional<VflashOptions> disk;  // at most one vflash disk
   std::vector<VirtioNetOptions> nics;
+  // Where MemAvailable is read for the host-memory check (tests point it at a fake).
+  std::string meminfo_path = "/proc/meminfo";
   // Tests only: runs on each vCPU thread once its syscall filter is in place, before the guest.
   std::function<void(uint32_t vcpu)> vcpu_thread_test_hook;
 };
@@ -70,7 +72,10 @@ Result<HostResources> ReadHostResources(const std::string& meminfo_path = "/proc
 // memory of this process's other live VMs, which MemAvailable does not show until guests touch
 // it) against MemAvailable, and its vCPUs against the host's CPUs.
 Status ValidateVmOptions(const VmOptions& options);
+// `charge_bytes` is what the new VM takes for itself when that is not its whole memory (a
+// copy-on-write VM starts with a small reserve and grows as it writes).
 Status CheckHostResources(const VmOptions& options, const HostResources& host,
-                          uint64_t committed_bytes = 0);
+                          uint64_t committed_bytes = 0,
+                          std::optional<uint64_t> charge_bytes = std::nullopt);
 
 }  // namespace qosvisor::hv
