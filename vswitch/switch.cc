@@ -18,8 +18,10 @@ namespace qosvisor::vswitch {
 
 Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempool* pool) {
   std::unique_ptr<Switch> sw(new Switch());
+  // Sized once for the ports that may join later: the lcore indexes these without locks.
   sw->ports_ = spec.ports;
-  sw->port_state_.resize(spec.ports.size());
+  sw->ports_.resize(spec.ports.size() + spec.spare_ports, nullptr);
+  sw->port_state_.resize(sw->ports_.size());
   for (size_t p = 0; p < spec.port_default_queue.size() && p < spec.ports.size(); ++p) {
     sw->port_state_[p].default_queue = spec.port_default_queue[p];
   }
@@ -41,6 +43,11 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
     const BridgeSpec& bs = spec.bridges[b];
     auto bridge = std::make_unique<Bridge>();
     bridge->name = bs.name;
+    if (bs.members.size() > kMaxBridgePorts) {
+      return Status::Error(fmt::format("bridge '{}': {} ports, at most {}", bs.name,
+                                       bs.members.size(), kMaxBridgePorts));
+    }
+    auto members = std::make_shared<MemberSet>();
     for (size_t i = 0; i < bs.members.size(); ++i) {
       const BridgeMember& bm = bs.members[i];
       if (bm.port >= spec.ports.size()) {
@@ -53,18 +60,15 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
       }
       ps.bridge = static_cast<int>(b);
       ps.member = static_cast<int>(i);
-      Member m{bm.port, bm.vlan_mode, bm.access_tag, {}};
-      if (bm.trunk_tags.empty()) {
-        std::fill(std::begin(m.trunk_bits), std::end(m.trunk_bits), ~0ull);
-      }
-      for (uint16_t tag : bm.trunk_tags) m.trunk_bits[(tag & 0xfff) >> 6] |= 1ull << (tag & 63);
-      bridge->members.push_back(m);
-      bridge->member_names.push_back(spec.ports[bm.port]->name());
+      members->list.push_back(MakeMember(bm.port, bm.vlan_mode, bm.access_tag, bm.trunk_tags, 0));
+      members->names.push_back(spec.ports[bm.port]->name());
     }
     bridge->macs = std::make_unique<MacTable>(bs.mac_table_size, NsToTsc(bs.mac_aging_ns, sw->hz_));
-    auto table = FlowTable::Build(bs.flows, bridge->member_names);
+    auto table = FlowTable::Build(bs.flows, members->names);
+    bridge->members.Publish(std::move(members));
     if (!table.ok()) return Status::Error(fmt::format("bridge '{}': {}", bs.name, table.message()));
     bridge->owner = *table;
+    bridge->rules = bs.flows;
     bridge->table.store(bridge->owner.get(), std::memory_order_release);
     sw->bridge_names_.push_back(bs.name);
     sw->bridges_.push_back(std::move(bridge));
@@ -79,14 +83,18 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
 Status Switch::Assign(const SwitchSpec& spec) {
   const uint16_t n = workers();
   uint32_t next = 0;
+  std::vector<std::vector<uint16_t>> rx(n);
   for (uint16_t b = 0; b < bridges_.size(); ++b) {
     Worker& w = *workers_[next++ % n];
     bridge_owner_.push_back(w.index);
     w.bridges.push_back(b);
-    for (const Member& m : bridges_[b]->members) w.rx_ports.push_back(m.port);
+    for (const Member& m : bridges_[b]->members.get().list) rx[w.index].push_back(m.port);
   }
   for (uint16_t p = 0; p < ports_.size(); ++p) {
-    if (port_state_[p].bridge < 0) workers_[0]->rx_ports.push_back(p);
+    if (ports_[p] != nullptr && port_state_[p].bridge < 0) rx[0].push_back(p);
+  }
+  for (uint16_t i = 0; i < n; ++i) {
+    PublishRx(*workers_[i], std::make_shared<const std::vector<uint16_t>>(std::move(rx[i])));
   }
   for (const UplinkSpec& us : spec.uplinks) {
     Status s = CreateUplink(spec, us, static_cast<uint16_t>(next++ % n));
@@ -164,11 +172,12 @@ void Switch::Poll(uint64_t now) {
 
 void Switch::Poll(uint16_t worker, uint64_t now) {
   Worker& w = *workers_[worker];
-  for (uint16_t p : w.rx_ports) {
+  const std::vector<uint16_t>& rx_ports = *w.rx_ports.load(std::memory_order_acquire);
+  for (uint16_t p : rx_ports) {
     PacketBatch rx;
     if (ports_[p]->Recv(rx) != 0) SwitchBurst(w, rx, p, now);
   }
-  for (uint16_t p : w.rx_ports) FlushPort(w, p);
+  for (uint16_t p : rx_ports) FlushPort(w, p);
   FlushHandoffs(w);
   for (uint16_t u : w.uplinks) {
     Uplink& up = uplinks_[u];

@@ -12,7 +12,7 @@
 // The data path takes no locks, allocates nothing and throws nothing. Its code is in one file per
 // stage: switch.cc (building, Poll, Drain), switch_bridge.cc, switch_flow.cc, switch_uplink.cc,
 // with the steps several stages inline in switch_inl.h; the control side in switch_snapshot.cc,
-// switch_tables.cc and switch_workers.cc.
+// switch_tables.cc, switch_ports.cc (ports joining and leaving) and switch_workers.cc.
 #pragma once
 
 #include <atomic>
@@ -71,8 +71,19 @@ struct UplinkSpec {
   uint16_t default_class = 0;  // for packets without set_queue, or with a queue not on this uplink
 };
 
+// A port joining a running switch (AddPort): a VM's NIC port made after start.
+struct PortJoin {
+  dataplane::Port* port = nullptr;  // not owned; kept until RemovePort returns
+  std::string bridge;
+  VlanMode vlan_mode = VlanMode::kNone;
+  uint16_t access_tag = 0;
+  std::vector<uint16_t> trunk_tags;
+  int default_queue = -1;  // the class of its frames no rule gives a queue; -1: none
+};
+
 struct SwitchSpec {
   std::vector<dataplane::Port*> ports;  // not owned; they outlive the switch
+  uint16_t spare_ports = 64;            // room for ports added while running (AddPort)
   std::vector<BridgeSpec> bridges;
   std::vector<ClassSpec> classes;
   std::vector<UplinkSpec> uplinks;
@@ -82,7 +93,7 @@ struct SwitchSpec {
   // rule gives a set_queue, e.g. a VM NIC's class; -1 or absent: none.
   std::vector<int> port_default_queue;
   uint32_t flow_state_capacity = 65536;
-  uint16_t workers = 1;           // lcores that will call Poll(worker, now)
+  uint16_t workers = 1;               // lcores that will call Poll(worker, now)
   uint32_t handoff_ring_size = 4096;  // per uplink fed from another worker (a power of two)
 };
 
@@ -91,7 +102,7 @@ struct SwitchCounters {
   uint64_t rx_packets = 0;
   uint64_t malformed = 0;
   uint64_t truncated = 0;
-  uint64_t vlan_dropped = 0;  // VLAN not allowed on the input or output port
+  uint64_t vlan_dropped = 0;  // VLAN not allowed on the input or output port, or port removed
   uint64_t no_bridge = 0;     // arrived on a port that is in no bridge
   uint64_t flow_dropped = 0;  // a rule's actions said drop (or output nowhere)
   uint64_t flooded = 0;
@@ -140,6 +151,18 @@ class Switch {
   // after the swap, so the lcore never waits and never frees.
   Status ReplaceFlows(const std::string& bridge, const std::vector<FlowRule>& rules);
 
+  // Control thread: a port joins a bridge of the running switch, published like flow rules (the
+  // lcore takes no lock and sees it from its next poll). Returns its OpenFlow port number: a
+  // removed port's number is reused, as Open vSwitch does. Frames the MAC table learned on an
+  // earlier holder of that number are not sent to the new port.
+  Result<uint32_t> AddPort(const PortJoin& join);
+  // Control thread: the port leaves its bridge. Returns once no worker uses it any more and the
+  // frames waiting for it are back in the pool: the port may then be destroyed.
+  Status RemovePort(const std::string& name);
+  // Bridges can hold this many ports: a MAC table entry keeps the port's slot in 8 bits and its
+  // incarnation (how often the slot was given to a new port) in the other 8.
+  static constexpr size_t kMaxBridgePorts = 256;
+
   // Counters (summed over workers) and scheduler statistics.
   struct Snapshot {
     SwitchCounters counters;
@@ -162,16 +185,51 @@ class Switch {
   struct Member {
     uint16_t port;
     VlanMode mode;
-    uint16_t access_tag;
+    uint16_t access_tag;      // kRemovedTag: the port left (no frame is carried to or from it)
+    uint8_t incarnation;      // bumped each time the slot is given to a new port
     uint64_t trunk_bits[64];  // 4096 VLAN bits; all ones when trunk_tags is empty
   };
+  // An access tag no 12-bit VLAN equals: a removed member carries nothing, so every check that
+  // decides where a frame may go leaves it out without a test of its own.
+  static constexpr uint16_t kRemovedTag = 0xffff;
+  // A bridge's ports in OpenFlow order (port number = index + 1); published whole and never
+  // changed after, so the lcore reads it without locks. Removed ports stay as placeholders.
+  struct MemberSet {
+    std::vector<Member> list;
+    std::vector<std::string> names;  // "" for a removed port
+    size_t size() const { return list.size(); }
+    const Member& operator[](size_t i) const { return list[i]; }
+  };
+  // What the lcore reads: the current set, replaced by the control thread.
+  class PublishedMembers {
+   public:
+    const MemberSet& get() const { return *now_.load(std::memory_order_acquire); }
+    size_t size() const { return get().size(); }
+    const Member& operator[](size_t i) const { return get()[i]; }
+    // Control thread: publishes `next`, returning the set it replaces (to retire).
+    std::shared_ptr<const MemberSet> Publish(std::shared_ptr<const MemberSet> next) {
+      auto old = std::move(owner_);
+      owner_ = std::move(next);
+      now_.store(owner_.get(), std::memory_order_release);
+      return old;
+    }
+    const std::shared_ptr<const MemberSet>& owner() const { return owner_; }
+
+   private:
+    std::atomic<const MemberSet*> now_{nullptr};
+    std::shared_ptr<const MemberSet> owner_;
+  };
+  // The MAC table's value for a member: slot and incarnation (see kMaxBridgePorts).
+  static uint16_t MacValue(int member, uint8_t incarnation) {
+    return static_cast<uint16_t>(member | incarnation << 8);
+  }
   struct Bridge {
     std::string name;
-    std::vector<Member> members;
-    std::vector<std::string> member_names;
+    PublishedMembers members;
     std::unique_ptr<MacTable> macs;
     std::atomic<const FlowTable*> table{nullptr};  // what the lcore uses
     std::shared_ptr<const FlowTable> owner;        // keeps `table` alive (control thread)
+    std::vector<FlowRule> rules;  // what `owner` was built from, to rebuild it as ports change
   };
   struct PortState {
     int bridge = -1;
@@ -183,7 +241,7 @@ class Switch {
   // How an uplink class's packets are grouped into messages.
   struct UplinkClass {
     MessageMode mode = MessageMode::kDatagram;
-    uint64_t idle_tsc = 0;                  // tcp-gap
+    uint64_t idle_tsc = 0;                 // tcp-gap
     const EbpfClassifier* ebpf = nullptr;  // MessageMode::kEbpf
   };
   struct Uplink {
@@ -193,8 +251,8 @@ class Switch {
     std::vector<int32_t> class_of_queue;  // queue id → class index (dense up to max queue)
     std::vector<UplinkClass> classes;     // per class index
     uint16_t default_class;
-    PacketBatch pending;       // to enqueue (owner only)
-    PacketBatch stalled;       // dequeued but the port did not take them yet
+    PacketBatch pending;          // to enqueue (owner only)
+    PacketBatch stalled;          // dequeued but the port did not take them yet
     rte_ring* handoff = nullptr;  // from other workers; nullptr when only the owner feeds it
   };
   // What the first pass over a burst learns about each packet, for the second.
@@ -221,7 +279,7 @@ class Switch {
     uint16_t n_out = 0;
     uint16_t vlan = 0;
     int queue = -1;
-    uint8_t floods = 0;      // FLOOD actions and NORMALs that flooded
+    uint8_t floods = 0;     // FLOOD actions and NORMALs that flooded
     bool shareable = true;  // frames with the same key may take it (one NORMAL at most)
     Egress egress = Egress::kGeneral;
     int port = -1;        // kTx, kUplink: the one output's port
@@ -231,7 +289,9 @@ class Switch {
   struct Worker {
     uint16_t index = 0;
     std::vector<uint16_t> bridges;
-    std::vector<uint16_t> rx_ports;  // members of its bridges, and ports in no bridge
+    // Members of its bridges, and ports in no bridge; replaced whole when ports come and go.
+    std::atomic<const std::vector<uint16_t>*> rx_ports{nullptr};
+    std::shared_ptr<const std::vector<uint16_t>> rx_owner;  // control thread
     std::vector<uint16_t> uplinks;
     std::vector<PacketBatch> to_uplink;  // per uplink owned elsewhere: staged for its ring
     FlowCache cache;
@@ -253,6 +313,8 @@ class Switch {
   Status Assign(const SwitchSpec& spec);
   Status CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16_t owner);
   static inline bool Carries(const Member& m, uint16_t vlan);
+  static Member MakeMember(uint16_t port, VlanMode mode, uint16_t access_tag,
+                           const std::vector<uint16_t>& trunk_tags, uint8_t incarnation);
   void SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t now);
   // How a burst from one port is switched. When the table looks at nothing but the input port:
   // every frame to one plain member, NORMAL from a plain member, or the port's actions frame by
@@ -293,11 +355,11 @@ class Switch {
   // The per-packet steps are inlined into the burst loop: a call each costs as much as some of
   // them do.
   [[gnu::always_inline]] inline bool Classify(Worker& w, rte_mbuf* m, const Member& member,
-                                              uint32_t of_port, Route route,
-                                              const Stage* previous, Stage& st);
+                                              uint32_t of_port, Route route, const Stage* previous,
+                                              Stage& st);
   [[gnu::always_inline]] inline void Forward(Worker& w, rte_mbuf* m, const PortState& in,
-                                      Bridge& bridge, const FlowActions* actions, const Stage& st,
-                                      uint64_t now);
+                                             Bridge& bridge, const FlowActions* actions,
+                                             const Stage& st, uint64_t now);
   [[gnu::always_inline]] inline void Decide(rte_mbuf* m, const PortState& in, Bridge& bridge,
                                             const FlowActions* actions, const Stage& st,
                                             uint64_t now, Verdict& v);
@@ -307,15 +369,16 @@ class Switch {
   static int EgressVlan(const Member& out, uint16_t vlan);
   static int ClassOf(const Uplink& up, int queue);
   [[gnu::always_inline]] inline bool IngressVlan(const Member& in, const ParsedPacket& p,
-                                          uint16_t& vlan);
-  [[gnu::always_inline]] inline void Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan,
-                                     int queue, const ParsedPacket& p, uint64_t now);
+                                                 uint16_t& vlan);
+  [[gnu::always_inline]] inline void Output(Worker& w, rte_mbuf* m, const Member& out,
+                                            uint16_t vlan, int queue, const ParsedPacket& p,
+                                            uint64_t now);
   void ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int cls, const ParsedPacket& p,
                 uint64_t now);
   [[gnu::always_inline]] inline void StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t,
                                                     const ParsedPacket& p, uint64_t now);
-  MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up,
-                          int& cls, const ParsedPacket& p, uint32_t wire_len, uint64_t now);
+  MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up, int& cls,
+                          const ParsedPacket& p, uint32_t wire_len, uint64_t now);
   inline void FlushPort(Worker& w, uint16_t port);
   void FlushHandoffs(Worker& w);
   void TakeHandoff(Uplink& up);
@@ -340,9 +403,16 @@ class Switch {
   bool forward_unparsable_ = false;
   uint64_t hz_ = 0;
   std::vector<std::string> bridge_names_;
+  // Control thread: the bridge's member set and its flow table rebuilt for it (port names and
+  // per-port answers), published together; an error leaves both as they were.
+  Status PublishMembers(Bridge& bridge, std::shared_ptr<const MemberSet> members);
+  // Control thread: publishes a worker's new receive list, retiring the old one.
+  void PublishRx(Worker& w, std::shared_ptr<const std::vector<uint16_t>> rx);
+  // Control thread: keeps `object` until every worker has finished the poll it is in.
+  void Retire(std::shared_ptr<const void> object);
   struct Retired {
-    std::shared_ptr<const FlowTable> table;
-    std::vector<uint64_t> epochs;  // per worker; freeable once every worker has passed its own
+    std::shared_ptr<const void> table;  // a flow table, member set or receive list
+    std::vector<uint64_t> epochs;       // per worker; freeable once every worker has passed its own
   };
   std::vector<Retired> retired_;  // control thread only
   struct QsbrFree {

@@ -143,9 +143,9 @@ void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridg
       const int dst = LearnAndLookup(bridge, frame, st.vlan, in.member, now);
       last_flooded = dst < 0;
       const int out = last_flooded ? SoleFloodMember(bridge, in.member, st.vlan) : dst;
-      last_port = out >= 0 && out != in.member && PlainMember(bridge.members[out])
-                      ? bridge.members[out].port
-                      : -1;
+      const MemberSet& members = bridge.members.get();
+      last_port =
+          out >= 0 && out != in.member && PlainMember(members[out]) ? members[out].port : -1;
     }
     if (Gather(w, rx, run, KeepsItsTag(st) ? last_port : -1, m)) {
       flooded += last_flooded;
@@ -160,8 +160,9 @@ void Switch::SwitchNormal(Worker& w, PacketBatch& rx, const PortState& in, Bridg
 // The member a flood from `in_member` on `vlan` reaches when it reaches exactly one, else -1.
 int Switch::SoleFloodMember(const Bridge& bridge, int in_member, uint16_t vlan) {
   int sole = -1;
-  for (int i = 0; i < static_cast<int>(bridge.members.size()); ++i) {
-    if (i == in_member || !Carries(bridge.members[i], vlan)) continue;
+  const MemberSet& members = bridge.members.get();
+  for (int i = 0; i < static_cast<int>(members.size()); ++i) {
+    if (i == in_member || !Carries(members[i], vlan)) continue;
     if (sole >= 0) return -1;
     sole = i;
   }
@@ -170,8 +171,8 @@ int Switch::SoleFloodMember(const Bridge& bridge, int in_member, uint16_t vlan) 
 
 // Parse (only the checks when the burst is forwarded at L2 as a whole), VLAN ingress and (when
 // the table needs one) the cache key; false when the frame was dropped (and freed).
-bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_port,
-                      Route route, const Stage* previous, Stage& st) {
+bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_port, Route route,
+                      const Stage* previous, Stage& st) {
   const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
   const uint32_t len = rte_pktmbuf_data_len(m);
   const bool at_l2 = route == Route::kOnePort || route == Route::kNormal;

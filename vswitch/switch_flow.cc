@@ -212,9 +212,9 @@ void Switch::StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t, const
   const UplinkClass& uc = *t.rules;
   int cls = t.cls;
   const uint32_t wire_len = rte_pktmbuf_pkt_len(m) + kWireOverhead;
-  const MessageIdentity id =
-      uc.ebpf != nullptr ? RunEbpf(w, *uc.ebpf, m, up, cls, p, wire_len, now)
-                         : w.identifier->Identify(uc.mode, p, wire_len, uc.idle_tsc, now);
+  const MessageIdentity id = uc.ebpf != nullptr
+                                 ? RunEbpf(w, *uc.ebpf, m, up, cls, p, wire_len, now)
+                                 : w.identifier->Identify(uc.mode, p, wire_len, uc.idle_tsc, now);
   // `next` and `rank` are the scheduler's to write.
   PacketMeta& meta = *Meta(m);
   meta.message_id = id.id;
@@ -238,8 +238,7 @@ void Switch::StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t, const
 // The class's program sees a copy of the headers; it may pick another class (by queue id) and
 // name the message and its size. Without a message id the packet is its own message.
 MessageIdentity Switch::RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up,
-                                int& cls, const ParsedPacket& p, uint32_t wire_len,
-                                uint64_t now) {
+                                int& cls, const ParsedPacket& p, uint32_t wire_len, uint64_t now) {
   FillEbpfContext(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), p, true,
                   w.ebpf_ctx);
   const EbpfDecision d = DecodeEbpfResult(prog.Run(w.ebpf_ctx));
@@ -263,9 +262,8 @@ void Switch::FlushHandoffs(Worker& w) {
     PacketBatch& staged = w.to_uplink[u];
     if (staged.count == 0) continue;
     TsanPacketsOut();
-    const unsigned n = rte_ring_enqueue_burst(uplinks_[u].handoff,
-                                              reinterpret_cast<void* const*>(staged.pkts),
-                                              staged.count, nullptr);
+    const unsigned n = rte_ring_enqueue_burst(
+        uplinks_[u].handoff, reinterpret_cast<void* const*>(staged.pkts), staged.count, nullptr);
     staged.Consume(static_cast<uint16_t>(n));
     w.counters.handoff_dropped += staged.count;
     FreeBatch(staged);

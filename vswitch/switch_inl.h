@@ -46,8 +46,16 @@ inline void Switch::FlushUplink(Uplink& up) {
 
 int Switch::LearnAndLookup(Bridge& bridge, const uint8_t* frame, uint16_t vlan, int in_member,
                            uint64_t now) {
-  bridge.macs->Learn(frame + 6, vlan, static_cast<uint16_t>(in_member), now);
-  return bridge.macs->Lookup(frame, vlan, now);
+  const MemberSet& members = bridge.members.get();
+  bridge.macs->Learn(frame + 6, vlan, MacValue(in_member, members[in_member].incarnation), now);
+  const int found = bridge.macs->Lookup(frame, vlan, now);
+  if (found < 0) return -1;
+  // Learned on an earlier holder of that port number (since removed): as good as unknown.
+  const int member = found & 0xff;
+  return static_cast<size_t>(member) < members.size() &&
+                 members[member].incarnation == static_cast<uint8_t>(found >> 8)
+             ? member
+             : -1;
 }
 
 // Gathers `m` into the run for `port` (≥ 0), or, with port -1, ends the run for a frame that
@@ -85,8 +93,9 @@ void Switch::Decide(rte_mbuf* m, const PortState& in, Bridge& bridge, const Flow
   // A flood reaches the members that carry the packet's VLAN; the others are not in its domain.
   auto flood = [&] {
     ++v.floods;
-    for (uint16_t i = 0; i < bridge.members.size(); ++i) {
-      if (Carries(bridge.members[i], v.vlan)) add_output(i);
+    const MemberSet& members = bridge.members.get();
+    for (uint16_t i = 0; i < members.size(); ++i) {
+      if (Carries(members[i], v.vlan)) add_output(i);
     }
   };
   for (uint32_t a = 0; actions != nullptr && a < actions->n; ++a) {

@@ -1,5 +1,6 @@
 // Flow tables replaced while the data plane runs: the control thread publishes a new table and
-// frees the old one once every worker has passed a poll since the swap.
+// frees the old one (or an old member set or receive list) once every worker has passed a poll
+// since the swap.
 #include <fmt/format.h>
 
 #include <memory>
@@ -14,16 +15,21 @@ Status Switch::ReplaceFlows(const std::string& name, const std::vector<FlowRule>
   ReclaimRetiredTables();
   for (auto& bridge : bridges_) {
     if (bridge->name != name) continue;
-    auto table = FlowTable::Build(rules, bridge->member_names);
+    auto table = FlowTable::Build(rules, bridge->members.get().names);
     if (!table.ok()) return Status::Error(fmt::format("bridge '{}': {}", name, table.message()));
-    Retired r{bridge->owner, {}};
-    for (const auto& w : workers_) r.epochs.push_back(w->epoch.load(std::memory_order_acquire) + 1);
-    retired_.push_back(std::move(r));
+    Retire(bridge->owner);
     bridge->owner = *table;
+    bridge->rules = rules;
     bridge->table.store(bridge->owner.get(), std::memory_order_release);
     return Status::Ok();
   }
   return Status::Error(fmt::format("no bridge named '{}'", name));
+}
+
+void Switch::Retire(std::shared_ptr<const void> object) {
+  Retired r{std::move(object), {}};
+  for (const auto& w : workers_) r.epochs.push_back(w->epoch.load(std::memory_order_acquire) + 1);
+  retired_.push_back(std::move(r));
 }
 
 void Switch::ReclaimRetiredTables() {

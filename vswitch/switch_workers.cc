@@ -1,10 +1,9 @@
 // The workers' lcore loop and the control thread's wait for their quiescent states (DPDK's QSBR
 // RCU): what the control thread unpublishes is freed only after every running worker has passed
 // a poll boundary since.
+#include <fmt/format.h>
 #include <rte_malloc.h>
 #include <rte_rcu_qsbr.h>
-
-#include <fmt/format.h>
 
 #include <algorithm>
 
@@ -20,12 +19,14 @@ Status Switch::InitQuiescence() {
   const size_t size = rte_rcu_qsbr_get_memsize(workers());
   auto* v = static_cast<rte_rcu_qsbr*>(rte_zmalloc("qv_switch_qsbr", size, RTE_CACHE_LINE_SIZE));
   if (v == nullptr) {
-    return Status::Error(fmt::format("switch: no memory for the workers' quiescence state "
-                                     "({} bytes of DPDK heap)",
-                                     size));
+    return Status::Error(
+        fmt::format("switch: no memory for the workers' quiescence state "
+                    "({} bytes of DPDK heap)",
+                    size));
   }
   qsbr_.reset(v);
-  if (rte_rcu_qsbr_init(v, workers()) != 0) return Status::Error("switch: rte_rcu_qsbr_init failed");
+  if (rte_rcu_qsbr_init(v, workers()) != 0)
+    return Status::Error("switch: rte_rcu_qsbr_init failed");
   for (uint16_t w = 0; w < workers(); ++w) rte_rcu_qsbr_thread_register(v, w);
   return Status::Ok();
 }

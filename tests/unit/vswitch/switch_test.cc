@@ -8,11 +8,11 @@
 #include <rte_ring.h>
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
-#include <cstring>
 #include <algorithm>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -172,7 +172,7 @@ TEST_CASE("switch: one burst mixing destinations, floods and bad frames keeps ea
   rig.Inject(0, WithMacs(testing::Udp4(1, 4), 0xb, 0xa));
   rig.Inject(0, WithMacs(testing::Udp4(1, 5), 0xd, 0xa));  // unknown: both other ports
   rig.Inject(0, bad);
-  rig.Inject(0, WithMacs(testing::Udp4(1, 7), 0, 0xa, true));  // broadcast
+  rig.Inject(0, WithMacs(testing::Udp4(1, 7), 0, 0xa, true));     // broadcast
   rig.Inject(0, WithMacs(testing::Udp4(1, 8, 18, 5), 0xb, 0xa));  // B is not known on VLAN 5
   rig.Inject(0, WithMacs(testing::Udp4(1, 9), 0xb, 0xa));
   rig.Poll();
@@ -316,7 +316,8 @@ TEST_CASE("switch: flow actions output, drop and mod_vlan_vid; rules replaced li
   CHECK(rig.Snapshot().counters.flow_dropped == 1);
 
   // Runs of one flow inside a burst share the first frame's answer, and count as cache hits.
-  for (uint16_t port : {8, 8, 7, 7, 8}) rig.Inject(0, WithMacs(testing::Udp4(1, port), 0, 0xa, true));
+  for (uint16_t port : {8, 8, 7, 7, 8})
+    rig.Inject(0, WithMacs(testing::Udp4(1, port), 0, 0xa, true));
   rig.Poll();
   CHECK(Seqs(rig.Drain(2)) == std::vector<uint16_t>{8, 8, 8});
   CHECK(rig.Drain(1).empty());
@@ -376,8 +377,7 @@ TEST_CASE("switch: frames of one flow share a verdict, and runs keep each port's
   CHECK(counters.flow_cache_misses == 5);  // one per flow; the repeats reuse the verdict
 }
 
-TEST_CASE("switch: a second NORMAL in the actions keeps every frame's own decision",
-          "[switch]") {
+TEST_CASE("switch: a second NORMAL in the actions keeps every frame's own decision", "[switch]") {
   // The MAC table holds 8 entries, all in one probe window. The first frame's second NORMAL
   // learns its source on VLAN 20 and evicts the stalest entry: the destination the first NORMAL
   // found. The second frame, with the same key, must then see the destination as unknown.
@@ -1043,6 +1043,153 @@ TEST_CASE("switch: a virtio_user client on a vhost-user port reaches a ring port
   rte_eth_dev_close(cid);
   rte_vdev_uninit(client.c_str());
   sw->reset();
+}
+
+namespace {
+
+// A worker lcore on its own thread for the lifetime of the object (RunWorker, so that Quiesce()
+// waits for it as it waits for the appliance's lcores).
+class RunningWorker {
+ public:
+  explicit RunningWorker(Switch& sw) : thread_([&sw, this] { sw.RunWorker(0, stop_); }) {}
+  ~RunningWorker() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+std::unique_ptr<dataplane::Port> MakeRingPort(dataplane::Mempool& pool, const std::string& name) {
+  dataplane::PortOptions o;
+  o.name = name;
+  auto port = dataplane::CreatePort(o, pool);
+  REQUIRE(port.ok());
+  return std::move(port).value();
+}
+
+}  // namespace
+
+TEST_CASE("switch: ports join and leave 1,000 times while two others exchange traffic losslessly",
+          "[switch][ports]") {
+  Rig rig(2);
+  rig.Build(SwitchSpec{.bridges = {PlainBridge(2)}});
+  // p1's address is learned first, so p0's frames to it are unicast and never reach the churn.
+  rig.Inject(1, WithMacs(testing::Udp4(1, 1), 0x01, 0x02));
+  rig.Poll();
+  rig.Drain(0);
+  std::atomic<bool> churn_done{false};
+  std::atomic<int> churned{0};
+  std::string churn_error;
+  {
+    RunningWorker worker(*rig.sw);
+    std::thread churn([&] {
+      for (int i = 0; i < 1000; ++i) {
+        dataplane::VmPort vm("churn" + std::to_string(i), rig.pool->get());
+        auto added = rig.sw->AddPort({.port = &vm, .bridge = "br0"});
+        Status removed = added.ok() ? rig.sw->RemovePort(vm.name()) : added.status();
+        if (!removed.ok()) {
+          churn_error = removed.message();
+          break;
+        }
+        ++churned;
+      }
+      churn_done = true;
+    });
+    constexpr int kFrames = 20000;
+    int sent = 0, received = 0;
+    uint16_t expect = 0;
+    bool in_order = true;
+    const uint64_t deadline = ReadTsc() + TscHz() * 60;
+    while ((!churn_done || received < sent || sent < kFrames) && ReadTsc() < deadline) {
+      while (sent < kFrames && sent - received < 256) {
+        rig.Inject(0, WithMacs(testing::Udp4(static_cast<uint16_t>(sent), 9), 0x02, 0x01));
+        ++sent;
+      }
+      for (const auto& f : rig.Drain(1)) {
+        in_order &= (f[34] << 8 | f[35]) == expect;
+        ++expect;
+        ++received;
+      }
+    }
+    churn.join();
+    INFO(churn_error);
+    CHECK(churned == 1000);
+    CHECK(received == kFrames);  // no loss on the untouched ports
+    CHECK(in_order);
+  }
+  CHECK(rig.Snapshot().counters.rx_packets == 20001);
+}
+
+TEST_CASE("switch: an added port switches at once; its number is reused, its old MACs are not",
+          "[switch][ports]") {
+  Rig rig(2);
+  rig.Build(SwitchSpec{.bridges = {PlainBridge(2)}});
+  auto a = MakeRingPort(*rig.pool, "dyn_a");
+  auto* ring_a = dynamic_cast<dataplane::EthPort*>(a.get());
+  auto added = rig.sw->AddPort({.port = a.get(), .bridge = "br0"});
+  REQUIRE(added.ok());
+  CHECK(*added == 3);
+  // A frame from the new port floods to the others, and the way back is learned.
+  rte_mbuf* m = rte_pktmbuf_alloc(rig.pool->get());
+  auto from_a = WithMacs(testing::Udp4(7, 7), 0x01, 0x0a);
+  std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(from_a.bytes.size())),
+              from_a.bytes.data(), from_a.bytes.size());
+  REQUIRE(rte_ring_enqueue(ring_a->inject_ring(), m) == 0);
+  rig.Poll();
+  CHECK(rig.Drain(0).size() == 1);
+  CHECK(rig.Drain(1).size() == 1);
+  rig.Inject(0, WithMacs(testing::Udp4(8, 8), 0x0a, 0x01));
+  rig.Poll();
+  CHECK(rig.Drain(1).empty());  // unicast to the new port only
+  void* out;
+  REQUIRE(rte_ring_dequeue(ring_a->drain_ring(), &out) == 0);
+  rte_pktmbuf_free(static_cast<rte_mbuf*>(out));
+  const uint64_t floods_before = rig.Snapshot().counters.flooded;
+
+  REQUIRE(rig.sw->RemovePort("dyn_a").ok());
+  a.reset();
+  auto b = MakeRingPort(*rig.pool, "dyn_b");
+  auto again = rig.sw->AddPort({.port = b.get(), .bridge = "br0"});
+  REQUIRE(again.ok());
+  CHECK(*again == 3);  // the number is reused
+  // 0x0a was learned on port 3's previous holder: the new holder does not inherit it.
+  rig.Inject(0, WithMacs(testing::Udp4(9, 9), 0x0a, 0x01));
+  rig.Poll();
+  CHECK(rig.Snapshot().counters.flooded == floods_before + 1);
+  CHECK(rig.Drain(1).size() == 1);
+  REQUIRE(rig.sw->RemovePort("dyn_b").ok());
+}
+
+TEST_CASE("switch: adding and removing ports refuses what cannot be done, naming it",
+          "[switch][ports]") {
+  Rig rig(2);
+  rig.Build(SwitchSpec{.spare_ports = 1, .bridges = {PlainBridge(2)}});
+  dataplane::VmPort one("one", rig.pool->get()), two("two", rig.pool->get());
+  auto bad_bridge = rig.sw->AddPort({.port = &one, .bridge = "nope"});
+  REQUIRE_FALSE(bad_bridge.ok());
+  CHECK(bad_bridge.message() == "add port 'one': no bridge named 'nope'");
+  REQUIRE(rig.sw->AddPort({.port = &one, .bridge = "br0"}).ok());
+  auto dup = rig.sw->AddPort({.port = &one, .bridge = "br0"});
+  REQUIRE_FALSE(dup.ok());
+  CHECK(dup.message().find("has a port of that name") != std::string::npos);
+  auto full = rig.sw->AddPort({.port = &two, .bridge = "br0"});
+  REQUIRE_FALSE(full.ok());
+  CHECK(full.message().find("spare_ports") != std::string::npos);
+  // A rule that names the port keeps it: the rule would lose its meaning.
+  REQUIRE(rig.sw->ReplaceFlows("br0", {{"priority=10,in_port=one,actions=drop", 0}}).ok());
+  auto named = rig.sw->RemovePort("one");
+  REQUIRE_FALSE(named.ok());
+  CHECK(named.message().find("change its flow rules first") != std::string::npos);
+  REQUIRE(rig.sw->ReplaceFlows("br0", {}).ok());
+  auto unknown = rig.sw->RemovePort("ghost");
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(unknown.message() == "no port named 'ghost'");
+  REQUIRE(rig.sw->RemovePort("one").ok());
+  CHECK(rig.sw->AddPort({.port = &two, .bridge = "br0"}).ok());
+  REQUIRE(rig.sw->RemovePort("two").ok());
 }
 
 }  // namespace qosvisor::vswitch
