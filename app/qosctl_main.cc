@@ -1,7 +1,12 @@
 // qosctl: the control CLI. Talks JSON lines to a running qosvisor over its Unix socket.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <thread>
 
 #include "app/status_format.h"
 #include "control/control_server.h"
@@ -13,6 +18,39 @@ using nlohmann::json;
 std::string DefaultSocket() {
   const char* env = std::getenv("QOSVISOR_SOCKET");
   return env != nullptr ? env : "/run/qosvisor/qosvisor.sock";
+}
+
+bool IsJobAction(const std::string& action) {
+  return action == "snapshot" || action == "restore" || action == "fork" || action == "suspend";
+}
+
+// One line of progress, redrawn in place on a terminal.
+void DrawProgress(const json& job) {
+  const double done = job.value("bytes_done", 0.0), total = job.value("bytes_total", 0.0);
+  const int width = 30;
+  const int filled = total > 0 ? static_cast<int>(width * done / total) : 0;
+  std::string bar(static_cast<size_t>(filled), '#');
+  bar.resize(width, total > 0 ? '.' : ' ');
+  std::fprintf(stderr, "\r\033[Kjob %llu [%s] %3.0f%% %s, %.0f MiB/s",
+               static_cast<unsigned long long>(job.value("id", 0)), bar.c_str(),
+               total > 0 ? 100 * done / total : 0.0, job.value("phase", "").c_str(),
+               job.value("rate_bytes_per_s", 0.0) / (1 << 20));
+  std::fflush(stderr);
+}
+
+// Waits for job `id`, with a progress bar on a terminal; returns its final description.
+qosvisor::Result<json> WaitForJob(const std::string& socket, uint64_t id) {
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  for (;;) {
+    auto job = qosvisor::control::Request(socket, "job", {{"id", id}}, 30000);
+    if (!job.ok()) return job.status();
+    if ((*job)["state"] != "running") {
+      if (tty) std::fprintf(stderr, "\r\033[K");
+      return job;
+    }
+    if (tty) DrawProgress(*job);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
 }
 
 }  // namespace
@@ -29,14 +67,32 @@ int main(int argc, char** argv) {
   auto* ports = app.add_subcommand("ports", "Per-port counters and link state");
   auto* stats = app.add_subcommand("stats", "Switch counters and per-class scheduler statistics");
   auto* vms = app.add_subcommand("vms", "The VMs and their states");
-  auto* vm =
-      app.add_subcommand("vm", "Start, stop, pause, resume or destroy a VM; resize its disk");
-  std::string vm_name, vm_action, vm_size;
+  auto* vm = app.add_subcommand(
+      "vm",
+      "Start, stop, pause, resume or destroy a VM; resize its disk; snapshot, restore, fork or "
+      "suspend it (these run as jobs: qosctl waits, with a progress bar on a terminal)");
+  std::string vm_name, vm_action, vm_arg, vm_as, vm_prefix;
+  bool vm_stop = false, vm_force = false, no_wait = false;
   vm->add_option("NAME", vm_name, "VM name")->required();
-  vm->add_option("ACTION", vm_action, "start | stop | pause | resume | destroy | resize")
+  vm->add_option("ACTION", vm_action,
+                 "start | stop | pause | resume | destroy | resize SIZE | snapshot DIR | "
+                 "restore DIR | fork N | suspend DIR")
       ->required()
-      ->check(CLI::IsMember({"start", "stop", "pause", "resume", "destroy", "resize"}));
-  vm->add_option("SIZE", vm_size, "resize: the vflash disk's new size, e.g. 2GiB");
+      ->check(CLI::IsMember({"start", "stop", "pause", "resume", "destroy", "resize", "snapshot",
+                             "restore", "fork", "suspend"}));
+  vm->add_option("ARG", vm_arg,
+                 "resize: new size (2GiB); snapshot/restore/suspend: directory; "
+                 "fork: number of children");
+  vm->add_option("--as", vm_as, "restore: the restored VM's name (default NAME)");
+  vm->add_option("--prefix", vm_prefix, "fork: children are named PREFIX-1.. (default NAME)");
+  vm->add_flag("--stop", vm_stop, "snapshot: leave the VM stopped afterwards");
+  vm->add_flag("--force", vm_force,
+               "suspend: suspend a parent even though children share its frozen image");
+  vm->add_flag("--no-wait", no_wait, "print the job id and return at once");
+  auto* jobs = app.add_subcommand("jobs", "Snapshot, restore, fork and suspend jobs");
+  auto* job = app.add_subcommand("job", "One job's phase, progress and result");
+  uint64_t job_id = 0;
+  job->add_option("ID", job_id, "job id")->required();
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   CLI11_PARSE(app, argc, argv);
 
@@ -45,15 +101,56 @@ int main(int argc, char** argv) {
                               : *stats ? "stats"
                               : *vms   ? "vms"
                               : *vm    ? "vm"
+                              : *jobs  ? "jobs"
+                              : *job   ? "job"
                               : *stop  ? "stop"
                                        : "";
-  nlohmann::json args = nlohmann::json::object();
-  if (*vm) args = {{"name", vm_name}, {"action", vm_action}};
-  if (*vm && vm_action == "resize") args["size"] = vm_size;
+  json args = json::object();
+  if (*job) args = {{"id", job_id}};
+  if (*vm) {
+    args = {{"name", vm_name}, {"action", vm_action}};
+    const bool needs_arg = vm_action == "resize" || IsJobAction(vm_action);
+    if (needs_arg && vm_arg.empty()) {
+      std::fprintf(stderr, "qosctl: vm %s needs its argument (see qosctl vm --help)\n",
+                   vm_action.c_str());
+      return 2;
+    }
+    if (vm_action == "resize") args["size"] = vm_arg;
+    if (vm_action == "snapshot" || vm_action == "restore" || vm_action == "suspend") {
+      // The daemon's working directory is not ours.
+      args["dir"] = std::filesystem::absolute(vm_arg).lexically_normal().string();
+    }
+    if (vm_action == "fork") {
+      char* end = nullptr;
+      const unsigned long n = std::strtoul(vm_arg.c_str(), &end, 10);
+      if (end == vm_arg.c_str() || *end != '\0' || n == 0) {
+        std::fprintf(stderr, "qosctl: fork needs a positive number of children, got '%s'\n",
+                     vm_arg.c_str());
+        return 2;
+      }
+      args["count"] = n;
+    }
+    if (!vm_as.empty()) args["as"] = vm_as;
+    if (!vm_prefix.empty()) args["prefix"] = vm_prefix;
+    if (vm_stop) args["stop"] = true;
+    if (vm_force) args["force"] = true;
+  }
   auto reply = qosvisor::control::Request(socket, command, args, 30000);
   if (!reply.ok()) {
     std::fprintf(stderr, "qosctl: %s\n", reply.message().c_str());
     return 1;
+  }
+  if (reply->is_object() && reply->contains("job") && !no_wait) {
+    auto done = WaitForJob(socket, (*reply)["job"].get<uint64_t>());
+    if (!done.ok()) {
+      std::fprintf(stderr, "qosctl: %s\n", done.message().c_str());
+      return 1;
+    }
+    if ((*done)["state"] == "failed") {
+      std::fprintf(stderr, "qosctl: %s\n", (*done)["error"].get<std::string>().c_str());
+      return 1;
+    }
+    reply = std::move(done);
   }
   if (as_json || (command != "ports" && command != "stats")) {
     std::printf("%s\n", reply->dump(2).c_str());

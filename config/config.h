@@ -53,6 +53,8 @@ struct Dataplane {
   uint32_t mbufs = 16383;
   uint32_t burst = 32;
   bool forward_unparsable = false;  // forward truncated/malformed frames at L2 instead of dropping
+  // Room for ports that join the running switch (VMs restored, forked or created later).
+  uint32_t spare_ports = 64;
   std::string file_prefix = "qosvisor";
   Source source;
   bool operator==(const Dataplane&) const = default;

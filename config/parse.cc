@@ -436,6 +436,7 @@ void ParseDataplane(MapReader& r, Dataplane& d) {
   r.Int("mbufs", d.mbufs, 1024, std::numeric_limits<uint32_t>::max());
   r.Int("burst", d.burst, 1, 32);
   r.Bool("forward_unparsable", d.forward_unparsable);
+  r.Int("spare_ports", d.spare_ports, 0, 4096);
   r.String("file_prefix", d.file_prefix);
 }
 

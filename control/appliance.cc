@@ -13,6 +13,7 @@
 #include "common/tsc.h"
 #include "common/units.h"
 #include "control/control_server.h"
+#include "control/jobs.h"
 #include "control/switch_builder.h"
 #include "control/vm_manager.h"
 
@@ -120,6 +121,8 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
   if (!spec.ok()) return spec.status();
   spec->workers = static_cast<uint16_t>(std::max<size_t>(eal_->WorkerLcores().size(), 1));
   for (const auto& port : ports_) spec->ports.push_back(port.get());
+  spec->spare_ports = static_cast<uint16_t>(config.dataplane.spare_ports);
+  spec_ = *spec;
   auto sw = vswitch::Switch::Create(*spec, pool_->get());
   if (!sw.ok()) return sw.status();
   switch_ = std::move(sw).value();
@@ -141,16 +144,16 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
                                        FormatRate(u.scheduler.pacing_bps),
                                        FormatSize(u.scheduler.buffer_bytes), classes));
   }
-  if (!config.vms.empty()) {
+  {
+    // Even with no VMs configured: snapshots may be restored into a box that had none.
     const std::string log_dir = options.vm_log_dir.empty()
                                     ? std::filesystem::path(server_->path()).parent_path().string()
                                     : options.vm_log_dir;
-    auto vms = VmManager::Create(
-        config, [this](const std::string& name) { return FindPort(name); },
-        [this] { switch_->Quiesce(); }, log_dir);
+    auto vms = VmManager::Create(config, MakeSwitchAccess(), pool_->get(), log_dir);
     if (!vms.ok()) return vms.status();
     vms_ = std::move(vms).value();
   }
+  jobs_ = std::make_unique<Jobs>();
   RegisterCommands();
   startup_log_.push_back(fmt::format("control socket: {}", server_->path()));
   return Status::Ok();
@@ -164,7 +167,8 @@ Appliance::~Appliance() {
 }
 
 uint32_t Appliance::TearDown() {
-  vms_.reset();  // NICs detached from their ports (and let go by the lcores), then the VMs stop
+  jobs_.reset();  // running jobs finish first: they use the VMs and the switch
+  vms_.reset();   // NICs detached from their ports (and let go by the lcores), then the VMs stop
   StopDataplane();
   switch_.reset();  // queued packets go back to the pool
   ports_.clear();   // ports return their mbufs before the pool goes
@@ -178,25 +182,7 @@ void Appliance::RegisterCommands() {
   server_->Register("vms", [this](const json&) -> Result<json> {
     return vms_ ? vms_->ListJson() : json::array();
   });
-  server_->Register("vm", [this](const json& args) -> Result<json> {
-    if (!args.contains("name") || !args["name"].is_string() || !args.contains("action") ||
-        !args["action"].is_string()) {
-      return Status::Error("vm needs string arguments 'name' and 'action'");
-    }
-    if (!vms_) return Status::Error("this configuration has no vms");
-    const std::string name = args["name"].get<std::string>();
-    if (args["action"] == "resize") {
-      if (!args.contains("size") || !args["size"].is_string()) {
-        return Status::Error("resize needs a string argument 'size', e.g. \"2GiB\"");
-      }
-      auto bytes = ParseSize(args["size"].get<std::string>());
-      if (!bytes.ok()) return bytes.status();
-      if (Status s = vms_->ResizeDisk(name, *bytes); !s.ok()) return s;
-      return json{{"name", name}, {"disk_bytes", *bytes}};
-    }
-    if (Status s = vms_->Act(name, args["action"].get<std::string>()); !s.ok()) return s;
-    return json{{"name", name}, {"done", args["action"]}};
-  });
+  RegisterVmCommands();
   server_->Register("stop", [this](const json&) -> Result<json> {
     Stop();
     return json{{"stopping", true}};
@@ -330,7 +316,7 @@ json Appliance::StatusJson() const {
 
 json Appliance::PortsJson() const {
   json out = json::array();
-  for (const auto& port : ports_) {
+  auto row = [&out](const dataplane::Port* port) {
     const dataplane::PortCounters c = port->Counters();
     out.push_back({{"name", port->name()},
                    {"driver", dataplane::DriverName(port->driver())},
@@ -342,7 +328,10 @@ json Appliance::PortsJson() const {
                    {"rx_missed", c.rx_missed},
                    {"rx_errors", c.rx_errors},
                    {"tx_errors", c.tx_errors}});
-  }
+  };
+  for (const auto& port : ports_) row(port.get());
+  // Ports of VMs restored or forked while running, under the manager's lock so none goes away.
+  if (vms_) vms_->ForEachOwnPort(row);
   return out;
 }
 

@@ -4,12 +4,14 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "config/config.h"
+#include "control/vm_manager.h"
 #include "dataplane/eal.h"
 #include "dataplane/mempool.h"
 #include "dataplane/port.h"
@@ -18,6 +20,7 @@
 namespace qosvisor::control {
 
 class ControlServer;
+class Jobs;
 class VmManager;
 
 struct ApplianceOptions {
@@ -60,6 +63,12 @@ class Appliance {
   Appliance() = default;
   Status Start(const config::Config& config, const ApplianceOptions& options);
   void RegisterCommands();
+  void RegisterVmCommands();
+  // The switch calls VmManager makes, serialized: they may come from job threads.
+  SwitchAccess MakeSwitchAccess();
+  Result<vswitch::PortJoin> AttachmentOf(const std::string& port) const;
+  Result<nlohmann::json> VmJob(const nlohmann::json& args, const std::string& name,
+                               const std::string& action);
 
   std::string config_path_;
   std::unique_ptr<dataplane::Eal> eal_;
@@ -67,6 +76,9 @@ class Appliance {
   std::vector<std::unique_ptr<dataplane::Port>> ports_;
   std::unique_ptr<vswitch::Switch> switch_;
   std::unique_ptr<VmManager> vms_;
+  std::unique_ptr<Jobs> jobs_;
+  vswitch::SwitchSpec spec_;  // as built, for the attachment of configured ports
+  std::mutex switch_control_mu_;
   std::unique_ptr<ControlServer> server_;
   struct LcoreArg;
   static int LcoreMain(void* arg);

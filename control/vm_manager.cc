@@ -1,13 +1,27 @@
-// VM creation from the configuration, NIC attachment to switch ports, lifecycle commands.
+// VM creation from the configuration, NIC attachment to switch ports, lifecycle commands, and
+// the VMs made while running: restore, fork, suspend and resume, each on ports of its own.
 #include "control/vm_manager.h"
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <functional>
 
 #include "hv/virtio_blk.h"
 
 namespace qosvisor::control {
+
+using nlohmann::json;
+
+std::array<uint8_t, 6> DefaultMac(const std::string& vm_name, size_t nic) {
+  const size_t h = std::hash<std::string>{}(vm_name);
+  return {0x52,
+          0x54,
+          static_cast<uint8_t>(h >> 16),
+          static_cast<uint8_t>(h >> 8),
+          static_cast<uint8_t>(h),
+          static_cast<uint8_t>(nic)};
+}
 
 hv::VmOptions VmOptionsFrom(const config::Config& config, const config::Vm& vm,
                             const std::string& serial_log) {
@@ -26,44 +40,96 @@ hv::VmOptions VmOptionsFrom(const config::Config& config, const config::Vm& vm,
   }
   for (size_t i = 0; i < vm.nics.size(); ++i) {
     hv::VirtioNetOptions nic;
-    if (vm.nics[i].mac) {
-      nic.mac = vm.nics[i].mac->bytes;
-    } else {
-      // A stable locally administered address per (VM, NIC), so restarts keep their MAC.
-      const size_t h = std::hash<std::string>{}(vm.name);
-      nic.mac = {0x52,
-                 0x54,
-                 static_cast<uint8_t>(h >> 16),
-                 static_cast<uint8_t>(h >> 8),
-                 static_cast<uint8_t>(h),
-                 static_cast<uint8_t>(i)};
-    }
+    nic.mac = vm.nics[i].mac ? vm.nics[i].mac->bytes : DefaultMac(vm.name, i);
     o.nics.push_back(nic);
   }
   return o;
 }
 
+json AttachmentJson(const std::vector<vswitch::PortJoin>& nics) {
+  json out = json::array();
+  for (const vswitch::PortJoin& j : nics) {
+    const char* mode = j.vlan_mode == vswitch::VlanMode::kAccess  ? "access"
+                       : j.vlan_mode == vswitch::VlanMode::kTrunk ? "trunk"
+                                                                  : "none";
+    out.push_back({{"bridge", j.bridge},
+                   {"vlan_mode", mode},
+                   {"access_tag", j.access_tag},
+                   {"trunk_tags", j.trunk_tags},
+                   {"queue", j.default_queue}});
+  }
+  return json{{"nics", out}};
+}
+
+Result<std::vector<vswitch::PortJoin>> ParseAttachment(const std::string& json_text) {
+  std::vector<vswitch::PortJoin> nics;
+  try {
+    const json parsed = json::parse(json_text);  // kept alive for the loop below
+    for (const json& n : parsed.at("nics")) {
+      vswitch::PortJoin j;
+      j.bridge = n.at("bridge").get<std::string>();
+      const std::string mode = n.at("vlan_mode").get<std::string>();
+      if (mode != "access" && mode != "trunk" && mode != "none") {
+        return Status::Error(fmt::format("unknown vlan_mode '{}'", mode));
+      }
+      j.vlan_mode = mode == "access"  ? vswitch::VlanMode::kAccess
+                    : mode == "trunk" ? vswitch::VlanMode::kTrunk
+                                      : vswitch::VlanMode::kNone;
+      j.access_tag = n.at("access_tag").get<uint16_t>();
+      j.trunk_tags = n.at("trunk_tags").get<std::vector<uint16_t>>();
+      j.default_queue = n.at("queue").get<int>();
+      nics.push_back(std::move(j));
+    }
+  } catch (const json::exception& e) {
+    return Status::Error(fmt::format("the VM's switch attachment is unreadable: {}", e.what()));
+  }
+  return nics;
+}
+
+class VmManager::BusyGuard {
+ public:
+  BusyGuard(VmManager& m, Entry* e) : m_(m), e_(e) {}
+  ~BusyGuard() {
+    if (e_ == nullptr) return;
+    std::lock_guard lock(m_.mu_);
+    e_->busy.clear();
+  }
+  void Release() { e_ = nullptr; }  // the entry was removed
+
+ private:
+  VmManager& m_;
+  Entry* e_;
+};
+
 Result<std::unique_ptr<VmManager>> VmManager::Create(const config::Config& config,
-                                                     PortLookup find_port,
-                                                     std::function<void()> quiesce,
+                                                     SwitchAccess access, rte_mempool* pool,
                                                      std::string log_dir) {
-  std::unique_ptr<VmManager> m(new VmManager(std::move(quiesce)));
+  std::unique_ptr<VmManager> m(new VmManager(std::move(access), pool, std::move(log_dir)));
   for (const config::Vm& vm : config.vms) {
     Entry e;
+    e.name = vm.name;
     e.autostart = vm.autostart;
-    e.serial_log = log_dir + "/" + vm.name + ".serial.log";
+    e.configured = true;
+    e.serial_log = m->log_dir_ + "/" + vm.name + ".serial.log";
     auto created = hv::Vm::Create(VmOptionsFrom(config, vm, e.serial_log));
     if (!created.ok()) return created.status();  // hv names the VM
     e.vm = std::move(created).value();
+    e.options = e.vm->options();
+    std::vector<vswitch::PortJoin> attachment;
     for (const config::Nic& nic : vm.nics) {
       const std::string port_name = nic.port.value_or("");
-      auto* port = dynamic_cast<dataplane::VmPort*>(find_port(port_name));
+      auto* port = dynamic_cast<dataplane::VmPort*>(m->access_.find_port(port_name));
       if (port == nullptr) {
         return Status::Error(fmt::format("vm '{}': NIC port '{}' is not a vm port of the switch",
                                          vm.name, port_name));
       }
       e.ports.push_back(port);
+      auto join = m->access_.attachment_of(port_name);
+      if (!join.ok()) return Status::Error(fmt::format("vm '{}': {}", vm.name, join.message()));
+      attachment.push_back(*join);
     }
+    // Carried through snapshots and forks: copies join the switch as this VM's NICs did.
+    e.vm->set_attachment(AttachmentJson(attachment).dump());
     m->vms_.push_back(std::move(e));
   }
   return m;
@@ -71,31 +137,57 @@ Result<std::unique_ptr<VmManager>> VmManager::Create(const config::Config& confi
 
 VmManager::~VmManager() {
   for (Entry& e : vms_) {
+    if (!e.vm) continue;
     Detach(e);
     (void)e.vm->Destroy();
+    UnplugOwnPorts(e);
   }
 }
 
-VmManager::Entry* VmManager::Find(const std::string& name) {
+VmManager::Entry* VmManager::FindLocked(const std::string& name) {
   for (Entry& e : vms_) {
-    if (e.vm->name() == name) return &e;
+    if (e.name == name) return &e;
   }
   return nullptr;
 }
 
+Result<VmManager::Entry*> VmManager::Claim(const std::string& name, const std::string& operation) {
+  std::lock_guard lock(mu_);
+  Entry* e = FindLocked(name);
+  if (e == nullptr) return Status::Error(fmt::format("no vm named '{}'", name));
+  if (!e->busy.empty()) {
+    return Status::Error(
+        fmt::format("vm '{}' is busy: {} under way (see qosctl jobs)", name, e->busy));
+  }
+  e->busy = operation;
+  return e;
+}
+
+bool VmManager::IsSuspended(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Entry* e = FindLocked(name);
+  return e != nullptr && !e->suspended_dir.empty();
+}
+
 void VmManager::Detach(Entry& e) {
   for (dataplane::VmPort* port : e.ports) port->Detach();
-  if (quiesce_) quiesce_();
+  if (access_.quiesce) access_.quiesce();
+}
+
+void VmManager::Attach(Entry& e) {
+  for (size_t i = 0; i < e.ports.size(); ++i) e.ports[i]->Attach(e.vm->nic(i));
 }
 
 Status VmManager::Start(Entry& e) {
   if (e.vm->state() == hv::VmState::kDestroyed) {
     auto created = hv::Vm::Create(e.vm->options());
     if (!created.ok()) return created.status();
+    created.value()->set_attachment(e.vm->attachment());
+    std::lock_guard lock(mu_);
     e.vm = std::move(created).value();
   }
   if (Status s = e.vm->Start(); !s.ok()) return s;
-  for (size_t i = 0; i < e.ports.size(); ++i) e.ports[i]->Attach(e.vm->nic(i));
+  Attach(e);
   return Status::Ok();
 }
 
@@ -103,54 +195,341 @@ Status VmManager::StartAutostart(std::vector<std::string>& log) {
   for (Entry& e : vms_) {
     if (!e.autostart) continue;
     if (Status s = Start(e); !s.ok()) return s;
-    log.push_back(fmt::format("vm {}: started, {} NIC(s), serial log {}", e.vm->name(),
-                              e.ports.size(), e.serial_log));
+    log.push_back(fmt::format("vm {}: started, {} NIC(s), serial log {}", e.name, e.ports.size(),
+                              e.serial_log));
   }
   return Status::Ok();
 }
 
 Status VmManager::Act(const std::string& name, const std::string& action) {
-  Entry* e = Find(name);
-  if (e == nullptr) return Status::Error(fmt::format("no vm named '{}'", name));
-  if (action == "start") return Start(*e);
-  if (action == "pause") return e->vm->Pause();
-  if (action == "resume") return e->vm->Resume();
-  if (action == "stop" || action == "destroy") {
-    Detach(*e);  // the data plane stops using the NIC before the device can go away
-    if (action == "stop") {
-      auto stopped = e->vm->Stop();
-      return stopped.ok() ? Status::Ok() : stopped.status();
-    }
-    return e->vm->Destroy();
+  if (action != "start" && action != "pause" && action != "resume" && action != "stop" &&
+      action != "destroy") {
+    return Status::Error(
+        fmt::format("unknown vm action '{}'; use start, stop, pause, resume or destroy", action));
   }
-  return Status::Error(
-      fmt::format("unknown vm action '{}'; use start, stop, pause, resume or "
-                  "destroy",
-                  action));
+  auto claimed = Claim(name, action);
+  if (!claimed.ok()) return claimed.status();
+  Entry& e = **claimed;
+  BusyGuard guard(*this, &e);
+  if (!e.suspended_dir.empty()) {
+    if (action == "destroy") {
+      guard.Release();
+      Remove(&e);
+      return Status::Ok();
+    }
+    return Status::Error(fmt::format("vm '{}' is suspended to {}: resume it (or destroy it)", name,
+                                     e.suspended_dir));
+  }
+  if (action == "start") return Start(e);
+  if (action == "pause") return e.vm->Pause();
+  if (action == "resume") return e.vm->Resume();
+  Detach(e);  // the data plane stops using the NIC before the device can go away
+  if (action == "stop") {
+    auto stopped = e.vm->Stop();
+    return stopped.ok() ? Status::Ok() : stopped.status();
+  }
+  if (Status s = e.vm->Destroy(); !s.ok()) return s;
+  if (!e.configured) {
+    // A VM made while running has no configuration to come back from: it goes with its ports.
+    guard.Release();
+    Remove(&e);
+  }
+  return Status::Ok();
+}
+
+void VmManager::Remove(Entry* e) {
+  if (e->vm && e->vm->state() != hv::VmState::kDestroyed) {
+    Detach(*e);
+    (void)e->vm->Destroy();
+  }
+  UnplugOwnPorts(*e);
+  std::lock_guard lock(mu_);
+  vms_.remove_if([e](const Entry& x) { return &x == e; });
 }
 
 Status VmManager::ResizeDisk(const std::string& name, uint64_t new_size_bytes) {
-  Entry* e = Find(name);
-  if (e == nullptr) return Status::Error(fmt::format("no vm named '{}'", name));
-  hv::VirtioBlk* disk = e->vm->disk();
+  auto claimed = Claim(name, "resize");
+  if (!claimed.ok()) return claimed.status();
+  BusyGuard guard(*this, *claimed);
+  if (!(*claimed)->vm) return Status::Error(fmt::format("vm '{}' is suspended", name));
+  hv::VirtioBlk* disk = (*claimed)->vm->disk();
   if (disk == nullptr) return Status::Error(fmt::format("vm '{}' has no vflash disk", name));
   return disk->Resize(new_size_bytes);
 }
 
-nlohmann::json VmManager::ListJson() const {
-  nlohmann::json out = nlohmann::json::array();
+Status VmManager::PlugNewPorts(Entry& e, const std::string& attachment) {
+  auto nics = ParseAttachment(attachment);
+  if (!nics.ok()) return nics.status();
+  if (nics->size() != e.vm->nic_count()) {
+    return Status::Error(fmt::format("the attachment lists {} NICs, the VM has {}", nics->size(),
+                                     e.vm->nic_count()));
+  }
+  for (size_t i = 0; i < nics->size(); ++i) {
+    auto port = std::make_unique<dataplane::VmPort>(fmt::format("{}.eth{}", e.name, i), pool_);
+    vswitch::PortJoin join = (*nics)[i];
+    join.port = port.get();
+    auto added = access_.add_port(join);
+    if (!added.ok()) {
+      UnplugOwnPorts(e);
+      return added.status();
+    }
+    std::lock_guard lock(mu_);
+    e.ports.push_back(port.get());
+    e.own_ports.push_back(std::move(port));
+  }
+  return Status::Ok();
+}
+
+void VmManager::UnplugOwnPorts(Entry& e) {
+  std::vector<std::unique_ptr<dataplane::VmPort>> gone;
+  {
+    // Out of the lists first, under the lock: a listing sees all of them or none.
+    std::lock_guard lock(mu_);
+    gone = std::move(e.own_ports);
+    e.own_ports.clear();
+    std::erase_if(e.ports, [&](dataplane::VmPort* p) {
+      return std::any_of(gone.begin(), gone.end(), [p](const auto& own) { return own.get() == p; });
+    });
+  }
+  for (auto& port : gone) {
+    port->Detach();
+    (void)access_.remove_port(port->name());  // waits until the data plane let go of it
+  }
+}
+
+void VmManager::ForEachOwnPort(const std::function<void(const dataplane::Port*)>& fn) {
+  std::lock_guard lock(mu_);
   for (const Entry& e : vms_) {
-    const hv::VmOptions& o = e.vm->options();
-    out.push_back({{"name", o.name},
-                   {"state", hv::VmStateName(e.vm->state())},
-                   {"last_exit", hv::VmExitReasonName(e.vm->last_exit().reason)},
-                   {"vcpus", o.vcpus},
-                   {"memory_bytes", o.memory_bytes},
-                   {"nics", e.ports.size()},
-                   {"exits", e.vm->exits()},
-                   {"serial_log", e.serial_log}});
+    for (const auto& port : e.own_ports) fn(port.get());
+  }
+}
+
+Result<VmManager::Entry*> VmManager::Adopt(std::unique_ptr<hv::Vm> vm, const std::string& parent) {
+  Entry fresh;
+  fresh.name = vm->name();
+  fresh.serial_log = vm->options().serial_log;
+  fresh.options = vm->options();
+  fresh.parent = parent;
+  fresh.autostart = false;
+  fresh.busy = "adopt";
+  fresh.vm = std::move(vm);
+  Entry* e = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (FindLocked(fresh.name) != nullptr) {
+      return Status::Error(fmt::format("a vm named '{}' exists already", fresh.name));
+    }
+    vms_.push_back(std::move(fresh));
+    e = &vms_.back();
+  }
+  BusyGuard guard(*this, e);
+  Status plugged = PlugNewPorts(*e, e->vm->attachment());
+  if (plugged.ok()) {
+    Attach(*e);
+    plugged = e->vm->Resume();
+  }
+  if (!plugged.ok()) {
+    guard.Release();
+    Remove(e);
+    return plugged;
+  }
+  return e;
+}
+
+Status VmManager::Snapshot(const std::string& name, const std::string& dir, bool stop,
+                           const OperationProgress& progress) {
+  auto claimed = Claim(name, "snapshot");
+  if (!claimed.ok()) return claimed.status();
+  Entry& e = **claimed;
+  BusyGuard guard(*this, &e);
+  if (!e.vm) return Status::Error(fmt::format("vm '{}' is suspended", name));
+  progress.phase("writing memory and state");
+  hv::SnapshotOptions options{.stop = stop, .progress = progress.bytes};
+  if (stop) Detach(e);
+  Status s = e.vm->Snapshot(dir, options);
+  if (stop && !s.ok()) Attach(e);
+  return s;
+}
+
+Result<std::string> VmManager::Restore(const std::string& dir, const std::string& as,
+                                       const OperationProgress& progress) {
+  progress.phase("checking and mapping the snapshot");
+  auto saved = hv::Vm::SnapshotOptionsOf(dir);
+  if (!saved.ok()) return saved.status();
+  const std::string name = as.empty() ? saved->name : as;
+  {
+    std::lock_guard lock(mu_);
+    if (FindLocked(name) != nullptr) {
+      return Status::Error(
+          fmt::format("a vm named '{}' exists already; destroy it first or "
+                      "restore with --as NEWNAME",
+                      name));
+    }
+  }
+  // A copy under another name must not share the original's MACs on the bridge.
+  hv::CloneIdentity id{name, log_dir_ + "/" + name + ".serial.log", {}};
+  if (name != saved->name) {
+    for (size_t i = 0; i < saved->nics.size(); ++i) id.macs.push_back(DefaultMac(name, i));
+  }
+  auto vm = hv::Vm::Restore(dir, id);
+  if (!vm.ok()) return vm.status();
+  progress.phase("joining the switch");
+  auto adopted = Adopt(std::move(vm).value(), "");
+  if (!adopted.ok()) return adopted.status();
+  return name;
+}
+
+Result<std::vector<std::string>> VmManager::Fork(const std::string& name, uint32_t count,
+                                                 const std::string& prefix) {
+  if (count == 0 || count > 256) {
+    return Status::Error(fmt::format("fork of {} children: give 1 to 256", count));
+  }
+  auto claimed = Claim(name, "fork");
+  if (!claimed.ok()) return claimed.status();
+  Entry& parent = **claimed;
+  BusyGuard guard(*this, &parent);
+  if (!parent.vm) return Status::Error(fmt::format("vm '{}' is suspended", name));
+  const std::string stem = prefix.empty() ? name : prefix;
+  std::vector<hv::CloneIdentity> ids;
+  {
+    std::lock_guard lock(mu_);
+    uint32_t n = 1;
+    while (ids.size() < count) {
+      std::string child = fmt::format("{}-{}", stem, n++);
+      if (FindLocked(child) != nullptr) continue;
+      hv::CloneIdentity id{child, log_dir_ + "/" + child + ".serial.log", {}};
+      for (size_t i = 0; i < parent.vm->nic_count(); ++i) id.macs.push_back(DefaultMac(child, i));
+      ids.push_back(std::move(id));
+    }
+  }
+  auto children = parent.vm->Fork(ids);
+  if (!children.ok()) return children.status();
+  std::vector<std::string> names;
+  for (auto& child : *children) {
+    const std::string child_name = child->name();
+    auto adopted = Adopt(std::move(child), name);
+    if (!adopted.ok()) {
+      return Status::Error(fmt::format("fork of '{}': child '{}': {} ({} children were made)", name,
+                                       child_name, adopted.message(), names.size()));
+    }
+    names.push_back(child_name);
+  }
+  return names;
+}
+
+std::vector<std::string> VmManager::ChildrenOf(const std::string& name) {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const Entry& e : vms_) {
+    if (e.parent == name) out.push_back(e.name);
   }
   return out;
+}
+
+Status VmManager::Suspend(const std::string& name, const std::string& dir, bool force,
+                          const OperationProgress& progress) {
+  const std::vector<std::string> children = ChildrenOf(name);
+  if (!children.empty() && !force) {
+    std::string list;
+    for (const auto& c : children) list += (list.empty() ? "" : ", ") + c;
+    return Status::Error(
+        fmt::format("vm '{}' has children ({}) that share its frozen image; "
+                    "suspend them first, or --force to keep the image alive",
+                    name, list));
+  }
+  auto claimed = Claim(name, "suspend");
+  if (!claimed.ok()) return claimed.status();
+  Entry& e = **claimed;
+  BusyGuard guard(*this, &e);
+  if (!e.vm) return Status::Error(fmt::format("vm '{}' is suspended already", name));
+  auto base = e.vm->base_image();
+  progress.phase(base ? "writing the pages it changed" : "writing memory and state");
+  Detach(e);
+  hv::SnapshotOptions options{
+      .stop = true, .diff_against_base = base != nullptr, .progress = progress.bytes};
+  if (Status s = e.vm->Snapshot(dir, options); !s.ok()) {
+    Attach(e);
+    return s;
+  }
+  (void)e.vm->Destroy();
+  UnplugOwnPorts(e);
+  std::lock_guard lock(mu_);
+  e.vm.reset();
+  e.suspended_dir = dir;
+  e.suspended_base = base;
+  return Status::Ok();
+}
+
+Status VmManager::ResumeSuspended(const std::string& name, const OperationProgress& progress) {
+  auto claimed = Claim(name, "resume");
+  if (!claimed.ok()) return claimed.status();
+  Entry& e = **claimed;
+  BusyGuard guard(*this, &e);
+  if (e.suspended_dir.empty()) return Status::Error(fmt::format("vm '{}' is not suspended", name));
+  progress.phase("mapping its image and the pages it changed");
+  auto vm = hv::Vm::Restore(e.suspended_dir, {name, e.serial_log, {}}, e.suspended_base);
+  if (!vm.ok()) return vm.status();
+  {
+    std::lock_guard lock(mu_);
+    e.vm = std::move(vm).value();
+    e.ports.clear();
+  }
+  progress.phase("joining the switch");
+  Status plugged = PlugNewPorts(e, e.vm->attachment());
+  if (plugged.ok()) {
+    Attach(e);
+    plugged = e.vm->Resume();
+  }
+  if (!plugged.ok()) {
+    Detach(e);
+    (void)e.vm->Destroy();
+    UnplugOwnPorts(e);
+    std::lock_guard lock(mu_);
+    e.vm.reset();
+    return plugged;
+  }
+  std::lock_guard lock(mu_);
+  e.suspended_dir.clear();
+  e.suspended_base.reset();
+  return Status::Ok();
+}
+
+json VmManager::ListJson() {
+  std::lock_guard lock(mu_);
+  json out = json::array();
+  for (const Entry& e : vms_) {
+    const hv::VmOptions& o = e.options;
+    json ports = json::array();
+    for (const auto* p : e.ports) ports.push_back(p->name());
+    json macs = json::array();
+    for (const auto& nic : (e.vm ? e.vm->options() : o).nics) {
+      const auto& m = nic.mac;
+      macs.push_back(fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2],
+                                 m[3], m[4], m[5]));
+    }
+    json row = {{"name", e.name},
+                {"state", e.vm ? hv::VmStateName(e.vm->state()) : "suspended"},
+                {"last_exit", e.vm ? hv::VmExitReasonName(e.vm->last_exit().reason) : "none"},
+                {"vcpus", o.vcpus},
+                {"memory_bytes", o.memory_bytes},
+                {"charged_bytes", e.vm ? e.vm->ChargedBytes() : 0},
+                {"nics", e.ports.size()},
+                {"ports", ports},
+                {"macs", macs},
+                {"exits", e.vm ? e.vm->exits() : 0},
+                {"generation", e.vm ? e.vm->generation() : 0},
+                {"parent", e.parent},
+                {"serial_log", e.serial_log}};
+    if (!e.busy.empty()) row["busy"] = e.busy;
+    if (!e.suspended_dir.empty()) row["suspended_to"] = e.suspended_dir;
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+size_t VmManager::size() {
+  std::lock_guard lock(mu_);
+  return vms_.size();
 }
 
 }  // namespace qosvisor::control

@@ -1,9 +1,17 @@
 // The appliance's VMs: built from the configuration (templates already applied), their
-// virtio-net NICs attached to `vm` switch ports once they run, and the lifecycle commands the
-// control API exposes. Runs on the control thread only.
+// virtio-net NICs attached to `vm` switch ports once they run, the lifecycle commands the control
+// API exposes, and the VMs made while running — restored from snapshots and forked — each on
+// `vm` ports of its own that join the running switch with the NIC's bridge, VLAN and class.
+//
+// Thread use: every call may come from the control thread or a job thread. A short mutex guards
+// the list of VMs; a long operation marks its VM busy (other operations on it are refused, naming
+// the operation) and runs without the mutex, so `vms` answers while a snapshot is written.
 #pragma once
 
+#include <functional>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -12,49 +20,120 @@
 #include "config/config.h"
 #include "dataplane/port.h"
 #include "hv/vm.h"
+#include "vswitch/switch.h"
 
 namespace qosvisor::control {
 
+// What VmManager needs from the switch. Calls are serialized by the caller's implementation.
+struct SwitchAccess {
+  // A switch port by name (the configured `vm` ports).
+  std::function<dataplane::Port*(const std::string&)> find_port;
+  // Returns once the data plane has let go of every NIC detached before the call.
+  std::function<void()> quiesce;
+  // How a configured port is attached: its bridge, VLAN settings and default queue (class).
+  std::function<Result<vswitch::PortJoin>(const std::string& port)> attachment_of;
+  std::function<Result<uint32_t>(const vswitch::PortJoin&)> add_port;
+  std::function<Status(const std::string& port)> remove_port;
+};
+
+// Called with bytes done / total while a long operation runs, and with a phase name.
+struct OperationProgress {
+  std::function<void(const std::string& phase)> phase = [](const std::string&) {};
+  hv::ProgressFn bytes;
+};
+
 class VmManager {
  public:
-  // `find_port` resolves a switch port by name; `quiesce` returns once the data plane has let go
-  // of every NIC detached before the call; `log_dir` receives <vm>.serial.log files.
-  using PortLookup = std::function<dataplane::Port*(const std::string&)>;
+  // `log_dir` receives <vm>.serial.log files.
   static Result<std::unique_ptr<VmManager>> Create(const config::Config& config,
-                                                   PortLookup find_port,
-                                                   std::function<void()> quiesce,
+                                                   SwitchAccess access, rte_mempool* pool,
                                                    std::string log_dir);
-  ~VmManager();  // detaches the NICs, stops and destroys every VM
+  ~VmManager();  // detaches the NICs, stops and destroys every VM, removes the ports it added
 
   // Starts the VMs marked autostart; stops at the first that cannot start.
   Status StartAutostart(std::vector<std::string>& log);
   // action: start | stop | pause | resume | destroy. Errors name the VM and the state. Starting
-  // a destroyed VM creates it anew from its configuration.
+  // a destroyed configured VM creates it anew; destroying a restored or forked VM removes it and
+  // its ports. Resuming a suspended VM is a job (ResumeSuspended).
   Status Act(const std::string& name, const std::string& action);
   // Grows a VM's vflash disk online: metadata written atomically, file grown, guest notified.
   Status ResizeDisk(const std::string& name, uint64_t new_size_bytes);
-  nlohmann::json ListJson() const;
-  size_t size() const { return vms_.size(); }
+
+  // Snapshot of a running or paused VM to `dir`; it runs on afterwards, or stays stopped.
+  Status Snapshot(const std::string& name, const std::string& dir, bool stop,
+                  const OperationProgress& progress);
+  // A new VM `as` (default: the snapshot's own name) from the snapshot in `dir`, on new ports,
+  // running where the snapshot left it.
+  Result<std::string> Restore(const std::string& dir, const std::string& as,
+                              const OperationProgress& progress);
+  // `count` children of a running or paused VM, named <prefix>-1.. (prefix default: the VM's
+  // name), each running on its own ports with its own MACs. Returns their names.
+  Result<std::vector<std::string>> Fork(const std::string& name, uint32_t count,
+                                        const std::string& prefix);
+  // Saves the VM to `dir` (a fork child or parent: only the pages it changed over its frozen
+  // image) and takes it off the box: its ports go, its name stays, `resume` brings it back.
+  // A parent with children is refused, naming them, unless `force` (the frozen image stays alive
+  // for them anyway).
+  Status Suspend(const std::string& name, const std::string& dir, bool force,
+                 const OperationProgress& progress);
+  Status ResumeSuspended(const std::string& name, const OperationProgress& progress);
+  // True when `name` is suspended (its resume is a job).
+  bool IsSuspended(const std::string& name);
+
+  nlohmann::json ListJson();
+  // Calls `fn` for every port this manager added to the switch, holding its lock.
+  void ForEachOwnPort(const std::function<void(const dataplane::Port*)>& fn);
+  size_t size();
 
  private:
   struct Entry {
-    std::unique_ptr<hv::Vm> vm;
+    std::string name;
+    std::unique_ptr<hv::Vm> vm;             // null while suspended
     std::vector<dataplane::VmPort*> ports;  // NIC i's switch port
+    // Ports this manager made (restored and forked VMs) and joined to the switch.
+    std::vector<std::unique_ptr<dataplane::VmPort>> own_ports;
     bool autostart = true;
+    bool configured = false;  // from the configuration file (its ports are the config's)
     std::string serial_log;
+    std::string parent;         // fork parent, if any
+    std::string busy;           // the long operation under way, if any
+    std::string suspended_dir;  // non-empty while suspended
+    std::shared_ptr<const hv::FrozenImage> suspended_base;
+    hv::VmOptions options;  // kept for listing while suspended
   };
-  explicit VmManager(std::function<void()> quiesce) : quiesce_(std::move(quiesce)) {}
-  Entry* Find(const std::string& name);
+  VmManager(SwitchAccess access, rte_mempool* pool, std::string log_dir)
+      : access_(std::move(access)), pool_(pool), log_dir_(std::move(log_dir)) {}
+  Entry* FindLocked(const std::string& name);
+  // Marks `name` busy with `operation` for the guard's life; errors if missing or busy.
+  class BusyGuard;
+  Result<Entry*> Claim(const std::string& name, const std::string& operation);
   Status Start(Entry& e);
   // Unplugs the VM's NICs from their ports and waits until the data plane no longer uses them:
   // after this the VM's devices and memory may go.
   void Detach(Entry& e);
-  std::function<void()> quiesce_;
-  std::vector<Entry> vms_;
+  void Attach(Entry& e);
+  // New `vm` ports "<vm>.eth<i>" joined to the switch as the attachment JSON says.
+  Status PlugNewPorts(Entry& e, const std::string& attachment);
+  void UnplugOwnPorts(Entry& e);
+  // Takes a paused VM made by restore or fork into the list, on new ports, and resumes it.
+  Result<Entry*> Adopt(std::unique_ptr<hv::Vm> vm, const std::string& parent);
+  std::vector<std::string> ChildrenOf(const std::string& name);
+  void Remove(Entry* e);
+
+  SwitchAccess access_;
+  rte_mempool* pool_;
+  std::string log_dir_;
+  std::mutex mu_;
+  std::list<Entry> vms_;  // guarded by mu_; a list, so that entries stay put while busy
 };
 
 // config::Vm → hv::VmOptions (paths resolved against the configuration's directory).
 hv::VmOptions VmOptionsFrom(const config::Config& config, const config::Vm& vm,
                             const std::string& serial_log);
+// A stable locally administered MAC for NIC `nic` of VM `vm_name` (restarts keep it).
+std::array<uint8_t, 6> DefaultMac(const std::string& vm_name, size_t nic);
+// The attachment JSON of a VM's NICs (bridge, VLAN, class queue per NIC) and back.
+nlohmann::json AttachmentJson(const std::vector<vswitch::PortJoin>& nics);
+Result<std::vector<vswitch::PortJoin>> ParseAttachment(const std::string& json_text);
 
 }  // namespace qosvisor::control

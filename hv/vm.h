@@ -151,6 +151,9 @@ class Vm {
   // before anything is created; on failure nothing is left behind.
   static Result<std::unique_ptr<Vm>> Restore(const std::string& dir, const CloneIdentity& identity,
                                              std::shared_ptr<const FrozenImage> base = nullptr);
+  // The options saved in the snapshot in `dir` (its state file checked whole), without
+  // creating anything: what a caller needs to choose a name and MACs for the restored VM.
+  static Result<VmOptions> SnapshotOptionsOf(const std::string& dir);
   // Freezes this VM's memory (it goes on, from running or paused, on a private copy-on-write
   // mapping) and makes one paused child per identity on the frozen image: same vCPU and device
   // state, its own name, MACs (the guest is told through a config-change interrupt) and a new

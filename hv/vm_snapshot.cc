@@ -288,6 +288,19 @@ Status Vm::Snapshot(const std::string& dir, const SnapshotOptions& options) {
   return Status::Ok();
 }
 
+Result<VmOptions> Vm::SnapshotOptionsOf(const std::string& dir) {
+  auto sections = ReadStateFile(StatePath(dir));
+  if (!sections) return Status::Error(fmt::format("snapshot {}: {}", dir, sections.message()));
+  const Section* config_section = FindSection(*sections, SectionKind::kConfig, 0);
+  if (config_section == nullptr) {
+    return Status::Error(
+        fmt::format("snapshot {}: the config section is missing or repeated", dir));
+  }
+  auto config = ParseConfig(config_section->payload);
+  if (!config) return Status::Error(fmt::format("snapshot {}: config: {}", dir, config.message()));
+  return config->options;
+}
+
 Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& dir, const CloneIdentity& identity,
                                         std::shared_ptr<const FrozenImage> base) {
   auto refuse = [&](const std::string& why) {

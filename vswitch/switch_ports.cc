@@ -58,7 +58,7 @@ Result<uint32_t> Switch::AddPort(const PortJoin& join) {
   if (slot == ports_.end()) {
     return Status::Error(
         fmt::format("add port '{}': the switch holds {} ports, its most "
-                    "(switch.spare_ports sets the room for added ports)",
+                    "(dataplane.spare_ports sets the room for added ports)",
                     name, ports_.size()));
   }
   Bridge& bridge = *bridges_[b];

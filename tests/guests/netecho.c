@@ -1,6 +1,8 @@
 /* netecho: a UDP echo server on virtio-net (port 7: answers with addresses and ports swapped),
    and with send=N a client that sends N datagrams to port 7 (broadcast) and counts the answers.
    progress[2] = datagrams echoed, progress[3] = answers received. ip=<last octet> (default 2).
+   A fork child or restored copy sees a new boot-info generation: it reads its MAC again (the VMM
+   gave it a new one) and says so on the console.
    With irq=1 it sleeps until the device interrupts (or 10 ms pass, to notice a shutdown
    request) instead of polling: progress[0] = device interrupts, progress[1] = timer wake-ups. */
 #include "runtime.h"
@@ -41,6 +43,30 @@ static uint16_t tx_slot(void) {
   uint16_t s = tx_next;
   tx_next = (uint16_t)((tx_next + 1) % VQ_SIZE);
   return s;
+}
+
+static void read_mac(uintptr_t dev) {
+  for (int i = 0; i < 6; ++i) mac[i] = *(volatile uint8_t*)(dev + 0x100 + (uintptr_t)i);
+}
+
+static void put_mac(void) {
+  static const char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 6; ++i) {
+    if (i != 0) rt_putc(':');
+    rt_putc(hex[mac[i] >> 4]);
+    rt_putc(hex[mac[i] & 15]);
+  }
+}
+
+/* A clone learns it is one from the generation id, a plain memory read (no exit). */
+static void check_generation(uintptr_t dev, uint64_t* seen) {
+  volatile struct qv_boot_info* bi = rt_boot_info();
+  if (bi == 0 || bi->generation == *seen) return;
+  *seen = bi->generation;
+  read_mac(dev);
+  rt_puts("netecho: new generation, mac ");
+  put_mac();
+  rt_putc('\n');
 }
 
 static uint16_t be16(const uint8_t* p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -121,7 +147,9 @@ uint64_t guest_main(void) {
     rt_puts("netecho: device setup failed\n");
     return 11;
   }
-  for (int i = 0; i < 6; ++i) mac[i] = *(volatile uint8_t*)(dev + 0x100 + (uintptr_t)i);
+  read_mac(dev);
+  volatile struct qv_boot_info* bi = rt_boot_info();
+  uint64_t generation = bi != 0 ? bi->generation : 0;
   uint8_t my_ip = (uint8_t)rt_cmdline_u64("ip", 2);
   uint64_t to_send = rt_cmdline_u64("send", 0);
   for (uint16_t i = 0; i < VQ_SIZE; ++i) post_rx(i);
@@ -140,6 +168,7 @@ uint64_t guest_main(void) {
   uint64_t next_send = rt_rdtsc();
   for (;;) {
     uint32_t id, len;
+    check_generation(dev, &generation);
     while (vq_poll_used(&queues[RX], &id, &len)) {
       if (id < VQ_SIZE && len > HDR && len <= BUF) {
         answers += (uint64_t)handle(rx_buf[id] + HDR, len - HDR, my_ip);

@@ -1,0 +1,160 @@
+// The appliance's VM commands on the control socket: lifecycle at once, snapshot, restore, fork,
+// suspend and the resume of a suspended VM as jobs; and the switch access VmManager uses for the
+// ports of VMs made while running.
+#include <fmt/format.h>
+
+#include "common/units.h"
+#include "control/appliance.h"
+#include "control/control_server.h"
+#include "control/jobs.h"
+#include "control/vm_manager.h"
+
+namespace qosvisor::control {
+
+using nlohmann::json;
+
+SwitchAccess Appliance::MakeSwitchAccess() {
+  SwitchAccess a;
+  a.find_port = [this](const std::string& name) { return FindPort(name); };
+  a.quiesce = [this] { switch_->Quiesce(); };
+  a.attachment_of = [this](const std::string& port) { return AttachmentOf(port); };
+  a.add_port = [this](const vswitch::PortJoin& join) {
+    std::lock_guard lock(switch_control_mu_);
+    return switch_->AddPort(join);
+  };
+  a.remove_port = [this](const std::string& port) {
+    std::lock_guard lock(switch_control_mu_);
+    return switch_->RemovePort(port);
+  };
+  return a;
+}
+
+Result<vswitch::PortJoin> Appliance::AttachmentOf(const std::string& port) const {
+  for (size_t p = 0; p < ports_.size(); ++p) {
+    if (ports_[p]->name() != port) continue;
+    for (const vswitch::BridgeSpec& b : spec_.bridges) {
+      for (const vswitch::BridgeMember& m : b.members) {
+        if (m.port != p) continue;
+        vswitch::PortJoin join{nullptr, b.name, m.vlan_mode, m.access_tag, m.trunk_tags, -1};
+        if (p < spec_.port_default_queue.size()) join.default_queue = spec_.port_default_queue[p];
+        return join;
+      }
+    }
+    return Status::Error(
+        fmt::format("port '{}' is in no bridge: copies of its VM would have "
+                    "nowhere to join",
+                    port));
+  }
+  return Status::Error(fmt::format("no port named '{}'", port));
+}
+
+namespace {
+
+Result<std::string> StringArg(const json& args, const char* key, const std::string& action) {
+  if (!args.contains(key) || !args[key].is_string() || args[key].get<std::string>().empty()) {
+    return Status::Error(fmt::format("{} needs a string argument '{}'", action, key));
+  }
+  return args[key].get<std::string>();
+}
+
+bool BoolArg(const json& args, const char* key) {
+  return args.contains(key) && args[key].is_boolean() && args[key].get<bool>();
+}
+
+OperationProgress ProgressOf(JobProgress& job) {
+  OperationProgress p;
+  p.phase = [&job](const std::string& phase) { job.Phase(phase); };
+  p.bytes = [&job](uint64_t done, uint64_t total) { job.Bytes(done, total); };
+  return p;
+}
+
+}  // namespace
+
+// The long operations: checked here, then run as a job that answers {"job": ID} at once.
+Result<json> Appliance::VmJob(const json& args, const std::string& name,
+                              const std::string& action) {
+  VmManager* vms = vms_.get();
+  if (action == "snapshot" || action == "suspend") {
+    auto dir = StringArg(args, "dir", action);
+    if (!dir.ok()) return dir.status();
+    const bool flag = BoolArg(args, action == "snapshot" ? "stop" : "force");
+    const uint64_t id = jobs_->Start(action, name, [=, dir = *dir](JobProgress& p) -> Result<json> {
+      Status s = action == "snapshot" ? vms->Snapshot(name, dir, flag, ProgressOf(p))
+                                      : vms->Suspend(name, dir, flag, ProgressOf(p));
+      if (!s.ok()) return s;
+      return json{{"vm", name}, {"dir", dir}};
+    });
+    return json{{"job", id}};
+  }
+  if (action == "restore") {
+    auto dir = StringArg(args, "dir", action);
+    if (!dir.ok()) return dir.status();
+    std::string as = name;
+    if (args.contains("as") && args["as"].is_string()) as = args["as"].get<std::string>();
+    const uint64_t id = jobs_->Start(action, as, [=, dir = *dir](JobProgress& p) -> Result<json> {
+      auto restored = vms->Restore(dir, as, ProgressOf(p));
+      if (!restored.ok()) return restored.status();
+      return json{{"vm", *restored}, {"dir", dir}};
+    });
+    return json{{"job", id}};
+  }
+  if (action == "fork") {
+    if (!args.contains("count") || !args["count"].is_number_unsigned()) {
+      return Status::Error("fork needs an unsigned integer argument 'count'");
+    }
+    const auto count = args["count"].get<uint32_t>();
+    std::string prefix;
+    if (args.contains("prefix") && args["prefix"].is_string()) {
+      prefix = args["prefix"].get<std::string>();
+    }
+    const uint64_t id = jobs_->Start(action, name, [=](JobProgress& p) -> Result<json> {
+      p.Phase(fmt::format("forking {} children", count));
+      auto children = vms->Fork(name, count, prefix);
+      if (!children.ok()) return children.status();
+      return json{{"vm", name}, {"children", *children}};
+    });
+    return json{{"job", id}};
+  }
+  // resume of a suspended VM
+  const uint64_t id = jobs_->Start("resume", name, [=](JobProgress& p) -> Result<json> {
+    if (Status s = vms->ResumeSuspended(name, ProgressOf(p)); !s.ok()) return s;
+    return json{{"vm", name}};
+  });
+  return json{{"job", id}};
+}
+
+void Appliance::RegisterVmCommands() {
+  server_->Register("vm", [this](const json& args) -> Result<json> {
+    if (!args.contains("name") || !args["name"].is_string() || !args.contains("action") ||
+        !args["action"].is_string()) {
+      return Status::Error("vm needs string arguments 'name' and 'action'");
+    }
+    if (!vms_) return Status::Error("this configuration has no vms");
+    const std::string name = args["name"].get<std::string>();
+    const std::string action = args["action"].get<std::string>();
+    if (action == "resize") {
+      if (!args.contains("size") || !args["size"].is_string()) {
+        return Status::Error("resize needs a string argument 'size', e.g. \"2GiB\"");
+      }
+      auto bytes = ParseSize(args["size"].get<std::string>());
+      if (!bytes.ok()) return bytes.status();
+      if (Status s = vms_->ResizeDisk(name, *bytes); !s.ok()) return s;
+      return json{{"name", name}, {"disk_bytes", *bytes}};
+    }
+    if (action == "snapshot" || action == "restore" || action == "fork" || action == "suspend" ||
+        (action == "resume" && vms_->IsSuspended(name))) {
+      return VmJob(args, name, action);
+    }
+    if (Status s = vms_->Act(name, action); !s.ok()) return s;
+    return json{{"name", name}, {"done", action}};
+  });
+  server_->Register("jobs", [this](const json&) -> Result<json> { return jobs_->List(); });
+  server_->Register("job", [this](const json& args) -> Result<json> {
+    if (!args.contains("id") || !args["id"].is_number_unsigned()) {
+      return Status::Error("job needs an unsigned integer argument 'id'");
+    }
+    return jobs_->Get(args["id"].get<uint64_t>());
+  });
+}
+
+}  // namespace qosvisor::control
