@@ -1144,7 +1144,7 @@ TEST_CASE("switch: an added port switches at once; its number is reused, its old
   rig.Inject(0, WithMacs(testing::Udp4(8, 8), 0x0a, 0x01));
   rig.Poll();
   CHECK(rig.Drain(1).empty());  // unicast to the new port only
-  void* out;
+  void* out = nullptr;
   REQUIRE(rte_ring_dequeue(ring_a->drain_ring(), &out) == 0);
   rte_pktmbuf_free(static_cast<rte_mbuf*>(out));
   const uint64_t floods_before = rig.Snapshot().counters.flooded;
