@@ -42,31 +42,6 @@ Result<GuestMemory> GuestMemory::Create(const std::string& name, uint64_t size, 
   return mem;
 }
 
-Result<GuestMemory> GuestMemory::MapPrivate(UniqueFd fd, uint64_t size) {
-  if (size == 0 || size % 4096 != 0) {
-    return Status::Error(
-        fmt::format("guest memory size {} is not a positive multiple of 4 KiB", size));
-  }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) < size) {
-    return Status::Error(fmt::format("memory image is smaller than guest memory ({} bytes)", size));
-  }
-  GuestMemory mem;
-  // SAFETY: a fresh private mapping of `size` bytes of a file at least that long; it lives until
-  // this object is destroyed.
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0);
-  if (p == MAP_FAILED) {
-    return Status::Error(
-        fmt::format("mmap memory image ({} bytes): {}", size, std::strerror(errno)));
-  }
-  ::madvise(p, size, MADV_DONTDUMP);
-  mem.memfd_ = std::move(fd);
-  mem.shared_ = false;
-  mem.base_ = static_cast<uint8_t*>(p);
-  mem.size_ = size;
-  return mem;
-}
-
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : memfd_(std::move(other.memfd_)),
       shared_(other.shared_),

@@ -31,10 +31,6 @@ class GuestMemory {
   GuestMemory& operator=(const GuestMemory&) = delete;
   ~GuestMemory();
 
-  // Maps `fd` (at least `size` bytes long) privately: pages are read from it on first touch and
-  // copied on first write, so this costs the same for 64 MiB as for 2 GiB. Takes the fd.
-  static Result<GuestMemory> MapPrivate(UniqueFd fd, uint64_t size);
-
   uint64_t size() const { return size_; }
   // The memfd (shared) or the file under the private mapping.
   int memfd() const { return memfd_.get(); }
@@ -44,8 +40,10 @@ class GuestMemory {
   // the memfd is a frozen image that copy-on-write children may map, and this VM's writes stay
   // private. Call only while no vCPU runs.
   Status Freeze();
-  // Puts this mapping, privately, over `fd`, which must hold exactly what it shows now (a copy
-  // made by the caller). Takes the fd.
+  // Puts this mapping, privately, over `fd` (at least size() bytes): pages are read from it on
+  // first touch and copied on first write, so this costs the same for 64 MiB as for 2 GiB.
+  // Restore uses it on a snapshot's image, FreezeMemory on a copy of what the mapping shows.
+  // Takes the fd.
   Status RebaseOnto(UniqueFd fd);
   // Pages that may hold something other than zeros: the backing file's data regions, and for a
   // private mapping the pages it has copied. One bit per 4 KiB page.

@@ -168,7 +168,7 @@ std::vector<uint8_t> Serial::SaveState() {
 Status Serial::LoadState(std::span<const uint8_t> state) {
   std::lock_guard lock(mu_);
   StateReader r(state, "serial state");
-  uint8_t regs[sizeof(regs_)];
+  uint8_t regs[sizeof(regs_)] = {};
   uint8_t dll = 0, dlm = 0;
   std::string line;
   r.Get(&regs, "registers");

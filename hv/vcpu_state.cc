@@ -177,7 +177,7 @@ Status VmIoctl(int vm_fd, unsigned long request, void* arg, const char* what) {
 }  // namespace
 
 Result<std::vector<uint8_t>> SaveVmKvmState(int vm_fd) {
-  VmFixedState st;
+  VmFixedState st{};
   std::memset(&st, 0, sizeof(st));
   for (uint32_t chip = 0; chip < 3; ++chip) {
     st.chips[chip].chip_id = chip;
@@ -193,7 +193,7 @@ Result<std::vector<uint8_t>> SaveVmKvmState(int vm_fd) {
 }
 
 Status RestoreVmKvmState(int vm_fd, std::span<const uint8_t> state) {
-  VmFixedState st;
+  VmFixedState st{};
   StateReader r(state, "vm state");
   r.Get(&st, "irqchip, pit and clock");
   for (uint32_t chip = 0; r.ok() && chip < 3; ++chip) {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "hv/kvm.h"
+#include "hv/vm_options.h"
 
 // ctest marks a test whose output matches "SKIPPED:" as skipped (tests/unit/hv/CMakeLists.txt).
 #define QV_REQUIRE_KVM()                                                  \
@@ -29,6 +30,17 @@ namespace qosvisor::hv::testing {
 
 inline std::string GuestPath(const std::string& name) {
   return std::string(QOSVISOR_GUEST_DIR) + "/" + name + ".elf";
+}
+
+// A 32 MiB VM running test guest `guest`, its serial output to `log` ("" for none).
+inline VmOptions GuestOptions(const std::string& name, const std::string& guest,
+                              const std::string& log) {
+  VmOptions o;
+  o.name = name;
+  o.memory_bytes = 32ull << 20;
+  o.image = GuestPath(guest);
+  o.serial_log = log;
+  return o;
 }
 
 // A per-process path under /tmp, removed by the caller's TempFile guard.

@@ -23,6 +23,7 @@ namespace qosvisor::hv {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::GuestOptions;
 using testing::GuestPath;
 using testing::ReadWholeFile;
 using testing::TempFile;
@@ -44,15 +45,6 @@ class ScratchDir {
  private:
   fs::path path_;
 };
-
-VmOptions GuestOptions(const std::string& name, const std::string& guest, const std::string& log) {
-  VmOptions o;
-  o.name = name;
-  o.memory_bytes = 32ull << 20;
-  o.image = GuestPath(guest);
-  o.serial_log = log;
-  return o;
-}
 
 uint64_t BootInfoWord(Vm& vm, uint64_t offset) {
   uint64_t v = 0;

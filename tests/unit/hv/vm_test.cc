@@ -17,19 +17,11 @@ namespace qosvisor::hv {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::GuestOptions;
 using testing::GuestPath;
 using testing::ReadWholeFile;
 using testing::TempFile;
 using testing::WaitUntil;
-
-VmOptions GuestOptions(const std::string& name, const std::string& guest, const std::string& log) {
-  VmOptions o;
-  o.name = name;
-  o.memory_bytes = 32ull << 20;
-  o.image = GuestPath(guest);
-  o.serial_log = log;
-  return o;
-}
 
 uint64_t Progress(Vm& vm, int i) {
   uint64_t v = 0;
@@ -397,7 +389,8 @@ TEST_CASE("vflash data persists across VMs and restarts, and a resize reaches th
   INFO(text);
   CHECK(exit->code == 0);
   // Woken by the config-change interrupt (irqfd → I/O APIC → its handler), not by polling.
-  CHECK(text.find("blk: capacity changed to 4096 (on its config interrupt)\n") != std::string::npos);
+  CHECK(text.find("blk: capacity changed to 4096 (on its config interrupt)\n") !=
+        std::string::npos);
   CHECK(text.find("blk: new last sectors ok\n") != std::string::npos);
   CHECK(ReadWholeFile(meta.path()).find("\"size_bytes\":2097152") != std::string::npos);
 
@@ -447,7 +440,6 @@ TEST_CASE("dirty page tracking sees the pages memtouch writes", "[kvm][vm][dirty
   REQUIRE(v.Stop(5000ms).ok());
   REQUIRE(v.SetDirtyLogging(false).ok());
 }
-
 
 TEST_CASE("a hostile guest breaks only its own device, the host and other VMs carry on",
           "[kvm][vm][hostile]") {
