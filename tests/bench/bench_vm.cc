@@ -30,6 +30,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -399,7 +400,7 @@ struct Settings {
   std::string dir = QOSVISOR_GUEST_DIR, qemu = "/usr/bin/qemu-system-x86_64";
   std::string only;  // empty: everything; "boot" or "snapshot": that part alone
   std::vector<uint64_t> snapshot_mib = {64, 256, 1024, 2048};
-  int snapshot_runs = 20;
+  int snapshot_runs = 30;
   std::vector<int> fork_children = {1, 4, 16};
   int fork_runs = 5;
   uint64_t fork_memory_mib = 256;
@@ -448,14 +449,25 @@ uint64_t Counter(Vm& vm) {
   return v;
 }
 
-// Spins until the guest's count passes `above`, yielding so that the vCPU thread keeps a core.
+// Waits until the guest's count passes `above`, looking every 50 us. Sleeping, not spinning: on
+// two cores a spinning waiter can keep the just-resumed vCPU thread off its core until the next
+// timer tick (4 ms), which would be counted as restore time.
 bool WaitCounterAbove(Vm& vm, uint64_t above, Clock::duration timeout) {
   const auto deadline = Clock::now() + timeout;
   while (Counter(vm) <= above) {
     if (Clock::now() > deadline) return false;
-    std::this_thread::yield();
+    std::this_thread::sleep_for(50us);
   }
   return true;
+}
+
+// An untimed pause of 0-10 ms before a timed restore or VM creation. Their largest part here is a
+// kernel wait paced by the timer tick (2.5-7.5 ms for a VM's first memory slot at HZ=250, see
+// kvm_vm_create), so a loop with a steady cadence would sample it at one phase of the tick, a
+// different one per guest size; random pauses make the medians comparable.
+void DecorrelateFromTick() {
+  static std::mt19937 rng(42);
+  std::this_thread::sleep_for(std::chrono::microseconds(rng() % 10000));
 }
 
 // A counter VM of `mib` MiB that has booted and is counting in ring 3.
@@ -538,6 +550,7 @@ Result<SnapshotFigures> BenchSnapshotSize(const Settings& set, const ScratchDir&
     // The source waits while the copy is restored: a counting vCPU would take one of this box's
     // two cores from the restore (QEMU's source is stopped the same way).
     if (Status s = (*vm)->Pause(); !s) return s;
+    DecorrelateFromTick();
     auto t = TimedRestore(snap, fmt::format("restored{}-{}", mib, i));
     if (!t) return t.status();
     restore.push_back(t->counting_ms);
@@ -693,6 +706,7 @@ Result<double> BenchKvmCreate(int runs, uint64_t memory_bytes) {
   std::vector<double> total, open, vm, irqchip, slot, vcpu;
   Status failed = Status::Ok();
   for (int i = 0; i < runs; ++i) {
+    DecorrelateFromTick();
     auto p = TimeKvmCreate(memory, memory_bytes);
     if (!p) {
       failed = p.status();
@@ -1071,6 +1085,7 @@ Result<PeerSnapshotFigures> BenchQemuSnapshotSize(const QemuSetup& q, const Scra
     file_bytes = ApparentBytes(file);
     // The source waits while the copy is restored, as ours does.
     if (auto stop = qmp.Run("stop"); !stop) return stop.status();
+    DecorrelateFromTick();
     auto r = RestoreQemu(q, mib, file, scratch.sub("qmp-dst"), s->counter);
     if (!r) return Status::Error("restore: " + r.message());
     restore.push_back(r->running_ms);
