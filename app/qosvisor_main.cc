@@ -1,6 +1,7 @@
 // qosvisor: the appliance. `check FILE` validates a configuration and prints it normalized;
 // `run FILE` builds the switch, schedulers and VMs it describes and serves the control socket.
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -14,6 +15,7 @@
 #include "common/units.h"
 #include "config/loader.h"
 #include "control/appliance.h"
+#include "control/log.h"
 #include "dataplane/port.h"
 #include "pktgen/ring_runner.h"
 
@@ -187,11 +189,10 @@ int Run(const std::string& path, const std::string& duration, const std::string&
   options.socket_override = socket;
   auto appliance = control::Appliance::Build(*config, options);
   if (!appliance.ok()) {
-    std::fprintf(stderr, "qosvisor: cannot start: %s\n", appliance.message().c_str());
+    spdlog::error("cannot start: {}", appliance.message());
     return kExitStartFailed;
   }
-  for (const std::string& line : (*appliance)->startup_log()) std::printf("%s\n", line.c_str());
-  std::fflush(stdout);
+  for (const std::string& line : (*appliance)->startup_log()) spdlog::info("{}", line);
   g_running.store(appliance->get());
   if (g_stop_requested.load()) (*appliance)->Stop();
   int rc = 0;
@@ -238,11 +239,14 @@ int main(int argc, char** argv) {
   auto* check = app.add_subcommand("check", "Validate a configuration; print it normalized");
   check->add_option("FILE", check_file, "YAML configuration")->required();
 
-  std::string run_file, duration, socket;
+  std::string run_file, duration, socket, log_level = "info";
   auto* run = app.add_subcommand("run", "Run the appliance described by a configuration");
   run->add_option("FILE", run_file, "YAML configuration")->required();
   run->add_option("--duration", duration, "Stop after this long (e.g. 30s); default: until signal");
   run->add_option("--socket", socket, "Control socket path (overrides control.socket)");
+  run->add_option("--log-level", log_level,
+                  "trace, debug, info (default), warn, error or off; lines go to stderr, or to "
+                  "the journal when systemd runs qosvisor");
   TrafficFlags traffic;
   run->add_flag("--traffic", traffic.enabled,
                 "Drive the ring ports with the built-in generator for --duration (default 3s) "
@@ -266,5 +270,11 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kExitBadConfig;
   }
   if (*check) return Check(check_file);
+  auto level = control::ParseLogLevel(log_level);
+  if (!level.ok()) {
+    std::fprintf(stderr, "--log-level: %s\n", level.message().c_str());
+    return kExitBadConfig;
+  }
+  control::InitLogging(*level, control::StderrIsJournal());
   return Run(run_file, duration, socket, traffic);
 }

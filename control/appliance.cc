@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <rte_launch.h>
 #include <rte_lcore.h>
+#include <spdlog/spdlog.h>
 #include <time.h>
 
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include "common/units.h"
 #include "control/control_server.h"
 #include "control/jobs.h"
+#include "control/metrics.h"
 #include "control/switch_builder.h"
 #include "control/vm_manager.h"
 
@@ -155,6 +157,12 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
   }
   jobs_ = std::make_unique<Jobs>();
   RegisterCommands();
+  if (config.control.metrics) {
+    auto metrics = MetricsServer::Start(*config.control.metrics, [this] { return MetricsText(); });
+    if (!metrics.ok()) return metrics.status();
+    metrics_ = std::move(metrics).value();
+    startup_log_.push_back(fmt::format("metrics: http://{}/metrics", *config.control.metrics));
+  }
   startup_log_.push_back(fmt::format("control socket: {}", server_->path()));
   return Status::Ok();
 }
@@ -167,8 +175,9 @@ Appliance::~Appliance() {
 }
 
 uint32_t Appliance::TearDown() {
-  jobs_.reset();  // running jobs finish first: they use the VMs and the switch
-  vms_.reset();   // NICs detached from their ports (and let go by the lcores), then the VMs stop
+  metrics_.reset();  // no scrape may reach what goes next
+  jobs_.reset();     // running jobs finish first: they use the VMs and the switch
+  vms_.reset();      // NICs detached from their ports (and let go by the lcores), then the VMs stop
   StopDataplane();
   switch_.reset();  // queued packets go back to the pool
   ports_.clear();   // ports return their mbufs before the pool goes
@@ -195,9 +204,8 @@ void Appliance::Run(uint64_t duration_ns) {
     vms_started_ = true;
     std::vector<std::string> log;
     Status s = vms_->StartAutostart(log);
-    for (const std::string& line : log) std::printf("%s\n", line.c_str());
-    if (!s.ok()) std::fprintf(stderr, "qosvisor: %s\n", s.message().c_str());
-    std::fflush(stdout);
+    for (const std::string& line : log) spdlog::info("{}", line);
+    if (!s.ok()) spdlog::error("{}", s.message());
   }
   const uint64_t deadline = duration_ns == 0 ? UINT64_MAX : NowNs() + duration_ns;
   while (!stop_.load(std::memory_order_relaxed) && NowNs() < deadline) server_->ServeOnce(100);
@@ -244,6 +252,7 @@ void Appliance::StopDataplane() {
 }
 
 Result<json> Appliance::StatsJson() {
+  std::lock_guard lock(stats_mu_);
   auto taken = switch_->TakeSnapshot(lcore_running_);
   if (!taken.ok()) return taken.status();
   const vswitch::Switch::Snapshot& snap = *taken;
@@ -294,7 +303,11 @@ Result<json> Appliance::StatsJson() {
                          {"queued_packets", cs.queued_packets},
                          {"queued_bytes", cs.queued_bytes}});
     }
+    const sched::SchedulerConfig& sc = spec_.uplinks[u].scheduler;
     uplinks.push_back({{"port", uplink_ports_[u]},
+                       {"rate_bytes_per_second", sc.rate_bps / 8},
+                       {"pacing_bytes_per_second", sc.pacing_bps / 8},
+                       {"max_messages", sc.max_messages},
                        {"live_messages", st.live_messages},
                        {"idle_burst_packets", st.idle_burst_packets},
                        {"queued_packets", st.total.queued_packets},
@@ -302,6 +315,16 @@ Result<json> Appliance::StatsJson() {
   }
   out["uplinks"] = uplinks;
   return out;
+}
+
+std::string Appliance::MetricsText() {
+  MetricsInput in;
+  in.status = StatusJson();
+  in.ports = PortsJson();
+  auto stats = StatsJson();
+  if (stats.ok()) in.stats = std::move(stats).value();  // else the exposition says so
+  in.vms = vms_ ? vms_->ListJson() : json::array();
+  return RenderMetrics(in);
 }
 
 json Appliance::StatusJson() const {

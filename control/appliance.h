@@ -21,6 +21,7 @@ namespace qosvisor::control {
 
 class ControlServer;
 class Jobs;
+class MetricsServer;
 class VmManager;
 
 struct ApplianceOptions {
@@ -45,6 +46,8 @@ class Appliance {
   // Switch counters and, per uplink, per-class scheduler statistics; an error when a data-plane
   // lcore does not answer in time.
   Result<nlohmann::json> StatsJson();
+  // The Prometheus text exposition of status, ports, stats and VMs (metrics.h).
+  std::string MetricsText();
   // Starts/stops the data-plane lcore loop (Run starts it; the destructor stops it).
   void StartDataplane();
   void StopDataplane();
@@ -77,6 +80,8 @@ class Appliance {
   std::unique_ptr<vswitch::Switch> switch_;
   std::unique_ptr<VmManager> vms_;
   std::unique_ptr<Jobs> jobs_;
+  std::unique_ptr<MetricsServer> metrics_;
+  std::mutex stats_mu_;       // one statistics request to the workers at a time (control, metrics)
   vswitch::SwitchSpec spec_;  // as built, for the attachment of configured ports
   std::mutex switch_control_mu_;
   std::unique_ptr<ControlServer> server_;

@@ -2,6 +2,7 @@
 #include "control/jobs.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
@@ -41,8 +42,14 @@ uint64_t Jobs::Start(std::string kind, std::string target, Work work) {
   j->kind = std::move(kind);
   j->target = std::move(target);
   j->started = std::chrono::steady_clock::now();
+  spdlog::info("job {}: {} of {} started", j->id, j->kind, j->target);
   j->thread = std::thread([this, j, work = std::move(work)] {
     Result<json> result = work(j->progress);
+    if (result.ok()) {
+      spdlog::info("job {}: {} of {} done", j->id, j->kind, j->target);
+    } else {
+      spdlog::warn("job {}: {} of {} failed: {}", j->id, j->kind, j->target, result.message());
+    }
     std::lock_guard done(mu_);
     j->result = std::move(result);
     j->ended = std::chrono::steady_clock::now();

@@ -3,6 +3,7 @@
 #include "control/vm_manager.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <filesystem>
 #include <functional>
@@ -202,6 +203,21 @@ Status VmManager::StartAutostart(std::vector<std::string>& log) {
 }
 
 Status VmManager::Act(const std::string& name, const std::string& action) {
+  Status s = ActLocked(name, action);
+  if (s.ok()) {
+    const char* done = action == "start"    ? "started"
+                       : action == "stop"   ? "stopped"
+                       : action == "pause"  ? "paused"
+                       : action == "resume" ? "resumed"
+                                            : "destroyed";
+    spdlog::info("vm {}: {}", name, done);
+  } else {
+    spdlog::warn("vm {}: {} refused: {}", name, action, s.message());
+  }
+  return s;
+}
+
+Status VmManager::ActLocked(const std::string& name, const std::string& action) {
   if (action != "start" && action != "pause" && action != "resume" && action != "stop" &&
       action != "destroy") {
     return Status::Error(
@@ -273,6 +289,8 @@ Status VmManager::PlugNewPorts(Entry& e, const std::string& attachment) {
       UnplugOwnPorts(e);
       return added.status();
     }
+    spdlog::info("port {}: joined bridge {} as OpenFlow port {}", port->name(), join.bridge,
+                 *added);
     std::lock_guard lock(mu_);
     e.ports.push_back(port.get());
     e.own_ports.push_back(std::move(port));
@@ -293,7 +311,12 @@ void VmManager::UnplugOwnPorts(Entry& e) {
   }
   for (auto& port : gone) {
     port->Detach();
-    (void)access_.remove_port(port->name());  // waits until the data plane let go of it
+    Status removed = access_.remove_port(port->name());  // waits until the data plane let go
+    if (removed.ok()) {
+      spdlog::info("port {}: left the switch", port->name());
+    } else {
+      spdlog::error("port {}: {}", port->name(), removed.message());
+    }
   }
 }
 
@@ -348,6 +371,8 @@ Status VmManager::Snapshot(const std::string& name, const std::string& dir, bool
   if (stop) Detach(e);
   Status s = e.vm->Snapshot(dir, options);
   if (stop && !s.ok()) Attach(e);
+  if (s.ok())
+    spdlog::info("vm {}: snapshot written to {}{}", name, dir, stop ? ", vm stopped" : "");
   return s;
 }
 
@@ -376,6 +401,7 @@ Result<std::string> VmManager::Restore(const std::string& dir, const std::string
   progress.phase("joining the switch");
   auto adopted = Adopt(std::move(vm).value(), "");
   if (!adopted.ok()) return adopted.status();
+  spdlog::info("vm {}: restored from {}, running", name, dir);
   return name;
 }
 
@@ -413,6 +439,7 @@ Result<std::vector<std::string>> VmManager::Fork(const std::string& name, uint32
                                        child_name, adopted.message(), names.size()));
     }
     names.push_back(child_name);
+    spdlog::info("vm {}: forked from {}, running", child_name, name);
   }
   return names;
 }
@@ -457,6 +484,7 @@ Status VmManager::Suspend(const std::string& name, const std::string& dir, bool 
   e.vm.reset();
   e.suspended_dir = dir;
   e.suspended_base = base;
+  spdlog::info("vm {}: suspended to {}{}", name, dir, base ? " (the pages it changed)" : "");
   return Status::Ok();
 }
 
@@ -489,6 +517,7 @@ Status VmManager::ResumeSuspended(const std::string& name, const OperationProgre
     return plugged;
   }
   std::lock_guard lock(mu_);
+  spdlog::info("vm {}: resumed from {}", name, e.suspended_dir);
   e.suspended_dir.clear();
   e.suspended_base.reset();
   return Status::Ok();

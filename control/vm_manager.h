@@ -107,6 +107,7 @@ class VmManager {
   // Marks `name` busy with `operation` for the guard's life; errors if missing or busy.
   class BusyGuard;
   Result<Entry*> Claim(const std::string& name, const std::string& operation);
+  Status ActLocked(const std::string& name, const std::string& action);  // Act without its log
   Status Start(Entry& e);
   // Unplugs the VM's NICs from their ports and waits until the data plane no longer uses them:
   // after this the VM's devices and memory may go.
