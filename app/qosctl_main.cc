@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "app/status_format.h"
 #include "control/control_server.h"
@@ -71,15 +72,20 @@ int main(int argc, char** argv) {
       "vm",
       "Start, stop, pause, resume or destroy a VM; resize its disk; snapshot, restore, fork or "
       "suspend it (these run as jobs: qosctl waits, with a progress bar on a terminal)");
-  std::string vm_name, vm_action, vm_arg, vm_as, vm_prefix;
+  std::string vm_name, vm_action, vm_arg, vm_as, vm_prefix, vm_template;
+  std::vector<std::string> vm_sets;
   bool vm_stop = false, vm_force = false, no_wait = false;
   vm->add_option("NAME", vm_name, "VM name")->required();
   vm->add_option("ACTION", vm_action,
-                 "start | stop | pause | resume | destroy | resize SIZE | snapshot DIR | "
+                 "create | start | stop | pause | resume | destroy | resize SIZE | snapshot DIR | "
                  "restore DIR | fork N | suspend DIR")
       ->required()
-      ->check(CLI::IsMember({"start", "stop", "pause", "resume", "destroy", "resize", "snapshot",
-                             "restore", "fork", "suspend"}));
+      ->check(CLI::IsMember({"create", "start", "stop", "pause", "resume", "destroy", "resize",
+                             "snapshot", "restore", "fork", "suspend"}));
+  vm->add_option("--template", vm_template, "create: the template the VM is made from");
+  vm->add_option("--set", vm_sets,
+                 "create: KEY=VALUE overriding the template (memory, vcpus, class, disk_size, "
+                 "cmdline); repeat");
   vm->add_option("ARG", vm_arg,
                  "resize: new size (2GiB); snapshot/restore/suspend: directory; "
                  "fork: number of children");
@@ -129,6 +135,22 @@ int main(int argc, char** argv) {
         return 2;
       }
       args["count"] = n;
+    }
+    if (vm_action == "create") {
+      if (vm_template.empty()) {
+        std::fprintf(stderr, "qosctl: vm create needs --template T\n");
+        return 2;
+      }
+      args["template"] = vm_template;
+      args["set"] = json::object();
+      for (const std::string& kv : vm_sets) {
+        const size_t eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          std::fprintf(stderr, "qosctl: --set '%s': use KEY=VALUE\n", kv.c_str());
+          return 2;
+        }
+        args["set"][kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
     }
     if (!vm_as.empty()) args["as"] = vm_as;
     if (!vm_prefix.empty()) args["prefix"] = vm_prefix;

@@ -3,6 +3,8 @@
 // ports of VMs made while running.
 #include <fmt/format.h>
 
+#include <map>
+
 #include "common/units.h"
 #include "control/appliance.h"
 #include "control/control_server.h"
@@ -140,6 +142,22 @@ void Appliance::RegisterVmCommands() {
       if (!bytes.ok()) return bytes.status();
       if (Status s = vms_->ResizeDisk(name, *bytes); !s.ok()) return s;
       return json{{"name", name}, {"disk_bytes", *bytes}};
+    }
+    if (action == "create") {
+      auto tmpl = StringArg(args, "template", action);
+      if (!tmpl.ok()) return tmpl.status();
+      std::map<std::string, std::string> overrides;
+      if (args.contains("set")) {
+        if (!args["set"].is_object()) return Status::Error("create: 'set' must be an object");
+        for (const auto& [key, value] : args["set"].items()) {
+          if (!value.is_string()) {
+            return Status::Error(fmt::format("create: --set {}: the value must be a string", key));
+          }
+          overrides[key] = value.get<std::string>();
+        }
+      }
+      if (Status s = vms_->CreateFromTemplate(name, *tmpl, overrides); !s.ok()) return s;
+      return json{{"name", name}, {"done", "create"}};
     }
     if (action == "snapshot" || action == "restore" || action == "fork" || action == "suspend" ||
         (action == "resume" && vms_->IsSuspended(name))) {

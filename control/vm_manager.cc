@@ -5,9 +5,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <functional>
 
+#include "common/units.h"
 #include "hv/virtio_blk.h"
 
 namespace qosvisor::control {
@@ -105,7 +108,7 @@ class VmManager::BusyGuard {
 Result<std::unique_ptr<VmManager>> VmManager::Create(const config::Config& config,
                                                      SwitchAccess access, rte_mempool* pool,
                                                      std::string log_dir) {
-  std::unique_ptr<VmManager> m(new VmManager(std::move(access), pool, std::move(log_dir)));
+  std::unique_ptr<VmManager> m(new VmManager(config, std::move(access), pool, std::move(log_dir)));
   for (const config::Vm& vm : config.vms) {
     Entry e;
     e.name = vm.name;
@@ -359,6 +362,120 @@ Result<VmManager::Entry*> VmManager::Adopt(std::unique_ptr<hv::Vm> vm, const std
   return e;
 }
 
+Status VmManager::CheckNewName(const std::string& name) {
+  const bool valid =
+      !name.empty() && name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+      });
+  if (!valid) {
+    return Status::Error(
+        fmt::format("vm name '{}': use 1 to 32 letters, digits, '-' or '_' (it "
+                    "names files and ports)",
+                    name));
+  }
+  std::lock_guard lock(mu_);
+  if (FindLocked(name) != nullptr) {
+    return Status::Error(fmt::format("a vm named '{}' exists already", name));
+  }
+  return Status::Ok();
+}
+
+Result<hv::VmOptions> VmManager::OptionsFromTemplate(
+    const std::string& name, const config::VmTemplate& t,
+    const std::map<std::string, std::string>& overrides,
+    std::vector<vswitch::PortJoin>* nics) const {
+  const config::VmSettings& s = t.settings;
+  if (!s.image || !s.memory_bytes) {
+    return Status::Error(
+        fmt::format("template '{}' has no {}", t.name, !s.image ? "image" : "memory"));
+  }
+  config::Vm vm;
+  vm.name = name;
+  vm.vcpus = s.vcpus.value_or(1);
+  vm.memory_bytes = *s.memory_bytes;
+  vm.image = *s.image;
+  vm.initrd = s.initrd;
+  vm.cmdline = s.cmdline;
+  vm.disk = s.disk;
+  vm.serial_log_max_bytes = s.serial_log_max_bytes.value_or(config::kDefaultSerialLogMaxBytes);
+  if (s.nics) vm.nics = *s.nics;
+  std::optional<std::string> nic_class;
+  for (const auto& [key, value] : overrides) {
+    auto bad = [&](const std::string& why) {
+      return Status::Error(fmt::format("--set {}={}: {}", key, value, why));
+    };
+    if (key == "memory" || key == "disk_size") {
+      auto bytes = ParseSize(value);
+      if (!bytes.ok()) return bad(bytes.message());
+      if (key == "memory") vm.memory_bytes = *bytes;
+      if (key == "disk_size") {
+        if (!vm.disk) return bad(fmt::format("template '{}' has no disk", t.name));
+        vm.disk->size_bytes = *bytes;
+      }
+    } else if (key == "vcpus") {
+      char* end = nullptr;
+      const unsigned long n = std::strtoul(value.c_str(), &end, 10);
+      if (end == value.c_str() || *end != '\0' || n == 0 || n > hv::kMaxVcpus) {
+        return bad(fmt::format("give 1 to {} vCPUs", hv::kMaxVcpus));
+      }
+      vm.vcpus = static_cast<uint32_t>(n);
+    } else if (key == "class") {
+      const bool known =
+          std::any_of(config_.classes.begin(), config_.classes.end(),
+                      [&](const config::TrafficClass& c) { return c.name == value; });
+      if (!known) return bad("no class of that name in the configuration");
+      nic_class = value;
+    } else if (key == "cmdline") {
+      vm.cmdline = value;
+    } else {
+      return bad("unknown key; use memory, vcpus, class, disk_size or cmdline");
+    }
+  }
+  // Each created VM has a disk file of its own next to its serial log.
+  if (vm.disk) vm.disk->path = log_dir_ + "/" + name + ".vflash";
+  hv::VmOptions o = VmOptionsFrom(config_, vm, log_dir_ + "/" + name + ".serial.log");
+  for (size_t i = 0; i < vm.nics.size(); ++i) {
+    const config::Nic& nic = vm.nics[i];
+    if (!nic.bridge) {
+      return Status::Error(
+          fmt::format("template '{}': NIC {} names port '{}', which a created VM "
+                      "cannot share; give the template's NICs a bridge",
+                      t.name, i, nic.port.value_or("")));
+    }
+    vswitch::PortJoin join;
+    join.bridge = *nic.bridge;
+    const std::string cls = nic_class.value_or(nic.class_name.value_or(""));
+    for (const config::TrafficClass& c : config_.classes) {
+      if (c.name == cls) join.default_queue = static_cast<int>(c.queue);
+    }
+    nics->push_back(join);
+  }
+  return o;
+}
+
+Status VmManager::CreateFromTemplate(const std::string& name, const std::string& template_name,
+                                     const std::map<std::string, std::string>& overrides) {
+  if (Status s = CheckNewName(name); !s.ok()) return s;
+  auto t = std::find_if(config_.templates.begin(), config_.templates.end(),
+                        [&](const config::VmTemplate& x) { return x.name == template_name; });
+  if (t == config_.templates.end()) {
+    return Status::Error(fmt::format("no template named '{}'", template_name));
+  }
+  std::vector<vswitch::PortJoin> nics;
+  auto options = OptionsFromTemplate(name, *t, overrides, &nics);
+  if (!options.ok()) return options.status();
+  auto vm = hv::Vm::Create(*options);
+  if (!vm.ok()) return vm.status();
+  (*vm)->set_attachment(AttachmentJson(nics).dump());
+  // Started paused, so that it joins the switch like a restored VM and then runs.
+  if (Status s = (*vm)->Start(); !s.ok()) return s;
+  if (Status s = (*vm)->Pause(); !s.ok()) return s;
+  auto adopted = Adopt(std::move(vm).value(), "");
+  if (!adopted.ok()) return adopted.status();
+  spdlog::info("vm {}: created from template {}, running", name, template_name);
+  return Status::Ok();
+}
+
 Status VmManager::Snapshot(const std::string& name, const std::string& dir, bool stop,
                            const OperationProgress& progress) {
   auto claimed = Claim(name, "snapshot");
@@ -382,14 +499,8 @@ Result<std::string> VmManager::Restore(const std::string& dir, const std::string
   auto saved = hv::Vm::SnapshotOptionsOf(dir);
   if (!saved.ok()) return saved.status();
   const std::string name = as.empty() ? saved->name : as;
-  {
-    std::lock_guard lock(mu_);
-    if (FindLocked(name) != nullptr) {
-      return Status::Error(
-          fmt::format("a vm named '{}' exists already; destroy it first or "
-                      "restore with --as NEWNAME",
-                      name));
-    }
+  if (Status s = CheckNewName(name); !s.ok()) {
+    return Status::Error(s.message() + "; destroy it first or restore with --as NEWNAME");
   }
   // A copy under another name must not share the original's MACs on the bridge.
   hv::CloneIdentity id{name, log_dir_ + "/" + name + ".serial.log", {}};
@@ -416,6 +527,9 @@ Result<std::vector<std::string>> VmManager::Fork(const std::string& name, uint32
   BusyGuard guard(*this, &parent);
   if (!parent.vm) return Status::Error(fmt::format("vm '{}' is suspended", name));
   const std::string stem = prefix.empty() ? name : prefix;
+  if (Status s = CheckNewName(stem); !s.ok() && s.message().find("exists") == std::string::npos) {
+    return Status::Error(fmt::format("fork prefix: {}", s.message()));
+  }
   std::vector<hv::CloneIdentity> ids;
   {
     std::lock_guard lock(mu_);

@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -77,6 +78,11 @@ class VmManager {
   Status Suspend(const std::string& name, const std::string& dir, bool force,
                  const OperationProgress& progress);
   Status ResumeSuspended(const std::string& name, const OperationProgress& progress);
+  // A new VM from template `template_name` of the configuration, with `overrides` (memory,
+  // vcpus, class, disk_size, cmdline), started on new ports on its NICs' bridges. Destroying it
+  // removes it, its ports and nothing else (its vflash disk file stays).
+  Status CreateFromTemplate(const std::string& name, const std::string& template_name,
+                            const std::map<std::string, std::string>& overrides);
   // True when `name` is suspended (its resume is a job).
   bool IsSuspended(const std::string& name);
 
@@ -101,8 +107,15 @@ class VmManager {
     std::shared_ptr<const hv::FrozenImage> suspended_base;
     hv::VmOptions options;  // kept for listing while suspended
   };
-  VmManager(SwitchAccess access, rte_mempool* pool, std::string log_dir)
-      : access_(std::move(access)), pool_(pool), log_dir_(std::move(log_dir)) {}
+  VmManager(const config::Config& config, SwitchAccess access, rte_mempool* pool,
+            std::string log_dir)
+      : config_(config), access_(std::move(access)), pool_(pool), log_dir_(std::move(log_dir)) {}
+  // The options and attachment of a VM made from a template (errors name the key at fault).
+  Result<hv::VmOptions> OptionsFromTemplate(const std::string& name, const config::VmTemplate& t,
+                                            const std::map<std::string, std::string>& overrides,
+                                            std::vector<vswitch::PortJoin>* nics) const;
+  // Refuses names that could not be a file or port name part, or that a VM has.
+  Status CheckNewName(const std::string& name);
   Entry* FindLocked(const std::string& name);
   // Marks `name` busy with `operation` for the guard's life; errors if missing or busy.
   class BusyGuard;
@@ -121,6 +134,7 @@ class VmManager {
   std::vector<std::string> ChildrenOf(const std::string& name);
   void Remove(Entry* e);
 
+  config::Config config_;  // templates, classes and paths, as loaded
   SwitchAccess access_;
   rte_mempool* pool_;
   std::string log_dir_;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Snapshots, restore, forks and suspend from qosctl on a running box: a netecho server is
+# Snapshots, restore, forks, suspend and VMs from templates, from qosctl on a running box: a netecho server is
 # snapshotted and restored under a new name, then forked twice; every copy joins the bridge on a
 # port of its own, tells (from its new generation id) the MAC the switch gave it, and answers the
 # client's broadcasts from that port. A child is suspended and resumed; a parent with children is
@@ -34,6 +34,8 @@ classes:
   - {name: echo, queue: 1, policy: srpt}
 templates:
   - {name: netecho, vcpus: 1, memory: 16MiB, image: $guests/netecho.elf}
+  - {name: echo-on-br0, vcpus: 1, memory: 16MiB, image: $guests/netecho.elf, cmdline: "ip=9",
+     nics: [{bridge: br0, class: echo}]}
 vms:
   - {name: server, template: netecho, cmdline: "ip=2", nics: [{port: srv0, class: echo}]}
   - {name: client, template: netecho, cmdline: "ip=3 send=40", autostart: false,
@@ -83,13 +85,30 @@ for kid in kid-1 kid-2; do
     fail "$kid's guest did not take its MAC $mac"
 done
 
+echo "== a VM created from a template, with overrides"
+ctl vm web create --template echo-on-br0 --set memory=32MiB --set cmdline="ip=8"
+[ "$(vm_field web state)" = '"running"' ] || fail "the created VM is not running"
+[ "$(vm_field web memory_bytes)" = "33554432" ] || fail "--set memory was not applied"
+[ "$(vm_field web ports)" = '["web.eth0"]' ] || fail "the created VM has no port of its own"
+wait_for_line "$work/web.serial.log" "netecho: ready ip 10.0.0.8" || fail "--set cmdline was not applied"
+for bad in "nosuch --template nope:no template named 'nope'" \
+           "web --template echo-on-br0:a vm named 'web' exists already" \
+           "x/y --template echo-on-br0:use 1 to 32 letters" \
+           "w2 --template echo-on-br0 --set colour=red:unknown key; use memory"; do
+  args=${bad%%:*}
+  want=${bad#*:}
+  # shellcheck disable=SC2086
+  refused=$(ctl vm ${args%% *} create ${args#* } 2>&1) && fail "vm create $args was accepted"
+  grep -q "$want" <<<"$refused" || fail "vm create $args: '$refused' does not say '$want'"
+done
+
 echo "== every copy answers the client's broadcasts from its own port"
 ctl vm client start
 wait_for_line "$work/client.serial.log" "netecho: got" || fail "the client got no answers"
 ctl --json ports | python3 -c '
 import json, sys
 ports = {p["name"]: p for p in json.load(sys.stdin)}
-for name in ("srv0", "copy.eth0", "kid-1.eth0", "kid-2.eth0"):
+for name in ("srv0", "copy.eth0", "kid-1.eth0", "kid-2.eth0", "web.eth0"):
     got = ports.get(name, {}).get("rx_packets", 0)
     print(f"{name}: {got} frames from its guest")
     if got == 0:
@@ -117,8 +136,9 @@ grep -q "checksum mismatch" <<<"$refused" || fail "the refusal does not say what
 ctl jobs | grep -q '"state": "failed"' || fail "the failed job is not listed"
 
 echo "== destroyed copies take their ports"
-for vm in copy kid-1 kid-2; do ctl vm "$vm" destroy; done
-ctl --json ports | grep -q '"copy.eth0"\|"kid-1.eth0"\|"kid-2.eth0"' && fail "ports stayed behind"
+for vm in copy kid-1 kid-2 web; do ctl vm "$vm" destroy; done
+ctl --json ports | grep -q '"copy.eth0"\|"kid-1.eth0"\|"kid-2.eth0"\|"web.eth0"' && fail "ports stayed behind"
+[ "$(vm_field web state)" = "absent" ] || fail "a destroyed created VM stayed in the list"
 ctl vms
 ctl stop >/dev/null
 wait "$pid"
