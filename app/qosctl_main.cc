@@ -1,4 +1,6 @@
 // qosctl: the control CLI. Talks JSON lines to a running qosvisor over its Unix socket.
+// Every command prints a table (or --json the reply itself). Exit codes: 0 done, 1 the operation
+// failed (the reason on stderr), 2 usage error, 3 no daemon answered on the socket.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +17,8 @@
 namespace {
 
 using nlohmann::json;
+
+constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitUnreachable = 3;
 
 std::string DefaultSocket() {
   const char* env = std::getenv("QOSVISOR_SOCKET");
@@ -99,27 +103,57 @@ int main(int argc, char** argv) {
   auto* job = app.add_subcommand("job", "One job's phase, progress and result");
   uint64_t job_id = 0;
   job->add_option("ID", job_id, "job id")->required();
+  auto* bridges = app.add_subcommand("bridges", "Bridges, their ports and OpenFlow numbers");
+  auto* flows = app.add_subcommand(
+      "flows", "A bridge's flow rules: dump, add RULE or del MATCH (ovs-ofctl syntax), live");
+  std::string flows_action, flows_bridge, flows_rule;
+  bool flows_all = false;
+  flows->add_option("ACTION", flows_action, "dump | add | del")
+      ->required()
+      ->check(CLI::IsMember({"dump", "add", "del"}));
+  flows->add_option("BRIDGE", flows_bridge, "bridge name")->required();
+  flows->add_option("RULE", flows_rule,
+                    "add: a rule, e.g. \"priority=10,udp,tp_dst=53,actions=set_queue:1,NORMAL\"; "
+                    "del: the match of the rules to delete (as written, without actions)");
+  flows->add_flag("--all", flows_all, "del: every rule of the bridge");
+  auto* classes = app.add_subcommand("classes", "Traffic classes and their counters per uplink");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
-  CLI11_PARSE(app, argc, argv);
+  app.footer("Exit codes: 0 done, 1 the operation failed, 2 usage error, 3 no daemon answered.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
 
-  const std::string command = *status  ? "status"
-                              : *ports ? "ports"
-                              : *stats ? "stats"
-                              : *vms   ? "vms"
-                              : *vm    ? "vm"
-                              : *jobs  ? "jobs"
-                              : *job   ? "job"
-                              : *stop  ? "stop"
-                                       : "";
+  const std::string command = *status    ? "status"
+                              : *ports   ? "ports"
+                              : *stats   ? "stats"
+                              : *vms     ? "vms"
+                              : *vm      ? "vm"
+                              : *jobs    ? "jobs"
+                              : *job     ? "job"
+                              : *bridges ? "bridges"
+                              : *flows   ? "flows"
+                              : *classes ? "classes"
+                              : *stop    ? "stop"
+                                         : "";
   json args = json::object();
   if (*job) args = {{"id", job_id}};
+  if (*flows) {
+    args = {{"bridge", flows_bridge}, {"action", flows_action}, {"rule", flows_rule}};
+    if (flows_all) args["all"] = true;
+    if (flows_action == "add" && flows_rule.empty()) {
+      std::fprintf(stderr, "qosctl: flows add needs the RULE\n");
+      return kExitUsage;
+    }
+  }
   if (*vm) {
     args = {{"name", vm_name}, {"action", vm_action}};
     const bool needs_arg = vm_action == "resize" || IsJobAction(vm_action);
     if (needs_arg && vm_arg.empty()) {
       std::fprintf(stderr, "qosctl: vm %s needs its argument (see qosctl vm --help)\n",
                    vm_action.c_str());
-      return 2;
+      return kExitUsage;
     }
     if (vm_action == "resize") args["size"] = vm_arg;
     if (vm_action == "snapshot" || vm_action == "restore" || vm_action == "suspend") {
@@ -132,14 +166,14 @@ int main(int argc, char** argv) {
       if (end == vm_arg.c_str() || *end != '\0' || n == 0) {
         std::fprintf(stderr, "qosctl: fork needs a positive number of children, got '%s'\n",
                      vm_arg.c_str());
-        return 2;
+        return kExitUsage;
       }
       args["count"] = n;
     }
     if (vm_action == "create") {
       if (vm_template.empty()) {
         std::fprintf(stderr, "qosctl: vm create needs --template T\n");
-        return 2;
+        return kExitUsage;
       }
       args["template"] = vm_template;
       args["set"] = json::object();
@@ -147,7 +181,7 @@ int main(int argc, char** argv) {
         const size_t eq = kv.find('=');
         if (eq == std::string::npos || eq == 0) {
           std::fprintf(stderr, "qosctl: --set '%s': use KEY=VALUE\n", kv.c_str());
-          return 2;
+          return kExitUsage;
         }
         args["set"][kv.substr(0, eq)] = kv.substr(eq + 1);
       }
@@ -157,29 +191,28 @@ int main(int argc, char** argv) {
     if (vm_stop) args["stop"] = true;
     if (vm_force) args["force"] = true;
   }
-  auto reply = qosvisor::control::Request(socket, command, args, 30000);
+  bool unreachable = false;
+  auto reply = qosvisor::control::Request(socket, command, args, 30000, &unreachable);
   if (!reply.ok()) {
     std::fprintf(stderr, "qosctl: %s\n", reply.message().c_str());
-    return 1;
+    return unreachable ? kExitUnreachable : kExitFailed;
   }
   if (reply->is_object() && reply->contains("job") && !no_wait) {
     auto done = WaitForJob(socket, (*reply)["job"].get<uint64_t>());
     if (!done.ok()) {
       std::fprintf(stderr, "qosctl: %s\n", done.message().c_str());
-      return 1;
+      return kExitUnreachable;
     }
     if ((*done)["state"] == "failed") {
       std::fprintf(stderr, "qosctl: %s\n", (*done)["error"].get<std::string>().c_str());
-      return 1;
+      return kExitFailed;
     }
     reply = std::move(done);
   }
-  if (as_json || (command != "ports" && command != "stats")) {
+  if (as_json) {
     std::printf("%s\n", reply->dump(2).c_str());
-  } else if (command == "ports") {
-    std::fputs(qosvisor::app::FormatPorts(*reply).c_str(), stdout);
   } else {
-    std::fputs(qosvisor::app::FormatStats(*reply).c_str(), stdout);
+    std::fputs(qosvisor::app::FormatReply(command, *reply).c_str(), stdout);
   }
-  return 0;
+  return kExitOk;
 }

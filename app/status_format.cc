@@ -43,4 +43,116 @@ std::string FormatStats(const json& stats) {
   return out;
 }
 
+namespace {
+
+std::string Mib(uint64_t bytes) { return fmt::format("{:.1f}MiB", bytes / 1048576.0); }
+
+std::string JoinStrings(const json& list) {
+  std::string out;
+  for (const json& s : list) out += (out.empty() ? "" : ",") + s.get<std::string>();
+  return out.empty() ? "-" : out;
+}
+
+}  // namespace
+
+std::string FormatStatus(const json& s) {
+  return fmt::format(
+      "config     {}\nuptime     {:.1f} s\nhugepages  {}\nmbufs      {} free of {}\nports      "
+      "{}\n",
+      s.value("config", ""), s.value("uptime_s", 0.0), s.value("hugepages", false) ? "on" : "off",
+      s.value("mbufs_free", 0ull), s.value("mbufs_total", 0ull), s.value("ports", 0ull));
+}
+
+std::string FormatVms(const json& vms) {
+  std::string out = fmt::format("{:<14} {:<10} {:>5} {:>10} {:>10} {:<22} {:<10} {}\n", "vm",
+                                "state", "vcpus", "memory", "charged", "ports", "parent", "macs");
+  for (const json& v : vms) {
+    out += fmt::format("{:<14} {:<10} {:>5} {:>10} {:>10} {:<22} {:<10} {}\n", v.value("name", ""),
+                       v.value("state", "") + (v.contains("busy") ? "*" : ""), v.value("vcpus", 0u),
+                       Mib(v.value("memory_bytes", 0ull)), Mib(v.value("charged_bytes", 0ull)),
+                       JoinStrings(v.value("ports", json::array())),
+                       v.value("parent", "").empty() ? "-" : v.value("parent", ""),
+                       JoinStrings(v.value("macs", json::array())));
+  }
+  return out;
+}
+
+std::string FormatJob(const json& j) {
+  std::string line = fmt::format("{:>4} {:<9} {:<14} {:<8} {:>7.1f}s  {}", j.value("id", 0ull),
+                                 j.value("kind", ""), j.value("vm", ""), j.value("state", ""),
+                                 j.value("elapsed_s", 0.0), j.value("phase", ""));
+  if (j.value("bytes_total", 0ull) > 0) {
+    line +=
+        fmt::format(" {}/{}", Mib(j.value("bytes_done", 0ull)), Mib(j.value("bytes_total", 0ull)));
+  }
+  if (j.contains("error")) line += "  error: " + j["error"].get<std::string>();
+  return line + "\n";
+}
+
+std::string FormatJobs(const json& jobs) {
+  std::string out = fmt::format("{:>4} {:<9} {:<14} {:<8} {:>8}  {}\n", "job", "kind", "vm",
+                                "state", "elapsed", "phase");
+  for (const json& j : jobs) out += FormatJob(j);
+  return out;
+}
+
+std::string FormatBridges(const json& bridges) {
+  std::string out;
+  for (const json& b : bridges) {
+    out += fmt::format("bridge {}: {} flow rules, {} learned MACs\n", b.value("name", ""),
+                       b.value("flows", 0ull), b.value("learned_macs", 0ull));
+    for (const json& p : b["ports"]) {
+      out += fmt::format("  {:>4} {}\n", p.value("ofport", 0ull), p.value("port", ""));
+    }
+  }
+  return out;
+}
+
+std::string FormatFlows(const json& flows) {
+  std::string out;
+  for (const json& f : flows) out += f.value("rule", "") + "\n";
+  return out;
+}
+
+std::string FormatClasses(const json& classes) {
+  std::string out = fmt::format(
+      "{:<14} {:>5} {:<8} {:<10} {:>6} {:>4} {:<12} {:>12} {:>10} {:>10}\n", "class", "queue",
+      "policy", "tenant", "weight", "prio", "uplink", "out_pkts", "dropped", "queued");
+  for (const json& c : classes) {
+    const std::string head = fmt::format(
+        "{:<14} {:>5} {:<8} {:<10} {:>6} {:>4}", c.value("name", ""), c.value("queue", 0u),
+        c.value("policy", ""), c.value("tenant", "").empty() ? "-" : c.value("tenant", ""),
+        c.value("weight", 0u), c.value("priority", 0u));
+    if (c["uplinks"].empty()) out += head + "\n";
+    for (const json& u : c["uplinks"]) {
+      out += fmt::format("{} {:<12} {:>12} {:>10} {:>10}\n", head, u.value("uplink", ""),
+                         u.value("dequeued_packets", 0ull), u.value("dropped_packets", 0ull),
+                         u.value("queued_packets", 0ull));
+    }
+  }
+  return out;
+}
+
+std::string FormatReply(const std::string& command, const json& reply) {
+  if (command == "ports") return FormatPorts(reply);
+  if (command == "stats") return FormatStats(reply);
+  if (command == "status") return FormatStatus(reply);
+  if (command == "vms") return FormatVms(reply);
+  if (command == "jobs") return FormatJobs(reply);
+  if (command == "job") return FormatJobs(json::array({reply}));
+  if (command == "bridges") return FormatBridges(reply);
+  if (command == "classes") return FormatClasses(reply);
+  if (command == "flows" && reply.is_array()) return FormatFlows(reply);
+  if (reply.is_object() && reply.contains("kind")) return FormatJobs(json::array({reply}));
+  if (reply.is_object() && reply.contains("bridge") && reply.contains("rules")) {
+    return fmt::format("bridge {}: {} flow rules, applied\n", reply["bridge"].get<std::string>(),
+                       reply["rules"].get<uint64_t>());
+  }
+  if (reply.is_object() && reply.contains("name") && reply.contains("done")) {
+    return fmt::format("vm {}: {} done\n", reply["name"].get<std::string>(),
+                       reply["done"].get<std::string>());
+  }
+  return reply.dump(2) + "\n";
+}
+
 }  // namespace qosvisor::app

@@ -1,5 +1,6 @@
-// Tables of the control API's `ports` and `stats` replies, shared by qosctl and the summary
-// `qosvisor run` prints when it stops.
+// Tables of the control API's replies: `ports` and `stats` (shared by qosctl and the summary
+// `qosvisor run` prints when it stops), and qosctl's status, vms, jobs, job, bridges, flows and
+// classes.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -9,5 +10,14 @@ namespace qosvisor::app {
 
 std::string FormatPorts(const nlohmann::json& ports);
 std::string FormatStats(const nlohmann::json& stats);
+std::string FormatStatus(const nlohmann::json& status);
+std::string FormatVms(const nlohmann::json& vms);
+std::string FormatJobs(const nlohmann::json& jobs);
+std::string FormatJob(const nlohmann::json& job);
+std::string FormatBridges(const nlohmann::json& bridges);
+std::string FormatFlows(const nlohmann::json& flows);
+std::string FormatClasses(const nlohmann::json& classes);
+// The table for `command`'s reply; the JSON itself for replies without one.
+std::string FormatReply(const std::string& command, const nlohmann::json& reply);
 
 }  // namespace qosvisor::app

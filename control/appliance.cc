@@ -125,6 +125,7 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
   for (const auto& port : ports_) spec->ports.push_back(port.get());
   spec->spare_ports = static_cast<uint16_t>(config.dataplane.spare_ports);
   spec_ = *spec;
+  config_ = config;
   auto sw = vswitch::Switch::Create(*spec, pool_->get());
   if (!sw.ok()) return sw.status();
   switch_ = std::move(sw).value();
@@ -192,6 +193,7 @@ void Appliance::RegisterCommands() {
     return vms_ ? vms_->ListJson() : json::array();
   });
   RegisterVmCommands();
+  RegisterSwitchCommands();
   server_->Register("stop", [this](const json&) -> Result<json> {
     Stop();
     return json{{"stopping", true}};

@@ -67,6 +67,10 @@ class Appliance {
   Status Start(const config::Config& config, const ApplianceOptions& options);
   void RegisterCommands();
   void RegisterVmCommands();
+  void RegisterSwitchCommands();
+  Result<nlohmann::json> BridgesJson();
+  Result<nlohmann::json> FlowsCommand(const nlohmann::json& args);
+  Result<nlohmann::json> ClassesJson();
   // The switch calls VmManager makes, serialized: they may come from job threads.
   SwitchAccess MakeSwitchAccess();
   Result<vswitch::PortJoin> AttachmentOf(const std::string& port) const;
@@ -83,6 +87,8 @@ class Appliance {
   std::unique_ptr<MetricsServer> metrics_;
   std::mutex stats_mu_;       // one statistics request to the workers at a time (control, metrics)
   vswitch::SwitchSpec spec_;  // as built, for the attachment of configured ports
+  config::Config config_;     // as loaded
+  uint32_t next_flow_cookie_ = 1u << 16;  // rules added live (configured ones: their index)
   std::mutex switch_control_mu_;
   std::unique_ptr<ControlServer> server_;
   struct LcoreArg;

@@ -363,7 +363,10 @@ void ControlServer::ServeOnce(int timeout_ms) {
 }
 
 Result<json> Request(const std::string& socket_path, const std::string& command, const json& args,
-                     int timeout_ms) {
+                     int timeout_ms, bool* unreachable) {
+  bool scratch = false;
+  bool& no_daemon = unreachable != nullptr ? *unreachable : scratch;
+  no_daemon = true;  // until a reply arrives
   auto addr = SocketAddress(socket_path);
   if (!addr.ok()) return addr.status();
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -390,6 +393,7 @@ Result<json> Request(const std::string& socket_path, const std::string& command,
                   ReadLine(fd, buffer, line);
   close(fd);
   if (!ok) return Status::Error(fmt::format("no reply from qosvisor at {}", socket_path));
+  no_daemon = false;
   json reply = json::parse(line, nullptr, false);
   if (reply.is_discarded() || !reply.is_object()) {
     return Status::Error("qosvisor sent a reply that is not a JSON object");

@@ -87,8 +87,10 @@ class ControlServer {
 };
 
 // Client side (qosctl): sends one request and waits for its reply.
+// `unreachable` (if given) is set when the error is that no daemon answered (connect refused or
+// denied, no reply) rather than the daemon refusing the request.
 Result<nlohmann::json> Request(const std::string& socket_path, const std::string& command,
                                const nlohmann::json& args = nlohmann::json::object(),
-                               int timeout_ms = 5000);
+                               int timeout_ms = 5000, bool* unreachable = nullptr);
 
 }  // namespace qosvisor::control

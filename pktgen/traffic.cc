@@ -229,7 +229,11 @@ Generator::Pending* Generator::PickHoma(Sender& sender) {
       best_left = m.size - m.sent;
     }
   };
-  for (auto it = sender.owed.begin(); it != sender.owed.end();) {
+  // Bounded, as the window transport's scan is: after heavy loss thousands of messages may be
+  // owed resends, and a scan of all of them per packet would stall the sender. The oldest are
+  // looked at first (ids grow with time), which are the ones recovering longest.
+  int scanned = 0;
+  for (auto it = sender.owed.begin(); it != sender.owed.end() && scanned < kHomaScan; ++scanned) {
     auto live = sender.live.find(*it);
     if (live == sender.live.end()) {
       it = sender.owed.erase(it);
@@ -283,21 +287,36 @@ void Generator::PollHoma(uint64_t now) {
     m.granted = std::max(m.granted, offset);
     if (m.sent < std::min(m.size, m.granted)) sender.owed.insert(id);
   }
-  if (now < next_scan_tsc_) return;
-  next_scan_tsc_ = now + rto_tsc_ / 8 + 1;
+  if (now < next_scan_tsc_ && !scanning_) return;
+  // Every rto/8 a pass over the live messages: acks, timeouts, finished messages. A pass goes a
+  // chunk per poll, so that sending goes on between chunks however many messages wait.
+  scanning_ = true;
+  bool pass_done = true;
   for (Sender& sender : senders_) {
-    for (auto it = sender.live.begin(); it != sender.live.end();) {
-      Pending& m = it->second;
-      if (m.sent != 0 && Refresh(m, now)) {
+    for (int budget = kScanChunk; budget > 0 && sender.scan_next < sender.scan_ids.size();
+         --budget) {
+      uint64_t& slot = sender.scan_ids[sender.scan_next];
+      auto it = sender.live.find(slot);
+      if (it != sender.live.end()) {
+        Pending& m = it->second;
+        if (m.sent == 0 || !Refresh(m, now)) {
+          if (m.recovering && m.sent < std::min(m.size, HomaLimit(m))) sender.owed.insert(m.id);
+          ++sender.scan_next;
+          continue;
+        }
         sender.unscheduled.erase({m.size, m.id});
         sender.owed.erase(m.id);
-        it = sender.live.erase(it);
-        continue;
+        sender.live.erase(it);
       }
-      if (m.recovering && m.sent < std::min(m.size, HomaLimit(m))) sender.owed.insert(m.id);
-      ++it;
+      slot = sender.scan_ids.back();  // done with: the last id takes its place, unscanned
+      sender.scan_ids.pop_back();
     }
+    pass_done &= sender.scan_next >= sender.scan_ids.size();
   }
+  if (!pass_done) return;
+  for (Sender& sender : senders_) sender.scan_next = 0;
+  scanning_ = false;
+  next_scan_tsc_ = now + rto_tsc_ / 8 + 1;
 }
 
 void Generator::Restart(uint64_t start_tsc) {
@@ -388,6 +407,7 @@ void Generator::Arrive(uint16_t cls, uint64_t at) {
   if (spec_.transport.kind == Transport::kHoma) {
     sender.live.emplace(id, m);
     sender.unscheduled.insert({m.size, id});
+    sender.scan_ids.push_back(id);
   } else {
     sender.queue.push_back(m);
   }

@@ -170,11 +170,15 @@ class Generator {
     std::unordered_map<uint64_t, Pending> live;
     std::set<std::pair<uint32_t, uint64_t>> unscheduled;
     std::set<uint64_t> owed;
+    // homa: the live messages' ids, walked a chunk per poll (see PollHoma).
+    std::vector<uint64_t> scan_ids;
+    size_t scan_next = 0;
     uint64_t free_tsc = 0;
   };
   // The message the sender sends its next packet from (nullptr: none may). open: the head.
   // window: the first with room in its window, at most kWindowScan looked at (round robin).
-  // homa: the fewest bytes left among those with unscheduled, granted or resend bytes unsent.
+  // homa: the fewest bytes left among the smallest message with unscheduled bytes unsent and
+  // the kHomaScan oldest with granted or resend bytes unsent.
   Pending* Pick(Sender& sender, uint64_t now);
   Pending* PickWindow(Sender& sender, uint64_t now);
   Pending* PickHoma(Sender& sender);
@@ -190,6 +194,8 @@ class Generator {
   // How far a homa message may be sent: its unscheduled bytes and its grant.
   uint32_t HomaLimit(const Pending& m) const;
   static constexpr int kWindowScan = 64;
+  // homa: owed messages looked at per pick, oldest first (with the smallest unscheduled one).
+  static constexpr int kHomaScan = 64;
   void Arrive(uint16_t cls, uint64_t at);
   // Advances class `cls`'s schedule to its next arrival.
   void Advance(uint16_t cls);
@@ -221,6 +227,10 @@ class Generator {
   TransportFeedback* feedback_ = nullptr;
   std::vector<std::pair<uint64_t, uint32_t>> grants_;
   uint64_t next_scan_tsc_ = 0;
+  bool scanning_ = false;  // a pass over the live messages is under way
+  // Live messages a poll refreshes at most: after heavy loss hundreds of thousands may wait for
+  // resends, and one pass over all of them would hold up sending for tens of milliseconds.
+  static constexpr int kScanChunk = 512;
 };
 
 // A compact probe's 32-bit sequence number, placed in the 2^32 window nearest `highest`.

@@ -151,6 +151,11 @@ class Switch {
   // after the swap, so the lcore never waits and never frees.
   Status ReplaceFlows(const std::string& bridge, const std::vector<FlowRule>& rules);
 
+  // Control thread: the rules a bridge runs now (from the configuration or ReplaceFlows), and the
+  // names of its ports in OpenFlow order ("" where a port was removed).
+  Result<std::vector<FlowRule>> Flows(const std::string& bridge) const;
+  Result<std::vector<std::string>> BridgePorts(const std::string& bridge) const;
+
   // Control thread: a port joins a bridge of the running switch, published like flow rules (the
   // lcore takes no lock and sees it from its next poll). Returns its OpenFlow port number: a
   // removed port's number is reused, as Open vSwitch does. Frames the MAC table learned on an

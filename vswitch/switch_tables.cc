@@ -26,6 +26,20 @@ Status Switch::ReplaceFlows(const std::string& name, const std::vector<FlowRule>
   return Status::Error(fmt::format("no bridge named '{}'", name));
 }
 
+Result<std::vector<FlowRule>> Switch::Flows(const std::string& name) const {
+  for (const auto& bridge : bridges_) {
+    if (bridge->name == name) return bridge->rules;
+  }
+  return Status::Error(fmt::format("no bridge named '{}'", name));
+}
+
+Result<std::vector<std::string>> Switch::BridgePorts(const std::string& name) const {
+  for (const auto& bridge : bridges_) {
+    if (bridge->name == name) return bridge->members.get().names;
+  }
+  return Status::Error(fmt::format("no bridge named '{}'", name));
+}
+
 void Switch::Retire(std::shared_ptr<const void> object) {
   Retired r{std::move(object), {}};
   for (const auto& w : workers_) r.epochs.push_back(w->epoch.load(std::memory_order_acquire) + 1);

@@ -133,7 +133,7 @@ refused=$(ctl vm server restore "$work/bad" --as broken 2>&1) && fail "a corrupt
 echo "$refused"
 grep -q "checksum mismatch" <<<"$refused" || fail "the refusal does not say what is wrong"
 [ "$(vm_field broken state)" = "absent" ] || fail "a refused restore left a VM behind"
-ctl jobs | grep -q '"state": "failed"' || fail "the failed job is not listed"
+ctl --json jobs | grep -q '"state": "failed"' || fail "the failed job is not listed"
 
 echo "== destroyed copies take their ports"
 for vm in copy kid-1 kid-2 web; do ctl vm "$vm" destroy; done

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# qosctl against a running box (the edge default with its built-in traffic): tables by default and
+# JSON with --json, bridges, classes, flow rules dumped, added (and seen to act on the traffic) and
+# deleted live, and the documented exit codes: 0 done, 1 the operation failed, 2 usage error,
+# 3 no daemon. Needs no KVM and no root.
+# Usage: qosctl_commands.sh QOSVISOR_BIN QOSCTL_BIN SOURCE_DIR
+set -euo pipefail
+# shellcheck source=lib/qosvisor.sh
+source "$(dirname "$0")/lib/qosvisor.sh"
+qosvisor=$1
+qosctl=$2
+src=$3
+work=$(mktemp -d)
+pid=""
+cleanup() {
+  stop_quietly "$pid"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+awk -v prefix="qvct$$" '
+  /^control:/ { skip = 1; next }
+  skip && /^[ #]/ { next }
+  { skip = 0 }
+  /^dataplane:/ { print; print "  file_prefix: " prefix; next }
+  /^  file_prefix:/ { next }
+  { print }' "$src/examples/edge-default.yaml" >"$work/box.yaml"
+echo "control: {socket: $work/ctl.sock}" >>"$work/box.yaml"
+ctl() { "$qosctl" --socket "$work/ctl.sock" "$@"; }
+expect_rc() {  # expect_rc CODE CMD...: runs qosctl, fails the test unless it exits CODE
+  local want=$1 rc=0
+  shift
+  ctl "$@" >"$work/out" 2>&1 || rc=$?
+  ((rc == want)) || { cat "$work/out"; echo "FAIL: qosctl $* exited $rc, not $want"; exit 1; }
+}
+
+expect_rc 3 status  # nothing runs yet
+"$qosvisor" run "$work/box.yaml" --traffic --duration 12s >"$work/run.log" 2>&1 &
+pid=$!
+wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 150
+
+echo "== tables and --json"
+ctl status | grep -q "^uptime " || { echo "FAIL: status is not a table"; exit 1; }
+ctl --json status | python3 -c 'import json,sys; json.load(sys.stdin)["uptime_s"]'
+ctl bridges | tee "$work/bridges"
+grep -q "bridge br0: 3 flow rules" "$work/bridges" || { echo "FAIL: bridges"; exit 1; }
+grep -q "   3 uplink0" "$work/bridges" || { echo "FAIL: bridge ports"; exit 1; }
+ctl classes | tee "$work/classes"
+grep -q "^rpc .* srpt " "$work/classes" || { echo "FAIL: classes"; exit 1; }
+ctl flows dump br0 | grep -q "nw_proto=146" || { echo "FAIL: flows dump"; exit 1; }
+
+echo "== a rule added live acts at once, and goes again"
+dropped() { ctl --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["flow_dropped"])'; }
+before=$(dropped)
+ctl flows add br0 "priority=300,udp,actions=drop"
+sleep 1
+after=$(dropped)
+echo "frames dropped by rules: $before before the rule, $after a second after"
+((after > before)) || { echo "FAIL: the added rule did not act"; exit 1; }
+ctl flows dump br0 | grep -q "priority=300,udp,actions=drop" || { echo "FAIL: the rule is not listed"; exit 1; }
+ctl flows del br0 "priority=300,udp"
+ctl flows dump br0 | grep -q "priority=300" && { echo "FAIL: the rule stayed"; exit 1; }
+
+echo "== exit codes"
+expect_rc 1 flows dump nosuch
+grep -q "no bridge named 'nosuch'" "$work/out" || { cat "$work/out"; exit 1; }
+expect_rc 1 flows add br0 "priority=5,udp"
+grep -q "has no actions=" "$work/out" || { cat "$work/out"; exit 1; }
+expect_rc 1 flows del br0 "priority=999,tcp"
+expect_rc 1 vm nosuch start
+expect_rc 2 flows frobnicate br0
+expect_rc 2 vm
+expect_rc 0 --help
+wait "$pid"
+pid=""
+grep -q "^shutdown: all [0-9]* mbufs back in the pool" "$work/run.log" || { cat "$work/run.log"; echo "FAIL: mbufs"; exit 1; }
+echo "PASS"
