@@ -117,6 +117,10 @@ int main(int argc, char** argv) {
                     "del: the match of the rules to delete (as written, without actions)");
   flows->add_flag("--all", flows_all, "del: every rule of the bridge");
   auto* classes = app.add_subcommand("classes", "Traffic classes and their counters per uplink");
+  auto* reload = app.add_subcommand(
+      "reload", "Read the configuration file again and apply what changed, live (as SIGHUP does)");
+  bool dry_run = false;
+  reload->add_flag("--dry-run", dry_run, "only print what would change");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   app.footer("Exit codes: 0 done, 1 the operation failed, 2 usage error, 3 no daemon answered.");
   try {
@@ -135,10 +139,12 @@ int main(int argc, char** argv) {
                               : *bridges ? "bridges"
                               : *flows   ? "flows"
                               : *classes ? "classes"
+                              : *reload  ? "reload"
                               : *stop    ? "stop"
                                          : "";
   json args = json::object();
   if (*job) args = {{"id", job_id}};
+  if (*reload && dry_run) args = {{"dry_run", true}};
   if (*flows) {
     args = {{"bridge", flows_bridge}, {"action", flows_action}, {"rule", flows_rule}};
     if (flows_all) args["all"] = true;

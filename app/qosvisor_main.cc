@@ -31,7 +31,11 @@ std::atomic<bool> g_stop_requested{false};
 
 // A signal may arrive while the appliance is still being built: remember it, so Run() returns
 // at once instead of losing the request.
-void OnSignal(int) {
+void OnSignal(int signal) {
+  if (signal == SIGHUP) {  // reload, as systemd's ExecReload asks; never a stop
+    if (control::Appliance* a = g_running.load()) a->RequestReload();
+    return;
+  }
   g_stop_requested.store(true);
   if (control::Appliance* a = g_running.load()) a->Stop();
 }

@@ -142,6 +142,12 @@ std::string FormatReply(const std::string& command, const json& reply) {
   if (command == "job") return FormatJobs(json::array({reply}));
   if (command == "bridges") return FormatBridges(reply);
   if (command == "classes") return FormatClasses(reply);
+  if (command == "reload") {
+    std::string out = reply.value("dry_run", false) ? "would change:\n" : "applied:\n";
+    for (const json& c : reply["changes"]) out += "  " + c.get<std::string>() + "\n";
+    if (reply["changes"].empty()) out += "  nothing: the file and the running box agree\n";
+    return out;
+  }
   if (command == "flows" && reply.is_array()) return FormatFlows(reply);
   if (reply.is_object() && reply.contains("kind")) return FormatJobs(json::array({reply}));
   if (reply.is_object() && reply.contains("bridge") && reply.contains("rules")) {

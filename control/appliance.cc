@@ -5,6 +5,7 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 
 #include <cstdio>
@@ -209,8 +210,17 @@ void Appliance::Run(uint64_t duration_ns) {
     for (const std::string& line : log) spdlog::info("{}", line);
     if (!s.ok()) spdlog::error("{}", s.message());
   }
+  // systemd (Type=notify): the switch forwards and the control socket is about to answer.
+  sd_notify(0, "READY=1\nSTATUS=switching");
   const uint64_t deadline = duration_ns == 0 ? UINT64_MAX : NowNs() + duration_ns;
-  while (!stop_.load(std::memory_order_relaxed) && NowNs() < deadline) server_->ServeOnce(100);
+  while (!stop_.load(std::memory_order_relaxed) && NowNs() < deadline) {
+    server_->ServeOnce(100);
+    if (reload_requested_.exchange(false)) {
+      sd_notify(0, "RELOADING=1");
+      auto reloaded = Reload(/*dry_run=*/false);  // logs what it did or why it did not
+      sd_notify(0, reloaded.ok() ? "READY=1\nSTATUS=reloaded" : "READY=1\nSTATUS=reload refused");
+    }
+  }
 }
 
 struct Appliance::LcoreArg {

@@ -21,6 +21,7 @@ namespace qosvisor::control {
 
 class ControlServer;
 class Jobs;
+struct ReloadPlan;
 class MetricsServer;
 class VmManager;
 
@@ -40,6 +41,11 @@ class Appliance {
   // Serves the control socket until Stop() (from a handler or a signal) or until the deadline.
   void Run(uint64_t duration_ns);
   void Stop() { stop_.store(true, std::memory_order_relaxed); }
+  // Async-signal-safe (SIGHUP): the serving loop reloads the configuration file at its next turn.
+  void RequestReload() { reload_requested_.store(true, std::memory_order_relaxed); }
+  // Reads the configuration file again and applies what changed (see reload.h); with dry_run
+  // only says what would change. Control thread.
+  Result<nlohmann::json> Reload(bool dry_run);
 
   nlohmann::json StatusJson() const;
   nlohmann::json PortsJson() const;
@@ -101,6 +107,9 @@ class Appliance {
   std::vector<std::string> uplink_ports_;
   std::vector<std::vector<std::string>> uplink_class_names_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> reload_requested_{false};
+  // Applies a plan's live part; the running configuration becomes `next`.
+  Status ApplyReload(const config::Config& next, const ReloadPlan& plan);
   bool vms_started_ = false;
   uint64_t started_ns_ = 0;
 };

@@ -362,6 +362,83 @@ Result<VmManager::Entry*> VmManager::Adopt(std::unique_ptr<hv::Vm> vm, const std
   return e;
 }
 
+Status VmManager::AddConfigured(const config::Config& config, const std::string& name) {
+  auto vm = std::find_if(config.vms.begin(), config.vms.end(),
+                         [&](const config::Vm& v) { return v.name == name; });
+  if (vm == config.vms.end()) return Status::Error(fmt::format("no vm named '{}'", name));
+  {
+    std::lock_guard lock(mu_);
+    if (FindLocked(name) != nullptr) {
+      return Status::Error(fmt::format("a vm named '{}' exists already", name));
+    }
+  }
+  Entry e;
+  e.name = name;
+  e.autostart = vm->autostart;
+  e.configured = true;
+  e.serial_log = log_dir_ + "/" + name + ".serial.log";
+  auto created = hv::Vm::Create(VmOptionsFrom(config, *vm, e.serial_log));
+  if (!created.ok()) return created.status();
+  e.vm = std::move(created).value();
+  e.options = e.vm->options();
+  std::vector<vswitch::PortJoin> attachment;
+  std::vector<vswitch::PortJoin> new_ports;
+  for (const config::Nic& nic : vm->nics) {
+    vswitch::PortJoin join;
+    join.bridge = nic.bridge.value_or("");
+    for (const config::TrafficClass& c : config.classes) {
+      if (nic.class_name && c.name == *nic.class_name)
+        join.default_queue = static_cast<int>(c.queue);
+    }
+    if (nic.implicit_port) {
+      new_ports.push_back(join);
+    } else {
+      auto* port = dynamic_cast<dataplane::VmPort*>(access_.find_port(nic.port.value_or("")));
+      if (port == nullptr) {
+        return Status::Error(fmt::format("vm '{}': NIC port '{}' is not a vm port of the switch",
+                                         name, nic.port.value_or("")));
+      }
+      auto join_of_port = access_.attachment_of(*nic.port);
+      if (!join_of_port.ok()) return join_of_port.status();
+      join = *join_of_port;
+      e.ports.push_back(port);
+    }
+    attachment.push_back(join);
+  }
+  e.vm->set_attachment(AttachmentJson(attachment).dump());
+  Entry* added = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    vms_.push_back(std::move(e));
+    added = &vms_.back();
+  }
+  // Implicit ports ("<vm>.eth<i>" on a bridge) join the running switch now.
+  if (!new_ports.empty()) {
+    if (Status s = PlugNewPorts(*added, AttachmentJson(new_ports).dump()); !s.ok()) {
+      Remove(added);
+      return s;
+    }
+  }
+  spdlog::info("vm {}: added by reload", name);
+  if (!added->autostart) return Status::Ok();
+  if (Status s = Start(*added); !s.ok()) return s;
+  spdlog::info("vm {}: started", name);
+  return Status::Ok();
+}
+
+Status VmManager::RemoveConfigured(const std::string& name) {
+  auto claimed = Claim(name, "remove");
+  if (!claimed.ok()) return claimed.status();
+  spdlog::info("vm {}: removed by reload", name);
+  Remove(*claimed);
+  return Status::Ok();
+}
+
+void VmManager::SetConfig(const config::Config& config) {
+  std::lock_guard lock(mu_);
+  config_ = config;
+}
+
 Status VmManager::CheckNewName(const std::string& name) {
   const bool valid =
       !name.empty() && name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {

@@ -86,6 +86,13 @@ class VmManager {
   // True when `name` is suspended (its resume is a job).
   bool IsSuspended(const std::string& name);
 
+  // Reload: a VM added to the configuration (created on its configured or new implicit ports,
+  // started if autostart), or removed from it (destroyed, its ports gone); the templates and
+  // classes later creates use.
+  Status AddConfigured(const config::Config& config, const std::string& name);
+  Status RemoveConfigured(const std::string& name);
+  void SetConfig(const config::Config& config);
+
   nlohmann::json ListJson();
   // Calls `fn` for every port this manager added to the switch, holding its lock.
   void ForEachOwnPort(const std::function<void(const dataplane::Port*)>& fn);
