@@ -117,6 +117,9 @@ int main(int argc, char** argv) {
                     "del: the match of the rules to delete (as written, without actions)");
   flows->add_flag("--all", flows_all, "del: every rule of the bridge");
   auto* classes = app.add_subcommand("classes", "Traffic classes and their counters per uplink");
+  auto* fdb = app.add_subcommand("fdb", "The addresses a bridge has learned, by port and VLAN");
+  std::string fdb_bridge;
+  fdb->add_option("BRIDGE", fdb_bridge, "bridge name")->required();
   auto* reload = app.add_subcommand(
       "reload", "Read the configuration file again and apply what changed, live (as SIGHUP does)");
   bool dry_run = false;
@@ -139,12 +142,14 @@ int main(int argc, char** argv) {
                               : *bridges ? "bridges"
                               : *flows   ? "flows"
                               : *classes ? "classes"
+                              : *fdb     ? "fdb"
                               : *reload  ? "reload"
                               : *stop    ? "stop"
                                          : "";
   json args = json::object();
   if (*job) args = {{"id", job_id}};
   if (*reload && dry_run) args = {{"dry_run", true}};
+  if (*fdb) args = {{"bridge", fdb_bridge}};
   if (*flows) {
     args = {{"bridge", flows_bridge}, {"action", flows_action}, {"rule", flows_rule}};
     if (flows_all) args["all"] = true;

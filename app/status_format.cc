@@ -142,6 +142,16 @@ std::string FormatReply(const std::string& command, const json& reply) {
   if (command == "job") return FormatJobs(json::array({reply}));
   if (command == "bridges") return FormatBridges(reply);
   if (command == "classes") return FormatClasses(reply);
+  if (command == "fdb") {
+    std::string out =
+        fmt::format("{:>6} {:<16} {:>4} {:<19} {:>8}\n", "ofport", "port", "vlan", "mac", "age");
+    for (const json& e : reply) {
+      out += fmt::format("{:>6} {:<16} {:>4} {:<19} {:>7.1f}s\n", e.value("ofport", 0u),
+                         e.value("port", ""), e.value("vlan", 0u), e.value("mac", ""),
+                         e.value("age_s", 0.0));
+    }
+    return out;
+  }
   if (command == "reload") {
     std::string out = reply.value("dry_run", false) ? "would change:\n" : "applied:\n";
     for (const json& c : reply["changes"]) out += "  " + c.get<std::string>() + "\n";

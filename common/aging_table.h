@@ -65,6 +65,15 @@ class AgingTable {
   uint32_t size() const { return size_; }
   uint32_t capacity() const { return mask_ + 1; }
   uint64_t evictions() const { return evictions_; }  // live entries replaced by new keys
+  // Calls f(key, value, seen) for every live entry: a scan of the whole table, for the owner to
+  // run on request only (dumps), never per packet.
+  template <typename F>
+  void ForEachLive(uint64_t now, F&& f) const {
+    for (uint32_t i = 0; i <= mask_; ++i) {
+      const Slot& s = slots_[i];
+      if (s.key != 0 && Live(s, now)) f(s.key, s.value, s.seen);
+    }
+  }
 
  private:
   struct Slot {

@@ -77,6 +77,7 @@ class Appliance {
   Result<nlohmann::json> BridgesJson();
   Result<nlohmann::json> FlowsCommand(const nlohmann::json& args);
   Result<nlohmann::json> ClassesJson();
+  Result<nlohmann::json> FdbJson(const std::string& bridge);
   // The switch calls VmManager makes, serialized: they may come from job threads.
   SwitchAccess MakeSwitchAccess();
   Result<vswitch::PortJoin> AttachmentOf(const std::string& port) const;

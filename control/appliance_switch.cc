@@ -124,7 +124,44 @@ Result<json> Appliance::ClassesJson() {
   return out;
 }
 
+Result<json> Appliance::FdbJson(const std::string& bridge) {
+  const auto& names = switch_->bridge_names();
+  const auto it = std::find(names.begin(), names.end(), bridge);
+  if (it == names.end()) return Status::Error(fmt::format("no bridge named '{}'", bridge));
+  std::vector<std::string> ports;
+  {
+    std::lock_guard lock(switch_control_mu_);
+    auto p = switch_->BridgePorts(bridge);
+    if (!p.ok()) return p.status();
+    ports = std::move(p).value();
+  }
+  Result<vswitch::Switch::Snapshot> taken = Status::Error("not taken");
+  {
+    std::lock_guard lock(stats_mu_);
+    taken = switch_->TakeSnapshot(lcore_running_, vswitch::Switch::kSnapshotTimeout,
+                                  static_cast<int>(it - names.begin()));
+  }
+  if (!taken.ok()) return taken.status();
+  json out = json::array();
+  for (const vswitch::Switch::FdbEntry& e : taken->fdb) {
+    const uint8_t* m = e.mac;
+    out.push_back({{"mac", fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1],
+                                       m[2], m[3], m[4], m[5])},
+                   {"vlan", e.vlan},
+                   {"ofport", e.ofport},
+                   {"port", e.ofport <= ports.size() ? ports[e.ofport - 1] : ""},
+                   {"age_s", static_cast<double>(e.age_ns) / 1e9}});
+  }
+  return out;
+}
+
 void Appliance::RegisterSwitchCommands() {
+  server_->Register("fdb", [this](const json& args) -> Result<json> {
+    if (!args.contains("bridge") || !args["bridge"].is_string()) {
+      return Status::Error("fdb needs a string argument 'bridge'");
+    }
+    return FdbJson(args["bridge"].get<std::string>());
+  });
   server_->Register("bridges", [this](const json&) { return BridgesJson(); });
   server_->Register("flows", [this](const json& args) { return FlowsCommand(args); });
   server_->Register("classes", [this](const json&) { return ClassesJson(); });

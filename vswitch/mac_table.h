@@ -45,6 +45,15 @@ class MacTable {
   uint32_t capacity() const { return table_.capacity(); }
   uint64_t moves() const { return moves_; }
   uint64_t evictions() const { return table_.evictions(); }  // live addresses replaced
+  // Calls f(mac, vlan, value, seen) for every live address (a full scan: dumps only).
+  template <typename F>
+  void ForEach(uint64_t now, F&& f) const {
+    table_.ForEachLive(now, [&](uint64_t key, uint16_t value, uint64_t seen) {
+      uint8_t mac[6];
+      std::memcpy(mac, &key, 6);
+      f(mac, static_cast<uint16_t>((key >> 48) - 1), value, seen);
+    });
+  }
 
  private:
   static uint64_t Key(const uint8_t* mac, uint16_t vlan) {

@@ -168,6 +168,13 @@ class Switch {
   // incarnation (how often the slot was given to a new port) in the other 8.
   static constexpr size_t kMaxBridgePorts = 256;
 
+  // One learned address of a bridge's MAC table.
+  struct FdbEntry {
+    uint8_t mac[6];
+    uint16_t vlan;
+    uint32_t ofport;  // the bridge's OpenFlow port number
+    uint64_t age_ns;  // since the address was last seen
+  };
   // Counters (summed over workers) and scheduler statistics.
   struct Snapshot {
     SwitchCounters counters;
@@ -175,13 +182,18 @@ class Switch {
     // Per bridge: addresses its MAC table holds. One that ages out leaves the count within an
     // eighth of the bridge's aging time (see MacTable::Age).
     std::vector<uint32_t> learned_macs;
+    // The learned addresses of the bridge asked for (TakeSnapshot's fdb_bridge), else empty.
+    std::vector<FdbEntry> fdb;
   };
   static constexpr std::chrono::milliseconds kSnapshotTimeout{1000};
   // Control thread, one call at a time. With `lcore_running`, each worker copies its part at its
   // next poll (so the data path keeps plain, unshared counters), and a worker that has not done
   // so within `timeout` makes this an error; otherwise (no worker polls) they are read directly.
+  // `fdb_bridge` (an index into bridge_names(), or -1): also copy that bridge's MAC table, which
+  // its worker scans at the poll it answers in (a dump on request, never on the packet path).
   Result<Snapshot> TakeSnapshot(bool lcore_running,
-                                std::chrono::milliseconds timeout = kSnapshotTimeout);
+                                std::chrono::milliseconds timeout = kSnapshotTimeout,
+                                int fdb_bridge = -1);
   const std::vector<std::string>& bridge_names() const { return bridge_names_; }
   // Polls done by the slowest worker.
   uint64_t polls() const;
@@ -309,6 +321,7 @@ class Switch {
     // Snapshot hand-off: control sets requested, the worker fills snapshot and sets served.
     std::atomic<uint64_t> snapshot_requested{0};
     std::atomic<uint64_t> snapshot_served{0};
+    std::atomic<int> fdb_requested{-1};  // bridge whose MAC table the next answer copies
     // Only the parts this worker owns are filled; sized by PrepareSnapshots, so that filling it
     // on the lcore allocates nothing.
     Snapshot snapshot;
@@ -392,6 +405,7 @@ class Switch {
   static void OnSchedDrop(void* worker, rte_mbuf* const* pkts, uint16_t count);
   void PrepareSnapshots();
   void FillSnapshot(const Worker& w, Snapshot& out) const;
+  void FillFdb(const Worker& w, int bridge, Snapshot& out) const;
   Snapshot Merge() const;
   void ReclaimRetiredTables();
   Status InitQuiescence();

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <thread>
 #include <vector>
 
 #include "common/tsan.h"
+#include "common/tsc.h"
 #include "vswitch/switch.h"
 
 namespace qosvisor::vswitch {
@@ -41,6 +43,9 @@ void Switch::PrepareSnapshots() {
     w->snapshot.uplinks.resize(uplinks_.size());
     for (uint16_t u : w->uplinks) w->snapshot.uplinks[u] = uplinks_[u].scheduler->Stats();
     w->snapshot.learned_macs.resize(bridges_.size());
+    uint32_t largest = 0;  // room for the largest MAC table it owns: the lcore only copies
+    for (uint16_t b : w->bridges) largest = std::max(largest, bridges_[b]->macs->capacity());
+    w->snapshot.fdb.reserve(largest);
   }
 }
 
@@ -53,6 +58,31 @@ void Switch::FillSnapshot(const Worker& w, Snapshot& out) const {
   out.counters.flow_cache_misses = w.cache.misses();
   for (uint16_t u : w.uplinks) uplinks_[u].scheduler->StatsInto(out.uplinks[u]);
   for (uint16_t b : w.bridges) out.learned_macs[b] = bridges_[b]->macs->size();
+  out.fdb.clear();
+  const int fdb = w.fdb_requested.load(std::memory_order_acquire);
+  if (fdb >= 0) FillFdb(w, fdb, out);
+}
+
+void Switch::FillFdb(const Worker& w, int bridge, Snapshot& out) const {
+  if (std::find(w.bridges.begin(), w.bridges.end(), bridge) == w.bridges.end()) return;
+  const Bridge& br = *bridges_[bridge];
+  const MemberSet& members = br.members.get();
+  const uint64_t now = ReadTsc();
+  br.macs->ForEach(now, [&](const uint8_t* mac, uint16_t vlan, uint16_t value, uint64_t seen) {
+    const int member = value & 0xff;
+    // Learned on an earlier holder of a reused port number: not this port's address.
+    if (static_cast<size_t>(member) >= members.size() ||
+        members[member].incarnation != static_cast<uint8_t>(value >> 8) ||
+        members[member].access_tag == kRemovedTag) {
+      return;
+    }
+    FdbEntry e{};
+    std::memcpy(e.mac, mac, 6);
+    e.vlan = vlan;
+    e.ofport = static_cast<uint32_t>(member + 1);
+    e.age_ns = TscToNs(now - seen, hz_);
+    out.fdb.push_back(e);
+  });
 }
 
 Switch::Snapshot Switch::Merge() const {
@@ -63,6 +93,7 @@ Switch::Snapshot Switch::Merge() const {
     all.counters.Add(w->snapshot.counters);
     for (uint16_t u : w->uplinks) all.uplinks[u] = w->snapshot.uplinks[u];
     for (uint16_t b : w->bridges) all.learned_macs[b] = w->snapshot.learned_macs[b];
+    all.fdb.insert(all.fdb.end(), w->snapshot.fdb.begin(), w->snapshot.fdb.end());
   }
   return all;
 }
@@ -71,8 +102,9 @@ Switch::Snapshot Switch::Merge() const {
 // it timed out answers with that older ticket, so the wait for the next request does not end
 // until the copy made for it is complete; and once every worker has answered, none writes its
 // copy again before the next request, so Merge reads copies no one is writing.
-Result<Switch::Snapshot> Switch::TakeSnapshot(bool lcore_running,
-                                              std::chrono::milliseconds timeout) {
+Result<Switch::Snapshot> Switch::TakeSnapshot(bool lcore_running, std::chrono::milliseconds timeout,
+                                              int fdb_bridge) {
+  for (auto& w : workers_) w->fdb_requested.store(fdb_bridge, std::memory_order_relaxed);
   if (!lcore_running) {
     TsanAcquire(qsbr_.get());  // the workers' lcores were joined (by EAL, which TSan cannot see)
     for (auto& w : workers_) FillSnapshot(*w, w->snapshot);

@@ -47,6 +47,9 @@ grep -q "   3 uplink0" "$work/bridges" || { echo "FAIL: bridge ports"; exit 1; }
 ctl classes | tee "$work/classes"
 grep -q "^rpc .* srpt " "$work/classes" || { echo "FAIL: classes"; exit 1; }
 ctl flows dump br0 | grep -q "nw_proto=146" || { echo "FAIL: flows dump"; exit 1; }
+ctl fdb br0 | tee "$work/fdb"
+grep -E -q "^ +[0-9]+ (gen0|gen1|uplink0) +0 ([0-9a-f]{2}:){5}[0-9a-f]{2}" "$work/fdb" ||
+  { echo "FAIL: the bridge learned no address"; exit 1; }
 
 echo "== a rule added live acts at once, and goes again"
 dropped() { ctl --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["flow_dropped"])'; }
@@ -61,6 +64,7 @@ ctl flows del br0 "priority=300,udp"
 ctl flows dump br0 | grep -q "priority=300" && { echo "FAIL: the rule stayed"; exit 1; }
 
 echo "== exit codes"
+expect_rc 1 fdb nosuch
 expect_rc 1 flows dump nosuch
 grep -q "no bridge named 'nosuch'" "$work/out" || { cat "$work/out"; exit 1; }
 expect_rc 1 flows add br0 "priority=5,udp"

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "common/tsan.h"
@@ -1190,6 +1191,32 @@ TEST_CASE("switch: adding and removing ports refuses what cannot be done, naming
   REQUIRE(rig.sw->RemovePort("one").ok());
   CHECK(rig.sw->AddPort({.port = &two, .bridge = "br0"}).ok());
   REQUIRE(rig.sw->RemovePort("two").ok());
+}
+
+TEST_CASE("switch: the MAC table dump lists learned addresses by port, not a removed port's",
+          "[switch][ports]") {
+  Rig rig(2);
+  rig.Build(SwitchSpec{.bridges = {PlainBridge(2)}});
+  dataplane::VmPort vm("fdb_vm", rig.pool->get());
+  REQUIRE(rig.sw->AddPort({.port = &vm, .bridge = "br0"}).ok());
+  rig.Inject(0, WithMacs(testing::Udp4(1, 1), 0x02, 0x0a));
+  rig.Inject(1, WithMacs(testing::Udp4(2, 2), 0x0a, 0x0b));
+  rig.Poll();
+  rig.Drain(0);
+  rig.Drain(1);
+  auto dump = rig.sw->TakeSnapshot(false, Switch::kSnapshotTimeout, 0);
+  REQUIRE(dump.ok());
+  REQUIRE(dump->fdb.size() == 2);
+  std::map<uint8_t, uint32_t> port_of;  // last MAC byte -> OpenFlow port
+  for (const auto& e : dump->fdb) {
+    port_of[e.mac[5]] = e.ofport;
+    CHECK(e.vlan == 0);
+  }
+  CHECK(port_of[0x0a] == 1);
+  CHECK(port_of[0x0b] == 2);
+  // Without the request nothing is scanned or copied.
+  CHECK(rig.Snapshot().fdb.empty());
+  REQUIRE(rig.sw->RemovePort("fdb_vm").ok());
 }
 
 }  // namespace qosvisor::vswitch

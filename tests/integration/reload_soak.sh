@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# A reload every 100 ms for 30 s while the edge default's traffic flows: each reload replaces
+# br0's flow rules (a rule for traffic that never comes, in and out), so the lcore switches to a
+# new table hundreds of times under load. Not one packet may be dropped anywhere in the switch,
+# none lost end to end, and the FIFO class's packets must arrive in order.
+# Needs no KVM and no root.
+# Usage: reload_soak.sh QOSVISOR_BIN QOSCTL_BIN SOURCE_DIR
+set -euo pipefail
+# shellcheck source=lib/qosvisor.sh
+source "$(dirname "$0")/lib/qosvisor.sh"
+qosvisor=$1
+qosctl=$2
+src=$3
+seconds=${RELOAD_SOAK_SECONDS:-30}
+work=$(mktemp -d)
+pid=""
+cleanup() {
+  stop_quietly "$pid"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+awk -v prefix="qvrs$$" '
+  /^control:/ { skip = 1; next }
+  skip && /^[ #]/ { next }
+  { skip = 0 }
+  /^dataplane:/ { print; print "  file_prefix: " prefix; next }
+  /^  file_prefix:/ { next }
+  { print }' "$src/examples/edge-default.yaml" >"$work/a.yaml"
+echo "control: {socket: $work/ctl.sock}" >>"$work/a.yaml"
+python3 - "$work/a.yaml" "$work/b.yaml" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+rule = '  - bridge: br0\n    rule: "priority=300,sctp,actions=drop"\n'
+open(sys.argv[2], "w").write(text.replace("flows:\n", "flows:\n" + rule, 1))
+PY
+cp "$work/a.yaml" "$work/box.yaml"
+ctl() { "$qosctl" --socket "$work/ctl.sock" "$@"; }
+"$qosvisor" run "$work/box.yaml" --traffic --load 0.5 --duration $((seconds + 6))s \
+  --report "$work/report.json" >"$work/run.log" 2>&1 &
+pid=$!
+wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 150
+sleep 2
+reloads=0
+start_ms=$(($(date +%s%N) / 1000000))
+while (($(date +%s%N) / 1000000 < start_ms + seconds * 1000)); do
+  if ((reloads % 2 == 0)); then cp "$work/b.yaml" "$work/box.yaml"; else cp "$work/a.yaml" "$work/box.yaml"; fi
+  ctl reload >/dev/null || { cat "$work/run.log"; echo "FAIL: reload $reloads was refused"; exit 1; }
+  reloads=$((reloads + 1))
+  # One every 100 ms from the start, however long each took.
+  wait_ms=$((start_ms + reloads * 100 - $(date +%s%N) / 1000000))
+  ((wait_ms > 0)) && sleep "$(printf '0.%03d' "$wait_ms")"
+done
+ctl --json stats >"$work/stats.json"
+wait "$pid"
+pid=""
+python3 - "$work/stats.json" "$work/report.json" "$reloads" <<'PY'
+import json, sys
+stats, report, reloads = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
+sw = stats["switch"]
+drops = {k: sw[k] for k in ("malformed", "truncated", "vlan_dropped", "no_bridge", "flow_dropped",
+                            "copy_failed", "tx_dropped", "sched_dropped", "handoff_dropped")}
+print(f"{reloads} reloads; switch drops: {drops}")
+lost = {c["class"]: c["lost_packets"] for c in report["classes"]}
+reordered = {c["class"]: c["reordered"] for c in report["classes"]}
+sent = sum(c["sent_packets"] for c in report["classes"])
+print(f"packets sent {sent}; lost per class {lost}; reordered per class {reordered}")
+bad = []
+if reloads < 250: bad.append(f"only {reloads} reloads")
+if any(drops.values()): bad.append("the switch dropped packets")
+if any(lost.values()): bad.append("packets were lost")
+if reordered.get("besteffort", 0): bad.append("the FIFO class was reordered")
+sys.exit("FAIL: " + "; ".join(bad) if bad else 0)
+PY
+grep -q "^shutdown: all [0-9]* mbufs back in the pool" "$work/run.log" || { echo "FAIL: mbufs"; exit 1; }
+echo "PASS"
