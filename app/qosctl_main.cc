@@ -117,6 +117,16 @@ int main(int argc, char** argv) {
                     "del: the match of the rules to delete (as written, without actions)");
   flows->add_flag("--all", flows_all, "del: every rule of the bridge");
   auto* classes = app.add_subcommand("classes", "Traffic classes and their counters per uplink");
+  auto* capture = app.add_subcommand(
+      "capture", "Write a port's packets (both ways) to a pcap file, until --count or --duration");
+  std::string capture_port, capture_file, capture_duration;
+  uint64_t capture_count = 0;
+  capture->add_option("PORT", capture_port, "port name")->required();
+  capture
+      ->add_option("FILE", capture_file, "pcap file to write (tshark, tcpdump, wireshark read it)")
+      ->required();
+  capture->add_option("--count", capture_count, "stop after this many packets");
+  capture->add_option("--duration", capture_duration, "stop after this long, e.g. 5s");
   auto* fdb = app.add_subcommand("fdb", "The addresses a bridge has learned, by port and VLAN");
   std::string fdb_bridge;
   fdb->add_option("BRIDGE", fdb_bridge, "bridge name")->required();
@@ -143,6 +153,7 @@ int main(int argc, char** argv) {
                               : *flows   ? "flows"
                               : *classes ? "classes"
                               : *fdb     ? "fdb"
+                              : *capture ? "capture"
                               : *reload  ? "reload"
                               : *stop    ? "stop"
                                          : "";
@@ -150,6 +161,16 @@ int main(int argc, char** argv) {
   if (*job) args = {{"id", job_id}};
   if (*reload && dry_run) args = {{"dry_run", true}};
   if (*fdb) args = {{"bridge", fdb_bridge}};
+  if (*capture) {
+    if (capture_count == 0 && capture_duration.empty()) {
+      std::fprintf(stderr, "qosctl: capture needs --count N or --duration D\n");
+      return kExitUsage;
+    }
+    args = {{"port", capture_port},
+            {"file", std::filesystem::absolute(capture_file).lexically_normal().string()},
+            {"count", capture_count}};
+    if (!capture_duration.empty()) args["duration"] = capture_duration;
+  }
   if (*flows) {
     args = {{"bridge", flows_bridge}, {"action", flows_action}, {"rule", flows_rule}};
     if (flows_all) args["all"] = true;

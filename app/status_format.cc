@@ -159,6 +159,13 @@ std::string FormatReply(const std::string& command, const json& reply) {
     return out;
   }
   if (command == "flows" && reply.is_array()) return FormatFlows(reply);
+  if (reply.is_object() && reply.value("kind", "") == "capture" && reply.contains("result")) {
+    const json& r = reply["result"];
+    const uint64_t lost = r.value("not_copied", 0ull);
+    return fmt::format("port {}: {} packets written to {}{}\n", r.value("port", ""),
+                       r.value("packets", 0ull), r.value("file", ""),
+                       lost == 0 ? "" : fmt::format(" ({} not copied: the ring was full)", lost));
+  }
   if (reply.is_object() && reply.contains("kind")) return FormatJobs(json::array({reply}));
   if (reply.is_object() && reply.contains("bridge") && reply.contains("rules")) {
     return fmt::format("bridge {}: {} flow rules, applied\n", reply["bridge"].get<std::string>(),

@@ -78,6 +78,7 @@ class Appliance {
   Result<nlohmann::json> FlowsCommand(const nlohmann::json& args);
   Result<nlohmann::json> ClassesJson();
   Result<nlohmann::json> FdbJson(const std::string& bridge);
+  Result<nlohmann::json> CaptureCommand(const nlohmann::json& args);
   // The switch calls VmManager makes, serialized: they may come from job threads.
   SwitchAccess MakeSwitchAccess();
   Result<vswitch::PortJoin> AttachmentOf(const std::string& port) const;

@@ -6,9 +6,12 @@
 
 #include <algorithm>
 
+#include "common/units.h"
 #include "config/config.h"
 #include "control/appliance.h"
+#include "control/capture.h"
 #include "control/control_server.h"
+#include "control/jobs.h"
 
 namespace qosvisor::control {
 
@@ -155,7 +158,37 @@ Result<json> Appliance::FdbJson(const std::string& bridge) {
   return out;
 }
 
+Result<json> Appliance::CaptureCommand(const json& args) {
+  CaptureRequest r;
+  r.port = args.value("port", "");
+  r.file = args.value("file", "");
+  r.count = args.value("count", uint64_t{0});
+  if (args.contains("duration")) {
+    if (!args["duration"].is_string())
+      return Status::Error("capture: 'duration' is a string, e.g. \"5s\"");
+    auto d = ParseDuration(args["duration"].get<std::string>());
+    if (!d.ok()) return Status::Error(fmt::format("capture --duration: {}", d.message()));
+    r.duration_ns = *d;
+  }
+  if (Status s = ValidateCapture(r); !s.ok()) return s;
+  if (FindPort(r.port) == nullptr) {
+    bool known = false;  // a port that joined while running (a VM's) is in a bridge's list
+    for (const std::string& b : switch_->bridge_names()) {
+      std::lock_guard lock(switch_control_mu_);
+      auto ports = switch_->BridgePorts(b);
+      if (ports.ok() && std::find(ports->begin(), ports->end(), r.port) != ports->end())
+        known = true;
+    }
+    if (!known) return Status::Error(fmt::format("no port named '{}'", r.port));
+  }
+  const uint64_t id = jobs_->Start("capture", r.port, [this, r](JobProgress& p) {
+    return RunCapture(*switch_, switch_control_mu_, r, p);
+  });
+  return json{{"job", id}};
+}
+
 void Appliance::RegisterSwitchCommands() {
+  server_->Register("capture", [this](const json& args) { return CaptureCommand(args); });
   server_->Register("fdb", [this](const json& args) -> Result<json> {
     if (!args.contains("bridge") || !args["bridge"].is_string()) {
       return Status::Error("fdb needs a string argument 'bridge'");

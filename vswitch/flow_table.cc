@@ -2,14 +2,13 @@
 #include "vswitch/flow_table.h"
 
 #include <fmt/format.h>
+#include <smmintrin.h>  // SSE4.1: keys are loaded, masked and compared 16 bytes at a time
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cstring>
 #include <random>
-
-#include <smmintrin.h>  // SSE4.1: keys are loaded, masked and compared 16 bytes at a time
 
 namespace qosvisor::vswitch {
 namespace {
@@ -19,8 +18,8 @@ std::atomic<uint64_t> g_next_generation{1};
 constexpr uint16_t kEtherArp = 0x0806, kEtherRarp = 0x8035, kEtherMpls = 0x8847,
                    kEtherMplsMulticast = 0x8848, kEtherNsh = 0x894f;
 constexpr uint16_t kEtherTypeMin = 0x0600;  // below: an 802.3 length (LLC, maybe SNAP)
-constexpr uint8_t kProtoIcmp = 1, kProtoIgmp = 2, kProtoTcp = 6, kProtoUdp = 17,
-                  kProtoIcmp6 = 58, kProtoSctp = 132;
+constexpr uint8_t kProtoIcmp = 1, kProtoIgmp = 2, kProtoTcp = 6, kProtoUdp = 17, kProtoIcmp6 = 58,
+                  kProtoSctp = 132;
 constexpr uint8_t kNdSolicit = 135, kNdAdvert = 136;
 
 // Per-process random multipliers, so that nobody can aim traffic at one cache slot.
@@ -40,8 +39,7 @@ uint64_t HashWords(const uint64_t* w, uint32_t words, uint32_t in_port) {
   uint64_t h = (uint64_t{in_port} << 32 | words) * k[FlowKey::kMaxWords];
   for (uint32_t i = 0; i < words; i += 2) {
     const uint64_t second = i + 1 < words ? w[i + 1] : 0;
-    const unsigned __int128 p =
-        static_cast<unsigned __int128>(w[i] ^ k[i]) * (second ^ k[i + 1]);
+    const unsigned __int128 p = static_cast<unsigned __int128>(w[i] ^ k[i]) * (second ^ k[i + 1]);
     h += static_cast<uint64_t>(p) ^ static_cast<uint64_t>(p >> 64);
   }
   h ^= h >> 31;
@@ -187,9 +185,8 @@ struct KeyLayout {
   uint32_t b;  // never 0
 };
 KeyLayout LayoutOf(const uint8_t* frame, const ParsedPacket& p) {
-  const uint32_t tcp_offset = p.ip_proto == kProtoTcp && p.l4_offset + 20u <= p.l3_end
-                                  ? frame[p.l4_offset + 12] >> 4
-                                  : 0;
+  const uint32_t tcp_offset =
+      p.ip_proto == kProtoTcp && p.l4_offset + 20u <= p.l3_end ? frame[p.l4_offset + 12] >> 4 : 0;
   return {uint64_t{p.ether_type} | uint64_t{p.l3_offset} << 16 | uint64_t{p.l4_offset} << 32 |
               uint64_t{p.l3_end} << 48,
           1u | uint32_t{p.ip_version} << 8 | uint32_t{p.ip_proto} << 16 | tcp_offset << 24};

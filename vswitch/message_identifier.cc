@@ -26,8 +26,7 @@ uint64_t message_hash::Ip6AddressWord(const ParsedPacket& p) {
 }
 
 uint64_t FlowHash(const ParsedPacket& p) {
-  const uint64_t ports_proto =
-      uint64_t{p.ip_proto} << 32 | uint64_t{p.src_port} << 16 | p.dst_port;
+  const uint64_t ports_proto = uint64_t{p.ip_proto} << 32 | uint64_t{p.src_port} << 16 | p.dst_port;
   return Combine(AddressWord(p), ports_proto);
 }
 

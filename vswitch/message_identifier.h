@@ -63,8 +63,7 @@ namespace message_hash {
 
 inline constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 // Ids of different kinds never collide: the top two bits say which kind made them.
-inline constexpr uint64_t kKindHoma = 1ull << 62, kKindTcp = 2ull << 62,
-                          kKindDatagram = 3ull << 62;
+inline constexpr uint64_t kKindHoma = 1ull << 62, kKindTcp = 2ull << 62, kKindDatagram = 3ull << 62;
 inline constexpr uint64_t kIdMask = (1ull << 62) - 1;
 
 uint64_t Ip6AddressWord(const ParsedPacket& p);

@@ -193,8 +193,7 @@ ParseStatus ParseFrame(const uint8_t* f, uint32_t length, ParsedPacket& out) {
 // most frames. A few loads tell, and the full checks would find it well formed.
 bool PlainUdp4(const uint8_t* f, uint32_t length) {
   constexpr uint32_t kL3 = 14, kL4 = kL3 + 20;
-  if (length < kL4 + 8 || Be16(f + 12) != kEtherIpv4 || f[kL3] != 0x45 ||
-      f[kL3 + 9] != kProtoUdp) {
+  if (length < kL4 + 8 || Be16(f + 12) != kEtherIpv4 || f[kL3] != 0x45 || f[kL3 + 9] != kProtoUdp) {
     return false;
   }
   const uint32_t total = Be16(f + kL3 + 2);

@@ -22,6 +22,7 @@ Result<std::unique_ptr<Switch>> Switch::Create(const SwitchSpec& spec, rte_mempo
   sw->ports_ = spec.ports;
   sw->ports_.resize(spec.ports.size() + spec.spare_ports, nullptr);
   sw->port_state_.resize(sw->ports_.size());
+  sw->captures_ = std::make_unique<std::atomic<CaptureTap*>[]>(sw->ports_.size());
   for (size_t p = 0; p < spec.port_default_queue.size() && p < spec.ports.size(); ++p) {
     sw->port_state_[p].default_queue = spec.port_default_queue[p];
   }
@@ -175,7 +176,9 @@ void Switch::Poll(uint16_t worker, uint64_t now) {
   const std::vector<uint16_t>& rx_ports = *w.rx_ports.load(std::memory_order_acquire);
   for (uint16_t p : rx_ports) {
     PacketBatch rx;
-    if (ports_[p]->Recv(rx) != 0) SwitchBurst(w, rx, p, now);
+    if (ports_[p]->Recv(rx) == 0) continue;
+    Capture(p, rx.pkts, rx.count);
+    SwitchBurst(w, rx, p, now);
   }
   for (uint16_t p : rx_ports) FlushPort(w, p);
   FlushHandoffs(w);

@@ -71,6 +71,15 @@ struct UplinkSpec {
   uint16_t default_class = 0;  // for packets without set_queue, or with a queue not on this uplink
 };
 
+// A copy of a port's packets, both ways, for the control side to write out (qosctl capture):
+// the worker copies into `pool` and enqueues on `ring`; what does not fit is counted, never
+// waited for.
+struct CaptureTap {
+  rte_ring* ring = nullptr;
+  rte_mempool* pool = nullptr;
+  std::atomic<uint64_t> dropped{0};
+};
+
 // A port joining a running switch (AddPort): a VM's NIC port made after start.
 struct PortJoin {
   dataplane::Port* port = nullptr;  // not owned; kept until RemovePort returns
@@ -150,6 +159,12 @@ class Switch {
   // poll. The old table is freed (by the control thread) once the lcore has finished a poll
   // after the swap, so the lcore never waits and never frees.
   Status ReplaceFlows(const std::string& bridge, const std::vector<FlowRule>& rules);
+
+  // Control thread: the worker that polls `port` copies its packets into `tap` from its next poll
+  // (received, and sent or handed to an uplink's wire) until StopCapture, which returns once no
+  // worker uses the tap. One capture per port at a time.
+  Status StartCapture(const std::string& port, CaptureTap* tap);
+  void StopCapture(const std::string& port);
 
   // Control thread: the rules a bridge runs now (from the configuration or ReplaceFlows), and the
   // names of its ports in OpenFlow order ("" where a port was removed).
@@ -398,6 +413,8 @@ class Switch {
   MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up, int& cls,
                           const ParsedPacket& p, uint32_t wire_len, uint64_t now);
   inline void FlushPort(Worker& w, uint16_t port);
+  // Copies pkts into the port's capture tap, if it has one (a load per burst otherwise).
+  void Capture(uint16_t port, rte_mbuf* const* pkts, uint16_t n);
   void FlushHandoffs(Worker& w);
   void TakeHandoff(Uplink& up);
   inline void FlushUplink(Uplink& up);
@@ -412,6 +429,7 @@ class Switch {
 
   std::vector<dataplane::Port*> ports_;
   std::vector<PortState> port_state_;
+  std::unique_ptr<std::atomic<CaptureTap*>[]> captures_;  // per port slot; nullptr: none
   std::vector<std::unique_ptr<Bridge>> bridges_;
   std::vector<uint16_t> bridge_owner_;
   std::vector<Uplink> uplinks_;

@@ -35,6 +35,7 @@ inline bool Switch::Carries(const Member& m, uint16_t vlan) {
 inline void Switch::FlushPort(Worker& w, uint16_t port) {
   PacketBatch& tx = port_state_[port].tx;
   if (tx.count == 0) return;
+  Capture(port, tx.pkts, tx.count);
   ports_[port]->Send(tx);
   w.counters.tx_dropped += tx.count;
   FreeBatch(tx);

@@ -1,13 +1,18 @@
 // Ports that join and leave a running switch (VMs restored, forked or created after start): the
 // control thread publishes new member sets and receive lists the way flow tables are published,
-// and waits for the workers' quiescent states before a removed port may go.
+// and waits for the workers' quiescent states before a removed port may go. Also the capture tap
+// a port's worker copies its packets into while `qosctl capture` runs.
 #include <fmt/format.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
 
 #include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "common/packet_meta.h"
+#include "common/tsc.h"
 #include "vswitch/switch.h"
 #include "vswitch/switch_inl.h"
 
@@ -138,6 +143,45 @@ Status Switch::RemovePort(const std::string& name) {
   *slot = nullptr;
   ReclaimRetiredTables();
   return Status::Ok();
+}
+
+void Switch::Capture(uint16_t port, rte_mbuf* const* pkts, uint16_t n) {
+  CaptureTap* tap = captures_[port].load(std::memory_order_acquire);
+  if (tap == nullptr || n == 0) return;
+  rte_mbuf* copies[kMaxBurst];
+  uint16_t k = 0;
+  const uint64_t now = ReadTsc();
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* c = rte_pktmbuf_copy(pkts[i], tap->pool, 0, UINT32_MAX);
+    if (c == nullptr) continue;
+    Meta(c)->arrival_tsc = now;  // when the switch saw it, for the capture's timestamps
+    copies[k++] = c;
+  }
+  const unsigned queued =
+      rte_ring_enqueue_burst(tap->ring, reinterpret_cast<void**>(copies), k, nullptr);
+  if (queued < k) rte_pktmbuf_free_bulk(copies + queued, k - queued);
+  if (queued < n) tap->dropped.fetch_add(n - queued, std::memory_order_relaxed);
+}
+
+Status Switch::StartCapture(const std::string& name, CaptureTap* tap) {
+  for (size_t p = 0; p < ports_.size(); ++p) {
+    if (ports_[p] == nullptr || ports_[p]->name() != name) continue;
+    CaptureTap* none = nullptr;
+    if (!captures_[p].compare_exchange_strong(none, tap, std::memory_order_acq_rel)) {
+      return Status::Error(fmt::format("port '{}' is being captured already", name));
+    }
+    return Status::Ok();
+  }
+  return Status::Error(fmt::format("no port named '{}'", name));
+}
+
+void Switch::StopCapture(const std::string& name) {
+  for (size_t p = 0; p < ports_.size(); ++p) {
+    if (ports_[p] != nullptr && ports_[p]->name() == name) {
+      captures_[p].store(nullptr, std::memory_order_release);
+    }
+  }
+  Quiesce();  // no worker copies into the tap any more
 }
 
 }  // namespace qosvisor::vswitch

@@ -37,6 +37,7 @@ void Switch::ServeUplink(Uplink& up, uint64_t now) {
     if (up.stalled.count != 0) return;
   }
   up.scheduler->Dequeue(up.stalled, now);
+  Capture(up.port, up.stalled.pkts, up.stalled.count);  // all new: the batch was empty
   if (up.stalled.count != 0) ports_[up.port]->Send(up.stalled);
 }
 

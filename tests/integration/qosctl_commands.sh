@@ -51,6 +51,18 @@ ctl fdb br0 | tee "$work/fdb"
 grep -E -q "^ +[0-9]+ (gen0|gen1|uplink0) +0 ([0-9a-f]{2}:){5}[0-9a-f]{2}" "$work/fdb" ||
   { echo "FAIL: the bridge learned no address"; exit 1; }
 
+echo "== capture, read back by tshark"
+command -v tshark >/dev/null || { echo "FAIL: tshark missing (scripts/setup installs it)"; exit 1; }
+ctl capture gen0 "$work/gen0.pcap" --count 50
+frames=$(tshark -r "$work/gen0.pcap" 2>/dev/null | wc -l)
+echo "tshark read $frames frames from the gen0 capture"
+((frames == 50)) || { echo "FAIL: tshark read $frames frames, not 50"; exit 1; }
+tshark -r "$work/gen0.pcap" -T fields -e ip.proto 2>/dev/null | grep -q . || { echo "FAIL: no IP in the capture"; exit 1; }
+ctl capture uplink0 "$work/uplink.pcap" --duration 1s
+frames=$(tshark -r "$work/uplink.pcap" 2>/dev/null | wc -l)
+echo "tshark read $frames frames from a second of the scheduled uplink"
+((frames > 0)) || { echo "FAIL: the uplink capture is empty"; exit 1; }
+
 echo "== a rule added live acts at once, and goes again"
 dropped() { ctl --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["flow_dropped"])'; }
 before=$(dropped)
@@ -65,6 +77,8 @@ ctl flows dump br0 | grep -q "priority=300" && { echo "FAIL: the rule stayed"; e
 
 echo "== exit codes"
 expect_rc 1 fdb nosuch
+expect_rc 1 capture nosuch "$work/x.pcap" --count 1
+expect_rc 2 capture gen0 "$work/x.pcap"
 expect_rc 1 flows dump nosuch
 grep -q "no bridge named 'nosuch'" "$work/out" || { cat "$work/out"; exit 1; }
 expect_rc 1 flows add br0 "priority=5,udp"
