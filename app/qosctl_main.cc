@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "app/qosctl_top.h"
 #include "app/status_format.h"
 #include "control/control_server.h"
 
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
       "reload", "Read the configuration file again and apply what changed, live (as SIGHUP does)");
   bool dry_run = false;
   reload->add_flag("--dry-run", dry_run, "only print what would change");
+  auto* top = app.add_subcommand("top", "A live view of ports, classes and VMs; q quits");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   app.footer("Exit codes: 0 done, 1 the operation failed, 2 usage error, 3 no daemon answered.");
   try {
@@ -142,6 +144,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
 
+  if (*top) return qosvisor::app::RunTop(socket);
   const std::string command = *status    ? "status"
                               : *ports   ? "ports"
                               : *stats   ? "stats"

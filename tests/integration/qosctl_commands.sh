@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# qosctl against a running box (the edge default with its built-in traffic): tables by default and
+# qosctl against a running box (the edge default with its built-in traffic at 30% load, which a
+# debug build's generator keeps up with while captures and top run beside it): tables by default and
 # JSON with --json, bridges, classes, flow rules dumped, added (and seen to act on the traffic) and
 # deleted live, and the documented exit codes: 0 done, 1 the operation failed, 2 usage error,
 # 3 no daemon. Needs no KVM and no root.
@@ -34,9 +35,11 @@ expect_rc() {  # expect_rc CODE CMD...: runs qosctl, fails the test unless it ex
 }
 
 expect_rc 3 status  # nothing runs yet
-"$qosvisor" run "$work/box.yaml" --traffic --duration 12s >"$work/run.log" 2>&1 &
+"$qosvisor" run "$work/box.yaml" --traffic --load 0.3 --duration 40s >"$work/run.log" 2>&1 &
 pid=$!
 wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 150
+received() { ctl --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["rx_packets"])'; }
+for _ in $(seq 150); do (($(received) > 1000)) && break; sleep 0.1; done  # the traffic is on
 
 echo "== tables and --json"
 ctl status | grep -q "^uptime " || { echo "FAIL: status is not a table"; exit 1; }
@@ -66,14 +69,29 @@ echo "tshark read $frames frames from a second of the scheduled uplink"
 echo "== a rule added live acts at once, and goes again"
 dropped() { ctl --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["flow_dropped"])'; }
 before=$(dropped)
-ctl flows add br0 "priority=300,udp,actions=drop"
-sleep 1
+ctl flows add br0 "priority=300,in_port=gen0,actions=drop"
+for _ in $(seq 50); do (($(dropped) > before)) && break; sleep 0.1; done
 after=$(dropped)
-echo "frames dropped by rules: $before before the rule, $after a second after"
+echo "frames dropped by rules: $before before the rule, $after once gen0's next frames came"
 ((after > before)) || { echo "FAIL: the added rule did not act"; exit 1; }
-ctl flows dump br0 | grep -q "priority=300,udp,actions=drop" || { echo "FAIL: the rule is not listed"; exit 1; }
-ctl flows del br0 "priority=300,udp"
+ctl flows dump br0 | grep -q "priority=300,in_port=gen0,actions=drop" || { echo "FAIL: the rule is not listed"; exit 1; }
+ctl flows del br0 "priority=300,in_port=gen0"
 ctl flows dump br0 | grep -q "priority=300" && { echo "FAIL: the rule stayed"; exit 1; }
+
+echo "== top under tmux: rates on screen, q quits"
+command -v tmux >/dev/null || { echo "FAIL: tmux missing (scripts/setup installs it)"; exit 1; }
+session="qvtop$$"
+tmux new-session -d -s "$session" -x 120 -y 40 "$qosctl --socket $work/ctl.sock top; echo TOP-EXITED \$?; sleep 5"
+sleep 3
+tmux capture-pane -p -t "$session" >"$work/top.txt"
+cat "$work/top.txt"
+grep -q "qosvisor top" "$work/top.txt" || { tmux kill-session -t "$session"; echo "FAIL: no top screen"; exit 1; }
+grep -E -q "^gen0 +[0-9]+ +[0-9]+" "$work/top.txt" || { tmux kill-session -t "$session"; echo "FAIL: no port rates"; exit 1; }
+grep -E -q "^rpc +[1-9][0-9]* " "$work/top.txt" || { tmux kill-session -t "$session"; echo "FAIL: no class rates"; exit 1; }
+tmux send-keys -t "$session" q
+sleep 1.5
+tmux capture-pane -p -t "$session" | grep -q "TOP-EXITED 0" || { tmux kill-session -t "$session"; echo "FAIL: q did not quit top"; exit 1; }
+tmux kill-session -t "$session" 2>/dev/null || true
 
 echo "== exit codes"
 expect_rc 1 fdb nosuch
@@ -88,7 +106,6 @@ expect_rc 1 vm nosuch start
 expect_rc 2 flows frobnicate br0
 expect_rc 2 vm
 expect_rc 0 --help
-wait "$pid"
+stop_and_check "$qosctl" "$work/ctl.sock" "$pid" "$work/run.log"
 pid=""
-grep -q "^shutdown: all [0-9]* mbufs back in the pool" "$work/run.log" || { cat "$work/run.log"; echo "FAIL: mbufs"; exit 1; }
 echo "PASS"
