@@ -20,15 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# The edge default with its own control section replaced and a file prefix of its own.
-awk -v prefix="qvmx$$" '
-  /^control:/ { skip = 1; next }
-  skip && /^[ #]/ { next }
-  { skip = 0 }
-  /^dataplane:/ { print; print "  file_prefix: " prefix; next }
-  /^  file_prefix:/ { next }
-  { print }' "$src/examples/edge-default.yaml" >"$work/box.yaml"
-echo "control: {socket: $work/ctl.sock, metrics: \"127.0.0.1:$port\"}" >>"$work/box.yaml"
+edge_default_box "$src" "$work/box.yaml" "qvmx$$" "socket: $work/ctl.sock, metrics: \"127.0.0.1:$port\""
 "$qosvisor" check "$work/box.yaml" >/dev/null
 
 bad=$("$qosvisor" run "$work/box.yaml" --log-level loud 2>&1) && { echo "FAIL: a bad log level ran"; exit 1; }

@@ -18,14 +18,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-awk -v prefix="qvct$$" '
-  /^control:/ { skip = 1; next }
-  skip && /^[ #]/ { next }
-  { skip = 0 }
-  /^dataplane:/ { print; print "  file_prefix: " prefix; next }
-  /^  file_prefix:/ { next }
-  { print }' "$src/examples/edge-default.yaml" >"$work/box.yaml"
-echo "control: {socket: $work/ctl.sock}" >>"$work/box.yaml"
+edge_default_box "$src" "$work/box.yaml" "qvct$$" "socket: $work/ctl.sock"
 ctl() { "$qosctl" --socket "$work/ctl.sock" "$@"; }
 expect_rc() {  # expect_rc CODE CMD...: runs qosctl, fails the test unless it exits CODE
   local want=$1 rc=0
@@ -38,8 +31,7 @@ expect_rc 3 status  # nothing runs yet
 "$qosvisor" run "$work/box.yaml" --traffic --load 0.3 --duration 40s >"$work/run.log" 2>&1 &
 pid=$!
 wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 150
-received() { ctl --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["rx_packets"])'; }
-for _ in $(seq 150); do (($(received) > 1000)) && break; sleep 0.1; done  # the traffic is on
+wait_for_traffic "$qosctl" "$work/ctl.sock"
 
 echo "== tables and --json"
 ctl status | grep -q "^uptime " || { echo "FAIL: status is not a table"; exit 1; }

@@ -18,14 +18,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-awk -v prefix="qvrl$$" '
-  /^control:/ { skip = 1; next }
-  skip && /^[ #]/ { next }
-  { skip = 0 }
-  /^dataplane:/ { print; print "  file_prefix: " prefix; next }
-  /^  file_prefix:/ { next }
-  { print }' "$src/examples/edge-default.yaml" >"$work/base.yaml"
-echo "control: {socket: $work/ctl.sock}" >>"$work/base.yaml"
+edge_default_box "$src" "$work/base.yaml" "qvrl$$" "socket: $work/ctl.sock"
 cp "$work/base.yaml" "$work/box.yaml"
 ctl() { "$qosctl" --socket "$work/ctl.sock" "$@"; }
 fail() { echo "FAIL: $*"; cat "$work/run.log"; exit 1; }
@@ -43,8 +36,7 @@ PY
 "$qosvisor" run "$work/box.yaml" --traffic --duration 60s >"$work/run.log" 2>&1 &
 pid=$!
 wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 150
-received() { ctl --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["rx_packets"])'; }
-for _ in $(seq 100); do (($(received) > 1000)) && break; sleep 0.1; done  # the traffic is on
+wait_for_traffic "$qosctl" "$work/ctl.sock"
 
 echo "== a dry run of the unchanged file"
 ctl reload --dry-run | tee "$work/out"

@@ -19,14 +19,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-awk -v prefix="qvrs$$" '
-  /^control:/ { skip = 1; next }
-  skip && /^[ #]/ { next }
-  { skip = 0 }
-  /^dataplane:/ { print; print "  file_prefix: " prefix; next }
-  /^  file_prefix:/ { next }
-  { print }' "$src/examples/edge-default.yaml" >"$work/a.yaml"
-echo "control: {socket: $work/ctl.sock}" >>"$work/a.yaml"
+edge_default_box "$src" "$work/a.yaml" "qvrs$$" "socket: $work/ctl.sock"
 python3 - "$work/a.yaml" "$work/b.yaml" <<'PY'
 import sys
 text = open(sys.argv[1]).read()

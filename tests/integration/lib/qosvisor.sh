@@ -40,3 +40,27 @@ stop_quietly() {
   kill "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
 }
+
+# edge_default_box SOURCE_DIR OUT_YAML PREFIX CONTROL: the edge default example with an EAL file
+# prefix of the test's own and its control section replaced by "control: {CONTROL}".
+edge_default_box() {
+  awk -v prefix="$3" '
+    /^control:/ { skip = 1; next }
+    skip && /^[ #]/ { next }
+    { skip = 0 }
+    /^dataplane:/ { print; print "  file_prefix: " prefix; next }
+    /^  file_prefix:/ { next }
+    { print }' "$1/examples/edge-default.yaml" >"$2"
+  echo "control: {$4}" >>"$2"
+}
+
+# wait_for_traffic QOSCTL SOCKET: returns once the switch has received 1,000 frames (the
+# generator's calibration is over and its traffic flows), or after 15 s.
+wait_for_traffic() {
+  local n
+  for _ in $(seq 150); do
+    n=$("$1" --socket "$2" --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["rx_packets"])')
+    ((n > 1000)) && return 0
+    sleep 0.1
+  done
+}
