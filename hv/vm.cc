@@ -454,15 +454,19 @@ Status Vm::Start() {
     return Status::Error(fmt::format("vm '{}': start: {}", options_.name, s.message()));
   }
   lock.lock();
+  BeginRunLocked(VcpuCommand::kRun, VmState::kRunning);
+  lock.unlock();
+  for (auto& v : vcpus_) v->StartThread();
+  return Status::Ok();
+}
+
+void Vm::BeginRunLocked(VcpuCommand command, VmState state) {
   ran_ = true;
   exit_ = VmExit{};
   paused_vcpus_ = 0;
   exited_vcpus_ = 0;
-  command_.store(VcpuCommand::kRun);
-  state_ = VmState::kRunning;
-  lock.unlock();
-  for (auto& v : vcpus_) v->StartThread();
-  return Status::Ok();
+  command_.store(command);
+  state_ = state;
 }
 
 Status Vm::Pause() {

@@ -200,6 +200,8 @@ class Vm {
   // Applies captured state to this freshly created VM and leaves it paused, threads started.
   Status ApplyState(const std::vector<Section>& sections);
   void StartPaused();
+  // A new run's bookkeeping, before the vCPU threads start (mu_ held).
+  void BeginRunLocked(VcpuCommand command, VmState state);
   // Puts `memory_` on a private mapping of `fd` in place (KVM's slot keeps its address).
   Status MapMemoryPrivate(UniqueFd fd);
   // Freezes memory for Fork(): the image children map, with this VM going on over it privately.

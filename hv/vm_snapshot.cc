@@ -224,12 +224,7 @@ Status Vm::WriteGeneration(uint64_t generation) {
 void Vm::StartPaused() {
   {
     std::lock_guard lock(mu_);
-    ran_ = true;
-    exit_ = VmExit{};
-    paused_vcpus_ = 0;
-    exited_vcpus_ = 0;
-    command_.store(VcpuCommand::kPause);
-    state_ = VmState::kPaused;
+    BeginRunLocked(VcpuCommand::kPause, VmState::kPaused);
   }
   for (auto* d : virtio_) d->SetQuiesced(true);
   for (auto& v : vcpus_) v->StartThread();
