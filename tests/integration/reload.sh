@@ -27,13 +27,13 @@ with_drop_rule() {
   python3 - "$work/base.yaml" "$work/box.yaml" <<'PY'
 import sys
 text = open(sys.argv[1]).read()
-rule = '  - bridge: br0\n    rule: "priority=300,udp,actions=drop"\n'
+rule = '  - bridge: br0\n    rule: "priority=300,in_port=gen0,actions=drop"\n'
 text = text.replace("flows:\n", "flows:\n" + rule, 1)
 open(sys.argv[2], "w").write(text)
 PY
 }
 
-"$qosvisor" run "$work/box.yaml" --traffic --duration 60s >"$work/run.log" 2>&1 &
+"$qosvisor" run "$work/box.yaml" --traffic --load 0.3 --duration 60s >"$work/run.log" 2>&1 &
 pid=$!
 wait_for_control "$qosctl" "$work/ctl.sock" "$work/run.log" 150
 wait_for_traffic "$qosctl" "$work/ctl.sock"
@@ -49,9 +49,9 @@ grep -q "bridge br0: flow rules replaced" "$work/out" || fail "the dry run does 
 ctl flows dump br0 | grep -q "priority=300" && fail "a dry run applied the rule"
 before=$(dropped)
 ctl reload
-sleep 1
+for _ in $(seq 50); do (($(dropped) > before)) && break; sleep 0.1; done
 after=$(dropped)
-echo "frames dropped by rules: $before before the reload, $after a second after"
+echo "frames dropped by rules: $before before the reload, $after once gen0's next frames came"
 ((after > before)) || fail "the reloaded rule does not act"
 
 echo "== SIGHUP reloads (the rule goes again), the daemon stays"
@@ -67,7 +67,7 @@ sed 's/policy: fifo/policy: las/' "$work/base.yaml" >"$work/box.yaml"
 with_drop_rule_and_class() { python3 - "$work/box.yaml" <<'PY'
 import sys
 text = open(sys.argv[1]).read()
-text = text.replace("flows:\n", 'flows:\n  - bridge: br0\n    rule: "priority=300,udp,actions=drop"\n', 1)
+text = text.replace("flows:\n", 'flows:\n  - bridge: br0\n    rule: "priority=300,in_port=gen0,actions=drop"\n', 1)
 open(sys.argv[1], "w").write(text)
 PY
 }
