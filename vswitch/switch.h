@@ -413,8 +413,9 @@ class Switch {
   MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up, int& cls,
                           const ParsedPacket& p, uint32_t wire_len, uint64_t now);
   inline void FlushPort(Worker& w, uint16_t port);
-  // Copies pkts into the port's capture tap, if it has one (a load per burst otherwise).
-  void Capture(uint16_t port, rte_mbuf* const* pkts, uint16_t n);
+  // Copies pkts into the port's capture tap, if it has one: inline, a load per burst otherwise.
+  [[gnu::always_inline]] inline void Capture(uint16_t port, rte_mbuf* const* pkts, uint16_t n);
+  void CopyToTap(CaptureTap& tap, rte_mbuf* const* pkts, uint16_t n);
   void FlushHandoffs(Worker& w);
   void TakeHandoff(Uplink& up);
   inline void FlushUplink(Uplink& up);

@@ -32,6 +32,12 @@ inline bool Switch::Carries(const Member& m, uint16_t vlan) {
   return false;
 }
 
+void Switch::Capture(uint16_t port, rte_mbuf* const* pkts, uint16_t n) {
+  CaptureTap* tap = captures_[port].load(std::memory_order_acquire);
+  if (tap != nullptr && n != 0) [[unlikely]]
+    CopyToTap(*tap, pkts, n);
+}
+
 inline void Switch::FlushPort(Worker& w, uint16_t port) {
   PacketBatch& tx = port_state_[port].tx;
   if (tx.count == 0) return;

@@ -145,9 +145,8 @@ Status Switch::RemovePort(const std::string& name) {
   return Status::Ok();
 }
 
-void Switch::Capture(uint16_t port, rte_mbuf* const* pkts, uint16_t n) {
-  CaptureTap* tap = captures_[port].load(std::memory_order_acquire);
-  if (tap == nullptr || n == 0) return;
+void Switch::CopyToTap(CaptureTap& tap_ref, rte_mbuf* const* pkts, uint16_t n) {
+  CaptureTap* tap = &tap_ref;
   rte_mbuf* copies[kMaxBurst];
   uint16_t k = 0;
   const uint64_t now = ReadTsc();
