@@ -225,7 +225,8 @@ class Switch {
   // decides where a frame may go leaves it out without a test of its own.
   static constexpr uint16_t kRemovedTag = 0xffff;
   // A bridge's ports in OpenFlow order (port number = index + 1); published whole and never
-  // changed after, so the lcore reads it without locks. Removed ports stay as placeholders.
+  // changed after, so the lcore reads it without locks. A removed port keeps its slot (and so its
+  // OpenFlow number) as a member that carries nothing.
   struct MemberSet {
     std::vector<Member> list;
     std::vector<std::string> names;  // "" for a removed port
