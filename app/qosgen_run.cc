@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "app/traffic_flags.h"
+#include "common/mac_address.h"
 #include "common/units.h"
 
 namespace qosvisor::app {
@@ -35,17 +36,6 @@ pktgen::Arrival ArrivalOf(config::WorkloadArrival a) {
       return pktgen::Arrival::kOnOff;
   }
   return pktgen::Arrival::kPoisson;
-}
-
-bool ParseMac(const std::string& s, uint8_t out[6]) {
-  unsigned b[6];
-  char tail;
-  if (s.size() != 17 || std::sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2],
-                                    &b[3], &b[4], &b[5], &tail) != 6) {
-    return false;
-  }
-  for (int i = 0; i < 6; ++i) out[i] = static_cast<uint8_t>(b[i]);
-  return true;
 }
 
 bool ParseIp(const std::string& s, uint32_t& out) {

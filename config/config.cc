@@ -6,12 +6,11 @@
 
 #include <filesystem>
 
+#include "common/mac_address.h"
+
 namespace qosvisor::config {
 
-std::string MacAddress::ToString() const {
-  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", bytes[0], bytes[1], bytes[2],
-                     bytes[3], bytes[4], bytes[5]);
-}
+std::string MacAddress::ToString() const { return FormatMac(bytes.data()); }
 
 std::string Config::Resolve(const std::string& path) const {
   const std::filesystem::path p(path);

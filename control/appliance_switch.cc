@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "common/mac_address.h"
 #include "common/units.h"
 #include "config/config.h"
 #include "control/appliance.h"
@@ -147,9 +148,7 @@ Result<json> Appliance::FdbJson(const std::string& bridge) {
   if (!taken.ok()) return taken.status();
   json out = json::array();
   for (const vswitch::Switch::FdbEntry& e : taken->fdb) {
-    const uint8_t* m = e.mac;
-    out.push_back({{"mac", fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1],
-                                       m[2], m[3], m[4], m[5])},
+    out.push_back({{"mac", FormatMac(e.mac)},
                    {"vlan", e.vlan},
                    {"ofport", e.ofport},
                    {"port", e.ofport <= ports.size() ? ports[e.ofport - 1] : ""},

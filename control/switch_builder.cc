@@ -53,13 +53,6 @@ int PortIndex(const config::Config& c, const std::string& name) {
   return -1;
 }
 
-const config::TrafficClass* FindClass(const config::Config& c, const std::string& name) {
-  for (const auto& cls : c.classes) {
-    if (cls.name == name) return &cls;
-  }
-  return nullptr;
-}
-
 sched::ClassConfig ClassFrom(const config::TrafficClass& c) {
   sched::ClassConfig out;
   out.name = c.name;
@@ -73,6 +66,13 @@ sched::ClassConfig ClassFrom(const config::TrafficClass& c) {
 }
 
 }  // namespace
+
+const config::TrafficClass* FindClass(const config::Config& c, const std::string& name) {
+  for (const auto& cls : c.classes) {
+    if (cls.name == name) return &cls;
+  }
+  return nullptr;
+}
 
 sched::SchedulerConfig BuildSchedulerConfig(const config::Config& config,
                                             const config::Uplink& uplink,

@@ -15,6 +15,9 @@ namespace qosvisor::control {
 // the uplink's class with queue 0 if it has one, else to its last class.
 Result<vswitch::SwitchSpec> BuildSwitchSpec(const config::Config& config);
 
+// The class of that name in `config`, or nullptr.
+const config::TrafficClass* FindClass(const config::Config& config, const std::string& name);
+
 // One uplink's scheduler tree; `class_queues` receives the queue id of each scheduler class.
 sched::SchedulerConfig BuildSchedulerConfig(const config::Config& config,
                                             const config::Uplink& uplink,

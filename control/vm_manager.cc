@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <functional>
 
+#include "common/mac_address.h"
 #include "common/units.h"
+#include "control/switch_builder.h"
 #include "hv/virtio_blk.h"
 
 namespace qosvisor::control {
@@ -386,9 +388,10 @@ Status VmManager::AddConfigured(const config::Config& config, const std::string&
   for (const config::Nic& nic : vm->nics) {
     vswitch::PortJoin join;
     join.bridge = nic.bridge.value_or("");
-    for (const config::TrafficClass& c : config.classes) {
-      if (nic.class_name && c.name == *nic.class_name)
-        join.default_queue = static_cast<int>(c.queue);
+    if (nic.class_name) {
+      if (const config::TrafficClass* c = FindClass(config, *nic.class_name)) {
+        join.default_queue = static_cast<int>(c->queue);
+      }
     }
     if (nic.implicit_port) {
       new_ports.push_back(join);
@@ -439,7 +442,7 @@ void VmManager::SetConfig(const config::Config& config) {
   config_ = config;
 }
 
-Status VmManager::CheckNewName(const std::string& name) {
+Status VmManager::ValidNewName(const std::string& name) {
   const bool valid =
       !name.empty() && name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
@@ -450,6 +453,11 @@ Status VmManager::CheckNewName(const std::string& name) {
                     "names files and ports)",
                     name));
   }
+  return Status::Ok();
+}
+
+Status VmManager::CheckNewName(const std::string& name) {
+  if (Status s = ValidNewName(name); !s.ok()) return s;
   std::lock_guard lock(mu_);
   if (FindLocked(name) != nullptr) {
     return Status::Error(fmt::format("a vm named '{}' exists already", name));
@@ -497,10 +505,9 @@ Result<hv::VmOptions> VmManager::OptionsFromTemplate(
       }
       vm.vcpus = static_cast<uint32_t>(n);
     } else if (key == "class") {
-      const bool known =
-          std::any_of(config_.classes.begin(), config_.classes.end(),
-                      [&](const config::TrafficClass& c) { return c.name == value; });
-      if (!known) return bad("no class of that name in the configuration");
+      if (FindClass(config_, value) == nullptr) {
+        return bad("no class of that name in the configuration");
+      }
       nic_class = value;
     } else if (key == "cmdline") {
       vm.cmdline = value;
@@ -522,8 +529,8 @@ Result<hv::VmOptions> VmManager::OptionsFromTemplate(
     vswitch::PortJoin join;
     join.bridge = *nic.bridge;
     const std::string cls = nic_class.value_or(nic.class_name.value_or(""));
-    for (const config::TrafficClass& c : config_.classes) {
-      if (c.name == cls) join.default_queue = static_cast<int>(c.queue);
+    if (const config::TrafficClass* c = FindClass(config_, cls)) {
+      join.default_queue = static_cast<int>(c->queue);
     }
     nics->push_back(join);
   }
@@ -604,7 +611,7 @@ Result<std::vector<std::string>> VmManager::Fork(const std::string& name, uint32
   BusyGuard guard(*this, &parent);
   if (!parent.vm) return Status::Error(fmt::format("vm '{}' is suspended", name));
   const std::string stem = prefix.empty() ? name : prefix;
-  if (Status s = CheckNewName(stem); !s.ok() && s.message().find("exists") == std::string::npos) {
+  if (Status s = ValidNewName(stem); !s.ok()) {
     return Status::Error(fmt::format("fork prefix: {}", s.message()));
   }
   std::vector<hv::CloneIdentity> ids;
@@ -723,9 +730,7 @@ json VmManager::ListJson() {
     for (const auto* p : e.ports) ports.push_back(p->name());
     json macs = json::array();
     for (const auto& nic : (e.vm ? e.vm->options() : o).nics) {
-      const auto& m = nic.mac;
-      macs.push_back(fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2],
-                                 m[3], m[4], m[5]));
+      macs.push_back(FormatMac(nic.mac.data()));
     }
     json row = {{"name", e.name},
                 {"state", e.vm ? hv::VmStateName(e.vm->state()) : "suspended"},

@@ -121,7 +121,8 @@ class VmManager {
   Result<hv::VmOptions> OptionsFromTemplate(const std::string& name, const config::VmTemplate& t,
                                             const std::map<std::string, std::string>& overrides,
                                             std::vector<vswitch::PortJoin>* nics) const;
-  // Refuses names that could not be a file or port name part, or that a VM has.
+  // Refuses names that could not be a file or port name part; CheckNewName also those a VM has.
+  static Status ValidNewName(const std::string& name);
   Status CheckNewName(const std::string& name);
   Entry* FindLocked(const std::string& name);
   // Marks `name` busy with `operation` for the guard's life; errors if missing or busy.

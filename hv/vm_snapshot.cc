@@ -11,6 +11,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "common/mac_address.h"
 #include "hv/boot_abi.h"
 #include "hv/vcpu_state.h"
 #include "hv/vm.h"
@@ -19,22 +20,6 @@ namespace qosvisor::hv {
 namespace {
 
 using json = nlohmann::json;
-
-std::string MacText(const std::array<uint8_t, 6>& m) {
-  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4],
-                     m[5]);
-}
-
-bool ParseMac(const std::string& text, std::array<uint8_t, 6>* mac) {
-  unsigned b[6];
-  char tail = 0;
-  if (std::sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4],
-                  &b[5], &tail) != 6) {
-    return false;
-  }
-  for (int i = 0; i < 6; ++i) (*mac)[i] = static_cast<uint8_t>(b[i]);
-  return true;
-}
 
 std::vector<uint8_t> JsonBytes(const json& j) {
   std::string text = j.dump(2);
@@ -52,7 +37,7 @@ json OptionsJson(const VmOptions& o) {
             {"serial_log_max_bytes", o.serial_log_max_bytes},
             {"shutdown_timeout_ms", o.shutdown_timeout.count()},
             {"nics", json::array()}};
-  for (const auto& nic : o.nics) j["nics"].push_back({{"mac", MacText(nic.mac)}});
+  for (const auto& nic : o.nics) j["nics"].push_back({{"mac", FormatMac(nic.mac.data())}});
   if (o.disk) {
     j["disk"] = {{"path", o.disk->path},
                  {"size_bytes", o.disk->size_bytes},
@@ -87,7 +72,7 @@ Result<SavedConfig> ParseConfig(std::span<const uint8_t> payload) {
         std::chrono::milliseconds(o.at("shutdown_timeout_ms").get<int64_t>());
     for (const json& nic : o.at("nics")) {
       VirtioNetOptions n;
-      if (!ParseMac(nic.at("mac").get<std::string>(), &n.mac)) {
+      if (!ParseMac(nic.at("mac").get<std::string>(), n.mac.data())) {
         return Status::Error(fmt::format("bad MAC '{}'", nic.at("mac").get<std::string>()));
       }
       c.options.nics.push_back(n);

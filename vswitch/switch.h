@@ -256,6 +256,15 @@ class Switch {
   static uint16_t MacValue(int member, uint8_t incarnation) {
     return static_cast<uint16_t>(member | incarnation << 8);
   }
+  // The member a MAC table value names, or -1 when it was learned on an earlier holder of that
+  // port number (or a number the set no longer has).
+  static int MemberOfMacValue(const MemberSet& members, int value) {
+    const int member = value & 0xff;
+    return static_cast<size_t>(member) < members.size() &&
+                   members[member].incarnation == static_cast<uint8_t>(value >> 8)
+               ? member
+               : -1;
+  }
   struct Bridge {
     std::string name;
     PublishedMembers members;

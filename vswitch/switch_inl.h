@@ -56,13 +56,8 @@ int Switch::LearnAndLookup(Bridge& bridge, const uint8_t* frame, uint16_t vlan, 
   const MemberSet& members = bridge.members.get();
   bridge.macs->Learn(frame + 6, vlan, MacValue(in_member, members[in_member].incarnation), now);
   const int found = bridge.macs->Lookup(frame, vlan, now);
-  if (found < 0) return -1;
   // Learned on an earlier holder of that port number (since removed): as good as unknown.
-  const int member = found & 0xff;
-  return static_cast<size_t>(member) < members.size() &&
-                 members[member].incarnation == static_cast<uint8_t>(found >> 8)
-             ? member
-             : -1;
+  return found < 0 ? -1 : MemberOfMacValue(members, found);
 }
 
 // Gathers `m` into the run for `port` (≥ 0), or, with port -1, ends the run for a frame that

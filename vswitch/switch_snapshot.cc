@@ -69,13 +69,9 @@ void Switch::FillFdb(const Worker& w, int bridge, Snapshot& out) const {
   const MemberSet& members = br.members.get();
   const uint64_t now = ReadTsc();
   br.macs->ForEach(now, [&](const uint8_t* mac, uint16_t vlan, uint16_t value, uint64_t seen) {
-    const int member = value & 0xff;
-    // Learned on an earlier holder of a reused port number: not this port's address.
-    if (static_cast<size_t>(member) >= members.size() ||
-        members[member].incarnation != static_cast<uint8_t>(value >> 8) ||
-        members[member].access_tag == kRemovedTag) {
-      return;
-    }
+    // Learned on an earlier holder of a reused port number, or on a port since removed.
+    const int member = MemberOfMacValue(members, value);
+    if (member < 0 || members[member].access_tag == kRemovedTag) return;
     FdbEntry e{};
     std::memcpy(e.mac, mac, 6);
     e.vlan = vlan;
