@@ -224,6 +224,10 @@ struct VmSettings {
 struct VmTemplate {
   std::string name;
   VmSettings settings;
+  // Text the guest prints on its serial line once it serves: a blueprint's dependants wait for
+  // it (within ready_timeout_ns) before they start.
+  std::optional<std::string> ready;
+  std::optional<uint64_t> ready_timeout_ns;
   Source source;
   bool operator==(const VmTemplate&) const = default;
 };
@@ -263,6 +267,24 @@ struct Blueprint {
   bool operator==(const Blueprint&) const = default;
 };
 
+// What a non-root member of control.group may create over the socket. A quota names either a
+// user or a group; a caller is bound by its user's quota and by those of all its groups, each
+// counting the VMs charged to it. An absent limit is no limit; a caller no quota names may
+// create nothing.
+struct Quota {
+  std::optional<std::string> user;
+  std::optional<std::string> group;
+  std::optional<uint32_t> vms;
+  std::optional<uint32_t> vcpus;
+  std::optional<uint64_t> memory_bytes;
+  std::optional<uint64_t> disk_bytes;
+  std::optional<std::vector<std::string>> classes;  // the NIC classes allowed; none: any
+  Source source;
+  bool operator==(const Quota&) const = default;
+};
+
+inline constexpr uint64_t kDefaultReadyTimeoutNs = 60'000'000'000ull;
+
 // ---- hosts and control -----------------------------------------------------------------------
 
 struct Host {
@@ -297,6 +319,7 @@ struct Config {
   std::vector<Vm> vms;
   std::vector<Blueprint> blueprints;
   std::vector<Host> hosts;
+  std::vector<Quota> quotas;
   Control control;
 
   // 'path' made absolute against base_dir (unchanged if already absolute).

@@ -192,6 +192,8 @@ void EmitTemplate(YAML::Emitter& out, const VmTemplate& t) {
   if (s.serial_log_max_bytes) Put(out, "serial_log_max", FormatSize(*s.serial_log_max_bytes));
   if (s.nics) EmitNics(out, *s.nics);
   EmitDisk(out, s.disk);
+  PutIf(out, "ready", t.ready);
+  if (t.ready_timeout_ns) Put(out, "ready_timeout", FormatDuration(*t.ready_timeout_ns));
   out << YAML::EndMap;
 }
 
@@ -238,6 +240,18 @@ void EmitHost(YAML::Emitter& out, const Host& h) {
   out << YAML::EndMap;
 }
 
+void EmitQuota(YAML::Emitter& out, const Quota& q) {
+  out << YAML::BeginMap;
+  PutIf(out, "user", q.user);
+  PutIf(out, "group", q.group);
+  PutIf(out, "vms", q.vms);
+  PutIf(out, "vcpus", q.vcpus);
+  if (q.memory_bytes) Put(out, "memory", FormatSize(*q.memory_bytes));
+  if (q.disk_bytes) Put(out, "disk", FormatSize(*q.disk_bytes));
+  if (q.classes) PutNames(out, "classes", *q.classes);
+  out << YAML::EndMap;
+}
+
 template <typename T, typename F>
 void EmitList(YAML::Emitter& out, std::string_view key, const std::vector<T>& items, F emit) {
   if (items.empty()) return;
@@ -267,6 +281,7 @@ std::string Format(const Config& c) {
   EmitList(out, "vms", c.vms, EmitVm);
   EmitList(out, "blueprints", c.blueprints, EmitBlueprint);
   EmitList(out, "hosts", c.hosts, EmitHost);
+  EmitList(out, "quotas", c.quotas, EmitQuota);
   Key(out, "control");
   out << YAML::Value << YAML::BeginMap;
   Put(out, "socket", c.control.socket);

@@ -671,6 +671,8 @@ void ParseVmSettings(MapReader& r, VmSettings& s) {
 void ParseTemplate(MapReader& r, VmTemplate& t) {
   r.RequiredName("name", t.name);
   ParseVmSettings(r, t.settings);
+  r.String("ready", t.ready);
+  r.Duration("ready_timeout", t.ready_timeout_ns);
 }
 
 void ParseVm(MapReader& r, ParsedVm& vm) {
@@ -709,6 +711,16 @@ void ParseHost(MapReader& r, Host& h) {
                    return s;
                  });
   r.Int("port", h.port, 1, 65535);
+}
+
+void ParseQuota(MapReader& r, Quota& q) {
+  r.String("user", q.user);
+  r.String("group", q.group);
+  r.Int("vms", q.vms, 0, 100'000);
+  r.Int("vcpus", q.vcpus, 0, 1'000'000);
+  r.Size("memory", q.memory_bytes, 0);
+  r.Size("disk", q.disk_bytes, 0);
+  if (r.Find("classes")) q.classes = ReadNames(r, "classes", q.source);
 }
 
 void ParseControl(MapReader& r, Control& c) {
@@ -750,6 +762,7 @@ void ParseTop(MapReader& top, Parsed& parsed) {
   ReadList(top, "vms", parsed.vms, ParseVm);
   ReadList(top, "blueprints", c.blueprints, ParseBlueprint);
   ReadList(top, "hosts", c.hosts, ParseHost);
+  ReadList(top, "quotas", c.quotas, ParseQuota);
   ReadSection(top, "control", c.control, ParseControl);
 }
 

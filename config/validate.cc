@@ -95,6 +95,7 @@ class Validator {
     CheckClassTenants();
     CheckBlueprints();
     CheckUnique(config_.hosts, "host name");
+    CheckQuotas();
   }
 
  private:
@@ -280,7 +281,14 @@ class Validator {
 
   void CheckTemplates() {
     CheckUnique(config_.templates, "template name");
-    for (const VmTemplate& t : config_.templates) CheckSettings(t.settings, t.source);
+    for (const VmTemplate& t : config_.templates) {
+      CheckSettings(t.settings, t.source);
+      if (t.ready_timeout_ns && !t.ready) {
+        Error(t.source, "ready_timeout",
+              "a ready_timeout needs 'ready': the text the guest prints on its serial line once "
+              "it serves");
+      }
+    }
   }
 
   const VmTemplate* FindTemplate(const std::string& name) const {
@@ -739,6 +747,56 @@ class Validator {
     };
     for (const Tier& t : b.tiers) {
       if (state[t.name] == 0) visit(t);
+    }
+  }
+
+  // ---- quotas -------------------------------------------------------------------------------
+
+  // A Unix user or group name as useradd/groupadd accept them.
+  static bool IsUnixName(const std::string& name) {
+    if (name.empty() || name.size() > 32 || name[0] == '-' ||
+        std::isdigit(static_cast<unsigned char>(name[0]))) {
+      return false;
+    }
+    return std::all_of(name.begin(), name.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+    });
+  }
+
+  void CheckQuotas() {
+    if (!config_.quotas.empty() && !config_.control.group) {
+      Error(config_.quotas.front().source, "",
+            "quotas bind the members of control.group, and there is none: set control.group "
+            "(without it only root may use the socket)");
+    }
+    std::map<std::string, const Quota*> seen;
+    for (const Quota& q : config_.quotas) {
+      if (q.user.has_value() == q.group.has_value()) {
+        Error(q.source, q.user ? "group" : "",
+              "a quota names either a 'user' or a 'group' (e.g. group: devs), not both and not "
+              "neither");
+        continue;
+      }
+      const char* key = q.user ? "user" : "group";
+      const std::string& name = q.user ? *q.user : *q.group;
+      if (!IsUnixName(name)) {
+        Error(q.source, key,
+              fmt::format("'{}' is not a Unix {} name; use up to 32 letters, digits, '_', '-' "
+                          "or '.', starting with a letter or '_'",
+                          name, key));
+        continue;
+      }
+      auto [it, inserted] = seen.emplace(fmt::format("{} {}", key, name), &q);
+      if (!inserted) {
+        Error(q.source, key,
+              fmt::format("duplicate quota for {} '{}' (first given at line {})", key, name,
+                          it->second->source.At(key).line));
+      }
+      if (!q.classes) continue;
+      for (size_t i = 0; i < q.classes->size(); ++i) {
+        CheckRef((*q.classes)[i], NamesOf(config_.classes), q.source,
+                 fmt::format("classes[{}]", i), "class");
+      }
     }
   }
 

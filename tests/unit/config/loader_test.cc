@@ -137,6 +137,8 @@ templates:
       - {bridge: br0, class: interactive, mac: 02:00:00:00:10:01}
     disk: {path: disks/small.img, size: 1GiB, max_size: 4GiB}
     serial_log_max: 256KiB
+    ready: "hello: up"
+    ready_timeout: 20s
 vms:
   - name: vm1
     template: small
@@ -162,6 +164,9 @@ hosts:
   - {name: box-b, address: 192.0.2.10, port: 7701}
   - {name: box-c, address: "2001:db8::2"}
   - {name: box-d, address: box-d.example}
+quotas:
+  - {group: devs, vms: 4, vcpus: 8, memory: 1GiB, disk: 0B, classes: [interactive]}
+  - {user: alice, memory: 256MiB}
 control:
   socket: /tmp/qv.sock
   metrics: 127.0.0.1:9100
@@ -310,6 +315,8 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK(s.disk->size_bytes == kGiB);
   CHECK(s.disk->max_size_bytes == 4 * kGiB);
   CHECK(s.serial_log_max_bytes == 256 * kKiB);
+  CHECK(c.templates[0].ready == "hello: up");
+  CHECK(c.templates[0].ready_timeout_ns == 20'000'000'000u);
 
   REQUIRE(c.vms.size() == 2);
   const Vm& vm1 = c.vms[0];  // everything from the template
@@ -358,6 +365,21 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK(c.hosts[1].address == "2001:db8::2");
   CHECK(c.hosts[1].port == 7700);
   CHECK(c.hosts[2].address == "box-d.example");
+
+  REQUIRE(c.quotas.size() == 2);
+  const Quota& devs = c.quotas[0];
+  CHECK(devs.group == "devs");
+  CHECK_FALSE(devs.user.has_value());
+  CHECK(devs.vms == 4u);
+  CHECK(devs.vcpus == 8u);
+  CHECK(devs.memory_bytes == kGiB);
+  CHECK(devs.disk_bytes == 0u);  // no disks at all
+  CHECK(devs.classes == std::vector<std::string>{"interactive"});
+  const Quota& alice = c.quotas[1];
+  CHECK(alice.user == "alice");
+  CHECK(alice.memory_bytes == 256 * kMiB);
+  CHECK_FALSE(alice.vms.has_value());  // no limit
+  CHECK_FALSE(alice.classes.has_value());
 
   CHECK(c.control.socket == "/tmp/qv.sock");
   CHECK(c.control.metrics == "127.0.0.1:9100");
@@ -520,12 +542,17 @@ TEST_CASE("Format() output loads back to an equal Config", "[config][format]") {
   CHECK(text.find("group: qosvisor") != std::string::npos);
   CHECK(text.find("max_size: 4GiB") != std::string::npos);
   CHECK(text.find("serial_log_max: 256KiB") != std::string::npos);
+  CHECK(text.find("ready_timeout: 20s") != std::string::npos);
+  CHECK(text.find("group: devs") != std::string::npos);
 
   Config changed = again;
   changed.uplinks[0].pacing_bps -= 1;
   CHECK_FALSE(changed == c);
   changed = again;
   changed.control.group.reset();
+  CHECK_FALSE(changed == c);
+  changed = again;
+  changed.quotas[0].vcpus = 9;
   CHECK_FALSE(changed == c);
 }
 
