@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "app/man_page.h"
 #include "app/qosctl_top.h"
 #include "app/status_format.h"
 #include "control/control_server.h"
@@ -59,20 +60,88 @@ qosvisor::Result<json> WaitForJob(const std::string& socket, uint64_t id) {
   }
 }
 
+qosvisor::app::ManPage Page() {
+  qosvisor::app::ManPage page;
+  page.name = "qosctl";
+  page.summary = "control a running qosvisor";
+  page.synopsis = {"qosctl [--socket PATH] [--json] COMMAND [ARGUMENTS] [OPTIONS]",
+                   "qosctl [COMMAND] --help"};
+  page.description = {
+      "qosctl sends one command to a running qosvisor over its control socket (JSON lines) and "
+      "prints the reply as a table, or with --json as the daemon sent it. Long operations "
+      "(snapshot, restore, fork, suspend, resume of a suspended VM, deploy, undeploy) run as "
+      "jobs in the daemon: qosctl waits for them, with a progress bar on a terminal, unless "
+      "--no-wait.",
+      "Who may do what: root and the user qosvisor runs as may use every command. Other members "
+      "of the configuration's control.group may use the read-only commands (status, ports, "
+      "stats, vms, bridges, classes, jobs, job, apps, quota, flows dump) and create and destroy "
+      "their own VMs (vm NAME create, vm NAME destroy) and apps (deploy, undeploy) within the "
+      "quotas the configuration (quotas:) gives their user and their groups; everything else "
+      "is refused, naming the rule or the quota (e.g. \"quota of group devs: vcpus 4, in "
+      "use 3, asked 2\").",
+  };
+  page.command_details = {
+      {"vm",
+       {"ACTION is create (from --template T, with --set KEY=VALUE overrides of memory, vcpus, "
+        "class, disk_size or cmdline; the VM belongs to the caller and is charged to its "
+        "quotas), start, stop, pause, resume, destroy, resize SIZE (grow its vflash disk "
+        "online), snapshot DIR [--stop], restore DIR [--as NEW], fork N [--prefix P], or "
+        "suspend DIR [--force]. Snapshot, restore, fork, suspend and the resume of a suspended "
+        "VM run as jobs."}},
+      {"deploy",
+       {"Creates every tier's VMs of a blueprint of the configuration, named APP-TIER-I, tier "
+        "after tier in dependency order: a tier starts once the tiers it depends on run and, "
+        "where their template gives ready: TEXT, once each of their guests printed TEXT on its "
+        "serial line (within the template's ready_timeout, default 60s). If a tier fails, the "
+        "VMs this deploy made are destroyed in reverse order and the error names the tier and "
+        "why. The whole blueprint is checked against the caller's quotas before anything "
+        "starts."}},
+      {"undeploy", {"Destroys an app's VMs, in reverse order of their creation, as a job."}},
+      {"apps", {"One line per tier: the app, its blueprint, owner and state (deploying, running, "
+                "undeploying), the tier and its VMs."}},
+      {"quota", {"The quotas that bind you (your user's and your groups'), their limits and what "
+                 "is charged to each; root and the daemon's user are bound by none."}},
+      {"flows", {"add and del apply at once and last until the appliance restarts (or a reload "
+                 "replaces the bridge's rules from the file)."}},
+  };
+  page.exit_status = {{"0", "done"},
+                      {"1", "the operation failed or was refused (the reason on stderr)"},
+                      {"2", "usage error (unknown command, missing or bad argument)"},
+                      {"3", "no daemon answered on the control socket"}};
+  page.files = {{"/run/qosvisor/qosvisor.sock", "the default control socket (control.socket)"},
+                {"/etc/qosvisor/qosvisor.yaml", "the configuration the packaged unit runs"}};
+  page.environment = {{"QOSVISOR_SOCKET", "the control socket when --socket is not given"}};
+  page.examples = {
+      {"qosctl status", "uptime, EAL, mempool"},
+      {"qosctl --json vms", "the VMs as JSON, with owner and app"},
+      {"qosctl vm web create --template small --set memory=128MiB",
+       "a VM from a template, charged to your quotas"},
+      {"qosctl vm web snapshot /srv/snap/web", "save a running VM (a job)"},
+      {"qosctl flows add br0 \"priority=10,udp,tp_dst=53,actions=set_queue:1,NORMAL\"",
+       "a flow rule, live"},
+      {"qosctl deploy shop --name shop-test", "a blueprint's VMs, tier by tier"},
+      {"qosctl apps; qosctl undeploy shop-test", "what is deployed; take it down again"},
+      {"qosctl reload --dry-run", "what reloading the file would change"},
+  };
+  return page;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qosctl: control a running qosvisor"};
+  CLI::App app{"control a running qosvisor"};
+  app.formatter(qosvisor::app::ManPageFormatter(Page()));
   std::string socket = DefaultSocket();
   bool as_json = false;
   app.add_option("-s,--socket", socket,
-                 "Control socket (default: $QOSVISOR_SOCKET or /run/qosvisor/qosvisor.sock)");
+                 "Control socket (default: $QOSVISOR_SOCKET or /run/qosvisor/qosvisor.sock)")
+      ->type_name("PATH");
   app.add_flag("--json", as_json, "Print the raw JSON reply");
   app.require_subcommand(1);
   auto* status = app.add_subcommand("status", "Uptime, EAL, mempool");
   auto* ports = app.add_subcommand("ports", "Per-port counters and link state");
   auto* stats = app.add_subcommand("stats", "Switch counters and per-class scheduler statistics");
-  auto* vms = app.add_subcommand("vms", "The VMs and their states");
+  auto* vms = app.add_subcommand("vms", "The VMs, their states, owners and apps");
   auto* vm = app.add_subcommand(
       "vm",
       "Start, stop, pause, resume or destroy a VM; resize its disk; snapshot, restore, fork or "
@@ -87,20 +156,25 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::IsMember({"create", "start", "stop", "pause", "resume", "destroy", "resize",
                              "snapshot", "restore", "fork", "suspend"}));
-  vm->add_option("--template", vm_template, "create: the template the VM is made from");
+  vm->add_option("--template", vm_template, "create: the template the VM is made from")
+      ->type_name("T");
   vm->add_option("--set", vm_sets,
                  "create: KEY=VALUE overriding the template (memory, vcpus, class, disk_size, "
-                 "cmdline); repeat");
+                 "cmdline); repeat")
+      ->type_name("KEY=VALUE");
   vm->add_option("ARG", vm_arg,
                  "resize: new size (2GiB); snapshot/restore/suspend: directory; "
                  "fork: number of children");
-  vm->add_option("--as", vm_as, "restore: the restored VM's name (default NAME)");
-  vm->add_option("--prefix", vm_prefix, "fork: children are named PREFIX-1.. (default NAME)");
+  vm->add_option("--as", vm_as, "restore: the restored VM's name (default NAME)")
+      ->type_name("NEW");
+  vm->add_option("--prefix", vm_prefix, "fork: children are named PREFIX-1.. (default NAME)")
+      ->type_name("P");
   vm->add_flag("--stop", vm_stop, "snapshot: leave the VM stopped afterwards");
   vm->add_flag("--force", vm_force,
                "suspend: suspend a parent even though children share its frozen image");
   vm->add_flag("--no-wait", no_wait, "print the job id and return at once");
-  auto* jobs = app.add_subcommand("jobs", "Snapshot, restore, fork and suspend jobs");
+  auto* jobs =
+      app.add_subcommand("jobs", "Snapshot, restore, fork, suspend, deploy and undeploy jobs");
   auto* job = app.add_subcommand("job", "One job's phase, progress and result");
   uint64_t job_id = 0;
   job->add_option("ID", job_id, "job id")->required();
@@ -126,8 +200,9 @@ int main(int argc, char** argv) {
   capture
       ->add_option("FILE", capture_file, "pcap file to write (tshark, tcpdump, wireshark read it)")
       ->required();
-  capture->add_option("--count", capture_count, "stop after this many packets");
-  capture->add_option("--duration", capture_duration, "stop after this long, e.g. 5s");
+  capture->add_option("--count", capture_count, "stop after this many packets")->type_name("N");
+  capture->add_option("--duration", capture_duration, "stop after this long, e.g. 5s")
+      ->type_name("D");
   auto* fdb = app.add_subcommand("fdb", "The addresses a bridge has learned, by port and VLAN");
   std::string fdb_bridge;
   fdb->add_option("BRIDGE", fdb_bridge, "bridge name")->required();
@@ -135,9 +210,22 @@ int main(int argc, char** argv) {
       "reload", "Read the configuration file again and apply what changed, live (as SIGHUP does)");
   bool dry_run = false;
   reload->add_flag("--dry-run", dry_run, "only print what would change");
+  auto* deploy = app.add_subcommand(
+      "deploy", "Create a blueprint's VMs tier by tier in dependency order, as a job");
+  std::string deploy_blueprint, deploy_name;
+  deploy->add_option("BLUEPRINT", deploy_blueprint, "a blueprint of the configuration")
+      ->required();
+  deploy->add_option("--name", deploy_name, "the app's name (default BLUEPRINT)")
+      ->type_name("APP");
+  deploy->add_flag("--no-wait", no_wait, "print the job id and return at once");
+  auto* undeploy = app.add_subcommand("undeploy", "Destroy an app's VMs, as a job");
+  std::string undeploy_name;
+  undeploy->add_option("APP", undeploy_name, "the app (see qosctl apps)")->required();
+  undeploy->add_flag("--no-wait", no_wait, "print the job id and return at once");
+  auto* apps = app.add_subcommand("apps", "Deployed blueprints: tiers, VMs, owner and state");
+  auto* quota = app.add_subcommand("quota", "Your quotas and what is charged to them");
   auto* top = app.add_subcommand("top", "A live view of ports, classes and VMs; q quits");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
-  app.footer("Exit codes: 0 done, 1 the operation failed, 2 usage error, 3 no daemon answered.");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -158,12 +246,21 @@ int main(int argc, char** argv) {
                               : *fdb     ? "fdb"
                               : *capture ? "capture"
                               : *reload  ? "reload"
+                              : *deploy  ? "deploy"
+                              : *undeploy ? "undeploy"
+                              : *apps    ? "apps"
+                              : *quota   ? "quota"
                               : *stop    ? "stop"
                                          : "";
   json args = json::object();
   if (*job) args = {{"id", job_id}};
   if (*reload && dry_run) args = {{"dry_run", true}};
   if (*fdb) args = {{"bridge", fdb_bridge}};
+  if (*deploy) {
+    args = {{"blueprint", deploy_blueprint}};
+    if (!deploy_name.empty()) args["name"] = deploy_name;
+  }
+  if (*undeploy) args = {{"name", undeploy_name}};
   if (*capture) {
     if (capture_count == 0 && capture_duration.empty()) {
       std::fprintf(stderr, "qosctl: capture needs --count N or --duration D\n");

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <thread>
 
+#include "app/man_page.h"
 #include "app/status_format.h"
 #include "app/traffic_flags.h"
 #include "common/units.h"
@@ -225,6 +226,51 @@ int Run(const std::string& path, const std::string& duration, const std::string&
   return rc;
 }
 
+app::ManPage Page() {
+  app::ManPage page;
+  page.name = "qosvisor";
+  page.summary = "edge appliance: a per-message QoS switch and a KVM VMM in one process";
+  page.synopsis = {"qosvisor check FILE", "qosvisor run FILE [--socket PATH] [--log-level L]",
+                   "qosvisor run FILE --traffic [--duration D] [--load F] [--class SPEC]...",
+                   "qosvisor [COMMAND] --help | --version"};
+  page.description = {
+      "qosvisor builds the box one YAML file describes: a DPDK virtual switch whose uplinks "
+      "send packets in the order of a per-message rank (SRPT, LAS, WFQ, EDF, pacing, ...), "
+      "and KVM virtual machines whose virtio-net NICs are switch ports. It serves a control "
+      "socket that qosctl(1) talks to, Prometheus metrics where control.metrics says, and "
+      "logs one line per event.",
+      "A configuration with any error starts nothing: every error is printed as "
+      "file:line:column: key.path: message. SIGHUP reloads the file and applies what changed "
+      "live (or, for a change that needs a restart, names it and applies nothing); SIGINT and "
+      "SIGTERM stop the box, which then prints its counters and whether every packet buffer "
+      "came back to its pool.",
+  };
+  page.command_details = {
+      {"check", {"Loads and validates FILE and prints it normalized (every value explicit, "
+                 "units canonical); the output loads back to the same configuration."}},
+      {"run", {"Runs until SIGINT, SIGTERM, qosctl stop or --duration. Under systemd "
+               "(Type=notify) it reports ready once the switch forwards. With --traffic the "
+               "built-in generator offers messages into the ring ports and the receiver measures "
+               "them; a table per class is printed at the end."}},
+  };
+  page.exit_status = {
+      {"0", "done (check: the configuration is valid)"},
+      {"1", "the box could not start (a port, memory, an eBPF program, the control socket) or "
+            "the traffic run failed; the reason is logged"},
+      {"2", "the configuration has errors, or a usage error"}};
+  page.files = {{"/etc/qosvisor/qosvisor.yaml", "the configuration the packaged unit runs"},
+                {"/run/qosvisor/qosvisor.sock", "the default control socket (control.socket)"},
+                {"<socket dir>/<vm>.serial.log", "each VM's serial output, rotated at "
+                                                 "serial_log_max"}};
+  page.examples = {
+      {"qosvisor check /etc/qosvisor/qosvisor.yaml", "validate and print normalized"},
+      {"qosvisor run /etc/qosvisor/qosvisor.yaml", "run the box until stopped"},
+      {"qosvisor run examples/edge-default.yaml --traffic --duration 3s",
+       "the demo: generated traffic through the scheduler"},
+  };
+  return page;
+}
+
 }  // namespace
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -235,7 +281,8 @@ extern "C" const char* __lsan_default_suppressions() { return "leak:xsk_umem__cr
 
 int main(int argc, char** argv) {
   InstallSignalHandlers();
-  CLI::App app{"qosvisor: edge appliance with a per-message QoS switch and a KVM VMM"};
+  CLI::App app{"edge appliance with a per-message QoS switch and a KVM VMM"};
+  app.formatter(app::ManPageFormatter(Page()));
   app.set_version_flag("--version", "qosvisor 0.1.0");
   app.require_subcommand(1);
 
@@ -246,27 +293,36 @@ int main(int argc, char** argv) {
   std::string run_file, duration, socket, log_level = "info";
   auto* run = app.add_subcommand("run", "Run the appliance described by a configuration");
   run->add_option("FILE", run_file, "YAML configuration")->required();
-  run->add_option("--duration", duration, "Stop after this long (e.g. 30s); default: until signal");
-  run->add_option("--socket", socket, "Control socket path (overrides control.socket)");
+  run->add_option("--duration", duration, "Stop after this long (e.g. 30s); default: until signal")
+      ->type_name("D");
+  run->add_option("--socket", socket, "Control socket path (overrides control.socket)")
+      ->type_name("PATH");
   run->add_option("--log-level", log_level,
                   "trace, debug, info (default), warn, error or off; lines go to stderr, or to "
-                  "the journal when systemd runs qosvisor");
+                  "the journal when systemd runs qosvisor")
+      ->type_name("L");
   TrafficFlags traffic;
   run->add_flag("--traffic", traffic.enabled,
                 "Drive the ring ports with the built-in generator for --duration (default 3s) "
                 "and print what the receiver measured");
-  run->add_option("--load", traffic.load, "Offered load as a fraction of the first uplink's rate")
-      ->check(CLI::Range(0.01, 10.0));
+  run->add_option("--load", traffic.load, "Offered load as a fraction of the first uplink's rate, 0.01 to 10")
+      ->check(CLI::Range(0.01, 10.0).description(""))
+      ->type_name("F");
   run->add_option("--class", traffic.classes,
                   "NAME:FRAMING:DST_PORT:SIZES:SHARE:TENANT:SENDER (repeat; default: the demo "
-                  "workload)");
+                  "workload)")
+      ->type_name("SPEC");
   run->add_option("--senders", traffic.senders, "Ring ports the generator sends into")
-      ->delimiter(',');
-  run->add_option("--receiver", traffic.receiver, "Ring port the receiver reads");
-  run->add_option("--report", traffic.report_path, "Write the traffic report as JSON here");
+      ->delimiter(',')
+      ->type_name("PORT,...");
+  run->add_option("--receiver", traffic.receiver, "Ring port the receiver reads")
+      ->type_name("PORT");
+  run->add_option("--report", traffic.report_path, "Write the traffic report as JSON here")
+      ->type_name("FILE");
   run->add_option("--transport", traffic.transport,
                   "How the generator's senders send: homa (default: unscheduled bytes, the rest "
-                  "on SRPT grants), window, or open (every byte at once, no feedback)");
+                  "on SRPT grants), window, or open (every byte at once, no feedback)")
+      ->type_name("T");
 
   try {
     app.parse(argc, argv);

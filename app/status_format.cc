@@ -64,15 +64,68 @@ std::string FormatStatus(const json& s) {
 }
 
 std::string FormatVms(const json& vms) {
-  std::string out = fmt::format("{:<14} {:<10} {:>5} {:>10} {:>10} {:<22} {:<10} {}\n", "vm",
-                                "state", "vcpus", "memory", "charged", "ports", "parent", "macs");
+  const char* row = "{:<14} {:<10} {:>5} {:>10} {:>10} {:<10} {:<22} {:<10} {}\n";
+  std::string out = fmt::format(fmt::runtime(row), "vm", "state", "vcpus", "memory", "charged",
+                                "owner", "ports", "parent", "macs");
   for (const json& v : vms) {
-    out += fmt::format("{:<14} {:<10} {:>5} {:>10} {:>10} {:<22} {:<10} {}\n", v.value("name", ""),
+    const std::string owner = v.value("owner", "");
+    const std::string app = v.value("app", "");
+    out += fmt::format(fmt::runtime(row), v.value("name", ""),
                        v.value("state", "") + (v.contains("busy") ? "*" : ""), v.value("vcpus", 0u),
                        Mib(v.value("memory_bytes", 0ull)), Mib(v.value("charged_bytes", 0ull)),
-                       JoinStrings(v.value("ports", json::array())),
-                       v.value("parent", "").empty() ? "-" : v.value("parent", ""),
+                       owner.empty() ? "-" : owner, JoinStrings(v.value("ports", json::array())),
+                       v.value("parent", "").empty() ? (app.empty() ? "-" : "app:" + app)
+                                                     : v.value("parent", ""),
                        JoinStrings(v.value("macs", json::array())));
+  }
+  return out;
+}
+
+std::string FormatApps(const json& apps) {
+  const char* row = "{:<16} {:<12} {:<10} {:<11} {:<10} {}\n";
+  std::string out =
+      fmt::format(fmt::runtime(row), "app", "blueprint", "owner", "state", "tier", "vms");
+  for (const json& a : apps) {
+    for (const json& t : a["tiers"]) {
+      std::string vms;
+      for (const json& vm : t["vms"]) {
+        vms += fmt::format("{}{} ({})", vms.empty() ? "" : ", ", vm.value("name", ""),
+                           vm.value("state", ""));
+      }
+      out += fmt::format(fmt::runtime(row), a.value("name", ""), a.value("blueprint", ""),
+                         a.value("owner", ""), a.value("state", ""), t.value("name", ""), vms);
+    }
+  }
+  return out;
+}
+
+std::string FormatQuota(const json& q) {
+  std::string out = fmt::format("{} (uid {}){}\n", q.value("user", ""), q.value("uid", 0u),
+                                q.value("privileged", false)
+                                    ? ": root or the daemon's user, bound by no quota"
+                                    : "");
+  if (!q.value("privileged", false) && q["quotas"].empty()) {
+    out += "no quota names you or one of your groups: you may create no VMs\n";
+  }
+  const char* row = "{:<20} {:<8} {:>10} {:>10}\n";
+  for (const json& quota : q["quotas"]) {
+    out += fmt::format("quota of {}:\n", quota.value("quota", ""));
+    out += fmt::format(fmt::runtime("  " + std::string(row)), "", "", "limit", "in use");
+    const json& limits = quota["limits"];
+    const json& used = quota["in_use"];
+    for (const char* key : {"vms", "vcpus"}) {
+      out += fmt::format(fmt::runtime("  " + std::string(row)), key, "",
+                         limits.contains(key) ? std::to_string(limits[key].get<uint64_t>()) : "-",
+                         used.value(key, 0ull));
+    }
+    for (const char* key : {"memory_bytes", "disk_bytes"}) {
+      const std::string name = std::string(key).substr(0, std::string(key).find('_'));
+      out += fmt::format(fmt::runtime("  " + std::string(row)), name, "",
+                         limits.contains(key) ? Mib(limits[key].get<uint64_t>()) : "-",
+                         Mib(used.value(key, 0ull)));
+    }
+    out += fmt::format("  classes  {}\n",
+                       limits.contains("classes") ? JoinStrings(limits["classes"]) : "any");
   }
   return out;
 }
@@ -138,6 +191,8 @@ std::string FormatReply(const std::string& command, const json& reply) {
   if (command == "stats") return FormatStats(reply);
   if (command == "status") return FormatStatus(reply);
   if (command == "vms") return FormatVms(reply);
+  if (command == "apps") return FormatApps(reply);
+  if (command == "quota") return FormatQuota(reply);
   if (command == "jobs") return FormatJobs(reply);
   if (command == "job") return FormatJobs(json::array({reply}));
   if (command == "bridges") return FormatBridges(reply);
@@ -166,14 +221,26 @@ std::string FormatReply(const std::string& command, const json& reply) {
                        r.value("packets", 0ull), r.value("file", ""),
                        lost == 0 ? "" : fmt::format(" ({} not copied: the ring was full)", lost));
   }
+  if (reply.is_object() && reply.value("kind", "") == "deploy" && reply.contains("result")) {
+    const json& r = reply["result"];
+    return fmt::format("app {} (blueprint {}): {} VMs running: {}\n", r.value("app", ""),
+                       r.value("blueprint", ""), r["vms"].size(), JoinStrings(r["vms"]));
+  }
+  if (reply.is_object() && reply.value("kind", "") == "undeploy" && reply.contains("result")) {
+    const json& r = reply["result"];
+    return fmt::format("app {}: {} VMs destroyed: {}\n", r.value("app", ""),
+                       r["destroyed"].size(), JoinStrings(r["destroyed"]));
+  }
   if (reply.is_object() && reply.contains("kind")) return FormatJobs(json::array({reply}));
   if (reply.is_object() && reply.contains("bridge") && reply.contains("rules")) {
     return fmt::format("bridge {}: {} flow rules, applied\n", reply["bridge"].get<std::string>(),
                        reply["rules"].get<uint64_t>());
   }
   if (reply.is_object() && reply.contains("name") && reply.contains("done")) {
-    return fmt::format("vm {}: {} done\n", reply["name"].get<std::string>(),
-                       reply["done"].get<std::string>());
+    const json charged = reply.value("charged_to", json::array());
+    return fmt::format("vm {}: {} done{}\n", reply["name"].get<std::string>(),
+                       reply["done"].get<std::string>(),
+                       charged.empty() ? "" : ", charged to " + JoinStrings(charged));
   }
   return reply.dump(2) + "\n";
 }

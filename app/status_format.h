@@ -1,6 +1,6 @@
 // Tables of the control API's replies: `ports` and `stats` (shared by qosctl and the summary
-// `qosvisor run` prints when it stops), and qosctl's status, vms, jobs, job, bridges, flows and
-// classes.
+// `qosvisor run` prints when it stops), and qosctl's status, vms, apps, quota, jobs, job, bridges,
+// flows and classes.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -12,6 +12,8 @@ std::string FormatPorts(const nlohmann::json& ports);
 std::string FormatStats(const nlohmann::json& stats);
 std::string FormatStatus(const nlohmann::json& status);
 std::string FormatVms(const nlohmann::json& vms);
+std::string FormatApps(const nlohmann::json& apps);
+std::string FormatQuota(const nlohmann::json& quota);
 std::string FormatJobs(const nlohmann::json& jobs);
 std::string FormatJob(const nlohmann::json& job);
 std::string FormatBridges(const nlohmann::json& bridges);

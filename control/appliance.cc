@@ -14,6 +14,7 @@
 #include "common/tsan.h"
 #include "common/tsc.h"
 #include "common/units.h"
+#include "control/apps.h"
 #include "control/control_server.h"
 #include "control/jobs.h"
 #include "control/metrics.h"
@@ -178,7 +179,9 @@ Appliance::~Appliance() {
 
 uint32_t Appliance::TearDown() {
   metrics_.reset();  // no scrape may reach what goes next
-  jobs_.reset();     // running jobs finish first: they use the VMs and the switch
+  if (apps_) apps_->Stop();  // deploys waiting for a guest give up and roll back
+  jobs_.reset();     // running jobs finish first: they use the VMs, the apps and the switch
+  apps_.reset();
   vms_.reset();      // NICs detached from their ports (and let go by the lcores), then the VMs stop
   StopDataplane();
   switch_.reset();  // queued packets go back to the pool
@@ -195,6 +198,7 @@ void Appliance::RegisterCommands() {
   });
   RegisterVmCommands();
   RegisterSwitchCommands();
+  RegisterAppCommands();
   server_->Register("stop", [this](const json&) -> Result<json> {
     Stop();
     return json{{"stopping", true}};

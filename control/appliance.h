@@ -19,8 +19,10 @@
 
 namespace qosvisor::control {
 
+class Apps;
 class ControlServer;
 class Jobs;
+struct Caller;
 struct ReloadPlan;
 class MetricsServer;
 class VmManager;
@@ -84,6 +86,19 @@ class Appliance {
   Result<vswitch::PortJoin> AttachmentOf(const std::string& port) const;
   Result<nlohmann::json> VmJob(const nlohmann::json& args, const std::string& name,
                                const std::string& action);
+  Result<nlohmann::json> VmCreate(const nlohmann::json& args, const std::string& name,
+                                  const Caller& caller);
+  // Refuses destroying another user's VM (unless privileged) or one VM of an app.
+  Status MayDestroy(const std::string& name, const Caller& caller);
+  // Blueprints: deploy, undeploy, apps; and the caller's quotas (appliance_apps.cc).
+  void RegisterAppCommands();
+  Result<nlohmann::json> DeployCommand(const nlohmann::json& args, const Caller& caller);
+  Result<nlohmann::json> QuotaJson(const Caller& caller);
+  // What every VM is charged to quotas, with the VMs deploys under way have yet to make.
+  std::vector<QuotaCharge> QuotaInUse();
+  // The owner of VMs `caller` asks for: privileged callers are charged to no quota, others to
+  // every quota that binds them, once `asked` fits all of them.
+  Result<VmOwner> OwnerFor(const Caller& caller, const std::vector<VmDemand>& asked);
 
   std::string config_path_;
   std::unique_ptr<dataplane::Eal> eal_;
@@ -92,6 +107,7 @@ class Appliance {
   std::unique_ptr<vswitch::Switch> switch_;
   std::unique_ptr<VmManager> vms_;
   std::unique_ptr<Jobs> jobs_;
+  std::unique_ptr<Apps> apps_;
   std::unique_ptr<MetricsServer> metrics_;
   std::mutex stats_mu_;       // one statistics request to the workers at a time (control, metrics)
   vswitch::SwitchSpec spec_;  // as built, for the attachment of configured ports

@@ -125,8 +125,48 @@ Result<json> Appliance::VmJob(const json& args, const std::string& name,
   return json{{"job", id}};
 }
 
+Result<json> Appliance::VmCreate(const json& args, const std::string& name,
+                                 const Caller& caller) {
+  auto tmpl = StringArg(args, "template", "create");
+  if (!tmpl.ok()) return tmpl.status();
+  std::map<std::string, std::string> overrides;
+  if (args.contains("set")) {
+    if (!args["set"].is_object()) return Status::Error("create: 'set' must be an object");
+    for (const auto& [key, value] : args["set"].items()) {
+      if (!value.is_string()) {
+        return Status::Error(fmt::format("create: --set {}: the value must be a string", key));
+      }
+      overrides[key] = value.get<std::string>();
+    }
+  }
+  auto demand = vms_->DemandOf(*tmpl, overrides);
+  if (!demand.ok()) return demand.status();
+  auto owner = OwnerFor(caller, {*demand});
+  if (!owner.ok()) return owner.status();
+  if (Status s = vms_->CreateFromTemplate(name, *tmpl, overrides, *owner); !s.ok()) return s;
+  return json{{"name", name}, {"done", "create"}, {"owner", owner->name},
+              {"charged_to", owner->charged}};
+}
+
+Status Appliance::MayDestroy(const std::string& name, const Caller& caller) {
+  auto brief = vms_->Brief(name);
+  if (!brief.ok()) return brief.status();
+  if (!caller.privileged && brief->owner.uid != caller.uid) {
+    return Status::Error(fmt::format(
+        "permission denied: vm '{}' belongs to {} (uid {}); {} may destroy only the VMs it "
+        "created",
+        name, brief->owner.name, brief->owner.uid, caller.Describe()));
+  }
+  if (!brief->owner.app.empty()) {
+    return Status::Error(fmt::format("vm '{}' is part of app '{}': undeploy the app (qosctl "
+                                     "undeploy {})",
+                                     name, brief->owner.app, brief->owner.app));
+  }
+  return Status::Ok();
+}
+
 void Appliance::RegisterVmCommands() {
-  server_->Register("vm", [this](const json& args) -> Result<json> {
+  server_->Register("vm", [this](const json& args, const Caller& caller) -> Result<json> {
     if (!args.contains("name") || !args["name"].is_string() || !args.contains("action") ||
         !args["action"].is_string()) {
       return Status::Error("vm needs string arguments 'name' and 'action'");
@@ -143,21 +183,9 @@ void Appliance::RegisterVmCommands() {
       if (Status s = vms_->ResizeDisk(name, *bytes); !s.ok()) return s;
       return json{{"name", name}, {"disk_bytes", *bytes}};
     }
-    if (action == "create") {
-      auto tmpl = StringArg(args, "template", action);
-      if (!tmpl.ok()) return tmpl.status();
-      std::map<std::string, std::string> overrides;
-      if (args.contains("set")) {
-        if (!args["set"].is_object()) return Status::Error("create: 'set' must be an object");
-        for (const auto& [key, value] : args["set"].items()) {
-          if (!value.is_string()) {
-            return Status::Error(fmt::format("create: --set {}: the value must be a string", key));
-          }
-          overrides[key] = value.get<std::string>();
-        }
-      }
-      if (Status s = vms_->CreateFromTemplate(name, *tmpl, overrides); !s.ok()) return s;
-      return json{{"name", name}, {"done", "create"}};
+    if (action == "create") return VmCreate(args, name, caller);
+    if (action == "destroy") {
+      if (Status s = MayDestroy(name, caller); !s.ok()) return s;
     }
     if (action == "snapshot" || action == "restore" || action == "fork" || action == "suspend" ||
         (action == "resume" && vms_->IsSuspended(name))) {

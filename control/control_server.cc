@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -122,6 +123,51 @@ Result<gid_t> GroupId(const std::string& name) {
   return g.gr_gid;
 }
 
+}  // namespace
+
+std::string UserNameOf(uid_t uid) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  getpwuid_r(uid, &pw, buf.data(), buf.size(), &found);
+  return found != nullptr ? found->pw_name : fmt::format("uid {}", uid);
+}
+
+namespace {
+
+std::optional<std::string> GroupName(gid_t gid) {
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  getgrgid_r(gid, &g, buf.data(), buf.size(), &found);
+  if (found == nullptr) return std::nullopt;
+  return std::string(found->gr_name);
+}
+
+// The peer's identity as its credentials give it; names are looked up once, at connect.
+Caller CallerOf(int fd, const ucred& cred) {
+  Caller c;
+  c.uid = cred.uid;
+  c.gid = cred.gid;
+  c.privileged = cred.uid == 0 || cred.uid == geteuid();
+  gid_t groups[256];
+  socklen_t glen = sizeof(groups);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
+    c.groups.assign(groups, groups + glen / sizeof(gid_t));
+  }
+  c.name = UserNameOf(cred.uid);
+  std::vector<gid_t> all = c.groups;
+  all.insert(all.begin(), cred.gid);
+  for (gid_t g : all) {
+    auto name = GroupName(g);
+    if (name && std::find(c.group_names.begin(), c.group_names.end(), *name) ==
+                    c.group_names.end()) {
+      c.group_names.push_back(*name);
+    }
+  }
+  return c;
+}
+
 // Anything at `path` may be replaced only if it is a socket nobody serves (left by a process
 // that died); a regular file, directory or link there is the user's and stays.
 Status ClearStaleSocket(const std::string& path, const sockaddr_un& addr) {
@@ -209,10 +255,20 @@ ControlServer::~ControlServer() {
 }
 
 void ControlServer::Register(const std::string& command, Handler handler) {
+  handlers_[command] = [handler = std::move(handler)](const json& args, const Caller&) {
+    return handler(args);
+  };
+}
+
+void ControlServer::Register(const std::string& command, CallerHandler handler) {
   handlers_[command] = std::move(handler);
 }
 
-std::string ControlServer::Answer(const std::string& line) const {
+std::string Caller::Describe() const {
+  return name.starts_with("uid ") ? name : fmt::format("{} (uid {})", name, uid);
+}
+
+std::string ControlServer::Answer(const std::string& line, const Caller& caller) const {
   if (NestingDepth(line) > kMaxJsonDepth) {
     return Reply(false, fmt::format("request nests arrays/objects deeper than {}", kMaxJsonDepth));
   }
@@ -232,24 +288,27 @@ std::string ControlServer::Answer(const std::string& line) const {
   }
   const json args = request.value("args", json::object());
   if (!args.is_object()) return Reply(false, "'args' must be a JSON object");
-  Result<json> result = handler->second(args);
+  if (admission_) {
+    if (Status s = admission_(handler->first, args, caller); !s.ok()) {
+      return Reply(false, s.message());
+    }
+  }
+  Result<json> result = handler->second(args, caller);
   return result.ok() ? Reply(true, *result) : Reply(false, result.message());
 }
 
-std::optional<std::string> ControlServer::Refusal(int client_fd) const {
+std::optional<std::string> ControlServer::Refusal(int client_fd, Caller& caller) const {
   ucred cred{};
   socklen_t len = sizeof(cred);
   if (getsockopt(client_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
     return fmt::format("cannot read the client's credentials: {}", std::strerror(errno));
   }
-  if (cred.uid == 0 || cred.uid == geteuid()) return std::nullopt;
+  caller = CallerOf(client_fd, cred);
+  if (caller.privileged) return std::nullopt;
   if (gid_) {
     if (cred.gid == *gid_) return std::nullopt;
-    gid_t groups[256];
-    socklen_t glen = sizeof(groups);
-    if (getsockopt(client_fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
-      const size_t n = glen / sizeof(gid_t);
-      if (std::find(groups, groups + n, *gid_) != groups + n) return std::nullopt;
+    if (std::find(caller.groups.begin(), caller.groups.end(), *gid_) != caller.groups.end()) {
+      return std::nullopt;
     }
     return fmt::format("permission denied: uid {} is neither root nor a member of group '{}'",
                        cred.uid, *options_.group);
@@ -264,8 +323,8 @@ void ControlServer::AcceptClients(uint64_t now_ms) {
     if (fd < 0) return;
     // A refused client is still read until its first request is whole: closing at once would
     // make its send fail, and it would never learn why.
-    Client c{fd, now_ms + options_.request_deadline_ms, {}, {}, false, {}};
-    if (auto why = Refusal(fd)) {
+    Client c{fd, now_ms + options_.request_deadline_ms, {}, {}, false, {}, {}};
+    if (auto why = Refusal(fd, c.caller)) {
       c.refusal = Reply(false, *why);
     } else if (clients_.size() >= kMaxClients) {
       c.refusal = Reply(false, fmt::format("too many control clients (at most {})", kMaxClients));
@@ -294,7 +353,7 @@ void ControlServer::ReadRequests(Client& c, uint64_t now_ms) {
       c.closing = true;
       break;
     }
-    c.out += Answer(c.in.substr(0, nl));
+    c.out += Answer(c.in.substr(0, nl), c.caller);
     c.in.erase(0, nl + 1);
     c.deadline_ms = now_ms + options_.request_deadline_ms;
     if (c.out.size() > kMaxPendingReply) c.closing = true;  // it does not read its replies

@@ -30,6 +30,22 @@ inline constexpr int kRequestDeadlineMs = 5000;   // from a request's first byte
 inline constexpr size_t kMaxClients = 64;         // connections served at once
 inline constexpr size_t kMaxPendingReply = 4 << 20;  // unread reply bytes before a client is cut
 
+// Who sent a request, from the peer's credentials at connect (SO_PEERCRED, SO_PEERGROUPS).
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;             // supplementary groups
+  std::string name;                      // the user's name, or "uid N" when it has none
+  std::vector<std::string> group_names;  // names of gid and groups that have one
+  // Root or the server's own user: may do everything. The default (tests, Answer(line)).
+  bool privileged = true;
+  // "alice (uid 1001)", for messages.
+  std::string Describe() const;
+};
+
+// A user's name from the password database, or "uid N" when it has none.
+std::string UserNameOf(uid_t uid);
+
 struct ListenOptions {
   // A Unix group whose members may use the socket (mode 0660, group-owned); none: 0600.
   std::optional<std::string> group;
@@ -40,6 +56,13 @@ class ControlServer {
  public:
   // A handler returns the result, or an error Status whose message goes back to the client.
   using Handler = std::function<Result<nlohmann::json>(const nlohmann::json& args)>;
+  // A handler that needs to know who asks (ownership, quotas).
+  using CallerHandler =
+      std::function<Result<nlohmann::json>(const nlohmann::json& args, const Caller& caller)>;
+  // Decides, before any handler runs, whether `caller` may send `command` with `args`; an
+  // error's message is the refusal. Without one every admitted client may send everything.
+  using Admission = std::function<Status(const std::string& command, const nlohmann::json& args,
+                                         const Caller& caller)>;
 
   // Creates the socket's directory if needed; refuses to take over a socket a live server holds,
   // and to replace anything at `path` that is not a socket.
@@ -50,14 +73,17 @@ class ControlServer {
   ControlServer& operator=(const ControlServer&) = delete;
 
   void Register(const std::string& command, Handler handler);
+  void Register(const std::string& command, CallerHandler handler);
+  void SetAdmission(Admission admission) { admission_ = std::move(admission); }
   // Waits up to timeout_ms for activity, serves what is ready and drops clients past their
   // deadline; returns so the caller can check for shutdown between calls.
   void ServeOnce(int timeout_ms);
   const std::string& path() const { return path_; }
   size_t clients() const { return clients_.size(); }
 
-  // Answers one request line (exposed for tests and fuzzing).
-  std::string Answer(const std::string& line) const;
+  // Answers one request line (exposed for tests and fuzzing); without a caller, as root.
+  std::string Answer(const std::string& line) const { return Answer(line, Caller{}); }
+  std::string Answer(const std::string& line, const Caller& caller) const;
 
  private:
   struct Client {
@@ -67,13 +93,14 @@ class ControlServer {
     std::string out;           // reply bytes not yet sent
     bool closing = false;      // close once `out` is sent
     std::string refusal;       // not admitted: the answer to its first request, then close
+    Caller caller;
   };
 
   ControlServer(int fd, std::string path, std::optional<gid_t> gid, ListenOptions options)
       : fd_(fd), path_(std::move(path)), gid_(gid), options_(std::move(options)) {}
   void AcceptClients(uint64_t now_ms);
-  // Why this peer may not use the socket, or nullopt when it may.
-  std::optional<std::string> Refusal(int client_fd) const;
+  // Why this peer may not use the socket, or nullopt when it may; fills in who it is.
+  std::optional<std::string> Refusal(int client_fd, Caller& caller) const;
   void ReadRequests(Client& c, uint64_t now_ms);
   void WriteReplies(Client& c);
   void DropFinishedClients(uint64_t now_ms);
@@ -82,7 +109,8 @@ class ControlServer {
   std::string path_;
   std::optional<gid_t> gid_;
   ListenOptions options_;
-  std::map<std::string, Handler> handlers_;
+  std::map<std::string, CallerHandler> handlers_;
+  Admission admission_;
   std::vector<Client> clients_;
 };
 

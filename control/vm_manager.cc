@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -332,8 +333,11 @@ void VmManager::ForEachOwnPort(const std::function<void(const dataplane::Port*)>
   }
 }
 
-Result<VmManager::Entry*> VmManager::Adopt(std::unique_ptr<hv::Vm> vm, const std::string& parent) {
+Result<VmManager::Entry*> VmManager::Adopt(std::unique_ptr<hv::Vm> vm, const std::string& parent,
+                                           const VmOwner& owner, const VmDemand& demand) {
   Entry fresh;
+  fresh.owner = owner;
+  fresh.demand = demand;
   fresh.name = vm->name();
   fresh.serial_log = vm->options().serial_log;
   fresh.options = vm->options();
@@ -466,13 +470,18 @@ Status VmManager::CheckNewName(const std::string& name) {
 }
 
 Result<hv::VmOptions> VmManager::OptionsFromTemplate(
-    const std::string& name, const config::VmTemplate& t,
-    const std::map<std::string, std::string>& overrides,
-    std::vector<vswitch::PortJoin>* nics) const {
-  const config::VmSettings& s = t.settings;
+    const config::Config& config, const std::string& name, const std::string& template_name,
+    const std::map<std::string, std::string>& overrides, std::vector<vswitch::PortJoin>* nics,
+    VmDemand* demand) const {
+  auto t = std::find_if(config.templates.begin(), config.templates.end(),
+                        [&](const config::VmTemplate& x) { return x.name == template_name; });
+  if (t == config.templates.end()) {
+    return Status::Error(fmt::format("no template named '{}'", template_name));
+  }
+  const config::VmSettings& s = t->settings;
   if (!s.image || !s.memory_bytes) {
     return Status::Error(
-        fmt::format("template '{}' has no {}", t.name, !s.image ? "image" : "memory"));
+        fmt::format("template '{}' has no {}", t->name, !s.image ? "image" : "memory"));
   }
   config::Vm vm;
   vm.name = name;
@@ -494,7 +503,7 @@ Result<hv::VmOptions> VmManager::OptionsFromTemplate(
       if (!bytes.ok()) return bad(bytes.message());
       if (key == "memory") vm.memory_bytes = *bytes;
       if (key == "disk_size") {
-        if (!vm.disk) return bad(fmt::format("template '{}' has no disk", t.name));
+        if (!vm.disk) return bad(fmt::format("template '{}' has no disk", t->name));
         vm.disk->size_bytes = *bytes;
       }
     } else if (key == "vcpus") {
@@ -505,7 +514,7 @@ Result<hv::VmOptions> VmManager::OptionsFromTemplate(
       }
       vm.vcpus = static_cast<uint32_t>(n);
     } else if (key == "class") {
-      if (FindClass(config_, value) == nullptr) {
+      if (FindClass(config, value) == nullptr) {
         return bad("no class of that name in the configuration");
       }
       nic_class = value;
@@ -515,38 +524,57 @@ Result<hv::VmOptions> VmManager::OptionsFromTemplate(
       return bad("unknown key; use memory, vcpus, class, disk_size or cmdline");
     }
   }
+  *demand = VmDemand{vm.vcpus, vm.memory_bytes, vm.disk ? vm.disk->size_bytes : 0, {}};
   // Each created VM has a disk file of its own next to its serial log.
   if (vm.disk) vm.disk->path = log_dir_ + "/" + name + ".vflash";
-  hv::VmOptions o = VmOptionsFrom(config_, vm, log_dir_ + "/" + name + ".serial.log");
+  hv::VmOptions o = VmOptionsFrom(config, vm, log_dir_ + "/" + name + ".serial.log");
   for (size_t i = 0; i < vm.nics.size(); ++i) {
     const config::Nic& nic = vm.nics[i];
     if (!nic.bridge) {
       return Status::Error(
           fmt::format("template '{}': NIC {} names port '{}', which a created VM "
                       "cannot share; give the template's NICs a bridge",
-                      t.name, i, nic.port.value_or("")));
+                      t->name, i, nic.port.value_or("")));
     }
     vswitch::PortJoin join;
     join.bridge = *nic.bridge;
     const std::string cls = nic_class.value_or(nic.class_name.value_or(""));
-    if (const config::TrafficClass* c = FindClass(config_, cls)) {
+    if (const config::TrafficClass* c = FindClass(config, cls)) {
       join.default_queue = static_cast<int>(c->queue);
+      demand->classes.push_back(cls);
     }
     nics->push_back(join);
   }
   return o;
 }
 
-Status VmManager::CreateFromTemplate(const std::string& name, const std::string& template_name,
+config::Config VmManager::ConfigCopy() {
+  std::lock_guard lock(mu_);
+  return config_;
+}
+
+VmOwner VmManager::BoxOwner() {
+  static const VmOwner box{static_cast<uint32_t>(geteuid()), UserNameOf(geteuid()), {}, {}};
+  return box;
+}
+
+Result<VmDemand> VmManager::DemandOf(const std::string& template_name,
                                      const std::map<std::string, std::string>& overrides) {
-  if (Status s = CheckNewName(name); !s.ok()) return s;
-  auto t = std::find_if(config_.templates.begin(), config_.templates.end(),
-                        [&](const config::VmTemplate& x) { return x.name == template_name; });
-  if (t == config_.templates.end()) {
-    return Status::Error(fmt::format("no template named '{}'", template_name));
-  }
   std::vector<vswitch::PortJoin> nics;
-  auto options = OptionsFromTemplate(name, *t, overrides, &nics);
+  VmDemand demand;
+  auto options = OptionsFromTemplate(ConfigCopy(), "-", template_name, overrides, &nics, &demand);
+  if (!options.ok()) return options.status();
+  return demand;
+}
+
+Status VmManager::CreateFromTemplate(const std::string& name, const std::string& template_name,
+                                     const std::map<std::string, std::string>& overrides,
+                                     const VmOwner& owner) {
+  if (Status s = CheckNewName(name); !s.ok()) return s;
+  std::vector<vswitch::PortJoin> nics;
+  VmDemand demand;
+  auto options =
+      OptionsFromTemplate(ConfigCopy(), name, template_name, overrides, &nics, &demand);
   if (!options.ok()) return options.status();
   auto vm = hv::Vm::Create(*options);
   if (!vm.ok()) return vm.status();
@@ -554,10 +582,27 @@ Status VmManager::CreateFromTemplate(const std::string& name, const std::string&
   // Started paused, so that it joins the switch like a restored VM and then runs.
   if (Status s = (*vm)->Start(); !s.ok()) return s;
   if (Status s = (*vm)->Pause(); !s.ok()) return s;
-  auto adopted = Adopt(std::move(vm).value(), "");
+  auto adopted = Adopt(std::move(vm).value(), "", owner, demand);
   if (!adopted.ok()) return adopted.status();
-  spdlog::info("vm {}: created from template {}, running", name, template_name);
+  spdlog::info("vm {}: created from template {} for {}, running", name, template_name,
+               owner.name);
   return Status::Ok();
+}
+
+std::map<std::string, QuotaCharge> VmManager::Charges() {
+  std::lock_guard lock(mu_);
+  std::map<std::string, QuotaCharge> out;
+  for (const Entry& e : vms_) out[e.name] = QuotaCharge{e.owner.charged, e.demand};
+  return out;
+}
+
+Result<VmBrief> VmManager::Brief(const std::string& name) {
+  std::lock_guard lock(mu_);
+  const Entry* e = FindLocked(name);
+  if (e == nullptr) return Status::Error(fmt::format("no vm named '{}'", name));
+  return VmBrief{e->vm ? hv::VmStateName(e->vm->state()) : "suspended",
+                 e->vm ? hv::VmExitReasonName(e->vm->last_exit().reason) : "none", e->serial_log,
+                 e->owner};
 }
 
 Status VmManager::Snapshot(const std::string& name, const std::string& dir, bool stop,
@@ -744,6 +789,10 @@ json VmManager::ListJson() {
                 {"exits", e.vm ? e.vm->exits() : 0},
                 {"generation", e.vm ? e.vm->generation() : 0},
                 {"parent", e.parent},
+                {"owner", e.owner.name},
+                {"owner_uid", e.owner.uid},
+                {"charged_to", e.owner.charged},
+                {"app", e.owner.app},
                 {"serial_log", e.serial_log}};
     if (!e.busy.empty()) row["busy"] = e.busy;
     if (!e.suspended_dir.empty()) row["suspended_to"] = e.suspended_dir;

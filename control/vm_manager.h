@@ -19,6 +19,7 @@
 
 #include "common/status.h"
 #include "config/config.h"
+#include "control/quota.h"
 #include "dataplane/port.h"
 #include "hv/vm.h"
 #include "vswitch/switch.h"
@@ -41,6 +42,24 @@ struct SwitchAccess {
 struct OperationProgress {
   std::function<void(const std::string& phase)> phase = [](const std::string&) {};
   hv::ProgressFn bytes;
+};
+
+// Who a VM belongs to: the user who created it over the socket (the VMs of the configuration,
+// restores and forks belong to the user qosvisor runs as), the quotas it is charged to, and the
+// app (a deployed blueprint) it is part of.
+struct VmOwner {
+  uint32_t uid = 0;
+  std::string name;
+  std::vector<std::string> charged;  // quota labels (see quota.h); empty: charged to none
+  std::string app;
+};
+
+// What a deploy watches while it waits for a VM.
+struct VmBrief {
+  std::string state;  // hv::VmStateName, or "suspended"
+  std::string last_exit;
+  std::string serial_log;
+  VmOwner owner;
 };
 
 class VmManager {
@@ -82,7 +101,21 @@ class VmManager {
   // vcpus, class, disk_size, cmdline), started on new ports on its NICs' bridges. Destroying it
   // removes it, its ports and nothing else (its vflash disk file stays).
   Status CreateFromTemplate(const std::string& name, const std::string& template_name,
+                            const std::map<std::string, std::string>& overrides,
+                            const VmOwner& owner);
+  Status CreateFromTemplate(const std::string& name, const std::string& template_name,
+                            const std::map<std::string, std::string>& overrides) {
+    return CreateFromTemplate(name, template_name, overrides, BoxOwner());
+  }
+  // What a VM made from the template with `overrides` would take from a quota (errors as
+  // CreateFromTemplate's would be).
+  Result<VmDemand> DemandOf(const std::string& template_name,
                             const std::map<std::string, std::string>& overrides);
+  // Every VM's name and what it is charged to quotas.
+  std::map<std::string, QuotaCharge> Charges();
+  Result<VmBrief> Brief(const std::string& name);
+  // The owner of the VMs from the configuration, restores and forks.
+  static VmOwner BoxOwner();
   // True when `name` is suspended (its resume is a job).
   bool IsSuspended(const std::string& name);
 
@@ -113,14 +146,20 @@ class VmManager {
     std::string suspended_dir;  // non-empty while suspended
     std::shared_ptr<const hv::FrozenImage> suspended_base;
     hv::VmOptions options;  // kept for listing while suspended
+    VmOwner owner = BoxOwner();
+    VmDemand demand;  // what it takes from the quotas it is charged to
   };
   VmManager(const config::Config& config, SwitchAccess access, rte_mempool* pool,
             std::string log_dir)
       : config_(config), access_(std::move(access)), pool_(pool), log_dir_(std::move(log_dir)) {}
   // The options and attachment of a VM made from a template (errors name the key at fault).
-  Result<hv::VmOptions> OptionsFromTemplate(const std::string& name, const config::VmTemplate& t,
+  // `config` is a copy taken under the lock: a reload may replace config_ meanwhile.
+  Result<hv::VmOptions> OptionsFromTemplate(const config::Config& config, const std::string& name,
+                                            const std::string& template_name,
                                             const std::map<std::string, std::string>& overrides,
-                                            std::vector<vswitch::PortJoin>* nics) const;
+                                            std::vector<vswitch::PortJoin>* nics,
+                                            VmDemand* demand) const;
+  config::Config ConfigCopy();
   // Refuses names that could not be a file or port name part; CheckNewName also those a VM has.
   static Status ValidNewName(const std::string& name);
   Status CheckNewName(const std::string& name);
@@ -138,7 +177,8 @@ class VmManager {
   Status PlugNewPorts(Entry& e, const std::string& attachment);
   void UnplugOwnPorts(Entry& e);
   // Takes a paused VM made by restore or fork into the list, on new ports, and resumes it.
-  Result<Entry*> Adopt(std::unique_ptr<hv::Vm> vm, const std::string& parent);
+  Result<Entry*> Adopt(std::unique_ptr<hv::Vm> vm, const std::string& parent,
+                       const VmOwner& owner = BoxOwner(), const VmDemand& demand = {});
   std::vector<std::string> ChildrenOf(const std::string& name);
   void Remove(Entry* e);
 

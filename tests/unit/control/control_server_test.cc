@@ -65,7 +65,8 @@ mode_t ModeOf(const std::string& path) {
 // Runs `request` in a child process with uid/gid 65534 (nobody) and the supplementary groups
 // given, while this process serves; returns the child's outcome ("ok" or the error). Forks
 // before any thread exists in this process, so the child may use the allocator freely.
-std::string RequestAsNobody(ControlServer& server, const std::vector<gid_t>& groups) {
+std::string RequestAsNobody(ControlServer& server, const std::vector<gid_t>& groups,
+                            const std::string& command = "echo") {
   int pipe_fds[2];
   REQUIRE(pipe(pipe_fds) == 0);
   const pid_t child = fork();
@@ -75,8 +76,8 @@ std::string RequestAsNobody(ControlServer& server, const std::vector<gid_t>& gro
     std::string outcome = "could not drop privileges";
     if (setgroups(groups.size(), groups.data()) == 0 && setresgid(65534, 65534, 65534) == 0 &&
         setresuid(65534, 65534, 65534) == 0) {
-      auto reply = Request(server.path(), "echo", json{{"x", 1}}, 5000);
-      outcome = reply.ok() ? "ok" : reply.message();
+      auto reply = Request(server.path(), command, json{{"x", 1}}, 5000);
+      outcome = !reply.ok() ? reply.message() : command == "echo" ? "ok" : reply->dump();
     }
     (void)!write(pipe_fds[1], outcome.data(), outcome.size());
     _exit(0);
@@ -219,6 +220,43 @@ TEST_CASE("only root, the server's user and control-group members are served", "
   REQUIRE(chmod(path.c_str(), 0666) == 0);
   CHECK(RequestAsNobody(*server, {}) == "permission denied: uid 65534 is neither root nor a "
                                         "member of group '" + *group + "'");
+}
+
+TEST_CASE("handlers learn who asks; the admission refuses before any handler runs",
+          "[control]") {
+  if (geteuid() != 0) {
+    WARN("SKIP: switching to an unprivileged user needs root");
+    return;
+  }
+  const auto group = SomeGroup();
+  if (!group) {
+    WARN("SKIP: no daemon/adm/users group on this host for the control group");
+    return;
+  }
+  const gid_t gid = getgrnam(group->c_str())->gr_gid;
+  const std::string path = TempSocket("who");
+  auto server = EchoServer(path, ListenOptions{group});
+  server->Register("whoami", [](const json&, const Caller& c) -> Result<json> {
+    return json{{"uid", c.uid}, {"privileged", c.privileged}, {"groups", c.group_names}};
+  });
+  bool secret_ran = false;
+  server->Register("secret", [&](const json&) -> Result<json> {
+    secret_ran = true;
+    return json{};
+  });
+  server->SetAdmission([](const std::string& command, const json&, const Caller& c) {
+    return command == "secret" && !c.privileged ? Status::Error("not for " + c.Describe())
+                                                : Status::Ok();
+  });
+  const json who = json::parse(RequestAsNobody(*server, {gid}, "whoami"));
+  CHECK(who["uid"] == 65534);
+  CHECK(who["privileged"] == false);
+  CHECK(who["groups"].dump().find("\"" + *group + "\"") != std::string::npos);
+  CHECK(RequestAsNobody(*server, {gid}, "secret") == "not for nobody (uid 65534)");
+  CHECK_FALSE(secret_ran);
+  // In-process answers come from root, who may.
+  CHECK(Parse(server->Answer(R"({"command":"secret"})"))["ok"] == true);
+  CHECK(secret_ran);
 }
 
 TEST_CASE("a stalled client delays neither other clients nor shutdown", "[control]") {
