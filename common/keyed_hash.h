@@ -9,6 +9,7 @@ namespace qosvisor {
 struct HashKey {
   uint64_t k0 = 0;
   uint64_t k1 = 1;
+  bool operator==(const HashKey&) const = default;
 
   // Fresh random key material from the kernel (getrandom), different in every process.
   static HashKey Random();

@@ -22,6 +22,9 @@ struct PacketMeta {
   uint32_t wire_len = 0;             // bytes this packet occupies on the uplink
   uint16_t class_id = 0;             // index into the uplink's class table
   uint16_t flags = 0;
+  // Which of its uplink's class tables class_id indexes: they change when the uplink is
+  // reconfigured live, while packets classified by the old one may still be on their way.
+  uint8_t rules_generation = 0;
 };
 
 inline constexpr uint16_t kMetaLastOfMessage = 1u << 0;  // sender says the message ends here

@@ -52,6 +52,7 @@ struct ClassConfig {
                                // left, so a large message cannot starve forever (0 = no aging)
   int rank_shift = -1;         // bucket granularity as a power of two of the rank's unit
                                // (bytes or TSC cycles); -1 = a default per policy
+  bool operator==(const ClassConfig&) const = default;
 };
 
 struct TenantConfig {
@@ -60,6 +61,7 @@ struct TenantConfig {
   uint8_t priority = 0;  // 0 (first) .. 7, when tenant_share is priority
   Share class_share = Share::kWfq;
   std::vector<uint16_t> classes;  // indexes into SchedulerConfig::classes
+  bool operator==(const TenantConfig&) const = default;
 };
 
 struct SchedulerConfig {
@@ -88,6 +90,7 @@ struct SchedulerConfig {
   // try 2 MiB pages: the hugetlb pool, then transparent huge pages, then plain pages; false keeps
   // them on plain 4 KiB pages. SchedulerStats::table_pages says what they got.
   bool huge_pages = true;
+  bool operator==(const SchedulerConfig&) const = default;
 };
 
 // Checks ranges, references and conflicts; all errors in one Status, one per line.

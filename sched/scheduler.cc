@@ -520,7 +520,7 @@ void BasicScheduler<RankQueue>::ForgetEndedMessage(rte_mbuf* pkt) {
 
 // Sends from the idle burst, lowest key first, as far as the batch and the pacer allow.
 template <typename RankQueue>
-uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch) {
+uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch, uint64_t now) {
   RankQueue& q = queues_[0];
   uint16_t added = 0;
   uint64_t bytes = 0;
@@ -528,6 +528,7 @@ uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch) {
     const IdleEntry& e = idle_[idle_next_++];
     q.TookMin(e.key);
     if (e.last) ForgetEndedMessage(e.pkt);
+    ++stats_[0].sojourn[SojournBucket(now - Meta(e.pkt)->arrival_tsc)];  // filed this poll: hot
     pacer_.Consume(e.len);
     bytes += e.len;
     batch.Push(e.pkt);
@@ -589,7 +590,7 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
 template <typename RankQueue>
 uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
   pacer_.Refill(now);
-  uint16_t added = idle_next_ != idle_end_ ? SendIdleBurst(batch) : 0;
+  uint16_t added = idle_next_ != idle_end_ ? SendIdleBurst(batch, now) : 0;
   uint32_t now_coarse = static_cast<uint32_t>(now >> kIdleShift);
   // Messages whose last packet left: their index entries are cold (a lookup touched them long
   // ago), so they are prefetched now and erased once the burst is picked, when they have arrived.
@@ -614,7 +615,9 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     ClassStats& st = stats_[c];
     ++st.dequeued_packets;
     st.dequeued_bytes += len;
-    OnSent(*Meta(pkt), len, m, classes_[c]);
+    const PacketMeta& pm = *Meta(pkt);  // asked for a few picks ago (below)
+    ++st.sojourn[SojournBucket(now - pm.arrival_tsc)];
+    OnSent(pm, len, m, classes_[c]);
     if (!m.empty()) {
       PushHead(c, slot, now);
     } else {
@@ -638,7 +641,7 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     for (uint32_t k = 0; k < std::min(known, kMetasAhead); ++k) {
       if (ahead[k] == slot) continue;  // PushHead has loaded its packets
       const MessageState& nm = table_[ahead[k]];
-      for (uint8_t j = 1; j <= kRingAhead; ++j) {
+      for (uint8_t j = 0; j <= kRingAhead; ++j) {
         rte_mbuf* p = nm.at(j);
         if (p == nullptr) break;
         __builtin_prefetch(Meta(p));
@@ -699,12 +702,43 @@ void BasicScheduler<RankQueue>::StatsInto(SchedulerStats& s) const {
     s.total.probe_limit_fallback += c.probe_limit_fallback;
     s.total.queued_packets += c.queued_packets;
     s.total.queued_bytes += c.queued_bytes;
+    for (int b = 0; b < kSojournBuckets; ++b) s.total.sojourn[b] += c.sojourn[b];
   }
   s.dropped_unknown_class = dropped_unknown_class_;
   s.live_messages = table_.live();
   s.messages_reclaimed_idle = reclaimed_idle_;
   s.idle_burst_packets = idle_burst_packets_;
   s.table_pages = table_pages_;
+  s.dropped_reconfigured = dropped_reconfigured_;
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
+                                             std::span<const int32_t> class_of_old,
+                                             uint64_t gone) {
+  for (size_t old = 0; old < before.classes.size() && old < class_of_old.size(); ++old) {
+    if (class_of_old[old] < 0 || static_cast<size_t>(class_of_old[old]) >= stats_.size()) continue;
+    const ClassStats& b = before.classes[old];
+    ClassStats& st = stats_[class_of_old[old]];
+    // Every packet this class holds came from `b`'s queue, so its own counts of arrivals and
+    // departures are the move's and are replaced; drops during the move (a smaller buffer) add.
+    st.enqueued_packets = b.enqueued_packets;
+    st.enqueued_bytes = b.enqueued_bytes;
+    st.dequeued_packets = b.dequeued_packets;
+    st.dequeued_bytes = b.dequeued_bytes;
+    st.dropped_tail += b.dropped_tail;
+    st.dropped_worst += b.dropped_worst;
+    st.dropped_message_limit += b.dropped_message_limit;
+    st.dropped_bytes += b.dropped_bytes;
+    st.rank_clamped += b.rank_clamped;
+    st.table_full_fallback += b.table_full_fallback;
+    st.probe_limit_fallback += b.probe_limit_fallback;
+    for (int k = 0; k < kSojournBuckets; ++k) st.sojourn[k] += b.sojourn[k];
+  }
+  dropped_unknown_class_ += before.dropped_unknown_class;
+  reclaimed_idle_ += before.messages_reclaimed_idle;
+  idle_burst_packets_ += before.idle_burst_packets;
+  dropped_reconfigured_ += before.dropped_reconfigured + gone;
 }
 
 template class BasicScheduler<FfsRankQueue>;

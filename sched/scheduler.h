@@ -22,8 +22,10 @@
 // to free; sched/ never frees an mbuf.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "common/packet_batch.h"
@@ -39,6 +41,16 @@
 struct rte_mbuf;
 
 namespace qosvisor::sched {
+
+// Time packets spent in the scheduler (arrival in the switch to dequeue), per class: bucket b
+// counts packets that waited fewer than 2^(b + kSojournShift) TSC cycles, the last bucket
+// everything longer. Powers of two make recording a shift and a count of leading zeros.
+inline constexpr int kSojournShift = 10;
+inline constexpr int kSojournBuckets = 24;
+inline int SojournBucket(uint64_t cycles) {
+  const int b = std::bit_width(cycles >> kSojournShift);
+  return b < kSojournBuckets ? b : kSojournBuckets - 1;
+}
 
 struct ClassStats {
   uint64_t enqueued_packets = 0;
@@ -56,6 +68,7 @@ struct ClassStats {
   // path keeps only those counts).
   uint64_t queued_packets = 0;
   uint64_t queued_bytes = 0;
+  uint64_t sojourn[kSojournBuckets] = {};  // see SojournBucket
 
   uint64_t dropped_packets() const { return dropped_tail + dropped_worst + dropped_message_limit; }
   uint64_t now_queued_packets() const {
@@ -71,6 +84,8 @@ struct SchedulerStats {
   uint64_t live_messages = 0;
   uint64_t messages_reclaimed_idle = 0;
   uint64_t idle_burst_packets = 0;  // packets that found the uplink idle and were sorted, not filed
+  // Queued in a class that a live reconfiguration removed (see ContinueFrom).
+  uint64_t dropped_reconfigured = 0;
   // The smallest pages any large table (message table, rank queues) got: hugetlb, thp or 4k.
   PageKind table_pages = PageKind::kSmall;
 };
@@ -98,6 +113,16 @@ class BasicScheduler {
   // The earliest time at which Dequeue may return a packet (now if it may already), or UINT64_MAX
   // when nothing is queued. For simulators and for lcores that want to sleep.
   uint64_t NextSendTsc(uint64_t now_tsc) const;
+
+  // A live reconfiguration: this scheduler replaced `before`'s, whose queued packets were moved
+  // here (dequeued in order and enqueued again), except `gone` packets of classes the new tree
+  // lacks. Each class continues its predecessor's counts (class_of_old[c] is the new class of
+  // old class c, or -1), so enqueued = dequeued + dropped + queued still holds.
+  void ContinueFrom(const SchedulerStats& before, std::span<const int32_t> class_of_old,
+                    uint64_t gone);
+
+  // Packets of a removed class that reached the uplink after the reconfiguration.
+  void AddReconfiguredDrops(uint64_t n) { dropped_reconfigured_ += n; }
 
   SchedulerStats Stats() const;
   // The same into `out` without allocating once out.classes holds one entry per class (as after a
@@ -139,7 +164,7 @@ class BasicScheduler {
   void SortIdleBurst(uint16_t n, uint64_t base);
   void ForgetSeenMessages();
   bool FirstOfMessage(uint64_t message_id);
-  uint16_t SendIdleBurst(PacketBatch& batch);
+  uint16_t SendIdleBurst(PacketBatch& batch, uint64_t now);
   void FileIdleBurst();
   // `home`: the message id's index position when the caller hashed it already, else kNoId.
   void Admit(rte_mbuf* pkt, uint32_t slot_hint, uint32_t home);
@@ -201,6 +226,7 @@ class BasicScheduler {
   uint64_t dropped_unknown_class_ = 0;
   uint64_t reclaimed_idle_ = 0;
   uint64_t idle_burst_packets_ = 0;
+  uint64_t dropped_reconfigured_ = 0;
   uint32_t idle_timeout_ = 0;   // in kIdleShift units
   bool idle_bursts_ = false;    // this uplink may send idle bursts (one class, stateless ranks)
   IdleEntry idle_[kMaxBurst];   // the idle burst, sorted; [idle_next_, idle_end_) not yet sent

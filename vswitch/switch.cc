@@ -110,43 +110,22 @@ Status Switch::CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16
   const std::string& name = spec.ports[us.port]->name();
   auto sched = sched::Scheduler::Create(us.scheduler, &Switch::OnSchedDrop, workers_[owner].get());
   if (!sched.ok()) return Status::Error(fmt::format("uplink '{}': {}", name, sched.message()));
-  Uplink up;
-  up.port = us.port;
-  up.owner = owner;
-  up.scheduler = std::move(sched).value();
-  up.default_class = us.default_class;
-  uint32_t max_queue = 0;
-  for (uint32_t q : us.class_queues) max_queue = std::max(max_queue, q);
-  up.class_of_queue.assign(max_queue + 1, -1);
-  for (size_t c = 0; c < us.class_queues.size(); ++c) {
-    up.class_of_queue[us.class_queues[c]] = static_cast<int32_t>(c);
-    ClassSpec cs;  // a queue without a class spec is identified as datagrams
-    for (const ClassSpec& candidate : spec.classes) {
-      if (candidate.queue == us.class_queues[c]) cs = candidate;
-    }
-    up.classes.push_back(UplinkClass{cs.mode, NsToTsc(cs.idle_ns, hz_), nullptr});
-    if (cs.mode == MessageMode::kEbpf) {
-      auto prog = EbpfClassifier::Load(cs.ebpf_object, cs.ebpf_program);
-      if (!prog.ok()) {
-        return Status::Error(fmt::format("class with queue {}: {}", cs.queue, prog.message()));
-      }
-      up.classes.back().ebpf = prog->get();
-      ebpf_.push_back(std::move(prog).value());
-    }
-  }
-  if (us.default_class >= std::max<size_t>(us.class_queues.size(), 1)) {
-    return Status::Error(
-        fmt::format("uplink '{}': default class {} out of range", name, us.default_class));
-  }
-  if (up.classes.empty()) up.classes.emplace_back();  // everything in one datagram class
+  auto rules = MakeUplinkRules(name, us, spec.classes);
+  if (!rules.ok()) return rules.status();
+  auto up = std::make_unique<Uplink>();
+  up->port = us.port;
+  up->owner = owner;
+  up->scheduler = std::move(sched).value();
+  up->rules_owner = std::move(rules).value();
+  up->rules.store(up->rules_owner.get(), std::memory_order_release);
   // Only the uplink port's own bridge outputs to it: a ring when that bridge runs elsewhere.
   const int bridge = port_state_[us.port].bridge;
   if (bridge >= 0 && bridge_owner_[bridge] != owner) {
     static std::atomic<uint32_t> ring_id{0};
-    up.handoff = rte_ring_create(fmt::format("qv_handoff{}", ring_id++).c_str(),
-                                 std::bit_ceil(std::max<uint32_t>(spec.handoff_ring_size, 64)),
-                                 SOCKET_ID_ANY, RING_F_SC_DEQ);
-    if (up.handoff == nullptr) {
+    up->handoff = rte_ring_create(fmt::format("qv_handoff{}", ring_id++).c_str(),
+                                  std::bit_ceil(std::max<uint32_t>(spec.handoff_ring_size, 64)),
+                                  SOCKET_ID_ANY, RING_F_SC_DEQ);
+    if (up->handoff == nullptr) {
       return Status::Error(fmt::format("uplink '{}': cannot create its hand-off ring: {}", name,
                                        rte_strerror(rte_errno)));
     }
@@ -157,9 +136,41 @@ Status Switch::CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16
   return Status::Ok();
 }
 
+Result<std::shared_ptr<Switch::UplinkRules>> Switch::MakeUplinkRules(
+    const std::string& name, const UplinkSpec& us, const std::vector<ClassSpec>& classes) const {
+  auto rules = std::make_shared<UplinkRules>();
+  rules->default_class = us.default_class;
+  uint32_t max_queue = 0;
+  for (uint32_t q : us.class_queues) max_queue = std::max(max_queue, q);
+  rules->class_of_queue.assign(max_queue + 1, -1);
+  for (size_t c = 0; c < us.class_queues.size(); ++c) {
+    rules->class_of_queue[us.class_queues[c]] = static_cast<int32_t>(c);
+    ClassSpec cs;  // a queue without a class spec is identified as datagrams
+    for (const ClassSpec& candidate : classes) {
+      if (candidate.queue == us.class_queues[c]) cs = candidate;
+    }
+    rules->classes.push_back(UplinkClass{cs.mode, NsToTsc(cs.idle_ns, hz_), nullptr});
+    if (cs.mode == MessageMode::kEbpf) {
+      auto prog = EbpfClassifier::Load(cs.ebpf_object, cs.ebpf_program);
+      if (!prog.ok()) {
+        return Status::Error(fmt::format("class with queue {}: {}", cs.queue, prog.message()));
+      }
+      rules->classes.back().ebpf = prog->get();
+      rules->programs.push_back(std::move(prog).value());
+    }
+  }
+  if (us.default_class >= std::max<size_t>(us.class_queues.size(), 1)) {
+    return Status::Error(
+        fmt::format("uplink '{}': default class {} out of range", name, us.default_class));
+  }
+  if (rules->classes.empty()) rules->classes.emplace_back();  // everything in one datagram class
+  for (const sched::ClassConfig& c : us.scheduler.classes) rules->class_names.push_back(c.name);
+  return rules;
+}
+
 Switch::~Switch() {
   Drain();
-  for (Uplink& up : uplinks_) rte_ring_free(up.handoff);
+  for (auto& up : uplinks_) rte_ring_free(up->handoff);
 }
 
 void Switch::OnSchedDrop(void* worker, rte_mbuf* const* pkts, uint16_t count) {
@@ -183,7 +194,8 @@ void Switch::Poll(uint16_t worker, uint64_t now) {
   for (uint16_t p : rx_ports) FlushPort(w, p);
   FlushHandoffs(w);
   for (uint16_t u : w.uplinks) {
-    Uplink& up = uplinks_[u];
+    CheckUplinkChange(w, u, now);
+    Uplink& up = *uplinks_[u];
     TakeHandoff(up);
     FlushUplink(up);
     ServeUplink(up, now);
@@ -205,7 +217,8 @@ void Switch::Drain() {
   for (auto& w : workers_) {
     for (PacketBatch& staged : w->to_uplink) FreeBatch(staged);
   }
-  for (Uplink& up : uplinks_) {
+  for (auto& uplink : uplinks_) {
+    Uplink& up = *uplink;
     if (up.handoff != nullptr) {
       void* m;
       while (rte_ring_dequeue(up.handoff, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));

@@ -12,7 +12,8 @@
 // The data path takes no locks, allocates nothing and throws nothing. Its code is in one file per
 // stage: switch.cc (building, Poll, Drain), switch_bridge.cc, switch_flow.cc, switch_uplink.cc,
 // with the steps several stages inline in switch_inl.h; the control side in switch_snapshot.cc,
-// switch_tables.cc, switch_ports.cc (ports joining and leaving) and switch_workers.cc.
+// switch_tables.cc, switch_ports.cc (ports joining and leaving), switch_reconfigure.cc (uplinks
+// reconfigured while they run) and switch_workers.cc.
 #pragma once
 
 #include <atomic>
@@ -62,6 +63,7 @@ struct ClassSpec {
   uint64_t idle_ns = 1'000'000;  // tcp-gap threshold
   std::string ebpf_object;       // ebpf: the compiled program (clang -target bpf)
   std::string ebpf_program;      // ebpf: program or section name; empty = the first
+  bool operator==(const ClassSpec&) const = default;
 };
 
 struct UplinkSpec {
@@ -69,6 +71,7 @@ struct UplinkSpec {
   sched::SchedulerConfig scheduler;  // its classes[i] is the class with queue class_queues[i]
   std::vector<uint32_t> class_queues;
   uint16_t default_class = 0;  // for packets without set_queue, or with a queue not on this uplink
+  bool operator==(const UplinkSpec&) const = default;
 };
 
 // A copy of a port's packets, both ways, for the control side to write out (qosctl capture):
@@ -155,6 +158,17 @@ class Switch {
   // Returns every packet the switch holds (queued in schedulers, waiting for TX) to the pool.
   void Drain();
 
+  // Control thread: the uplink on `port` gets new classes (their message rules), a new scheduler
+  // tree, rates and buffers, while it runs. Its owner moves what is queued into the new
+  // scheduler at its next poll, each message's packets in their order; packets of a class the
+  // new tree lacks are dropped and counted (SchedulerStats::dropped_reconfigured). A class whose
+  // name stays keeps its counters. `spec.port` is ignored. Without `lcore_running` (no worker
+  // polls) the change is made here. Not while a TakeSnapshot is under way (the owner resizes its
+  // part of the snapshot).
+  Status ReconfigureUplink(const std::string& port, const UplinkSpec& spec,
+                           const std::vector<ClassSpec>& classes, bool lcore_running,
+                           std::chrono::milliseconds timeout = kSnapshotTimeout);
+
   // Control thread: a new rule set for a bridge, published for the lcore to use from its next
   // poll. The old table is freed (by the control thread) once the lcore has finished a poll
   // after the swap, so the lcore never waits and never frees.
@@ -179,6 +193,10 @@ class Switch {
   // Control thread: the port leaves its bridge. Returns once no worker uses it any more and the
   // frames waiting for it are back in the pool: the port may then be destroyed.
   Status RemovePort(const std::string& name);
+  // Control thread: the port's VLAN mode and tags in its bridge change, published like a port
+  // joining (frames on their way keep the verdict they had).
+  Status SetPortVlan(const std::string& name, VlanMode mode, uint16_t access_tag,
+                     const std::vector<uint16_t>& trunk_tags);
   // Bridges can hold this many ports: a MAC table entry keeps the port's slot in 8 bits and its
   // incarnation (how often the slot was given to a new port) in the other 8.
   static constexpr size_t kMaxBridgePorts = 256;
@@ -286,13 +304,40 @@ class Switch {
     uint64_t idle_tsc = 0;                 // tcp-gap
     const EbpfClassifier* ebpf = nullptr;  // MessageMode::kEbpf
   };
+  // How an uplink's frames find their class, for the workers that classify them; replaced whole
+  // when the uplink is reconfigured, and numbered so that its owner knows which table a queued
+  // packet's class id refers to.
+  struct UplinkRules {
+    std::vector<int32_t> class_of_queue;  // queue id → class index (dense up to max queue)
+    std::vector<UplinkClass> classes;     // per class index
+    uint16_t default_class = 0;
+    uint8_t generation = 0;
+    // The class a packet classified under the previous generation takes now (-1: gone).
+    std::vector<int32_t> class_of_previous;
+    std::vector<std::string> class_names;  // the scheduler's, for the next reconfiguration
+    std::vector<std::unique_ptr<EbpfClassifier>> programs;  // the classes' eBPF programs
+  };
+  // A live reconfiguration on its way from the control thread to the uplink's owner.
+  struct UplinkChange {
+    std::unique_ptr<sched::Scheduler> scheduler;  // the new one; the old one on return
+    const UplinkRules* rules = nullptr;
+    sched::SchedulerStats before;  // the old scheduler's counts, sized by the control thread
+    std::vector<sched::ClassStats> snapshot_classes;  // the owner's snapshot storage, swapped
+    uint64_t moved = 0, gone = 0;
+    std::atomic<bool> done{false};
+  };
   struct Uplink {
     uint16_t port;
     uint16_t owner;  // worker
     std::unique_ptr<sched::Scheduler> scheduler;
-    std::vector<int32_t> class_of_queue;  // queue id → class index (dense up to max queue)
-    std::vector<UplinkClass> classes;     // per class index
-    uint16_t default_class;
+    std::atomic<const UplinkRules*> rules{nullptr};  // what classifying workers use
+    std::shared_ptr<const UplinkRules> rules_owner;  // control thread
+    uint8_t generation = 0;  // of the rules the scheduler's class ids follow (owner)
+    // Packets classified under the previous rules may still arrive (owner); closed once every
+    // worker has moved on (settled) and the hand-off ring has been seen empty.
+    bool restaging = false;
+    std::atomic<bool> settled{false};
+    std::atomic<UplinkChange*> change{nullptr};
     PacketBatch pending;          // to enqueue (owner only)
     PacketBatch stalled;          // dequeued but the port did not take them yet
     rte_ring* handoff = nullptr;  // from other workers; nullptr when only the owner feeds it
@@ -307,9 +352,11 @@ class Switch {
   // An uplink and the class a frame takes there, resolved once for a run of frames.
   struct UplinkTarget {
     Uplink* up = nullptr;
-    const UplinkClass* rules = nullptr;  // up->classes[cls]
+    const UplinkClass* rules = nullptr;  // the class's entry in up->rules
     uint16_t index = 0;                  // in uplinks_
     int cls = 0;
+    uint8_t generation = 0;               // of `table`
+    const UplinkRules* table = nullptr;  // up->rules when resolved
   };
   // Where the frames of a verdict go: straight to one port's TX batch or one uplink, or through
   // the general path (copies, VLAN tags, drops).
@@ -355,6 +402,18 @@ class Switch {
   Switch() = default;
   Status Assign(const SwitchSpec& spec);
   Status CreateUplink(const SwitchSpec& spec, const UplinkSpec& us, uint16_t owner);
+  Result<std::shared_ptr<UplinkRules>> MakeUplinkRules(const std::string& name,
+                                                       const UplinkSpec& us,
+                                                       const std::vector<ClassSpec>& classes) const;
+  // The uplink's owner (or the control thread when no worker polls): what waits is moved into
+  // the change's scheduler, which takes the old one's place (switch_reconfigure.cc).
+  void ApplyUplinkChange(Worker& w, uint16_t uplink, UplinkChange& change, uint64_t now);
+  void DrainHandoffIntoScheduler(Uplink& up);
+  // Packets classified under the previous rules take their class under the current ones.
+  void Restage(Uplink& up, PacketBatch& batch);
+  void FinishRestaging(Uplink& up);
+  // Owner, once a poll: a pending change applied, or the restaging window closed.
+  inline void CheckUplinkChange(Worker& w, uint16_t uplink, uint64_t now);
   static inline bool Carries(const Member& m, uint16_t vlan);
   static Member MakeMember(uint16_t port, VlanMode mode, uint16_t access_tag,
                            const std::vector<uint16_t>& trunk_tags, uint8_t incarnation);
@@ -410,17 +469,20 @@ class Switch {
   void Deliver(Worker& w, rte_mbuf* m, Bridge& bridge, const Verdict& v, const ParsedPacket& parsed,
                uint64_t now);
   static int EgressVlan(const Member& out, uint16_t vlan);
-  static int ClassOf(const Uplink& up, int queue);
+  static int ClassOf(const UplinkRules& rules, int queue);
   [[gnu::always_inline]] inline bool IngressVlan(const Member& in, const ParsedPacket& p,
                                                  uint16_t& vlan);
   [[gnu::always_inline]] inline void Output(Worker& w, rte_mbuf* m, const Member& out,
                                             uint16_t vlan, int queue, const ParsedPacket& p,
                                             uint64_t now);
-  void ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int cls, const ParsedPacket& p,
+  // The uplink's class for a set_queue id (-1: none) under the rules its workers use now.
+  inline UplinkTarget TargetOf(uint16_t uplink, int queue);
+  void ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int queue, const ParsedPacket& p,
                 uint64_t now);
   [[gnu::always_inline]] inline void StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t,
                                                     const ParsedPacket& p, uint64_t now);
-  MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up, int& cls,
+  MessageIdentity RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m,
+                          const UplinkRules& rules, int& cls,
                           const ParsedPacket& p, uint32_t wire_len, uint64_t now);
   inline void FlushPort(Worker& w, uint16_t port);
   // Copies pkts into the port's capture tap, if it has one: inline, a load per burst otherwise.
@@ -443,9 +505,8 @@ class Switch {
   std::unique_ptr<std::atomic<CaptureTap*>[]> captures_;  // per port slot; nullptr: none
   std::vector<std::unique_ptr<Bridge>> bridges_;
   std::vector<uint16_t> bridge_owner_;
-  std::vector<Uplink> uplinks_;
+  std::vector<std::unique_ptr<Uplink>> uplinks_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<std::unique_ptr<EbpfClassifier>> ebpf_;  // loaded once per class that uses one
   rte_mempool* pool_ = nullptr;
   uint16_t burst_ = 32;
   bool forward_unparsable_ = false;

@@ -112,9 +112,7 @@ void Switch::PlanEgress(const Bridge& bridge, const ParsedPacket& p, Verdict& v)
     return;
   }
   v.egress = Egress::kUplink;
-  Uplink& up = uplinks_[ps.uplink];
-  const int cls = ClassOf(up, v.queue);
-  v.uplink = {&up, &up.classes[cls], static_cast<uint16_t>(ps.uplink), cls};
+  v.uplink = TargetOf(static_cast<uint16_t>(ps.uplink), v.queue);
 }
 
 void Switch::Deliver(Worker& w, rte_mbuf* m, Bridge& bridge, const Verdict& v,
@@ -164,8 +162,7 @@ void Switch::Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan, in
   }
   PortState& ps = port_state_[out.port];
   if (ps.uplink >= 0) {
-    const auto uplink = static_cast<uint16_t>(ps.uplink);
-    ToUplink(w, m, uplink, ClassOf(uplinks_[uplink], queue), p, now);
+    ToUplink(w, m, static_cast<uint16_t>(ps.uplink), queue, p, now);
     return;
   }
   // One frame: a push (AppendTx's bulk loop, not inlined here, costs this per-frame path ~10
@@ -176,11 +173,18 @@ void Switch::Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan, in
 
 // The uplink class of a set_queue id; frames with no queue, or one no class is bound to, take the
 // uplink's default class.
-int Switch::ClassOf(const Uplink& up, int queue) {
-  const int cls = queue >= 0 && static_cast<size_t>(queue) < up.class_of_queue.size()
-                      ? up.class_of_queue[queue]
+int Switch::ClassOf(const UplinkRules& rules, int queue) {
+  const int cls = queue >= 0 && static_cast<size_t>(queue) < rules.class_of_queue.size()
+                      ? rules.class_of_queue[queue]
                       : -1;
-  return cls < 0 ? up.default_class : cls;
+  return cls < 0 ? rules.default_class : cls;
+}
+
+Switch::UplinkTarget Switch::TargetOf(uint16_t uplink, int queue) {
+  Uplink& up = *uplinks_[uplink];
+  const UplinkRules& rules = *up.rules.load(std::memory_order_acquire);
+  const int cls = ClassOf(rules, queue);
+  return {&up, &rules.classes[cls], uplink, cls, rules.generation, &rules};
 }
 
 // Appends to a port's TX batch in bulk, sending each time it reaches a burst. (Pushing frame by
@@ -198,10 +202,9 @@ void Switch::AppendTx(Worker& w, uint16_t port, rte_mbuf* const* pkts, uint16_t 
   }
 }
 
-void Switch::ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int cls, const ParsedPacket& p,
+void Switch::ToUplink(Worker& w, rte_mbuf* m, uint16_t uplink, int queue, const ParsedPacket& p,
                       uint64_t now) {
-  Uplink& up = uplinks_[uplink];
-  StageForUplink(w, m, {&up, &up.classes[cls], uplink, cls}, p, now);
+  StageForUplink(w, m, TargetOf(uplink, queue), p, now);
 }
 
 // Classification and message identification run here, on the bridge's worker, so that the
@@ -213,7 +216,7 @@ void Switch::StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t, const
   int cls = t.cls;
   const uint32_t wire_len = rte_pktmbuf_pkt_len(m) + kWireOverhead;
   const MessageIdentity id = uc.ebpf != nullptr
-                                 ? RunEbpf(w, *uc.ebpf, m, up, cls, p, wire_len, now)
+                                 ? RunEbpf(w, *uc.ebpf, m, *t.table, cls, p, wire_len, now)
                                  : w.identifier->Identify(uc.mode, p, wire_len, uc.idle_tsc, now);
   // `next` and `rank` are the scheduler's to write.
   PacketMeta& meta = *Meta(m);
@@ -225,6 +228,7 @@ void Switch::StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t, const
   meta.wire_len = wire_len;
   meta.class_id = static_cast<uint16_t>(cls);
   meta.flags = id.last ? kMetaLastOfMessage : 0;
+  meta.rules_generation = t.generation;
   if (up.owner != w.index) {
     PacketBatch& staged = w.to_uplink[t.index];
     staged.Push(m);
@@ -237,14 +241,15 @@ void Switch::StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t, const
 
 // The class's program sees a copy of the headers; it may pick another class (by queue id) and
 // name the message and its size. Without a message id the packet is its own message.
-MessageIdentity Switch::RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m, Uplink& up,
-                                int& cls, const ParsedPacket& p, uint32_t wire_len, uint64_t now) {
+MessageIdentity Switch::RunEbpf(Worker& w, const EbpfClassifier& prog, rte_mbuf* m,
+                                const UplinkRules& rules, int& cls, const ParsedPacket& p, uint32_t wire_len, uint64_t now) {
   FillEbpfContext(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), p, true,
                   w.ebpf_ctx);
   const EbpfDecision d = DecodeEbpfResult(prog.Run(w.ebpf_ctx));
   ++w.counters.ebpf_runs;
   if (d.sets_queue()) {
-    const int chosen = d.queue < up.class_of_queue.size() ? up.class_of_queue[d.queue] : -1;
+    const int chosen =
+        d.queue < rules.class_of_queue.size() ? rules.class_of_queue[d.queue] : -1;
     if (chosen < 0) {
       ++w.counters.ebpf_unknown_queue;
     } else if (chosen != cls) {
@@ -263,7 +268,7 @@ void Switch::FlushHandoffs(Worker& w) {
     if (staged.count == 0) continue;
     TsanPacketsOut();
     const unsigned n = rte_ring_enqueue_burst(
-        uplinks_[u].handoff, reinterpret_cast<void* const*>(staged.pkts), staged.count, nullptr);
+        uplinks_[u]->handoff, reinterpret_cast<void* const*>(staged.pkts), staged.count, nullptr);
     staged.Consume(static_cast<uint16_t>(n));
     w.counters.handoff_dropped += staged.count;
     FreeBatch(staged);

@@ -48,7 +48,16 @@ inline void Switch::FlushPort(Worker& w, uint16_t port) {
 }
 
 inline void Switch::FlushUplink(Uplink& up) {
-  if (up.pending.count != 0) up.scheduler->Enqueue(up.pending);
+  if (up.pending.count == 0) return;
+  if (up.restaging) [[unlikely]] Restage(up, up.pending);
+  up.scheduler->Enqueue(up.pending);
+}
+
+inline void Switch::CheckUplinkChange(Worker& w, uint16_t uplink, uint64_t now) {
+  Uplink& up = *uplinks_[uplink];
+  if (up.restaging) [[unlikely]] FinishRestaging(up);
+  UplinkChange* change = up.change.load(std::memory_order_acquire);
+  if (change != nullptr) [[unlikely]] ApplyUplinkChange(w, uplink, *change, now);
 }
 
 int Switch::LearnAndLookup(Bridge& bridge, const uint8_t* frame, uint16_t vlan, int in_member,

@@ -145,6 +145,26 @@ Status Switch::RemovePort(const std::string& name) {
   return Status::Ok();
 }
 
+Status Switch::SetPortVlan(const std::string& name, VlanMode mode, uint16_t access_tag,
+                           const std::vector<uint16_t>& trunk_tags) {
+  ReclaimRetiredTables();
+  auto slot = std::find_if(ports_.begin(), ports_.end(), [&](const dataplane::Port* p) {
+    return p != nullptr && p->name() == name;
+  });
+  if (slot == ports_.end()) return Status::Error(fmt::format("no port named '{}'", name));
+  const PortState& ps = port_state_[slot - ports_.begin()];
+  if (ps.bridge < 0) return Status::Error(fmt::format("port '{}' is in no bridge", name));
+  Bridge& bridge = *bridges_[ps.bridge];
+  auto members = std::make_shared<MemberSet>(bridge.members.get());
+  Member& m = members->list[ps.member];
+  // The same incarnation: addresses learned on the port stay its own, on whatever VLAN they were.
+  m = MakeMember(m.port, mode, access_tag, trunk_tags, m.incarnation);
+  if (Status s = PublishMembers(bridge, std::move(members)); !s) {
+    return Status::Error(fmt::format("port '{}': {}", name, s.message()));
+  }
+  return Status::Ok();
+}
+
 void Switch::CopyToTap(CaptureTap& tap_ref, rte_mbuf* const* pkts, uint16_t n) {
   CaptureTap* tap = &tap_ref;
   rte_mbuf* copies[kMaxBurst];

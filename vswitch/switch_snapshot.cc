@@ -41,7 +41,7 @@ void SwitchCounters::Add(const SwitchCounters& o) {
 void Switch::PrepareSnapshots() {
   for (auto& w : workers_) {
     w->snapshot.uplinks.resize(uplinks_.size());
-    for (uint16_t u : w->uplinks) w->snapshot.uplinks[u] = uplinks_[u].scheduler->Stats();
+    for (uint16_t u : w->uplinks) w->snapshot.uplinks[u] = uplinks_[u]->scheduler->Stats();
     w->snapshot.learned_macs.resize(bridges_.size());
     uint32_t largest = 0;  // room for the largest MAC table it owns: the lcore only copies
     for (uint16_t b : w->bridges) largest = std::max(largest, bridges_[b]->macs->capacity());
@@ -56,7 +56,7 @@ void Switch::FillSnapshot(const Worker& w, Snapshot& out) const {
   out.counters = w.counters;
   out.counters.flow_cache_hits = w.cache.hits();
   out.counters.flow_cache_misses = w.cache.misses();
-  for (uint16_t u : w.uplinks) uplinks_[u].scheduler->StatsInto(out.uplinks[u]);
+  for (uint16_t u : w.uplinks) uplinks_[u]->scheduler->StatsInto(out.uplinks[u]);
   for (uint16_t b : w.bridges) out.learned_macs[b] = bridges_[b]->macs->size();
   out.fdb.clear();
   const int fdb = w.fdb_requested.load(std::memory_order_acquire);

@@ -485,4 +485,62 @@ TEST_CASE("configuration errors are all reported, with the field", "[scheduler][
   CHECK(Validate(OneClass(Policy::kSrpt)).ok());
 }
 
+TEST_CASE("time in the scheduler is counted per class in power-of-two buckets", "[scheduler]") {
+  CHECK(SojournBucket(0) == 0);
+  CHECK(SojournBucket((1u << kSojournShift) - 1) == 0);
+  CHECK(SojournBucket(1u << kSojournShift) == 1);
+  CHECK(SojournBucket(3u << kSojournShift) == 2);
+  CHECK(SojournBucket(UINT64_MAX) == kSojournBuckets - 1);
+  DropLog drops;
+  SchedulerConfig c = OneClass(Policy::kFifo);
+  c.classes.push_back({.name = "d", .policy = Policy::kFifo});
+  auto s = MustCreate(c, drops);
+  FakePool pool(4);
+  EnqueueOne(*s, Packet(pool, 0, 1, 0, 0, 100, 0, 1000));
+  EnqueueOne(*s, Packet(pool, 1, 2, 0, 0, 100, 0, 1000));
+  EnqueueOne(*s, Packet(pool, 2, 3, 0, 0, 100, 1, 1000));
+  CHECK(DrainAll(*s, 1000 + (5u << kSojournShift)).size() == 3);
+  const SchedulerStats st = s->Stats();
+  CHECK(st.classes[0].sojourn[3] == 2);  // waited 5 units: below 2^3
+  CHECK(st.classes[1].sojourn[3] == 1);
+  CHECK(st.total.sojourn[3] == 3);
+}
+
+TEST_CASE("a scheduler that takes over another's packets continues its classes' counts",
+          "[scheduler]") {
+  DropLog drops;
+  SchedulerConfig c = OneClass(Policy::kFifo);
+  c.classes.push_back({.name = "d", .policy = Policy::kFifo});
+  auto old = MustCreate(c, drops);
+  FakePool pool(8);
+  for (size_t i = 0; i < 6; ++i) {
+    EnqueueOne(*old, Packet(pool, i, i + 1, 0, 0, 100, static_cast<uint16_t>(i % 2)));
+  }
+  PacketBatch sent;
+  old->Dequeue(sent, 0);  // all six: unpaced
+  REQUIRE(sent.count == 6);
+  for (size_t i = 0; i < 2; ++i) {  // two of class "c" come back, as if they had waited
+    EnqueueOne(*old, Packet(pool, 6 + i, 7 + i, 0, 0, 100, 0));
+  }
+  const SchedulerStats before = old->Stats();
+  // The new tree keeps "c" as its class 1 and drops "d"; "c"'s two waiting packets move.
+  SchedulerConfig next = c;
+  next.classes = {{.name = "e", .policy = Policy::kSrpt}, {.name = "c", .policy = Policy::kFifo}};
+  auto fresh = MustCreate(next, drops);
+  PacketBatch moved;
+  old->Dequeue(moved, 0);
+  for (uint16_t i = 0; i < moved.count; ++i) Meta(moved.pkts[i])->class_id = 1;
+  fresh->Enqueue(moved);
+  const std::vector<int32_t> class_of_old = {1, -1};
+  fresh->ContinueFrom(before, class_of_old, 0);
+  const SchedulerStats after = fresh->Stats();
+  CHECK(after.classes[1].enqueued_packets == 5);  // 3 + 2 of "c"
+  CHECK(after.classes[1].dequeued_packets == 3);
+  CHECK(after.classes[1].queued_packets == 2);
+  CHECK(after.classes[0].enqueued_packets == 0);
+  CHECK(after.dropped_reconfigured == 0);
+  CHECK(DrainAll(*fresh, 0).size() == 2);
+  CHECK(fresh->Stats().classes[1].dequeued_packets == 5);
+}
+
 }  // namespace qosvisor::sched

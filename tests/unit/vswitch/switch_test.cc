@@ -1052,7 +1052,8 @@ namespace {
 // waits for it as it waits for the appliance's lcores).
 class RunningWorker {
  public:
-  explicit RunningWorker(Switch& sw) : thread_([&sw, this] { sw.RunWorker(0, stop_); }) {}
+  explicit RunningWorker(Switch& sw, uint16_t index = 0)
+      : thread_([&sw, index, this] { sw.RunWorker(index, stop_); }) {}
   ~RunningWorker() {
     stop_ = true;
     thread_.join();
@@ -1217,6 +1218,161 @@ TEST_CASE("switch: the MAC table dump lists learned addresses by port, not a rem
   // Without the request nothing is scanned or copied.
   CHECK(rig.Snapshot().fdb.empty());
   REQUIRE(rig.sw->RemovePort("fdb_vm").ok());
+}
+
+namespace {
+
+// Two classes on a slow uplink, so that packets wait: queue 1 "keep" (udp 5000), queue 2 "drop"
+// (udp 6000), fifo, sharing by priority.
+UplinkSpec TwoClassUplink(uint16_t port, uint64_t pacing_bps) {
+  UplinkSpec up;
+  up.port = port;
+  up.scheduler.name = "up0";
+  up.scheduler.rate_bps = 10'000'000'000ull;
+  up.scheduler.pacing_bps = pacing_bps;
+  up.scheduler.pacer_burst_bytes = 3000;
+  up.scheduler.class_share_default = sched::Share::kPriority;
+  up.scheduler.classes = {{.name = "keep", .policy = sched::Policy::kFifo, .priority = 0},
+                          {.name = "drop", .policy = sched::Policy::kFifo, .priority = 1}};
+  up.class_queues = {1, 2};
+  return up;
+}
+
+SwitchSpec ReconfigurableSpec(uint64_t pacing_bps) {
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(2);
+  b.flows = {{"priority=100,udp,tp_dst=5000,actions=set_queue:1,output:2", 0},
+             {"priority=100,udp,tp_dst=6000,actions=set_queue:2,output:2", 1}};
+  spec.bridges = {b};
+  spec.uplinks = {TwoClassUplink(1, pacing_bps)};
+  return spec;
+}
+
+// The same uplink with "drop" gone, a class "new" on queue 3 and no pacing.
+UplinkSpec WithoutDropClass() {
+  UplinkSpec up = TwoClassUplink(1, 0);
+  up.scheduler.classes = {{.name = "new", .policy = sched::Policy::kSrpt, .priority = 1},
+                          {.name = "keep", .policy = sched::Policy::kFifo, .priority = 0}};
+  up.class_queues = {3, 1};
+  up.default_class = 1;
+  return up;
+}
+
+}  // namespace
+
+TEST_CASE("switch: a reconfigured uplink moves what waits to its new tree, in order, and drops "
+          "only the removed class's packets, counted",
+          "[switch][reconfigure]") {
+  Rig rig(2);
+  rig.Build(ReconfigurableSpec(1'000'000));  // 1 Mbps: almost everything waits
+  for (int i = 0; i < 30; ++i) {
+    rig.Inject(0, testing::Udp4(static_cast<uint16_t>(i), 5000, 1000));
+    rig.Inject(0, testing::Udp4(static_cast<uint16_t>(100 + i), 6000, 1000));
+  }
+  rig.Poll(2);  // a burst of 32 received per poll
+  auto first = rig.Drain(1);
+  REQUIRE(first.size() < 30);  // the pacer let a few "keep" packets out
+  const std::string port = rig.ports[1]->name();
+  REQUIRE(rig.sw->ReconfigureUplink(port, WithoutDropClass(), {}, false).ok());
+  rig.Poll(4);
+  auto rest = rig.Drain(1);
+  REQUIRE(first.size() + rest.size() == 30);  // every "keep" packet, no "drop" packet
+  for (size_t i = 0; i < rest.size(); ++i) {
+    CHECK((rest[i][34] << 8 | rest[i][35]) == static_cast<int>(first.size() + i));
+  }
+  const auto snap = rig.Snapshot();
+  const sched::SchedulerStats& st = snap.uplinks[0];
+  REQUIRE(st.classes.size() == 2);
+  CHECK(st.dropped_reconfigured == 30);
+  // "keep" is now class 1 and continues its counts: 30 in, 30 out, none left.
+  CHECK(st.classes[1].enqueued_packets == 30);
+  CHECK(st.classes[1].dequeued_packets == 30);
+  CHECK(st.classes[1].queued_packets == 0);
+  CHECK(st.classes[0].enqueued_packets == 0);
+  uint64_t waited = 0;
+  for (uint64_t n : st.classes[1].sojourn) waited += n;
+  CHECK(waited == 30);  // every packet's time in the scheduler, once
+
+  // Queue 2's frames now take the default class ("keep", index 1), queue 3's the new one.
+  rig.Inject(0, testing::Udp4(7, 6000));
+  rig.Poll();
+  CHECK(rig.Drain(1).size() == 1);
+  CHECK(rig.Snapshot().uplinks[0].classes[1].enqueued_packets == 31);
+}
+
+TEST_CASE("switch: a reconfiguration that cannot be built changes nothing and says why",
+          "[switch][reconfigure]") {
+  Rig rig(2);
+  rig.Build(ReconfigurableSpec(0));
+  UplinkSpec bad = WithoutDropClass();
+  bad.scheduler.rank_buckets = 3;  // not a power of two
+  const Status s = rig.sw->ReconfigureUplink(rig.ports[1]->name(), bad, {}, false);
+  CHECK_FALSE(s.ok());
+  CHECK_THAT(s.message(), Catch::Contains("rank_buckets"));
+  CHECK_THAT(rig.sw->ReconfigureUplink("nope", WithoutDropClass(), {}, false).message(),
+             Catch::Contains("no uplink on port 'nope'"));
+  rig.Inject(0, testing::Udp4(1, 6000));
+  rig.Poll();
+  CHECK(rig.Drain(1).size() == 1);
+  CHECK(rig.Snapshot().uplinks[0].classes[1].enqueued_packets == 1);  // still "drop"
+}
+
+TEST_CASE("switch: 200 live reconfigurations of one class lose and reorder nothing of another's, "
+          "with the uplink fed through a ring by another worker",
+          "[switch][reconfigure]") {
+  Rig rig(3);
+  SwitchSpec spec = TwoWorkerSpec();
+  spec.uplinks[0].scheduler.classes.push_back({.name = "other", .policy = sched::Policy::kFifo});
+  spec.uplinks[0].class_queues = {1, 2};
+  rig.Build(spec);
+  const std::string port = rig.ports[2]->name();
+  std::atomic<bool> done{false};
+  std::atomic<int> applied{0};
+  std::string error;
+  {
+    RunningWorker bridge_worker(*rig.sw, 0), uplink_worker(*rig.sw, 1);
+    std::thread control([&] {
+      for (int i = 0; i < 200; ++i) {
+        UplinkSpec next = spec.uplinks[0];
+        next.scheduler.classes[1].policy = i % 2 ? sched::Policy::kFifo : sched::Policy::kLas;
+        next.scheduler.pacing_bps = i % 3 ? 0 : 50'000'000'000ull;
+        const Status s =
+            rig.sw->ReconfigureUplink(port, next, {}, true, std::chrono::seconds(10));
+        if (!s.ok()) {
+          error = s.message();
+          break;
+        }
+        ++applied;
+      }
+      done = true;
+    });
+    constexpr int kFrames = 20000;
+    int sent = 0, received = 0;
+    uint16_t expect = 0;
+    bool in_order = true;
+    const uint64_t deadline = ReadTsc() + TscHz() * 60;
+    while ((!done || received < sent || sent < kFrames) && ReadTsc() < deadline) {
+      while (sent < kFrames && sent - received < 48) {  // fewer than the ring holds
+        rig.Inject(0, testing::Udp4(static_cast<uint16_t>(sent), 9));
+        ++sent;
+      }
+      for (const auto& f : rig.Drain(2)) {
+        in_order &= (f[34] << 8 | f[35]) == expect;
+        ++expect;
+        ++received;
+      }
+    }
+    control.join();
+    INFO(error);
+    CHECK(applied == 200);
+    CHECK(received == kFrames);
+    CHECK(in_order);
+  }
+  const auto snap = rig.Snapshot();
+  CHECK(snap.counters.handoff_dropped == 0);
+  CHECK(snap.counters.sched_dropped == 0);
+  CHECK(snap.uplinks[0].dropped_reconfigured == 0);
+  CHECK(snap.uplinks[0].classes[0].dequeued_packets == 20000);  // "all" kept its counts
 }
 
 }  // namespace qosvisor::vswitch
