@@ -47,9 +47,9 @@ namespace {
 
 std::string Mib(uint64_t bytes) { return fmt::format("{:.1f}MiB", bytes / 1048576.0); }
 
-std::string JoinStrings(const json& list) {
+std::string JoinStrings(const json& list, const char* separator = ",") {
   std::string out;
-  for (const json& s : list) out += (out.empty() ? "" : ",") + s.get<std::string>();
+  for (const json& s : list) out += (out.empty() ? "" : separator) + s.get<std::string>();
   return out.empty() ? "-" : out;
 }
 
@@ -107,24 +107,24 @@ std::string FormatQuota(const json& q) {
   if (!q.value("privileged", false) && q["quotas"].empty()) {
     out += "no quota names you or one of your groups: you may create no VMs\n";
   }
-  const char* row = "{:<20} {:<8} {:>10} {:>10}\n";
+  const std::string row = "  {:<10} {:>10} {:>10}\n";
   for (const json& quota : q["quotas"]) {
     out += fmt::format("quota of {}:\n", quota.value("quota", ""));
-    out += fmt::format(fmt::runtime("  " + std::string(row)), "", "", "limit", "in use");
+    out += fmt::format(fmt::runtime(row), "", "limit", "in use");
     const json& limits = quota["limits"];
     const json& used = quota["in_use"];
     for (const char* key : {"vms", "vcpus"}) {
-      out += fmt::format(fmt::runtime("  " + std::string(row)), key, "",
+      out += fmt::format(fmt::runtime(row), key,
                          limits.contains(key) ? std::to_string(limits[key].get<uint64_t>()) : "-",
                          used.value(key, 0ull));
     }
     for (const char* key : {"memory_bytes", "disk_bytes"}) {
       const std::string name = std::string(key).substr(0, std::string(key).find('_'));
-      out += fmt::format(fmt::runtime("  " + std::string(row)), name, "",
+      out += fmt::format(fmt::runtime(row), name,
                          limits.contains(key) ? Mib(limits[key].get<uint64_t>()) : "-",
                          Mib(used.value(key, 0ull)));
     }
-    out += fmt::format("  classes  {}\n",
+    out += fmt::format("  {:<10} {:>10}\n", "classes",
                        limits.contains("classes") ? JoinStrings(limits["classes"]) : "any");
   }
   return out;
@@ -224,12 +224,12 @@ std::string FormatReply(const std::string& command, const json& reply) {
   if (reply.is_object() && reply.value("kind", "") == "deploy" && reply.contains("result")) {
     const json& r = reply["result"];
     return fmt::format("app {} (blueprint {}): {} VMs running: {}\n", r.value("app", ""),
-                       r.value("blueprint", ""), r["vms"].size(), JoinStrings(r["vms"]));
+                       r.value("blueprint", ""), r["vms"].size(), JoinStrings(r["vms"], ", "));
   }
   if (reply.is_object() && reply.value("kind", "") == "undeploy" && reply.contains("result")) {
     const json& r = reply["result"];
     return fmt::format("app {}: {} VMs destroyed: {}\n", r.value("app", ""),
-                       r["destroyed"].size(), JoinStrings(r["destroyed"]));
+                       r["destroyed"].size(), JoinStrings(r["destroyed"], ", "));
   }
   if (reply.is_object() && reply.contains("kind")) return FormatJobs(json::array({reply}));
   if (reply.is_object() && reply.contains("bridge") && reply.contains("rules")) {
@@ -240,7 +240,7 @@ std::string FormatReply(const std::string& command, const json& reply) {
     const json charged = reply.value("charged_to", json::array());
     return fmt::format("vm {}: {} done{}\n", reply["name"].get<std::string>(),
                        reply["done"].get<std::string>(),
-                       charged.empty() ? "" : ", charged to " + JoinStrings(charged));
+                       charged.empty() ? "" : ", charged to " + JoinStrings(charged, ", "));
   }
   return reply.dump(2) + "\n";
 }

@@ -46,6 +46,12 @@ void Apps::Forget(const std::string& app) {
 }
 
 Result<uint64_t> Apps::Deploy(DeployPlan plan, VmOwner owner, std::vector<VmDemand> demands) {
+  const std::string name = plan.app;
+  std::lock_guard lock(mu_);
+  if (FindLocked(name) != nullptr) {
+    return Status::Error(fmt::format(
+        "an app named '{}' exists already; undeploy it or deploy with another --name", name));
+  }
   const std::map<std::string, QuotaCharge> existing = vms_.Charges();
   for (const PlannedVm* vm : plan.Vms()) {
     if (existing.contains(vm->name)) {
@@ -53,22 +59,13 @@ Result<uint64_t> Apps::Deploy(DeployPlan plan, VmOwner owner, std::vector<VmDema
                                        vm->name));
     }
   }
-  const std::string name = plan.app;
-  {
-    std::lock_guard lock(mu_);
-    if (FindLocked(name) != nullptr) {
-      return Status::Error(fmt::format("an app named '{}' exists already; undeploy it or deploy "
-                                       "with another --name",
-                                       name));
-    }
-    owner.app = name;
-    apps_.push_back(App{std::move(plan), std::move(owner), std::move(demands), "deploying", 0});
-  }
+  owner.app = name;
+  apps_.push_back(App{std::move(plan), std::move(owner), std::move(demands), "deploying", 0});
+  // Under the lock: the job's first look at its app waits until the app knows its job.
   const uint64_t id = jobs_.Start("deploy", name, [this, name](JobProgress& progress) {
     return RunDeploy(name, progress);
   });
-  std::lock_guard lock(mu_);
-  if (App* a = FindLocked(name)) a->job = id;
+  FindLocked(name)->job = id;
   return id;
 }
 
@@ -110,6 +107,9 @@ Result<json> Apps::RunDeploy(const std::string& app, JobProgress& progress) {
       for (const PlannedVm& vm : tier.vms) {
         if (Status s = WaitUp(vm.name, tier); !s.ok()) return fail(tier.name, s.message());
       }
+      spdlog::info("app {}: tier {} up ({})", app, tier.name,
+                   tier.ready ? fmt::format("its guests printed '{}'", *tier.ready)
+                              : std::string("its VMs run"));
     }
     progress.Bytes(created.size(), total);
   }

@@ -64,3 +64,23 @@ wait_for_traffic() {
     sleep 0.1
   done
 }
+
+# make_unprivileged_user TAG: (root) creates the group TAG"g" and the user TAG"u" in it, without a
+# home or a login shell, for tests that talk to qosvisor as a member of control.group; sets
+# test_user and test_group. The caller's cleanup calls remove_unprivileged_user.
+make_unprivileged_user() {
+  test_group="${1}g"
+  test_user="${1}u"
+  groupadd "$test_group"
+  useradd --no-create-home --no-user-group --gid "$test_group" --shell /usr/sbin/nologin "$test_user"
+}
+
+remove_unprivileged_user() {
+  if [[ -n "${test_user:-}" ]]; then userdel "$test_user" 2>/dev/null || true; fi
+  if [[ -n "${test_group:-}" ]]; then groupdel "$test_group" 2>/dev/null || true; fi
+}
+
+# as_test_user CMD...: runs CMD as test_user with its groups (and no others of the caller's).
+as_test_user() {
+  setpriv --reuid="$test_user" --regid="$test_group" --init-groups "$@"
+}
