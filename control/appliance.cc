@@ -32,6 +32,8 @@ uint64_t NowNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+}  // namespace
+
 dataplane::PortOptions PortOptionsFrom(const config::Port& port) {
   dataplane::PortOptions o;
   o.name = port.name;
@@ -40,8 +42,6 @@ dataplane::PortOptions PortOptionsFrom(const config::Port& port) {
   if (port.mac) o.mac = port.mac->bytes;
   return o;
 }
-
-}  // namespace
 
 dataplane::Driver ToDataplane(config::Driver d) {
   switch (d) {
@@ -305,7 +305,8 @@ Result<json> Appliance::StatsJson() {
     json classes = json::array();
     for (size_t i = 0; i < st.classes.size(); ++i) {
       const sched::ClassStats& cs = st.classes[i];
-      classes.push_back({{"class", uplink_class_names_[u][i]},
+      classes.push_back({{"class", i < uplink_class_names_[u].size() ? uplink_class_names_[u][i]
+                                                                      : fmt::format("class{}", i)},
                          {"enqueued_packets", cs.enqueued_packets},
                          {"enqueued_bytes", cs.enqueued_bytes},
                          {"dequeued_packets", cs.dequeued_packets},
@@ -326,6 +327,7 @@ Result<json> Appliance::StatsJson() {
                        {"max_messages", sc.max_messages},
                        {"live_messages", st.live_messages},
                        {"idle_burst_packets", st.idle_burst_packets},
+                       {"dropped_reconfigured", st.dropped_reconfigured},
                        {"queued_packets", st.total.queued_packets},
                        {"classes", classes}});
   }

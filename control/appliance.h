@@ -23,6 +23,7 @@ class Apps;
 class ControlServer;
 class Jobs;
 struct Caller;
+struct ReloadMember;
 struct ReloadPlan;
 class MetricsServer;
 class VmManager;
@@ -128,6 +129,11 @@ class Appliance {
   std::atomic<bool> reload_requested_{false};
   // Applies a plan's live part; the running configuration becomes `next`.
   Status ApplyReload(const config::Config& next, const ReloadPlan& plan);
+  Status AddConfiguredPort(const config::Config& next, const std::string& name);
+  Status RemoveConfiguredPort(const std::string& name);
+  Status ApplyVlan(const config::Config& next, const ReloadMember& member);
+  Status RebuildUplink(const config::Config& next, const vswitch::SwitchSpec& spec,
+                       const std::string& port);
   bool vms_started_ = false;
   uint64_t started_ns_ = 0;
 };
@@ -135,5 +141,9 @@ class Appliance {
 // Mapping of config enums onto the data plane's (kept here: config/ and dataplane/ are siblings).
 dataplane::Driver ToDataplane(config::Driver driver);
 dataplane::Hugepages ToDataplane(config::Hugepages hugepages);
+dataplane::PortOptions PortOptionsFrom(const config::Port& port);
+// How the port `name` of `config` joins its bridge (VLAN settings, the class of its VM NIC);
+// PortJoin::port left empty.
+Result<vswitch::PortJoin> AttachmentIn(const config::Config& config, const std::string& name);
 
 }  // namespace qosvisor::control

@@ -9,6 +9,7 @@
 #include "control/appliance.h"
 #include "control/control_server.h"
 #include "control/jobs.h"
+#include "control/switch_builder.h"
 #include "control/vm_manager.h"
 
 namespace qosvisor::control {
@@ -32,22 +33,39 @@ SwitchAccess Appliance::MakeSwitchAccess() {
 }
 
 Result<vswitch::PortJoin> Appliance::AttachmentOf(const std::string& port) const {
-  for (size_t p = 0; p < ports_.size(); ++p) {
-    if (ports_[p]->name() != port) continue;
-    for (const vswitch::BridgeSpec& b : spec_.bridges) {
-      for (const vswitch::BridgeMember& m : b.members) {
-        if (m.port != p) continue;
-        vswitch::PortJoin join{nullptr, b.name, m.vlan_mode, m.access_tag, m.trunk_tags, -1};
-        if (p < spec_.port_default_queue.size()) join.default_queue = spec_.port_default_queue[p];
-        return join;
+  return AttachmentIn(config_, port);
+}
+
+Result<vswitch::PortJoin> AttachmentIn(const config::Config& config, const std::string& name) {
+  for (const config::Bridge& b : config.bridges) {
+    for (const config::BridgePort& bp : b.ports) {
+      if (bp.port != name) continue;
+      vswitch::PortJoin join;
+      join.bridge = b.name;
+      if (bp.vlan) {
+        join.vlan_mode = bp.vlan->mode == config::VlanMode::kAccess ? vswitch::VlanMode::kAccess
+                                                                    : vswitch::VlanMode::kTrunk;
+        join.access_tag = bp.vlan->tag;
+        join.trunk_tags = bp.vlan->tags;
       }
+      for (const config::Vm& vm : config.vms) {
+        for (const config::Nic& nic : vm.nics) {
+          if (nic.port != name || !nic.class_name) continue;
+          if (const config::TrafficClass* c = FindClass(config, *nic.class_name)) {
+            join.default_queue = static_cast<int>(c->queue);
+          }
+        }
+      }
+      return join;
     }
-    return Status::Error(
-        fmt::format("port '{}' is in no bridge: copies of its VM would have "
-                    "nowhere to join",
-                    port));
   }
-  return Status::Error(fmt::format("no port named '{}'", port));
+  for (const config::Port& p : config.ports) {
+    if (p.name == name) {
+      return Status::Error(fmt::format(
+          "port '{}' is in no bridge: copies of its VM would have nowhere to join", name));
+    }
+  }
+  return Status::Error(fmt::format("no port named '{}'", name));
 }
 
 namespace {

@@ -1,20 +1,25 @@
-// Comparing two configurations section by section, through config::Format.
+// Comparing two configurations section by section, through config::Format, and the switch
+// specifications they build, uplink by uplink.
 #include "control/reload.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <set>
 
 #include "config/loader.h"
+#include "control/switch_builder.h"
 
 namespace qosvisor::control {
 namespace {
 
+using C = config::Config;
+
 // The normalized YAML of the part of `c` that `keep` copies into an otherwise empty Config.
-std::string Text(const config::Config& c, const std::function<void(config::Config&)>& keep) {
-  config::Config part;
+std::string Text(const C& c, const std::function<void(C&)>& keep) {
+  C part;
   part.base_dir = c.base_dir;
   part.dataplane = config::Dataplane{};
   part.control = config::Control{};
@@ -22,7 +27,7 @@ std::string Text(const config::Config& c, const std::function<void(config::Confi
   return config::Format(part);
 }
 
-std::string FlowsOf(const config::Config& c, const std::string& bridge) {
+std::string FlowsOf(const C& c, const std::string& bridge) {
   std::string out;
   for (const config::Flow& f : c.flows) {
     if (f.bridge == bridge) out += fmt::format("{}|{}\n", f.table, f.rule);
@@ -31,95 +36,262 @@ std::string FlowsOf(const config::Config& c, const std::string& bridge) {
 }
 
 template <typename T>
-std::set<std::string> Names(const std::vector<T>& items) {
-  std::set<std::string> out;
-  for (const T& i : items) out.insert(i.name);
-  return out;
+const T* Named(const std::vector<T>& items, const std::string& name) {
+  auto it = std::find_if(items.begin(), items.end(), [&](const T& i) { return i.name == name; });
+  return it == items.end() ? nullptr : &*it;
 }
+
+// A class with its message rule, as one text.
+std::string ClassText(const C& c, const config::TrafficClass& tc) {
+  return Text(c, [&](C& p) {
+    p.classes = {tc};
+    for (const config::MessageRule& r : c.messages) {
+      if (r.class_name == tc.name) p.messages.push_back(r);
+    }
+  });
+}
+
+std::string UplinkText(const C& c, const config::Uplink& u) {
+  return Text(c, [&](C& p) {
+    p.classes = c.classes;  // tenants name them
+    p.uplinks = {u};
+  });
+}
+
+class Planner {
+ public:
+  Planner(const C& a, const C& b, ReloadPlan& plan) : a_(a), b_(b), plan_(plan) {}
+
+  void Restart(const std::string& what) {
+    plan_.changes.push_back(what + " (needs a restart)");
+    plan_.needs_restart.push_back(what);
+  }
+  void Live(const std::string& what) { plan_.changes.push_back(what); }
+
+  void Settings() {
+    if (Text(a_, [&](C& p) { p.dataplane = a_.dataplane; }) !=
+        Text(b_, [&](C& p) { p.dataplane = b_.dataplane; })) {
+      Restart("dataplane settings changed");
+    }
+    if (Text(a_, [&](C& p) { p.control = a_.control; }) !=
+        Text(b_, [&](C& p) { p.control = b_.control; })) {
+      Restart("control settings changed");
+    }
+  }
+
+  void Classes() {
+    for (const config::TrafficClass& tc : b_.classes) {
+      const config::TrafficClass* old = Named(a_.classes, tc.name);
+      if (old == nullptr) {
+        Live(fmt::format("class {}: added", tc.name));
+      } else if (ClassText(a_, *old) != ClassText(b_, tc)) {
+        Live(fmt::format("class {}: changed (policy, weight, rate, deadline or message rule)",
+                         tc.name));
+      }
+    }
+    for (const config::TrafficClass& tc : a_.classes) {
+      if (Named(b_.classes, tc.name) == nullptr) {
+        Live(fmt::format("class {}: removed (its queued packets are dropped as reconfigured)",
+                         tc.name));
+      }
+    }
+  }
+
+  void Uplinks() {
+    std::set<std::string> before, after;
+    for (const config::Uplink& u : a_.uplinks) before.insert(u.port);
+    for (const config::Uplink& u : b_.uplinks) after.insert(u.port);
+    if (before != after) {
+      Restart("uplinks added or removed");
+      return;
+    }
+    for (const config::Uplink& u : b_.uplinks) {
+      auto old = std::find_if(a_.uplinks.begin(), a_.uplinks.end(),
+                              [&](const config::Uplink& o) { return o.port == u.port; });
+      if (UplinkText(a_, *old) != UplinkText(b_, u)) {
+        Live(fmt::format("uplink {}: rates, pacing, buffers or tenant tree changed", u.port));
+      }
+    }
+  }
+
+  void Ports() {
+    for (const config::Port& p : b_.ports) {
+      if (p.implicit) continue;
+      const config::Port* old = Named(a_.ports, p.name);
+      if (old != nullptr &&
+          Text(a_, [&](C& c) { c.ports = {*old}; }) != Text(b_, [&](C& c) { c.ports = {p}; })) {
+        Restart(fmt::format("port {}: its driver or arguments changed", p.name));
+      } else if (old == nullptr && BridgeOf(b_, p.name).empty()) {
+        Restart(fmt::format("port {}: added in no bridge", p.name));
+      }
+    }
+    for (const config::Port& p : a_.ports) {
+      if (!p.implicit && Named(b_.ports, p.name) == nullptr && BridgeOf(a_, p.name).empty()) {
+        Restart(fmt::format("port {}: removed from no bridge", p.name));
+      }
+    }
+  }
+
+  void Bridges() {
+    std::set<std::string> before, after;
+    for (const config::Bridge& br : a_.bridges) before.insert(br.name);
+    for (const config::Bridge& br : b_.bridges) after.insert(br.name);
+    if (before != after) {
+      Restart("bridges added or removed");
+      return;
+    }
+    for (const config::Bridge& br : b_.bridges) {
+      const config::Bridge& old = *Named(a_.bridges, br.name);
+      if (old.mac_aging_ns != br.mac_aging_ns || old.mac_table_size != br.mac_table_size) {
+        Restart(fmt::format("bridge {}: MAC table settings changed", br.name));
+      }
+      Members(old, br);
+    }
+  }
+
+  void Flows() {
+    for (const config::Bridge& br : b_.bridges) {
+      if (FlowsOf(a_, br.name) != FlowsOf(b_, br.name)) {
+        plan_.bridges_with_new_flows.push_back(br.name);
+        Live(fmt::format("bridge {}: flow rules replaced", br.name));
+      }
+    }
+  }
+
+  void Vms() {
+    for (const config::Vm& vm : b_.vms) {
+      const config::Vm* old = Named(a_.vms, vm.name);
+      if (old == nullptr) {
+        plan_.vms_added.push_back(vm.name);
+        Live(fmt::format("vm {}: added", vm.name));
+      } else if (Text(a_, [&](C& p) {
+                   p.templates = a_.templates;
+                   p.vms = {*old};
+                 }) != Text(b_, [&](C& p) {
+                   p.templates = b_.templates;
+                   p.vms = {vm};
+                 })) {
+        Restart(fmt::format("vm {}: changed (remove it in one reload, add it back in the next)",
+                            vm.name));
+      }
+    }
+    for (const config::Vm& vm : a_.vms) {
+      if (Named(b_.vms, vm.name) == nullptr) {
+        plan_.vms_removed.push_back(vm.name);
+        Live(fmt::format("vm {}: removed", vm.name));
+      }
+    }
+  }
+
+  void Rest() {
+    if (Text(a_, [&](C& p) { p.templates = a_.templates; }) !=
+        Text(b_, [&](C& p) { p.templates = b_.templates; })) {
+      Live("templates changed (used by the next vm create)");
+    }
+    if (Text(a_, [&](C& p) {
+          p.blueprints = a_.blueprints;
+          p.hosts = a_.hosts;
+        }) != Text(b_, [&](C& p) {
+          p.blueprints = b_.blueprints;
+          p.hosts = b_.hosts;
+        })) {
+      Live("blueprints or hosts changed (used by the next deploy)");
+    }
+  }
+
+  // Uplinks whose scheduler or class rules the two specifications build differently.
+  Status RebuiltUplinks() {
+    auto before = BuildSwitchSpec(a_);
+    auto after = BuildSwitchSpec(b_);
+    if (!after.ok()) return after.status();
+    if (!before.ok() || plan_.needs_restart.size() != 0) return Status::Ok();
+    for (size_t i = 0; i < b_.uplinks.size(); ++i) {
+      const std::string& port = b_.uplinks[i].port;
+      for (size_t j = 0; j < a_.uplinks.size(); ++j) {
+        if (a_.uplinks[j].port != port) continue;
+        vswitch::UplinkSpec next = after->uplinks[i], now = before->uplinks[j];
+        next.port = now.port = 0;
+        if (next != now || ClassesOf(*after, next) != ClassesOf(*before, now)) {
+          plan_.uplinks_rebuilt.push_back(port);
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+ private:
+  static std::string BridgeOf(const C& c, const std::string& port) {
+    for (const config::Bridge& br : c.bridges) {
+      for (const config::BridgePort& bp : br.ports) {
+        if (bp.port == port) return br.name;
+      }
+    }
+    return "";
+  }
+
+  static std::vector<vswitch::ClassSpec> ClassesOf(const vswitch::SwitchSpec& spec,
+                                                   const vswitch::UplinkSpec& up) {
+    std::vector<vswitch::ClassSpec> out;
+    for (const vswitch::ClassSpec& cs : spec.classes) {
+      if (std::find(up.class_queues.begin(), up.class_queues.end(), cs.queue) !=
+          up.class_queues.end()) {
+        out.push_back(cs);
+      }
+    }
+    return out;
+  }
+
+  static const config::BridgePort* MemberNamed(const config::Bridge& br, const std::string& port) {
+    for (const config::BridgePort& bp : br.ports) {
+      if (bp.port == port && !bp.implicit) return &bp;
+    }
+    return nullptr;
+  }
+
+  void Members(const config::Bridge& old, const config::Bridge& br) {
+    for (const config::BridgePort& bp : br.ports) {
+      if (bp.implicit) continue;
+      const config::BridgePort* was = MemberNamed(old, bp.port);
+      if (was == nullptr && Named(a_.ports, bp.port) != nullptr) {
+        Restart(fmt::format("port {}: moved into bridge {}", bp.port, br.name));
+      } else if (was == nullptr) {
+        plan_.ports_added.push_back({br.name, bp.port});
+        Live(fmt::format("bridge {}: port {} added", br.name, bp.port));
+      } else if (was->vlan != bp.vlan) {
+        plan_.vlans_changed.push_back({br.name, bp.port});
+        Live(fmt::format("bridge {}: port {}: VLAN settings changed", br.name, bp.port));
+      }
+    }
+    for (const config::BridgePort& bp : old.ports) {
+      if (bp.implicit || MemberNamed(br, bp.port) != nullptr) continue;
+      if (Named(b_.ports, bp.port) != nullptr) {
+        Restart(fmt::format("port {}: moved out of bridge {}", bp.port, br.name));
+      } else {
+        plan_.ports_removed.push_back({br.name, bp.port});
+        Live(fmt::format("bridge {}: port {} removed", br.name, bp.port));
+      }
+    }
+  }
+
+  const C& a_;
+  const C& b_;
+  ReloadPlan& plan_;
+};
 
 }  // namespace
 
-ReloadPlan PlanReload(const config::Config& a, const config::Config& b) {
+Result<ReloadPlan> PlanReload(const C& a, const C& b) {
   ReloadPlan plan;
-  auto restart = [&](const std::string& what) {
-    plan.changes.push_back(what + " (needs a restart)");
-    plan.needs_restart.push_back(what);
-  };
-  using C = config::Config;
-  if (Text(a, [&](C& p) { p.dataplane = a.dataplane; }) !=
-      Text(b, [&](C& p) { p.dataplane = b.dataplane; })) {
-    restart("dataplane settings changed");
-  }
-  if (Text(a, [&](C& p) { p.control = a.control; }) !=
-      Text(b, [&](C& p) { p.control = b.control; })) {
-    restart("control settings changed");
-  }
-  // Explicit ports only: Format leaves VMs' implicit ports out, they follow their VMs.
-  if (Text(a, [&](C& p) { p.ports = a.ports; }) != Text(b, [&](C& p) { p.ports = b.ports; })) {
-    restart("ports added, removed or changed");
-  }
-  if (Text(a, [&](C& p) { p.bridges = a.bridges; }) !=
-      Text(b, [&](C& p) { p.bridges = b.bridges; })) {
-    restart("bridges or their VLAN settings changed");
-  }
-  if (Text(a, [&](C& p) {
-        p.classes = a.classes;
-        p.messages = a.messages;
-      }) != Text(b, [&](C& p) {
-        p.classes = b.classes;
-        p.messages = b.messages;
-      })) {
-    restart("classes or message rules changed");
-  }
-  if (Text(a, [&](C& p) { p.uplinks = a.uplinks; }) !=
-      Text(b, [&](C& p) { p.uplinks = b.uplinks; })) {
-    restart("uplinks (rates, pacing, buffers, tenant trees) changed");
-  }
-  for (const config::Bridge& br : b.bridges) {
-    if (FlowsOf(a, br.name) != FlowsOf(b, br.name)) {
-      plan.bridges_with_new_flows.push_back(br.name);
-      plan.changes.push_back(fmt::format("bridge {}: flow rules replaced", br.name));
-    }
-  }
-  if (Text(a, [&](C& p) { p.templates = a.templates; }) !=
-      Text(b, [&](C& p) { p.templates = b.templates; })) {
-    plan.changes.push_back("templates changed (used by the next vm create)");
-  }
-  const auto old_vms = Names(a.vms), new_vms = Names(b.vms);
-  for (const config::Vm& vm : b.vms) {
-    if (!old_vms.contains(vm.name)) {
-      plan.vms_added.push_back(vm.name);
-      plan.changes.push_back(fmt::format("vm {}: added", vm.name));
-      continue;
-    }
-    const auto old = std::find_if(a.vms.begin(), a.vms.end(),
-                                  [&](const config::Vm& v) { return v.name == vm.name; });
-    if (Text(a, [&](C& p) {
-          p.templates = a.templates;
-          p.vms = {*old};
-        }) != Text(b, [&](C& p) {
-          p.templates = b.templates;
-          p.vms = {vm};
-        })) {
-      restart(fmt::format("vm {}: changed (remove it in one reload, add it back in the next)",
-                          vm.name));
-    }
-  }
-  for (const config::Vm& vm : a.vms) {
-    if (!new_vms.contains(vm.name)) {
-      plan.vms_removed.push_back(vm.name);
-      plan.changes.push_back(fmt::format("vm {}: removed", vm.name));
-    }
-  }
-  if (Text(a, [&](C& p) {
-        p.blueprints = a.blueprints;
-        p.hosts = a.hosts;
-      }) != Text(b, [&](C& p) {
-        p.blueprints = b.blueprints;
-        p.hosts = b.hosts;
-      })) {
-    plan.changes.push_back("blueprints or hosts changed (kept for later use)");
-  }
+  Planner p(a, b, plan);
+  p.Settings();
+  p.Ports();
+  p.Bridges();
+  p.Classes();
+  p.Uplinks();
+  p.Flows();
+  p.Vms();
+  p.Rest();
+  if (Status s = p.RebuiltUplinks(); !s.ok()) return s;
   return plan;
 }
 
