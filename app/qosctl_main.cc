@@ -97,12 +97,15 @@ qosvisor::app::ManPage Page() {
         "why. The whole blueprint is checked against the caller's quotas before anything "
         "starts."}},
       {"undeploy", {"Destroys an app's VMs, in reverse order of their creation, as a job."}},
-      {"apps", {"One line per tier: the app, its blueprint, owner and state (deploying, running, "
-                "undeploying), the tier and its VMs."}},
-      {"quota", {"The quotas that bind you (your user's and your groups'), their limits and what "
-                 "is charged to each; root and the daemon's user are bound by none."}},
-      {"flows", {"add and del apply at once and last until the appliance restarts (or a reload "
-                 "replaces the bridge's rules from the file)."}},
+      {"apps",
+       {"One line per tier: the app, its blueprint, owner and state (deploying, running, "
+        "undeploying), the tier and its VMs."}},
+      {"quota",
+       {"The quotas that bind you (your user's and your groups'), their limits and what "
+        "is charged to each; root and the daemon's user are bound by none."}},
+      {"flows",
+       {"add and del apply at once and last until the appliance restarts (or a reload "
+        "replaces the bridge's rules from the file)."}},
   };
   page.exit_status = {{"0", "done"},
                       {"1", "the operation failed or was refused (the reason on stderr)"},
@@ -165,8 +168,7 @@ int main(int argc, char** argv) {
   vm->add_option("ARG", vm_arg,
                  "resize: new size (2GiB); snapshot/restore/suspend: directory; "
                  "fork: number of children");
-  vm->add_option("--as", vm_as, "restore: the restored VM's name (default NAME)")
-      ->type_name("NEW");
+  vm->add_option("--as", vm_as, "restore: the restored VM's name (default NAME)")->type_name("NEW");
   vm->add_option("--prefix", vm_prefix, "fork: children are named PREFIX-1.. (default NAME)")
       ->type_name("P");
   vm->add_flag("--stop", vm_stop, "snapshot: leave the VM stopped afterwards");
@@ -213,10 +215,8 @@ int main(int argc, char** argv) {
   auto* deploy = app.add_subcommand(
       "deploy", "Create a blueprint's VMs tier by tier in dependency order, as a job");
   std::string deploy_blueprint, deploy_name;
-  deploy->add_option("BLUEPRINT", deploy_blueprint, "a blueprint of the configuration")
-      ->required();
-  deploy->add_option("--name", deploy_name, "the app's name (default BLUEPRINT)")
-      ->type_name("APP");
+  deploy->add_option("BLUEPRINT", deploy_blueprint, "a blueprint of the configuration")->required();
+  deploy->add_option("--name", deploy_name, "the app's name (default BLUEPRINT)")->type_name("APP");
   deploy->add_flag("--no-wait", no_wait, "print the job id and return at once");
   auto* undeploy = app.add_subcommand("undeploy", "Destroy an app's VMs, as a job");
   std::string undeploy_name;
@@ -233,25 +233,25 @@ int main(int argc, char** argv) {
   }
 
   if (*top) return qosvisor::app::RunTop(socket);
-  const std::string command = *status    ? "status"
-                              : *ports   ? "ports"
-                              : *stats   ? "stats"
-                              : *vms     ? "vms"
-                              : *vm      ? "vm"
-                              : *jobs    ? "jobs"
-                              : *job     ? "job"
-                              : *bridges ? "bridges"
-                              : *flows   ? "flows"
-                              : *classes ? "classes"
-                              : *fdb     ? "fdb"
-                              : *capture ? "capture"
-                              : *reload  ? "reload"
-                              : *deploy  ? "deploy"
+  const std::string command = *status     ? "status"
+                              : *ports    ? "ports"
+                              : *stats    ? "stats"
+                              : *vms      ? "vms"
+                              : *vm       ? "vm"
+                              : *jobs     ? "jobs"
+                              : *job      ? "job"
+                              : *bridges  ? "bridges"
+                              : *flows    ? "flows"
+                              : *classes  ? "classes"
+                              : *fdb      ? "fdb"
+                              : *capture  ? "capture"
+                              : *reload   ? "reload"
+                              : *deploy   ? "deploy"
                               : *undeploy ? "undeploy"
-                              : *apps    ? "apps"
-                              : *quota   ? "quota"
-                              : *stop    ? "stop"
-                                         : "";
+                              : *apps     ? "apps"
+                              : *quota    ? "quota"
+                              : *stop     ? "stop"
+                                          : "";
   json args = json::object();
   if (*job) args = {{"id", job_id}};
   if (*reload && dry_run) args = {{"dry_run", true}};

@@ -246,22 +246,26 @@ app::ManPage Page() {
       "came back to its pool.",
   };
   page.command_details = {
-      {"check", {"Loads and validates FILE and prints it normalized (every value explicit, "
-                 "units canonical); the output loads back to the same configuration."}},
-      {"run", {"Runs until SIGINT, SIGTERM, qosctl stop or --duration. Under systemd "
-               "(Type=notify) it reports ready once the switch forwards. With --traffic the "
-               "built-in generator offers messages into the ring ports and the receiver measures "
-               "them; a table per class is printed at the end."}},
+      {"check",
+       {"Loads and validates FILE and prints it normalized (every value explicit, "
+        "units canonical); the output loads back to the same configuration."}},
+      {"run",
+       {"Runs until SIGINT, SIGTERM, qosctl stop or --duration. Under systemd "
+        "(Type=notify) it reports ready once the switch forwards. With --traffic the "
+        "built-in generator offers messages into the ring ports and the receiver measures "
+        "them; a table per class is printed at the end."}},
   };
   page.exit_status = {
       {"0", "done (check: the configuration is valid)"},
-      {"1", "the box could not start (a port, memory, an eBPF program, the control socket) or "
-            "the traffic run failed; the reason is logged"},
+      {"1",
+       "the box could not start (a port, memory, an eBPF program, the control socket) or "
+       "the traffic run failed; the reason is logged"},
       {"2", "the configuration has errors, or a usage error"}};
   page.files = {{"/etc/qosvisor/qosvisor.yaml", "the configuration the packaged unit runs"},
                 {"/run/qosvisor/qosvisor.sock", "the default control socket (control.socket)"},
-                {"<socket dir>/<vm>.serial.log", "each VM's serial output, rotated at "
-                                                 "serial_log_max"}};
+                {"<socket dir>/<vm>.serial.log",
+                 "each VM's serial output, rotated at "
+                 "serial_log_max"}};
   page.examples = {
       {"qosvisor check /etc/qosvisor/qosvisor.yaml", "validate and print normalized"},
       {"qosvisor run /etc/qosvisor/qosvisor.yaml", "run the box until stopped"},
@@ -305,7 +309,8 @@ int main(int argc, char** argv) {
   run->add_flag("--traffic", traffic.enabled,
                 "Drive the ring ports with the built-in generator for --duration (default 3s) "
                 "and print what the receiver measured");
-  run->add_option("--load", traffic.load, "Offered load as a fraction of the first uplink's rate, 0.01 to 10")
+  run->add_option("--load", traffic.load,
+                  "Offered load as a fraction of the first uplink's rate, 0.01 to 10")
       ->check(CLI::Range(0.01, 10.0).description(""))
       ->type_name("F");
   run->add_option("--class", traffic.classes,

@@ -70,13 +70,13 @@ std::string FormatVms(const json& vms) {
   for (const json& v : vms) {
     const std::string owner = v.value("owner", "");
     const std::string app = v.value("app", "");
-    out += fmt::format(fmt::runtime(row), v.value("name", ""),
-                       v.value("state", "") + (v.contains("busy") ? "*" : ""), v.value("vcpus", 0u),
-                       Mib(v.value("memory_bytes", 0ull)), Mib(v.value("charged_bytes", 0ull)),
-                       owner.empty() ? "-" : owner, JoinStrings(v.value("ports", json::array())),
-                       v.value("parent", "").empty() ? (app.empty() ? "-" : "app:" + app)
-                                                     : v.value("parent", ""),
-                       JoinStrings(v.value("macs", json::array())));
+    out += fmt::format(
+        fmt::runtime(row), v.value("name", ""),
+        v.value("state", "") + (v.contains("busy") ? "*" : ""), v.value("vcpus", 0u),
+        Mib(v.value("memory_bytes", 0ull)), Mib(v.value("charged_bytes", 0ull)),
+        owner.empty() ? "-" : owner, JoinStrings(v.value("ports", json::array())),
+        v.value("parent", "").empty() ? (app.empty() ? "-" : "app:" + app) : v.value("parent", ""),
+        JoinStrings(v.value("macs", json::array())));
   }
   return out;
 }
@@ -100,10 +100,9 @@ std::string FormatApps(const json& apps) {
 }
 
 std::string FormatQuota(const json& q) {
-  std::string out = fmt::format("{} (uid {}){}\n", q.value("user", ""), q.value("uid", 0u),
-                                q.value("privileged", false)
-                                    ? ": root or the daemon's user, bound by no quota"
-                                    : "");
+  std::string out = fmt::format(
+      "{} (uid {}){}\n", q.value("user", ""), q.value("uid", 0u),
+      q.value("privileged", false) ? ": root or the daemon's user, bound by no quota" : "");
   if (!q.value("privileged", false) && q["quotas"].empty()) {
     out += "no quota names you or one of your groups: you may create no VMs\n";
   }
@@ -228,8 +227,8 @@ std::string FormatReply(const std::string& command, const json& reply) {
   }
   if (reply.is_object() && reply.value("kind", "") == "undeploy" && reply.contains("result")) {
     const json& r = reply["result"];
-    return fmt::format("app {}: {} VMs destroyed: {}\n", r.value("app", ""),
-                       r["destroyed"].size(), JoinStrings(r["destroyed"], ", "));
+    return fmt::format("app {}: {} VMs destroyed: {}\n", r.value("app", ""), r["destroyed"].size(),
+                       JoinStrings(r["destroyed"], ", "));
   }
   if (reply.is_object() && reply.contains("kind")) return FormatJobs(json::array({reply}));
   if (reply.is_object() && reply.contains("bridge") && reply.contains("rules")) {

@@ -794,8 +794,8 @@ class Validator {
       }
       if (!q.classes) continue;
       for (size_t i = 0; i < q.classes->size(); ++i) {
-        CheckRef((*q.classes)[i], NamesOf(config_.classes), q.source,
-                 fmt::format("classes[{}]", i), "class");
+        CheckRef((*q.classes)[i], NamesOf(config_.classes), q.source, fmt::format("classes[{}]", i),
+                 "class");
       }
     }
   }

@@ -19,11 +19,11 @@ struct SelfService {
 // by the handlers, which know the owners. Deliberately absent: fdb (other tenants' addresses),
 // capture (their packets), flows add/del, reload, stop, and every other VM operation.
 constexpr std::array kSelfService = {
-    SelfService{"status", ""},      SelfService{"ports", ""},     SelfService{"stats", ""},
-    SelfService{"vms", ""},         SelfService{"bridges", ""},   SelfService{"classes", ""},
-    SelfService{"jobs", ""},        SelfService{"job", ""},       SelfService{"apps", ""},
-    SelfService{"quota", ""},       SelfService{"flows", "dump"}, SelfService{"vm", "create"},
-    SelfService{"vm", "destroy"},   SelfService{"deploy", ""},    SelfService{"undeploy", ""},
+    SelfService{"status", ""},    SelfService{"ports", ""},     SelfService{"stats", ""},
+    SelfService{"vms", ""},       SelfService{"bridges", ""},   SelfService{"classes", ""},
+    SelfService{"jobs", ""},      SelfService{"job", ""},       SelfService{"apps", ""},
+    SelfService{"quota", ""},     SelfService{"flows", "dump"}, SelfService{"vm", "create"},
+    SelfService{"vm", "destroy"}, SelfService{"deploy", ""},    SelfService{"undeploy", ""},
 };
 
 std::string ActionOf(const nlohmann::json& args) {

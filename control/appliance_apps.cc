@@ -53,8 +53,8 @@ Result<json> Appliance::DeployCommand(const json& args, const Caller& caller) {
   }
   auto owner = OwnerFor(caller, demands);
   if (!owner.ok()) {
-    return Status::Error(fmt::format("deploy of {} ({} VMs) refused, nothing was started: {}",
-                                     app, demands.size(), owner.message()));
+    return Status::Error(fmt::format("deploy of {} ({} VMs) refused, nothing was started: {}", app,
+                                     demands.size(), owner.message()));
   }
   auto job = apps_->Deploy(std::move(plan).value(), std::move(owner).value(), std::move(demands));
   if (!job.ok()) return job.status();

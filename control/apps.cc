@@ -55,16 +55,15 @@ Result<uint64_t> Apps::Deploy(DeployPlan plan, VmOwner owner, std::vector<VmDema
   const std::map<std::string, QuotaCharge> existing = vms_.Charges();
   for (const PlannedVm* vm : plan.Vms()) {
     if (existing.contains(vm->name)) {
-      return Status::Error(fmt::format("a vm named '{}' exists already; deploy with another --name",
-                                       vm->name));
+      return Status::Error(
+          fmt::format("a vm named '{}' exists already; deploy with another --name", vm->name));
     }
   }
   owner.app = name;
   apps_.push_back(App{std::move(plan), std::move(owner), std::move(demands), "deploying", 0});
   // Under the lock: the job's first look at its app waits until the app knows its job.
-  const uint64_t id = jobs_.Start("deploy", name, [this, name](JobProgress& progress) {
-    return RunDeploy(name, progress);
-  });
+  const uint64_t id = jobs_.Start(
+      "deploy", name, [this, name](JobProgress& progress) { return RunDeploy(name, progress); });
   FindLocked(name)->job = id;
   return id;
 }
@@ -86,11 +85,11 @@ Result<json> Apps::RunDeploy(const std::string& app, JobProgress& progress) {
     const std::string problems = DestroyAll(created);
     Forget(app);
     std::vector<std::string> gone(created.rbegin(), created.rend());
-    return Status::Error(fmt::format(
-        "deploy of {}: tier '{}' failed: {}; rolled back: {}{}", app, tier, why,
-        gone.empty() ? std::string("nothing had been created")
-                     : fmt::format("destroyed {}", fmt::join(gone, ", ")),
-        problems));
+    return Status::Error(
+        fmt::format("deploy of {}: tier '{}' failed: {}; rolled back: {}{}", app, tier, why,
+                    gone.empty() ? std::string("nothing had been created")
+                                 : fmt::format("destroyed {}", fmt::join(gone, ", ")),
+                    problems));
   };
   for (const auto& wave : plan.waves) {
     for (const PlannedTier& tier : wave) {
@@ -119,8 +118,8 @@ Result<json> Apps::RunDeploy(const std::string& app, JobProgress& progress) {
 }
 
 Status Apps::WaitUp(const std::string& vm, const PlannedTier& tier) {
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::nanoseconds(tier.ready_timeout_ns);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::nanoseconds(tier.ready_timeout_ns);
   for (;;) {
     auto brief = vms_.Brief(vm);
     if (!brief.ok()) return brief.status();
@@ -132,8 +131,8 @@ Status Apps::WaitUp(const std::string& vm, const PlannedTier& tier) {
     if (stopping_.load()) return Status::Error("the appliance is stopping");
     if (std::chrono::steady_clock::now() >= deadline) {
       return Status::Error(fmt::format(
-          "vm '{}' did not print '{}' on its serial line within {:.1f} s (see {})", vm,
-          *tier.ready, static_cast<double>(tier.ready_timeout_ns) / 1e9, brief->serial_log));
+          "vm '{}' did not print '{}' on its serial line within {:.1f} s (see {})", vm, *tier.ready,
+          static_cast<double>(tier.ready_timeout_ns) / 1e9, brief->serial_log));
     }
     std::this_thread::sleep_for(kPollInterval);
   }
@@ -165,9 +164,8 @@ Result<uint64_t> Apps::Undeploy(const std::string& app, const Caller& caller) {
     }
     a->state = "undeploying";
   }
-  const uint64_t id = jobs_.Start("undeploy", app, [this, app](JobProgress& progress) {
-    return RunUndeploy(app, progress);
-  });
+  const uint64_t id = jobs_.Start(
+      "undeploy", app, [this, app](JobProgress& progress) { return RunUndeploy(app, progress); });
   std::lock_guard lock(mu_);
   if (App* a = FindLocked(app)) a->job = id;
   return id;

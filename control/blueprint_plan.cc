@@ -46,9 +46,10 @@ Result<std::vector<size_t>> Waves(const config::Blueprint& b) {
         auto it = std::find_if(b.tiers.begin(), b.tiers.end(),
                                [&](const config::Tier& t) { return t.name == dep; });
         if (it == b.tiers.end()) {
-          return Status::Error(fmt::format("blueprint '{}': tier '{}' depends on '{}', which it "
-                                           "does not have",
-                                           b.name, b.tiers[i].name, dep));
+          return Status::Error(
+              fmt::format("blueprint '{}': tier '{}' depends on '{}', which it "
+                          "does not have",
+                          b.name, b.tiers[i].name, dep));
         }
         const size_t d = static_cast<size_t>(it - b.tiers.begin());
         ready = ready && placed[d];

@@ -160,8 +160,8 @@ Caller CallerOf(int fd, const ucred& cred) {
   all.insert(all.begin(), cred.gid);
   for (gid_t g : all) {
     auto name = GroupName(g);
-    if (name && std::find(c.group_names.begin(), c.group_names.end(), *name) ==
-                    c.group_names.end()) {
+    if (name &&
+        std::find(c.group_names.begin(), c.group_names.end(), *name) == c.group_names.end()) {
       c.group_names.push_back(*name);
     }
   }

@@ -105,7 +105,8 @@ Result<std::vector<std::string>> CheckQuotas(const std::vector<config::Quota>& q
         "permission denied: no quota names {} or one of its groups ({}), so it may create no "
         "VMs; add one under quotas: in the configuration",
         caller.Describe(),
-        caller.group_names.empty() ? "none" : fmt::format("{}", fmt::join(caller.group_names, ", "))));
+        caller.group_names.empty() ? "none"
+                                   : fmt::format("{}", fmt::join(caller.group_names, ", "))));
   }
   const Totals wanted = Sum(asked);
   std::vector<std::string> labels;

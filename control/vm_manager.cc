@@ -573,8 +573,7 @@ Status VmManager::CreateFromTemplate(const std::string& name, const std::string&
   if (Status s = CheckNewName(name); !s.ok()) return s;
   std::vector<vswitch::PortJoin> nics;
   VmDemand demand;
-  auto options =
-      OptionsFromTemplate(ConfigCopy(), name, template_name, overrides, &nics, &demand);
+  auto options = OptionsFromTemplate(ConfigCopy(), name, template_name, overrides, &nics, &demand);
   if (!options.ok()) return options.status();
   auto vm = hv::Vm::Create(*options);
   if (!vm.ok()) return vm.status();
@@ -584,8 +583,7 @@ Status VmManager::CreateFromTemplate(const std::string& name, const std::string&
   if (Status s = (*vm)->Pause(); !s.ok()) return s;
   auto adopted = Adopt(std::move(vm).value(), "", owner, demand);
   if (!adopted.ok()) return adopted.status();
-  spdlog::info("vm {}: created from template {} for {}, running", name, template_name,
-               owner.name);
+  spdlog::info("vm {}: created from template {} for {}, running", name, template_name, owner.name);
   return Status::Ok();
 }
 

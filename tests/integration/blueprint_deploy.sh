@@ -126,6 +126,33 @@ refused_deploy "tier 'api' failed: vm 'never-ready-api-1' did not print 'a line 
 grep -qF "rolled back: destroyed never-ready-api-1, never-ready-db-1" "$work/out" || fail "the rollback is not named"
 ctl jobs | grep -q "deploy .*failed" || fail "the failed deploy jobs are not listed"
 
+echo "== bad requests are refused, naming what is wrong"
+expect_refusal() {  # expect_refusal CODE WANT ARGS...: qosctl ARGS exits CODE saying WANT
+  local code=$1 want=$2 rc=0
+  shift 2
+  ctl "$@" >"$work/out" 2>&1 || rc=$?
+  ((rc == code)) && grep -qF "$want" "$work/out" ||
+    fail "qosctl $* exited $rc, not $code, or does not say '$want': $(cat "$work/out")"
+}
+expect_refusal 1 "no blueprint named 'nosuch'; defined: shop, broken-image, never-ready, pair" deploy nosuch
+expect_refusal 1 "app name 'a.b': use 1 to 32 letters, digits, '-' or '_'" deploy pair --name a.b
+expect_refusal 1 "deploy with a shorter --name" deploy pair --name "$(printf 'x%.0s' $(seq 30))"
+expect_refusal 1 "no app named 'nosuch' (see qosctl apps)" undeploy nosuch
+expect_refusal 2 "BLUEPRINT is required" deploy
+raw() {  # raw JSON: one request line straight to the socket, the reply's error printed
+  python3 -c '
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode() + b"\n")
+print(json.loads(s.makefile().readline()).get("error", "ok"))' "$work/ctl.sock" "$1"
+}
+[ "$(raw '{"command":"deploy","args":{"blueprint":5}}')" = "deploy needs a string argument 'blueprint'" ] ||
+  fail "a blueprint that is not a string"
+[ "$(raw '{"command":"deploy","args":{"blueprint":"pair","name":[1]}}')" = "deploy: 'name' must be a string" ] ||
+  fail "a name that is not a string"
+[ "$(raw '{"command":"undeploy","args":{}}')" = "undeploy needs a string argument 'name' (the app)" ] ||
+  fail "undeploy without a name"
+[ -z "$(vm_names)" ] && [ "$(app_count)" = 0 ] || fail "a bad request left something"
+
 echo "== quotas: over it nothing starts; within it the app is the user's"
 jobs_before=$(ctl --json jobs | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 refused_deploy "deploy of shop (4 VMs) refused, nothing was started: quota of group $test_group: vms 3, in use 0, asked 4" \

@@ -53,12 +53,12 @@ TEST_CASE("tiers start in waves after what they depend on, in blueprint order in
           "[control][blueprint]") {
   auto plan = PlanDeploy(Load(kBox), "shop", "shop");
   REQUIRE(plan.ok());
-  CHECK(TierNames(*plan) == std::vector<std::vector<std::string>>{
-                                {"cache", "db"}, {"api", "audit"}, {"web"}});
+  CHECK(TierNames(*plan) ==
+        std::vector<std::vector<std::string>>{{"cache", "db"}, {"api", "audit"}, {"web"}});
   std::vector<std::string> names;
   for (const PlannedVm* vm : plan->Vms()) names.push_back(vm->name);
-  CHECK(names == std::vector<std::string>{"shop-cache-1", "shop-db-1", "shop-api-1",
-                                          "shop-audit-1", "shop-web-1", "shop-web-2"});
+  CHECK(names == std::vector<std::string>{"shop-cache-1", "shop-db-1", "shop-api-1", "shop-audit-1",
+                                          "shop-web-1", "shop-web-2"});
   CHECK(plan->VmCount() == 6);
 }
 
@@ -81,8 +81,7 @@ TEST_CASE("a tier's class and its template's ready line reach the plan", "[contr
 
 TEST_CASE("plans that cannot work are refused, naming what is wrong", "[control][blueprint]") {
   const config::Config box = Load(kBox);
-  CHECK(PlanDeploy(box, "nope", "x").message() ==
-        "no blueprint named 'nope'; defined: shop, one");
+  CHECK(PlanDeploy(box, "nope", "x").message() == "no blueprint named 'nope'; defined: shop, one");
   CHECK(PlanDeploy(box, "one", "a/b").message() ==
         "app name 'a/b': use 1 to 32 letters, digits, '-' or '_' (it starts its VMs' names)");
   CHECK(PlanDeploy(box, "one", "").message().starts_with("app name '':"));

@@ -108,8 +108,7 @@ TEST_CASE("a caller no quota names may create nothing", "[control][quota]") {
         "so it may create no VMs; add one under quotas: in the configuration");
 }
 
-TEST_CASE("members of control.group may send only the self-service commands",
-          "[control][access]") {
+TEST_CASE("members of control.group may send only the self-service commands", "[control][access]") {
   const Caller alice = Alice();
   for (const char* command : {"status", "ports", "stats", "vms", "bridges", "classes", "jobs",
                               "job", "apps", "quota", "deploy", "undeploy"}) {
