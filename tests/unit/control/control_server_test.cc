@@ -222,7 +222,7 @@ TEST_CASE("only root, the server's user and control-group members are served", "
                                         "member of group '" + *group + "'");
 }
 
-TEST_CASE("handlers learn who asks; the admission refuses before any handler runs",
+TEST_CASE("handlers learn who asks, and the admission refuses before any handler runs",
           "[control]") {
   if (geteuid() != 0) {
     WARN("SKIP: switching to an unprivileged user needs root");

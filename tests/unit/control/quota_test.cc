@@ -72,7 +72,7 @@ TEST_CASE("a quota refusal names the quota, the limit, the use and the request",
   CHECK(*fits == std::vector<std::string>{"group devs"});  // what the new VM is charged to
 }
 
-TEST_CASE("every binding quota must hold; absent limits are no limits", "[control][quota]") {
+TEST_CASE("every binding quota must hold, and absent limits are no limits", "[control][quota]") {
   config::Quota devs = GroupQuota("devs");  // no limits at all
   config::Quota alice;
   alice.user = "alice";
