@@ -293,6 +293,13 @@ Result<json> Appliance::StatsJson() {
                    {"poll_gaps_over_100us", c.poll_gaps_over_100us},
                    {"poll_gaps_over_1ms", c.poll_gaps_over_1ms},
                    {"longest_poll_gap_us", c.longest_poll_gap_ns / 1000}};
+  // Upper bounds of the classes' wait buckets (wait_counts), the last one open.
+  const double hz = static_cast<double>(TscHz());
+  json bounds = json::array();
+  for (int b = 0; b + 1 < sched::kSojournBuckets; ++b) {
+    bounds.push_back(static_cast<double>(uint64_t{1} << (b + sched::kSojournShift)) / hz);
+  }
+  out["wait_bucket_le_seconds"] = bounds;
   json bridges = json::array();
   for (size_t b = 0; b < snap.learned_macs.size(); ++b) {
     bridges.push_back(
@@ -318,7 +325,9 @@ Result<json> Appliance::StatsJson() {
                          {"table_full_fallback", cs.table_full_fallback},
                          {"probe_limit_fallback", cs.probe_limit_fallback},
                          {"queued_packets", cs.queued_packets},
-                         {"queued_bytes", cs.queued_bytes}});
+                         {"queued_bytes", cs.queued_bytes},
+                         {"wait_counts", cs.sojourn},
+                         {"wait_sum_seconds", static_cast<double>(cs.sojourn_cycles) / hz}});
     }
     const sched::SchedulerConfig& sc = spec_.uplinks[u].scheduler;
     uplinks.push_back({{"port", uplink_ports_[u]},

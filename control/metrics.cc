@@ -115,6 +115,12 @@ void UplinkMetrics(Exposition& e, const json& uplinks) {
          "Messages in the uplink's message table.", "live_messages");
   PerRow(e, uplinks, "uplink", "port", "qosvisor_uplink_message_table_capacity", "gauge",
          "Messages the uplink's message table holds.", "max_messages");
+  e.Family("qosvisor_uplink_dropped_packets_total", "counter",
+           "Packets the uplink dropped outside any class, by reason.");
+  for (const json& u : uplinks) {
+    e.Sample({{"uplink", u.value("port", "")}, {"reason", "reconfigured"}},
+             Num(u, "dropped_reconfigured"));
+  }
   struct F {
     const char* name;
     const char* type;
@@ -145,6 +151,31 @@ void UplinkMetrics(Exposition& e, const json& uplinks) {
             {{"uplink", u.value("port", "")}, {"class", c.value("class", "")}, {"reason", reason}},
             Num(c, (std::string("dropped_") + reason).c_str()));
       }
+    }
+  }
+}
+
+// Time packets waited in the scheduler: cumulative buckets as Prometheus histograms are.
+void WaitHistograms(Exposition& e, const json& uplinks, const json& bounds) {
+  e.Family("qosvisor_class_wait_seconds", "histogram",
+           "Time from a packet's arrival in the switch to its departure from the uplink's "
+           "scheduler.");
+  for (const json& u : uplinks) {
+    for (const json& c : u["classes"]) {
+      const json& counts = c.value("wait_counts", json::array());
+      const Labels base = {{"uplink", u.value("port", "")}, {"class", c.value("class", "")}};
+      double total = 0;
+      size_t counted = 0;
+      for (size_t b = 0; b <= bounds.size(); ++b) {  // the last bucket (+Inf) takes the rest
+        const size_t upto = std::min(b < bounds.size() ? b + 1 : counts.size(), counts.size());
+        for (; counted < upto; ++counted) total += counts[counted].get<double>();
+        Labels l = base;
+        l.emplace_back("le", b < bounds.size() ? fmt::format("{:g}", bounds[b].get<double>())
+                                               : std::string("+Inf"));
+        e.Sample(l, total, "_bucket");
+      }
+      e.Sample(base, Num(c, "wait_sum_seconds"), "_sum");
+      e.Sample(base, total, "_count");
     }
   }
 }
@@ -186,6 +217,7 @@ std::string RenderMetrics(const MetricsInput& in) {
   if (in.stats.is_object()) {
     SwitchMetrics(e, in.stats);
     UplinkMetrics(e, in.stats["uplinks"]);
+    WaitHistograms(e, in.stats["uplinks"], in.stats.value("wait_bucket_le_seconds", json::array()));
   }
   VmMetrics(e, in.vms);
   return e.Take();

@@ -528,7 +528,9 @@ uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch, uint64_t n
     const IdleEntry& e = idle_[idle_next_++];
     q.TookMin(e.key);
     if (e.last) ForgetEndedMessage(e.pkt);
-    ++stats_[0].sojourn[SojournBucket(now - Meta(e.pkt)->arrival_tsc)];  // filed this poll: hot
+    const uint64_t waited = now - Meta(e.pkt)->arrival_tsc;  // filed this poll: in cache
+    ++stats_[0].sojourn[SojournBucket(waited)];
+    stats_[0].sojourn_cycles += waited;
     pacer_.Consume(e.len);
     bytes += e.len;
     batch.Push(e.pkt);
@@ -616,7 +618,9 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     ++st.dequeued_packets;
     st.dequeued_bytes += len;
     const PacketMeta& pm = *Meta(pkt);  // asked for a few picks ago (below)
-    ++st.sojourn[SojournBucket(now - pm.arrival_tsc)];
+    const uint64_t waited = now - pm.arrival_tsc;
+    ++st.sojourn[SojournBucket(waited)];
+    st.sojourn_cycles += waited;
     OnSent(pm, len, m, classes_[c]);
     if (!m.empty()) {
       PushHead(c, slot, now);
@@ -703,6 +707,7 @@ void BasicScheduler<RankQueue>::StatsInto(SchedulerStats& s) const {
     s.total.queued_packets += c.queued_packets;
     s.total.queued_bytes += c.queued_bytes;
     for (int b = 0; b < kSojournBuckets; ++b) s.total.sojourn[b] += c.sojourn[b];
+    s.total.sojourn_cycles += c.sojourn_cycles;
   }
   s.dropped_unknown_class = dropped_unknown_class_;
   s.live_messages = table_.live();
@@ -734,6 +739,7 @@ void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
     st.table_full_fallback += b.table_full_fallback;
     st.probe_limit_fallback += b.probe_limit_fallback;
     for (int k = 0; k < kSojournBuckets; ++k) st.sojourn[k] += b.sojourn[k];
+    st.sojourn_cycles += b.sojourn_cycles;
   }
   dropped_unknown_class_ += before.dropped_unknown_class;
   reclaimed_idle_ += before.messages_reclaimed_idle;

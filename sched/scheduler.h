@@ -69,6 +69,7 @@ struct ClassStats {
   uint64_t queued_packets = 0;
   uint64_t queued_bytes = 0;
   uint64_t sojourn[kSojournBuckets] = {};  // see SojournBucket
+  uint64_t sojourn_cycles = 0;             // their sum
 
   uint64_t dropped_packets() const { return dropped_tail + dropped_worst + dropped_message_limit; }
   uint64_t now_queued_packets() const {

@@ -34,15 +34,19 @@ curl -sf "http://127.0.0.1:$port/metrics" >"$work/scrape.prom" || { cat "$work/r
 promtool check metrics <"$work/scrape.prom" || { echo "FAIL: promtool refused the exposition"; exit 1; }
 for family in qosvisor_up qosvisor_port_received_packets_total qosvisor_switch_dropped_packets_total \
   qosvisor_class_dequeued_packets_total qosvisor_class_queued_bytes qosvisor_uplink_messages \
-  qosvisor_uplink_pacing_rate_bytes_per_second qosvisor_bridge_learned_macs; do
+  qosvisor_uplink_pacing_rate_bytes_per_second qosvisor_bridge_learned_macs \
+  qosvisor_class_wait_seconds_bucket qosvisor_uplink_dropped_packets_total; do
   grep -q "^$family" "$work/scrape.prom" || { echo "FAIL: no $family"; exit 1; }
 done
 python3 - "$work/scrape.prom" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 sent = sum(float(v) for v in re.findall(r'^qosvisor_class_dequeued_packets_total\{[^}]*\} (\S+)$', text, re.M))
-print(f"packets the uplink classes sent, as scraped: {sent:.0f}")
-sys.exit(0 if sent > 0 else "FAIL: the scrape shows no traffic")
+waited = sum(float(v) for v in re.findall(r'^qosvisor_class_wait_seconds_count\{[^}]*\} (\S+)$', text, re.M))
+print(f"packets the uplink classes sent, as scraped: {sent:.0f}; in the wait histograms: {waited:.0f}")
+if sent <= 0: sys.exit("FAIL: the scrape shows no traffic")
+# Both are read from one statistics request, so every packet sent has its wait counted.
+if waited != sent: sys.exit("FAIL: the wait histograms do not count every packet sent")
 PY
 wait "$pid"
 pid=""

@@ -33,7 +33,9 @@ MetricsInput SampleInput() {
                                {"enqueued_packets", 5},
                                {"dequeued_packets", 4},
                                {"dropped_tail", 1},
-                               {"queued_bytes", 64}},
+                               {"queued_bytes", 64},
+                               {"wait_counts", {1, 0, 3}},
+                               {"wait_sum_seconds", 0.25}},
                               {{"class", "bulk \"x\""}, {"enqueued_packets", 2}}});
   in.stats = {{"switch",
                {{"rx_packets", 17},
@@ -41,11 +43,13 @@ MetricsInput SampleInput() {
                 {"flow_cache_hits", 9},
                 {"longest_poll_gap_us", 1500}}},
               {"bridges", json::array({{{"name", "br0"}, {"learned_macs", 3}}})},
+              {"wait_bucket_le_seconds", {0.001, 0.002}},
               {"uplinks", json::array({{{"port", "p1"},
                                         {"rate_bytes_per_second", 125000000},
                                         {"pacing_bytes_per_second", 122500000},
                                         {"max_messages", 65536},
                                         {"live_messages", 4},
+                                        {"dropped_reconfigured", 6},
                                         {"classes", classes}}})}};
   in.vms = json::array({{{"name", "web"},
                          {"state", "running"},
@@ -73,6 +77,13 @@ TEST_CASE("metrics: every object's counters under Prometheus names and labels", 
   CHECK(Has(text, "qosvisor_bridge_learned_macs{bridge=\"br0\"} 3"));
   CHECK(Has(text, "qosvisor_uplink_pacing_rate_bytes_per_second{uplink=\"p1\"} 122500000"));
   CHECK(Has(text, "qosvisor_uplink_messages{uplink=\"p1\"} 4"));
+  CHECK(Has(text, "qosvisor_uplink_dropped_packets_total{uplink=\"p1\",reason=\"reconfigured\"} 6"));
+  CHECK(Has(text, "# TYPE qosvisor_class_wait_seconds histogram"));
+  CHECK(Has(text, "qosvisor_class_wait_seconds_bucket{uplink=\"p1\",class=\"rpc\",le=\"0.001\"} 1"));
+  CHECK(Has(text, "qosvisor_class_wait_seconds_bucket{uplink=\"p1\",class=\"rpc\",le=\"0.002\"} 1"));
+  CHECK(Has(text, "qosvisor_class_wait_seconds_bucket{uplink=\"p1\",class=\"rpc\",le=\"+Inf\"} 4"));
+  CHECK(Has(text, "qosvisor_class_wait_seconds_sum{uplink=\"p1\",class=\"rpc\"} 0.25"));
+  CHECK(Has(text, "qosvisor_class_wait_seconds_count{uplink=\"p1\",class=\"rpc\"} 4"));
   CHECK(Has(text, "qosvisor_class_dequeued_packets_total{uplink=\"p1\",class=\"rpc\"} 4"));
   CHECK(Has(text,
             "qosvisor_class_dropped_packets_total{uplink=\"p1\",class=\"rpc\",reason=\"tail\"} 1"));
