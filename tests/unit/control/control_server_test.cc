@@ -117,7 +117,7 @@ TEST_CASE("control requests: good, unknown and malformed", "[control]") {
         "'args' must be a JSON object");
 }
 
-TEST_CASE("control round trip over a Unix socket; a second server is refused", "[control]") {
+TEST_CASE("control round trip over a Unix socket, and a second server is refused", "[control]") {
   const std::string path = TempSocket("rt");
   auto server = EchoServer(path);
   std::atomic<bool> done{false};
