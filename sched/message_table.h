@@ -103,6 +103,9 @@ class MessageTable {
   uint32_t capacity() const { return static_cast<uint32_t>(slots_.size()); }
   uint32_t live() const { return live_; }
   uint32_t free_slots() const { return free_count_; }
+  // Slots from here on have never held a message (the free list hands out ascending slots), so a
+  // walk over every message may stop here.
+  uint32_t used_end() const { return high_water_ > reserved_ ? high_water_ : reserved_; }
   // Adds what the slots, the index and the free list got.
   void TallyPages(PageTally& tally) const;
   MessageState& operator[](uint32_t slot) { return slots_[slot]; }

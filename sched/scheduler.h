@@ -37,6 +37,7 @@
 #include "sched/message_table.h"
 #include "sched/pacer.h"
 #include "sched/policies.h"
+#include "sched/scheduler_detail.h"
 
 struct rte_mbuf;
 
@@ -129,6 +130,13 @@ class BasicScheduler {
   // The same into `out` without allocating once out.classes holds one entry per class (as after a
   // first call), so that the data-plane lcore can copy statistics into storage sized beforehand.
   void StatsInto(SchedulerStats& out) const;
+  // A read-only look at what waits (scheduler_inspect.cc): the `top_n` messages with the most
+  // bytes queued, and per class the distances of queued heads' ranks from the next head out, read
+  // from the head packets of at most `max_samples` messages spread over the table (each read may
+  // miss the cache). Scans every message-table slot ever used (one cache line each); allocates
+  // nothing once `out` was reserved for this scheduler's classes and top_n (SchedulerDetail::
+  // Reserve), so that the owner's lcore can run it. `now` is recorded as out.taken_tsc.
+  void Inspect(SchedulerDetail& out, uint32_t top_n, uint32_t max_samples, uint64_t now) const;
   uint64_t queued_packets() const { return buffered_packets_; }
   uint64_t queued_bytes() const { return buffered_bytes_; }
   uint64_t tsc_hz() const { return hz_; }
@@ -199,6 +207,10 @@ class BasicScheduler {
   bool Eligible(uint16_t class_id, uint64_t now) const;
   int SelectInTenant(uint16_t tenant, uint64_t now) const;
   int SelectClass(uint64_t now) const;
+  // Inspect's parts: each class's next head rank, and what the idle burst holds.
+  void StartInspection(SchedulerDetail& out, uint64_t now) const;
+  void InspectIdleBurst(SchedulerDetail& out, uint32_t top_n, uint32_t max_samples,
+                        uint64_t stride) const;
 
   SchedulerConfig config_;
   uint64_t hz_;
