@@ -94,7 +94,8 @@ Result<json> Apps::RunDeploy(const std::string& app, JobProgress& progress) {
   for (const auto& wave : plan.waves) {
     for (const PlannedTier& tier : wave) {
       for (const PlannedVm& vm : tier.vms) {
-        progress.Phase(fmt::format("tier {}: creating {}", tier.name, vm.name));
+        progress.Phase(fmt::format("tier {}: creating {} ({} of {} VMs)", tier.name, vm.name,
+                                   created.size() + 1, total));
         Status s = vms_.CreateFromTemplate(vm.name, vm.template_name, vm.overrides, owner);
         if (!s.ok()) return fail(tier.name, s.message());
         created.push_back(vm.name);
@@ -110,7 +111,6 @@ Result<json> Apps::RunDeploy(const std::string& app, JobProgress& progress) {
                    tier.ready ? fmt::format("its guests printed '{}'", *tier.ready)
                               : std::string("its VMs run"));
     }
-    progress.Bytes(created.size(), total);
   }
   SetState(app, "running");
   progress.Phase("running");
