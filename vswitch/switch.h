@@ -217,16 +217,25 @@ class Switch {
     std::vector<uint32_t> learned_macs;
     // The learned addresses of the bridge asked for (TakeSnapshot's fdb_bridge), else empty.
     std::vector<FdbEntry> fdb;
+    // Per uplink: an inspection of its scheduler (sched::BasicScheduler::Inspect) where one was
+    // asked for (TakeSnapshot's detail_uplink), else empty.
+    std::vector<sched::SchedulerDetail> details;
   };
+  // An uplink inspection lists at most this many messages, and reads at most this many head
+  // packets (each may miss the cache) for the rank histograms.
+  static constexpr uint32_t kDetailTopMessages = 100;
+  static constexpr uint32_t kDetailRankSamples = 4096;
   static constexpr std::chrono::milliseconds kSnapshotTimeout{1000};
   // Control thread, one call at a time. With `lcore_running`, each worker copies its part at its
   // next poll (so the data path keeps plain, unshared counters), and a worker that has not done
   // so within `timeout` makes this an error; otherwise (no worker polls) they are read directly.
   // `fdb_bridge` (an index into bridge_names(), or -1): also copy that bridge's MAC table, which
   // its worker scans at the poll it answers in (a dump on request, never on the packet path).
+  // `detail_uplink` (an index into the uplinks, or -1): also inspect that uplink's scheduler, on
+  // its owner's lcore in the same way, into Snapshot::details.
   Result<Snapshot> TakeSnapshot(bool lcore_running,
                                 std::chrono::milliseconds timeout = kSnapshotTimeout,
-                                int fdb_bridge = -1);
+                                int fdb_bridge = -1, int detail_uplink = -1);
   const std::vector<std::string>& bridge_names() const { return bridge_names_; }
   // Polls done by the slowest worker.
   uint64_t polls() const;
@@ -323,6 +332,7 @@ class Switch {
     const UplinkRules* rules = nullptr;
     sched::SchedulerStats before;  // the old scheduler's counts, sized by the control thread
     std::vector<sched::ClassStats> snapshot_classes;  // the owner's snapshot storage, swapped
+    sched::SchedulerDetail snapshot_detail;           // the same for inspections
     uint64_t moved = 0, gone = 0;
     std::atomic<bool> done{false};
   };
@@ -393,7 +403,8 @@ class Switch {
     // Snapshot hand-off: control sets requested, the worker fills snapshot and sets served.
     std::atomic<uint64_t> snapshot_requested{0};
     std::atomic<uint64_t> snapshot_served{0};
-    std::atomic<int> fdb_requested{-1};  // bridge whose MAC table the next answer copies
+    std::atomic<int> fdb_requested{-1};     // bridge whose MAC table the next answer copies
+    std::atomic<int> detail_requested{-1};  // uplink the next answer inspects
     // Only the parts this worker owns are filled; sized by PrepareSnapshots, so that filling it
     // on the lcore allocates nothing.
     Snapshot snapshot;
@@ -496,7 +507,8 @@ class Switch {
   void PrepareSnapshots();
   void FillSnapshot(const Worker& w, Snapshot& out) const;
   void FillFdb(const Worker& w, int bridge, Snapshot& out) const;
-  Snapshot Merge() const;
+  void FillDetail(const Worker& w, int uplink, Snapshot& out) const;
+  Snapshot Merge(int detail_uplink) const;
   void ReclaimRetiredTables();
   Status InitQuiescence();
 

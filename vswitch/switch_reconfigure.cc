@@ -58,6 +58,7 @@ Status Switch::ReconfigureUplink(const std::string& port, const UplinkSpec& spec
   change.rules = rules.get();
   change.before.classes.resize(previous.class_names.size());
   change.snapshot_classes.resize(rules->class_names.size());
+  change.snapshot_detail.Reserve(rules->class_names.size(), kDetailTopMessages);
   if (!lcore_running) {
     ApplyUplinkChange(*workers_[up.owner], u, change, ReadTsc());
   } else {
@@ -122,6 +123,7 @@ void Switch::ApplyUplinkChange(Worker& w, uint16_t u, UplinkChange& change, uint
   change.scheduler->ContinueFrom(change.before, rules.class_of_previous, change.gone);
   std::swap(up.scheduler, change.scheduler);
   std::swap(w.snapshot.uplinks[u].classes, change.snapshot_classes);
+  std::swap(w.snapshot.details[u], change.snapshot_detail);
   up.generation = rules.generation;
   up.restaging = true;
   up.settled.store(false, std::memory_order_relaxed);

@@ -46,12 +46,18 @@ void Switch::PrepareSnapshots() {
     uint32_t largest = 0;  // room for the largest MAC table it owns: the lcore only copies
     for (uint16_t b : w->bridges) largest = std::max(largest, bridges_[b]->macs->capacity());
     w->snapshot.fdb.reserve(largest);
+    w->snapshot.details.resize(uplinks_.size());
+    for (uint16_t u : w->uplinks) {
+      w->snapshot.details[u].Reserve(uplinks_[u]->scheduler->config().classes.size(),
+                                     kDetailTopMessages);
+    }
   }
 }
 
 // The parts of a snapshot `w` owns: its counters, its uplinks' statistics, its bridges' MAC
 // counts. On the worker's lcore when it runs: a copy of fixed size into storage PrepareSnapshots
-// sized, with no allocation and no scan of a table.
+// sized, with no allocation; a table is scanned only when a request asks for a MAC table dump or
+// an uplink inspection.
 void Switch::FillSnapshot(const Worker& w, Snapshot& out) const {
   out.counters = w.counters;
   out.counters.flow_cache_hits = w.cache.hits();
@@ -61,6 +67,15 @@ void Switch::FillSnapshot(const Worker& w, Snapshot& out) const {
   out.fdb.clear();
   const int fdb = w.fdb_requested.load(std::memory_order_acquire);
   if (fdb >= 0) FillFdb(w, fdb, out);
+  const int detail = w.detail_requested.load(std::memory_order_acquire);
+  if (detail >= 0) FillDetail(w, detail, out);
+}
+
+// A scan of the uplink's message table (see Inspect), on request only.
+void Switch::FillDetail(const Worker& w, int uplink, Snapshot& out) const {
+  if (std::find(w.uplinks.begin(), w.uplinks.end(), uplink) == w.uplinks.end()) return;
+  uplinks_[uplink]->scheduler->Inspect(out.details[uplink], kDetailTopMessages, kDetailRankSamples,
+                                       ReadTsc());
 }
 
 void Switch::FillFdb(const Worker& w, int bridge, Snapshot& out) const {
@@ -81,15 +96,19 @@ void Switch::FillFdb(const Worker& w, int bridge, Snapshot& out) const {
   });
 }
 
-Switch::Snapshot Switch::Merge() const {
+Switch::Snapshot Switch::Merge(int detail_uplink) const {
   Snapshot all;
   all.uplinks.resize(uplinks_.size());
   all.learned_macs.resize(bridges_.size());
+  all.details.resize(uplinks_.size());
   for (const auto& w : workers_) {
     all.counters.Add(w->snapshot.counters);
     for (uint16_t u : w->uplinks) all.uplinks[u] = w->snapshot.uplinks[u];
     for (uint16_t b : w->bridges) all.learned_macs[b] = w->snapshot.learned_macs[b];
     all.fdb.insert(all.fdb.end(), w->snapshot.fdb.begin(), w->snapshot.fdb.end());
+    for (uint16_t u : w->uplinks) {
+      if (u == detail_uplink) all.details[u] = w->snapshot.details[u];
+    }
   }
   return all;
 }
@@ -99,12 +118,19 @@ Switch::Snapshot Switch::Merge() const {
 // until the copy made for it is complete; and once every worker has answered, none writes its
 // copy again before the next request, so Merge reads copies no one is writing.
 Result<Switch::Snapshot> Switch::TakeSnapshot(bool lcore_running, std::chrono::milliseconds timeout,
-                                              int fdb_bridge) {
-  for (auto& w : workers_) w->fdb_requested.store(fdb_bridge, std::memory_order_relaxed);
+                                              int fdb_bridge, int detail_uplink) {
+  if (detail_uplink >= static_cast<int>(uplinks_.size())) {
+    return Status::Error(
+        fmt::format("no uplink {} to inspect (there are {})", detail_uplink, uplinks_.size()));
+  }
+  for (auto& w : workers_) {
+    w->fdb_requested.store(fdb_bridge, std::memory_order_relaxed);
+    w->detail_requested.store(detail_uplink, std::memory_order_relaxed);
+  }
   if (!lcore_running) {
     TsanAcquire(qsbr_.get());  // the workers' lcores were joined (by EAL, which TSan cannot see)
     for (auto& w : workers_) FillSnapshot(*w, w->snapshot);
-    return Merge();
+    return Merge(detail_uplink);
   }
   std::vector<uint64_t> tickets;
   for (auto& w : workers_) {
@@ -122,7 +148,7 @@ Result<Switch::Snapshot> Switch::TakeSnapshot(bool lcore_running, std::chrono::m
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
-  return Merge();
+  return Merge(detail_uplink);
 }
 
 uint64_t Switch::polls() const {

@@ -1300,6 +1300,60 @@ TEST_CASE("switch: a reconfigured uplink moves what waits to its new tree, in or
   CHECK(rig.Snapshot().uplinks[0].classes[1].enqueued_packets == 31);
 }
 
+TEST_CASE("switch: an uplink inspection lists the waiting messages, answered by the owner's poll",
+          "[switch][detail]") {
+  Rig rig(2);
+  rig.Build(ReconfigurableSpec(1'000'000));  // 1 Mbps: almost everything waits
+  // Datagrams are messages of one packet: 20 "keep" ones growing in size, 10 small "drop" ones.
+  for (int i = 0; i < 20; ++i) {
+    rig.Inject(0,
+               testing::Udp4(static_cast<uint16_t>(i), 5000, static_cast<uint16_t>(100 + 50 * i)));
+  }
+  for (int i = 0; i < 10; ++i)
+    rig.Inject(0, testing::Udp4(static_cast<uint16_t>(100 + i), 6000, 64));
+  rig.Poll(2);
+  rig.Drain(1);
+  CHECK(rig.Snapshot().details[0].top.empty());  // nothing scanned unless asked
+  CHECK_FALSE(rig.sw->TakeSnapshot(false, Switch::kSnapshotTimeout, -1, 1).ok());  // one uplink
+
+  auto check = [](const Switch::Snapshot& snap) {
+    const sched::SchedulerStats& st = snap.uplinks[0];
+    const sched::SchedulerDetail& d = snap.details[0];
+    REQUIRE(st.total.queued_packets > 20);  // the pacer let a few "keep" packets out
+    CHECK(d.queued_messages == st.total.queued_packets);
+    REQUIRE(d.top.size() == d.queued_messages);  // fewer than kDetailTopMessages wait
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < d.top.size(); ++i) {
+      bytes += d.top[i].bytes_queued;
+      CHECK(d.top[i].packets == 1);
+      if (i > 0) CHECK(d.top[i].bytes_queued <= d.top[i - 1].bytes_queued);
+    }
+    CHECK(bytes == st.total.queued_bytes);
+    CHECK(d.top.front().class_id == 0);  // the largest "keep" datagram, sent last of its class
+    CHECK(d.top.back().class_id == 1);   // a small "drop" one
+    REQUIRE(d.classes.size() == 2);
+    CHECK(d.classes[1].queued_heads == 10);
+    CHECK(d.classes[0].queued_heads == st.classes[0].queued_packets);
+    CHECK(d.sampled_heads == d.queued_messages);
+  };
+  auto direct = rig.sw->TakeSnapshot(false, Switch::kSnapshotTimeout, -1, 0);
+  INFO(direct.message());
+  REQUIRE(direct.ok());
+  check(*direct);
+
+  // With a worker polling, its lcore inspects at the poll that answers, beside the statistics.
+  std::atomic<bool> stop{false};
+  std::thread lcore([&] {
+    while (!stop.load(std::memory_order_relaxed)) rig.sw->Poll(0, ReadTsc());
+  });
+  auto answered = rig.sw->TakeSnapshot(true, std::chrono::seconds(10), -1, 0);
+  stop = true;
+  lcore.join();
+  REQUIRE(answered.ok());
+  check(*answered);
+  rig.Drain(1);
+}
+
 TEST_CASE("switch: a reconfiguration that cannot be built changes nothing and says why",
           "[switch][reconfigure]") {
   Rig rig(2);
