@@ -167,6 +167,21 @@ refused_deploy_rc=0; user_ctl vm extra create --template tiny --set vcpus=2 >"$w
   fail "the app's VMs do not count against the quota: $(cat "$work/out")"
 user_ctl undeploy mine
 [ -z "$(vm_names)" ] && [ "$(app_count)" = 0 ] || fail "the user's undeploy left something"
+# While a deploy runs, the VMs it has yet to make are already charged: never-ready's two VMs
+# (its second tier waits 2 s for a line that never comes) hold 2 of the 3 vCPUs throughout.
+job=$(user_ctl --json deploy never-ready --name slow --no-wait | python3 -c 'import json,sys; print(json.load(sys.stdin)["job"])')
+ctl apps | grep -E -q "^slow +never-ready +$test_user +deploying" || fail "apps does not show the deploy under way"
+rc=0; user_ctl vm extra create --template tiny --set vcpus=2 >"$work/out" 2>&1 || rc=$?
+((rc == 1)) && grep -q "quota of group $test_group: vcpus 3, in use 2, asked 2" "$work/out" ||
+  fail "a deploy under way did not hold its quota: $(cat "$work/out")"
+for _ in $(seq 100); do
+  [ "$(ctl --json job "$job" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')" = failed ] && break
+  sleep 0.1
+done
+ctl job "$job" | grep -q "rolled back: destroyed slow-api-1, slow-db-1" || fail "job $job: $(ctl job "$job")"
+[ -z "$(vm_names)" ] && [ "$(app_count)" = 0 ] || fail "the rolled back deploy left something"
+user_ctl vm extra create --template tiny --set vcpus=2  # its quota came back with the rollback
+user_ctl vm extra destroy
 stop_and_check "$qosctl" "$work/ctl.sock" "$pid" "$work/run.log"
 pid=""
 echo "PASS"
