@@ -4,7 +4,8 @@
 # port of its own, tells (from its new generation id) the MAC the switch gave it, and answers the
 # client's broadcasts from that port. A child is suspended and resumed; a parent with children is
 # not suspended without --force; a corrupted snapshot is refused with nothing created; destroyed
-# copies take their ports with them. Needs /dev/kvm.
+# copies take their ports with them. A VM added to the file starts on a reload, on a port of its
+# own, and goes with its port when the next reload finds it removed. Needs /dev/kvm.
 # Usage: vm_snapshot_fork.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
 set -euo pipefail
 # shellcheck source=lib/qosvisor.sh
@@ -140,6 +141,20 @@ for vm in copy kid-1 kid-2 web; do ctl vm "$vm" destroy; done
 ctl --json ports | grep -q '"copy.eth0"\|"kid-1.eth0"\|"kid-2.eth0"\|"web.eth0"' && fail "ports stayed behind"
 [ "$(vm_field web state)" = "absent" ] || fail "a destroyed created VM stayed in the list"
 ctl vms
+
+echo "== a VM added to the file is started by a reload on a new port, and removed by the next"
+cp "$work/box.yaml" "$work/box.orig"
+sed -i 's|^control:|  - {name: extra, template: echo-on-br0, cmdline: "ip=11"}\ncontrol:|' "$work/box.yaml"
+ctl reload --dry-run | grep -q "vm extra: added" || fail "the dry run does not show the new VM"
+ctl reload >/dev/null || fail "the reload adding a VM was refused"
+wait_for_line "$work/extra.serial.log" "netecho: ready" || fail "the VM added by reload did not start"
+[ "$(vm_field extra state)" = '"running"' ] || fail "extra is not running"
+ctl --json ports | grep -q '"extra.eth0"' || fail "extra's port did not join"
+cp "$work/box.orig" "$work/box.yaml"
+ctl reload >/dev/null || fail "the reload removing a VM was refused"
+[ "$(vm_field extra state)" = "absent" ] || fail "the VM removed from the file is still there"
+ctl --json ports | grep -q '"extra.eth0"' && fail "extra's port stayed behind"
+echo "extra: started by one reload on port extra.eth0, gone with its port after the next"
 ctl stop >/dev/null
 wait "$pid"
 pid=""
