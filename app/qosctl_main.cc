@@ -103,6 +103,18 @@ qosvisor::app::ManPage Page() {
       {"quota",
        {"The quotas that bind you (your user's and your groups'), their limits and what "
         "is charged to each; root and the daemon's user are bound by none."}},
+      {"uplinks",
+       {"For each uplink (or PORT's): line and pacing rate; packets and bytes queued against the "
+        "buffer; messages queued and live in the message table; drops by reason (per class: "
+        "tail, worst, message_limit; per uplink: reconfigured, unknown class); each class's "
+        "wait in the scheduler at the 50th and 99th percentile since start (the upper bound of "
+        "its power-of-two bucket); the --top N messages holding the most queued bytes, with "
+        "what they have sent and how long their oldest packet has waited (\"7+\": more packets "
+        "than are counted cheaply); and per class a bar chart of how far the ranks of queued "
+        "heads lie from the one sent next, in the policy's unit (bytes for srpt and las, time "
+        "for fifo, priority, edf and pace, start tags for wfq), from up to 4096 heads read. "
+        "The uplink's worker scans its message table for this at one poll, so root and the "
+        "daemon's user only."}},
       {"flows",
        {"add and del apply at once and last until the appliance restarts (or a reload "
         "replaces the bridge's rules from the file)."}},
@@ -125,6 +137,7 @@ qosvisor::app::ManPage Page() {
       {"qosctl deploy shop --name shop-test", "a blueprint's VMs, tier by tier"},
       {"qosctl apps; qosctl undeploy shop-test", "what is deployed; take it down again"},
       {"qosctl reload --dry-run", "what reloading the file would change"},
+      {"qosctl uplinks uplink0 --top 5", "which messages hold uplink0's backlog"},
   };
   return page;
 }
@@ -194,6 +207,16 @@ int main(int argc, char** argv) {
                     "del: the match of the rules to delete (as written, without actions)");
   flows->add_flag("--all", flows_all, "del: every rule of the bridge");
   auto* classes = app.add_subcommand("classes", "Traffic classes and their counters per uplink");
+  auto* uplinks = app.add_subcommand(
+      "uplinks",
+      "Per uplink: queue depth, drops by reason, waits, top messages by backlog, rank histograms");
+  std::string uplinks_port;
+  uint32_t uplinks_top = 10;
+  uplinks->add_option("PORT", uplinks_port, "one uplink's port (default: every uplink)");
+  uplinks->add_option("--top", uplinks_top, "list this many messages, 1 to 100 (default 10)")
+      ->type_name("N")
+      ->check(CLI::Range(1u, 100u));
+  uplinks->add_flag("--json", as_json, "Print the raw JSON reply");
   auto* capture = app.add_subcommand(
       "capture", "Write a port's packets (both ways) to a pcap file, until --count or --duration");
   std::string capture_port, capture_file, capture_duration;
@@ -243,6 +266,7 @@ int main(int argc, char** argv) {
                               : *bridges  ? "bridges"
                               : *flows    ? "flows"
                               : *classes  ? "classes"
+                              : *uplinks  ? "uplinks"
                               : *fdb      ? "fdb"
                               : *capture  ? "capture"
                               : *reload   ? "reload"
@@ -256,6 +280,10 @@ int main(int argc, char** argv) {
   if (*job) args = {{"id", job_id}};
   if (*reload && dry_run) args = {{"dry_run", true}};
   if (*fdb) args = {{"bridge", fdb_bridge}};
+  if (*uplinks) {
+    args = {{"top", uplinks_top}};
+    if (!uplinks_port.empty()) args["uplink"] = uplinks_port;
+  }
   if (*deploy) {
     args = {{"blueprint", deploy_blueprint}};
     if (!deploy_name.empty()) args["name"] = deploy_name;

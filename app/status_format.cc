@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include "app/uplinks_format.h"
+
 namespace qosvisor::app {
 
 using nlohmann::json;
@@ -196,6 +198,7 @@ std::string FormatReply(const std::string& command, const json& reply) {
   if (command == "job") return FormatJobs(json::array({reply}));
   if (command == "bridges") return FormatBridges(reply);
   if (command == "classes") return FormatClasses(reply);
+  if (command == "uplinks") return FormatUplinks(reply);
   if (command == "fdb") {
     std::string out =
         fmt::format("{:>6} {:<16} {:>4} {:<19} {:>8}\n", "ofport", "port", "vlan", "mac", "age");

@@ -1,6 +1,6 @@
 // Tables of the control API's replies: `ports` and `stats` (shared by qosctl and the summary
 // `qosvisor run` prints when it stops), and qosctl's status, vms, apps, quota, jobs, job, bridges,
-// flows and classes.
+// flows and classes (uplinks: uplinks_format.h).
 #pragma once
 
 #include <nlohmann/json.hpp>

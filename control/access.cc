@@ -17,7 +17,8 @@ struct SelfService {
 
 // Read-only commands, and what quotas govern. Ownership (only one's own VMs and apps) is checked
 // by the handlers, which know the owners. Deliberately absent: fdb (other tenants' addresses),
-// capture (their packets), flows add/del, reload, stop, and every other VM operation.
+// uplinks (their messages, and a scan on the data-plane lcore), capture (their packets), flows
+// add/del, reload, stop, and every other VM operation.
 constexpr std::array kSelfService = {
     SelfService{"status", ""},    SelfService{"ports", ""},     SelfService{"stats", ""},
     SelfService{"vms", ""},       SelfService{"bridges", ""},   SelfService{"classes", ""},

@@ -81,6 +81,11 @@ class Appliance {
   Result<nlohmann::json> FlowsCommand(const nlohmann::json& args);
   Result<nlohmann::json> ClassesJson();
   Result<nlohmann::json> FdbJson(const std::string& bridge);
+  // `uplinks`: per uplink (args "uplink": one port) its queue, drops, waits, the "top" messages
+  // holding the backlog and the spread of queued ranks (appliance_uplinks.cc).
+  Result<nlohmann::json> UplinksJson(const nlohmann::json& args);
+  nlohmann::json UplinkJson(size_t uplink, const vswitch::Switch::Snapshot& snap,
+                            uint32_t top) const;
   Result<nlohmann::json> CaptureCommand(const nlohmann::json& args);
   // The switch calls VmManager makes, serialized: they may come from job threads.
   SwitchAccess MakeSwitchAccess();

@@ -197,6 +197,7 @@ void Appliance::RegisterSwitchCommands() {
   server_->Register("bridges", [this](const json&) { return BridgesJson(); });
   server_->Register("flows", [this](const json& args) { return FlowsCommand(args); });
   server_->Register("classes", [this](const json&) { return ClassesJson(); });
+  server_->Register("uplinks", [this](const json& args) { return UplinksJson(args); });
   server_->Register("reload", [this](const json& args) {
     return Reload(args.contains("dry_run") && args["dry_run"].is_boolean() &&
                   args["dry_run"].get<bool>());

@@ -84,11 +84,15 @@ void BasicScheduler<RankQueue>::Inspect(SchedulerDetail& out, uint32_t top_n, ui
                                         uint64_t now) const {
   StartInspection(out, now);
   if (out.top.capacity() < top_n) out.top.reserve(top_n);
-  // Every max_samples-th part of the messages that may be queued gets its head read, so that the
-  // samples spread over the whole table rather than its first slots.
-  const uint64_t candidates = uint64_t{table_.live()} + classes_.size() + (idle_end_ - idle_next_);
-  const uint64_t stride =
-      max_samples == 0 ? UINT64_MAX : (candidates + max_samples - 1) / max_samples;
+  // Every stride-th queued message has its head read: at most max_samples, spread over the whole
+  // table rather than its first slots. A queued message holds a packet at least, so there are no
+  // more of them than packets queued (far fewer than live messages when many wait for more).
+  const uint64_t idle = idle_end_ - idle_next_;
+  const uint64_t candidates = idle + std::min<uint64_t>(uint64_t{table_.live()} + classes_.size(),
+                                                        buffered_packets_ - idle);
+  const uint64_t stride = max_samples == 0
+                              ? UINT64_MAX
+                              : std::max<uint64_t>(1, (candidates + max_samples - 1) / max_samples);
   InspectIdleBurst(out, top_n, max_samples, stride);
   for (uint32_t slot = 0; slot < out.slots_scanned; ++slot) {
     // bytes_queued shares the state's first cache line with the flags: slots without packets

@@ -126,6 +126,7 @@ TEST_CASE("members of control.group may send only the self-service commands", "[
                                                         {"reload", ""},
                                                         {"capture", ""},
                                                         {"fdb", ""},
+                                                        {"uplinks", ""},
                                                         {"stop", ""}}) {
     const json args = action.empty() ? json::object() : json{{"action", action}};
     const Status s = AdmitCommand(command, args, alice);
