@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # qosctl against a running box (the edge default with its built-in traffic at 30% load, which a
 # debug build's generator keeps up with while captures and top run beside it): tables by default and
-# JSON with --json, bridges, classes, flow rules dumped, added (and seen to act on the traffic) and
-# deleted live, and the documented exit codes: 0 done, 1 the operation failed, 2 usage error,
-# 3 no daemon. Needs no KVM and no root.
+# JSON with --json, bridges, classes, uplinks (queue, drops, waits, top messages, ranks), flow rules
+# dumped, added (and seen to act on the traffic) and deleted live, and the documented exit codes:
+# 0 done, 1 the operation failed, 2 usage error, 3 no daemon. Needs no KVM and no root.
 # Usage: qosctl_commands.sh QOSVISOR_BIN QOSCTL_BIN SOURCE_DIR
 set -euo pipefail
 # shellcheck source=lib/qosvisor.sh
@@ -45,6 +45,45 @@ ctl flows dump br0 | grep -q "nw_proto=146" || { echo "FAIL: flows dump"; exit 1
 ctl fdb br0 | tee "$work/fdb"
 grep -E -q "^ +[0-9]+ (gen0|gen1|uplink0) +0 ([0-9a-f]{2}:){5}[0-9a-f]{2}" "$work/fdb" ||
   { echo "FAIL: the bridge learned no address"; exit 1; }
+
+echo "== uplinks: queue, drops by reason, waits, the messages holding the backlog, ranks"
+ctl uplinks | tee "$work/uplinks"
+grep -q "^uplink uplink0: line 1.00Gbit/s, paced 980.0Mbit/s" "$work/uplinks" || { echo "FAIL: uplinks summary"; exit 1; }
+grep -E -q "^  rpc +srpt +[0-9]+ " "$work/uplinks" || { echo "FAIL: uplinks class table"; exit 1; }
+grep -q "^  top messages by backlog:" "$work/uplinks" || { echo "FAIL: uplinks top messages"; exit 1; }
+ctl uplinks uplink0 --top 3 | tee "$work/uplinks3"
+rows=$(sed -n '/^  top messages by backlog:/,/^  ranks of/p' "$work/uplinks3" | grep -E -c "^  (0x|\(default)" || true)
+((rows <= 3)) || { echo "FAIL: --top 3 listed $rows messages"; exit 1; }
+for json_flag in before after; do
+  if [ $json_flag = before ]; then ctl --json uplinks uplink0 --top 3; else ctl uplinks uplink0 --top 3 --json; fi |
+    python3 -c '
+import json, sys
+(u,) = json.load(sys.stdin)
+assert u["port"] == "uplink0" and u["rate_bytes_per_second"] == 125000000, u["port"]
+assert len(u["top_messages"]) <= 3 and u["ranks_sampled"] <= 4096
+assert [c["class"] for c in u["classes"]] == ["rpc", "bulk", "besteffort"]
+assert set(u["dropped"]) == {"reconfigured", "unknown_class"}
+rpc = u["classes"][0]
+assert set(rpc["dropped"]) == {"tail", "worst", "message_limit"}
+assert rpc["wait_p50_seconds"] is not None and rpc["wait_p50_seconds"] <= rpc["wait_p99_seconds"]
+assert rpc["ranks"]["unit"] == "bytes" and u["classes"][2]["ranks"]["unit"] == "seconds"
+for c in u["classes"]:
+    assert sum(b["count"] for b in c["ranks"]["distance_buckets"]) == c["ranks"]["sampled"]
+    assert c["ranks"]["sampled"] <= c["queued_messages"]
+sizes = [m["queued_bytes"] for m in u["top_messages"]]
+assert sizes == sorted(sizes, reverse=True), sizes
+print("uplinks --json: %d messages queued, %d heads read, rpc waits p50 %.1f us, p99 %.1f us"
+      % (u["queued_messages"], u["ranks_sampled"], rpc["wait_p50_seconds"] * 1e6,
+         rpc["wait_p99_seconds"] * 1e6))'
+done
+raw() {  # one request line straight to the socket; prints the reply's error
+  python3 -c '
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode() + b"\n")
+print(json.loads(s.makefile().readline()).get("error", "ok"))' "$work/ctl.sock" "$1"
+}
+[ "$(raw '{"command":"uplinks","args":{"top":1000}}')" = "uplinks: 'top' must be a whole number from 1 to 100, not 1000" ] ||
+  { echo "FAIL: the daemon took top 1000"; exit 1; }
 
 echo "== capture, read back by tshark"
 command -v tshark >/dev/null || { echo "FAIL: tshark missing (scripts/setup installs it)"; exit 1; }
@@ -95,6 +134,12 @@ expect_rc 1 flows add br0 "priority=5,udp"
 grep -q "has no actions=" "$work/out" || { cat "$work/out"; exit 1; }
 expect_rc 1 flows del br0 "priority=999,tcp"
 expect_rc 1 vm nosuch start
+expect_rc 2 uplinks --top 0
+grep -q -- "--top: Value 0 not in range 1 to 100" "$work/out" || { cat "$work/out"; exit 1; }
+expect_rc 2 uplinks --top many
+grep -q -- "--top" "$work/out" || { cat "$work/out"; exit 1; }
+expect_rc 1 uplinks nosuch
+grep -q "no uplink on port 'nosuch' (uplinks: uplink0)" "$work/out" || { cat "$work/out"; exit 1; }
 expect_rc 2 flows frobnicate br0
 expect_rc 2 vm
 expect_rc 0 --help
