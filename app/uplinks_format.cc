@@ -93,7 +93,7 @@ std::string TopTable(const json& top) {
   return out;
 }
 
-// One bar per bucket that holds heads, scaled to the fullest.
+// One bar per bucket, scaled to the fullest.
 std::string RankChart(const json& c) {
   const json& ranks = c["ranks"];
   const json& buckets = ranks["distance_buckets"];
@@ -108,8 +108,11 @@ std::string RankChart(const json& c) {
     const uint64_t n = b.value("count", 0ull);
     const double hi = b.value("hi", 0.0);
     const std::string label = hi == 0 ? "0" : "< " + Distance(hi, unit);
-    const auto width = static_cast<size_t>(std::max<double>(
-        1, std::round(kBarWidth * static_cast<double>(n) / static_cast<double>(most))));
+    // A bucket that holds heads gets a mark however few; an empty one none.
+    const auto width = static_cast<size_t>(
+        n == 0 ? 0
+               : std::max<double>(1, std::round(kBarWidth * static_cast<double>(n) /
+                                                static_cast<double>(most))));
     out += fmt::format("    {:>10} {:<30} {}\n", label, std::string(width, '#'), n);
   }
   return out;

@@ -49,15 +49,21 @@ json WaitQuantile(const sched::ClassStats& cs, double q, double hz) {
   return static_cast<double>(uint64_t{1} << shift) / hz;
 }
 
-// The distance buckets that hold heads: [lo, hi) in the class's unit ([0, 0] for bucket 0).
+// Distance 0 (the next head and its ties), then the buckets from the first to the last that
+// holds heads (the empty ones between included, so that a chart keeps its scale): [lo, hi) in
+// the class's unit.
 json RankBuckets(const sched::ClassRanks& ranks, sched::Policy policy, double hz) {
   const double scale = RankUnit(policy) == std::string_view("seconds") ? 1 / hz : 1;
+  const uint64_t* d = ranks.distance;
+  int first = 1, last = sched::kRankDistanceBuckets - 1;
+  while (first <= last && d[first] == 0) ++first;
+  while (last >= first && d[last] == 0) --last;
   json out = json::array();
-  for (int b = 0; b < sched::kRankDistanceBuckets; ++b) {
-    if (ranks.distance[b] == 0) continue;
-    const double lo = b == 0 ? 0 : std::ldexp(1.0, b - 1) * scale;
-    const double hi = b == 0 ? 0 : std::ldexp(1.0, b) * scale;
-    out.push_back({{"lo", lo}, {"hi", hi}, {"count", ranks.distance[b]}});
+  if (d[0] != 0) out.push_back({{"lo", 0}, {"hi", 0}, {"count", d[0]}});
+  for (int b = first; b <= last; ++b) {
+    out.push_back({{"lo", std::ldexp(1.0, b - 1) * scale},
+                   {"hi", std::ldexp(1.0, b) * scale},
+                   {"count", d[b]}});
   }
   return out;
 }
