@@ -2,9 +2,9 @@
 # Quotas, from qosctl run as an unprivileged member of control.group (a user and group made for
 # the test and removed afterwards): reading works; creating VMs works within the group's quota
 # and each refusal names the quota and its figures (vCPUs, NIC class, number of VMs); another
-# user's VM cannot be destroyed; flows add, reload, snapshot and stop are refused naming the
-# rule; the user's own VMs are listed as his and destroyed with their ports. Needs root (to make
-# the user) and /dev/kvm.
+# user's VM cannot be destroyed; a reload changes the quota for the next request; flows add,
+# reload, snapshot and stop are refused naming the rule; the user's own VMs are listed as his and
+# destroyed with their ports. Needs root (to make the user) and /dev/kvm.
 # Usage: vm_quotas.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
 set -euo pipefail
 # shellcheck source=lib/qosvisor.sh
@@ -87,6 +87,12 @@ refused "quota of group $test_group: NIC class 'bulk' is not allowed (allowed: e
 user_ctl vm u2 create --template tiny --set memory=32MiB
 refused "quota of group $test_group: vms 2, in use 2, asked 1" vm u3 create --template tiny
 [ "$(vm_field u3 state)" = "absent" ] || fail "a refused create left a VM"
+# A reload changes quotas for the next request.
+sed -i "s/vms: 2, vcpus: 2/vms: 3, vcpus: 3/" "$work/box.yaml"
+root_ctl reload >/dev/null || fail "the reload of a quota was refused"
+user_ctl vm u3 create --template tiny
+user_ctl quota | grep -E -q "^  vms +3 +3$" || fail "quota does not show the reloaded limit: $(user_ctl quota)"
+user_ctl vm u3 destroy
 
 echo "== nothing but its own VMs, and no operator commands"
 refused "permission denied: vm 'boxvm' belongs to root (uid 0); $test_user (uid $(id -u "$test_user")) may destroy only the VMs it created" \
