@@ -37,7 +37,12 @@ std::string BitRate(uint64_t bytes_per_second) {
   return fmt::format("{:.1f}Mbit/s", bits / 1e6);
 }
 
-std::string Wait(const json& seconds) { return seconds.is_null() ? "-" : Seconds(seconds); }
+// A wait percentile; one in the histogram's last bucket, which is open, is a lower bound.
+std::string Wait(const json& c, const std::string& name) {
+  const json seconds = c.value("wait_" + name + "_seconds", json(nullptr));
+  if (seconds.is_null()) return "-";
+  return (c.value("wait_" + name + "_open", false) ? ">=" : "") + Seconds(seconds);
+}
 
 // A rank distance in its class's unit: bytes, seconds, or wfq tags (bytes of virtual time).
 std::string Distance(double value, const std::string& unit) {
@@ -66,11 +71,11 @@ std::string ClassTable(const json& classes) {
                                 "tail", "worst", "msg_limit", "wait_p50", "wait_p99");
   for (const json& c : classes) {
     const json& d = c["dropped"];
-    out += fmt::format(fmt::runtime(row), c.value("class", ""), c.value("policy", ""),
-                       c.value("queued_messages", 0ull), Bytes(c.value("queued_bytes", 0.0)),
-                       c.value("queued_packets", 0ull), d.value("tail", 0ull),
-                       d.value("worst", 0ull), d.value("message_limit", 0ull),
-                       Wait(c["wait_p50_seconds"]), Wait(c["wait_p99_seconds"]));
+    out +=
+        fmt::format(fmt::runtime(row), c.value("class", ""), c.value("policy", ""),
+                    c.value("queued_messages", 0ull), Bytes(c.value("queued_bytes", 0.0)),
+                    c.value("queued_packets", 0ull), d.value("tail", 0ull), d.value("worst", 0ull),
+                    d.value("message_limit", 0ull), Wait(c, "p50"), Wait(c, "p99"));
   }
   return out;
 }

@@ -32,12 +32,13 @@ const char* RankUnit(sched::Policy p) {
   }
 }
 
-// The upper bound of the power-of-two bucket in which the q-quantile of a class's waits falls
-// (the last bucket is open: its value is a lower bound), or null before any packet left.
-json WaitQuantile(const sched::ClassStats& cs, double q, double hz) {
+// row["wait_<name>_seconds"]: the upper bound of the power-of-two bucket in which the
+// q-quantile of a class's waits falls, null before any packet left; row["wait_<name>_open"]: it
+// fell into the last bucket, which is open, and the value is that bucket's lower bound.
+void AddWaitQuantile(json& row, const char* name, const sched::ClassStats& cs, double q,
+                     double hz) {
   uint64_t total = 0;
   for (uint64_t n : cs.sojourn) total += n;
-  if (total == 0) return nullptr;
   const auto rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * total)));
   uint64_t seen = 0;
   int b = 0;
@@ -45,8 +46,10 @@ json WaitQuantile(const sched::ClassStats& cs, double q, double hz) {
     seen += cs.sojourn[b];
     if (seen >= rank) break;
   }
-  const int shift = b + sched::kSojournShift - (b + 1 == sched::kSojournBuckets ? 1 : 0);
-  return static_cast<double>(uint64_t{1} << shift) / hz;
+  const bool open = b + 1 == sched::kSojournBuckets;
+  row[fmt::format("wait_{}_seconds", name)] =
+      total == 0 ? json(nullptr) : json(std::ldexp(1.0, b + sched::kSojournShift - open) / hz);
+  row[fmt::format("wait_{}_open", name)] = total != 0 && open;
 }
 
 // Distance 0 (the next head and its ties), then the buckets from the first to the last that
@@ -119,12 +122,12 @@ json Appliance::UplinkJson(size_t u, const vswitch::Switch::Snapshot& snap, uint
                         {{"tail", cs.dropped_tail},
                          {"worst", cs.dropped_worst},
                          {"message_limit", cs.dropped_message_limit}}},
-                       {"wait_p50_seconds", WaitQuantile(cs, 0.50, hz)},
-                       {"wait_p99_seconds", WaitQuantile(cs, 0.99, hz)},
                        {"ranks",
                         {{"unit", RankUnit(sc.classes[i].policy)},
                          {"sampled", ranks.sampled_heads},
                          {"distance_buckets", RankBuckets(ranks, sc.classes[i].policy, hz)}}}});
+    AddWaitQuantile(classes.back(), "p50", cs, 0.50, hz);
+    AddWaitQuantile(classes.back(), "p99", cs, 0.99, hz);
   }
   return {
       {"port", uplink_ports_[u]},
@@ -141,6 +144,7 @@ json Appliance::UplinkJson(size_t u, const vswitch::Switch::Snapshot& snap, uint
       {"dropped",
        {{"reconfigured", st.dropped_reconfigured}, {"unknown_class", st.dropped_unknown_class}}},
       {"ranks_sampled", d.sampled_heads},
+      {"table_slots_scanned", d.slots_scanned},
       {"classes", classes},
       {"top_messages", TopMessages(d, names, top, hz)}};
 }

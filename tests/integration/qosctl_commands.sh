@@ -66,6 +66,7 @@ assert set(u["dropped"]) == {"reconfigured", "unknown_class"}
 rpc = u["classes"][0]
 assert set(rpc["dropped"]) == {"tail", "worst", "message_limit"}
 assert rpc["wait_p50_seconds"] is not None and rpc["wait_p50_seconds"] <= rpc["wait_p99_seconds"]
+assert rpc["wait_p50_open"] is False and isinstance(rpc["wait_p99_open"], bool)
 assert rpc["ranks"]["unit"] == "bytes" and u["classes"][2]["ranks"]["unit"] == "seconds"
 for c in u["classes"]:
     assert sum(b["count"] for b in c["ranks"]["distance_buckets"]) == c["ranks"]["sampled"]
