@@ -197,6 +197,10 @@ class Planner {
         })) {
       Live("blueprints or hosts changed (used by the next deploy)");
     }
+    if (Text(a_, [&](C& p) { p.quotas = a_.quotas; }) !=
+        Text(b_, [&](C& p) { p.quotas = b_.quotas; })) {
+      Live("quotas changed (checked at the next vm create or deploy; VMs already made stay)");
+    }
   }
 
   // Uplinks whose scheduler or class rules the two specifications build differently.

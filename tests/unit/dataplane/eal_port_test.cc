@@ -117,7 +117,7 @@ TEST_CASE("vdev specs map our driver arguments and reject unknown ones", "[datap
   CHECK(VdevSpec(o)->second == "rx_iface=veth1");
 }
 
-TEST_CASE("a ring port stamps departures in the mbuf timestamp field; others refuse",
+TEST_CASE("a ring port stamps departures in the mbuf timestamp field, others refuse",
           "[dataplane]") {
   TestEal();
   auto pool = Mempool::Create("stamp_test_pool", 1023);
@@ -192,7 +192,7 @@ TEST_CASE("ring port: injected packets are received, sent packets are drained", 
   CHECK((*pool)->available() == (*pool)->capacity());
 }
 
-TEST_CASE("null port sends everything; a vm port without a VM is down and idle", "[dataplane]") {
+TEST_CASE("null port sends everything, a vm port without a VM is down and idle", "[dataplane]") {
   TestEal();
   auto pool = Mempool::Create("null_test_pool", 1023);
   REQUIRE(pool.ok());

@@ -231,7 +231,7 @@ class SmallTmpfs {
 
 }  // namespace
 
-TEST_CASE("vflash files are the owner's alone; resize stays within max_size", "[virtio][blk]") {
+TEST_CASE("vflash files are the owner's alone, resize stays within max_size", "[virtio][blk]") {
   TempFile disk("capped.img"), meta("capped.img.meta");
   auto mem = GuestMemory::Create("blk-cap", kMemBytes, false);
   REQUIRE(mem.ok());

@@ -58,7 +58,7 @@ TEST_CASE("histogram of a uniform 1..1000 and edge cases", "[pktgen]") {
   }
 }
 
-TEST_CASE("frames of every framing carry their probe; foreign frames are rejected", "[pktgen]") {
+TEST_CASE("frames of every framing carry their probe, foreign frames are rejected", "[pktgen]") {
   for (Framing f : {Framing::kUdp, Framing::kHoma, Framing::kTcp}) {
     for (int vlan : {-1, 7}) {
       Probe p{};

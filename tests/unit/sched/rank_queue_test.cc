@@ -212,7 +212,7 @@ TEST_CASE("log-scale keys are monotone, exact for small ranks, 0.8% coarse above
   CHECK(LogKey(1'000'000) == LogKey(1'003'000));
 }
 
-TEST_CASE("ffs rank queue: long runs of one key span chunks; removal anywhere keeps FIFO",
+TEST_CASE("ffs rank queue: long runs of one key span chunks, removal anywhere keeps FIFO",
           "[rank_queue]") {
   // Few keys and many ids: every bucket's FIFO runs over several chunks, and ids are removed at
   // its head, its tail and in the middle, then pushed again. With as many keys as buckets and

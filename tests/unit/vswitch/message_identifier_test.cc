@@ -106,7 +106,7 @@ TEST_CASE("tcp-gap: a flow's packets form one message until an idle gap", "[mess
   CHECK(ids.Identify(MessageMode::kTcpGap, Parsed(fin), Len(fin), idle, 12'900).last);
 }
 
-TEST_CASE("datagrams are one message each; other modes fall back to datagrams", "[message]") {
+TEST_CASE("datagrams are one message each, other modes fall back to datagrams", "[message]") {
   MessageIdentifier ids(64, 1000);
   auto udp = testing::Udp4(1, 2);
   const ParsedPacket p = Parsed(udp);

@@ -298,7 +298,7 @@ TEST_CASE("switch: VLAN access and trunk ports", "[switch]") {
   CHECK(rig.Snapshot().counters.vlan_dropped == 3);
 }
 
-TEST_CASE("switch: flow actions output, drop and mod_vlan_vid; rules replaced live", "[switch]") {
+TEST_CASE("switch: flow actions output, drop and mod_vlan_vid, rules replaced live", "[switch]") {
   Rig rig(3);
   SwitchSpec spec;
   BridgeSpec b = PlainBridge(3);
@@ -684,7 +684,7 @@ TEST_CASE("switch: learned MACs are counted through learning, eviction and aging
   CHECK(rig.Snapshot().learned_macs[0] == 1);
 }
 
-TEST_CASE("switch: unparsable frames are counted and dropped; Drain returns queued mbufs",
+TEST_CASE("switch: unparsable frames are counted and dropped, Drain returns queued mbufs",
           "[switch]") {
   Rig rig(2);
   SwitchSpec spec;
@@ -1125,7 +1125,7 @@ TEST_CASE("switch: ports join and leave 1,000 times while two others exchange tr
   CHECK(rig.Snapshot().counters.rx_packets == 20001);
 }
 
-TEST_CASE("switch: an added port switches at once; its number is reused, its old MACs are not",
+TEST_CASE("switch: an added port switches at once, its number is reused, its old MACs are not",
           "[switch][ports]") {
   Rig rig(2);
   rig.Build(SwitchSpec{.bridges = {PlainBridge(2)}});
