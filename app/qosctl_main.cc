@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +30,27 @@ std::string DefaultSocket() {
 
 bool IsJobAction(const std::string& action) {
   return action == "snapshot" || action == "restore" || action == "fork" || action == "suspend";
+}
+
+const std::vector<std::string> kVmActions = {"create", "start",   "stop",    "pause",
+                                             "resume", "destroy", "resize",  "snapshot",
+                                             "restore", "fork",   "suspend"};
+
+bool IsVmAction(const std::string& word) {
+  return std::find(kVmActions.begin(), kVmActions.end(), word) != kVmActions.end();
+}
+
+// `vm ACTION NAME ...` (as in `qosctl vm create web --template small`) is read as
+// `vm NAME ACTION ...`; when both words are actions, as written.
+std::vector<std::string> VerbFirstVmAsWritten(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto vm = std::find(args.begin(), args.end(), "vm");
+  if (vm != args.end() && args.end() - vm >= 3 && IsVmAction(vm[1]) && !IsVmAction(vm[2]) &&
+      vm[2].rfind("-", 0) != 0) {
+    std::swap(vm[1], vm[2]);
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes them last first
+  return args;
 }
 
 // One line of progress, redrawn in place on a terminal.
@@ -165,13 +187,12 @@ int main(int argc, char** argv) {
   std::string vm_name, vm_action, vm_arg, vm_as, vm_prefix, vm_template;
   std::vector<std::string> vm_sets;
   bool vm_stop = false, vm_force = false, no_wait = false;
-  vm->add_option("NAME", vm_name, "VM name")->required();
+  vm->add_option("NAME", vm_name, "VM name (vm ACTION NAME is read the same way)")->required();
   vm->add_option("ACTION", vm_action,
                  "create | start | stop | pause | resume | destroy | resize SIZE | snapshot DIR | "
                  "restore DIR | fork N | suspend DIR")
       ->required()
-      ->check(CLI::IsMember({"create", "start", "stop", "pause", "resume", "destroy", "resize",
-                             "snapshot", "restore", "fork", "suspend"}));
+      ->check(CLI::IsMember(kVmActions));
   vm->add_option("--template", vm_template, "create: the template the VM is made from")
       ->type_name("T");
   vm->add_option("--set", vm_sets,
@@ -250,7 +271,8 @@ int main(int argc, char** argv) {
   auto* top = app.add_subcommand("top", "A live view of ports, classes and VMs; q quits");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args = VerbFirstVmAsWritten(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }

@@ -51,8 +51,8 @@ void Switch::RunWorker(uint16_t worker, const std::atomic<bool>& stop) {
     TsanRelease(v);  // what this poll did happens before Quiesce() returns
     rte_rcu_qsbr_quiescent(v, worker);
   }
-  TsanRelease(v);  // for TakeSnapshot and Drain once the lcore is joined
-  rte_rcu_qsbr_thread_offline(v, worker);
+  rte_rcu_qsbr_thread_offline(v, worker);  // inline: its writes are this thread's, seen by TSan
+  TsanRelease(v);  // for TakeSnapshot, Drain and the destructor once the lcore is joined
 }
 
 void Switch::Quiesce() {

@@ -87,7 +87,7 @@ for kid in kid-1 kid-2; do
 done
 
 echo "== a VM created from a template, with overrides"
-ctl vm web create --template echo-on-br0 --set memory=32MiB --set cmdline="ip=8"
+ctl vm create web --template echo-on-br0 --set memory=32MiB --set cmdline="ip=8"
 [ "$(vm_field web state)" = '"running"' ] || fail "the created VM is not running"
 [ "$(vm_field web memory_bytes)" = "33554432" ] || fail "--set memory was not applied"
 [ "$(vm_field web ports)" = '["web.eth0"]' ] || fail "the created VM has no port of its own"
