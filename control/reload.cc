@@ -35,6 +35,15 @@ std::string FlowsOf(const C& c, const std::string& bridge) {
   return out;
 }
 
+// Whether both lists hold the same set of keys (names, ports).
+template <typename T, typename Key>
+bool SameKeys(const std::vector<T>& a, const std::vector<T>& b, Key key) {
+  std::set<std::string> x, y;
+  for (const T& i : a) x.insert(key(i));
+  for (const T& i : b) y.insert(key(i));
+  return x == y;
+}
+
 template <typename T>
 const T* Named(const std::vector<T>& items, const std::string& name) {
   auto it = std::find_if(items.begin(), items.end(), [&](const T& i) { return i.name == name; });
@@ -98,10 +107,7 @@ class Planner {
   }
 
   void Uplinks() {
-    std::set<std::string> before, after;
-    for (const config::Uplink& u : a_.uplinks) before.insert(u.port);
-    for (const config::Uplink& u : b_.uplinks) after.insert(u.port);
-    if (before != after) {
+    if (!SameKeys(a_.uplinks, b_.uplinks, [](const config::Uplink& u) { return u.port; })) {
       Restart("uplinks added or removed");
       return;
     }
@@ -133,10 +139,7 @@ class Planner {
   }
 
   void Bridges() {
-    std::set<std::string> before, after;
-    for (const config::Bridge& br : a_.bridges) before.insert(br.name);
-    for (const config::Bridge& br : b_.bridges) after.insert(br.name);
-    if (before != after) {
+    if (!SameKeys(a_.bridges, b_.bridges, [](const config::Bridge& b) { return b.name; })) {
       Restart("bridges added or removed");
       return;
     }

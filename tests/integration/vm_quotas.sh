@@ -14,20 +14,7 @@ guests=$(cd "$3" && pwd)
 [ "$(id -u)" = 0 ] || { echo "SKIP: making a test user and group needs root"; exit 77; }
 require_kvm_guest "$guests" netecho
 
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  remove_unprivileged_user
-  rm -rf "$work"
-}
-trap cleanup EXIT
-make_unprivileged_user "qvq$$"
-# The user reaches the socket (0660, the group's) through the directory, and runs its own copy
-# of qosctl: the build tree need not be readable by others.
-chmod 0711 "$work"
-install -m 0755 "$2" "$work/qosctl"
-qosctl=$work/qosctl
+unprivileged_test_box "qvq$$" "$2"
 cat >"$work/box.yaml" <<YAML
 dataplane: {lcores: 1, memory: 256MiB, hugepages: off, file_prefix: qvq$$}
 ports: [{name: up0, driver: ring}]

@@ -84,3 +84,17 @@ remove_unprivileged_user() {
 as_test_user() {
   setpriv --reuid="$test_user" --regid="$test_group" --init-groups "$@"
 }
+
+# unprivileged_test_box TAG QOSCTL_BIN: (root) a work directory the test user can pass through,
+# that user and its group (make_unprivileged_user TAG), a copy of qosctl it may run (the build
+# tree need not be readable by others), and a trap that stops $pid and removes all of it on exit.
+# Sets work, qosctl and pid.
+unprivileged_test_box() {
+  work=$(mktemp -d)
+  pid=""
+  trap 'stop_quietly "$pid"; remove_unprivileged_user; rm -rf "$work"' EXIT
+  make_unprivileged_user "$1"
+  chmod 0711 "$work"
+  install -m 0755 "$2" "$work/qosctl"
+  qosctl=$work/qosctl
+}

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -1064,6 +1065,33 @@ class RunningWorker {
   std::thread thread_;
 };
 
+// Frames numbered 0..frames-1 (their UDP source port) into port `in`, at most `window` in flight,
+// until all came out of `out` and `done` is set (or a minute passed): how many came out, and
+// whether in order.
+struct Stream {
+  int received = 0;
+  bool in_order = true;
+};
+Stream StreamThrough(Rig& rig, int in, int out, int frames, int window,
+                     const std::atomic<bool>& done, const std::function<Frame(uint16_t)>& make) {
+  Stream s;
+  int sent = 0;
+  uint16_t expect = 0;
+  const uint64_t deadline = ReadTsc() + TscHz() * 60;
+  while ((!done || s.received < sent || sent < frames) && ReadTsc() < deadline) {
+    while (sent < frames && sent - s.received < window) {
+      rig.Inject(in, make(static_cast<uint16_t>(sent)));
+      ++sent;
+    }
+    for (const auto& f : rig.Drain(out)) {
+      s.in_order &= (f[34] << 8 | f[35]) == expect;
+      ++expect;
+      ++s.received;
+    }
+  }
+  return s;
+}
+
 std::unique_ptr<dataplane::Port> MakeRingPort(dataplane::Mempool& pool, const std::string& name) {
   dataplane::PortOptions o;
   o.name = name;
@@ -1101,26 +1129,14 @@ TEST_CASE("switch: ports join and leave 1,000 times while two others exchange tr
       churn_done = true;
     });
     constexpr int kFrames = 20000;
-    int sent = 0, received = 0;
-    uint16_t expect = 0;
-    bool in_order = true;
-    const uint64_t deadline = ReadTsc() + TscHz() * 60;
-    while ((!churn_done || received < sent || sent < kFrames) && ReadTsc() < deadline) {
-      while (sent < kFrames && sent - received < 256) {
-        rig.Inject(0, WithMacs(testing::Udp4(static_cast<uint16_t>(sent), 9), 0x02, 0x01));
-        ++sent;
-      }
-      for (const auto& f : rig.Drain(1)) {
-        in_order &= (f[34] << 8 | f[35]) == expect;
-        ++expect;
-        ++received;
-      }
-    }
+    const Stream got = StreamThrough(rig, 0, 1, kFrames, 256, churn_done, [](uint16_t n) {
+      return WithMacs(testing::Udp4(n, 9), 0x02, 0x01);
+    });
     churn.join();
     INFO(churn_error);
     CHECK(churned == 1000);
-    CHECK(received == kFrames);  // no loss on the untouched ports
-    CHECK(in_order);
+    CHECK(got.received == kFrames);  // no loss on the untouched ports
+    CHECK(got.in_order);
   }
   CHECK(rig.Snapshot().counters.rx_packets == 20001);
 }
@@ -1400,27 +1416,14 @@ TEST_CASE("switch: 200 live reconfigurations of one class lose and reorder nothi
       }
       done = true;
     });
-    constexpr int kFrames = 20000;
-    int sent = 0, received = 0;
-    uint16_t expect = 0;
-    bool in_order = true;
-    const uint64_t deadline = ReadTsc() + TscHz() * 60;
-    while ((!done || received < sent || sent < kFrames) && ReadTsc() < deadline) {
-      while (sent < kFrames && sent - received < 48) {  // fewer than the ring holds
-        rig.Inject(0, testing::Udp4(static_cast<uint16_t>(sent), 9));
-        ++sent;
-      }
-      for (const auto& f : rig.Drain(2)) {
-        in_order &= (f[34] << 8 | f[35]) == expect;
-        ++expect;
-        ++received;
-      }
-    }
+    constexpr int kFrames = 20000;  // fewer in flight than the hand-off ring holds
+    const Stream got = StreamThrough(rig, 0, 2, kFrames, 48, done,
+                                     [](uint16_t n) { return testing::Udp4(n, 9); });
     control.join();
     INFO(error);
     CHECK(applied == 200);
-    CHECK(received == kFrames);
-    CHECK(in_order);
+    CHECK(got.received == kFrames);
+    CHECK(got.in_order);
   }
   const auto snap = rig.Snapshot();
   CHECK(snap.counters.handoff_dropped == 0);
