@@ -69,12 +69,12 @@ ctl reload
 ctl --json classes | python3 -c '
 import json, sys
 c = [c for c in json.load(sys.stdin) if c["name"] == "besteffort"][0]
-assert c["policy"] == "pace" and c["rate_bps"] == 2000000, c' || fail "the class did not change"
+assert c["policy"] == "pace" and c["rate_bps"] == 100000, c' || fail "the class did not change"
 [[ $(stat "s['uplinks'][0]['pacing_bytes_per_second']") == 112500000 ]] || fail "pacing did not change"
 for _ in $(seq 50); do (($(class_stat besteffort queued_packets) > 20)) && break; sleep 0.1; done
 queued=$(class_stat besteffort queued_packets)
 enqueued_after=$(class_stat besteffort enqueued_packets)
-echo "besteffort: $queued packets wait at 2 Mbps; enqueued $enqueued_before before, $enqueued_after after"
+echo "besteffort: $queued packets wait at 100 Kbps; enqueued $enqueued_before before, $enqueued_after after"
 ((queued > 20)) || fail "the paced class does not hold its packets back"
 ((enqueued_after > enqueued_before)) || fail "the class's counts did not go on"
 
@@ -85,7 +85,7 @@ grep -q "class besteffort: removed" "$work/out" || fail "the dry run does not sh
 ctl reload
 gone=$(stat "s['uplinks'][0]['dropped_reconfigured']")
 echo "dropped as reconfigured: $gone"
-# (At 2 Mbps a few more may leave between the two reads.)
+# (At 100 Kbps a few more may leave between the two reads.)
 ((gone * 10 >= queued * 9)) || fail "the removed class's packets were not counted ($gone, $queued waited)"
 ctl --json classes | grep -q besteffort && fail "the class is still listed"
 

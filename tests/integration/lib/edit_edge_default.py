@@ -5,8 +5,9 @@ import sys
 
 
 def pace(text):
-    # besteffort held to 2 Mbps, so its packets wait; the uplink paced lower.
-    text = text.replace("    policy: fifo\n", "    policy: pace\n    rate: 2Mbps\n", 1)
+    # besteffort held to 100 Kbps, so its packets wait (and still wait when the next step removes
+    # the class, however slow the generator); the uplink paced lower.
+    text = text.replace("    policy: fifo\n", "    policy: pace\n    rate: 100Kbps\n", 1)
     return text.replace("pacing: 980Mbps", "pacing: 900Mbps", 1)
 
 
