@@ -337,20 +337,23 @@ class Switch {
     std::atomic<bool> done{false};
   };
   struct Uplink {
+    // What every worker that classifies frames for the uplink reads, on a line of its own: the
+    // owner's writes below must not make it bounce between cores.
     uint16_t port;
-    uint16_t owner;  // worker
-    std::unique_ptr<sched::Scheduler> scheduler;
+    uint16_t owner;                                  // worker
     std::atomic<const UplinkRules*> rules{nullptr};  // what classifying workers use
-    std::shared_ptr<const UplinkRules> rules_owner;  // control thread
-    uint8_t generation = 0;  // of the rules the scheduler's class ids follow (owner)
-    // Packets classified under the previous rules may still arrive (owner); closed once every
-    // worker has moved on (settled) and the hand-off ring has been seen empty.
+    rte_ring* handoff = nullptr;  // from other workers; nullptr when only the owner feeds it
+    // The owner's.
+    alignas(64) std::unique_ptr<sched::Scheduler> scheduler;
+    uint8_t generation = 0;  // of the rules the scheduler's class ids follow
+    // Packets classified under the previous rules may still arrive; closed once every worker
+    // has moved on (settled) and the hand-off ring has been seen empty.
     bool restaging = false;
     std::atomic<bool> settled{false};
     std::atomic<UplinkChange*> change{nullptr};
-    PacketBatch pending;          // to enqueue (owner only)
-    PacketBatch stalled;          // dequeued but the port did not take them yet
-    rte_ring* handoff = nullptr;  // from other workers; nullptr when only the owner feeds it
+    std::shared_ptr<const UplinkRules> rules_owner;  // control thread
+    PacketBatch pending;  // to enqueue
+    PacketBatch stalled;  // dequeued but the port did not take them yet
   };
   // What the first pass over a burst learns about each packet, for the second.
   struct Stage {
