@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/packet_meta.h"
+#include "common/tsan.h"
 #include "common/tsc.h"
 #include "vswitch/switch.h"
 #include "vswitch/switch_inl.h"
@@ -141,6 +142,7 @@ void Switch::DrainHandoffIntoScheduler(Uplink& up) {
     const unsigned n = rte_ring_dequeue_burst(up.handoff, reinterpret_cast<void**>(up.pending.pkts),
                                               kMaxBurst, nullptr);
     if (n == 0) return;
+    TsanPacketsIn();
     up.pending.count = static_cast<uint16_t>(n);
     FlushUplink(up);
     taken += n;
