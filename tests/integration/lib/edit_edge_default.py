@@ -6,8 +6,10 @@ import sys
 
 def pace(text):
     # besteffort held to 100 Kbps, so its packets wait (and still wait when the next step removes
-    # the class, however slow the generator); the uplink paced lower.
+    # the class, however slow the generator); the uplink paced lower, and dropping arrivals when
+    # full: with drop-worst, the other classes' arrivals would keep evicting the waiting packets.
     text = text.replace("    policy: fifo\n", "    policy: pace\n    rate: 100Kbps\n", 1)
+    text = text.replace("    drop: worst\n", "    drop: tail\n", 1)
     return text.replace("pacing: 980Mbps", "pacing: 900Mbps", 1)
 
 
