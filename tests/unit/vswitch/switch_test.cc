@@ -1319,7 +1319,11 @@ TEST_CASE("switch: a reconfigured uplink moves what waits to its new tree, in or
 TEST_CASE("switch: an uplink inspection lists the waiting messages, answered by the owner's poll",
           "[switch][detail]") {
   Rig rig(2);
-  rig.Build(ReconfigurableSpec(1'000'000));  // 1 Mbps: almost everything waits
+  // 10 Kbps and a pacer bucket of about two frames: at most a few packets leave, however long
+  // this busy machine takes between polls.
+  SwitchSpec spec = ReconfigurableSpec(10'000);
+  spec.uplinks[0].scheduler.pacer_burst_bytes = 600;
+  rig.Build(spec);
   // Datagrams are messages of one packet: 20 "keep" ones growing in size, 10 small "drop" ones.
   for (int i = 0; i < 20; ++i) {
     rig.Inject(0,
