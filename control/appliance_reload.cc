@@ -1,7 +1,8 @@
 // Reload on `qosctl reload` and SIGHUP: the file read again, validated, compared, and what
-// changed applied live (flow rules, VMs added and removed, templates); a change this version
-// cannot apply live is named and then nothing is applied, so the running box never ends up half
-// way between two configurations.
+// changed applied live (bridge members and VLANs, flow rules, uplinks' classes and scheduler
+// trees, VMs added and removed, templates, blueprints, quotas); a change this version cannot
+// apply live is named and then nothing is applied, so the running box never ends up half way
+// between two configurations.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 

@@ -333,7 +333,7 @@ class Switch {
     sched::SchedulerStats before;  // the old scheduler's counts, sized by the control thread
     std::vector<sched::ClassStats> snapshot_classes;  // the owner's snapshot storage, swapped
     sched::SchedulerDetail snapshot_detail;           // the same for inspections
-    uint64_t moved = 0, gone = 0;
+    uint64_t gone = 0;  // packets of removed classes
     std::atomic<bool> done{false};
   };
   struct Uplink {

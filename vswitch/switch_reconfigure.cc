@@ -116,7 +116,6 @@ void Switch::ApplyUplinkChange(Worker& w, uint16_t u, UplinkChange& change, uint
       moving.Push(m);
     }
     out.count = 0;
-    change.moved += moving.count;
     if (moving.count != 0) change.scheduler->Enqueue(moving);
     change.gone += gone.count;
     FreeBatch(gone);
