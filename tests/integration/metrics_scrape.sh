@@ -12,13 +12,7 @@ qosctl=$2
 src=$3
 command -v promtool >/dev/null || { echo "FAIL: promtool missing (scripts/setup installs prometheus)"; exit 1; }
 
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+daemon_work_dir
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 edge_default_box "$src" "$work/box.yaml" "qvmx$$" "socket: $work/ctl.sock, metrics: \"127.0.0.1:$port\""
 "$qosvisor" check "$work/box.yaml" >/dev/null

@@ -11,13 +11,7 @@ source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 src=$3
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+daemon_work_dir
 edge_default_box "$src" "$work/box.yaml" "qvct$$" "socket: $work/ctl.sock"
 ctl() { "$qosctl" --socket "$work/ctl.sock" "$@"; }
 expect_rc() {  # expect_rc CODE CMD...: runs qosctl, fails the test unless it exits CODE

@@ -14,13 +14,7 @@ source "$(dirname "$0")/lib/qosvisor.sh"
 qosvisor=$1
 qosctl=$2
 src=$3
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+daemon_work_dir
 edge_default_box "$src" "$work/base.yaml" "qvrl$$" "socket: $work/ctl.sock"
 cp "$work/base.yaml" "$work/box.yaml"
 ctl() { "$qosctl" --socket "$work/ctl.sock" "$@"; }

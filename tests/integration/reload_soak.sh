@@ -14,13 +14,7 @@ qosvisor=$1
 qosctl=$2
 src=$3
 seconds=${RELOAD_SOAK_SECONDS:-30}
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+daemon_work_dir
 edge_default_box "$src" "$work/base.yaml" "qvrs$$" "socket: $work/ctl.sock"
 edit() { python3 "$(dirname "$0")/lib/edit_edge_default.py" "$work/base.yaml" "$@"; }
 edit "$work/a.yaml" spare

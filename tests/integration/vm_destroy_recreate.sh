@@ -14,13 +14,7 @@ guests=$(cd "$3" && pwd)
 cycles=${4:-200}
 require_kvm_guest "$guests" netecho
 
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+daemon_work_dir
 cat >"$work/box.yaml" <<YAML
 dataplane: {lcores: 1, memory: 256MiB, hugepages: off, file_prefix: qvdr$$}
 ports:

@@ -15,13 +15,7 @@ qosctl=$2
 guests=$(cd "$3" && pwd)
 require_kvm_guest "$guests" netecho
 
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+daemon_work_dir
 [ -n "${KEEP_WORK:-}" ] && trap "stop_quietly \"\$pid\"" EXIT
 tag="qvsf$$"
 cat >"$work/box.yaml" <<YAML

@@ -12,13 +12,7 @@ qosctl=$2
 guests=$(cd "$3" && pwd)
 require_kvm_guest "$guests" netecho
 
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+daemon_work_dir
 tag="qvvm$$"
 cat >"$work/box.yaml" <<YAML
 dataplane: {lcores: 1, memory: 256MiB, hugepages: off, file_prefix: ${tag}}

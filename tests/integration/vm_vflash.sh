@@ -10,13 +10,7 @@ qosvisor=$1
 qosctl=$2
 guests=$(cd "$3" && pwd)
 [[ -r /dev/kvm && -w /dev/kvm ]] || { echo "SKIP: /dev/kvm is not available"; exit 77; }
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  stop_quietly "$pid"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+daemon_work_dir
 cat >"$work/box.yaml" <<YAML
 dataplane: {lcores: 1, memory: 128MiB, hugepages: off, file_prefix: qvblk$$}
 vms:

@@ -41,6 +41,14 @@ stop_quietly() {
   wait "$1" 2>/dev/null || true
 }
 
+# daemon_work_dir: a temporary work directory, and a trap that stops the qosvisor the test starts
+# ($pid) and removes the directory on exit. Sets work and pid.
+daemon_work_dir() {
+  work=$(mktemp -d)
+  pid=""
+  trap 'stop_quietly "$pid"; rm -rf "$work"' EXIT
+}
+
 # edge_default_box SOURCE_DIR OUT_YAML PREFIX CONTROL: the edge default example with an EAL file
 # prefix of the test's own and its control section replaced by "control: {CONTROL}".
 edge_default_box() {
@@ -90,8 +98,7 @@ as_test_user() {
 # tree need not be readable by others), and a trap that stops $pid and removes all of it on exit.
 # Sets work, qosctl and pid.
 unprivileged_test_box() {
-  work=$(mktemp -d)
-  pid=""
+  daemon_work_dir
   trap 'stop_quietly "$pid"; remove_unprivileged_user; rm -rf "$work"' EXIT
   make_unprivileged_user "$1"
   chmod 0711 "$work"
