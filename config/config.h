@@ -305,6 +305,35 @@ struct Control {
   bool operator==(const Control&) const = default;
 };
 
+// ---- fleet and migration ---------------------------------------------------------------------
+
+// This box as a member of a fleet whose shared state lives in etcd. Absent: the box needs no etcd.
+struct Fleet {
+  std::string host;               // its name in the registry: [a-z0-9-], at most 63
+  std::vector<std::string> etcd;  // endpoints "http://host:port", tried in turn
+  uint64_t lease_ttl_ns = 10'000'000'000ull;
+  uint64_t publish_interval_ns = 2'000'000'000ull;  // below lease_ttl_ns
+  // What the box offers the fleet.
+  uint32_t budget_vcpus = 0;
+  uint64_t budget_memory_bytes = 0;
+  uint64_t budget_uplink_bps = 0;
+  std::map<std::string, std::string> labels;
+  Source source;
+  bool operator==(const Fleet&) const = default;
+};
+
+// Live migration of VMs between boxes. Every value has a default: no listener, no key.
+struct Migration {
+  std::string listen;    // address:port the listener binds; empty: no listener
+  std::string key_file;  // the shared key; relative to Config::base_dir unless absolute
+  uint64_t downtime_ns = 50'000'000ull;
+  std::string class_name;  // the traffic class migration streams use; empty: none
+  uint64_t timeout_ns = 60'000'000'000ull;  // the whole migration
+  uint64_t bandwidth_bps = 0;               // the sender's rate limit; 0: none
+  Source source;
+  bool operator==(const Migration&) const = default;
+};
+
 struct Config {
   // Directory of the YAML file: relative paths (images, disks, eBPF programs) are relative to it.
   std::string base_dir;
@@ -321,6 +350,8 @@ struct Config {
   std::vector<Host> hosts;
   std::vector<Quota> quotas;
   Control control;
+  std::optional<Fleet> fleet;
+  Migration migration;
 
   // 'path' made absolute against base_dir (unchanged if already absolute).
   std::string Resolve(const std::string& path) const;

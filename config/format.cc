@@ -252,6 +252,52 @@ void EmitQuota(YAML::Emitter& out, const Quota& q) {
   out << YAML::EndMap;
 }
 
+void EmitFleet(YAML::Emitter& out, const std::optional<Fleet>& fleet) {
+  if (!fleet) return;
+  const Fleet& f = *fleet;
+  Key(out, "fleet");
+  out << YAML::Value << YAML::BeginMap;
+  Put(out, "host", f.host);
+  Key(out, "etcd");
+  out << YAML::Value << YAML::Flow << f.etcd;
+  Put(out, "lease_ttl", FormatDuration(f.lease_ttl_ns));
+  Put(out, "publish_interval", FormatDuration(f.publish_interval_ns));
+  Key(out, "budget");
+  out << YAML::Value << YAML::Flow << YAML::BeginMap;
+  Put(out, "vcpus", f.budget_vcpus);
+  Put(out, "memory", FormatSize(f.budget_memory_bytes));
+  Put(out, "uplink", FormatRate(f.budget_uplink_bps));
+  out << YAML::EndMap;
+  if (!f.labels.empty()) {
+    Key(out, "labels");
+    out << YAML::Value << YAML::BeginMap;
+    // Quoted: a label "3" must stay the string "3" (and "yes" not become true) when read back.
+    for (const auto& [k, v] : f.labels) {
+      out << YAML::Key << k << YAML::Value << YAML::DoubleQuoted << v;
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+}
+
+// Printed only when it says something: the defaults of every key are what an absent section means.
+void EmitMigration(YAML::Emitter& out, const Migration& m) {
+  if (m == Migration{}) return;
+  Key(out, "migration");
+  out << YAML::Value << YAML::BeginMap;
+  if (!m.listen.empty()) Put(out, "listen", m.listen);
+  if (!m.key_file.empty()) Put(out, "key_file", m.key_file);
+  Put(out, "downtime", FormatDuration(m.downtime_ns));
+  if (!m.class_name.empty()) Put(out, "class", m.class_name);
+  Put(out, "timeout", FormatDuration(m.timeout_ns));
+  if (m.bandwidth_bps == 0) {
+    Put(out, "bandwidth", 0);
+  } else {
+    Put(out, "bandwidth", FormatRate(m.bandwidth_bps));
+  }
+  out << YAML::EndMap;
+}
+
 template <typename T, typename F>
 void EmitList(YAML::Emitter& out, std::string_view key, const std::vector<T>& items, F emit) {
   if (items.empty()) return;
@@ -287,7 +333,10 @@ std::string Format(const Config& c) {
   Put(out, "socket", c.control.socket);
   PutIf(out, "group", c.control.group);
   PutIf(out, "metrics", c.control.metrics);
-  out << YAML::EndMap << YAML::EndMap;
+  out << YAML::EndMap;
+  EmitFleet(out, c.fleet);
+  EmitMigration(out, c.migration);
+  out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
 

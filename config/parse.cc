@@ -739,6 +739,132 @@ void ParseControl(MapReader& r, Control& c) {
          });
 }
 
+// ---- fleet and migration ---------------------------------------------------------------------
+
+constexpr uint64_t kSecondNs = 1'000'000'000ull;
+
+// A host's name in the fleet registry: it is part of an etcd key and of DNS-like names.
+bool IsFleetHostName(const std::string& s) {
+  if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+std::optional<std::string> FleetHostName(Converter& conv, const YAML::Node& n,
+                                         const std::string& path) {
+  auto s = conv.String(n, path);
+  if (s && !IsFleetHostName(*s)) {
+    conv.diag().Error(MarkOf(n), path,
+                      fmt::format("'{}' is not a fleet host name; use up to 63 lowercase letters, "
+                                  "digits and inner '-' (e.g. edge-a)",
+                                  *s));
+    return std::nullopt;
+  }
+  return s;
+}
+
+// "http://host:port": the etcd v3 JSON gateway, plain HTTP (etcd on loopback or a trusted net).
+std::optional<std::string> EtcdEndpoint(Converter& conv, const YAML::Node& n,
+                                        const std::string& path) {
+  auto s = conv.String(n, path);
+  if (!s) return std::nullopt;
+  constexpr std::string_view kScheme = "http://";
+  std::string_view rest = *s;
+  if (rest.starts_with(kScheme)) rest.remove_prefix(kScheme.size());
+  if (rest.ends_with("/")) rest.remove_suffix(1);
+  if (!s->starts_with(kScheme) || !IsHostPort(rest)) {
+    conv.diag().Error(MarkOf(n), path,
+                      fmt::format("'{}' is not an etcd endpoint; use http://host:port, e.g. "
+                                  "http://127.0.0.1:2379",
+                                  *s));
+    return std::nullopt;
+  }
+  return fmt::format("{}{}", kScheme, rest);
+}
+
+void ParseBudget(MapReader& r, Fleet& f) {
+  r.ReadRequired("vcpus", "the vCPUs this box offers", f.budget_vcpus,
+                 [&](const YAML::Node& n, const std::string& p) -> std::optional<uint32_t> {
+                   if (auto v = r.conv().Int(n, p, 0, 1'000'000)) return static_cast<uint32_t>(*v);
+                   return std::nullopt;
+                 });
+  r.ReadRequired("memory", "the guest memory this box offers, e.g. 4GiB", f.budget_memory_bytes,
+                 [&](const YAML::Node& n, const std::string& p) { return r.conv().Size(n, p, 0); });
+  r.ReadRequired("uplink", "the uplink bandwidth this box offers, e.g. 1Gbps", f.budget_uplink_bps,
+                 [&](const YAML::Node& n, const std::string& p) { return r.conv().Rate(n, p); });
+}
+
+void ParseLabels(MapReader& r, Fleet& f) {
+  auto n = r.Find("labels");
+  if (!n || n->IsNull()) return;
+  Source labels_source;
+  MapReader labels(r.conv(), *n, r.Path("labels"), labels_source);
+  if (!labels.valid()) return;
+  for (auto it = n->begin(); it != n->end(); ++it) {
+    if (!it->first.IsScalar()) continue;  // reported by the reader
+    const std::string key = it->first.Scalar();
+    if (key.empty() || TextProblem(key) != "") {
+      labels.Error(MarkOf(it->first), key, "a label's name must be printable text");
+      continue;
+    }
+    if (auto v = r.conv().Scalar(it->second, labels.Path(key), "a string")) f.labels[key] = *v;
+  }
+}
+
+void ParseFleet(MapReader& r, Fleet& f) {
+  r.ReadRequired("host", "this host's name in the registry, e.g. edge-a", f.host,
+                 [&](const YAML::Node& n, const std::string& p) {
+                   return FleetHostName(r.conv(), n, p);
+                 });
+  if (auto etcd = r.Require("etcd", "the etcd endpoints, e.g. [http://127.0.0.1:2379]")) {
+    ForEach(r.conv(), *etcd, r.Path("etcd"), [&](const YAML::Node& n, const std::string& p) {
+      if (auto e = EtcdEndpoint(r.conv(), n, p)) f.etcd.push_back(*e);
+    });
+    if (etcd->IsNull() || (etcd->IsSequence() && etcd->size() == 0)) {
+      r.Error(MarkOf(*etcd), "etcd", "needs at least one endpoint, e.g. [http://127.0.0.1:2379]");
+    }
+  }
+  // etcd grants leases in whole seconds, and a lease of one second leaves no room for a
+  // keepalive that is a little late.
+  r.Read("lease_ttl", f.lease_ttl_ns, [&](const YAML::Node& n, const std::string& p) {
+    return r.conv().Quantity(n, p, ParseDuration, "a duration such as 10s", 2 * kSecondNs,
+                             FormatDuration);
+  });
+  r.Duration("publish_interval", f.publish_interval_ns);
+  if (auto b = r.Require("budget", "what this box offers: {vcpus: 8, memory: 4GiB, uplink: 1Gbps}")) {
+    Source budget_source;
+    MapReader br(r.conv(), *b, r.Path("budget"), budget_source);
+    if (br.valid()) ParseBudget(br, f);
+    br.Finish();
+  }
+  ParseLabels(r, f);
+}
+
+void ParseMigration(MapReader& r, Migration& m) {
+  r.Read("listen", m.listen, [&](const YAML::Node& n, const std::string& p) {
+    auto s = r.conv().String(n, p);
+    if (s && !IsHostPort(*s)) {
+      r.conv().diag().Error(
+          MarkOf(n), p,
+          fmt::format("'{}' is not address:port; use e.g. 10.99.0.1:7400 or [::1]:7400", *s));
+      return std::optional<std::string>();
+    }
+    return s;
+  });
+  r.String("key_file", m.key_file);
+  r.Duration("downtime", m.downtime_ns);
+  r.Name("class", m.class_name);
+  r.Duration("timeout", m.timeout_ns);
+  // 0 (no limit) is written bare, as a rate of nothing per second would read oddly.
+  r.Read("bandwidth", m.bandwidth_bps,
+         [&](const YAML::Node& n, const std::string& p) -> std::optional<uint64_t> {
+           if (n.IsScalar() && n.Scalar() == "0") return 0;
+           return r.conv().Quantity(n, p, ParseRate, "a rate such as 1Gbps, or 0 for no limit", 0,
+                                    FormatRate);
+         });
+}
+
 // A section that is one mapping (dataplane, control).
 template <typename T, typename F>
 void ReadSection(MapReader& top, std::string_view key, T& out, F parse) {
@@ -764,6 +890,19 @@ void ParseTop(MapReader& top, Parsed& parsed) {
   ReadList(top, "hosts", c.hosts, ParseHost);
   ReadList(top, "quotas", c.quotas, ParseQuota);
   ReadSection(top, "control", c.control, ParseControl);
+  if (auto n = top.Find("fleet")) {
+    // Present but empty is refused (host, etcd and budget are required), not taken as absent;
+    // the error points at the key, as for any other value left empty.
+    if (n->IsNull()) {
+      (void)top.conv().Scalar(*n, top.Path("fleet"), "a mapping with host, etcd and budget");
+    } else {
+      c.fleet.emplace();
+      MapReader r(top.conv(), *n, top.Path("fleet"), c.fleet->source);
+      if (r.valid()) ParseFleet(r, *c.fleet);
+      r.Finish();
+    }
+  }
+  ReadSection(top, "migration", c.migration, ParseMigration);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ namespace {
 constexpr uint64_t kMinFrameBytes = 1518;  // one full-size Ethernet frame
 constexpr uint64_t kPageBytes = 4096;
 constexpr uint64_t kHugepageBytes = 2ull << 20;
+constexpr uint64_t kMinPublishIntervalNs = 100'000'000ull;
 
 std::string Child(std::string_view path, std::string_view key) {
   return path.empty() ? std::string(key) : fmt::format("{}.{}", path, key);
@@ -96,6 +97,8 @@ class Validator {
     CheckBlueprints();
     CheckUnique(config_.hosts, "host name");
     CheckQuotas();
+    CheckFleet();
+    CheckMigration();
   }
 
  private:
@@ -797,6 +800,41 @@ class Validator {
         CheckRef((*q.classes)[i], NamesOf(config_.classes), q.source, fmt::format("classes[{}]", i),
                  "class");
       }
+    }
+  }
+
+  // ---- fleet and migration ------------------------------------------------------------------
+
+  void CheckFleet() {
+    if (!config_.fleet) return;
+    const Fleet& f = *config_.fleet;
+    if (f.publish_interval_ns >= f.lease_ttl_ns) {
+      Error(f.source, "publish_interval",
+            fmt::format("{} is not below lease_ttl ({}): the host would vanish between two "
+                        "publications; use e.g. a third of lease_ttl",
+                        FormatDuration(f.publish_interval_ns), FormatDuration(f.lease_ttl_ns)));
+    } else if (f.publish_interval_ns < kMinPublishIntervalNs) {
+      Error(f.source, "publish_interval",
+            fmt::format("{} is too short for a write to etcd each time; use at least {}",
+                        FormatDuration(f.publish_interval_ns),
+                        FormatDuration(kMinPublishIntervalNs)));
+    }
+  }
+
+  void CheckMigration() {
+    const Migration& m = config_.migration;
+    if (!m.listen.empty() && m.key_file.empty()) {
+      Error(m.source, "listen",
+            "a migration listener needs migration.key_file (the key both ends authenticate "
+            "with, e.g. /etc/qosvisor/migration.key)");
+    }
+    if (!m.class_name.empty()) {
+      CheckRef(m.class_name, NamesOf(config_.classes), m.source, "class", "class");
+    }
+    if (m.downtime_ns >= m.timeout_ns) {
+      Error(m.source, "downtime",
+            fmt::format("{} is not below migration.timeout ({})", FormatDuration(m.downtime_ns),
+                        FormatDuration(m.timeout_ns)));
     }
   }
 

@@ -86,6 +86,14 @@ class Planner {
         Text(b_, [&](C& p) { p.control = b_.control; })) {
       Restart("control settings changed");
     }
+    // The fleet agent's lease and record, and the migration listener's socket, are made once.
+    if (Text(a_, [&](C& p) { p.fleet = a_.fleet; }) != Text(b_, [&](C& p) { p.fleet = b_.fleet; })) {
+      Restart("fleet settings changed");
+    }
+    if (Text(a_, [&](C& p) { p.migration = a_.migration; }) !=
+        Text(b_, [&](C& p) { p.migration = b_.migration; })) {
+      Restart("migration settings changed");
+    }
   }
 
   void Classes() {
