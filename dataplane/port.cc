@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstring>
 #include <set>
 #include <vector>
 
@@ -352,7 +353,48 @@ bool EthPort::LinkUp() const {
   return rte_eth_link_get_nowait(port_id_, &link) == 0 && link.link_status == RTE_ETH_LINK_UP;
 }
 
+Status VmPort::Announce(std::vector<uint8_t> frame) {
+  if (frame.size() > RTE_MBUF_DEFAULT_DATAROOM) {
+    return Status::Error(fmt::format("port {}: a {}-byte announcement does not fit an mbuf",
+                                     name(), frame.size()));
+  }
+  std::lock_guard lock(announce_mu_);
+  if (announcements_.size() >= kMaxAnnouncements) {
+    return Status::Error(fmt::format("port {}: {} announcements wait already", name(),
+                                     announcements_.size()));
+  }
+  announcements_.push_back(std::move(frame));
+  has_announcements_.store(true, std::memory_order_release);
+  return Status::Ok();
+}
+
+uint16_t VmPort::TakeAnnouncements(PacketBatch& batch) {
+  std::unique_lock lock(announce_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return 0;  // the control thread is adding one: next poll
+  uint16_t n = 0;
+  while (!announcements_.empty() && batch.count < kMaxBurst) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    if (m == nullptr) break;
+    const std::vector<uint8_t>& frame = announcements_.front();
+    char* data = rte_pktmbuf_append(m, static_cast<uint16_t>(frame.size()));
+    if (data == nullptr) {
+      rte_pktmbuf_free(m);
+      break;
+    }
+    std::memcpy(data, frame.data(), frame.size());
+    batch.pkts[batch.count++] = m;
+    announcements_.erase(announcements_.begin());
+    ++n;
+  }
+  has_announcements_.store(!announcements_.empty(), std::memory_order_release);
+  return n;
+}
+
 uint16_t VmPort::Recv(PacketBatch& batch) {
+  if (has_announcements_.load(std::memory_order_acquire)) {
+    const uint16_t announced = TakeAnnouncements(batch);
+    counters_.rx_packets.Add(announced);
+  }
   VmNetBackend* backend = backend_.load(std::memory_order_acquire);
   if (backend == nullptr || !backend->Ready()) return 0;
   const uint16_t n = backend->FromGuest(batch.pkts + batch.count,

@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/packet_batch.h"
 #include "common/status.h"
@@ -155,10 +157,20 @@ class VmPort : public Port {
   uint16_t Send(PacketBatch& batch) override;
   PortCounters Counters() const override { return counters_.Read(); }
   bool LinkUp() const override;
+  // A frame the switch receives on this port as if the VM had sent it, at the next Recv: the
+  // RARP with which a VM that just migrated here announces its MAC, so that every bridge on the
+  // way relearns where it lives. Control thread; at most kMaxAnnouncements wait at a time.
+  Status Announce(std::vector<uint8_t> frame);
+  static constexpr size_t kMaxAnnouncements = 8;
 
  private:
+  uint16_t TakeAnnouncements(PacketBatch& batch);  // the polling lcore
+
   std::atomic<VmNetBackend*> backend_{nullptr};
   rte_mempool* pool_;
+  std::mutex announce_mu_;  // the lcore only try-locks it
+  std::vector<std::vector<uint8_t>> announcements_;  // guarded by announce_mu_
+  std::atomic<bool> has_announcements_{false};
   SoftwarePortCounters counters_;
 };
 

@@ -44,6 +44,8 @@ Result<GuestMemory> GuestMemory::Create(const std::string& name, uint64_t size, 
 
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : memfd_(std::move(other.memfd_)),
+      written_(std::move(other.written_)),
+      tracking_(other.tracking_.load()),
       shared_(other.shared_),
       base_(std::exchange(other.base_, nullptr)),
       size_(std::exchange(other.size_, 0)) {}
@@ -60,6 +62,30 @@ GuestMemory::~GuestMemory() {
   // SAFETY: base_/size_ are exactly the mapping made in Create (or null after a move).
   if (base_ != nullptr) ::munmap(base_, size_);
   base_ = nullptr;
+}
+
+void GuestMemory::TrackWrites(bool on) {
+  if (on && written_ == nullptr) {
+    written_ = std::make_unique<std::atomic<uint64_t>[]>((size_ / 4096 + 63) / 64);
+  }
+  tracking_.store(on, std::memory_order_release);
+}
+
+std::vector<uint64_t> GuestMemory::TakeWrittenPages() {
+  const size_t words = (size_ / 4096 + 63) / 64;
+  std::vector<uint64_t> bitmap(words, 0);
+  if (written_ == nullptr) return bitmap;
+  for (size_t i = 0; i < words; ++i) {
+    bitmap[i] = written_[i].exchange(0, std::memory_order_acq_rel);
+  }
+  return bitmap;
+}
+
+void GuestMemory::MarkPages(uint64_t gpa, uint64_t len) const {
+  if (len == 0) return;
+  for (uint64_t page = gpa / 4096; page <= (gpa + len - 1) / 4096; ++page) {
+    written_[page / 64].fetch_or(1ull << (page % 64), std::memory_order_relaxed);
+  }
 }
 
 Status GuestMemory::MapAtBase(int fd, bool shared) {

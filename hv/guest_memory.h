@@ -5,8 +5,10 @@
 // Every access by guest physical address is bounds-checked.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <cstring>
 #include <functional>
 #include <span>
@@ -56,6 +58,18 @@ class GuestMemory {
   Result<uint64_t> PrivateBytes() const;
   uint8_t* host_base() const { return base_; }
 
+  // Pages the VMM's own devices write (rings, received frames, disk reads) are not in KVM's
+  // dirty log; a migration needs them too. While tracking is on, every write through this object
+  // (Write, StoreAtomic, MarkWritten) sets its pages' bits. Any thread may write; the bits are
+  // atomic, and with tracking off a write costs one predictable branch.
+  void TrackWrites(bool on);
+  // Pages written since the previous call (or since tracking began); reading clears them.
+  std::vector<uint64_t> TakeWrittenPages();
+  // For writes made through HostPtr (a device reading a file straight into guest memory).
+  void MarkWritten(uint64_t gpa, uint64_t len) const {
+    if (written_ != nullptr && tracking_.load(std::memory_order_relaxed)) MarkPages(gpa, len);
+  }
+
   // Host pointer to [gpa, gpa + len), or nullptr if any byte of it lies outside guest memory.
   // Overflow-safe: gpa and len come from the guest.
   uint8_t* HostPtr(uint64_t gpa, uint64_t len) const {
@@ -74,6 +88,7 @@ class GuestMemory {
     uint8_t* p = HostPtr(gpa, len);
     if (p == nullptr) return false;
     std::memcpy(p, in, len);
+    MarkWritten(gpa, len);
     return true;
   }
   // Reads a naturally aligned value the guest may be writing concurrently (a single load).
@@ -93,6 +108,7 @@ class GuestMemory {
     if (p == nullptr) return false;
     // SAFETY: p is in bounds and aligned for T, as in LoadAtomic.
     __atomic_store_n(reinterpret_cast<T*>(p), value, __ATOMIC_RELEASE);
+    MarkWritten(gpa, sizeof(T));
     return true;
   }
   // Zeroes all of guest memory (restart from a clean state): punches out the memfd's pages, or
@@ -106,7 +122,12 @@ class GuestMemory {
   Status ScanPagemap(const std::function<bool(uint64_t entry)>& want,
                      std::vector<uint64_t>* bitmap) const;
 
+  void MarkPages(uint64_t gpa, uint64_t len) const;
+
   UniqueFd memfd_;
+  // One bit per page, made when tracking first starts (a VM that never migrates pays nothing).
+  std::unique_ptr<std::atomic<uint64_t>[]> written_;
+  std::atomic<bool> tracking_{false};
   bool shared_ = true;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;

@@ -9,6 +9,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -184,6 +185,79 @@ Status VirtioBlk::Resize(uint64_t new_size) {
   return Status::Ok();
 }
 
+void VirtioBlk::TrackWrites(bool on) {
+  std::lock_guard lock(mu_);
+  tracking_ = on;
+  if (!on) written_blocks_.clear();
+}
+
+void VirtioBlk::MarkBlocksWritten(uint64_t file_offset, uint64_t len) {
+  if (!tracking_ || len == 0) return;
+  for (uint64_t b = file_offset / kTrackBlockBytes; b <= (file_offset + len - 1) / kTrackBlockBytes;
+       ++b) {
+    if (b / 64 >= written_blocks_.size()) written_blocks_.resize(b / 64 + 1, 0);
+    written_blocks_[b / 64] |= 1ull << (b % 64);
+  }
+}
+
+std::vector<uint64_t> VirtioBlk::TakeWrittenBlocks() {
+  std::lock_guard lock(mu_);
+  std::vector<uint64_t> taken;
+  taken.swap(written_blocks_);
+  return taken;
+}
+
+Result<std::vector<uint64_t>> VirtioBlk::AllocatedBlocks() const {
+  std::lock_guard lock(mu_);
+  const uint64_t blocks = (size_bytes_ + kTrackBlockBytes - 1) / kTrackBlockBytes;
+  std::vector<uint64_t> bitmap((blocks + 63) / 64, 0);
+  off_t pos = 0;
+  const auto end = static_cast<off_t>(size_bytes_);
+  while (pos < end) {
+    off_t data = ::lseek(fd_.get(), pos, SEEK_DATA);
+    if (data < 0 || data >= end) break;  // ENXIO: no data after pos
+    off_t hole = ::lseek(fd_.get(), data, SEEK_HOLE);
+    if (hole < 0 || hole > end) hole = end;
+    for (uint64_t b = static_cast<uint64_t>(data) / kTrackBlockBytes;
+         b < (static_cast<uint64_t>(hole) + kTrackBlockBytes - 1) / kTrackBlockBytes; ++b) {
+      bitmap[b / 64] |= 1ull << (b % 64);
+    }
+    pos = hole;
+  }
+  return bitmap;
+}
+
+Result<std::vector<uint8_t>> VirtioBlk::ReadBlock(uint64_t block) const {
+  std::lock_guard lock(mu_);
+  const uint64_t offset = block * kTrackBlockBytes;
+  if (offset >= size_bytes_) {
+    return Status::Error(fmt::format("vflash '{}': block {} lies beyond the disk's {} bytes",
+                                     options_.path, block, size_bytes_));
+  }
+  std::vector<uint8_t> data(std::min<uint64_t>(kTrackBlockBytes, size_bytes_ - offset));
+  if (::pread(fd_.get(), data.data(), data.size(), static_cast<off_t>(offset)) !=
+      static_cast<ssize_t>(data.size())) {
+    return Status::Error(
+        fmt::format("vflash '{}': reading block {}: {}", options_.path, block, std::strerror(errno)));
+  }
+  return data;
+}
+
+Status VirtioBlk::WriteBlock(uint64_t block, std::span<const uint8_t> data) {
+  std::lock_guard lock(mu_);
+  const uint64_t offset = block * kTrackBlockBytes;
+  if (offset >= size_bytes_ || data.size() > size_bytes_ - offset || data.size() > kTrackBlockBytes) {
+    return Status::Error(fmt::format("vflash '{}': block {} of {} bytes does not fit the disk's {}",
+                                     options_.path, block, data.size(), size_bytes_));
+  }
+  if (::pwrite(fd_.get(), data.data(), data.size(), static_cast<off_t>(offset)) !=
+      static_cast<ssize_t>(data.size())) {
+    return Status::Error(
+        fmt::format("vflash '{}': writing block {}: {}", options_.path, block, std::strerror(errno)));
+  }
+  return Status::Ok();
+}
+
 void VirtioBlk::SaveDeviceState(StateWriter& w) const { w.Put(size_bytes_); }
 
 void VirtioBlk::LoadDeviceState(StateReader& r) {
@@ -227,6 +301,11 @@ bool VirtioBlk::FileIo(const Virtqueue::Chain& chain, bool to_guest, uint64_t ch
     ssize_t done = to_guest ? ::pread(fd_.get(), p, n, static_cast<off_t>(file_offset))
                             : ::pwrite(fd_.get(), p, n, static_cast<off_t>(file_offset));
     if (done != static_cast<ssize_t>(n)) return false;
+    if (to_guest) {
+      mem_.MarkWritten(b.gpa + chain_offset, n);
+    } else {
+      MarkBlocksWritten(file_offset, n);
+    }
     file_offset += n;
     len -= n;
     chain_offset = 0;

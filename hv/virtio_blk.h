@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "hv/unique_fd.h"
@@ -40,6 +41,19 @@ class VirtioBlk : public VirtioMmioDevice {
 
   uint64_t capacity_bytes() const;
   VflashCounters blk_counters() const;
+  const std::string& path() const { return options_.path; }
+
+  // Live migration moves the disk with the memory: the blocks of the file that hold data first,
+  // then those the guest wrote since, in blocks of kTrackBlockBytes.
+  static constexpr uint32_t kTrackBlockBytes = 64 * 1024;
+  void TrackWrites(bool on);
+  // Blocks written since the previous call (or since tracking began); reading clears them.
+  std::vector<uint64_t> TakeWrittenBlocks();
+  // Blocks of the backing file that may hold data (the rest are holes, read back as zeros).
+  Result<std::vector<uint64_t>> AllocatedBlocks() const;
+  // Reads block `block` (short at the end of the disk) / writes it, for the migration's copy.
+  Result<std::vector<uint8_t>> ReadBlock(uint64_t block) const;
+  Status WriteBlock(uint64_t block, std::span<const uint8_t> data);
   const char* name() const override { return "virtio-blk"; }
 
  protected:
@@ -63,8 +77,12 @@ class VirtioBlk : public VirtioMmioDevice {
   // Reserves [size_bytes_, new_size) in the backing file; on failure the file keeps its size.
   Status AllocateGrowth(uint64_t new_size);
 
+  void MarkBlocksWritten(uint64_t file_offset, uint64_t len);  // mu_ held
+
   VflashOptions options_;
   UniqueFd fd_;
+  bool tracking_ = false;               // guarded by mu_
+  std::vector<uint64_t> written_blocks_;  // guarded by mu_; one bit per kTrackBlockBytes
   uint64_t size_bytes_;          // guarded by mu_
   VflashCounters blk_counters_;  // guarded by mu_
 };

@@ -103,7 +103,7 @@ const char* VmExitReasonName(VmExitReason reason) {
 }
 
 Result<std::unique_ptr<Vm>> Vm::Create(const VmOptions& options) {
-  return CreateVm(options, /*load_image=*/true);
+  return CreateVm(options, Origin::kBoot);
 }
 
 Status Vm::LoadBootImage() {
@@ -144,7 +144,9 @@ Status Vm::LoadBootImage() {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<Vm>> Vm::CreateVm(const VmOptions& options, bool load_image) {
+Result<std::unique_ptr<Vm>> Vm::CreateVm(const VmOptions& options, Origin origin) {
+  const bool load_image = origin == Origin::kBoot;
+  const bool copy_on_write = origin == Origin::kCopyOnWrite;
   int64_t t0 = NowNs();
   if (Status s = ValidateVmOptions(options); !s) return s;
   auto host = ReadHostResources(options.meminfo_path);
@@ -153,12 +155,12 @@ Result<std::unique_ptr<Vm>> Vm::CreateVm(const VmOptions& options, bool load_ima
   {
     std::lock_guard lock(g_committed_mu);
     std::optional<uint64_t> charge;
-    if (!load_image) charge = kCopyOnWriteReserveBytes;
+    if (copy_on_write) charge = kCopyOnWriteReserveBytes;
     if (Status s = CheckHostResources(options, *host, CommittedBytesLocked(), charge); !s) {
       return s;
     }
     vm.reset(new Vm(options));
-    vm->copy_on_write_ = !load_image;  // charged by what it writes from the start
+    vm->copy_on_write_ = copy_on_write;  // charged by what it writes from the start
     g_live_vms.push_back(vm.get());    // removed by Destroy()
   }
   vm->created_ns_ = t0;

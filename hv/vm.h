@@ -174,6 +174,19 @@ class Vm {
   // What the host-memory check counts for this process's live VMs (the sum of ChargedBytes).
   static uint64_t CommittedBytes();
 
+  // --- live migration (hv/migration.cc drives these) ---
+  // A VM to receive a migrating guest into: created as `options` say (host memory checked, and
+  // charged whole), memory zeroed, no image loaded; nothing runs until ApplyIncomingState().
+  static Result<std::unique_ptr<Vm>> CreateIncoming(const VmOptions& options);
+  // The state sections (config, VM, vCPUs, devices) of this VM, which must be paused.
+  Result<std::vector<Section>> CaptureMigrationState() const;
+  // Applies another VM's captured state to this incoming VM (memory already copied) and leaves
+  // it paused with its threads started, ready to Resume(). Its name and MACs stay its own.
+  Status ApplyIncomingState(const std::vector<Section>& sections);
+  // Turns on or off, together, everything a migration needs to see what changes: KVM's dirty
+  // log, the devices' writes into guest memory and the vflash disk's written blocks.
+  Status TrackChanges(bool on);
+
   // Devices added before Start(); not owned.
   Status AddPioDevice(uint64_t base, uint64_t size, Device* device);
   Status AddMmioDevice(uint64_t base, uint64_t size, Device* device);
@@ -189,9 +202,12 @@ class Vm {
 
  private:
   explicit Vm(VmOptions options) : options_(std::move(options)), pio_("pio"), mmio_("mmio") {}
-  // Create() with the boot image loaded (a VM that boots) or not (restore and fork: memory
-  // already holds the guest; the image is read if the VM is later restarted from scratch).
-  static Result<std::unique_ptr<Vm>> CreateVm(const VmOptions& options, bool load_image);
+  // How a VM comes to be: booted (image loaded, charged its whole memory); restored or forked
+  // (memory already holds the guest on a copy-on-write mapping, charged by what it writes); or
+  // migrated in (memory of its own that the migration fills, charged whole). Without the boot
+  // image, the image is read only if the VM is later restarted from scratch.
+  enum class Origin { kBoot, kCopyOnWrite, kIncoming };
+  static Result<std::unique_ptr<Vm>> CreateVm(const VmOptions& options, Origin origin);
   Status LoadBootImage();
   // Pause from running; no-op from paused. *was_running says which.
   Status PauseForCapture(bool* was_running);
@@ -250,5 +266,10 @@ class Vm {
   VmExit exit_;                                          // guarded by mu_
   bool ran_ = false;                                     // a previous run left state behind
 };
+
+// A VM's options as JSON text (what snapshots and migration offers carry) and back, checked
+// field by field and then as Create() would check them.
+std::string VmOptionsJsonText(const VmOptions& options);
+Result<VmOptions> VmOptionsFromJsonText(std::string_view text);
 
 }  // namespace qosvisor::hv

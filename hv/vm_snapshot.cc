@@ -54,38 +54,42 @@ struct SavedConfig {
   std::string base_image_id;  // diff snapshots
 };
 
+// Throws json::exception on a missing or mistyped field; the caller turns it into an error.
+VmOptions OptionsFromJson(const json& o) {
+  VmOptions options;
+  options.name = o.at("name").get<std::string>();
+  options.vcpus = o.at("vcpus").get<uint32_t>();
+  options.memory_bytes = o.at("memory_bytes").get<uint64_t>();
+  options.image = o.at("image").get<std::string>();
+  options.initrd = o.at("initrd").get<std::string>();
+  options.boot = o.at("boot").get<std::string>() == "pvh" ? BootProtocol::kPvh : BootProtocol::kAuto;
+  options.cmdline = o.at("cmdline").get<std::string>();
+  options.serial_log_max_bytes = o.at("serial_log_max_bytes").get<uint64_t>();
+  options.shutdown_timeout = std::chrono::milliseconds(o.at("shutdown_timeout_ms").get<int64_t>());
+  for (const json& nic : o.at("nics")) {
+    VirtioNetOptions n;
+    if (!ParseMac(nic.at("mac").get<std::string>(), n.mac.data())) {
+      throw std::invalid_argument(fmt::format("bad MAC '{}'", nic.at("mac").get<std::string>()));
+    }
+    options.nics.push_back(n);
+  }
+  if (o.contains("disk")) {
+    const json& d = o.at("disk");
+    options.disk =
+        VflashOptions{d.at("path").get<std::string>(), d.at("size_bytes").get<uint64_t>(),
+                      d.at("id").get<std::string>(), d.at("max_size_bytes").get<uint64_t>()};
+  }
+  return options;
+}
+
 Result<SavedConfig> ParseConfig(std::span<const uint8_t> payload) {
   SavedConfig c;
   try {
     json j = json::parse(payload.begin(), payload.end());
-    const json& o = j.at("options");
-    c.options.name = o.at("name").get<std::string>();
-    c.options.vcpus = o.at("vcpus").get<uint32_t>();
-    c.options.memory_bytes = o.at("memory_bytes").get<uint64_t>();
-    c.options.image = o.at("image").get<std::string>();
-    c.options.initrd = o.at("initrd").get<std::string>();
-    c.options.boot =
-        o.at("boot").get<std::string>() == "pvh" ? BootProtocol::kPvh : BootProtocol::kAuto;
-    c.options.cmdline = o.at("cmdline").get<std::string>();
-    c.options.serial_log_max_bytes = o.at("serial_log_max_bytes").get<uint64_t>();
-    c.options.shutdown_timeout =
-        std::chrono::milliseconds(o.at("shutdown_timeout_ms").get<int64_t>());
-    for (const json& nic : o.at("nics")) {
-      VirtioNetOptions n;
-      if (!ParseMac(nic.at("mac").get<std::string>(), n.mac.data())) {
-        return Status::Error(fmt::format("bad MAC '{}'", nic.at("mac").get<std::string>()));
-      }
-      c.options.nics.push_back(n);
-    }
-    if (o.contains("disk")) {
-      const json& d = o.at("disk");
-      c.options.disk =
-          VflashOptions{d.at("path").get<std::string>(), d.at("size_bytes").get<uint64_t>(),
-                        d.at("id").get<std::string>(), d.at("max_size_bytes").get<uint64_t>()};
-    }
+    c.options = OptionsFromJson(j.at("options"));
     c.attachment = j.at("attachment").get<std::string>();
     c.base_image_id = j.at("base_image").get<std::string>();
-  } catch (const json::exception& e) {
+  } catch (const std::exception& e) {
     return Status::Error(e.what());
   }
   if (Status s = ValidateVmOptions(c.options); !s) return s;
@@ -120,6 +124,19 @@ Status PrepareDir(const std::string& dir) {
 }
 
 }  // namespace
+
+std::string VmOptionsJsonText(const VmOptions& options) { return OptionsJson(options).dump(); }
+
+Result<VmOptions> VmOptionsFromJsonText(std::string_view text) {
+  VmOptions options;
+  try {
+    options = OptionsFromJson(json::parse(text));
+  } catch (const std::exception& e) {
+    return Status::Error(fmt::format("VM options: {}", e.what()));
+  }
+  if (Status s = ValidateVmOptions(options); !s) return s;
+  return options;
+}
 
 Status Vm::PauseForCapture(bool* was_running) {
   VmState s = state();
@@ -319,7 +336,7 @@ Result<std::unique_ptr<Vm>> Vm::Restore(const std::string& dir, const CloneIdent
     }
     for (size_t i = 0; i < options.nics.size(); ++i) options.nics[i].mac = identity.macs[i];
   }
-  auto vm = CreateVm(options, /*load_image=*/false);
+  auto vm = CreateVm(options, Origin::kCopyOnWrite);
   if (!vm) return vm.status();
   Vm& v = **vm;
   Status mapped = [&]() -> Status {
@@ -365,7 +382,7 @@ Result<std::vector<std::unique_ptr<Vm>>> Vm::Fork(const std::vector<CloneIdentit
         }
         for (size_t i = 0; i < o.nics.size(); ++i) o.nics[i].mac = id.macs[i];
       }
-      auto child = CreateVm(o, /*load_image=*/false);
+      auto child = CreateVm(o, Origin::kCopyOnWrite);
       if (!child) return child.status();
       Vm& c = **child;
       UniqueFd fd(::fcntl((*image)->fd.get(), F_DUPFD_CLOEXEC, 0));
@@ -384,6 +401,51 @@ Result<std::vector<std::unique_ptr<Vm>>> Vm::Fork(const std::vector<CloneIdentit
     return Status::Error(fmt::format("vm '{}': fork: {}", name(), result.message()));
   }
   return made;
+}
+
+Result<std::unique_ptr<Vm>> Vm::CreateIncoming(const VmOptions& options) {
+  return CreateVm(options, Origin::kIncoming);
+}
+
+Result<std::vector<Section>> Vm::CaptureMigrationState() const {
+  if (state() != VmState::kPaused) {
+    return Status::Error(fmt::format("vm '{}': its state is captured only while paused", name()));
+  }
+  return CaptureState(/*diff=*/false);
+}
+
+Status Vm::ApplyIncomingState(const std::vector<Section>& sections) {
+  const Section* config_section = FindSection(sections, SectionKind::kConfig, 0);
+  if (config_section == nullptr) {
+    return Status::Error("section 'config' is missing or repeated");
+  }
+  auto config = ParseConfig(config_section->payload);
+  if (!config) return Status::Error("section 'config': " + config.message());
+  const VmOptions& sent = config->options;
+  if (sent.vcpus != options_.vcpus || sent.memory_bytes != options_.memory_bytes ||
+      sent.nics.size() != options_.nics.size() || sent.disk.has_value() != options_.disk.has_value()) {
+    return Status::Error(fmt::format(
+        "section 'config' describes {} vCPUs, {} bytes, {} NICs, {} disk; the VM made from the "
+        "offer has {}, {}, {}, {}",
+        sent.vcpus, sent.memory_bytes, sent.nics.size(), sent.disk ? "a" : "no", options_.vcpus,
+        options_.memory_bytes, options_.nics.size(), options_.disk ? "a" : "no"));
+  }
+  if (Status s = ApplyState(sections); !s) return s;
+  try {
+    json j = json::parse(config_section->payload.begin(), config_section->payload.end());
+    generation_ = j.value("generation", uint64_t{0});
+  } catch (const json::exception& e) {
+    return Status::Error(std::string("section 'config': ") + e.what());
+  }
+  StartPaused();
+  return Status::Ok();
+}
+
+Status Vm::TrackChanges(bool on) {
+  if (Status s = SetDirtyLogging(on); !s) return s;
+  memory_.TrackWrites(on);
+  if (disk_) disk_->TrackWrites(on);
+  return Status::Ok();
 }
 
 }  // namespace qosvisor::hv
