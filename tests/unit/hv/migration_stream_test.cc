@@ -480,6 +480,39 @@ TEST_CASE("migration receive: a timeout before a frame begins leaves the channel
   CHECK(peer.destination.failed());
 }
 
+TEST_CASE("migration channel sends on one thread while it receives on another",
+          "[migration-stream]") {
+  auto [a, b] = SocketPair();
+  MigrationChannel source =
+      MigrationChannel::ForTesting(std::move(a), kSessionKey, MigrationRole::kSource);
+  MigrationChannel destination =
+      MigrationChannel::ForTesting(std::move(b), kSessionKey, MigrationRole::kDestination);
+  constexpr int kBatches = 8;
+  // The source streams pages while it waits for the destination's word, as a pre-copy does.
+  std::vector<Status> sent;
+  std::thread pages([&] {
+    for (int i = 0; i < kBatches; ++i)
+      sent.push_back(source.Send(Type::kMemoryPages, Pattern(1 << 20, 1)));
+  });
+  Status accepted;
+  int received = 0;
+  std::thread destination_side([&] {
+    accepted = destination.Send(Type::kAccept, {});
+    while (received < kBatches && destination.Receive(10s).ok()) ++received;
+  });
+  Result<MigrationMessage> accept = source.Receive(10s);
+  pages.join();
+  destination_side.join();
+  CHECK(accepted.ok());
+  CHECK(received == kBatches);
+  REQUIRE(accept.ok());
+  CHECK(accept->type == Type::kAccept);
+  REQUIRE(sent.size() == kBatches);
+  for (const Status& s : sent) CHECK(s.ok());
+  CHECK(source.bytes_sent() == destination.bytes_received());
+  CHECK(destination.bytes_sent() == source.bytes_received());
+}
+
 TEST_CASE("migration channel Shutdown wakes a receiver in another thread", "[migration-stream]") {
   auto [a, b] = SocketPair();
   MigrationChannel destination =
