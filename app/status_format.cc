@@ -57,12 +57,73 @@ std::string JoinStrings(const json& list, const char* separator = ",") {
 
 }  // namespace
 
+namespace {
+
+// "edge-a, connected to http://127.0.0.1:2379 (lease 7587...)", or what keeps it from etcd.
+std::string FleetLine(const json& f) {
+  if (f.value("connected", false)) {
+    return fmt::format("{}, connected to {} (lease {}, registered {} time{})", f.value("host", ""),
+                       f.value("endpoint", ""), f.value("lease_id", 0ll),
+                       f.value("registrations", 0ull),
+                       f.value("registrations", 0ull) == 1 ? "" : "s");
+  }
+  const std::string error = f.value("last_error", "");
+  return fmt::format("{}, disconnected: {}", f.value("host", ""),
+                     error.empty() ? "not registered yet" : error);
+}
+
+}  // namespace
+
 std::string FormatStatus(const json& s) {
-  return fmt::format(
+  std::string out = fmt::format(
       "config     {}\nuptime     {:.1f} s\nhugepages  {}\nmbufs      {} free of {}\nports      "
       "{}\n",
       s.value("config", ""), s.value("uptime_s", 0.0), s.value("hugepages", false) ? "on" : "off",
       s.value("mbufs_free", 0ull), s.value("mbufs_total", 0ull), s.value("ports", 0ull));
+  if (auto f = s.find("fleet"); f != s.end() && f->is_object()) {
+    out += fmt::format("fleet      {}\n", FleetLine(*f));
+  }
+  return out;
+}
+
+namespace {
+
+// Sizes and rates rounded for a table (the JSON has them exact).
+std::string Bytes(uint64_t bytes) {
+  if (bytes >= (1ull << 30)) return fmt::format("{:.1f}GiB", bytes / 1073741824.0);
+  return Mib(bytes);
+}
+std::string Bits(uint64_t bps) {
+  if (bps >= 1'000'000'000ull) return fmt::format("{:.1f}Gbps", bps / 1e9);
+  if (bps >= 1'000'000ull) return fmt::format("{:.1f}Mbps", bps / 1e6);
+  return fmt::format("{:.0f}Kbps", bps / 1e3);
+}
+
+}  // namespace
+
+std::string FormatHosts(const json& hosts) {
+  const char* row = "{:<16} {:<5} {:>4} {:>7} {:>17} {:>19} {:<21} {}\n";
+  std::string out = fmt::format(fmt::runtime(row), "host", "alive", "vms", "vcpus", "memory",
+                                "uplink", "migration", "labels");
+  for (const json& h : hosts) {
+    const json budget = h.value("budget", json::object());
+    const json load = h.value("load", json::object());
+    const json label_map = h.value("labels", json::object());
+    std::string labels;
+    for (const auto& [k, v] : label_map.items()) {
+      labels += fmt::format("{}{}={}", labels.empty() ? "" : ",", k,
+                            v.is_string() ? v.get<std::string>() : v.dump());
+    }
+    const std::string migration = h.value("migration_address", "");
+    out += fmt::format(
+        fmt::runtime(row), h.value("name", ""), h.value("alive", false) ? "yes" : "no",
+        load.value("vms", 0u),
+        fmt::format("{}/{}", load.value("vcpus", 0u), budget.value("vcpus", 0u)),
+        Bytes(load.value("memory_bytes", 0ull)) + "/" + Bytes(budget.value("memory_bytes", 0ull)),
+        Bits(load.value("uplink_bps", 0ull)) + "/" + Bits(budget.value("uplink_bps", 0ull)),
+        migration.empty() ? "-" : migration, labels.empty() ? "-" : labels);
+  }
+  return out;
 }
 
 std::string FormatVms(const json& vms) {
@@ -199,6 +260,7 @@ std::string FormatReply(const std::string& command, const json& reply) {
   if (command == "bridges") return FormatBridges(reply);
   if (command == "classes") return FormatClasses(reply);
   if (command == "uplinks") return FormatUplinks(reply);
+  if (command == "hosts") return FormatHosts(reply);
   if (command == "fdb") {
     std::string out =
         fmt::format("{:>6} {:<16} {:>4} {:<19} {:>8}\n", "ofport", "port", "vlan", "mac", "age");

@@ -1,6 +1,6 @@
 // Tables of the control API's replies: `ports` and `stats` (shared by qosctl and the summary
 // `qosvisor run` prints when it stops), and qosctl's status, vms, apps, quota, jobs, job, bridges,
-// flows and classes (uplinks: uplinks_format.h).
+// flows, classes and hosts (uplinks: uplinks_format.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -19,6 +19,8 @@ std::string FormatJob(const nlohmann::json& job);
 std::string FormatBridges(const nlohmann::json& bridges);
 std::string FormatFlows(const nlohmann::json& flows);
 std::string FormatClasses(const nlohmann::json& classes);
+// The fleet registry's hosts: load against budget, migration address, labels.
+std::string FormatHosts(const nlohmann::json& hosts);
 // The table for `command`'s reply; the JSON itself for replies without one.
 std::string FormatReply(const std::string& command, const nlohmann::json& reply);
 

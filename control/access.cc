@@ -25,6 +25,7 @@ constexpr std::array kSelfService = {
     SelfService{"jobs", ""},      SelfService{"job", ""},       SelfService{"apps", ""},
     SelfService{"quota", ""},     SelfService{"flows", "dump"}, SelfService{"vm", "create"},
     SelfService{"vm", "destroy"}, SelfService{"deploy", ""},    SelfService{"undeploy", ""},
+    SelfService{"hosts", ""},
 };
 
 std::string ActionOf(const nlohmann::json& args) {

@@ -199,6 +199,16 @@ void VmMetrics(Exposition& e, const json& vms) {
          "charged_bytes");
 }
 
+// Only for a box with fleet: (status has a fleet object then).
+void FleetMetrics(Exposition& e, const json& fleet) {
+  e.Family("qosvisor_fleet_connected", "gauge",
+           "1 while the fleet agent reaches etcd and holds its host record's lease.");
+  e.Sample({{"host", fleet.value("host", "")}}, fleet.value("connected", false) ? 1 : 0);
+  e.Family("qosvisor_fleet_registrations_total", "counter",
+           "Times the host registered in the fleet registry (again after etcd was away).");
+  e.Sample({{"host", fleet.value("host", "")}}, Num(fleet, "registrations"));
+}
+
 }  // namespace
 
 std::string RenderMetrics(const MetricsInput& in) {
@@ -210,6 +220,9 @@ std::string RenderMetrics(const MetricsInput& in) {
   e.Family("qosvisor_mbufs", "gauge", "Packet buffers in the pool, by state.");
   e.Sample({{"state", "free"}}, Num(in.status, "mbufs_free"));
   e.Sample({{"state", "in_use"}}, Num(in.status, "mbufs_total") - Num(in.status, "mbufs_free"));
+  if (auto fleet = in.status.find("fleet"); fleet != in.status.end() && fleet->is_object()) {
+    FleetMetrics(e, *fleet);
+  }
   PortMetrics(e, in.ports);
   e.Family("qosvisor_dataplane_answered", "gauge",
            "1 when every data-plane worker answered the statistics request in time.");

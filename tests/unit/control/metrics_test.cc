@@ -17,7 +17,10 @@ using nlohmann::json;
 
 MetricsInput SampleInput() {
   MetricsInput in;
-  in.status = {{"uptime_s", 12.5}, {"mbufs_total", 16383}, {"mbufs_free", 16000}};
+  in.status = {{"uptime_s", 12.5},
+               {"mbufs_total", 16383},
+               {"mbufs_free", 16000},
+               {"fleet", {{"host", "edge-a"}, {"connected", true}, {"registrations", 2}}}};
   in.ports = json::array({{{"name", "p0"},
                            {"driver", "ring"},
                            {"link", "up"},
@@ -103,6 +106,20 @@ TEST_CASE("metrics: a data plane that did not answer is said, not guessed", "[me
   const std::string text = RenderMetrics(in);
   CHECK(Has(text, "qosvisor_dataplane_answered 0"));
   CHECK(text.find("qosvisor_class_") == std::string::npos);
+}
+
+TEST_CASE("metrics: the fleet connection and registrations, only for a box with fleet:",
+          "[metrics][fleet]") {
+  MetricsInput in = SampleInput();
+  std::string text = RenderMetrics(in);
+  CHECK(Has(text, "# TYPE qosvisor_fleet_connected gauge"));
+  CHECK(Has(text, "qosvisor_fleet_connected{host=\"edge-a\"} 1"));
+  CHECK(Has(text, "# TYPE qosvisor_fleet_registrations_total counter"));
+  CHECK(Has(text, "qosvisor_fleet_registrations_total{host=\"edge-a\"} 2"));
+  in.status["fleet"]["connected"] = false;
+  CHECK(Has(RenderMetrics(in), "qosvisor_fleet_connected{host=\"edge-a\"} 0"));
+  in.status["fleet"] = nullptr;
+  CHECK(RenderMetrics(in).find("qosvisor_fleet") == std::string::npos);
 }
 
 TEST_CASE("metrics: promtool accepts the exposition", "[metrics]") {
