@@ -49,11 +49,12 @@ enum class MigrationMessageType : uint16_t {
   kDiskBlocks = 5,   // source → dest: a BlockBatch (vflash disk)
   kRoundEnd = 6,     // source → dest: u32 round number (progress bookkeeping)
   kDeviceState = 7,  // source → dest: serialized Sections (vCPUs, VM, devices)
-  kComplete = 8,     // source → dest: everything sent; dest creates and resumes the VM
-  kResumed = 9,      // dest → source: the VM runs on the destination; the source may let go
+  kComplete = 8,     // source → dest: everything sent; dest builds the VM and answers kReady
+  kResumed = 9,      // dest → source: after kCommit, the VM runs on the destination
   kAbort = 10,       // source → dest: drop everything received
-  kReady = 11,       // dest → source: the VM holds the state, paused, on its switch ports
-  kCommit = 12,      // source → dest: the VM is the destination's now; resume it
+  // The hand-over, so that the source stays authoritative until the destination is ready:
+  kReady = 11,   // dest → source: the VM holds the state, paused, on its switch ports
+  kCommit = 12,  // source → dest: the VM is the destination's now; resume it
 };
 struct MigrationMessage {
   MigrationMessageType type;

@@ -11,8 +11,8 @@ import struct
 
 SESSION_KEY = bytes(range(32))
 SOURCE = 1
-OFFER, REFUSE, MEMORY_PAGES, DISK_BLOCKS, ROUND_END, DEVICE_STATE, COMPLETE, ABORT = (
-    1, 3, 4, 5, 6, 7, 8, 10)
+OFFER, REFUSE, MEMORY_PAGES, DISK_BLOCKS, ROUND_END, DEVICE_STATE, COMPLETE, ABORT, COMMIT = (
+    1, 3, 4, 5, 6, 7, 8, 10, 12)
 PAGE = 4096
 
 
@@ -58,7 +58,7 @@ def main():
             (OFFER, offer), (MEMORY_PAGES, pages), (DISK_BLOCKS, blocks),
             (ROUND_END, struct.pack("<I", 0)), (MEMORY_PAGES, page_batch([4], [])),
             (ROUND_END, struct.pack("<I", 1)), (DEVICE_STATE, b"\x03\x00\x00\x00" * 16),
-            (COMPLETE, b"")]),
+            (COMPLETE, b""), (COMMIT, b"")]),
         "abort": frames([(OFFER, offer), (ABORT, b"")]),
         "refuse": frames([(REFUSE, b"not enough memory")]),
         "page_batch": pages,

@@ -196,6 +196,7 @@ TEST_CASE("migration channel carries every message type both ways, up to 8 MiB",
       {Type::kRefuse, 12},
       {Type::kComplete, 0},
       {Type::kAbort, 0},
+      {Type::kCommit, 0},
       {Type::kMemoryPages, 1 << 20}};
   // The 8 MiB frame is more than the socket holds: the sender waits for the reader, in a thread.
   std::vector<Status> sent;
@@ -216,7 +217,7 @@ TEST_CASE("migration channel carries every message type both ways, up to 8 MiB",
   for (const Status& s : sent) CHECK(s.ok());
 
   const std::vector<std::pair<Type, size_t>> from_destination = {
-      {Type::kAccept, 50}, {Type::kRefuse, 20}, {Type::kResumed, 0}};
+      {Type::kAccept, 50}, {Type::kRefuse, 20}, {Type::kReady, 0}, {Type::kResumed, 0}};
   for (const auto& [type, size] : from_destination) {
     REQUIRE(destination.Send(type, Pattern(size, 1)).ok());
   }
