@@ -44,7 +44,7 @@ for code in "0   done" "1   the operation failed" "2   usage error" "3   no daem
   grep -q "^ *$code" <<<"$page" || { echo "FAIL: qosctl --help does not document exit status '$code'"; exit 1; }
 done
 for command in status ports stats vms vm jobs job bridges flows classes uplinks capture fdb reload \
-               deploy undeploy apps quota top stop; do
+               deploy undeploy apps quota hosts top stop; do
   grep -q "^       $command\b" <<<"$page" || { echo "FAIL: qosctl --help does not list '$command'"; exit 1; }
   check_page "$("$stage$prefix/bin/qosctl" "$command" --help)" "qosctl $command --help" NAME SYNOPSIS \
     "EXIT STATUS"
