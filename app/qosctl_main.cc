@@ -29,12 +29,13 @@ std::string DefaultSocket() {
 }
 
 bool IsJobAction(const std::string& action) {
-  return action == "snapshot" || action == "restore" || action == "fork" || action == "suspend";
+  return action == "snapshot" || action == "restore" || action == "fork" || action == "suspend" ||
+         action == "migrate";
 }
 
 const std::vector<std::string> kVmActions = {"create", "start",   "stop",    "pause",
                                              "resume", "destroy", "resize",  "snapshot",
-                                             "restore", "fork",   "suspend"};
+                                             "restore", "fork",   "suspend", "migrate"};
 
 bool IsVmAction(const std::string& word) {
   return std::find(kVmActions.begin(), kVmActions.end(), word) != kVmActions.end();
@@ -64,6 +65,12 @@ void DrawProgress(const json& job) {
                static_cast<unsigned long long>(job.value("id", 0)), bar.c_str(),
                total > 0 ? 100 * done / total : 0.0, job.value("phase", "").c_str(),
                job.value("rate_bytes_per_s", 0.0) / (1 << 20));
+  if (job.contains("detail") && job["detail"].contains("dirty_pages_per_s")) {
+    const json& d = job["detail"];
+    std::fprintf(stderr, ", %.0f pages/s dirtied, expected downtime %.0f ms, throttle %u%%",
+                 d.value("dirty_pages_per_s", 0.0), d.value("expected_downtime_ms", 0.0),
+                 d.value("throttle_percent", 0u));
+  }
   std::fflush(stderr);
 }
 
@@ -96,20 +103,22 @@ qosvisor::app::ManPage Page() {
       "--no-wait.",
       "Who may do what: root and the user qosvisor runs as may use every command. Other members "
       "of the configuration's control.group may use the read-only commands (status, ports, "
-      "stats, vms, bridges, classes, jobs, job, apps, quota, flows dump) and create and destroy "
-      "their own VMs (vm NAME create, vm NAME destroy) and apps (deploy, undeploy) within the "
-      "quotas the configuration (quotas:) gives their user and their groups; everything else "
-      "is refused, naming the rule or the quota (e.g. \"quota of group devs: vcpus 4, in "
-      "use 3, asked 2\").",
+      "stats, vms, bridges, classes, jobs, job, apps, quota, hosts, flows dump) and create and "
+      "destroy their own VMs (vm NAME create, vm NAME destroy) and apps (deploy, undeploy) "
+      "within the quotas the configuration (quotas:) gives their user and their groups; "
+      "everything else is refused, naming the rule or the quota (e.g. \"quota of group devs: "
+      "vcpus 4, in use 3, asked 2\").",
   };
   page.command_details = {
       {"vm",
        {"ACTION is create (from --template T, with --set KEY=VALUE overrides of memory, vcpus, "
         "class, disk_size or cmdline; the VM belongs to the caller and is charged to its "
         "quotas), start, stop, pause, resume, destroy, resize SIZE (grow its vflash disk "
-        "online), snapshot DIR [--stop], restore DIR [--as NEW], fork N [--prefix P], or "
-        "suspend DIR [--force]. Snapshot, restore, fork, suspend and the resume of a suspended "
-        "VM run as jobs."}},
+        "online), snapshot DIR [--stop], restore DIR [--as NEW], fork N [--prefix P], "
+        "suspend DIR [--force], or migrate HOST (live, to a host of the fleet registry, an "
+        "entry of hosts: or host:port; root only). Snapshot, restore, fork, suspend, migrate "
+        "and the resume of a suspended VM run as jobs; a migration's job shows its phase, "
+        "round, bytes sent, dirty rate and expected downtime."}},
       {"deploy",
        {"Creates every tier's VMs of a blueprint of the configuration, named APP-TIER-I, tier "
         "after tier in dependency order: a tier starts once the tiers it depends on run and, "
@@ -137,6 +146,12 @@ qosvisor::app::ManPage Page() {
         "for fifo, priority, edf and pace, start tags for wfq), from up to 4096 heads read. "
         "The uplink's worker scans its message table for this at one poll, so root and the "
         "daemon's user only."}},
+      {"hosts",
+       {"The boxes of the fleet registry in etcd (needs a fleet: section): each host's name, "
+        "whether a running daemon holds its record (alive), the VMs it runs, its vCPUs, memory "
+        "and uplink bandwidth in use against the budget it offers, its migration address and its "
+        "labels. A host whose daemon stops leaves the list at once; one whose daemon dies, "
+        "within its lease_ttl."}},
       {"flows",
        {"add and del apply at once and last until the appliance restarts (or a reload "
         "replaces the bridge's rules from the file)."}},
@@ -160,6 +175,7 @@ qosvisor::app::ManPage Page() {
       {"qosctl apps; qosctl undeploy shop-test", "what is deployed; take it down again"},
       {"qosctl reload --dry-run", "what reloading the file would change"},
       {"qosctl uplinks uplink0 --top 5", "which messages hold uplink0's backlog"},
+      {"qosctl hosts", "the fleet: every box's budget and load"},
   };
   return page;
 }
@@ -190,7 +206,7 @@ int main(int argc, char** argv) {
   vm->add_option("NAME", vm_name, "VM name (vm ACTION NAME is read the same way)")->required();
   vm->add_option("ACTION", vm_action,
                  "create | start | stop | pause | resume | destroy | resize SIZE | snapshot DIR | "
-                 "restore DIR | fork N | suspend DIR")
+                 "restore DIR | fork N | suspend DIR | migrate HOST")
       ->required()
       ->check(CLI::IsMember(kVmActions));
   vm->add_option("--template", vm_template, "create: the template the VM is made from")
@@ -201,7 +217,7 @@ int main(int argc, char** argv) {
       ->type_name("KEY=VALUE");
   vm->add_option("ARG", vm_arg,
                  "resize: new size (2GiB); snapshot/restore/suspend: directory; "
-                 "fork: number of children");
+                 "fork: number of children; migrate: destination host");
   vm->add_option("--as", vm_as, "restore: the restored VM's name (default NAME)")->type_name("NEW");
   vm->add_option("--prefix", vm_prefix, "fork: children are named PREFIX-1.. (default NAME)")
       ->type_name("P");
@@ -268,6 +284,9 @@ int main(int argc, char** argv) {
   undeploy->add_flag("--no-wait", no_wait, "print the job id and return at once");
   auto* apps = app.add_subcommand("apps", "Deployed blueprints: tiers, VMs, owner and state");
   auto* quota = app.add_subcommand("quota", "Your quotas and what is charged to them");
+  auto* hosts = app.add_subcommand(
+      "hosts", "The fleet's hosts (from etcd): budgets, load, migration addresses, labels");
+  hosts->add_flag("--json", as_json, "Print the raw JSON reply");
   auto* top = app.add_subcommand("top", "A live view of ports, classes and VMs; q quits");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   try {
@@ -296,6 +315,7 @@ int main(int argc, char** argv) {
                               : *undeploy ? "undeploy"
                               : *apps     ? "apps"
                               : *quota    ? "quota"
+                              : *hosts    ? "hosts"
                               : *stop     ? "stop"
                                           : "";
   json args = json::object();
@@ -338,6 +358,7 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     if (vm_action == "resize") args["size"] = vm_arg;
+    if (vm_action == "migrate") args["to"] = vm_arg;
     if (vm_action == "snapshot" || vm_action == "restore" || vm_action == "suspend") {
       // The daemon's working directory is not ours.
       args["dir"] = std::filesystem::absolute(vm_arg).lexically_normal().string();

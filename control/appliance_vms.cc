@@ -81,14 +81,15 @@ bool BoolArg(const json& args, const char* key) {
   return args.contains(key) && args[key].is_boolean() && args[key].get<bool>();
 }
 
+}  // namespace
+
 OperationProgress ProgressOf(JobProgress& job) {
   OperationProgress p;
   p.phase = [&job](const std::string& phase) { job.Phase(phase); };
   p.bytes = [&job](uint64_t done, uint64_t total) { job.Bytes(done, total); };
+  p.detail = [&job](const json& detail) { job.Detail(detail); };
   return p;
 }
-
-}  // namespace
 
 // The long operations: checked here, then run as a job that answers {"job": ID} at once.
 Result<json> Appliance::VmJob(const json& args, const std::string& name,
@@ -202,6 +203,13 @@ void Appliance::RegisterVmCommands() {
       return json{{"name", name}, {"disk_bytes", *bytes}};
     }
     if (action == "create") return VmCreate(args, name, caller);
+    if (action == "migrate") {
+      if (!caller.privileged) {
+        return Status::Error(fmt::format("permission denied: {} may not move VMs between hosts",
+                                         caller.Describe()));
+      }
+      return MigrateCommand(args, name);
+    }
     if (action == "destroy") {
       if (Status s = MayDestroy(name, caller); !s.ok()) return s;
     }

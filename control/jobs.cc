@@ -22,6 +22,11 @@ void JobProgress::Bytes(uint64_t done, uint64_t total) {
   total_ = total;
 }
 
+void JobProgress::Detail(json detail) {
+  std::lock_guard lock(mu_);
+  detail_ = std::move(detail);
+}
+
 Jobs::~Jobs() {
   std::vector<std::thread> threads;
   {
@@ -89,6 +94,7 @@ json Jobs::Describe(const Job& job) const {
     out["bytes_done"] = job.progress.done_;
     out["bytes_total"] = job.progress.total_;
     out["rate_bytes_per_s"] = elapsed > 0 ? static_cast<double>(job.progress.done_) / elapsed : 0.0;
+    if (!job.progress.detail_.is_null()) out["detail"] = job.progress.detail_;
   }
   if (job.finished) {
     if (job.result.ok()) {

@@ -23,12 +23,15 @@ class JobProgress {
  public:
   void Phase(std::string phase);
   void Bytes(uint64_t done, uint64_t total);
+  // Figures of the job's own, shown under "detail" (a migration's round, dirty rate, ...).
+  void Detail(nlohmann::json detail);
 
  private:
   friend class Jobs;
   mutable std::mutex mu_;
   std::string phase_ = "starting";
   uint64_t done_ = 0, total_ = 0;
+  nlohmann::json detail_;
 };
 
 class Jobs {

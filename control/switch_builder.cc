@@ -65,6 +65,27 @@ sched::ClassConfig ClassFrom(const config::TrafficClass& c) {
   return out;
 }
 
+// Migration streams cross the switch in migration.class: every bridge sends TCP to and from the
+// listener's port to that class's queue (the same port on every box of a fleet), ahead of any
+// rule of the file. Their cookies are out of the range of configured and live rules.
+constexpr uint32_t kMigrationFlowCookie = 0xfffff000u;
+
+std::vector<vswitch::FlowRule> MigrationFlows(const config::Config& config) {
+  const config::Migration& m = config.migration;
+  const size_t colon = m.listen.rfind(':');
+  if (m.class_name.empty() || colon == std::string::npos) return {};
+  const config::TrafficClass* c = FindClass(config, m.class_name);
+  if (c == nullptr) return {};  // validation names the missing class
+  const std::string port = m.listen.substr(colon + 1);
+  std::vector<vswitch::FlowRule> rules;
+  for (const char* field : {"tp_dst", "tp_src"}) {
+    rules.push_back({fmt::format("priority=65000,tcp,{}={},actions=set_queue:{},NORMAL", field,
+                                 port, c->queue),
+                     kMigrationFlowCookie + static_cast<uint32_t>(rules.size())});
+  }
+  return rules;
+}
+
 }  // namespace
 
 const config::TrafficClass* FindClass(const config::Config& c, const std::string& name) {
@@ -152,6 +173,7 @@ Result<vswitch::SwitchSpec> BuildSwitchSpec(const config::Config& config) {
       }
       bs.flows.push_back({flow.rule, static_cast<uint32_t>(f)});
     }
+    for (vswitch::FlowRule& rule : MigrationFlows(config)) bs.flows.push_back(std::move(rule));
     spec.bridges.push_back(std::move(bs));
   }
   for (const config::TrafficClass& c : config.classes) {

@@ -93,20 +93,6 @@ Result<std::vector<vswitch::PortJoin>> ParseAttachment(const std::string& json_t
   return nics;
 }
 
-class VmManager::BusyGuard {
- public:
-  BusyGuard(VmManager& m, Entry* e) : m_(m), e_(e) {}
-  ~BusyGuard() {
-    if (e_ == nullptr) return;
-    std::lock_guard lock(m_.mu_);
-    e_->busy.clear();
-  }
-  void Release() { e_ = nullptr; }  // the entry was removed
-
- private:
-  VmManager& m_;
-  Entry* e_;
-};
 
 Result<std::unique_ptr<VmManager>> VmManager::Create(const config::Config& config,
                                                      SwitchAccess access, rte_mempool* pool,
@@ -165,6 +151,10 @@ Result<VmManager::Entry*> VmManager::Claim(const std::string& name, const std::s
   if (!e->busy.empty()) {
     return Status::Error(
         fmt::format("vm '{}' is busy: {} under way (see qosctl jobs)", name, e->busy));
+  }
+  if (!e->migrated_to.empty() && operation != "remove" && operation != kIncomingMigration) {
+    return Status::Error(fmt::format("vm '{}' migrated to {}: it runs there now", name,
+                                     e->migrated_to));
   }
   e->busy = operation;
   return e;
@@ -334,7 +324,8 @@ void VmManager::ForEachOwnPort(const std::function<void(const dataplane::Port*)>
 }
 
 Result<VmManager::Entry*> VmManager::Adopt(std::unique_ptr<hv::Vm> vm, const std::string& parent,
-                                           const VmOwner& owner, const VmDemand& demand) {
+                                           const VmOwner& owner, const VmDemand& demand,
+                                           const std::string& busy) {
   Entry fresh;
   fresh.owner = owner;
   fresh.demand = demand;
@@ -358,12 +349,17 @@ Result<VmManager::Entry*> VmManager::Adopt(std::unique_ptr<hv::Vm> vm, const std
   Status plugged = PlugNewPorts(*e, e->vm->attachment());
   if (plugged.ok()) {
     Attach(*e);
-    plugged = e->vm->Resume();
+    if (busy.empty()) plugged = e->vm->Resume();
   }
   if (!plugged.ok()) {
     guard.Release();
     Remove(e);
     return plugged;
+  }
+  if (!busy.empty()) {
+    guard.Release();
+    std::lock_guard lock(mu_);
+    e->busy = busy;
   }
   return e;
 }
@@ -598,7 +594,7 @@ Result<VmBrief> VmManager::Brief(const std::string& name) {
   std::lock_guard lock(mu_);
   const Entry* e = FindLocked(name);
   if (e == nullptr) return Status::Error(fmt::format("no vm named '{}'", name));
-  return VmBrief{e->vm ? hv::VmStateName(e->vm->state()) : "suspended",
+  return VmBrief{StateOf(*e),
                  e->vm ? hv::VmExitReasonName(e->vm->last_exit().reason) : "none", e->serial_log,
                  e->owner};
 }
@@ -776,7 +772,7 @@ json VmManager::ListJson() {
       macs.push_back(FormatMac(nic.mac.data()));
     }
     json row = {{"name", e.name},
-                {"state", e.vm ? hv::VmStateName(e.vm->state()) : "suspended"},
+                {"state", StateOf(e)},
                 {"last_exit", e.vm ? hv::VmExitReasonName(e.vm->last_exit().reason) : "none"},
                 {"vcpus", o.vcpus},
                 {"memory_bytes", o.memory_bytes},
@@ -794,9 +790,15 @@ json VmManager::ListJson() {
                 {"serial_log", e.serial_log}};
     if (!e.busy.empty()) row["busy"] = e.busy;
     if (!e.suspended_dir.empty()) row["suspended_to"] = e.suspended_dir;
+    if (!e.migrated_to.empty()) row["migrated_to"] = e.migrated_to;
     out.push_back(std::move(row));
   }
   return out;
+}
+
+std::string VmManager::StateOf(const Entry& e) {
+  if (e.vm) return hv::VmStateName(e.vm->state());
+  return e.migrated_to.empty() ? "suspended" : "migrated";
 }
 
 size_t VmManager::size() {

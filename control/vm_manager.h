@@ -8,6 +8,7 @@
 // the operation) and runs without the mutex, so `vms` answers while a snapshot is written.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <list>
 #include <map>
@@ -21,10 +22,14 @@
 #include "config/config.h"
 #include "control/quota.h"
 #include "dataplane/port.h"
+#include "hv/migration.h"
 #include "hv/vm.h"
 #include "vswitch/switch.h"
 
 namespace qosvisor::control {
+
+// The operation a VM migrating in holds its entry with until the source commits.
+inline constexpr const char* kIncomingMigration = "incoming migration";
 
 // What VmManager needs from the switch. Calls are serialized by the caller's implementation.
 struct SwitchAccess {
@@ -42,6 +47,14 @@ struct SwitchAccess {
 struct OperationProgress {
   std::function<void(const std::string& phase)> phase = [](const std::string&) {};
   hv::ProgressFn bytes;
+  std::function<void(const nlohmann::json& detail)> detail = [](const nlohmann::json&) {};
+};
+
+// What a box lets in when a VM migrates to it.
+struct IncomingPolicy {
+  // Ok, or why this box has no room for the VM (its fleet budget); null: no budget to keep.
+  std::function<Status(const VmDemand&)> admit;
+  std::chrono::milliseconds message_timeout{10000};
 };
 
 // Who a VM belongs to: the user who created it over the socket (the VMs of the configuration,
@@ -114,6 +127,8 @@ class VmManager {
   // Every VM's name and what it is charged to quotas.
   std::map<std::string, QuotaCharge> Charges();
   Result<VmBrief> Brief(const std::string& name);
+  // The options of a VM that is not suspended (what a migration needs room for).
+  Result<hv::VmOptions> OptionsOf(const std::string& name);
   // The owner of the VMs from the configuration, restores and forks.
   static VmOwner BoxOwner();
   // True when `name` is suspended (its resume is a job).
@@ -125,6 +140,24 @@ class VmManager {
   Status AddConfigured(const config::Config& config, const std::string& name);
   Status RemoveConfigured(const std::string& name);
   void SetConfig(const config::Config& config);
+
+  // --- live migration (vm_manager_migrate.cc) ---
+  // Sends VM `name` over `channel` (authenticated, to `destination`'s listener): an offer the
+  // destination checks, then memory, disk and state (hv/migration.h). The VM stays this box's,
+  // and runs again here after any failure, until the destination holds it paused on ports with
+  // the same QoS; then this box commits, lets it go and the destination resumes it. Returns the
+  // migration's figures.
+  Result<nlohmann::json> MigrateOut(const std::string& name, hv::MigrationChannel& channel,
+                                    const hv::MigrationTuning& tuning,
+                                    const std::string& destination,
+                                    const OperationProgress& progress);
+  // The other end: takes one VM from `channel` (authenticated, from a source's MigrateOut) if
+  // the offer fits this box (name free, bridges and classes present, `policy.admit`), on new
+  // ports with the same bridge, VLAN, class and MACs, resumed when the source commits. On any
+  // failure nothing of it stays here. Returns the VM's name.
+  Result<std::string> ServeIncoming(hv::MigrationChannel& channel, const IncomingPolicy& policy);
+  // Removes the disk files of incoming migrations that never finished (the box was killed).
+  void RemoveUnfinishedIncoming();
 
   nlohmann::json ListJson();
   // Calls `fn` for every port this manager added to the switch, holding its lock.
@@ -144,6 +177,8 @@ class VmManager {
     std::string parent;         // fork parent, if any
     std::string busy;           // the long operation under way, if any
     std::string suspended_dir;  // non-empty while suspended
+    // A configured VM that migrated away: where to (its ports wait here, should it come back).
+    std::string migrated_to;
     std::shared_ptr<const hv::FrozenImage> suspended_base;
     hv::VmOptions options;  // kept for listing while suspended
     VmOwner owner = BoxOwner();
@@ -165,7 +200,20 @@ class VmManager {
   Status CheckNewName(const std::string& name);
   Entry* FindLocked(const std::string& name);
   // Marks `name` busy with `operation` for the guard's life; errors if missing or busy.
-  class BusyGuard;
+  class BusyGuard {
+   public:
+    BusyGuard(VmManager& m, Entry* e) : m_(m), e_(e) {}
+    ~BusyGuard() {
+      if (e_ == nullptr) return;
+      std::lock_guard lock(m_.mu_);
+      e_->busy.clear();
+    }
+    void Release() { e_ = nullptr; }  // the entry was removed
+
+   private:
+    VmManager& m_;
+    Entry* e_;
+  };
   Result<Entry*> Claim(const std::string& name, const std::string& operation);
   Status ActLocked(const std::string& name, const std::string& action);  // Act without its log
   Status Start(Entry& e);
@@ -177,9 +225,33 @@ class VmManager {
   Status PlugNewPorts(Entry& e, const std::string& attachment);
   void UnplugOwnPorts(Entry& e);
   // Takes a paused VM made by restore or fork into the list, on new ports, and resumes it.
+  // `busy`: left marked with that operation, and paused (a migration's VM waits for the commit).
   Result<Entry*> Adopt(std::unique_ptr<hv::Vm> vm, const std::string& parent,
-                       const VmOwner& owner = BoxOwner(), const VmDemand& demand = {});
+                       const VmOwner& owner = BoxOwner(), const VmDemand& demand = {},
+                       const std::string& busy = "");
   std::vector<std::string> ChildrenOf(const std::string& name);
+  // Migration's halves (vm_manager_migrate.cc).
+  Result<nlohmann::json> OfferFor(const Entry& e);
+  struct Incoming;
+  Result<Incoming> AcceptOffer(const nlohmann::json& offer, const IncomingPolicy& policy);
+  Status CompleteIncoming(Incoming& in, hv::MigrationChannel& channel,
+                          const IncomingPolicy& policy);
+  // The entry of a configured VM that migrated away and comes back (held busy), null for a VM
+  // new to this box, or an error when the name is taken.
+  Result<Entry*> ClaimReturning(const std::string& name);
+  void ReleaseReturning(Entry* e);
+  // Checks the offer against this box and makes the VM to fill (AcceptOffer's second half).
+  Status FitIncoming(Incoming& in, hv::VmOptions options,
+                     const std::vector<vswitch::PortJoin>& joins, const config::Config& config,
+                     const IncomingPolicy& policy);
+  Status PlaceIncomingDisk(Incoming& in, hv::VmOptions& options);
+  // The filled VM into the list, paused on its ports; and out again when the migration fails.
+  Result<Entry*> TakeIncoming(Incoming& in);
+  void DropIncoming(Entry* e);
+  // "suspended", "migrated" or the VM's state.
+  static std::string StateOf(const Entry& e);
+  // A migrated-in VM's vflash file and its metadata (a failed migration leaves neither).
+  static void RemoveDiskFiles(const std::string& path);
   void Remove(Entry* e);
 
   config::Config config_;  // templates, classes and paths, as loaded

@@ -123,9 +123,13 @@ class Sender {
     return c;
   }
 
+  // What the link has carried while sending, or the configured cap when that is lower (the
+  // time Pace() sleeps to keep the cap is not spent in Send).
   double LinkBytesPerSecond() const {
     if (send_seconds_ <= 0) return 0;
-    return static_cast<double>(sent_while_timed_) / send_seconds_;
+    const double measured = static_cast<double>(sent_while_timed_) / send_seconds_;
+    if (tuning_.bandwidth_bps == 0) return measured;
+    return std::min(measured, static_cast<double>(tuning_.bandwidth_bps) / 8.0);
   }
 
   double ExpectedDowntimeMs(const Changes& c) const {

@@ -120,12 +120,14 @@ TEST_CASE("memory under a steady write load arrives identical, over several roun
   REQUIRE(WaitUntil([&] { return Touched(a) > 4000; }, 20s));
   std::unique_ptr<Vm> b;
   MigrationTuning tuning;
-  tuning.downtime = 5ms;  // forces rounds: what is left after the first is more than that
-  tuning.max_rounds = 6;
+  tuning.downtime = 0ms;  // never fits: every round runs, then stop-and-copy takes the rest
+  tuning.max_rounds = 4;
   Migrated m = Migrate(a, b, "touch-b", "", tuning);
   REQUIRE(m.sent.ok());
   REQUIRE(m.received.ok());
-  CHECK(m.sent->rounds >= 2);
+  // Every round runs, unless one finds nothing changed (a guest starved of CPU on a busy box).
+  CHECK((m.sent->rounds == 4 || m.sent->converged));
+  CHECK(m.sent->pages_sent > m.sent->final_pages);
   CHECK(SameMemory(a, *b));
   const uint64_t touched = Touched(*b);
   REQUIRE(b->Resume().ok());

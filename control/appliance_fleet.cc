@@ -1,0 +1,96 @@
+// The appliance in its fleet: the agent that keeps this box in the etcd registry with its budget
+// and load, the `hosts` command, and the fleet part of `status`.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <time.h>
+
+#include "common/units.h"
+#include "control/appliance.h"
+#include "control/fleet.h"
+
+namespace qosvisor::control {
+
+using nlohmann::json;
+
+namespace {
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Bits per second over the time between two readings of a byte counter; the first reading
+// (and a counter that went back, as a port recreated by a reload's does) gives 0.
+class RateMeter {
+ public:
+  uint64_t Update(uint64_t bytes) {
+    const uint64_t now = MonotonicNs();
+    uint64_t bps = 0;
+    if (last_ns_ != 0 && now > last_ns_ && bytes >= last_bytes_) {
+      bps = static_cast<uint64_t>(static_cast<double>(bytes - last_bytes_) * 8e9 /
+                                  static_cast<double>(now - last_ns_));
+    }
+    last_ns_ = now;
+    last_bytes_ = bytes;
+    return bps;
+  }
+
+ private:
+  uint64_t last_ns_ = 0;
+  uint64_t last_bytes_ = 0;
+};
+
+// What the VMs on the box hold: a suspended VM holds no vCPU and no memory.
+FleetLoad VmLoadOf(const json& vms) {
+  FleetLoad load;
+  for (const json& vm : vms) {
+    if (vm.value("state", "") == "suspended") continue;
+    ++load.vms;
+    load.vcpus += vm.value("vcpus", 0u);
+    load.memory_bytes += vm.value("memory_bytes", uint64_t{0});
+  }
+  return load;
+}
+
+}  // namespace
+
+Status Appliance::StartFleet(const config::Config& config) {
+  if (!config.fleet) return Status::Ok();
+  // Called on the agent's thread only, so the meter needs no lock of its own.
+  auto meter = std::make_shared<RateMeter>();
+  fleet_ = std::make_unique<FleetAgent>(*config.fleet, config.migration.listen, [this, meter] {
+    FleetLoad load = vms_ ? VmLoadOf(vms_->ListJson()) : FleetLoad{};
+    load.uplink_bps = meter->Update(UplinkSentBytes());
+    return load;
+  });
+  fleet_->Start();
+  startup_log_.push_back(fmt::format("fleet: host {} registers in etcd {} (lease {})",
+                                     config.fleet->host, fmt::join(config.fleet->etcd, ", "),
+                                     FormatDuration(config.fleet->lease_ttl_ns)));
+  return Status::Ok();
+}
+
+// What the uplinks' ports have sent, from their counters: reading them costs the data plane
+// nothing, where a statistics snapshot would wait for every worker.
+uint64_t Appliance::UplinkSentBytes() {
+  std::lock_guard lock(switch_control_mu_);  // a reload may replace ports meanwhile
+  uint64_t bytes = 0;
+  for (const std::string& name : uplink_ports_) {
+    if (const dataplane::Port* port = FindPort(name)) bytes += port->Counters().tx_bytes;
+  }
+  return bytes;
+}
+
+Result<json> Appliance::HostsJson() {
+  if (!fleet_) return Status::Error("no fleet: section in the configuration");
+  auto hosts = fleet_->Hosts();
+  if (!hosts.ok()) return hosts.status();
+  json out = json::array();
+  for (const FleetHost& h : *hosts) out.push_back(FleetHostJson(h));
+  return out;
+}
+
+json Appliance::FleetStatusJson() const { return fleet_ ? fleet_->StatusJson() : json(nullptr); }
+
+}  // namespace qosvisor::control
