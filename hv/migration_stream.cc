@@ -848,7 +848,12 @@ Result<UniqueFd> ListenTcp(const std::string& host_port) {
     UniqueFd fd(
         ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
     const int one = 1;
+    // Free bind: the address may belong to the switch's own tap port, whose interface gets it
+    // only once the switch runs, after the listener is up.
+    const bool v6 = ai->ai_family == AF_INET6;
     if (!fd.valid() || ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        ::setsockopt(fd.get(), v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_FREEBIND : IP_FREEBIND,
+                     &one, sizeof(one)) != 0 ||
         ::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd.get(), 4) != 0) {
       why = std::strerror(errno);
       continue;
