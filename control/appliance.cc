@@ -17,6 +17,7 @@
 #include "control/apps.h"
 #include "control/control_server.h"
 #include "control/jobs.h"
+#include "control/migration_listener.h"
 #include "control/metrics.h"
 #include "control/switch_builder.h"
 #include "control/vm_manager.h"
@@ -159,6 +160,10 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
     vms_ = std::move(vms).value();
   }
   jobs_ = std::make_unique<Jobs>();
+  if (Status s = StartMigrationListener(config); !s.ok()) return s;
+  if (migration_listener_) {
+    startup_log_.push_back(fmt::format("migration: listening on {}", config.migration.listen));
+  }
   RegisterCommands();
   if (config.control.metrics) {
     auto metrics = MetricsServer::Start(*config.control.metrics, [this] { return MetricsText(); });
@@ -182,6 +187,7 @@ Appliance::~Appliance() {
 uint32_t Appliance::TearDown() {
   fleet_.reset();    // the box leaves the fleet registry at once (its lease is revoked)
   metrics_.reset();  // no scrape may reach what goes next
+  migration_listener_.reset();  // an incoming VM not yet committed is cut off and removed
   if (apps_) apps_->Stop();  // deploys waiting for a guest give up and roll back
   jobs_.reset();     // running jobs finish first: they use the VMs, the apps and the switch
   apps_.reset();
@@ -366,7 +372,8 @@ json Appliance::StatusJson() const {
               {"mbufs_total", pool_->capacity()},
               {"mbufs_free", pool_->available()},
               {"ports", ports_.size()},
-              {"fleet", FleetStatusJson()}};
+              {"fleet", FleetStatusJson()},
+              {"migration", MigrationStatusJson()}};
 }
 
 json Appliance::PortsJson() const {

@@ -22,6 +22,9 @@ namespace qosvisor::control {
 
 class Apps;
 class ControlServer;
+class FleetAgent;
+class JobProgress;
+class MigrationListener;
 class Jobs;
 struct Caller;
 struct ReloadMember;
@@ -140,6 +143,21 @@ class Appliance {
   Status ApplyVlan(const config::Config& next, const ReloadMember& member);
   Status RebuildUplink(const config::Config& next, const vswitch::SwitchSpec& spec,
                        const std::string& port);
+  // Live migration (appliance_migrate.cc): the listener VMs arrive at, and the migrate job.
+  struct MigrationTarget {
+    std::string name;     // as the user gave it
+    std::string address;  // host:port of its migration listener
+  };
+  Status StartMigrationListener(const config::Config& config);
+  static Result<hv::MigrationKey> LoadMigrationKeyOf(const config::Config& config);
+  // Ok, or why the fleet budget this box offers leaves no room for `demand`.
+  Status AdmitIncoming(const VmDemand& demand);
+  // Where `dest` listens, refusing a fleet host without the budget for `vm`.
+  Result<MigrationTarget> ResolveDestination(const std::string& dest, const hv::VmOptions& vm);
+  Result<nlohmann::json> MigrateCommand(const nlohmann::json& args, const std::string& name);
+  nlohmann::json MigrationStatusJson() const;
+  // What this box carries now: VMs, their vCPUs and memory, the uplinks' load.
+  FleetLoad CurrentLoad();
   // The fleet registry (appliance_fleet.cc): this box's agent, made when the configuration has
   // fleet:, the `hosts` command, and the fleet object of `status` (null without fleet:).
   Status StartFleet(const config::Config& config);
@@ -147,6 +165,7 @@ class Appliance {
   Result<nlohmann::json> HostsJson();
   nlohmann::json FleetStatusJson() const;
   std::unique_ptr<FleetAgent> fleet_;
+  std::unique_ptr<MigrationListener> migration_listener_;
   bool vms_started_ = false;
   uint64_t started_ns_ = 0;
 };
@@ -158,5 +177,7 @@ dataplane::PortOptions PortOptionsFrom(const config::Port& port);
 // How the port `name` of `config` joins its bridge (VLAN settings, the class of its VM NIC);
 // PortJoin::port left empty.
 Result<vswitch::PortJoin> AttachmentIn(const config::Config& config, const std::string& name);
+// A job's progress as the VM operations report it.
+OperationProgress ProgressOf(JobProgress& job);
 
 }  // namespace qosvisor::control
