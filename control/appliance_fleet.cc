@@ -41,18 +41,6 @@ class RateMeter {
   uint64_t last_bytes_ = 0;
 };
 
-// What the VMs on the box hold: a suspended VM holds no vCPU and no memory.
-FleetLoad VmLoadOf(const json& vms) {
-  FleetLoad load;
-  for (const json& vm : vms) {
-    if (vm.value("state", "") == "suspended") continue;
-    ++load.vms;
-    load.vcpus += vm.value("vcpus", 0u);
-    load.memory_bytes += vm.value("memory_bytes", uint64_t{0});
-  }
-  return load;
-}
-
 }  // namespace
 
 Status Appliance::StartFleet(const config::Config& config) {
@@ -60,7 +48,7 @@ Status Appliance::StartFleet(const config::Config& config) {
   // Called on the agent's thread only, so the meter needs no lock of its own.
   auto meter = std::make_shared<RateMeter>();
   fleet_ = std::make_unique<FleetAgent>(*config.fleet, config.migration.listen, [this, meter] {
-    FleetLoad load = vms_ ? VmLoadOf(vms_->ListJson()) : FleetLoad{};
+    FleetLoad load = CurrentLoad();  // the VMs' part, as migrations admit against it
     load.uplink_bps = meter->Update(UplinkSentBytes());
     return load;
   });
