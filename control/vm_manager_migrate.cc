@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,6 +59,21 @@ std::vector<uint8_t> RarpAnnouncement(const std::array<uint8_t, 6>& mac) {
   std::copy(mac.begin(), mac.end(), f.begin() + 22);  // sender hardware address
   std::copy(mac.begin(), mac.end(), f.begin() + 32);  // target hardware address
   return f;
+}
+
+// Reads and drops what the source still sends, until it closes or a second passes: closing a
+// socket with unread data resets the connection, and the source would lose the refusal's reason.
+void DrainUntilClosed(int fd) {
+  if (fd < 0) return;
+  const auto deadline = Clock::now() + std::chrono::seconds(1);
+  char sink[65536];
+  while (Clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) < 0 && errno != EINTR) return;
+    if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    const ssize_t n = ::recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return;
+  }
 }
 
 json ProgressJson(const hv::MigrationProgress& p) {
@@ -426,6 +443,7 @@ Result<std::string> VmManager::ServeIncoming(hv::MigrationChannel& channel,
                                              const IncomingPolicy& policy) {
   auto refuse = [&](const std::string& why) {
     (void)channel.Send(MigrationMessageType::kRefuse, Bytes(why), std::chrono::milliseconds(500));
+    DrainUntilClosed(channel.fd());
     return Status::Error(why);
   };
   auto message = channel.Receive(policy.message_timeout);

@@ -561,7 +561,11 @@ Status MigrationChannel::FailureOrOk() const {
 
 Status MigrationChannel::Send(MigrationMessageType type, std::span<const uint8_t> payload,
                               std::chrono::milliseconds timeout) {
-  if (Status failure = FailureOrOk(); !failure) return failure;
+  // A refusal still goes out after this end found the peer's stream bad: the peer should learn
+  // why. If the outgoing direction is what failed, the write fails again by itself.
+  if (type != MigrationMessageType::kRefuse) {
+    if (Status failure = FailureOrOk(); !failure) return failure;
+  }
   if (!KnownType(static_cast<uint16_t>(type))) {
     return Status::Error(
         fmt::format("migration: cannot send unknown message type {}", static_cast<int>(type)));

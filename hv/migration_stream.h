@@ -90,7 +90,8 @@ class MigrationChannel {
   ~MigrationChannel();
 
   // Sends one frame; waits up to `timeout` for the peer to take it. A type this end's role does
-  // not send is refused without sending anything. A failure leaves the channel failed.
+  // not send is refused without sending anything. A failure leaves the channel failed; a failed
+  // channel sends nothing more but a refusal (kRefuse), so that the peer learns why.
   Status Send(MigrationMessageType type, std::span<const uint8_t> payload,
               std::chrono::milliseconds timeout = kMigrationSendTimeout);
   // Waits up to `timeout` for a whole frame; checks length ≤ kMaxMigrationMessage, type known

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Live migration between two qosvisor daemons on one machine (loopback, no fleet): a counter VM
-# with a vflash disk moves from box A to box B by hosts: name and back by host:port, counting on
+# Live migration between two qosvisor daemons on one machine (loopback), both in a fleet whose
+# registry is a real etcd: a counter VM with a vflash disk moves from box A to box B, found in
+# the registry by name, and back by host:port, counting on
 # without a lost or repeated step (its serial lines, joined across both logs, go up by exactly
 # one step each). Then every failure leaves the VM running on the source and nothing on the
 # destination: a destination with the wrong key, a byte of the stream corrupted, the connection
 # cut, the destination killed during pre-copy and during stop-and-copy, the link going silent
-# (a proxy that follows the frames does each), and a destination whose budget has no room.
+# (a proxy that follows the frames does each), and a destination whose budget has no room (the
+# source refuses it from the registry's figures; the destination itself when asked directly).
 # A box killed during a migration removes what it left when it starts again. Needs /dev/kvm.
 # Usage: vm_migrate.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
 set -euo pipefail
@@ -16,15 +18,18 @@ qosctl=$2
 guests=$(cd "$3" && pwd)
 proxy=$(cd "$(dirname "$0")" && pwd)/lib/migration_proxy.py
 require_kvm_guest "$guests" counter
+etcd_bin=/usr/bin/etcd
+[[ -x $etcd_bin ]] || { echo "SKIP: $etcd_bin is not installed (Debian package etcd-server)"; exit 77; }
 
 work=$(mktemp -d)
 pids=()
+tag="qvmg$$"
 cleanup() {
   for p in "${pids[@]}"; do stop_quietly "$p"; done
-  rm -rf "$work"
+  # DPDK leaves a runtime directory per file prefix, which a killed daemon cannot remove.
+  rm -rf "$work" /var/run/dpdk/"${tag}"* "${XDG_RUNTIME_DIR:-/nonexistent}"/dpdk/"${tag}"*
 }
 trap cleanup EXIT
-tag="qvmg$$"
 base=$((20000 + ($$ % 5000) * 4))
 port_a=$base port_b=$((base + 1)) port_c=$((base + 2)) port_proxy=$((base + 3))
 head -c 32 /dev/urandom >"$work/key" && chmod 600 "$work/key"
@@ -47,7 +52,6 @@ templates:
   - {name: big, vcpus: 1, memory: 48MiB, image: $guests/counter.elf, nics: [{bridge: br0}]}
 hosts:
   - {name: box-a, address: 127.0.0.1, port: $port_a}
-  - {name: box-b, address: 127.0.0.1, port: $port_b}
 migration: {listen: "127.0.0.1:$2", key_file: $3, timeout: 4s}
 control: {socket: $work/$1/ctl.sock}
 $4
@@ -105,16 +109,29 @@ migrate_fails() {  # migrate_fails WHY DEST EXPECTED: the job fails, saying EXPE
   grep -q -- "$3" <<<"$out" || fail "$1: the error does not say '$3'"
 }
 
+etcd_client=$((base + 10)) etcd_peer=$((base + 11))
+endpoint=http://127.0.0.1:$etcd_client
+"$etcd_bin" --name fleet --data-dir "$work/etcd" --listen-client-urls "$endpoint" \
+  --advertise-client-urls "$endpoint" --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-cluster "fleet=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sf "$endpoint/health" | grep -q '"true"' && break; sleep 0.1; done
+
 box a "$port_a" "$work/key" "vms:
-  - {name: web, template: counter, disk: {path: a/disks/web.vflash, size: 4MiB}}"
-box b "$port_b" "$work/key" "fleet: {host: box-b, etcd: [\"http://127.0.0.1:1\"],
-  budget: {vcpus: 4, memory: 40MiB, uplink: 1Gbps}}"
+  - {name: web, template: counter, disk: {path: a/disks/web.vflash, size: 4MiB}}
+fleet: {host: box-a, etcd: [\"$endpoint\"], lease_ttl: 3s, publish_interval: 1s,
+  budget: {vcpus: 8, memory: 1GiB, uplink: 1Gbps}}"
+box b "$port_b" "$work/key" "fleet: {host: box-b, etcd: [\"$endpoint\"], lease_ttl: 3s,
+  publish_interval: 1s, budget: {vcpus: 4, memory: 40MiB, uplink: 1Gbps}}"
 box c "$port_c" "$work/other.key" ""
 start a
 start b
 wait_for_counts "$work/a/web.serial.log" 2
+for _ in $(seq 100); do ctl a hosts 2>/dev/null | grep -q "^box-b" && break; sleep 0.1; done
+ctl a hosts | grep -q "^box-b" || fail "box A does not see box-b in the registry"
 
-echo "== A to B by hosts: name"
+echo "== A to B, found in the fleet registry"
 result=$(ctl a --json vm web migrate box-b) || fail "migration to box-b failed"
 echo "$result" | python3 -c '
 import json, sys
@@ -171,11 +188,15 @@ check_failure "destination killed in pre-copy" 4 "kill:$pid_b" "failed"
 check_failure "destination killed in stop-and-copy" 7 "kill:$pid_b" "failed"
 check_failure "link dead in pre-copy (only silence)" 4 stall "no message from the destination within"
 
-echo "== a destination without the budget refuses"
+echo "== a destination without the budget is refused by the source, and refuses itself"
 ctl a vm big create --template big >/dev/null || fail "creating big failed"
 if out=$(ctl a vm big migrate box-b 2>&1); then fail "big migrated into too small a budget"; fi
 echo "  $out"
-grep -q "out of memory" <<<"$out" || fail "the refusal does not say 'out of memory'"
+grep -q "host 'box-b' has 4 vCPUs and .* free in its budget" <<<"$out" ||
+  fail "the source's refusal does not give box-b's budget"
+if out=$(ctl a vm big migrate "127.0.0.1:$port_b" 2>&1); then fail "big migrated into too small a budget"; fi
+echo "  $out"
+grep -q "out of memory" <<<"$out" || fail "the destination's refusal does not say 'out of memory'"
 [ "$(vm_state a big)" = running ] || fail "big does not run on box A after the refusal"
 [ "$(vm_state b big)" = absent ] || fail "box B kept big"
 
