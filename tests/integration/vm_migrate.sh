@@ -182,7 +182,7 @@ check_failure() {  # check_failure WHY TYPE ACTION EXPECTED
   nothing_on_b "$1"
   still_runs_on_a "$1"
 }
-check_failure "a byte of the pages corrupted" 4 corrupt "checksum\|authentication\|refused\|closed"
+check_failure "a byte of the pages corrupted" 4 corrupt "refused it: .*checksum mismatch"
 check_failure "connection cut in pre-copy" 4 cut "failed"
 check_failure "destination killed in pre-copy" 4 "kill:$pid_b" "failed"
 check_failure "destination killed in stop-and-copy" 7 "kill:$pid_b" "failed"
