@@ -151,7 +151,7 @@ class Appliance {
   Status StartMigrationListener(const config::Config& config);
   static Result<hv::MigrationKey> LoadMigrationKeyOf(const config::Config& config);
   // Ok, or why the fleet budget this box offers leaves no room for `demand`.
-  Status AdmitIncoming(const VmDemand& demand);
+  Status AdmitIncoming(const std::optional<config::Fleet>& fleet, const VmDemand& demand);
   // Where `dest` listens, refusing a fleet host without the budget for `vm`.
   Result<MigrationTarget> ResolveDestination(const std::string& dest, const hv::VmOptions& vm);
   Result<nlohmann::json> MigrateCommand(const nlohmann::json& args, const std::string& name);

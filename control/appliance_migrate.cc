@@ -43,7 +43,11 @@ Status Appliance::StartMigrationListener(const config::Config& config) {
   if (!key.ok()) return key.status();
   vms_->RemoveUnfinishedIncoming();
   IncomingPolicy policy;
-  policy.admit = [this](const VmDemand& demand) { return AdmitIncoming(demand); };
+  // The budget as loaded: fleet: never changes without a restart, and the listener's thread must
+  // not read config_, which a reload replaces.
+  policy.admit = [this, fleet = config.fleet](const VmDemand& demand) {
+    return AdmitIncoming(fleet, demand);
+  };
   policy.message_timeout = TuningOf(config.migration).message_timeout;
   auto listener = MigrationListener::Start(config.migration.listen, *key, vms_.get(), policy);
   if (!listener.ok()) return listener.status();
@@ -61,10 +65,11 @@ Result<hv::MigrationKey> Appliance::LoadMigrationKeyOf(const config::Config& con
 }
 
 // A box in a fleet takes in no more than the budget it offers the fleet.
-Status Appliance::AdmitIncoming(const VmDemand& demand) {
-  if (!config_.fleet) return Status::Ok();
+Status Appliance::AdmitIncoming(const std::optional<config::Fleet>& fleet,
+                                const VmDemand& demand) {
+  if (!fleet) return Status::Ok();
   const FleetLoad load = CurrentLoad();
-  const config::Fleet& f = *config_.fleet;
+  const config::Fleet& f = *fleet;
   if (load.vcpus + demand.vcpus > f.budget_vcpus) {
     return Status::Error(fmt::format("this host's budget has {} of {} vCPUs free; the VM needs {}",
                                      f.budget_vcpus - std::min(load.vcpus, f.budget_vcpus),

@@ -117,6 +117,7 @@ struct VmManager::Incoming {
   std::string disk_path;  // made here for the VM; removed if the migration fails
   // A VM of this box's configuration coming back: its entry (held busy) and ports.
   Entry* returning = nullptr;
+  bool running = true;  // resumed once committed; a VM paused on the source stays paused
 };
 
 Result<VmManager::Entry*> VmManager::ClaimReturning(const std::string& name) {
@@ -161,7 +162,8 @@ Result<json> VmManager::OfferFor(const Entry& e) {
               {"vm", e.name},
               {"options", std::move(options)},
               {"nics", std::move(nics)},
-              {"parent", e.parent}};
+              {"parent", e.parent},
+              {"running", e.vm->state() == hv::VmState::kRunning}};
 }
 
 Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel& channel,
@@ -193,6 +195,7 @@ Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel
                             hv::MigrationMessageTypeName(answer->type)));
   }
   const auto started = Clock::now();
+  const bool was_running = e.vm->state() == hv::VmState::kRunning;
   auto sent = hv::SendVm(*e.vm, channel, tuning, [&](const hv::MigrationProgress& p) {
     progress.phase(fmt::format("{} round {}", p.phase, p.round));
     progress.bytes(p.bytes_sent, 0);
@@ -217,8 +220,9 @@ Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel
   if (handed.ok()) handed = channel.Send(MigrationMessageType::kCommit, {});
   if (!handed.ok()) {
     (void)channel.Send(MigrationMessageType::kAbort, {}, std::chrono::milliseconds(500));
-    (void)e.vm->TrackChanges(false);
-    if (Status s = e.vm->Resume(); !s.ok()) spdlog::error("vm {}: {}", name, s.message());
+    if (was_running) {
+      if (Status s = e.vm->Resume(); !s.ok()) spdlog::error("vm {}: {}", name, s.message());
+    }
     return fail(handed.message());
   }
   // Committed: the destination runs the VM from here on. A VM of the configuration keeps its
@@ -261,6 +265,7 @@ Result<VmManager::Incoming> VmManager::AcceptOffer(const json& offer,
                                        offer.at("version").get<uint32_t>(), kOfferVersion));
     }
     in.name = offer.at("vm").get<std::string>();
+    in.running = offer.at("running").get<bool>();
     auto parsed = hv::VmOptionsFromJsonText(offer.at("options").dump());
     if (!parsed.ok()) return parsed.status();
     options = std::move(parsed).value();
@@ -391,7 +396,7 @@ Status VmManager::CompleteIncoming(Incoming& in, hv::MigrationChannel& channel,
                                        hv::MigrationMessageTypeName(commit->type)));
     }
   }
-  if (done.ok()) done = e->vm->Resume();
+  if (done.ok() && in.running) done = e->vm->Resume();
   if (!done.ok()) {
     DropIncoming(e);
     return done;

@@ -144,9 +144,12 @@ wait_for_counts "$work/b/web.serial.log" 2
 check_continuity "$work/a/web.serial.log" "$work/b/web.serial.log"
 grep -q "counter: start" "$work/b/web.serial.log" && fail "web booted again on box B"
 
-echo "== B to A by host:port"
+echo "== B to A by host:port, paused: it stays paused"
 mv "$work/a/web.serial.log" "$work/a/web.serial.log.first"
+ctl b vm web pause >/dev/null || fail "pausing web on box B failed"
 ctl b vm web migrate "127.0.0.1:$port_a" >/dev/null || fail "migration back to box A failed"
+[ "$(vm_state a web)" = paused ] || fail "web is not paused on box A, as it was on box B"
+ctl a vm web resume >/dev/null || fail "resuming web on box A failed"
 [ "$(vm_state a web)" = running ] || fail "web does not run on box A again"
 [ ! -e "$work/b/web.vflash" ] || true
 wait_for_counts "$work/a/web.serial.log" 2
