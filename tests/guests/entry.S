@@ -23,7 +23,8 @@ _start:
 
   .code32
 pvh_start32:
-  /* Flat 32-bit protected mode, paging off, ebx = hvm_start_info (unused). */
+  /* Flat 32-bit protected mode, paging off, ebx = hvm_start_info (kept for the command line). */
+  movl %ebx, rt_pvh_start_info
   movl $pvh_gdt_desc, %eax
   lgdt (%eax)
   movl %cr4, %eax
@@ -75,6 +76,10 @@ pvh_gdt:
 pvh_gdt_desc:
   .word pvh_gdt_desc - pvh_gdt - 1
   .long pvh_gdt
+  .balign 8
+  .globl rt_pvh_start_info
+rt_pvh_start_info:
+  .quad 0
 
   .section .text
   .code64

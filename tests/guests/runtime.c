@@ -117,8 +117,19 @@ void rt_exit(uint32_t code) {
 
 volatile struct qv_boot_info* rt_boot_info(void) { return boot_info; }
 
+/* Set by the PVH entry: the physical address of Xen's hvm_start_info (QEMU -append's text is at
+   its cmdline_paddr), 0 when entered by qosvisor. */
+extern volatile uint64_t rt_pvh_start_info;
+#define PVH_START_MAGIC 0x336ec578u
+
 const char* rt_cmdline(void) {
-  if (boot_info == 0 || boot_info->cmdline_len == 0) return "";
+  if (boot_info == 0) {
+    const volatile uint32_t* pvh = (const volatile uint32_t*)(uintptr_t)rt_pvh_start_info;
+    if (pvh == 0 || pvh[0] != PVH_START_MAGIC) return "";
+    const uint64_t cmdline = *(const volatile uint64_t*)(uintptr_t)(rt_pvh_start_info + 24);
+    return cmdline != 0 ? (const char*)(uintptr_t)cmdline : "";
+  }
+  if (boot_info->cmdline_len == 0) return "";
   return (const char*)(uintptr_t)boot_info->cmdline_gpa;
 }
 
@@ -148,7 +159,8 @@ volatile uint64_t* rt_progress(int i) {
 }
 
 uint64_t rt_tsc_khz(void) {
-  return boot_info != 0 && boot_info->tsc_khz != 0 ? boot_info->tsc_khz : 2000000;
+  if (boot_info != 0 && boot_info->tsc_khz != 0) return boot_info->tsc_khz;
+  return rt_cmdline_u64("tsc_khz", 2000000);
 }
 
 /* Called from ring 0 on an unexpected exception: report and end the VM with 0xe0 | vector. */

@@ -18,7 +18,8 @@ __attribute__((noreturn)) void rt_exit(uint32_t code);
 
 /* NULL when not started by qosvisor (e.g. under QEMU through the PVH entry). */
 volatile struct qv_boot_info* rt_boot_info(void);
-const char* rt_cmdline(void); /* "" without boot info */
+/* qosvisor's boot info, else the PVH start info's command line (QEMU -append), else "". */
+const char* rt_cmdline(void);
 /* Value of "key=<decimal>" in the cmdline, or dflt. */
 uint64_t rt_cmdline_u64(const char* key, uint64_t dflt);
 int rt_shutdown_requested(void);
@@ -30,7 +31,8 @@ static inline uint64_t rt_rdtsc(void) {
   __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
   return ((uint64_t)hi << 32) | lo;
 }
-uint64_t rt_tsc_khz(void); /* from boot info; a 2 GHz guess without */
+/* From boot info; without it the cmdline's tsc_khz=N, else a 2 GHz guess. */
+uint64_t rt_tsc_khz(void);
 
 /* Interrupts. Guests run in ring 3 with interrupts off; rt_wait_irq sleeps (sti; hlt in ring 0)
    until one has been handled or timeout_us passed (0: no timeout). Device interrupts come from
