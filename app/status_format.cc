@@ -248,6 +248,27 @@ std::string FormatClasses(const json& classes) {
   return out;
 }
 
+namespace {
+
+// A finished migration: where it went and what it cost.
+std::string FormatMigration(const std::string& vm, const json& r) {
+  std::string out = fmt::format(
+      "vm {}: migrated to {} in {:.0f} ms: {} rounds, {} bytes sent ({} pages, {} disk blocks), "
+      "downtime {}{}\n",
+      vm, r.value("destination", ""), r.value("total_ms", 0.0), r.value("rounds", 0),
+      r.value("bytes_sent", 0ull), r.value("pages_sent", 0ull), r.value("disk_blocks_sent", 0ull),
+      r.contains("downtime_ms") ? fmt::format("{:.1f} ms", r["downtime_ms"].get<double>())
+                                : std::string("unknown"),
+      r.value("max_throttle_percent", 0) > 0
+          ? fmt::format(", vCPUs throttled up to {}%", r.value("max_throttle_percent", 0))
+          : std::string());
+  if (!r.value("converged", true)) out += "  pre-copy did not converge: the rest went while paused\n";
+  if (r.contains("warning")) out += "  " + r["warning"].get<std::string>() + "\n";
+  return out;
+}
+
+}  // namespace
+
 std::string FormatReply(const std::string& command, const json& reply) {
   if (command == "ports") return FormatPorts(reply);
   if (command == "stats") return FormatStats(reply);
@@ -294,6 +315,9 @@ std::string FormatReply(const std::string& command, const json& reply) {
     const json& r = reply["result"];
     return fmt::format("app {}: {} VMs destroyed: {}\n", r.value("app", ""), r["destroyed"].size(),
                        JoinStrings(r["destroyed"], ", "));
+  }
+  if (reply.is_object() && reply.value("kind", "") == "migrate" && reply.contains("result")) {
+    return FormatMigration(reply.value("vm", ""), reply["result"]);
   }
   if (reply.is_object() && reply.contains("kind")) return FormatJobs(json::array({reply}));
   if (reply.is_object() && reply.contains("bridge") && reply.contains("rules")) {

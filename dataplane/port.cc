@@ -382,6 +382,7 @@ uint16_t VmPort::TakeAnnouncements(PacketBatch& batch) {
       break;
     }
     std::memcpy(data, frame.data(), frame.size());
+    counters_.rx_bytes.Add(frame.size());
     batch.pkts[batch.count++] = m;
     announcements_.erase(announcements_.begin());
     ++n;
@@ -391,19 +392,22 @@ uint16_t VmPort::TakeAnnouncements(PacketBatch& batch) {
 }
 
 uint16_t VmPort::Recv(PacketBatch& batch) {
+  // Announcements go out whether or not the guest's driver is ready at this instant (Ready()
+  // only try-locks the device, so a busy device reads as not ready).
+  uint16_t announced = 0;
   if (has_announcements_.load(std::memory_order_acquire)) {
-    const uint16_t announced = TakeAnnouncements(batch);
+    announced = TakeAnnouncements(batch);
     counters_.rx_packets.Add(announced);
   }
   VmNetBackend* backend = backend_.load(std::memory_order_acquire);
-  if (backend == nullptr || !backend->Ready()) return 0;
+  if (backend == nullptr || !backend->Ready()) return announced;
   const uint16_t n = backend->FromGuest(batch.pkts + batch.count,
                                         static_cast<uint16_t>(kMaxBurst - batch.count), pool_);
-  if (n == 0) return 0;
+  if (n == 0) return announced;
   counters_.rx_bytes.Add(BytesOf(batch.pkts + batch.count, n));
   counters_.rx_packets.Add(n);
   batch.count = static_cast<uint16_t>(batch.count + n);
-  return n;
+  return static_cast<uint16_t>(announced + n);
 }
 
 uint16_t VmPort::Send(PacketBatch& batch) {

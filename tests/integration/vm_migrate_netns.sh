@@ -124,7 +124,8 @@ while time.monotonic() < end:
         except BlockingIOError:
             time.sleep(0.0005)
 times = [t for t, _ in answers]
-gaps = [b - a for a, b in zip(times, times[1:])]
+# From each answer to the next, and from the last one to the end: silence at the end counts.
+gaps = [b - a for a, b in zip(times, times[1:])] + ([end - times[-1]] if times else [])
 rtts = sorted(r for _, r in answers)
 json.dump({"sent": seq, "answered": len(answers),
            "max_gap_ms": 1000 * max(gaps) if gaps else None,
@@ -165,4 +166,6 @@ echo_b=$(class_sent b up0 echo)
 echo "  echo class on box B's uplink: $echo_b packets ($echo_b_before right after the migration)"
 [ "$echo_b" -gt 100 ] || fail "web's echo class did not count on box B's uplink"
 for b in a b; do ctl "$b" stop >/dev/null || true; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+! grep -l "Sanitizer\|runtime error" "$work"/*.log || fail "a sanitizer reported (see the logs above)"
 echo "PASS"

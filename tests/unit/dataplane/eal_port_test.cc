@@ -243,6 +243,34 @@ TEST_CASE("a vm port's counters are read while its lcore counts", "[dataplane]")
   CHECK((*pool)->available() == (*pool)->capacity());
 }
 
+TEST_CASE("a vm port hands the switch its announcements, ready guest or not, and holds eight",
+          "[dataplane]") {
+  TestEal();
+  auto pool = Mempool::Create("vm_announce_pool", 1023);
+  REQUIRE(pool.ok());
+  VmPort port("vm2.eth0", (*pool)->get());
+  std::vector<uint8_t> rarp(60, 0xff);
+  rarp[12] = 0x80;
+  rarp[13] = 0x35;
+  for (size_t i = 0; i < VmPort::kMaxAnnouncements; ++i) REQUIRE(port.Announce(rarp).ok());
+  auto refused = port.Announce(rarp);
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(refused.message(), Catch::Contains("announcements wait already"));
+  CHECK_FALSE(port.Announce(std::vector<uint8_t>(1u << 16, 0)).ok());  // larger than an mbuf
+
+  PacketBatch batch;  // no guest attached: the announcements still come out
+  REQUIRE(port.Recv(batch) == VmPort::kMaxAnnouncements);
+  REQUIRE(batch.count == VmPort::kMaxAnnouncements);
+  CHECK(rte_pktmbuf_pkt_len(batch.pkts[0]) == 60);
+  CHECK(rte_pktmbuf_mtod(batch.pkts[0], const uint8_t*)[13] == 0x35);
+  CHECK(port.Counters().rx_packets == VmPort::kMaxAnnouncements);
+  CHECK(port.Counters().rx_bytes == VmPort::kMaxAnnouncements * 60);
+  rte_pktmbuf_free_bulk(batch.pkts, batch.count);
+  PacketBatch empty;
+  CHECK(port.Recv(empty) == 0);
+  CHECK((*pool)->available() == (*pool)->capacity());
+}
+
 TEST_CASE("a ring port's counters are read while its lcore counts", "[dataplane]") {
   TestEal();
   auto pool = Mempool::Create("ring_count_pool", 1023);
