@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -173,6 +174,44 @@ TEST_CASE("when the destination goes away the source runs on, untracked", "[kvm]
   CHECK(WaitUntil([&] { return Counter(a) > now + (1u << 20); }, 20s));
   // Tracking is off again: reading the dirty log fails.
   CHECK_FALSE(a.TakeDirtyLog().ok());
+}
+
+TEST_CASE("a vflash disk moves with the VM: its data, its holes and its size", "[kvm][migration]") {
+  QV_REQUIRE_KVM();
+  TempFile disk_a("mig-disk-a.img"), meta_a("mig-disk-a.img.meta");
+  TempFile disk_b("mig-disk-b.img"), meta_b("mig-disk-b.img.meta");
+  {
+    // What an earlier life of the guest left: data at 64 KiB and at 3 MiB, holes elsewhere.
+    std::ofstream out(disk_a.path(), std::ios::binary);
+    out.seekp(64 * 1024);
+    out << std::string(5000, 'x');
+    out.seekp(3 << 20);
+    out << std::string(100, 'y');
+  }
+  VmOptions o = GuestOptions("disk-a", "counter", "");
+  o.disk = VflashOptions{disk_a.path(), 4 << 20, "d0"};
+  auto src = Vm::Create(o);
+  REQUIRE(src.ok());
+  Vm& a = **src;
+  REQUIRE(a.Start().ok());
+  REQUIRE(WaitUntil([&] { return Counter(a) > (1u << 20); }, 20s));
+  VmOptions into = a.options();
+  into.name = "disk-b";
+  into.disk->path = disk_b.path();
+  auto incoming = Vm::CreateIncoming(into);
+  REQUIRE(incoming.ok());
+  ChannelPair channels = Connected();
+  Status received = Status::Error("not run");
+  std::thread receiver(
+      [&] { received = ReceiveVm(**incoming, channels.destination, 10000ms, nullptr); });
+  auto sent = SendVm(a, channels.source, MigrationTuning{}, nullptr);
+  receiver.join();
+  REQUIRE(sent.ok());
+  INFO(received.message());
+  REQUIRE(received.ok());
+  CHECK(sent->disk_blocks_sent == 2);  // only the blocks that hold data
+  CHECK(ReadWholeFile(disk_b.path()) == ReadWholeFile(disk_a.path()));
+  CHECK((*incoming)->disk()->capacity_bytes() == 4u << 20);
 }
 
 TEST_CASE("state sections survive encoding; every malformed payload is refused", "[migration]") {

@@ -414,5 +414,40 @@ TEST_CASE("bad ring placement and bad registers are refused", "[virtio][hostile]
   CHECK(e.UsedIdx() == 0);
 }
 
+TEST_CASE("a tracked disk reports the blocks the guest wrote and, unasked, the blocks with data",
+          "[virtio][blk][migration]") {
+  Fixture f;
+  Driver d(*f.blk, f.mem);
+  REQUIRE(d.Init(1ull << 9));
+  CHECK(f.blk->TakeWrittenBlocks().empty());  // nothing before tracking starts
+  f.blk->TrackWrites(true);
+  std::vector<uint8_t> pattern(1024, 0x5a);
+  REQUIRE(f.mem.Write(kData, pattern.data(), pattern.size()));
+  CHECK(d.Blk(1, 4, 1024, false) == 0);  // a write: block 0 of 64 KiB
+  CHECK(d.Blk(0, 4, 1024, true) == 0);   // a read changes no block
+  auto written = f.blk->TakeWrittenBlocks();
+  REQUIRE(written.size() == 1);
+  CHECK(written[0] == 1);
+  CHECK(f.blk->TakeWrittenBlocks().empty());  // taking clears
+  // The read wrote guest memory through HostPtr: tracked pages see it when tracking is on.
+  f.mem.TrackWrites(true);
+  CHECK(d.Blk(0, 4, 1024, true) == 0);
+  auto pages = f.mem.TakeWrittenPages();
+  CHECK((pages[kData / 4096 / 64] >> (kData / 4096 % 64) & 1) == 1);
+  f.blk->TrackWrites(false);
+
+  auto allocated = f.blk->AllocatedBlocks();
+  REQUIRE(allocated.ok());
+  CHECK((*allocated)[0] == 1);  // the file's only data is in block 0
+  auto block = f.blk->ReadBlock(0);
+  REQUIRE(block.ok());
+  CHECK(block->size() == 64 * 1024);
+  CHECK((*block)[4 * 512] == 0x5a);
+  CHECK_FALSE(f.blk->ReadBlock(1).ok());  // beyond the 64 KiB disk
+  CHECK_FALSE(f.blk->WriteBlock(0, std::vector<uint8_t>(64 * 1024 + 1)).ok());
+  REQUIRE(f.blk->WriteBlock(0, std::vector<uint8_t>(512, 7)).ok());
+  CHECK(ReadWholeFile(f.disk.path())[0] == 7);
+}
+
 }  // namespace
 }  // namespace qosvisor::hv
