@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <utility>
 
+#include "hv/data_extents.h"
+
 namespace qosvisor::hv {
 
 Result<GuestMemory> GuestMemory::Create(const std::string& name, uint64_t size, bool populate) {
@@ -150,20 +152,7 @@ bool IsPrivateCopy(uint64_t entry) {
 
 Result<std::vector<uint64_t>> GuestMemory::PopulatedPages() const {
   std::vector<uint64_t> bitmap((size_ / 4096 + 63) / 64, 0);
-  // The file's data regions: a hole reads back as zeros and needs no look.
-  off_t pos = 0;
-  const auto end = static_cast<off_t>(size_);
-  while (pos < end) {
-    off_t data = ::lseek(memfd_.get(), pos, SEEK_DATA);
-    if (data < 0 || data >= end) break;  // ENXIO: no data after pos
-    off_t hole = ::lseek(memfd_.get(), data, SEEK_HOLE);
-    if (hole < 0 || hole > end) hole = end;
-    for (uint64_t page = static_cast<uint64_t>(data) / 4096;
-         page < (static_cast<uint64_t>(hole) + 4095) / 4096; ++page) {
-      bitmap[page / 64] |= 1ull << (page % 64);
-    }
-    pos = hole;
-  }
+  MarkDataUnits(memfd_.get(), size_, 4096, bitmap);
   if (shared_) return bitmap;
   if (Status s = ScanPagemap(IsPrivateCopy, &bitmap); !s) return s;
   return bitmap;

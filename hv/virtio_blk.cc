@@ -16,6 +16,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "hv/data_extents.h"
+
 namespace qosvisor::hv {
 namespace {
 
@@ -211,19 +213,7 @@ Result<std::vector<uint64_t>> VirtioBlk::AllocatedBlocks() const {
   std::lock_guard lock(mu_);
   const uint64_t blocks = (size_bytes_ + kTrackBlockBytes - 1) / kTrackBlockBytes;
   std::vector<uint64_t> bitmap((blocks + 63) / 64, 0);
-  off_t pos = 0;
-  const auto end = static_cast<off_t>(size_bytes_);
-  while (pos < end) {
-    off_t data = ::lseek(fd_.get(), pos, SEEK_DATA);
-    if (data < 0 || data >= end) break;  // ENXIO: no data after pos
-    off_t hole = ::lseek(fd_.get(), data, SEEK_HOLE);
-    if (hole < 0 || hole > end) hole = end;
-    for (uint64_t b = static_cast<uint64_t>(data) / kTrackBlockBytes;
-         b < (static_cast<uint64_t>(hole) + kTrackBlockBytes - 1) / kTrackBlockBytes; ++b) {
-      bitmap[b / 64] |= 1ull << (b % 64);
-    }
-    pos = hole;
-  }
+  MarkDataUnits(fd_.get(), size_bytes_, kTrackBlockBytes, bitmap);
   return bitmap;
 }
 

@@ -41,6 +41,7 @@
 #include "hv/kvm_abi.h"
 #include "hv/unique_fd.h"
 #include "hv/vm.h"
+#include "tests/bench/qmp.h"
 
 extern char** environ;
 
@@ -840,75 +841,7 @@ std::optional<uint64_t> ElfSymbol(const std::string& path, const std::string& na
   return std::nullopt;
 }
 
-// A QMP connection (-qmp unix:PATH,server=on,wait=off), capabilities negotiated.
-class Qmp {
- public:
-  explicit Qmp(UniqueFd fd) : fd_(std::move(fd)) {}
-
-  // Retries until QEMU has created its socket, or the deadline.
-  static Result<std::unique_ptr<Qmp>> Connect(const std::string& path, Clock::time_point deadline) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof(addr.sun_path)) return Status::Error(path + ": path too long");
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    for (;;) {
-      UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      // SAFETY: addr is a filled sockaddr_un; connect reads sizeof(addr) bytes of it.
-      if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) {
-        auto qmp = std::make_unique<Qmp>(std::move(fd));
-        auto greeting = qmp->ReadLine(deadline);
-        if (!greeting) return greeting.status();
-        if (auto r = qmp->Run("qmp_capabilities"); !r) return r.status();
-        return qmp;
-      }
-      if (Clock::now() > deadline) return Errno("QMP connect " + path);
-      std::this_thread::sleep_for(200us);
-    }
-  }
-
-  // The command's "return" value; events on the way are skipped.
-  Result<nlohmann::json> Run(const std::string& command, const nlohmann::json& args = nullptr) {
-    nlohmann::json request = {{"execute", command}};
-    if (!args.is_null()) request["arguments"] = args;
-    const std::string text = request.dump() + "\n";
-    if (send(fd_.get(), text.data(), text.size(), MSG_NOSIGNAL) !=
-        static_cast<ssize_t>(text.size())) {
-      return Errno("QMP send " + command);
-    }
-    for (;;) {
-      auto line = ReadLine(Clock::now() + 60s);
-      if (!line) return Status::Error(command + ": " + line.message());
-      const auto reply = nlohmann::json::parse(*line, nullptr, /*allow_exceptions=*/false);
-      if (reply.is_discarded()) return Status::Error(command + ": unreadable reply " + *line);
-      if (reply.contains("return")) return reply["return"];
-      if (reply.contains("error")) return Status::Error(command + ": " + reply["error"].dump());
-    }
-  }
-
- private:
-  Result<std::string> ReadLine(Clock::time_point deadline) {
-    for (;;) {
-      if (const auto nl = buffered_.find('\n'); nl != std::string::npos) {
-        std::string line = buffered_.substr(0, nl);
-        buffered_.erase(0, nl + 1);
-        return line;
-      }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{fd_.get(), POLLIN, 0};
-      if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-        return Status::Error("no answer from QEMU's QMP socket");
-      }
-      char buf[4096];
-      const ssize_t n = read(fd_.get(), buf, sizeof(buf));
-      if (n <= 0) return Status::Error("QEMU closed its QMP socket (did it exit?)");
-      buffered_.append(buf, static_cast<size_t>(n));
-    }
-  }
-
-  UniqueFd fd_;
-  std::string buffered_;
-};
+using qosvisor::bench::Qmp;
 
 struct QemuSetup {
   std::string qemu, image;  // the counter guest
