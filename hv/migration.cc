@@ -239,7 +239,9 @@ class Sender {
       return Status::Error(fmt::format("timed out after {} ms in round {}",
                                        tuning_.timeout.count(), result_.rounds));
     }
-    if (tuning_.bandwidth_bps > 0) {
+    // The cap is for the copy in the background; once the guest is paused, every millisecond
+    // is downtime, and the rest goes as fast as the link takes it.
+    if (tuning_.bandwidth_bps > 0 && !final_) {
       const double due_s = static_cast<double>(channel_.bytes_sent()) * 8.0 /
                            static_cast<double>(tuning_.bandwidth_bps);
       const double ahead_s = due_s - MsSince(started_) / 1000.0;

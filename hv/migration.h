@@ -29,7 +29,7 @@ struct MigrationTuning {
   std::chrono::milliseconds downtime{50};    // the pause the guest may notice
   std::chrono::milliseconds timeout{60000};  // the whole migration
   std::chrono::milliseconds message_timeout{10000};  // one frame, either way
-  uint64_t bandwidth_bps = 0;                        // 0: as fast as the link goes
+  uint64_t bandwidth_bps = 0;  // pre-copy's cap; 0: none. Stop-and-copy goes at link speed
   uint32_t max_rounds = 30;  // then stop-and-copy whatever is left (reported as not converged)
   size_t batch_pages = 256;  // pages per frame (1 MiB)
 };

@@ -76,6 +76,8 @@ struct Settings {
   std::string qemu_accel = "kvm";        // kvm | tcg
   std::string source_netns, dest_netns;  // QEMU pair: `ip netns exec` each side
   uint64_t qemu_max_bandwidth = 0;       // bytes/s; 0: QEMU's default (128 MiB/s in 7.2)
+  uint64_t bandwidth_bps = 0;            // ours: the sender's cap (migration.bandwidth); 0: none
+  bool qemu_auto_converge = false;       // QEMU's counterpart of our throttle, off by default
   uint64_t memory_mib = 64;
   uint64_t rate = 0;         // pages dirtied per second
   uint64_t region_mib = 48;  // memtouch's round-robin region, from 8 MiB
@@ -279,6 +281,7 @@ Status RunSource(const Settings& s, const MigrationKey& key) {
   qosvisor::hv::MigrationTuning tuning;
   tuning.downtime = std::chrono::milliseconds(s.downtime_ms);
   tuning.timeout = std::chrono::seconds(s.timeout_s);
+  tuning.bandwidth_bps = s.bandwidth_bps;
   double link_bytes_per_second = 0;
   const qosvisor::hv::MigrationProgressFn progress = [&](const qosvisor::hv::MigrationProgress& p) {
     link_bytes_per_second = p.link_bytes_per_second;
@@ -485,6 +488,10 @@ Status RunQemu(const Settings& s) {
   json parameters = {{"downtime-limit", s.downtime_ms}};
   if (s.qemu_max_bandwidth != 0) parameters["max-bandwidth"] = s.qemu_max_bandwidth;
   if (auto r = sq.Run("migrate-set-parameters", parameters); !r) return r.status();
+  if (s.qemu_auto_converge) {
+    json caps = {{"capabilities", json::array({{{"capability", "auto-converge"}, {"state", true}}})}};
+    if (auto r = sq.Run("migrate-set-capabilities", caps); !r) return r.status();
+  }
   auto params = sq.Run("query-migrate-parameters");
   if (!params) return params.status();
   const auto started = Clock::now();
@@ -583,6 +590,9 @@ int main(int argc, char** argv) {
   app.add_option("--dest-netns", s.dest_netns, "QEMU pair: network namespace of the destination");
   app.add_option("--qemu-max-bandwidth", s.qemu_max_bandwidth,
                  "QEMU's max-bandwidth in bytes/s (0: its default); ours runs at link speed");
+  app.add_option("--bandwidth-bps", s.bandwidth_bps, "ours: cap the sender at this rate (bits/s)");
+  app.add_flag("--qemu-auto-converge", s.qemu_auto_converge,
+               "QEMU: throttle the vCPUs when pre-copy does not converge, as ours does");
   app.add_flag("--verify", s.verify,
                "compare a hash of guest memory at both ends (hashing adds to the downtime)");
   CLI11_PARSE(app, argc, argv);

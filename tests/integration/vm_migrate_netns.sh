@@ -6,7 +6,9 @@
 #     sender use a tap port of the switch (mig0), and the class's counters on both uplinks grow;
 #   - box B announces the VM's MAC (RARP), so box A sends the host's datagrams over the uplink
 #     at once, and the echoes go on; the longest gap between answers is measured and printed;
-#   - the VM's class (echo) goes on counting on box B's uplink, with the same MAC and bridge.
+#   - the VM's class (echo) goes on counting on box B's uplink, with the same MAC and bridge;
+#   - the veth between the boxes cut while the VM migrates back leaves it running on box B, and
+#     box A (its configured home) lists it as migrated away again, with nothing running.
 # Creates the namespaces and links it needs and removes them on exit. Needs root and /dev/kvm.
 # Usage: vm_migrate_netns.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
 set -euo pipefail
@@ -62,8 +64,9 @@ templates:
   - {name: echo, vcpus: 1, memory: 16MiB, image: $guests/netecho.elf, nics: [{bridge: br0, class: echo}]}
 $6
 hosts:
+  - {name: box-a, address: 10.99.0.1, port: 7400}
   - {name: box-b, address: 10.99.0.2, port: 7400}
-migration: {listen: "0.0.0.0:7400", key_file: $work/key, class: migration, timeout: 30s}
+migration: {listen: "0.0.0.0:7400", key_file: $work/key, class: migration, timeout: 5s}
 control: {socket: $work/$1/ctl.sock}
 YAML
 }
@@ -73,6 +76,8 @@ box a 10.99.0.1 "  - {name: h0, driver: af_packet, args: {iface: ${tag}ah}}" ", 
   - {name: web, template: echo, cmdline: \"ip=2\"}"
 box b 10.99.0.2 "" "" "" ""
 sed -i '/^$/d' "$work/a.yaml" "$work/b.yaml"
+# Box B's pre-copy is capped (4 Mbit/s), so that the link can be cut while it sends.
+sed -i 's/timeout: 5s}/timeout: 5s, bandwidth: 4Mbps}/' "$work/b.yaml"
 
 start() {  # start NAME IP
   ip netns exec "${tag}$1" "$qosvisor" run "$work/$1.yaml" >"$work/$1.log" 2>&1 &
@@ -165,6 +170,27 @@ echo "  migration class: box A's uplink sent $((mig_a - mig_before)), box B's $m
 echo_b=$(class_sent b up0 echo)
 echo "  echo class on box B's uplink: $echo_b packets ($echo_b_before right after the migration)"
 [ "$echo_b" -gt 100 ] || fail "web's echo class did not count on box B's uplink"
+echo "== the link between the boxes cut while web migrates back: it stays on B, nothing on A"
+ctl b vm web migrate box-a >"$work/cut.out" 2>&1 &
+back=$!
+sleep 0.15  # the pre-copy is capped at 4 Mbit/s: some 400 ms for this guest
+ip -n "${tag}a" link set "${tag}ab" down
+if wait "$back"; then fail "the migration went through a cut link: $(cat "$work/cut.out")"; fi
+echo "  $(cat "$work/cut.out")"
+[ "$(ctl b --json vms | python3 -c '
+import json, sys
+print([v["state"] for v in json.load(sys.stdin) if v["name"] == "web"][0])')" = running ] ||
+  fail "web does not run on box B after the cut"
+for _ in $(seq 80); do  # box A gives up within its own timeout (5 s)
+  state=$(ctl a --json vms | python3 -c '
+import json, sys
+print([v["state"] for v in json.load(sys.stdin) if v["name"] == "web"][0])')
+  [ "$state" = migrated ] && break
+  sleep 0.1
+done
+[ "$state" = migrated ] || fail "box A kept web ($state) after the cut"
+ip -n "${tag}a" link set "${tag}ab" up
+
 for b in a b; do ctl "$b" stop >/dev/null || true; done
 for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 ! grep -l "Sanitizer\|runtime error" "$work"/*.log || fail "a sanitizer reported (see the logs above)"
