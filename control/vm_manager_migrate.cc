@@ -8,7 +8,9 @@
 //   source: commit           (from here the VM is the destination's; the source lets it go)
 //   dest:   resumed          (after resuming it and announcing its MACs)
 // Until the source sends commit, any failure leaves the VM running on the source, and the
-// destination removes all it made; a destination that never sees the commit does the same.
+// destination removes all it made; a destination that never sees the commit does the same. A
+// source that commits but never hears "resumed" keeps the VM paused and says the outcome is
+// unknown: the one case an operator decides.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
@@ -225,8 +227,27 @@ Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel
     }
     return fail(handed.message());
   }
-  // Committed: the destination runs the VM from here on. A VM of the configuration keeps its
-  // entry and ports, marked as gone there, so that it finds them again if it comes back.
+  // Committed. The source lets the VM go once the destination says it runs it; without that
+  // word it cannot tell whether the commit arrived, so the VM stays paused here, neither lost
+  // (if the destination dropped it) nor running twice (if the destination runs it).
+  auto resumed = channel.Receive(tuning.message_timeout);
+  if (!resumed.ok() || resumed->type != MigrationMessageType::kResumed) {
+    const std::string why =
+        resumed.ok() ? hv::MigrationMessageTypeName(resumed->type) : resumed.message();
+    spdlog::error("vm {}: committed to {} but no word that it runs there: {}", name, destination,
+                  why);
+    return Status::Error(fmt::format(
+        "vm '{}': the outcome of the migration to {} is unknown: the destination was told to "
+        "resume the VM and did not confirm ({}). The VM stays paused here: if it runs on {}, "
+        "destroy it here; if not, resume it here",
+        name, destination, why, destination));
+  }
+  json result = ResultJson(*sent);
+  result["destination"] = destination;
+  result["total_ms"] = MsSince(started);
+  result["downtime_ms"] = MsSince(paused_at);
+  // A VM of the configuration keeps its entry and ports, marked as gone there, so that it
+  // finds them again if it comes back.
   if (e.configured) {
     Detach(e);
     (void)e.vm->Destroy();
@@ -236,17 +257,6 @@ Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel
   } else {
     guard.Release();
     Remove(&e);
-  }
-  auto resumed = channel.Receive(tuning.message_timeout);
-  json result = ResultJson(*sent);
-  result["destination"] = destination;
-  result["total_ms"] = MsSince(started);
-  if (resumed.ok() && resumed->type == MigrationMessageType::kResumed) {
-    result["downtime_ms"] = MsSince(paused_at);
-  } else {
-    result["warning"] = "the destination did not confirm that the VM resumed: " +
-                        (resumed.ok() ? hv::MigrationMessageTypeName(resumed->type)
-                                      : resumed.message());
   }
   spdlog::info("vm {}: migrated to {} ({} rounds, {} bytes)", name, destination, sent->rounds,
                sent->bytes_sent);

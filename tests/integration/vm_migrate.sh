@@ -6,7 +6,8 @@
 # one step each). Then every failure leaves the VM running on the source and nothing on the
 # destination: a destination with the wrong key, a byte of the stream corrupted, the connection
 # cut, the destination killed during pre-copy and during stop-and-copy, the link going silent
-# (a proxy that follows the frames does each), and a destination whose budget has no room (the
+# (a proxy that follows the frames does each), the commit lost on its way (the source keeps the
+# VM paused and says the outcome is unknown), and a destination whose budget has no room (the
 # source refuses it from the registry's figures; the destination itself when asked directly).
 # A box killed during a migration removes what it left when it starts again. Needs /dev/kvm.
 # Usage: vm_migrate.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
@@ -189,6 +190,15 @@ check_failure "connection cut in pre-copy" 4 cut "failed"
 check_failure "destination killed in pre-copy" 4 "kill:$pid_b" "failed"
 check_failure "destination killed in stop-and-copy" 7 "kill:$pid_b" "failed"
 check_failure "link dead in pre-copy (only silence)" 4 stall "no message from the destination within"
+
+echo "== the commit lost on its way: the VM waits, paused, on the source; nothing on the destination"
+run_proxy 12 cut
+migrate_fails "commit lost" "127.0.0.1:$port_proxy" "the outcome of the migration .* is unknown"
+stop_quietly "$proxy_pid"
+nothing_on_b "commit lost"
+[ "$(vm_state a web)" = paused ] || fail "commit lost: web is not paused on box A"
+ctl a vm web resume >/dev/null || fail "commit lost: resuming web on box A failed"
+still_runs_on_a "commit lost"
 
 echo "== a destination without the budget is refused by the source, and refuses itself"
 ctl a vm big create --template big >/dev/null || fail "creating big failed"
