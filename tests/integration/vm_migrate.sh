@@ -72,7 +72,8 @@ import json, sys
 row = [v for v in json.load(sys.stdin) if v["name"] == sys.argv[1]]
 print(row[0]["state"] if row else "absent")' "$2"
 }
-counts() { grep -ho 'count [0-9]*' "$@" 2>/dev/null | awk '{print $2}'; }
+# The count lines of the logs joined in order: a line the pause cut in two ends in the next log.
+counts() { cat "$@" 2>/dev/null | grep -o 'count [0-9][0-9]*' | awk '{print $2}'; }
 wait_for_counts() {  # wait_for_counts FILE N: until FILE holds N count lines
   for _ in $(seq 600); do
     [ "$(counts "$1" | wc -l)" -ge "$2" ] && return 0
