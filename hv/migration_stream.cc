@@ -1008,10 +1008,16 @@ std::vector<PageBatch> BatchPages(const GuestMemory& memory, std::span<const uin
   PageBatch current;
   uint64_t encoded = kBatchHeaderBytes;
   size_t count = 0;
+  std::array<uint8_t, kMigrationPageSize> copy{};
   for (uint64_t page : pages) {
     const uint8_t* src = PagePtr(memory, page);
     assert(src != nullptr && "BatchPages: a page outside guest memory");
     if (src == nullptr) continue;
+    // The guest and the devices may write the page while it is read (pre-copy runs beside
+    // them): one copy, then the zero test and the batch both see the same bytes. A write that
+    // lands meanwhile is in the next harvest, and the page goes again.
+    std::memcpy(copy.data(), src, kMigrationPageSize);
+    src = copy.data();
     const bool zero = IsZero(src, kMigrationPageSize);
     const uint64_t cost = zero ? 8 : 8 + kMigrationPageSize;
     if (count == max_pages || encoded + cost > kMaxMigrationMessage) {
