@@ -352,6 +352,8 @@ Status RunSource(const Settings& s, const MigrationKey& key) {
 // ---------------------------------------------------------------------------------------------
 // QEMU: two qemu-system-x86_64 -M microvm processes, the same guest, migrated over QMP.
 
+using qosvisor::bench::LineReader;
+
 // A child with its stdout (the guest's serial) on a pipe; killed on destruction.
 class Child {
  public:
@@ -371,6 +373,7 @@ class Child {
     posix_spawn_file_actions_destroy(&fa);
     close(pipefd[1]);
     c->out_ = UniqueFd(pipefd[0]);
+    c->lines_ = std::make_unique<LineReader>(c->out_.get(), "QEMU's serial output");
     if (err != 0) {
       c->pid_ = -1;
       return Status::Error(fmt::format("spawn {}: {}", args[0], strerror(err)));
@@ -387,30 +390,12 @@ class Child {
   }
 
   // The next line of its stdout, or an error at the deadline or its end.
-  Result<std::string> ReadLine(Clock::time_point deadline) {
-    for (;;) {
-      if (const auto nl = buffered_.find('\n'); nl != std::string::npos) {
-        std::string line = buffered_.substr(0, nl);
-        buffered_.erase(0, nl + 1);
-        return line;
-      }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{out_.get(), POLLIN, 0};
-      if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-        return Status::Error("no serial line in time");
-      }
-      char buf[1024];
-      const ssize_t n = read(out_.get(), buf, sizeof(buf));
-      if (n <= 0) return Status::Error("QEMU closed its serial output (did it exit?)");
-      buffered_.append(buf, static_cast<size_t>(n));
-    }
-  }
+  Result<std::string> ReadLine(Clock::time_point deadline) { return lines_->Next(deadline); }
 
  private:
   pid_t pid_ = -1;
   UniqueFd out_;
-  std::string buffered_;
+  std::unique_ptr<LineReader> lines_;  // over out_
 };
 
 using qosvisor::bench::Qmp;

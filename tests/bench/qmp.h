@@ -4,7 +4,6 @@
 #pragma once
 
 #include <fmt/format.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 
 #include "common/status.h"
 #include "hv/unique_fd.h"
+#include "tests/bench/line_reader.h"
 
 namespace qosvisor::bench {
 
@@ -92,28 +92,10 @@ class Qmp {
     return m;
   }
 
-  Result<std::string> ReadLine(Clock::time_point deadline) {
-    for (;;) {
-      if (const auto nl = buffered_.find('\n'); nl != std::string::npos) {
-        std::string line = buffered_.substr(0, nl);
-        buffered_.erase(0, nl + 1);
-        return line;
-      }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{fd_.get(), POLLIN, 0};
-      if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-        return Status::Error("no answer from QEMU's QMP socket");
-      }
-      char buf[4096];
-      const ssize_t n = read(fd_.get(), buf, sizeof(buf));
-      if (n <= 0) return Status::Error("QEMU closed its QMP socket (did it exit?)");
-      buffered_.append(buf, static_cast<size_t>(n));
-    }
-  }
+  Result<std::string> ReadLine(Clock::time_point deadline) { return lines_.Next(deadline); }
 
   hv::UniqueFd fd_;
-  std::string buffered_;
+  LineReader lines_{fd_.get(), "QEMU's QMP socket"};
   std::vector<nlohmann::json> events_;
 };
 
