@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "common/mac_address.h"
+#include "control/switch_builder.h"
 #include "control/vm_manager.h"
 
 namespace qosvisor::control {
@@ -246,6 +247,7 @@ Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel
   result["destination"] = destination;
   result["total_ms"] = MsSince(started);
   result["downtime_ms"] = MsSince(paused_at);
+  e.vm->HandOverSerialLine();
   // A VM of the configuration keeps its entry and ports, marked as gone there, so that it
   // finds them again if it comes back.
   if (e.configured) {
@@ -279,14 +281,15 @@ Result<VmManager::Incoming> VmManager::AcceptOffer(const json& offer,
     auto parsed = hv::VmOptionsFromJsonText(offer.at("options").dump());
     if (!parsed.ok()) return parsed.status();
     options = std::move(parsed).value();
+    // The offer names each NIC's class; this box's attachment gives the class's queue here.
+    json attachment = {{"nics", json::array()}};
     for (const json& nic : offer.at("nics")) {
       json with_queue = nic;
       const std::string cls = nic.at("class").get<std::string>();
       int queue = -1;
       if (!cls.empty()) {
-        auto c = std::find_if(config.classes.begin(), config.classes.end(),
-                              [&](const config::TrafficClass& x) { return x.name == cls; });
-        if (c == config.classes.end()) {
+        const config::TrafficClass* c = FindClass(config, cls);
+        if (c == nullptr) {
           return Status::Error(fmt::format("class '{}' of its NIC does not exist here", cls));
         }
         queue = static_cast<int>(c->queue);
@@ -294,10 +297,11 @@ Result<VmManager::Incoming> VmManager::AcceptOffer(const json& offer,
       }
       with_queue.erase("class");
       with_queue["queue"] = queue;
-      auto join = ParseAttachment(json{{"nics", json::array({with_queue})}}.dump());
-      if (!join.ok()) return join.status();
-      joins.push_back(join->front());
+      attachment["nics"].push_back(std::move(with_queue));
     }
+    auto parsed_joins = ParseAttachment(attachment.dump());
+    if (!parsed_joins.ok()) return parsed_joins.status();
+    joins = std::move(parsed_joins).value();
   } catch (const json::exception& e) {
     return Status::Error(fmt::format("unreadable offer: {}", e.what()));
   }

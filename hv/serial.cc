@@ -155,6 +155,11 @@ void Serial::Flush() {
   EmitLocked();
 }
 
+void Serial::DropPartialLine() {
+  std::lock_guard lock(mu_);
+  line_.clear();
+}
+
 std::vector<uint8_t> Serial::SaveState() {
   std::lock_guard lock(mu_);
   StateWriter w;

@@ -43,6 +43,9 @@ class Serial : public Device {
 
   // Writes a partial last line out (on stop).
   void Flush();
+  // Forgets a partial last line: the VM migrated, and the line, part of the saved state, goes
+  // on and is written on the destination.
+  void DropPartialLine();
   // Truncates the log (a restart starts a fresh log) and resets the counters.
   void Reset();
 

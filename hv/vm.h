@@ -186,6 +186,9 @@ class Vm {
   // Turns on or off, together, everything a migration needs to see what changes: KVM's dirty
   // log, the devices' writes into guest memory and the vflash disk's written blocks.
   Status TrackChanges(bool on);
+  // The destination runs the VM now: the serial line the guest had begun printing here was
+  // saved with the state and ends there, so it is not written here too.
+  void HandOverSerialLine() { serial_->DropPartialLine(); }
 
   // Devices added before Start(); not owned.
   Status AddPioDevice(uint64_t base, uint64_t size, Device* device);
