@@ -93,4 +93,16 @@ std::string_view ToString(Identify v) {
 std::string_view ToString(DropPolicy v) { return v == DropPolicy::kWorst ? "worst" : "tail"; }
 std::string_view ToString(Share v) { return v == Share::kWfq ? "wfq" : "priority"; }
 
+std::string_view ToString(LeaveRule v) {
+  switch (v) {
+    case LeaveRule::kFewestChangedPages:
+      return "fewest-changed-pages";
+    case LeaveRule::kLowestPageRate:
+      return "lowest-page-rate";
+    case LeaveRule::kSmallestMemory:
+      break;
+  }
+  return "smallest-memory";
+}
+
 }  // namespace qosvisor::config

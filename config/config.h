@@ -307,6 +307,19 @@ struct Control {
 
 // ---- fleet and migration ---------------------------------------------------------------------
 
+// Which VM leaves a host that is over its budget or breaks an anti-affinity rule: the one that
+// is cheapest to move by this measure.
+enum class LeaveRule { kFewestChangedPages, kLowestPageRate, kSmallestMemory };
+
+// VMs that must not share a host (replicas of one service, say). Members may live anywhere in
+// the fleet; the planner warns about those it finds on no host.
+struct AntiAffinityGroup {
+  std::string name;
+  std::vector<std::string> vms;
+  Source source;
+  bool operator==(const AntiAffinityGroup&) const = default;
+};
+
 // This box as a member of a fleet whose shared state lives in etcd. Absent: the box needs no etcd.
 struct Fleet {
   std::string host;               // its name in the registry: [a-z0-9-], at most 63
@@ -318,6 +331,9 @@ struct Fleet {
   uint64_t budget_memory_bytes = 0;
   uint64_t budget_uplink_bps = 0;
   std::map<std::string, std::string> labels;
+  // Read by the daemon that leads the fleet's planning (and by `place` on any box).
+  std::vector<AntiAffinityGroup> anti_affinity;
+  LeaveRule rebalance_choose = LeaveRule::kFewestChangedPages;
   Source source;
   bool operator==(const Fleet&) const = default;
 };
@@ -366,5 +382,6 @@ std::string_view ToString(Policy v);
 std::string_view ToString(Identify v);
 std::string_view ToString(DropPolicy v);
 std::string_view ToString(Share v);
+std::string_view ToString(LeaveRule v);
 
 }  // namespace qosvisor::config

@@ -277,6 +277,24 @@ void EmitFleet(YAML::Emitter& out, const std::optional<Fleet>& fleet) {
     }
     out << YAML::EndMap;
   }
+  if (!f.anti_affinity.empty()) {
+    Key(out, "anti_affinity");
+    out << YAML::Value << YAML::BeginSeq;
+    for (const AntiAffinityGroup& g : f.anti_affinity) {
+      out << YAML::Flow << YAML::BeginMap;
+      Put(out, "name", g.name);
+      Key(out, "vms");
+      out << YAML::Value << YAML::Flow << g.vms;
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq;
+  }
+  if (f.rebalance_choose != LeaveRule::kFewestChangedPages) {
+    Key(out, "rebalance");
+    out << YAML::Value << YAML::Flow << YAML::BeginMap;
+    Put(out, "choose", ToString(f.rebalance_choose));
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
 }
 

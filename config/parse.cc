@@ -812,6 +812,18 @@ void ParseLabels(MapReader& r, Fleet& f) {
   }
 }
 
+void ParseAntiAffinityGroup(MapReader& r, AntiAffinityGroup& g) {
+  r.RequiredName("name", g.name);
+  if (!r.Require("vms", "the VMs that must not share a host, e.g. [db-1, db-2]")) return;
+  g.vms = ReadNames(r, "vms", g.source);
+}
+
+void ParseRebalance(MapReader& r, Fleet& f) {
+  r.Enum("choose", f.rebalance_choose, "rule for the VM that leaves",
+         {LeaveRule::kFewestChangedPages, LeaveRule::kLowestPageRate,
+          LeaveRule::kSmallestMemory});
+}
+
 void ParseFleet(MapReader& r, Fleet& f) {
   r.ReadRequired("host", "this host's name in the registry, e.g. edge-a", f.host,
                  [&](const YAML::Node& n, const std::string& p) {
@@ -839,6 +851,13 @@ void ParseFleet(MapReader& r, Fleet& f) {
     br.Finish();
   }
   ParseLabels(r, f);
+  ReadList(r, "anti_affinity", f.anti_affinity, ParseAntiAffinityGroup);
+  if (auto n = r.Find("rebalance"); n && !n->IsNull()) {
+    Source rebalance_source;
+    MapReader rr(r.conv(), *n, r.Path("rebalance"), rebalance_source);
+    if (rr.valid()) ParseRebalance(rr, f);
+    rr.Finish();
+  }
 }
 
 void ParseMigration(MapReader& r, Migration& m) {

@@ -819,6 +819,24 @@ class Validator {
                         FormatDuration(f.publish_interval_ns),
                         FormatDuration(kMinPublishIntervalNs)));
     }
+    CheckUnique(f.anti_affinity, "anti-affinity group");
+    for (const AntiAffinityGroup& g : f.anti_affinity) CheckAntiAffinityGroup(g);
+  }
+
+  // A group of one constrains nothing, and a name twice in one group is a typo for another.
+  void CheckAntiAffinityGroup(const AntiAffinityGroup& g) {
+    std::set<std::string> seen;
+    for (size_t i = 0; i < g.vms.size(); ++i) {
+      if (!g.vms[i].empty() && !seen.insert(g.vms[i]).second) {
+        Error(g.source, fmt::format("vms[{}]", i),
+              fmt::format("vm '{}' is named twice in anti-affinity group '{}'", g.vms[i], g.name));
+      }
+    }
+    if (g.vms.size() < 2) {
+      Error(g.source, "vms",
+            fmt::format("anti-affinity group '{}' needs at least two VMs (it keeps them apart)",
+                        g.name));
+    }
   }
 
   void CheckMigration() {

@@ -22,6 +22,10 @@ fleet:
   publish_interval: 500ms
   budget: {vcpus: 8, memory: 4GiB, uplink: 1Gbps}
   labels: {site: lab, rack: "3", on: "yes"}
+  anti_affinity:
+    - {name: db, vms: [db-1, db-2, db-3]}
+    - {name: web, vms: [web-1, web-2]}
+  rebalance: {choose: lowest-page-rate}
 migration:
   listen: 10.99.0.1:7400
   key_file: keys/migration.key
@@ -59,6 +63,11 @@ TEST_CASE("fleet and migration keys are read into their fields", "[config][fleet
   CHECK(f.budget_uplink_bps == 1'000'000'000ull);
   CHECK(f.labels == std::map<std::string, std::string>{{"site", "lab"}, {"rack", "3"},
                                                          {"on", "yes"}});
+  REQUIRE(f.anti_affinity.size() == 2);
+  CHECK(f.anti_affinity[0].name == "db");
+  CHECK(f.anti_affinity[0].vms == std::vector<std::string>{"db-1", "db-2", "db-3"});
+  CHECK(f.anti_affinity[1].vms == std::vector<std::string>{"web-1", "web-2"});
+  CHECK(f.rebalance_choose == LeaveRule::kLowestPageRate);
   const Migration& m = c.migration;
   CHECK(m.listen == "10.99.0.1:7400");
   CHECK(m.key_file == "keys/migration.key");
@@ -88,6 +97,9 @@ TEST_CASE("without fleet: and migration: the box needs no etcd and migrates with
   CHECK(d.fleet->lease_ttl_ns == 10 * kSecond);
   CHECK(d.fleet->publish_interval_ns == 2 * kSecond);
   CHECK(d.fleet->labels.empty());
+  CHECK(d.fleet->anti_affinity.empty());
+  CHECK(d.fleet->rebalance_choose == LeaveRule::kFewestChangedPages);
+  CHECK(Format(d).find("rebalance") == std::string::npos);
   CHECK(d.migration.bandwidth_bps == 0);
 }
 
@@ -106,6 +118,12 @@ TEST_CASE("fleet and migration survive Format() and a change to them is seen",
   CHECK_FALSE(changed == c);
   changed = again;
   changed.migration.downtime_ns += 1;
+  CHECK_FALSE(changed == c);
+  changed = again;
+  changed.fleet->anti_affinity[1].vms.push_back("web-3");
+  CHECK_FALSE(changed == c);
+  changed = again;
+  changed.fleet->rebalance_choose = LeaveRule::kSmallestMemory;
   CHECK_FALSE(changed == c);
   changed = again;
   changed.fleet.reset();
@@ -156,6 +174,28 @@ TEST_CASE("each bad fleet or migration value names its key", "[config][fleet][er
        "expected a string"},
       {fleet(host + "  " + budget + "\n  lables: {}\n"), "5:3: fleet.lables",
        "did you mean 'labels'?"},
+      {fleet(host + "  " + budget + "\n  anti_affinity: {db: [a, b]}\n"),
+       "5:18: fleet.anti_affinity", "expected a list"},
+      {fleet(host + "  " + budget + "\n  anti_affinity: [{vms: [a, b]}]\n"),
+       "5:19: fleet.anti_affinity[0]", "missing required key 'name'"},
+      {fleet(host + "  " + budget + "\n  anti_affinity: [{name: db}]\n"),
+       "5:19: fleet.anti_affinity[0]", "missing required key 'vms'"},
+      {fleet(host + "  " + budget + "\n  anti_affinity: [{name: db, vms: [a]}]\n"),
+       "5:35: fleet.anti_affinity[0].vms", "needs at least two VMs"},
+      {fleet(host + "  " + budget + "\n  anti_affinity: [{name: db, vms: [a, b, a]}]\n"),
+       "5:42: fleet.anti_affinity[0].vms[2]", "vm 'a' is named twice"},
+      {fleet(host + "  " + budget + "\n  anti_affinity: [{name: db, vms: [a, 9b]}]\n"),
+       "5:39: fleet.anti_affinity[0].vms[1]", "'9b' is not a valid name"},
+      {fleet(host + "  " + budget +
+             "\n  anti_affinity: [{name: db, vms: [a, b]}, {name: db, vms: [c, d]}]\n"),
+       "5:51: fleet.anti_affinity[1].name", "duplicate anti-affinity group 'db'"},
+      {fleet(host + "  " + budget + "\n  anti_affinity: [{name: db, vms: [a, b], hosts: 2}]\n"),
+       "5:43: fleet.anti_affinity[0].hosts", "unknown key 'hosts'"},
+      {fleet(host + "  " + budget + "\n  rebalance: {choose: cheapest}\n"),
+       "5:23: fleet.rebalance.choose", "'cheapest' is not a rule for the VM that leaves; use one "
+       "of: fewest-changed-pages, lowest-page-rate, smallest-memory"},
+      {fleet(host + "  " + budget + "\n  rebalance: {chose: smallest-memory}\n"),
+       "5:15: fleet.rebalance.chose", "did you mean 'choose'?"},
       {"fleet:\nmigration: {}\n", "1:1: fleet", "expected a mapping with host, etcd and budget, got nothing"},
       {"migration: {listen: nowhere}\n", "1:21: migration.listen",
        "'nowhere' is not address:port"},
