@@ -6,6 +6,7 @@
 #include <bit>
 #include <thread>
 
+#include "hv/page_bitmap.h"
 #include "hv/state_codec.h"
 
 namespace qosvisor::hv {
@@ -18,28 +19,6 @@ constexpr uint32_t kMaxSections = 4096;
 
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-uint64_t CountBits(const std::vector<uint64_t>& bitmap) {
-  uint64_t n = 0;
-  for (uint64_t w : bitmap) n += static_cast<uint64_t>(std::popcount(w));
-  return n;
-}
-
-void OrInto(std::vector<uint64_t>& into, const std::vector<uint64_t>& from) {
-  if (from.size() > into.size()) into.resize(from.size(), 0);
-  for (size_t i = 0; i < from.size(); ++i) into[i] |= from[i];
-}
-
-std::vector<uint64_t> SetBits(const std::vector<uint64_t>& bitmap) {
-  std::vector<uint64_t> out;
-  out.reserve(CountBits(bitmap));
-  for (size_t i = 0; i < bitmap.size(); ++i) {
-    for (uint64_t w = bitmap[i]; w != 0; w &= w - 1) {
-      out.push_back(i * 64 + static_cast<uint64_t>(std::countr_zero(w)));
-    }
-  }
-  return out;
 }
 
 // What changed since the previous harvest: pages (vCPUs' and devices' writes) and disk blocks.
@@ -57,7 +36,11 @@ class Sender {
  public:
   Sender(Vm& vm, MigrationChannel& channel, const MigrationTuning& tuning,
          const MigrationProgressFn& progress)
-      : vm_(vm), channel_(channel), tuning_(tuning), progress_(progress) {}
+      : vm_(vm),
+        channel_(channel),
+        tuning_(tuning),
+        progress_(progress),
+        heat_(tuning.heat ? *tuning.heat : PageHeat(vm.memory().size())) {}
 
   Result<MigrationResult> Run() {
     was_running_ = vm_.state() == VmState::kRunning;
@@ -65,13 +48,13 @@ class Sender {
       return Status::Error(fmt::format("vm '{}' is {}: only a running or paused VM migrates",
                                        vm_.name(), VmStateName(vm_.state())));
     }
-    if (Status s = vm_.TrackChanges(true); !s) return s;
+    if (Status s = vm_.TrackChanges(Vm::ChangeReader::kMigration, true); !s) return s;
     Status done = PreCopyThenStop();
     if (!done) {
       Undo();
       return done;
     }
-    (void)vm_.TrackChanges(false);
+    (void)vm_.TrackChanges(Vm::ChangeReader::kMigration, false);
     return result_;
   }
 
@@ -88,6 +71,7 @@ class Sender {
       if (Status s = SendChanges(pending, round); !s) return s;
       auto changed = Harvest();
       if (!changed) return changed.status();
+      OrInto(changed->pages, pending.pages);  // what the round held back
       pending = std::move(changed).value();
       if (ReadyToStop(pending, round)) break;
       AdjustThrottle(pending);
@@ -112,14 +96,14 @@ class Sender {
 
   Result<Changes> Harvest() {
     Changes c;
-    auto dirty = vm_.TakeDirtyLog();
-    if (!dirty) return dirty.status();
-    c.pages = std::move(dirty).value();
-    OrInto(c.pages, vm_.memory().TakeWrittenPages());
+    auto changed = vm_.TakeChangedPages(Vm::ChangeReader::kMigration);
+    if (!changed) return changed.status();
+    c.pages = std::move(changed).value();
     if (VirtioBlk* disk = vm_.disk()) c.blocks = disk->TakeWrittenBlocks();
     const double seconds = std::max(MsSince(last_harvest_) / 1000.0, 1e-6);
     last_harvest_ = Clock::now();
     dirty_rate_ = static_cast<double>(c.page_count()) / seconds;
+    heat_.Add(c.pages, seconds);
     return c;
   }
 
@@ -183,8 +167,11 @@ class Sender {
     return Status::Ok();
   }
 
-  Status SendChanges(const Changes& c, uint32_t round) {
-    if (Status s = SendPages(SetBits(c.pages)); !s) return s;
+  // Sends what changed (and, in pre-copy, keeps in `c` the hot pages it held back for later).
+  Status SendChanges(Changes& c, uint32_t round) {
+    std::vector<uint64_t> held_back(c.pages.size(), 0);
+    if (Status s = SendPages(PagesInSendOrder(c.pages), held_back); !s) return s;
+    c.pages = std::move(held_back);
     if (Status s = SendBlocks(SetBits(c.blocks)); !s) return s;
     const uint32_t r = round;
     // SAFETY: u32 as its 4 bytes.
@@ -192,10 +179,53 @@ class Sender {
     return TimedSend(MigrationMessageType::kRoundEnd, {bytes, bytes + sizeof(r)});
   }
 
-  Status SendPages(const std::vector<uint64_t>& pages) {
+  bool ordered() const { return tuning_.order_by_heat; }
+
+  // Page numbers region by region, coldest region first (address order when not ordering).
+  std::vector<uint64_t> PagesInSendOrder(const std::vector<uint64_t>& bitmap) const {
+    if (!ordered()) return SetBits(bitmap);
+    constexpr size_t kWords = PageHeat::kPagesPerRegion / 64;
+    std::vector<uint64_t> out;
+    out.reserve(CountBits(bitmap));
+    for (uint32_t region : heat_.ColdestFirst()) {
+      for (size_t w = region * kWords; w < (region + 1) * kWords && w < bitmap.size(); ++w) {
+        for (uint64_t bits = bitmap[w]; bits != 0; bits &= bits - 1) {
+          out.push_back(w * 64 + static_cast<uint64_t>(std::countr_zero(bits)));
+        }
+      }
+    }
+    return out;
+  }
+
+  // A hot page is held back while every page held back this round fits half the downtime
+  // budget at the link's rate: by the time the cold regions before it are sent, the rate is
+  // measured. Stop-and-copy sends everything.
+  bool HoldBack(uint64_t page) {
+    if (!ordered() || final_) return false;
+    if (heat_.Heat(page / PageHeat::kPagesPerRegion) != RegionHeat::kHot) return false;
+    const double budget = LinkBytesPerSecond() * static_cast<double>(tuning_.downtime.count()) /
+                          1000.0 / 2.0;
+    if (static_cast<double>((held_this_round_ + 1) * kPageBytes) > budget) return false;
+    ++held_this_round_;
+    return true;
+  }
+
+  Status SendPages(const std::vector<uint64_t>& in_order, std::vector<uint64_t>& held_back) {
+    held_this_round_ = 0;
     const size_t step = std::max<size_t>(tuning_.batch_pages, 1);
-    for (size_t at = 0; at < pages.size(); at += step) {
-      std::span<const uint64_t> chunk(pages.data() + at, std::min(step, pages.size() - at));
+    std::vector<uint64_t> chunk;
+    chunk.reserve(step);
+    for (size_t next = 0; next < in_order.size();) {
+      // Filled as it goes, so a hold-back decision sees the rate measured so far.
+      chunk.clear();
+      while (chunk.size() < step && next < in_order.size()) {
+        const uint64_t page = in_order[next++];
+        if (HoldBack(page)) {
+          held_back[page / 64] |= 1ull << (page % 64);
+        } else {
+          chunk.push_back(page);
+        }
+      }
       for (const PageBatch& batch : BatchPages(vm_.memory(), chunk, step)) {
         result_.pages_sent += batch.data_pages.size() + batch.zero_pages.size();
         result_.zero_pages_sent += batch.zero_pages.size();
@@ -205,6 +235,7 @@ class Sender {
       }
       if (Status s = Pace(); !s) return s;
     }
+    result_.pages_held_back += held_this_round_;
     return Status::Ok();
   }
 
@@ -277,7 +308,7 @@ class Sender {
   }
 
   void Undo() {
-    (void)vm_.TrackChanges(false);
+    (void)vm_.TrackChanges(Vm::ChangeReader::kMigration, false);
     if (was_running_ && vm_.state() == VmState::kPaused) (void)vm_.Resume();
   }
 
@@ -302,6 +333,8 @@ class Sender {
   const MigrationTuning& tuning_;
   const MigrationProgressFn& progress_;
   MigrationResult result_;
+  PageHeat heat_;  // the tracker's, then each round's harvest added
+  uint64_t held_this_round_ = 0;
   bool was_running_ = false;
   bool throttled_ = false;  // paused by the duty cycle, to resume
   bool final_ = false;

@@ -14,12 +14,14 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "hv/migration_stream.h"
+#include "hv/page_heat.h"
 #include "hv/snapshot_file.h"
 #include "hv/vm.h"
 
@@ -32,6 +34,13 @@ struct MigrationTuning {
   uint64_t bandwidth_bps = 0;  // pre-copy's cap; 0: none. Stop-and-copy goes at link speed
   uint32_t max_rounds = 30;  // then stop-and-copy whatever is left (reported as not converged)
   size_t batch_pages = 256;  // pages per frame (1 MiB)
+  // What the page tracker learnt of the VM's memory before the migration, when it was tracking.
+  // With it (and `order_by_heat`), pre-copy sends cold regions first and hot ones last, and
+  // holds hot regions' pages back for the next round (so for stop-and-copy, at the latest) as
+  // long as they fit half the downtime budget at the link's rate: they would change again and go
+  // again. The migration goes on learning from its own rounds either way.
+  std::optional<PageHeat> heat;
+  bool order_by_heat = true;
 };
 
 struct MigrationProgress {
@@ -53,6 +62,7 @@ struct MigrationResult {
   uint64_t zero_pages_sent = 0;
   uint64_t disk_blocks_sent = 0;
   uint64_t final_pages = 0;           // sent while the VM was paused
+  uint64_t pages_held_back = 0;       // hot pages a round left for a later one (counted per round)
   double paused_ms = 0;               // from the pause to the last byte sent (source's share)
   double expected_downtime_ms = 0;    // the estimate that ended pre-copy
   double precopy_ms = 0;

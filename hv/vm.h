@@ -2,6 +2,7 @@
 // start, pause, resume, stop (shutdown request, forced after a timeout), destroy.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -78,7 +79,7 @@ struct CloneIdentity {
   std::vector<std::array<uint8_t, 6>> macs;  // per NIC; empty: keep the saved MACs
 };
 
-// Lifecycle calls (Start ... Destroy, SetDirtyLogging) come from one control thread at a time;
+// Lifecycle calls (Start ... Destroy, TrackChanges) come from one control thread at a time;
 // state(), counters and WaitForExit may be called from anywhere. A NIC attached to a VmPort must
 // be detached before Destroy(): the device goes away with the VM.
 class Vm {
@@ -132,12 +133,18 @@ class Vm {
   // What a copy-on-write VM is charged before it writes: its rings, page tables, device buffers.
   static constexpr uint64_t kCopyOnWriteReserveBytes = 1ull << 20;
 
-  // Page-change tracking (for snapshots and migration): KVM marks every guest page the vCPUs
-  // write. Writes by the VMM itself (virtio devices) are not in this log.
-  Status SetDirtyLogging(bool on);
-  // One bit per 4 KiB page (bit i of word i / 64 = page i) written since the previous call or
-  // since logging was turned on; reading clears it.
-  Result<std::vector<uint64_t>> TakeDirtyLog();
+  // Who reads which guest pages changed. KVM's dirty log clears when it is read, so the VM fans
+  // each harvest out: every reader gets every page changed since its own previous take, however
+  // the readers' takes interleave (a migration's rounds and the page tracker's period).
+  enum class ChangeReader : uint8_t { kMigration, kPageTracker };
+  static constexpr size_t kChangeReaders = 2;
+  // Starts or stops `reader`: KVM's dirty log and the devices' writes into guest memory are
+  // tracked while any reader is on; the vflash disk's written blocks while kMigration is.
+  Status TrackChanges(ChangeReader reader, bool on);
+  bool tracking(ChangeReader reader) const;
+  // One bit per 4 KiB page (bit i of word i / 64 = page i): the pages the vCPUs or the VMM's
+  // devices wrote since `reader`'s previous take, or since it began. An error if it is off.
+  Result<std::vector<uint64_t>> TakeChangedPages(ChangeReader reader);
 
   // --- snapshots and forks (vm_snapshot.cc) ---
   // Pauses the VM (from running or paused), writes `dir` (created if missing; it must not hold
@@ -183,9 +190,6 @@ class Vm {
   // Applies another VM's captured state to this incoming VM (memory already copied) and leaves
   // it paused with its threads started, ready to Resume(). Its name and MACs stay its own.
   Status ApplyIncomingState(const std::vector<Section>& sections);
-  // Turns on or off, together, everything a migration needs to see what changes: KVM's dirty
-  // log, the devices' writes into guest memory and the vflash disk's written blocks.
-  Status TrackChanges(bool on);
   // The destination runs the VM now: the serial line the guest had begun printing here was
   // saved with the state and ends there, so it is not written here too.
   void HandOverSerialLine() { serial_->DropPartialLine(); }
@@ -235,6 +239,9 @@ class Vm {
   void ForceStopAndJoin(const std::string& detail);
   void JoinAll();
   Status SetMemoryRegion(uint32_t flags);
+  // KVM's dirty log (vCPU writes) on or off, and its bits since the previous read (cleared).
+  Status SetDirtyLogging(bool on);
+  Result<std::vector<uint64_t>> TakeDirtyLog();
 
   VmOptions options_;
   int64_t created_ns_ = 0;
@@ -268,6 +275,11 @@ class Vm {
   uint32_t exited_vcpus_ = 0;                            // guarded by mu_
   VmExit exit_;                                          // guarded by mu_
   bool ran_ = false;                                     // a previous run left state behind
+
+  // Change readers: one at a time takes (changes_mu_), each keeping what the others' takes
+  // harvested for it. A reader that is off has no pending bitmap.
+  mutable std::mutex changes_mu_;
+  std::array<std::optional<std::vector<uint64_t>>, kChangeReaders> pending_changes_;
 };
 
 // A VM's options as JSON text (what snapshots and migration offers carry) and back, checked

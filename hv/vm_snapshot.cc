@@ -441,11 +441,4 @@ Status Vm::ApplyIncomingState(const std::vector<Section>& sections) {
   return Status::Ok();
 }
 
-Status Vm::TrackChanges(bool on) {
-  if (Status s = SetDirtyLogging(on); !s) return s;
-  memory_.TrackWrites(on);
-  if (disk_) disk_->TrackWrites(on);
-  return Status::Ok();
-}
-
 }  // namespace qosvisor::hv

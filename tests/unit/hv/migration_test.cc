@@ -172,8 +172,9 @@ TEST_CASE("when the destination goes away the source runs on, untracked", "[kvm]
   CHECK(a.state() == VmState::kRunning);
   const uint64_t now = Counter(a);
   CHECK(WaitUntil([&] { return Counter(a) > now + (1u << 20); }, 20s));
-  // Tracking is off again: reading the dirty log fails.
-  CHECK_FALSE(a.TakeDirtyLog().ok());
+  // The migration's tracking is off again.
+  CHECK_FALSE(a.tracking(Vm::ChangeReader::kMigration));
+  CHECK_FALSE(a.TakeChangedPages(Vm::ChangeReader::kMigration).ok());
 }
 
 TEST_CASE("a vflash disk moves with the VM: its data, its holes and its size", "[kvm][migration]") {

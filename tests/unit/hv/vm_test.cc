@@ -413,32 +413,60 @@ TEST_CASE("dirty page tracking sees the pages memtouch writes", "[kvm][vm][dirty
   auto vm = Vm::Create(o);
   REQUIRE(vm.ok());
   Vm& v = **vm;
-  auto before = v.TakeDirtyLog();
+  constexpr auto kTracker = Vm::ChangeReader::kPageTracker;
+  constexpr auto kMigration = Vm::ChangeReader::kMigration;
+  auto before = v.TakeChangedPages(kTracker);
   REQUIRE_FALSE(before.ok());
-  CHECK(before.message().find("is logging on?") != std::string::npos);
-  REQUIRE(v.SetDirtyLogging(true).ok());
+  CHECK(before.message().find("the page tracker is not tracking") != std::string::npos);
+  REQUIRE(v.TrackChanges(kTracker, true).ok());
   REQUIRE(v.Start().ok());
   REQUIRE(WaitUntil([&] { return Progress(v, 1) > 0; }, 10s));
-  REQUIRE(v.TakeDirtyLog().ok());  // start a fresh interval
+  REQUIRE(v.TakeChangedPages(kTracker).ok());  // start a fresh interval
   uint64_t touched0 = Progress(v, 1);
   std::this_thread::sleep_for(200ms);
   uint64_t touched1 = Progress(v, 1);
-  auto log = v.TakeDirtyLog();
+  auto log = v.TakeChangedPages(kTracker);
   REQUIRE(log.ok());
-  auto count = [&](uint64_t first_page, uint64_t end_page) {
+  auto count = [](const std::vector<uint64_t>& bitmap, uint64_t first_page, uint64_t end_page) {
     uint64_t n = 0;
-    for (uint64_t p = first_page; p < end_page; ++p) n += ((*log)[p / 64] >> (p % 64)) & 1;
+    for (uint64_t p = first_page; p < end_page; ++p) n += (bitmap[p / 64] >> (p % 64)) & 1;
     return n;
   };
-  uint64_t in_region = count(2048, 3072);
+  uint64_t in_region = count(*log, 2048, 3072);
   uint64_t written = touched1 - touched0;
   INFO("pages written " << written << ", dirty in region " << in_region);
   CHECK(in_region > 0);
   // Each page written in the interval is dirty (round robin: distinct unless it wrapped).
   CHECK(in_region >= std::min<uint64_t>(written, 1024) * 9 / 10);
-  CHECK(count(4096, 8192) == 0);  // nothing above the region is written
+  CHECK(count(*log, 4096, 8192) == 0);  // nothing above the region is written
+
+  // A second reader (a migration) starting meanwhile takes nothing from the first: each sees
+  // every page changed since its own previous take, however their takes interleave.
+  REQUIRE(v.TakeChangedPages(kTracker).ok());
+  REQUIRE(v.TrackChanges(kMigration, true).ok());
+  std::this_thread::sleep_for(100ms);
+  auto migration_first = v.TakeChangedPages(kMigration);  // harvests the log for both
+  std::this_thread::sleep_for(100ms);
+  auto tracker = v.TakeChangedPages(kTracker);
+  auto migration_second = v.TakeChangedPages(kMigration);
+  REQUIRE(migration_first.ok());
+  REQUIRE(tracker.ok());
+  REQUIRE(migration_second.ok());
+  const uint64_t tracker_n = count(*tracker, 2048, 3072);
+  const uint64_t first_n = count(*migration_first, 2048, 3072);
+  INFO("tracker " << tracker_n << ", migration " << first_n);
+  CHECK(first_n > 0);
+  CHECK(tracker_n >= first_n);  // the migration's first take is in the tracker's too
+  for (size_t w = 0; w < migration_first->size(); ++w) {
+    CHECK(((*migration_first)[w] & ~(*tracker)[w]) == 0);
+  }
+  // The migration going away leaves the tracker's log on.
+  REQUIRE(v.TrackChanges(kMigration, false).ok());
+  CHECK(v.TakeChangedPages(kTracker).ok());
+  CHECK_FALSE(v.TakeChangedPages(kMigration).ok());
   REQUIRE(v.Stop(5000ms).ok());
-  REQUIRE(v.SetDirtyLogging(false).ok());
+  REQUIRE(v.TrackChanges(kTracker, false).ok());
+  CHECK_FALSE(v.tracking(kTracker));
 }
 
 TEST_CASE("a hostile guest breaks only its own device, the host and other VMs carry on",
