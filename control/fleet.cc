@@ -57,6 +57,60 @@ Result<T> Field(const json& object, const char* path, const char* key) {
   return it->get<T>();
 }
 
+json VmJson(const FleetVm& vm) {
+  return {{"name", vm.name},
+          {"vcpus", vm.vcpus},
+          {"memory_bytes", vm.memory_bytes},
+          {"uplink_bps", vm.uplink_bps},
+          {"changed_pages", vm.changed_pages},
+          {"pages_per_second", vm.pages_per_second},
+          {"groups", vm.groups}};
+}
+
+Result<FleetVm> ParseFleetVm(const json& j, const std::string& path) {
+  if (!j.is_object()) return Status::Error(fmt::format("{} is not an object", path));
+  const std::string dot = path + ".";
+  auto name = Field<std::string>(j, dot.c_str(), "name");
+  auto vcpus = Field<uint32_t>(j, dot.c_str(), "vcpus");
+  auto memory = Field<uint64_t>(j, dot.c_str(), "memory_bytes");
+  auto uplink = Field<uint64_t>(j, dot.c_str(), "uplink_bps");
+  auto changed = Field<uint64_t>(j, dot.c_str(), "changed_pages");
+  for (const Status& s :
+       {name.status(), vcpus.status(), memory.status(), uplink.status(), changed.status()}) {
+    if (!s.ok()) return s;
+  }
+  FleetVm vm{*name, *vcpus, *memory, *uplink, *changed, 0, {}};
+  auto rate = j.find("pages_per_second");
+  if (rate == j.end() || !rate->is_number() || rate->get<double>() < 0) {
+    return Status::Error(fmt::format("{}pages_per_second is missing or not a non-negative number",
+                                     dot));
+  }
+  vm.pages_per_second = rate->get<double>();
+  auto groups = j.find("groups");
+  if (groups == j.end() || !groups->is_array()) {
+    return Status::Error(fmt::format("{}groups is missing or not a list", dot));
+  }
+  for (const json& g : *groups) {
+    if (!g.is_string()) return Status::Error(fmt::format("{}groups holds a non-string", dot));
+    vm.groups.push_back(g.get<std::string>());
+  }
+  return vm;
+}
+
+// The record's "vms": absent in records of daemons that predate it, which read as none.
+Result<std::vector<FleetVm>> ParseFleetVms(const json& record) {
+  std::vector<FleetVm> vms;
+  auto list = record.find("vms");
+  if (list == record.end()) return vms;
+  if (!list->is_array()) return Status::Error("vms is not a list");
+  for (size_t i = 0; i < list->size(); ++i) {
+    auto vm = ParseFleetVm((*list)[i], fmt::format("vms[{}]", i));
+    if (!vm.ok()) return vm.status();
+    vms.push_back(std::move(vm).value());
+  }
+  return vms;
+}
+
 Result<const json*> Object(const json& object, const char* key) {
   auto it = object.find(key);
   if (it == object.end() || !it->is_object()) {
@@ -68,6 +122,8 @@ Result<const json*> Object(const json& object, const char* key) {
 }  // namespace
 
 json FleetHostJson(const FleetHost& h) {
+  json vms = json::array();
+  for (const FleetVm& vm : h.load.vm_list) vms.push_back(VmJson(vm));
   return {{"name", h.name},
           {"migration_address", h.migration_address},
           {"budget",
@@ -76,6 +132,7 @@ json FleetHostJson(const FleetHost& h) {
             {"uplink_bps", h.budget_uplink_bps}}},
           {"labels", h.labels},
           {"load", LoadJson(h.load)},
+          {"vms", std::move(vms)},
           {"updated_unix_ms", h.updated_unix_ms},
           {"alive", h.alive}};
 }
@@ -110,7 +167,9 @@ Result<FleetHost> ParseFleetHost(const std::string& text) {
   h.budget_vcpus = *vcpus;
   h.budget_memory_bytes = *memory;
   h.budget_uplink_bps = *uplink;
-  h.load = {*vms, *used_vcpus, *used_memory, *used_uplink};
+  auto vm_list = ParseFleetVms(j);
+  if (!vm_list.ok()) return vm_list.status();
+  h.load = {*vms, *used_vcpus, *used_memory, *used_uplink, std::move(vm_list).value()};
   if (auto labels = j.find("labels"); labels != j.end()) {
     if (!labels->is_object()) return Status::Error("labels is not an object");
     for (const auto& [k, v] : labels->items()) {

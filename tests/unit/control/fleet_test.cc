@@ -174,6 +174,22 @@ TEST_CASE("fleet: a record missing a field or of the wrong type is refused, nami
   CHECK_THAT(broken([](auto& j) { j["labels"]["k"] = 3; }),
              Catch::Contains("labels.k is not a string"));
   CHECK_THAT(ParseFleetHost("[]").message(), Catch::Contains("not a JSON object"));
+
+  // The VMs the planner reads: kept whole, each bad field named with the VM's index.
+  h.load.vm_list = {FleetVm{"web", 2, 64ull << 20, 1000, 321, 12.5, {"front"}}};
+  good = FleetHostJson(h);
+  back = ParseFleetHost(good.dump());
+  REQUIRE(back.ok());
+  CHECK(back->load.vm_list == h.load.vm_list);
+  CHECK_THAT(broken([](auto& j) { j["vms"][0].erase("changed_pages"); }),
+             Catch::Contains("vms[0].changed_pages is missing"));
+  CHECK_THAT(broken([](auto& j) { j["vms"][0]["pages_per_second"] = -1; }),
+             Catch::Contains("vms[0].pages_per_second is missing or not a non-negative number"));
+  CHECK_THAT(broken([](auto& j) { j["vms"][0]["groups"] = {1}; }),
+             Catch::Contains("vms[0].groups holds a non-string"));
+  CHECK_THAT(broken([](auto& j) { j["vms"] = 3; }), Catch::Contains("vms is not a list"));
+  // A record from a daemon that publishes no VMs reads as none.
+  CHECK(broken([](auto& j) { j.erase("vms"); }).empty());
 }
 
 TEST_CASE("fleet: with etcd killed the agent says so, and registers again when it returns",
