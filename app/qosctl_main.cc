@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "app/man_page.h"
+#include "app/pages_format.h"
 #include "app/qosctl_top.h"
 #include "app/status_format.h"
 #include "control/control_server.h"
@@ -35,7 +36,8 @@ bool IsJobAction(const std::string& action) {
 
 const std::vector<std::string> kVmActions = {"create", "start",   "stop",    "pause",
                                              "resume", "destroy", "resize",  "snapshot",
-                                             "restore", "fork",   "suspend", "migrate"};
+                                             "restore", "fork",   "suspend", "migrate",
+                                             "pages"};
 
 bool IsVmAction(const std::string& word) {
   return std::find(kVmActions.begin(), kVmActions.end(), word) != kVmActions.end();
@@ -206,7 +208,8 @@ int main(int argc, char** argv) {
   vm->add_option("NAME", vm_name, "VM name (vm ACTION NAME is read the same way)")->required();
   vm->add_option("ACTION", vm_action,
                  "create | start | stop | pause | resume | destroy | resize SIZE | snapshot DIR | "
-                 "restore DIR | fork N | suspend DIR | migrate HOST")
+                 "restore DIR | fork N | suspend DIR | migrate HOST | pages (what its memory "
+                 "does: page-change counters per 2 MiB, huge pages)")
       ->required()
       ->check(CLI::IsMember(kVmActions));
   vm->add_option("--template", vm_template, "create: the template the VM is made from")
@@ -415,7 +418,11 @@ int main(int argc, char** argv) {
   if (as_json) {
     std::printf("%s\n", reply->dump(2).c_str());
   } else {
-    std::fputs(qosvisor::app::FormatReply(command, *reply).c_str(), stdout);
+    const bool pages = command == "vm" && vm_action == "pages";
+    std::fputs((pages ? qosvisor::app::FormatPages(*reply, ::isatty(STDOUT_FILENO) == 1)
+                      : qosvisor::app::FormatReply(command, *reply))
+                   .c_str(),
+               stdout);
   }
   return kExitOk;
 }

@@ -105,4 +105,16 @@ std::string_view ToString(LeaveRule v) {
   return "smallest-memory";
 }
 
+std::string_view ToString(HugePagePolicy v) {
+  switch (v) {
+    case HugePagePolicy::kAuto:
+      return "auto";
+    case HugePagePolicy::kOff:
+      return "off";
+    case HugePagePolicy::kAll:
+      break;
+  }
+  return "all";
+}
+
 }  // namespace qosvisor::config

@@ -350,6 +350,23 @@ struct Migration {
   bool operator==(const Migration&) const = default;
 };
 
+// ---- guest memory ----------------------------------------------------------------------------
+
+// Which regions of guest memory a transparent huge page backs: the tracker's decision per 2 MiB
+// region (dense, steadily used, not churning), none, or all of it.
+enum class HugePagePolicy { kAuto, kOff, kAll };
+
+// What the VMM learns from its VMs' memory: a page tracker harvests each VM's changed pages every
+// track_period into per-2 MiB counters of counter_bits bits (see hv/page_heat.h).
+struct GuestMemory {
+  bool track = true;
+  uint64_t track_period_ns = 1'000'000'000ull;
+  uint32_t counter_bits = 8;
+  HugePagePolicy huge_pages = HugePagePolicy::kAuto;
+  Source source;
+  bool operator==(const GuestMemory&) const = default;
+};
+
 struct Config {
   // Directory of the YAML file: relative paths (images, disks, eBPF programs) are relative to it.
   std::string base_dir;
@@ -368,6 +385,7 @@ struct Config {
   Control control;
   std::optional<Fleet> fleet;
   Migration migration;
+  GuestMemory guest_memory;
 
   // 'path' made absolute against base_dir (unchanged if already absolute).
   std::string Resolve(const std::string& path) const;
@@ -383,5 +401,6 @@ std::string_view ToString(Identify v);
 std::string_view ToString(DropPolicy v);
 std::string_view ToString(Share v);
 std::string_view ToString(LeaveRule v);
+std::string_view ToString(HugePagePolicy v);
 
 }  // namespace qosvisor::config

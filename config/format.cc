@@ -316,6 +316,17 @@ void EmitMigration(YAML::Emitter& out, const Migration& m) {
   out << YAML::EndMap;
 }
 
+void EmitGuestMemory(YAML::Emitter& out, const GuestMemory& g) {
+  if (g == GuestMemory{}) return;
+  Key(out, "guest_memory");
+  out << YAML::Value << YAML::BeginMap;
+  Put(out, "track", g.track);
+  Put(out, "track_period", FormatDuration(g.track_period_ns));
+  Put(out, "counter_bits", g.counter_bits);
+  Put(out, "huge_pages", ToString(g.huge_pages));
+  out << YAML::EndMap;
+}
+
 template <typename T, typename F>
 void EmitList(YAML::Emitter& out, std::string_view key, const std::vector<T>& items, F emit) {
   if (items.empty()) return;
@@ -354,6 +365,7 @@ std::string Format(const Config& c) {
   out << YAML::EndMap;
   EmitFleet(out, c.fleet);
   EmitMigration(out, c.migration);
+  EmitGuestMemory(out, c.guest_memory);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

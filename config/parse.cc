@@ -884,6 +884,14 @@ void ParseMigration(MapReader& r, Migration& m) {
          });
 }
 
+void ParseGuestMemory(MapReader& r, GuestMemory& g) {
+  r.Bool("track", g.track);
+  r.Duration("track_period", g.track_period_ns);
+  r.Int("counter_bits", g.counter_bits, 2, 16);
+  r.Enum("huge_pages", g.huge_pages, "huge-page policy",
+         {HugePagePolicy::kAuto, HugePagePolicy::kOff, HugePagePolicy::kAll});
+}
+
 // A section that is one mapping (dataplane, control).
 template <typename T, typename F>
 void ReadSection(MapReader& top, std::string_view key, T& out, F parse) {
@@ -922,6 +930,7 @@ void ParseTop(MapReader& top, Parsed& parsed) {
     }
   }
   ReadSection(top, "migration", c.migration, ParseMigration);
+  ReadSection(top, "guest_memory", c.guest_memory, ParseGuestMemory);
 }
 
 }  // namespace

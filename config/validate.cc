@@ -99,6 +99,7 @@ class Validator {
     CheckQuotas();
     CheckFleet();
     CheckMigration();
+    CheckGuestMemory();
   }
 
  private:
@@ -836,6 +837,22 @@ class Validator {
       Error(g.source, "vms",
             fmt::format("anti-affinity group '{}' needs at least two VMs (it keeps them apart)",
                         g.name));
+    }
+  }
+
+  // A harvest takes the whole dirty log; much more often than this costs the guests more (each
+  // harvest write-protects their memory again) than it teaches.
+  void CheckGuestMemory() {
+    const GuestMemory& g = config_.guest_memory;
+    constexpr uint64_t kMinPeriodNs = 10'000'000;
+    if (g.track_period_ns < kMinPeriodNs) {
+      Error(g.source, "track_period",
+            fmt::format("{} is too short: at least 10ms", FormatDuration(g.track_period_ns)));
+    }
+    if (!g.track && g.huge_pages == HugePagePolicy::kAuto) {
+      Error(g.source, "huge_pages",
+            "'auto' decides from the page tracker's counters; with track: false use 'off' or "
+            "'all'");
     }
   }
 

@@ -19,6 +19,7 @@
 #include "control/jobs.h"
 #include "control/migration_listener.h"
 #include "control/metrics.h"
+#include "control/page_tracker.h"
 #include "control/switch_builder.h"
 #include "control/vm_manager.h"
 
@@ -160,6 +161,8 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
     vms_ = std::move(vms).value();
   }
   jobs_ = std::make_unique<Jobs>();
+  page_tracker_ = std::make_unique<PageTracker>(*vms_, config.guest_memory);
+  page_tracker_->Start();
   if (Status s = StartMigrationListener(config); !s.ok()) return s;
   if (migration_listener_) {
     startup_log_.push_back(fmt::format("migration: listening on {}", config.migration.listen));
@@ -189,6 +192,7 @@ uint32_t Appliance::TearDown() {
   metrics_.reset();  // no scrape may reach what goes next
   migration_listener_.reset();  // an incoming VM not yet committed is cut off and removed
   if (apps_) apps_->Stop();  // deploys waiting for a guest give up and roll back
+  page_tracker_.reset();  // before the VMs it harvests
   jobs_.reset();     // running jobs finish first: they use the VMs, the apps and the switch
   apps_.reset();
   vms_.reset();      // NICs detached from their ports (and let go by the lcores), then the VMs stop

@@ -25,6 +25,7 @@ class ControlServer;
 class FleetAgent;
 class JobProgress;
 class MigrationListener;
+class PageTracker;
 class Jobs;
 struct Caller;
 struct ReloadMember;
@@ -166,6 +167,7 @@ class Appliance {
   nlohmann::json FleetStatusJson() const;
   std::unique_ptr<FleetAgent> fleet_;
   std::unique_ptr<MigrationListener> migration_listener_;
+  std::unique_ptr<PageTracker> page_tracker_;
   bool vms_started_ = false;
   uint64_t started_ns_ = 0;
 };

@@ -8,6 +8,7 @@
 
 #include "config/loader.h"
 #include "control/appliance.h"
+#include "control/page_tracker.h"
 #include "control/reload.h"
 #include "control/switch_builder.h"
 #include "control/vm_manager.h"
@@ -83,6 +84,7 @@ Status Appliance::ApplyReload(const config::Config& next, const ReloadPlan& plan
   }
   config_ = next;
   vms_->SetConfig(next);
+  if (page_tracker_) page_tracker_->Update(next.guest_memory);
   for (const std::string& vm : plan.vms_added) {
     if (Status s = vms_->AddConfigured(next, vm); !s.ok()) return s;
   }

@@ -203,6 +203,7 @@ void Appliance::RegisterVmCommands() {
       return json{{"name", name}, {"disk_bytes", *bytes}};
     }
     if (action == "create") return VmCreate(args, name, caller);
+    if (action == "pages") return vms_->PagesJson(name);
     if (action == "migrate") {
       if (!caller.privileged) {
         return Status::Error(fmt::format("permission denied: {} may not move VMs between hosts",

@@ -197,6 +197,21 @@ void VmMetrics(Exposition& e, const json& vms) {
   PerRow(e, vms, "vm", "name", "qosvisor_vm_charged_memory_bytes", "gauge",
          "Host memory the VM holds for itself (copy-on-write VMs: what they wrote).",
          "charged_bytes");
+  // Only the VMs the page tracker has harvested: 0 would claim a VM changes nothing.
+  json tracked = json::array();
+  for (const json& vm : vms) {
+    if (vm.contains("changed_pages")) tracked.push_back(vm);
+  }
+  PerRow(e, tracked, "vm", "name", "qosvisor_vm_page_change_rate", "gauge",
+         "Guest pages (4 KiB) changed per second, over the page tracker's window.",
+         "pages_per_second");
+  PerRow(e, tracked, "vm", "name", "qosvisor_vm_changed_pages", "gauge",
+         "Distinct guest pages changed within the page tracker's window.", "changed_pages");
+  PerRow(e, tracked, "vm", "name", "qosvisor_vm_hot_regions", "gauge",
+         "2 MiB regions of guest memory the page tracker counts as hot.", "hot_regions");
+  PerRow(e, tracked, "vm", "name", "qosvisor_vm_huge_regions", "gauge",
+         "2 MiB regions of guest memory the huge-page policy backs with a huge page.",
+         "huge_regions");
 }
 
 // Only for a box with fleet: (status has a fleet object then).

@@ -94,6 +94,10 @@ class Planner {
         Text(b_, [&](C& p) { p.migration = b_.migration; })) {
       Restart("migration settings changed");
     }
+    // The page tracker reads its settings at every harvest.
+    if (!(a_.guest_memory == b_.guest_memory)) {
+      Live("guest_memory: page tracking or huge-page policy changed");
+    }
   }
 
   void Classes() {

@@ -789,6 +789,11 @@ json VmManager::ListJson() {
                 {"app", e.owner.app},
                 {"serial_log", e.serial_log}};
     if (!e.busy.empty()) row["busy"] = e.busy;
+    if (e.pages.heat) {
+      for (const auto& [key, value] : PageSummaryJson(e).items()) {
+        if (key != "tracked" && key != "regions") row[key] = value;
+      }
+    }
     if (!e.suspended_dir.empty()) row["suspended_to"] = e.suspended_dir;
     if (!e.migrated_to.empty()) row["migrated_to"] = e.migrated_to;
     out.push_back(std::move(row));

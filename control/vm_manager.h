@@ -159,6 +159,15 @@ class VmManager {
   // Removes the disk files of incoming migrations that never finished (the box was killed).
   void RemoveUnfinishedIncoming();
 
+  // --- page tracking (vm_manager_pages.cc) ---
+  // One harvest for every running or paused VM that no long operation holds: its changed pages
+  // into its counters, then the huge-page policy. Called by the page tracker's thread.
+  void HarvestPages(const config::GuestMemory& settings);
+  // What `qosctl vm NAME pages` shows: a summary and one row per 2 MiB region.
+  Result<nlohmann::json> PagesJson(const std::string& name);
+  // Each tracked VM's changed pages and rate, by name (placement, the fleet record).
+  std::map<std::string, hv::VmPageSummary> PageSummaries();
+
   nlohmann::json ListJson();
   // Calls `fn` for every port this manager added to the switch, holding its lock.
   void ForEachOwnPort(const std::function<void(const dataplane::Port*)>& fn);
@@ -183,6 +192,15 @@ class VmManager {
     hv::VmOptions options;  // kept for listing while suspended
     VmOwner owner = BoxOwner();
     VmDemand demand;  // what it takes from the quotas it is charged to
+    // What the page tracker learnt of this VM's memory, for the Vm object it was learnt from
+    // (a restart from scratch makes a new one, and the counters begin again).
+    struct PageTracking {
+      const hv::Vm* vm = nullptr;
+      std::unique_ptr<hv::PageHeat> heat;
+      std::chrono::steady_clock::time_point last_harvest;
+      std::vector<int8_t> applied;  // per region: -1 not yet, 0 small, 1 huge
+      std::string error;            // the last harvest's or policy's failure, if any
+    } pages;
   };
   VmManager(const config::Config& config, SwitchAccess access, rte_mempool* pool,
             std::string log_dir)
@@ -250,6 +268,10 @@ class VmManager {
   void DropIncoming(Entry* e);
   // "suspended", "migrated" or the VM's state.
   static std::string StateOf(const Entry& e);
+  // The page tracker's steps for one entry (mu_ held).
+  void HarvestEntry(Entry& e, const config::GuestMemory& settings);
+  void ApplyHugePolicy(Entry& e, config::HugePagePolicy policy);
+  static nlohmann::json PageSummaryJson(const Entry& e);
   // A migrated-in VM's vflash file and its metadata (a failed migration leaves neither).
   static void RemoveDiskFiles(const std::string& path);
   void Remove(Entry* e);

@@ -97,6 +97,7 @@ json ResultJson(const hv::MigrationResult& r) {
           {"zero_pages_sent", r.zero_pages_sent},
           {"disk_blocks_sent", r.disk_blocks_sent},
           {"final_pages", r.final_pages},
+          {"pages_held_back", r.pages_held_back},
           {"expected_downtime_ms", r.expected_downtime_ms},
           {"precopy_ms", r.precopy_ms},
           {"max_throttle_percent", r.max_throttle_percent},
@@ -199,7 +200,11 @@ Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel
   }
   const auto started = Clock::now();
   const bool was_running = e.vm->state() == hv::VmState::kRunning;
-  auto sent = hv::SendVm(*e.vm, channel, tuning, [&](const hv::MigrationProgress& p) {
+  // Busy now, the entry's counters are the tracker's no more: they say what went cold or hot
+  // until the migration began.
+  hv::MigrationTuning learnt = tuning;
+  if (e.pages.heat) learnt.heat = *e.pages.heat;
+  auto sent = hv::SendVm(*e.vm, channel, learnt, [&](const hv::MigrationProgress& p) {
     progress.phase(fmt::format("{} round {}", p.phase, p.round));
     progress.bytes(p.bytes_sent, 0);
     progress.detail(ProgressJson(p));

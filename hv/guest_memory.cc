@@ -14,6 +14,28 @@
 #include "hv/data_extents.h"
 
 namespace qosvisor::hv {
+namespace {
+
+constexpr uint64_t kHugePageBytes = 2ull << 20;
+
+// Address space for `size` bytes starting on a 2 MiB boundary: a huge page can back a region
+// of guest memory only where host and guest addresses are aligned alike.
+uint8_t* ReserveAligned(uint64_t size) {
+  const uint64_t span = size + kHugePageBytes;
+  // SAFETY: an inaccessible anonymous reservation; the slack either side is unmapped below.
+  void* p = ::mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  const auto start = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t aligned = (start + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
+  // SAFETY: both ranges lie inside the reservation just made and belong to nothing else.
+  if (aligned > start) ::munmap(p, aligned - start);
+  if (start + span > aligned + size) {
+    ::munmap(reinterpret_cast<void*>(aligned + size), start + span - (aligned + size));
+  }
+  return reinterpret_cast<uint8_t*>(aligned);
+}
+
+}  // namespace
 
 Result<GuestMemory> GuestMemory::Create(const std::string& name, uint64_t size, bool populate) {
   if (size == 0 || size % 4096 != 0) {
@@ -29,11 +51,17 @@ Result<GuestMemory> GuestMemory::Create(const std::string& name, uint64_t size, 
     return Status::Error(
         fmt::format("ftruncate guest memory to {} bytes: {}", size, std::strerror(errno)));
   }
-  int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
-  // SAFETY: a fresh mapping of the whole memfd; size matches the ftruncate above, and the
-  // mapping lives until this object is destroyed.
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, mem.memfd_.get(), 0);
+  int flags = MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0);
+  uint8_t* at = ReserveAligned(size);
+  if (at == nullptr) {
+    return Status::Error(
+        fmt::format("reserving {} bytes of address space: {}", size, std::strerror(errno)));
+  }
+  // SAFETY: a fresh mapping of the whole memfd over the reservation just made for it; size
+  // matches the ftruncate above, and the mapping lives until this object is destroyed.
+  void* p = ::mmap(at, size, PROT_READ | PROT_WRITE, flags, mem.memfd_.get(), 0);
   if (p == MAP_FAILED) {
+    ::munmap(at, size);
     return Status::Error(
         fmt::format("mmap guest memory ({} bytes): {}", size, std::strerror(errno)));
   }
@@ -197,6 +225,88 @@ Status GuestMemory::Clear() {
     return Status::Error(fmt::format("clearing guest memory: {}", std::strerror(errno)));
   }
   return Status::Ok();
+}
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux 6.1; older kernels refuse it with EINVAL
+#endif
+
+Status GuestMemory::AdviseHuge(uint64_t offset, bool huge) {
+  if (offset % kHugePageBytes != 0 || offset >= size_ || size_ - offset < kHugePageBytes) {
+    return Status::Error(fmt::format("huge pages: {:#x} is not a whole 2 MiB region of guest "
+                                     "memory",
+                                     offset));
+  }
+  if (!shared_) {
+    return Status::Error("huge pages: copy-on-write guest memory is not the memfd's to back");
+  }
+  // SAFETY: a whole 2 MiB region inside this object's own mapping.
+  if (::madvise(base_ + offset, kHugePageBytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) != 0) {
+    return Status::Error(fmt::format("huge pages: madvise at {:#x}: {}", offset,
+                                     std::strerror(errno)));
+  }
+  // SAFETY: as above. MADV_COLLAPSE copies the region onto a huge page whatever the system's
+  // shmem_enabled says; EAGAIN (pages busy) leaves it for a later try.
+  if (huge && ::madvise(base_ + offset, kHugePageBytes, MADV_COLLAPSE) != 0) {
+    return Status::Error(fmt::format("huge pages: collapsing {:#x}: {}", offset,
+                                     std::strerror(errno)));
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+// The kernel's view of one guest page: its pagemap entry's frame, that frame's flags.
+class PageFlagsReader {
+ public:
+  PageFlagsReader()
+      : pagemap_(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)),
+        flags_(::open("/proc/kpageflags", O_RDONLY | O_CLOEXEC)) {}
+
+  // Whether a transparent huge page holds the page at host address `address`.
+  Result<bool> Huge(uintptr_t address) const {
+    constexpr uint64_t kPfnMask = (1ull << 55) - 1;
+    constexpr uint64_t kPageFlagThp = 1ull << 22;
+    if (!pagemap_.valid() || !flags_.valid()) {
+      return Status::Error("huge pages: /proc/self/pagemap or /proc/kpageflags cannot be read");
+    }
+    uint64_t entry = 0;
+    if (::pread(pagemap_.get(), &entry, 8, static_cast<off_t>(address / 4096 * 8)) != 8) {
+      return Status::Error(fmt::format("huge pages: read pagemap: {}", std::strerror(errno)));
+    }
+    if ((entry >> 63) == 0) return false;  // not present: nothing backs it
+    const uint64_t pfn = entry & kPfnMask;
+    if (pfn == 0) return Status::Error("huge pages: page frame numbers need CAP_SYS_ADMIN");
+    uint64_t page_flags = 0;
+    if (::pread(flags_.get(), &page_flags, 8, static_cast<off_t>(pfn * 8)) != 8) {
+      return Status::Error(fmt::format("huge pages: read kpageflags: {}", std::strerror(errno)));
+    }
+    return (page_flags & kPageFlagThp) != 0;
+  }
+
+ private:
+  UniqueFd pagemap_;
+  UniqueFd flags_;
+};
+
+}  // namespace
+
+Result<bool> GuestMemory::HugeBacked(uint64_t offset) const {
+  if (offset >= size_) return Status::Error(fmt::format("{:#x} is outside guest memory", offset));
+  // SAFETY: pointer arithmetic only, for the host address of the region's first page.
+  return PageFlagsReader().Huge(reinterpret_cast<uintptr_t>(base_) + offset);
+}
+
+Result<uint64_t> GuestMemory::HugeBackedBytes() const {
+  const PageFlagsReader reader;
+  uint64_t bytes = 0;
+  for (uint64_t offset = 0; offset + kHugePageBytes <= size_; offset += kHugePageBytes) {
+    // SAFETY: pointer arithmetic only, as in HugeBacked.
+    auto huge = reader.Huge(reinterpret_cast<uintptr_t>(base_) + offset);
+    if (!huge.ok()) return huge.status();
+    if (*huge) bytes += kHugePageBytes;
+  }
+  return bytes;
 }
 
 }  // namespace qosvisor::hv

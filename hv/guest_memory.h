@@ -58,6 +58,16 @@ class GuestMemory {
   Result<uint64_t> PrivateBytes() const;
   uint8_t* host_base() const { return base_; }
 
+  // Huge pages for the 2 MiB region at `offset` (a multiple of 2 MiB): wanted (MADV_HUGEPAGE,
+  // and MADV_COLLAPSE so that what the region already holds moves onto one huge page now) or
+  // not (MADV_NOHUGEPAGE: khugepaged leaves it alone). Only for a shared mapping: a private
+  // (copy-on-write) one's pages are copies the memfd does not hold.
+  Status AdviseHuge(uint64_t offset, bool huge);
+  // Whether a huge page backs the region at `offset` now (/proc/kpageflags: needs root).
+  Result<bool> HugeBacked(uint64_t offset) const;
+  // Bytes of guest memory that huge pages back now (each region as HugeBacked reads it).
+  Result<uint64_t> HugeBackedBytes() const;
+
   // Pages the VMM's own devices write (rings, received frames, disk reads) are not in KVM's
   // dirty log; a migration needs them too. While tracking is on, every write through this object
   // (Write, StoreAtomic, MarkWritten) sets its pages' bits. Any thread may write; the bits are
