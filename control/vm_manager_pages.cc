@@ -74,26 +74,13 @@ void VmManager::HarvestEntry(Entry& e, const config::GuestMemory& settings) {
 }
 
 void VmManager::ApplyHugePolicy(Entry& e, config::HugePagePolicy policy) {
-  Entry::PageTracking& t = e.pages;
-  hv::GuestMemory& memory = e.vm->memory();
-  if (policy == config::HugePagePolicy::kOff || !memory.shared()) return;
-  size_t collapses = 0;
-  for (size_t r = 0; r < t.heat->regions() && collapses < kCollapsesPerHarvest; ++r) {
-    const bool huge = policy == config::HugePagePolicy::kAll ||
-                      t.heat->DecideHuge(r) == hv::HugeDecision::kHuge;
-    if (t.applied[r] == (huge ? 1 : 0)) continue;
-    if (!huge && t.applied[r] == -1) {
-      t.applied[r] = 0;  // small is how memory starts; nothing to undo
-      continue;
-    }
-    if (huge) ++collapses;
-    if (Status s = memory.AdviseHuge(r * PageHeat::kRegionBytes, huge); !s.ok()) {
-      // EAGAIN and the like: the region is tried again at the next harvest.
-      t.error = fmt::format("vm '{}': {}", e.name, s.message());
-      continue;
-    }
-    t.applied[r] = huge ? 1 : 0;
-  }
+  const hv::HugePolicy mode = policy == config::HugePagePolicy::kAll   ? hv::HugePolicy::kAll
+                              : policy == config::HugePagePolicy::kOff ? hv::HugePolicy::kOff
+                                                                       : hv::HugePolicy::kAuto;
+  Status s = hv::ApplyHugePolicy(e.vm->memory(), *e.pages.heat, mode, e.pages.applied,
+                                 kCollapsesPerHarvest);
+  // EAGAIN and the like: the region is tried again at the next harvest.
+  if (!s.ok()) e.pages.error = fmt::format("vm '{}': {}", e.name, s.message());
 }
 
 json VmManager::PageSummaryJson(const Entry& e) {

@@ -4,6 +4,7 @@
 #include <bit>
 #include <numeric>
 
+#include "hv/guest_memory.h"
 #include "hv/page_bitmap.h"
 
 namespace qosvisor::hv {
@@ -111,6 +112,29 @@ std::vector<uint32_t> PageHeat::ColdestFirst() const {
   std::stable_sort(order.begin(), order.end(),
                    [&](uint32_t a, uint32_t b) { return counters_[a] < counters_[b]; });
   return order;
+}
+
+Status ApplyHugePolicy(GuestMemory& memory, const PageHeat& heat, HugePolicy policy,
+                       std::vector<int8_t>& applied, size_t max_collapses) {
+  if (policy == HugePolicy::kOff || !memory.shared()) return Status::Ok();
+  applied.resize(heat.regions(), -1);
+  Status last = Status::Ok();
+  size_t collapses = 0;
+  for (size_t r = 0; r < heat.regions() && collapses < max_collapses; ++r) {
+    const bool huge = policy == HugePolicy::kAll || heat.DecideHuge(r) == HugeDecision::kHuge;
+    if (applied[r] == (huge ? 1 : 0)) continue;
+    if (!huge && applied[r] == -1) {
+      applied[r] = 0;  // small is how memory starts; nothing to undo
+      continue;
+    }
+    if (huge) ++collapses;
+    if (Status s = memory.AdviseHuge(r * PageHeat::kRegionBytes, huge); !s.ok()) {
+      last = s;
+      continue;
+    }
+    applied[r] = huge ? 1 : 0;
+  }
+  return last;
 }
 
 }  // namespace qosvisor::hv

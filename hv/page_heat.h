@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+
 namespace qosvisor::hv {
 
 // What placement needs of a VM's memory.
@@ -79,5 +81,16 @@ class PageHeat {
   std::deque<double> window_seconds_;
   uint64_t harvests_ = 0;
 };
+
+// Applies a huge-page policy to guest memory region by region: kAuto backs what DecideHuge
+// says, kAll every region, kOff leaves memory as the kernel keeps it. `applied` (one entry per
+// region: -1 not yet, 0 small, 1 huge) remembers what was done, so a region costs a madvise only
+// when its decision changes; at most `max_collapses` regions are collapsed per call (each copies
+// 2 MiB). A region that fails (EAGAIN: pages busy) is left for the next call; the last such
+// error is returned.
+enum class HugePolicy : uint8_t { kAuto, kOff, kAll };
+class GuestMemory;
+Status ApplyHugePolicy(GuestMemory& memory, const PageHeat& heat, HugePolicy policy,
+                       std::vector<int8_t>& applied, size_t max_collapses);
 
 }  // namespace qosvisor::hv

@@ -44,12 +44,10 @@ void TrackAndApply(Vm& vm, PageHeat& heat, int harvests) {
     REQUIRE(populated.ok());
     heat.SetPopulated(*populated);
   }
-  for (size_t r = 0; r < heat.regions(); ++r) {
-    if (heat.DecideHuge(r) == HugeDecision::kHuge) {
-      INFO("region " << r);
-      CHECK(vm.memory().AdviseHuge(r * kRegion, true).ok());
-    }
-  }
+  std::vector<int8_t> applied;
+  Status s = ApplyHugePolicy(vm.memory(), heat, HugePolicy::kAuto, applied, heat.regions());
+  INFO(s.message());
+  CHECK(s.ok());
 }
 
 TEST_CASE("a densely used region is backed by a huge page, a sparse one is not",
