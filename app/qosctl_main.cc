@@ -105,7 +105,7 @@ qosvisor::app::ManPage Page() {
       "--no-wait.",
       "Who may do what: root and the user qosvisor runs as may use every command. Other members "
       "of the configuration's control.group may use the read-only commands (status, ports, "
-      "stats, vms, bridges, classes, jobs, job, apps, quota, hosts, flows dump) and create and "
+      "stats, vms, bridges, classes, jobs, job, apps, quota, hosts, place, flows dump) and create and "
       "destroy their own VMs (vm NAME create, vm NAME destroy) and apps (deploy, undeploy) "
       "within the quotas the configuration (quotas:) gives their user and their groups; "
       "everything else is refused, naming the rule or the quota (e.g. \"quota of group devs: "
@@ -154,6 +154,23 @@ qosvisor::app::ManPage Page() {
         "and uplink bandwidth in use against the budget it offers, its migration address and its "
         "labels. A host whose daemon stops leaves the list at once; one whose daemon dies, "
         "within its lease_ttl."}},
+      {"place",
+       {"Names the host VM (running anywhere in the fleet) should go to: a live host with a "
+        "migration listener and room in its budget (vCPUs, memory, uplink) that runs no VM of an "
+        "anti-affinity group VM belongs to (fleet.anti_affinity on any box), the one whose VMs "
+        "change the fewest pages a second, so that VMs writing much memory spread apart. Any "
+        "box of the fleet answers; members of groups that run nowhere are warned about in its "
+        "log."}},
+      {"rebalance",
+       {"Finds the hosts over their budget (vCPUs, memory, uplink) or running two VMs of one "
+        "anti-affinity group and plans the migrations that fix them: the VM that leaves is the "
+        "one with the fewest changed pages (fleet.rebalance.choose: lowest-page-rate or "
+        "smallest-memory instead), its destination as for place. --dry-run prints the plan; "
+        "otherwise a job runs the moves one at a time, each carried out by the VM's host (the "
+        "leader asks through etcd and waits for the outcome), and stops at the first failure, "
+        "saying what ran, what failed and why, and what was not tried. One daemon of the fleet "
+        "plans (the leader, shown by status); on another, rebalance fails naming the leader. "
+        "Root only."}},
       {"flows",
        {"add and del apply at once and last until the appliance restarts (or a reload "
         "replaces the bridge's rules from the file)."}},
@@ -178,6 +195,7 @@ qosvisor::app::ManPage Page() {
       {"qosctl reload --dry-run", "what reloading the file would change"},
       {"qosctl uplinks uplink0 --top 5", "which messages hold uplink0's backlog"},
       {"qosctl hosts", "the fleet: every box's budget and load"},
+      {"qosctl rebalance --dry-run", "the migrations that would bring the fleet within budgets"},
   };
   return page;
 }
@@ -290,6 +308,18 @@ int main(int argc, char** argv) {
   auto* hosts = app.add_subcommand(
       "hosts", "The fleet's hosts (from etcd): budgets, load, migration addresses, labels");
   hosts->add_flag("--json", as_json, "Print the raw JSON reply");
+  auto* place = app.add_subcommand(
+      "place", "The host a VM of the fleet should go to (budgets, anti-affinity, page changes)");
+  std::string place_vm;
+  place->add_option("VM", place_vm, "a VM running on some host of the fleet")->required();
+  place->add_flag("--json", as_json, "Print the raw JSON reply");
+  auto* rebalance = app.add_subcommand(
+      "rebalance",
+      "Plan and run the migrations that bring every fleet host within its budget and "
+      "anti-affinity rules, one at a time (on the leader)");
+  rebalance->add_flag("--dry-run", dry_run, "only print the plan");
+  rebalance->add_flag("--no-wait", no_wait, "print the job id and return at once");
+  rebalance->add_flag("--json", as_json, "Print the raw JSON reply");
   auto* top = app.add_subcommand("top", "A live view of ports, classes and VMs; q quits");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   try {
@@ -319,6 +349,8 @@ int main(int argc, char** argv) {
                               : *apps     ? "apps"
                               : *quota    ? "quota"
                               : *hosts    ? "hosts"
+                              : *place    ? "place"
+                              : *rebalance ? "rebalance"
                               : *stop     ? "stop"
                                           : "";
   json args = json::object();
@@ -334,6 +366,8 @@ int main(int argc, char** argv) {
     if (!deploy_name.empty()) args["name"] = deploy_name;
   }
   if (*undeploy) args = {{"name", undeploy_name}};
+  if (*place) args = {{"vm", place_vm}};
+  if (*rebalance) args = {{"dry_run", dry_run}};
   if (*capture) {
     if (capture_count == 0 && capture_duration.empty()) {
       std::fprintf(stderr, "qosctl: capture needs --count N or --duration D\n");

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "app/fleet_format.h"
 #include "app/uplinks_format.h"
 
 namespace qosvisor::app {
@@ -82,6 +83,12 @@ std::string FormatStatus(const json& s) {
       s.value("mbufs_free", 0ull), s.value("mbufs_total", 0ull), s.value("ports", 0ull));
   if (auto f = s.find("fleet"); f != s.end() && f->is_object()) {
     out += fmt::format("fleet      {}\n", FleetLine(*f));
+    const std::string leader = f->value("leader", "");
+    if (f->value("leading", false)) {
+      out += "leader     this box plans for the fleet\n";
+    } else if (!leader.empty()) {
+      out += fmt::format("leader     {}\n", leader);
+    }
   }
   return out;
 }
@@ -281,6 +288,7 @@ std::string FormatReply(const std::string& command, const json& reply) {
   if (command == "classes") return FormatClasses(reply);
   if (command == "uplinks") return FormatUplinks(reply);
   if (command == "hosts") return FormatHosts(reply);
+  if (command == "place" || command == "rebalance") return FormatPlacement(command, reply);
   if (command == "fdb") {
     std::string out =
         fmt::format("{:>6} {:<16} {:>4} {:<19} {:>8}\n", "ofport", "port", "vlan", "mac", "age");

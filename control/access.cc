@@ -25,7 +25,7 @@ constexpr std::array kSelfService = {
     SelfService{"jobs", ""},      SelfService{"job", ""},       SelfService{"apps", ""},
     SelfService{"quota", ""},     SelfService{"flows", "dump"}, SelfService{"vm", "create"},
     SelfService{"vm", "destroy"}, SelfService{"deploy", ""},    SelfService{"undeploy", ""},
-    SelfService{"hosts", ""},
+    SelfService{"hosts", ""},     SelfService{"place", ""},
 };
 
 std::string ActionOf(const nlohmann::json& args) {

@@ -16,6 +16,8 @@
 #include "common/units.h"
 #include "control/apps.h"
 #include "control/control_server.h"
+#include "control/fleet_leader.h"
+#include "control/fleet_moves.h"
 #include "control/jobs.h"
 #include "control/migration_listener.h"
 #include "control/metrics.h"
@@ -188,6 +190,7 @@ Appliance::~Appliance() {
 }
 
 uint32_t Appliance::TearDown() {
+  StopFleetPlanning();  // first: the lead goes to another box, a move under way ends here
   fleet_.reset();    // the box leaves the fleet registry at once (its lease is revoked)
   metrics_.reset();  // no scrape may reach what goes next
   migration_listener_.reset();  // an incoming VM not yet committed is cut off and removed
@@ -213,6 +216,7 @@ void Appliance::RegisterCommands() {
   RegisterVmCommands();
   RegisterSwitchCommands();
   RegisterAppCommands();
+  RegisterFleetCommands();
   server_->Register("stop", [this](const json&) -> Result<json> {
     Stop();
     return json{{"stopping", true}};

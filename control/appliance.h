@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,11 @@ namespace qosvisor::control {
 class Apps;
 class ControlServer;
 class FleetAgent;
+class LeaderElection;
+class MoveServer;
+struct FleetVm;
+struct MoveWait;
+struct PlannedMove;
 class JobProgress;
 class MigrationListener;
 class PageTracker;
@@ -165,6 +171,33 @@ class Appliance {
   uint64_t UplinkSentBytes();
   Result<nlohmann::json> HostsJson();
   nlohmann::json FleetStatusJson() const;
+  // Placement and rebalancing (appliance_rebalance.cc): the leader election, the server for the
+  // moves a leader asks of this box, `place` and `rebalance`.
+  void StartFleetPlanning(const config::Config& config);
+  void StopFleetPlanning();
+  void RegisterFleetCommands();
+  Result<nlohmann::json> PlaceCommand(const nlohmann::json& args);
+  Result<nlohmann::json> RebalanceCommand(const nlohmann::json& args);
+  Result<nlohmann::json> ExecutePlan(const std::string& plan_id,
+                                     const std::vector<PlannedMove>& moves, MoveWait wait,
+                                     const std::vector<std::string>& endpoints,
+                                     nlohmann::json out, JobProgress& progress);
+  // The VMs this box publishes for the planner; `send_rate` turns a VM's count of bytes sent
+  // into bits per second. The registry agent's thread.
+  using SendRate = std::function<uint64_t(const std::string& vm, uint64_t bytes)>;
+  std::vector<FleetVm> FleetVms(const std::vector<config::AntiAffinityGroup>& groups,
+                                const SendRate& send_rate);
+  // Migrating for a leader's plan, from the move server's thread: the destination from the
+  // registry, the key and tuning as loaded; waits for the job.
+  Result<nlohmann::json> MigrateForFleet(const std::string& vm, const std::string& to,
+                                         const Result<hv::MigrationKey>& key,
+                                         const config::Migration& migration);
+  Result<MigrationTarget> FleetTarget(const FleetHost& host, const hv::VmOptions& vm);
+  uint64_t StartMigrateJob(const std::string& vm, const MigrationTarget& target,
+                           const hv::MigrationKey& key, const hv::MigrationTuning& tuning);
+  std::unique_ptr<LeaderElection> leader_;
+  std::unique_ptr<MoveServer> move_server_;
+  std::atomic<bool> planning_stopped_{false};
   std::unique_ptr<FleetAgent> fleet_;
   std::unique_ptr<MigrationListener> migration_listener_;
   std::unique_ptr<PageTracker> page_tracker_;

@@ -1,5 +1,5 @@
-// The appliance in its fleet: the agent that keeps this box in the etcd registry with its budget
-// and load, the `hosts` command, and the fleet part of `status`.
+// The appliance in its fleet: the agent that keeps this box in the etcd registry with its budget,
+// load and VMs, the `hosts` command, and the fleet part of `status` (with who leads).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <time.h>
@@ -7,6 +7,7 @@
 #include "common/units.h"
 #include "control/appliance.h"
 #include "control/fleet.h"
+#include "control/fleet_leader.h"
 
 namespace qosvisor::control {
 
@@ -47,12 +48,22 @@ Status Appliance::StartFleet(const config::Config& config) {
   if (!config.fleet) return Status::Ok();
   // Called on the agent's thread only, so the meter needs no lock of its own.
   auto meter = std::make_shared<RateMeter>();
-  fleet_ = std::make_unique<FleetAgent>(*config.fleet, config.migration.listen, [this, meter] {
-    FleetLoad load = CurrentLoad();  // the VMs' part, as migrations admit against it
-    load.uplink_bps = meter->Update(UplinkSentBytes());
-    return load;
-  });
+  auto vm_meters = std::make_shared<std::map<std::string, RateMeter>>();
+  fleet_ = std::make_unique<FleetAgent>(
+      *config.fleet, config.migration.listen,
+      [this, meter, vm_meters, groups = config.fleet->anti_affinity] {
+        FleetLoad load = CurrentLoad();  // the VMs' part, as migrations admit against it
+        load.uplink_bps = meter->Update(UplinkSentBytes());
+        std::map<std::string, RateMeter> seen;  // meters of VMs gone since go with them
+        load.vm_list = FleetVms(groups, [&](const std::string& vm, uint64_t bytes) {
+          seen[vm] = (*vm_meters)[vm];
+          return seen[vm].Update(bytes);
+        });
+        *vm_meters = std::move(seen);
+        return load;
+      });
   fleet_->Start();
+  StartFleetPlanning(config);
   startup_log_.push_back(fmt::format("fleet: host {} registers in etcd {} (lease {})",
                                      config.fleet->host, fmt::join(config.fleet->etcd, ", "),
                                      FormatDuration(config.fleet->lease_ttl_ns)));
@@ -79,6 +90,11 @@ Result<json> Appliance::HostsJson() {
   return out;
 }
 
-json Appliance::FleetStatusJson() const { return fleet_ ? fleet_->StatusJson() : json(nullptr); }
+json Appliance::FleetStatusJson() const {
+  if (!fleet_) return nullptr;
+  json status = fleet_->StatusJson();
+  if (leader_) status.update(leader_->StatusJson());
+  return status;
+}
 
 }  // namespace qosvisor::control

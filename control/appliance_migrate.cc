@@ -3,6 +3,9 @@
 // host:port), checks that it has room, connects, authenticates and hands the VM over.
 #include <fmt/format.h>
 
+#include <chrono>
+#include <thread>
+
 #include "control/appliance.h"
 #include "control/fleet.h"
 #include "control/jobs.h"
@@ -84,25 +87,29 @@ Status Appliance::AdmitIncoming(const std::optional<config::Fleet>& fleet,
   return Status::Ok();
 }
 
+Result<Appliance::MigrationTarget> Appliance::FleetTarget(const FleetHost& host,
+                                                          const hv::VmOptions& vm) {
+  const std::string& dest = host.name;
+  if (host.migration_address.empty()) {
+    return Status::Error(fmt::format("host '{}' has no migration listener", dest));
+  }
+  const uint32_t free_vcpus = host.budget_vcpus - std::min(host.load.vcpus, host.budget_vcpus);
+  const uint64_t free_memory =
+      host.budget_memory_bytes - std::min(host.load.memory_bytes, host.budget_memory_bytes);
+  if (vm.vcpus > free_vcpus || vm.memory_bytes > free_memory) {
+    return Status::Error(fmt::format(
+        "host '{}' has {} vCPUs and {} bytes of memory free in its budget; vm '{}' needs {} "
+        "and {}",
+        dest, free_vcpus, free_memory, vm.name, vm.vcpus, vm.memory_bytes));
+  }
+  return MigrationTarget{dest, host.migration_address};
+}
+
 Result<Appliance::MigrationTarget> Appliance::ResolveDestination(const std::string& dest,
                                                                  const hv::VmOptions& vm) {
   if (fleet_) {
-    auto host = fleet_->Host(dest);
-    if (host.ok()) {
-      if (host->migration_address.empty()) {
-        return Status::Error(fmt::format("host '{}' has no migration listener", dest));
-      }
-      const uint32_t free_vcpus = host->budget_vcpus - std::min(host->load.vcpus, host->budget_vcpus);
-      const uint64_t free_memory =
-          host->budget_memory_bytes - std::min(host->load.memory_bytes, host->budget_memory_bytes);
-      if (vm.vcpus > free_vcpus || vm.memory_bytes > free_memory) {
-        return Status::Error(fmt::format(
-            "host '{}' has {} vCPUs and {} bytes of memory free in its budget; vm '{}' needs {} "
-            "and {}",
-            dest, free_vcpus, free_memory, vm.name, vm.vcpus, vm.memory_bytes));
-      }
-      return MigrationTarget{dest, host->migration_address};
-    }
+    // Not found in the registry (or no etcd): perhaps an entry of hosts: or host:port.
+    if (auto host = fleet_->Host(dest); host.ok()) return FleetTarget(*host, vm);
   }
   for (const config::Host& h : config_.hosts) {
     if (h.name == dest) return MigrationTarget{dest, fmt::format("{}:{}", h.address, h.port)};
@@ -126,11 +133,17 @@ Result<json> Appliance::MigrateCommand(const json& args, const std::string& name
   if (!options.ok()) return options.status();
   auto target = ResolveDestination(dest, *options);
   if (!target.ok()) return target.status();
-  const hv::MigrationTuning tuning = TuningOf(config_.migration);
+  return json{{"job", StartMigrateJob(name, *target, *key, TuningOf(config_.migration))}};
+}
+
+// Thread-safe: the move server starts migrations from its own thread.
+uint64_t Appliance::StartMigrateJob(const std::string& name, const MigrationTarget& target,
+                                    const hv::MigrationKey& key,
+                                    const hv::MigrationTuning& tuning) {
   VmManager* vms = vms_.get();
-  const uint64_t id = jobs_->Start(
+  return jobs_->Start(
       "migrate", name,
-      [vms, name, tuning, key = *key, target = *target](JobProgress& p) -> Result<json> {
+      [vms, name, tuning, key, target](JobProgress& p) -> Result<json> {
         p.Phase(fmt::format("connecting to {} ({})", target.name, target.address));
         auto fd = hv::ConnectTcp(target.address, kConnectTimeout);
         if (!fd.ok()) return Status::Error(fmt::format("vm '{}' stays here: {}", name, fd.message()));
@@ -141,7 +154,26 @@ Result<json> Appliance::MigrateCommand(const json& args, const std::string& name
         }
         return vms->MigrateOut(name, *channel, tuning, target.name, ProgressOf(p));
       });
-  return json{{"job", id}};
+}
+
+Result<json> Appliance::MigrateForFleet(const std::string& name, const std::string& dest,
+                                        const Result<hv::MigrationKey>& key,
+                                        const config::Migration& migration) {
+  if (!key.ok()) return key.status();
+  auto options = vms_->OptionsOf(name);
+  if (!options.ok()) return options.status();
+  auto host = fleet_->Host(dest);
+  if (!host.ok()) return host.status();
+  auto target = FleetTarget(*host, *options);
+  if (!target.ok()) return target.status();
+  const uint64_t id = StartMigrateJob(name, *target, *key, TuningOf(migration));
+  for (;;) {
+    auto job = jobs_->Get(id);
+    if (!job.ok()) return job.status();
+    if ((*job)["state"] == "done") return (*job)["result"];
+    if ((*job)["state"] == "failed") return Status::Error((*job)["error"].get<std::string>());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 FleetLoad Appliance::CurrentLoad() {
