@@ -81,6 +81,8 @@ std::vector<FleetVm> Appliance::FleetVms(const std::vector<config::AntiAffinityG
                                         const SendRate& send_rate) {
   std::vector<FleetVm> out;
   if (!vms_) return out;
+  // What the page tracker learnt: a VM it has not harvested yet counts as changing nothing.
+  const std::map<std::string, hv::VmPageSummary> pages = vms_->PageSummaries();
   for (const json& row : vms_->ListJson()) {
     if (row["state"] == "suspended" || row["state"] == "migrated") continue;  // hold nothing here
     FleetVm vm;
@@ -98,6 +100,10 @@ std::vector<FleetVm> Appliance::FleetVms(const std::vector<config::AntiAffinityG
       }
     }
     vm.uplink_bps = send_rate(vm.name, bytes);
+    if (auto it = pages.find(vm.name); it != pages.end()) {
+      vm.changed_pages = it->second.changed_pages;
+      vm.pages_per_second = it->second.pages_per_second;
+    }
     for (const config::AntiAffinityGroup& g : groups) {
       if (std::find(g.vms.begin(), g.vms.end(), vm.name) != g.vms.end()) vm.groups.push_back(g.name);
     }
