@@ -353,7 +353,7 @@ struct Migration {
 // ---- guest memory ----------------------------------------------------------------------------
 
 // Which regions of guest memory a transparent huge page backs: the tracker's decision per 2 MiB
-// region (dense, steadily used, not churning), none, or all of it.
+// region (dense and steadily used), none, or all of it.
 enum class HugePagePolicy { kAuto, kOff, kAll };
 
 // What the VMM learns from its VMs' memory: a page tracker harvests each VM's changed pages every

@@ -87,8 +87,7 @@ HugeDecision PageHeat::DecideHuge(size_t region) const {
   const bool dense = populated_[region] >= kPagesPerRegion * 7 / 8;
   const uint32_t seen = static_cast<uint32_t>(std::min<uint64_t>(harvests_, 8));
   const bool steady = seen > 0 && recent_harvests(region) * 2 >= seen;
-  const bool churning = counters_[region] >= (counter_max_ + 1) * 3 / 4;
-  return dense && steady && !churning ? HugeDecision::kHuge : HugeDecision::kSmall;
+  return dense && steady ? HugeDecision::kHuge : HugeDecision::kSmall;
 }
 
 VmPageSummary PageHeat::Summary() const {

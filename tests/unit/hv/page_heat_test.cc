@@ -106,12 +106,12 @@ TEST_CASE("a migration's order is coldest region first, ties by address", "[page
   CHECK(heat.ColdestFirst() == want);
 }
 
-TEST_CASE("huge pages go to dense, steadily used regions, not to sparse or churning ones",
+TEST_CASE("huge pages go to dense, steadily used regions, not to sparse or idle ones",
           "[page-heat]") {
   PageHeat heat(kMemory);
   // Region 0: all present, a tenth rewritten each period (dense, steady). Region 1: 8 pages
-  // present (sparse). Region 2: all present, rewritten whole each period (churning). Region 3:
-  // all present, written once long ago (dense, not steady).
+  // present (sparse). Region 2: all present, rewritten whole each period (dense, steady, its
+  // counter saturated). Region 3: all present, written once long ago (dense, idle).
   std::vector<uint64_t> populated = Changed({{0, kRegionPages}, {1, 8}, {2, kRegionPages},
                                              {3, kRegionPages}});
   heat.SetPopulated(populated);
@@ -120,10 +120,20 @@ TEST_CASE("huge pages go to dense, steadily used regions, not to sparse or churn
   for (int i = 0; i < 8; ++i) heat.Add(Changed({{0, 51}, {1, 8}, {2, kRegionPages}}), 1.0);
   CHECK(heat.DecideHuge(0) == HugeDecision::kHuge);
   CHECK(heat.DecideHuge(1) == HugeDecision::kSmall);
-  CHECK(heat.DecideHuge(2) == HugeDecision::kSmall);
+  CHECK(heat.DecideHuge(2) == HugeDecision::kHuge);
+  CHECK(heat.counter(2) == heat.counter_max());
   CHECK(heat.DecideHuge(3) == HugeDecision::kSmall);
   CHECK(heat.recent_harvests(0) == 8);
   CHECK(heat.recent_harvests(3) == 0);
+  // Steady means changed in at least half of the recent harvests.
+  PageHeat now_and_then(kMemory);
+  now_and_then.SetPopulated(populated);
+  for (int i = 0; i < 8; ++i) now_and_then.Add(Changed({{0, i % 2 == 0 ? 100u : 0u}}), 1.0);
+  CHECK(now_and_then.recent_harvests(0) == 4);
+  CHECK(now_and_then.DecideHuge(0) == HugeDecision::kHuge);
+  for (int i = 0; i < 2; ++i) now_and_then.Add(Changed({}), 1.0);
+  CHECK(now_and_then.recent_harvests(0) == 3);
+  CHECK(now_and_then.DecideHuge(0) == HugeDecision::kSmall);
   // Nothing is decided huge before the first harvest.
   PageHeat fresh(kMemory);
   fresh.SetPopulated(populated);
