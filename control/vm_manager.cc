@@ -790,7 +790,8 @@ json VmManager::ListJson() {
                 {"serial_log", e.serial_log}};
     if (!e.busy.empty()) row["busy"] = e.busy;
     if (e.pages.heat) {
-      for (const auto& [key, value] : PageSummaryJson(e).items()) {
+      const json summary = PageSummaryJson(e);  // a temporary would die before the loop ran
+      for (const auto& [key, value] : summary.items()) {
         if (key != "tracked" && key != "regions") row[key] = value;
       }
     }
