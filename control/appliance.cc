@@ -16,6 +16,7 @@
 #include "common/units.h"
 #include "control/apps.h"
 #include "control/control_server.h"
+#include "control/fleet_deploy.h"
 #include "control/fleet_leader.h"
 #include "control/fleet_moves.h"
 #include "control/jobs.h"
@@ -197,6 +198,7 @@ uint32_t Appliance::TearDown() {
   if (apps_) apps_->Stop();  // deploys waiting for a guest give up and roll back
   page_tracker_.reset();  // before the VMs it harvests
   jobs_.reset();     // running jobs finish first: they use the VMs, the apps and the switch
+  assign_server_.reset();  // after the jobs (a deploy's rollback has it destroy), before the VMs
   apps_.reset();
   vms_.reset();      // NICs detached from their ports (and let go by the lcores), then the VMs stop
   StopDataplane();

@@ -22,6 +22,7 @@
 namespace qosvisor::control {
 
 class Apps;
+class AssignServer;
 class ControlServer;
 class FleetAgent;
 class LeaderElection;
@@ -34,6 +35,7 @@ class MigrationListener;
 class PageTracker;
 class Jobs;
 struct Caller;
+struct DeployPlan;
 struct ReloadMember;
 struct ReloadPlan;
 class MetricsServer;
@@ -116,6 +118,14 @@ class Appliance {
   // The owner of VMs `caller` asks for: privileged callers are charged to no quota, others to
   // every quota that binds them, once `asked` fits all of them.
   Result<VmOwner> OwnerFor(const Caller& caller, const std::vector<VmDemand>& asked);
+  // Blueprints across the fleet (appliance_fleet_apps.cc): the server that makes what deploys
+  // assign to this box, and deploy, undeploy and apps on a box with fleet:.
+  void StartAssignServer(const config::Config& config);
+  Result<nlohmann::json> FleetDeploy(const DeployPlan& plan, const VmOwner& owner,
+                                     const std::vector<VmDemand>& demands);
+  Result<nlohmann::json> FleetUndeploy(const std::string& app, const Caller& caller);
+  Result<nlohmann::json> FleetAppsList();
+  std::unique_ptr<AssignServer> assign_server_;
 
   std::string config_path_;
   std::unique_ptr<dataplane::Eal> eal_;

@@ -1,5 +1,6 @@
-// The appliance's blueprint commands (deploy, undeploy, apps), the caller's quota, and who new
-// VMs belong to and which quotas they are charged to.
+// The appliance's blueprint commands (deploy, undeploy, apps; across the fleet with fleet:, see
+// appliance_fleet_apps.cc), the caller's quota, and who new VMs belong to and which quotas they
+// are charged to.
 #include <fmt/format.h>
 
 #include "control/access.h"
@@ -56,6 +57,7 @@ Result<json> Appliance::DeployCommand(const json& args, const Caller& caller) {
     return Status::Error(fmt::format("deploy of {} ({} VMs) refused, nothing was started: {}", app,
                                      demands.size(), owner.message()));
   }
+  if (config_.fleet) return FleetDeploy(*plan, *owner, demands);
   auto job = apps_->Deploy(std::move(plan).value(), std::move(owner).value(), std::move(demands));
   if (!job.ok()) return job.status();
   return json{{"job", *job}};
@@ -99,11 +101,16 @@ void Appliance::RegisterAppCommands() {
     if (name == args.end() || !name->is_string()) {
       return Status::Error("undeploy needs a string argument 'name' (the app)");
     }
+    if (config_.fleet) return FleetUndeploy(name->get<std::string>(), caller);
     auto job = apps_->Undeploy(name->get<std::string>(), caller);
     if (!job.ok()) return job.status();
     return json{{"job", *job}};
   });
-  server_->Register("apps", [this](const json&) -> Result<json> { return apps_->ListJson(); });
+  server_->Register("apps", [this](const json&) -> Result<json> {
+    return config_.fleet ? FleetAppsList() : apps_->ListJson();
+  });
+  // With fleet:, this box makes what deploys anywhere in the fleet assign to it.
+  if (config_.fleet) StartAssignServer(config_);
   server_->Register("quota",
                     [this](const json&, const Caller& caller) { return QuotaJson(caller); });
 }

@@ -117,22 +117,30 @@ Result<json> Apps::RunDeploy(const std::string& app, JobProgress& progress) {
   return json{{"app", app}, {"blueprint", plan.blueprint}, {"vms", created}};
 }
 
+Result<bool> VmUp(VmManager& vms, const std::string& vm, const std::optional<std::string>& ready) {
+  auto brief = vms.Brief(vm);
+  if (!brief.ok()) return brief.status();
+  if (brief->state != "running") {
+    return Status::Error(fmt::format("vm '{}' is {} (last exit: {}) instead of running", vm,
+                                     brief->state, brief->last_exit));
+  }
+  return !ready || FileHolds(brief->serial_log, *ready);
+}
+
 Status Apps::WaitUp(const std::string& vm, const PlannedTier& tier) {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::nanoseconds(tier.ready_timeout_ns);
   for (;;) {
-    auto brief = vms_.Brief(vm);
-    if (!brief.ok()) return brief.status();
-    if (brief->state != "running") {
-      return Status::Error(fmt::format("vm '{}' is {} (last exit: {}) instead of running", vm,
-                                       brief->state, brief->last_exit));
-    }
-    if (!tier.ready || FileHolds(brief->serial_log, *tier.ready)) return Status::Ok();
+    auto up = VmUp(vms_, vm, tier.ready);
+    if (!up.ok()) return up.status();
+    if (*up) return Status::Ok();
     if (stopping_.load()) return Status::Error("the appliance is stopping");
     if (std::chrono::steady_clock::now() >= deadline) {
+      auto brief = vms_.Brief(vm);
       return Status::Error(fmt::format(
           "vm '{}' did not print '{}' on its serial line within {:.1f} s (see {})", vm, *tier.ready,
-          static_cast<double>(tier.ready_timeout_ns) / 1e9, brief->serial_log));
+          static_cast<double>(tier.ready_timeout_ns) / 1e9,
+          brief.ok() ? brief->serial_log : std::string("its serial log")));
     }
     std::this_thread::sleep_for(kPollInterval);
   }

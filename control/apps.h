@@ -9,6 +9,7 @@
 #include <atomic>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +22,10 @@
 #include "control/vm_manager.h"
 
 namespace qosvisor::control {
+
+// True once `vm` runs and, with a `ready` line, its serial log holds it; false while it runs and
+// the line has not come; an error when it does not run (naming its state and last exit).
+Result<bool> VmUp(VmManager& vms, const std::string& vm, const std::optional<std::string>& ready);
 
 class Apps {
  public:
@@ -37,6 +42,7 @@ class Apps {
   std::vector<std::pair<std::string, QuotaCharge>> Pending();
   // Deploys waiting for a guest give up (and roll back): the appliance is going down.
   void Stop() { stopping_.store(true); }
+  bool stopping() const { return stopping_.load(); }
 
  private:
   struct App {
