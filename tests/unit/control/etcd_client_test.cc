@@ -18,15 +18,10 @@ namespace {
 using namespace std::chrono_literals;
 using testing::SharedEtcd;
 
-// Skips the test (visibly) when there is no etcd to run.
-#define REQUIRE_ETCD()                                                                        \
-  testing::EtcdProcess* etcd = SharedEtcd();                                                  \
-  if (etcd == nullptr) {                                                                      \
-    WARN("SKIPPED: " << (testing::EtcdInstalled() ? "etcd did not start"                      \
-                                                  : "/usr/bin/etcd is not installed (Debian " \
-                                                    "package etcd-server)"));                 \
-    return;                                                                                   \
-  }
+// The binary's etcd as `etcd`; skips the test (visibly) when there is none to run.
+#define REQUIRE_SHARED_ETCD()                         \
+  testing::EtcdProcess* etcd = SharedEtcd();          \
+  REQUIRE_ETCD(etcd)
 
 EtcdClient ClientOf(const std::vector<std::string>& endpoints) {
   return EtcdClient(EtcdOptions{endpoints, std::chrono::milliseconds(1000)});
@@ -62,7 +57,7 @@ class JunkServer {
 }  // namespace
 
 TEST_CASE("etcd: put, range, prefix and delete", "[etcd]") {
-  REQUIRE_ETCD();
+  REQUIRE_SHARED_ETCD();
   EtcdClient c = ClientOf({etcd->endpoint()});
   const std::string p = Prefix("kv");
   REQUIRE(c.Put(p + "a", "one").ok());
@@ -100,7 +95,7 @@ TEST_CASE("etcd: put, range, prefix and delete", "[etcd]") {
 }
 
 TEST_CASE("etcd: a transaction runs its success or its failure branch", "[etcd]") {
-  REQUIRE_ETCD();
+  REQUIRE_SHARED_ETCD();
   EtcdClient c = ClientOf({etcd->endpoint()});
   const std::string key = Prefix("txn") + "k";
   (void)c.DeleteRange(key);
@@ -131,7 +126,7 @@ TEST_CASE("etcd: a transaction runs its success or its failure branch", "[etcd]"
 
 TEST_CASE("etcd: a lease kept alive holds its key, an expired or revoked one takes it along",
           "[etcd]") {
-  REQUIRE_ETCD();
+  REQUIRE_SHARED_ETCD();
   EtcdClient c = ClientOf({etcd->endpoint()});
   const std::string p = Prefix("lease");
 
@@ -171,7 +166,7 @@ TEST_CASE("etcd: a lease kept alive holds its key, an expired or revoked one tak
 
 TEST_CASE("etcd: a watch sees a put and a delete under its prefix, and stops when asked",
           "[etcd]") {
-  REQUIRE_ETCD();
+  REQUIRE_SHARED_ETCD();
   EtcdClient c = ClientOf({etcd->endpoint()});
   const std::string p = Prefix("watch");
   std::mutex mu;
@@ -294,7 +289,7 @@ TEST_CASE("etcd: an endpoint nobody listens on is named in the error", "[etcd]")
 }
 
 TEST_CASE("etcd: when the first endpoint is dead the next one answers, and is kept", "[etcd]") {
-  REQUIRE_ETCD();
+  REQUIRE_SHARED_ETCD();
   const std::string dead = "http://127.0.0.1:" + std::to_string(testing::FreePort());
   EtcdClient c = ClientOf({dead, etcd->endpoint()});
   CHECK(c.endpoint() == dead);

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -122,6 +123,26 @@ class EtcdProcess {
   std::string dir_;
   pid_t pid_ = 0;
 };
+
+// Polls `done` every 20 ms for up to `limit`.
+inline bool Eventually(const std::function<bool()>& done,
+                       std::chrono::milliseconds limit = std::chrono::milliseconds(5000)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+// In a Catch2 test case: skips it, saying why, when `etcd` (an EtcdProcess*) is null.
+#define REQUIRE_ETCD(etcd)                                                                      \
+  if ((etcd) == nullptr) {                                                                      \
+    WARN("SKIPPED: " << (::qosvisor::testing::EtcdInstalled()                                   \
+                             ? "etcd did not start"                                             \
+                             : "/usr/bin/etcd is not installed (Debian package etcd-server)")); \
+    return;                                                                                     \
+  }
 
 // One etcd for a whole test binary, started on first use; nullptr (with the reason printed as a
 // skip) when etcd is not installed or does not start.

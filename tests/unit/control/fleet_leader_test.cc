@@ -15,14 +15,7 @@ namespace qosvisor::control {
 namespace {
 
 using namespace std::chrono_literals;
-
-#define REQUIRE_ETCD(etcd)                                                                    \
-  if ((etcd) == nullptr) {                                                                    \
-    WARN("SKIPPED: " << (testing::EtcdInstalled() ? "etcd did not start"                      \
-                                                  : "/usr/bin/etcd is not installed (Debian " \
-                                                    "package etcd-server)"));                 \
-    return;                                                                                   \
-  }
+using testing::Eventually;
 
 config::Fleet FleetOf(const std::string& host, const std::string& endpoint) {
   config::Fleet f;
@@ -31,15 +24,6 @@ config::Fleet FleetOf(const std::string& host, const std::string& endpoint) {
   f.lease_ttl_ns = 2'000'000'000ull;
   f.publish_interval_ns = 200'000'000ull;
   return f;
-}
-
-bool Eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = 5000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
 }
 
 // A fresh etcd per test: the leader key of one test must not linger into the next.

@@ -14,14 +14,7 @@ namespace qosvisor::control {
 namespace {
 
 using namespace std::chrono_literals;
-
-#define REQUIRE_ETCD(etcd)                                                                    \
-  if ((etcd) == nullptr) {                                                                    \
-    WARN("SKIPPED: " << (testing::EtcdInstalled() ? "etcd did not start"                      \
-                                                  : "/usr/bin/etcd is not installed (Debian " \
-                                                    "package etcd-server)"));                 \
-    return;                                                                                   \
-  }
+using testing::Eventually;
 
 config::Fleet FleetOf(const std::string& host, const std::string& endpoint) {
   config::Fleet f;
@@ -34,16 +27,6 @@ config::Fleet FleetOf(const std::string& host, const std::string& endpoint) {
   f.budget_uplink_bps = 1'000'000'000ull;
   f.labels = {{"site", "lab"}, {"rack", "3"}};
   return f;
-}
-
-// Polls `done` every 20 ms for up to `limit`.
-bool Eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = 5000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
 }
 
 }  // namespace
