@@ -128,11 +128,24 @@ qosvisor::app::ManPage Page() {
         "serial line (within the template's ready_timeout, default 60s). If a tier fails, the "
         "VMs this deploy made are destroyed in reverse order and the error names the tier and "
         "why. The whole blueprint is checked against the caller's quotas before anything "
-        "starts."}},
-      {"undeploy", {"Destroys an app's VMs, in reverse order of their creation, as a job."}},
+        "starts.",
+        "On a box with fleet:, the VMs are spread over the fleet: each tier's VMs go round-robin "
+        "to the live hosts with room in their budget (vCPUs, memory), most room first; a fleet "
+        "that cannot hold the app, an app name or VM name in use on any host, or an etcd that "
+        "does not answer refuses the deploy before anything starts. Each host makes what is "
+        "assigned to it (its configuration needs the blueprint and the templates too); a wave "
+        "starts once every VM of the waves before it is ready, on whatever host; a tier that "
+        "fails on any host, or a host that leaves the registry, rolls the deploy back on every "
+        "host, newest VM first. Should the deploying box die midway, its etcd lease ends within "
+        "fleet.lease_ttl and every host destroys what it made for the app."}},
+      {"undeploy",
+       {"Destroys an app's VMs, in reverse order of their creation, as a job; with fleet:, on "
+        "every host of the fleet, from any box."}},
       {"apps",
        {"One line per tier: the app, its blueprint, owner and state (deploying, running, "
-        "undeploying), the tier and its VMs."}},
+        "undeploying; with fleet: also rolling-back), the tier and its VMs; with fleet:, the apps "
+        "of the whole fleet, each VM with the host it runs on and the state that host reports "
+        "(requested, creating, running, ready, failed, destroying)."}},
       {"quota",
        {"The quotas that bind you (your user's and your groups'), their limits and what "
         "is charged to each; root and the daemon's user are bound by none."}},

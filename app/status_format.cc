@@ -159,8 +159,14 @@ std::string FormatApps(const json& apps) {
     for (const json& t : a["tiers"]) {
       std::string vms;
       for (const json& vm : t["vms"]) {
-        vms += fmt::format("{}{} ({})", vms.empty() ? "" : ", ", vm.value("name", ""),
-                           vm.value("state", ""));
+        // A fleet app's VMs: where each runs, and whether that host's daemon is still there.
+        const std::string where =
+            !vm.contains("host") ? ""
+            : vm.value("host_alive", false)
+                ? " on " + vm.value("host", "")
+                : fmt::format(" on {}, which left the fleet", vm.value("host", ""));
+        vms += fmt::format("{}{} ({}{})", vms.empty() ? "" : ", ", vm.value("name", ""),
+                           vm.value("state", ""), where);
       }
       out += fmt::format(fmt::runtime(row), a.value("name", ""), a.value("blueprint", ""),
                          a.value("owner", ""), a.value("state", ""), t.value("name", ""), vms);
@@ -315,8 +321,16 @@ std::string FormatReply(const std::string& command, const json& reply) {
   }
   if (reply.is_object() && reply.value("kind", "") == "deploy" && reply.contains("result")) {
     const json& r = reply["result"];
+    std::string vms = JoinStrings(r["vms"], ", ");
+    if (r.contains("hosts")) {  // deployed across the fleet
+      vms.clear();
+      for (const json& vm : r["vms"]) {
+        const std::string name = vm.get<std::string>();
+        vms += fmt::format("{}{} on {}", vms.empty() ? "" : ", ", name, r["hosts"].value(name, "?"));
+      }
+    }
     return fmt::format("app {} (blueprint {}): {} VMs running: {}\n", r.value("app", ""),
-                       r.value("blueprint", ""), r["vms"].size(), JoinStrings(r["vms"], ", "));
+                       r.value("blueprint", ""), r["vms"].size(), vms);
   }
   if (reply.is_object() && reply.value("kind", "") == "undeploy" && reply.contains("result")) {
     const json& r = reply["result"];

@@ -64,9 +64,7 @@ void Appliance::StartAssignServer(const config::Config& config) {
           a.blueprint));
     }
     VmOwner owner{a.owner_uid, a.owner, {}, a.app};
-    Status s = vms_->CreateFromTemplate(a.vm, a.template_name, a.overrides, owner);
-    if (!s.ok()) return Status::Error(fmt::format("vm '{}': {}", a.vm, s.message()));
-    return s;
+    return vms_->CreateFromTemplate(a.vm, a.template_name, a.overrides, owner);
   };
   ops.up = [this](const Assignment& a) { return VmUp(*vms_, a.vm, a.ready); };
   ops.destroy = [this](const std::string& vm) { return vms_->Act(vm, "destroy"); };
@@ -85,6 +83,7 @@ Result<json> Appliance::FleetDeploy(const DeployPlan& plan, const VmOwner& owner
   EtcdClient etcd(EtcdOptions{fleet.etcd});
   auto hosts = ReadFleetHosts(etcd);
   if (!hosts.ok()) return refused("cannot read the fleet registry: " + hosts.message());
+  if (Status s = CheckFleetAppNameFree(etcd, app.name); !s.ok()) return s;
   if (Status s = CheckVmNamesFree(*hosts, app); !s.ok()) return refused(s.message());
   if (Status s = PlaceFleetApp(*hosts, app); !s.ok()) return refused(s.message());
   auto lease = ClaimFleetApp(etcd, app, LeaseTtlSeconds(fleet));

@@ -159,9 +159,9 @@ void AssignServer::Create(const EtcdKeyValue& kv, Assignment a) {
   if (creating.empty()) return;  // the coordinator asked for something else meanwhile
   if (Status s = ops_.create(a); !s.ok()) {
     a.state = "failed";
-    a.reason = fmt::format("host {}: {}", fleet_.host, s.message());
-    spdlog::warn("fleet app {}: vm '{}' of tier '{}' not created: {}", a.app, a.vm, a.tier,
-                 s.message());
+    a.reason = fmt::format("host {}: vm '{}' could not be created: {}", fleet_.host, a.vm,
+                           s.message());
+    spdlog::warn("fleet app {}: {}", a.app, a.reason);
     (void)Update(kv, creating, a);
     return;
   }
@@ -511,7 +511,7 @@ class Deploy {
       return Status::Error(fmt::format("the assignment of {} vanished from etcd", p.Text()));
     }
     const Assignment& a = (*read)->second;
-    if (a.state == "failed") return Status::Error(fmt::format("vm {}: {}", p.vm, a.reason));
+    if (a.state == "failed") return Status::Error(a.reason);
     if (!coordinator_.HostAlive(p.host)) {
       return Status::Error(
           fmt::format("host {} left the fleet registry while making {}", p.host, p.vm));
@@ -581,10 +581,20 @@ Result<int64_t> ClaimFleetApp(EtcdClient& etcd, const FleetApp& app, int64_t lea
   if (created.ok() && *created) return lease;
   (void)etcd.LeaseRevoke(*lease);
   if (!created.ok()) return created.status();
-  auto other = ReadFleetApp(etcd, app.name);
+  Status taken = CheckFleetAppNameFree(etcd, app.name);
+  return taken.ok() ? Status::Error(fmt::format("app '{}' was in the way for a moment; try again",
+                                                app.name))
+                    : taken;
+}
+
+Status CheckFleetAppNameFree(EtcdClient& etcd, const std::string& app) {
+  auto range = etcd.Range(AppKey(app));
+  if (!range.ok()) return range.status();
+  if (range->kvs.empty()) return Status::Ok();
+  auto other = ParseFleetApp(range->kvs.front().value);
   return Status::Error(fmt::format(
       "an app named '{}' exists already in the fleet{}; undeploy it or deploy with another --name",
-      app.name,
+      app,
       other.ok() ? fmt::format(" (blueprint {}, {}, coordinated by host {})", other->blueprint,
                                other->state, other->coordinator)
                  : ""));

@@ -115,6 +115,9 @@ struct FleetDeployWait {
   std::function<void(const std::string&)> phase = [](const std::string&) {};
 };
 
+// Ok when no app of the fleet has the name `app`, else an error naming the one that has it.
+Status CheckFleetAppNameFree(EtcdClient& etcd, const std::string& app);
+
 // Claims the app's name in the fleet: grants a lease and creates /qosvisor/apps/<app> under it
 // when no app has the name. The lease, or an error naming the app in the way.
 Result<int64_t> ClaimFleetApp(EtcdClient& etcd, const FleetApp& app, int64_t lease_ttl_s);
