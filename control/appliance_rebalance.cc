@@ -139,8 +139,13 @@ Result<json> Appliance::RebalanceCommand(const json& args) {
   }
   const bool dry_run = dry != args.end() && dry->get<bool>();
   if (Status s = leader_->CheckLeading(); !s.ok()) {
-    return Status::Error(fmt::format(
-        "rebalance plans only on the daemon that leads the fleet: {}; run it there", s.message()));
+    // Someone else leads: say where to go. Nobody, or no etcd: say that alone.
+    auto holder = leader_->HolderNow();
+    const bool elsewhere = holder.ok() && !holder->host.empty() && !holder->me;
+    return Status::Error(elsewhere ? fmt::format("rebalance plans only on the daemon that leads "
+                                                 "the fleet: {}; run it there",
+                                                 s.message())
+                                   : "rebalance: " + s.message());
   }
   auto hosts = fleet_->Hosts();
   if (!hosts.ok()) return Status::Error("cannot read the fleet registry: " + hosts.message());

@@ -156,21 +156,27 @@ std::string LeaderElection::leader() const {
   return leader_;
 }
 
-Status LeaderElection::CheckLeading() {
+Result<LeaderElection::Holder> LeaderElection::HolderNow() {
   auto held = etcd_.Range(std::string(kLeaderKey));
   if (!held.ok()) {
     return Status::Error(fmt::format("cannot tell who leads the fleet: {}", held.message()));
   }
-  if (held->kvs.empty()) {
+  if (held->kvs.empty()) return Holder{};
+  const EtcdKeyValue& kv = held->kvs.front();
+  const int64_t lease = lease_.load();
+  return Holder{HostOf(kv.value), leading_.load() && lease != 0 && kv.lease == lease};
+}
+
+Status LeaderElection::CheckLeading() {
+  auto holder = HolderNow();
+  if (!holder.ok()) return holder.status();
+  if (holder->me) return Status::Ok();
+  if (holder->host.empty()) {
     return Status::Error("no daemon leads the fleet's planning right now (the leader left; "
                          "another takes over within fleet.lease_ttl)");
   }
-  const EtcdKeyValue& kv = held->kvs.front();
-  const int64_t lease = lease_.load();
-  if (leading_.load() && lease != 0 && kv.lease == lease) return Status::Ok();
-  return Status::Error(
-      fmt::format("host {} leads the fleet's planning, not this one ({})", HostOf(kv.value),
-                  fleet_.host));
+  return Status::Error(fmt::format("host {} leads the fleet's planning, not this one ({})",
+                                   holder->host, fleet_.host));
 }
 
 json LeaderElection::StatusJson() const {

@@ -42,8 +42,16 @@ class LeaderElection {
   int64_t lease() const { return leading_.load() ? lease_.load() : 0; }
   // The leading host as last seen ("" when none was seen).
   std::string leader() const;
-  // Reads the key now: Ok while this daemon holds it, else an error naming who leads (or that
-  // etcd cannot be reached). For decisions that must not rest on the last look.
+  // Reads the key now, for decisions that must not rest on the last look: who holds it (host
+  // empty: nobody right now) and whether that is this daemon; an error when etcd cannot be
+  // reached.
+  struct Holder {
+    std::string host;
+    bool me = false;
+  };
+  Result<Holder> HolderNow();
+  // Ok while this daemon holds the key, else an error naming who leads, or that nobody does, or
+  // that etcd cannot be reached.
   Status CheckLeading();
   // leader, leading, since when, the last error.
   nlohmann::json StatusJson() const;

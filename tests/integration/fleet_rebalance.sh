@@ -7,7 +7,9 @@
 # fewest changed pages by the registry's records; `rebalance` then moves them, each carried out
 # by box-a for the leader, and no two memtouch guests share a host afterwards. `place` names a
 # host with room, and refuses an unknown VM. Killing the leader with SIGKILL hands the planning
-# to another box within the lease TTL. Needs /dev/kvm and etcd.
+# to another box within the lease TTL. A plan whose first move fails (box-c holds another
+# migration key at first) stops there, saying what failed and why and what was not tried; with
+# etcd killed, place and rebalance say so. Needs /dev/kvm and etcd.
 # Usage: fleet_rebalance.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
 set -euo pipefail
 # shellcheck source=lib/qosvisor.sh
@@ -32,6 +34,7 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -n 20 "$f"; done; exit 1; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 head -c 32 /dev/urandom >"$work/key" && chmod 600 "$work/key"
+head -c 32 /dev/urandom >"$work/other.key" && chmod 600 "$work/other.key"
 
 etcd_client=$(free_port) etcd_peer=$(free_port)
 endpoint=http://127.0.0.1:$etcd_client
@@ -39,10 +42,11 @@ endpoint=http://127.0.0.1:$etcd_client
   --advertise-client-urls "$endpoint" --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
   --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
   --initial-cluster "fleet=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
+etcd_pid=$!
 pids+=($!)
 for _ in $(seq 100); do curl -sf "$endpoint/health" | grep -q '"true"' && break; sleep 0.1; done
 
-# box NAME VCPUS VMS: writes $work/NAME.yaml, box-NAME in the fleet with a budget of VCPUS.
+# box NAME VCPUS VMS [KEY]: writes $work/NAME.yaml, box-NAME in the fleet with a budget of VCPUS.
 box() {
   mkdir -p "$work/$1"
   cat >"$work/$1.yaml" <<YAML
@@ -56,7 +60,7 @@ templates:
   - {name: writer, vcpus: 1, memory: 32MiB, image: $guests/memtouch.elf,
      cmdline: "pages=3000 mib=16"}
 vms: [$3]
-migration: {listen: "127.0.0.1:$(free_port)", key_file: $work/key, timeout: 20s}
+migration: {listen: "127.0.0.1:$(free_port)", key_file: ${4:-$work/key}, timeout: 20s}
 control: {socket: $work/$1/ctl.sock}
 fleet:
   host: box-$1
@@ -95,7 +99,7 @@ listed_with_vms() {  # listed_with_vms BOX N: BOX's view of the registry shows N
 box d 4 ""
 box a 1 "{name: quiet, template: counter}, {name: w1, template: writer}, {name: w2, template: writer}"
 box b 4 "{name: w3, template: writer}"
-box c 4 ""
+box c 4 "" "$work/other.key"
 start d
 until_true 5 leading d || fail "box-d does not lead"
 start a
@@ -139,14 +143,29 @@ grep -q "anti-affinity group 'pair': vm 'ghost' runs on no host of the fleet" "$
   fail "no warning about the group member that runs nowhere"
 [[ $(where d "$cheapest") == box-a ]] || fail "the dry run moved $cheapest"
 
+echo "== a move that fails stops the plan, saying what ran, what failed and why, what was not tried"
+rc=0
+ctl d rebalance >"$work/out" 2>&1 || rc=$?
+cat "$work/out"
+((rc == 1)) || fail "a failing plan exited $rc"
+grep -q "stopped at move 1 of 2: vm $cheapest (box-a -> box-c) failed: .*authentication failed" \
+  "$work/out" || fail "the error does not name the failed move and why"
+grep -q "Done: none. Not tried: vm .* (box-a -> box-d)." "$work/out" || fail "what was not tried"
+[[ $(where d "$cheapest") == box-a ]] || fail "$cheapest left box-a"
+stop_and_check "$qosctl" "$work/c/ctl.sock" "$pid_c" "$work/c.log"
+box c 4 ""
+start c
+until_true 10 listed_with_vms d 4 || fail "box-c did not come back"
+
 echo "== rebalance moves them, one at a time, each through box-a"
 start_s=$SECONDS
 ctl d rebalance | tee "$work/done"
 echo "  took $((SECONDS - start_s)) s"
 grep -q "^plan box-d-[0-9]* by box-d: 2 moves, done$" "$work/done" || fail "rebalance did not finish"
 grep -E -q "^  1\. $cheapest +box-a -> box-[bcd] .*, done$" "$work/done" || fail "first move"
-grep -c "fleet: moving vm '.*' to box-. for host box-d's plan" "$work/a.log" | grep -q "^2$" ||
-  fail "box-a did not carry out both moves"
+plan=$(sed -n 's/^plan \(box-d-[0-9]*\) by .*/\1/p' "$work/done")
+grep -c "fleet: moving vm '.*' to box-. for host box-d's plan $plan$" "$work/a.log" | grep -q "^2$" ||
+  fail "box-a did not carry out both moves of plan $plan"
 # Each moved VM listed by its destination alone, once both boxes have published.
 while read -r vm to; do
   until_true 5 listed_on "$vm" "$to" || fail "$vm is not listed on $to alone"
@@ -186,6 +205,20 @@ echo "  box-$new_leader leads ${took} s after box-d was killed"
 python3 -c "import sys; sys.exit(0 if $took <= 2.8 else 1)" || fail "took longer than the TTL"
 ctl "$new_leader" rebalance --dry-run | grep -q "^nothing to do" ||
   fail "the new leader does not plan"
+
+echo "== etcd killed: place and rebalance say why they cannot answer"
+kill -9 "$etcd_pid"
+wait "$etcd_pid" 2>/dev/null || true
+rc=0
+ctl b place w3 >"$work/out" 2>&1 || rc=$?
+cat "$work/out"
+((rc == 1)) && grep -q "cannot read the fleet registry: etcd: $endpoint" "$work/out" ||
+  fail "place without etcd: exit $rc"
+rc=0
+ctl "$new_leader" rebalance >"$work/out" 2>&1 || rc=$?
+cat "$work/out"
+((rc == 1)) && grep -q "^qosctl: rebalance: cannot tell who leads the fleet: etcd: $endpoint" "$work/out" ||
+  fail "rebalance without etcd: exit $rc"
 
 for b in a b c; do
   stop_and_check "$qosctl" "$work/$b/ctl.sock" "$(eval echo "\$pid_$b")" "$work/$b.log"

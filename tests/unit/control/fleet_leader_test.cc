@@ -50,6 +50,11 @@ TEST_CASE("leader: of two daemons one leads, and when it stops the other leads a
   CHECK(a.CheckLeading().ok());
   CHECK_THAT(b.CheckLeading().message(),
              Catch::Contains("host edge-a leads the fleet's planning, not this one (edge-b)"));
+  auto holder = b.HolderNow();
+  REQUIRE(holder.ok());
+  CHECK(holder->host == "edge-a");
+  CHECK_FALSE(holder->me);
+  CHECK(a.HolderNow()->me);
   CHECK(a.StatusJson()["leading"] == true);
   CHECK(b.StatusJson()["leader"] == "edge-a");
 
@@ -97,6 +102,7 @@ TEST_CASE("leader: with etcd gone nobody leads, and a daemon leads again when it
   REQUIRE(Eventually([&] { return !a.leading(); }, 4000ms));
   CHECK_THAT(a.StatusJson()["election_error"].get<std::string>(), Catch::Contains(etcd->endpoint()));
   CHECK_THAT(a.CheckLeading().message(), Catch::Contains("cannot tell who leads the fleet"));
+  CHECK_FALSE(a.HolderNow().ok());
   REQUIRE(etcd->Start());
   CHECK(Eventually([&] { return a.leading(); }, 6000ms));
   a.Stop();
