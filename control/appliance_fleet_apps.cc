@@ -21,8 +21,8 @@ using nlohmann::json;
 namespace {
 
 int64_t LeaseTtlSeconds(const config::Fleet& fleet) {
-  return std::max<int64_t>(1, static_cast<int64_t>((fleet.lease_ttl_ns + 999'999'999) /
-                                                   1'000'000'000));
+  return std::max<int64_t>(
+      1, static_cast<int64_t>((fleet.lease_ttl_ns + 999'999'999) / 1'000'000'000));
 }
 
 FleetApp FleetAppOf(const DeployPlan& plan, const VmOwner& owner,
@@ -88,8 +88,8 @@ Result<json> Appliance::FleetDeploy(const DeployPlan& plan, const VmOwner& owner
   if (Status s = PlaceFleetApp(*hosts, app); !s.ok()) return refused(s.message());
   auto lease = ClaimFleetApp(etcd, app, LeaseTtlSeconds(fleet));
   if (!lease.ok()) return lease.status();
-  const uint64_t id = jobs_->Start(
-      "deploy", app.name, [this, app, lease = *lease, fleet](JobProgress& progress) {
+  const uint64_t id =
+      jobs_->Start("deploy", app.name, [this, app, lease = *lease, fleet](JobProgress& progress) {
         EtcdClient etcd(EtcdOptions{fleet.etcd});
         FleetDeployWait wait;
         wait.lease_ttl_s = LeaseTtlSeconds(fleet);
@@ -130,7 +130,8 @@ Result<json> Appliance::FleetUndeploy(const std::string& name, const Caller& cal
 Result<json> Appliance::FleetAppsList() {
   EtcdClient etcd(EtcdOptions{config_.fleet->etcd});
   auto hosts = ReadFleetHosts(etcd);
-  if (!hosts.ok()) return Status::Error("cannot read the fleet's apps from etcd: " + hosts.message());
+  if (!hosts.ok())
+    return Status::Error("cannot read the fleet's apps from etcd: " + hosts.message());
   auto apps = FleetAppsJson(etcd, *hosts);
   if (!apps.ok()) return Status::Error("cannot read the fleet's apps from etcd: " + apps.message());
   return apps;

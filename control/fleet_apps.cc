@@ -15,7 +15,7 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kAppStates[] = {"deploying", "running", "rolling-back", "undeploying"};
-constexpr const char* kAssignStates[] = {"requested", "creating", "running",  "ready",
+constexpr const char* kAssignStates[] = {"requested", "creating",   "running",  "ready",
                                          "failed",    "destroying", "destroyed"};
 
 // Reads fields of one JSON object; the first problem is kept, named by its path ("tiers[1].name").
@@ -119,8 +119,8 @@ Result<FleetAppTier> ParseAppTier(const json& j, const std::string& path) {
 // The lower of a host's free vCPU and free memory shares: 0 when either is used up.
 double FreeShare(const FleetHost& h, uint32_t vcpus, uint64_t memory) {
   if (h.budget_vcpus == 0 || h.budget_memory_bytes == 0) return 0;
-  const double cpu = static_cast<double>(h.budget_vcpus - std::min(vcpus, h.budget_vcpus)) /
-                     h.budget_vcpus;
+  const double cpu =
+      static_cast<double>(h.budget_vcpus - std::min(vcpus, h.budget_vcpus)) / h.budget_vcpus;
   const double mem =
       static_cast<double>(h.budget_memory_bytes - std::min(memory, h.budget_memory_bytes)) /
       static_cast<double>(h.budget_memory_bytes);
@@ -138,10 +138,11 @@ struct Room {
            memory_bytes + vm.memory_bytes <= host->budget_memory_bytes;
   }
   std::string Free() const {
-    return fmt::format("{} {}/{} vCPUs and {}/{} MiB free", host->name,
-                       host->budget_vcpus - std::min(vcpus, host->budget_vcpus), host->budget_vcpus,
-                       (host->budget_memory_bytes - std::min(memory_bytes, host->budget_memory_bytes)) >> 20,
-                       host->budget_memory_bytes >> 20);
+    return fmt::format(
+        "{} {}/{} vCPUs and {}/{} MiB free", host->name,
+        host->budget_vcpus - std::min(vcpus, host->budget_vcpus), host->budget_vcpus,
+        (host->budget_memory_bytes - std::min(memory_bytes, host->budget_memory_bytes)) >> 20,
+        host->budget_memory_bytes >> 20);
   }
 };
 
@@ -217,8 +218,8 @@ json FleetAppJson(const FleetApp& app) {
                      {"ready_timeout_ns", t.ready_timeout_ns},
                      {"vms", vms}});
   }
-  return {{"name", app.name},     {"blueprint", app.blueprint}, {"coordinator", app.coordinator},
-          {"owner", app.owner},   {"owner_uid", app.owner_uid}, {"state", app.state},
+  return {{"name", app.name},   {"blueprint", app.blueprint}, {"coordinator", app.coordinator},
+          {"owner", app.owner}, {"owner_uid", app.owner_uid}, {"state", app.state},
           {"tiers", tiers}};
 }
 
@@ -266,9 +267,13 @@ Result<Assignment> ParseAssignment(const std::string& text) {
   if (!j.is_object()) return Status::Error("the assignment is not a JSON object");
   Assignment a;
   RecordReader r(j, "");
-  for (auto [key, out] : {std::pair{"app", &a.app}, {"blueprint", &a.blueprint},
-                          {"tier", &a.tier}, {"vm", &a.vm}, {"host", &a.host},
-                          {"template", &a.template_name}, {"owner", &a.owner},
+  for (auto [key, out] : {std::pair{"app", &a.app},
+                          {"blueprint", &a.blueprint},
+                          {"tier", &a.tier},
+                          {"vm", &a.vm},
+                          {"host", &a.host},
+                          {"template", &a.template_name},
+                          {"owner", &a.owner},
                           {"reason", &a.reason}}) {
     r.Text(key, *out);
   }
@@ -277,8 +282,8 @@ Result<Assignment> ParseAssignment(const std::string& text) {
   r.OptionalText("ready", a.ready);
   r.Number("ready_timeout_ns", a.ready_timeout_ns);
   r.OneOf("state", a.state,
-          {kAssignStates[0], kAssignStates[1], kAssignStates[2], kAssignStates[3],
-           kAssignStates[4], kAssignStates[5], kAssignStates[6]});
+          {kAssignStates[0], kAssignStates[1], kAssignStates[2], kAssignStates[3], kAssignStates[4],
+           kAssignStates[5], kAssignStates[6]});
   r.Number("created_ms", a.created_ms);
   r.Number("ready_ms", a.ready_ms);
   if (Status s = r.status(); !s.ok()) return s;
@@ -306,9 +311,9 @@ Status CheckVmNamesFree(const std::vector<FleetHost>& hosts, const FleetApp& app
     for (const FleetHost& h : hosts) {
       for (const FleetVm& running : h.load.vm_list) {
         if (running.name == vm->name) {
-          return Status::Error(fmt::format(
-              "a vm named '{}' runs on host {} already; deploy with another --name", vm->name,
-              h.name));
+          return Status::Error(
+              fmt::format("a vm named '{}' runs on host {} already; deploy with another --name",
+                          vm->name, h.name));
         }
       }
     }

@@ -72,7 +72,7 @@ struct Assignment {
   std::optional<std::string> ready;
   uint64_t ready_timeout_ns = 0;
   std::string state = "requested";
-  std::string reason;     // failed: why
+  std::string reason;      // failed: why
   int64_t created_ms = 0;  // unix ms when the host had made the VM
   int64_t ready_ms = 0;    // unix ms when the host saw it up
 };

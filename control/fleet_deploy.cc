@@ -77,8 +77,8 @@ void AssignServer::Wake() {
 void AssignServer::WatchLoop() {
   while (!stop_.load()) {
     // Returns only when stopping or when no endpoint answers (the worker says why).
-    (void)watch_etcd_.Watch(AssignHostPrefix(fleet_.host), 0,
-                            [this](const EtcdWatchEvent&) { Wake(); }, stop_);
+    (void)watch_etcd_.Watch(
+        AssignHostPrefix(fleet_.host), 0, [this](const EtcdWatchEvent&) { Wake(); }, stop_);
     std::unique_lock lock(mu_);
     wake_.wait_for(lock, kIdleLook, [this] { return stop_.load(); });
   }
@@ -122,8 +122,8 @@ bool AssignServer::Step(const EtcdKeyValue& kv, Assignment a) {
   if (a.host != fleet_.host || kv.key != AssignKey(fleet_.host, a.app, a.vm)) {
     if (a.state == "failed" || a.state == "destroyed") return false;
     const std::string read = kv.value;
-    a.reason = fmt::format("the assignment {} names vm '{}' of app '{}' on host '{}'", kv.key,
-                           a.vm, a.app, a.host);
+    a.reason = fmt::format("the assignment {} names vm '{}' of app '{}' on host '{}'", kv.key, a.vm,
+                           a.app, a.host);
     a.state = a.state == "destroying" ? "destroyed" : "failed";
     (void)Update(kv, read, a);
     return false;
@@ -145,8 +145,8 @@ bool AssignServer::Step(const EtcdKeyValue& kv, Assignment a) {
   if (IsCreated(a.state) && !mine) {
     const std::string read = kv.value;
     a.state = "failed";
-    a.reason = fmt::format("vm '{}' is gone from host {} (its daemon restarted?)", a.vm,
-                           fleet_.host);
+    a.reason =
+        fmt::format("vm '{}' is gone from host {} (its daemon restarted?)", a.vm, fleet_.host);
     (void)Update(kv, read, a);
     return false;
   }
@@ -159,16 +159,15 @@ void AssignServer::Create(const EtcdKeyValue& kv, Assignment a) {
   if (creating.empty()) return;  // the coordinator asked for something else meanwhile
   if (Status s = ops_.create(a); !s.ok()) {
     a.state = "failed";
-    a.reason = fmt::format("host {}: vm '{}' could not be created: {}", fleet_.host, a.vm,
-                           s.message());
+    a.reason =
+        fmt::format("host {}: vm '{}' could not be created: {}", fleet_.host, a.vm, s.message());
     spdlog::warn("fleet app {}: {}", a.app, a.reason);
     (void)Update(kv, creating, a);
     return;
   }
   {
     std::lock_guard lock(mu_);
-    made_[a.vm] = Made{kv.key, a.app,
-                       Clock::now() + std::chrono::nanoseconds(a.ready_timeout_ns)};
+    made_[a.vm] = Made{kv.key, a.app, Clock::now() + std::chrono::nanoseconds(a.ready_timeout_ns)};
   }
   spdlog::info("fleet app {}: vm {} created for tier {}", a.app, a.vm, a.tier);
   a.state = "running";
@@ -242,14 +241,16 @@ void AssignServer::DestroyOrphans(const std::vector<EtcdKeyValue>& present) {
   }
   for (const auto& [vm, made] : orphans) {
     if (Status s = ops_.destroy(vm); !s.ok()) {
-      spdlog::warn("fleet app {}: vm '{}', whose assignment is gone, could not be destroyed "
-                   "(trying again): {}",
-                   made.app, vm, s.message());
+      spdlog::warn(
+          "fleet app {}: vm '{}', whose assignment is gone, could not be destroyed "
+          "(trying again): {}",
+          made.app, vm, s.message());
       continue;
     }
-    spdlog::info("fleet app {}: vm {} destroyed: its assignment {} is gone (the app's "
-                 "coordinator left or removed it)",
-                 made.app, vm, made.key);
+    spdlog::info(
+        "fleet app {}: vm {} destroyed: its assignment {} is gone (the app's "
+        "coordinator left or removed it)",
+        made.app, vm, made.key);
     std::lock_guard lock(mu_);
     made_.erase(vm);
   }
@@ -260,9 +261,9 @@ std::string AssignServer::Update(const EtcdKeyValue& kv, const std::string& read
   const std::string value = AssignmentJson(a).dump();
   // Unchanged since read (same creation, same value): never over a coordinator's newer request,
   // never bringing back a key its lease took.
-  auto written = etcd_.Txn({EtcdCompare::CreateRevision(kv.key, kv.create_revision),
-                            EtcdCompare::Value(kv.key, read)},
-                           {EtcdOp::Put(kv.key, value, kv.lease)});
+  auto written = etcd_.Txn(
+      {EtcdCompare::CreateRevision(kv.key, kv.create_revision), EtcdCompare::Value(kv.key, read)},
+      {EtcdOp::Put(kv.key, value, kv.lease)});
   if (!written.ok()) {
     spdlog::warn("fleet app {}: cannot write vm '{}' {}: {}", a.app, a.vm, a.state,
                  written.message());
@@ -325,9 +326,8 @@ class Coordinator {
       if (hosts.ok()) hosts_ = std::move(hosts).value();
       hosts_read_ = now;
     }
-    return !hosts_ok_ || std::any_of(hosts_.begin(), hosts_.end(), [&](const FleetHost& h) {
-      return h.name == host && h.alive;
-    });
+    return !hosts_ok_ || std::any_of(hosts_.begin(), hosts_.end(),
+                                     [&](const FleetHost& h) { return h.name == host && h.alive; });
   }
 
   // The assignment now; nullopt when its key is gone.
@@ -354,16 +354,17 @@ class Coordinator {
         const Outcome outcome = DestroyOne(p, (*read)->first, (*read)->second);
         if (outcome == Outcome::kDestroyed) destroyed.push_back(p.Text());
         if (outcome == Outcome::kUnconfirmed) {
-          problems += fmt::format("; {} was not confirmed destroyed within {} s: its host destroys "
-                                  "it once it sees its assignment gone",
-                                  p.Text(), wait_.destroy.count() / 1000);
+          problems += fmt::format(
+              "; {} was not confirmed destroyed within {} s: its host destroys "
+              "it once it sees its assignment gone",
+              p.Text(), wait_.destroy.count() / 1000);
         }
       } else if (!read.ok()) {
         problems += fmt::format("; {}: {}", p.Text(), read.message());
       }
       if (auto gone = etcd_.DeleteRange(key); !gone.ok()) {
-        problems += fmt::format("; {} stays in etcd until this box's lease ends: {}", key,
-                                gone.message());
+        problems +=
+            fmt::format("; {} stays in etcd until this box's lease ends: {}", key, gone.message());
       }
     }
     return destroyed;
@@ -411,7 +412,10 @@ class Coordinator {
 class Deploy {
  public:
   Deploy(EtcdClient& etcd, FleetApp app, int64_t lease, const FleetDeployWait& wait)
-      : etcd_(etcd), app_(std::move(app)), lease_(lease), wait_(wait),
+      : etcd_(etcd),
+        app_(std::move(app)),
+        lease_(lease),
+        wait_(wait),
         coordinator_(etcd, app_.name, lease, wait) {}
 
   Result<json> Run() {
@@ -427,8 +431,8 @@ class Deploy {
       names.push_back(p.vm);
     }
     wait_.phase("running");
-    return json{{"app", app_.name}, {"blueprint", app_.blueprint}, {"vms", names},
-                {"hosts", hosts}};
+    return json{
+        {"app", app_.name}, {"blueprint", app_.blueprint}, {"vms", names}, {"hosts", hosts}};
   }
 
  private:
@@ -463,8 +467,7 @@ class Deploy {
 
   Status WaitWave(uint32_t wave) {
     const auto started = Clock::now();
-    const auto deadline =
-        started + std::chrono::nanoseconds(LongestReadyNs(wave)) + wait_.slack;
+    const auto deadline = started + std::chrono::nanoseconds(LongestReadyNs(wave)) + wait_.slack;
     for (;;) {
       if (Status s = wait_.still_valid(); !s.ok()) return RollBack("", s.message());
       if (Status s = coordinator_.KeepLease(); !s.ok()) return RollBack("", s.message());
@@ -476,13 +479,14 @@ class Deploy {
         if (!done.ok()) return RollBack(p.tier, done.message());
         ready += *done ? 1 : 0;
       }
-      wait_.phase(fmt::format("wave {} of {}: {} of {} VMs ready", wave + 1, app_.Waves(), ready,
-                              total));
+      wait_.phase(
+          fmt::format("wave {} of {}: {} of {} VMs ready", wave + 1, app_.Waves(), ready, total));
       if (ready == total) break;
       if (Clock::now() > deadline) {
-        return RollBack("", fmt::format("wave {} was not ready within {} s", wave + 1,
-                                        std::chrono::duration_cast<std::chrono::seconds>(
-                                            deadline - started).count()));
+        return RollBack(
+            "", fmt::format(
+                    "wave {} was not ready within {} s", wave + 1,
+                    std::chrono::duration_cast<std::chrono::seconds>(deadline - started).count()));
       }
       std::this_thread::sleep_for(wait_.poll);
     }
@@ -554,12 +558,12 @@ class Deploy {
     const std::vector<std::string> destroyed = coordinator_.TearDown(newest_first, problems);
     coordinator_.Release();
     spdlog::warn("app {}: deploy failed ({}); rolled back across the fleet", app_.name, why);
-    return Status::Error(fmt::format(
-        "deploy of {}: {}{}; rolled back: {}{}", app_.name,
-        tier.empty() ? "" : fmt::format("tier '{}' failed: ", tier), why,
-        destroyed.empty() ? std::string("nothing had been created")
-                          : fmt::format("destroyed {}", fmt::join(destroyed, ", ")),
-        problems));
+    return Status::Error(
+        fmt::format("deploy of {}: {}{}; rolled back: {}{}", app_.name,
+                    tier.empty() ? "" : fmt::format("tier '{}' failed: ", tier), why,
+                    destroyed.empty() ? std::string("nothing had been created")
+                                      : fmt::format("destroyed {}", fmt::join(destroyed, ", ")),
+                    problems));
   }
 
   EtcdClient& etcd_;
@@ -582,8 +586,8 @@ Result<int64_t> ClaimFleetApp(EtcdClient& etcd, const FleetApp& app, int64_t lea
   (void)etcd.LeaseRevoke(*lease);
   if (!created.ok()) return created.status();
   Status taken = CheckFleetAppNameFree(etcd, app.name);
-  return taken.ok() ? Status::Error(fmt::format("app '{}' was in the way for a moment; try again",
-                                                app.name))
+  return taken.ok() ? Status::Error(
+                          fmt::format("app '{}' was in the way for a moment; try again", app.name))
                     : taken;
 }
 
@@ -614,9 +618,8 @@ Result<FleetApp> ReadFleetApp(EtcdClient& etcd, const std::string& app) {
   }
   auto parsed = ParseFleetApp(range->kvs.front().value);
   if (!parsed.ok()) {
-    return Status::Error(
-        fmt::format("the fleet's record of app '{}' ({}) cannot be read: {}", app, key,
-                    parsed.message()));
+    return Status::Error(fmt::format("the fleet's record of app '{}' ({}) cannot be read: {}", app,
+                                     key, parsed.message()));
   }
   return parsed;
 }
@@ -629,8 +632,9 @@ Result<int64_t> ClaimFleetUndeploy(EtcdClient& etcd, const std::string& app,
   if (!plan.ok()) return plan.status();
   if (range->kvs.empty()) return Status::Error(fmt::format("app '{}' went away", app));
   if (plan->state != "running") {
-    return Status::Error(fmt::format("app '{}' is {} (coordinated by host {}); wait for it to finish",
-                                     app, plan->state, plan->coordinator));
+    return Status::Error(
+        fmt::format("app '{}' is {} (coordinated by host {}); wait for it to finish", app,
+                    plan->state, plan->coordinator));
   }
   plan->state = "undeploying";
   plan->coordinator = coordinator;
@@ -664,8 +668,8 @@ Result<json> RunFleetUndeploy(EtcdClient& etcd, const std::string& app, int64_t 
   const std::vector<std::string> destroyed = coordinator.TearDown(vms, problems);
   coordinator.Release();
   if (!problems.empty()) {
-    return Status::Error(fmt::format("undeploy of {}: destroyed {}{}", app,
-                                     fmt::join(destroyed, ", "), problems));
+    return Status::Error(
+        fmt::format("undeploy of {}: destroyed {}{}", app, fmt::join(destroyed, ", "), problems));
   }
   std::vector<std::string> names;
   for (const Placed& p : vms) names.push_back(p.vm);
@@ -715,7 +719,9 @@ Result<json> FleetAppsJson(EtcdClient& etcd, const std::vector<FleetHost>& hosts
       json vms = json::array();
       for (const FleetAppVm& vm : t.vms) {
         auto it = by_key.find(AssignKey(vm.host, app->name, vm.name));
-        json row = {{"name", vm.name}, {"host", vm.host}, {"host_alive", alive.contains(vm.host)},
+        json row = {{"name", vm.name},
+                    {"host", vm.host},
+                    {"host_alive", alive.contains(vm.host)},
                     {"state", it == by_key.end() ? "pending" : it->second.state}};
         if (it != by_key.end()) {
           row["reason"] = it->second.reason;

@@ -1,6 +1,8 @@
 // Blueprints across the fleet: placement of tiers on hosts (pure), the records in etcd (junk
 // refused by name), and against a real etcd the hosts' assignment servers (with VMs made up)
 // driven by a coordinator's deploy, rollback and undeploy, and by a coordinator that vanishes.
+#include "control/fleet_apps.h"
+
 #include <fmt/format.h>
 
 #include <catch2/catch.hpp>
@@ -10,7 +12,6 @@
 #include <set>
 #include <thread>
 
-#include "control/fleet_apps.h"
 #include "control/fleet_deploy.h"
 #include "tests/unit/control/etcd_process.h"
 
@@ -40,7 +41,8 @@ FleetApp ThreeTiers(const std::string& name, uint32_t api = 2, uint32_t vcpus = 
   for (uint32_t w = 0; w < 3; ++w) {
     FleetAppTier t{tiers[w].first, w, std::nullopt, 2'000'000'000ull, {}};
     for (uint32_t i = 1; i <= tiers[w].second; ++i) {
-      t.vms.push_back({fmt::format("{}-{}-{}", name, t.name, i), "tiny", {}, "", vcpus, 64ull << 20});
+      t.vms.push_back(
+          {fmt::format("{}-{}-{}", name, t.name, i), "tiny", {}, "", vcpus, 64ull << 20});
     }
     app.tiers.push_back(std::move(t));
   }
@@ -105,8 +107,7 @@ FleetDeployWait QuickWait(const std::vector<std::string>& hosts) {
 
 }  // namespace
 
-TEST_CASE("fleet apps: a tier's VMs are spread over the hosts with the most room",
-          "[fleet-apps]") {
+TEST_CASE("fleet apps: a tier's VMs are spread over the hosts with the most room", "[fleet-apps]") {
   std::vector<FleetHost> hosts = {Host("edge-c"), Host("edge-a"), Host("edge-b")};
   FleetApp app = ThreeTiers("shop");
   REQUIRE(PlaceFleetApp(hosts, app).ok());
@@ -131,10 +132,11 @@ TEST_CASE("fleet apps: a fleet that cannot hold the app is refused, naming the V
   FleetApp app = ThreeTiers("shop", 2, 1);  // 4 vCPUs on 3 free: web fits nowhere
   Status s = PlaceFleetApp(hosts, app);
   REQUIRE_FALSE(s.ok());
-  CHECK(s.message() ==
-        "the fleet cannot hold app 'shop': vm 'shop-web-1' of tier 'web' (1 vCPUs, 64 MiB) fits on "
-        "no host once the VMs before it are placed (edge-a 0/2 vCPUs and 3968/4096 MiB free; edge-b "
-        "0/1 vCPUs and 4032/4096 MiB free)");
+  CHECK(
+      s.message() ==
+      "the fleet cannot hold app 'shop': vm 'shop-web-1' of tier 'web' (1 vCPUs, 64 MiB) fits on "
+      "no host once the VMs before it are placed (edge-a 0/2 vCPUs and 3968/4096 MiB free; edge-b "
+      "0/1 vCPUs and 4032/4096 MiB free)");
   for (const FleetAppVm* vm : app.Vms()) CHECK(vm->host.empty());  // nothing placed
 
   hosts = {Host("edge-a", 8, 100ull << 20)};  // memory for one VM only
@@ -194,11 +196,13 @@ TEST_CASE("fleet apps: junk records are refused, naming the field", "[fleet-apps
         "state 'dancing' is not one of deploying, running, rolling-back, undeploying");
   CHECK(app_error([](auto& j) { j["tiers"][1]["vms"][0]["vcpus"] = "2"; }) ==
         "tiers[1].vms[0].vcpus is missing or not a non-negative integer");
-  CHECK(app_error([](auto& j) { j["tiers"][2]["vms"][0]["overrides"] = {{"class", 3}}; }) ==
-        "tiers[2].vms[0].overrides.class is not a string");
+  CHECK(app_error([](auto& j) {
+          j["tiers"][2]["vms"][0]["overrides"] = {{"class", 3}};
+        }) == "tiers[2].vms[0].overrides.class is not a string");
   CHECK(app_error([](auto& j) { j["tiers"][0]["ready"] = 5; }) ==
         "tiers[0].ready is missing or not a string");
-  CHECK(app_error([](auto& j) { j["tiers"][0]["vms"] = {7}; }) == "tiers[0].vms[0] is not an object");
+  CHECK(app_error([](auto& j) { j["tiers"][0]["vms"] = {7}; }) ==
+        "tiers[0].vms[0] is not an object");
   CHECK(app_error([](auto& j) { j["tiers"][0]["wave"] = 1ull << 40; }) ==
         "tiers[0].wave is out of range");
 
@@ -271,8 +275,8 @@ TEST_CASE("fleet apps: a three-tier app deploys across three hosts wave by wave 
         "app 'spread' is undeploying (coordinated by host fa-b); wait for it to finish");
   auto undeployed = RunFleetUndeploy(client, "spread", *undeploy_lease, QuickWait(names));
   REQUIRE(undeployed.ok());
-  CHECK((*undeployed)["destroyed"] == nlohmann::json{"spread-web-1", "spread-api-2",
-                                                     "spread-api-1", "spread-db-1"});
+  CHECK((*undeployed)["destroyed"] ==
+        nlohmann::json{"spread-web-1", "spread-api-2", "spread-api-1", "spread-db-1"});
   CHECK(a.events.back() == "destroy spread-db-1");
   CHECK(a.Count() + b.Count() + c.Count() == 0);
   CHECK(client.RangePrefix(AssignHostPrefix("fa-a"))->kvs.empty());
@@ -305,6 +309,26 @@ TEST_CASE("fleet apps: a failing third tier rolls the deploy back on every host,
   CHECK(a.events == std::vector<std::string>{"create fails-db-1", "destroy fails-db-1"});
   CHECK(client.RangePrefix(AssignHostPrefix("fb-b"))->kvs.empty());
   CHECK(client.Range(AppKey("fails"))->kvs.empty());
+}
+
+TEST_CASE("fleet apps: a host that leaves the registry mid-deploy rolls the deploy back",
+          "[fleet-apps][etcd]") {
+  testing::EtcdProcess* etcd = testing::SharedEtcd();
+  REQUIRE_ETCD(etcd);
+  MadeUpHost a("fd-a", etcd->endpoint()), b("fd-b", etcd->endpoint());
+  FleetApp app = ThreeTiers("vanish", 1);
+  REQUIRE(PlaceFleetApp({Host("fd-a"), Host("fd-b"), Host("fd-c")}, app).ok());
+  REQUIRE(app.tiers[2].vms[0].host == "fd-c");  // whose daemon is gone: no server, no record
+  EtcdClient client(EtcdOptions{{etcd->endpoint()}});
+  auto lease = ClaimFleetApp(client, app, 2);
+  REQUIRE(lease.ok());
+  auto deployed = RunFleetDeploy(client, app, *lease, QuickWait({"fd-a", "fd-b"}));
+  REQUIRE_FALSE(deployed.ok());
+  CHECK(deployed.message() ==
+        "deploy of vanish: tier 'web' failed: host fd-c left the fleet registry while making "
+        "vanish-web-1; rolled back: destroyed vanish-api-1 (on fd-b), vanish-db-1 (on fd-a)");
+  CHECK(a.Count() + b.Count() == 0);
+  CHECK(client.RangePrefix(AssignHostPrefix("fd-c"))->kvs.empty());
 }
 
 TEST_CASE("fleet apps: when the coordinator's lease ends, hosts destroy what they made",
