@@ -105,3 +105,24 @@ unprivileged_test_box() {
   install -m 0755 "$2" "$work/qosctl"
   qosctl=$work/qosctl
 }
+
+# start_test_etcd DIR: one etcd member on free loopback ports, its data in DIR/etcd and its log in
+# DIR/etcd.log, waited for until healthy; sets endpoint and etcd_pid (the caller stops it). Skips
+# the test (exit 77) when etcd is not installed.
+start_test_etcd() {
+  local bin=/usr/bin/etcd client peer
+  [[ -x $bin ]] || { echo "SKIP: $bin is not installed (Debian package etcd-server)"; exit 77; }
+  read -r client peer < <(python3 -c '
+import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])')
+  endpoint=http://127.0.0.1:$client
+  "$bin" --name fleet --data-dir "$1/etcd" --listen-client-urls "$endpoint" \
+    --advertise-client-urls "$endpoint" --listen-peer-urls "http://127.0.0.1:$peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "fleet=http://127.0.0.1:$peer" >"$1/etcd.log" 2>&1 &
+  etcd_pid=$!
+  for _ in $(seq 100); do curl -sf "$endpoint/health" | grep -q '"true"' && return 0; sleep 0.1; done
+  echo "FAIL: etcd did not become healthy"; cat "$1/etcd.log"; exit 1
+}
