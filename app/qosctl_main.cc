@@ -12,10 +12,12 @@
 #include <thread>
 #include <vector>
 
+#include "app/images_format.h"
 #include "app/man_page.h"
 #include "app/pages_format.h"
 #include "app/qosctl_top.h"
 #include "app/status_format.h"
+#include "common/units.h"
 #include "control/control_server.h"
 
 namespace {
@@ -31,13 +33,13 @@ std::string DefaultSocket() {
 
 bool IsJobAction(const std::string& action) {
   return action == "snapshot" || action == "restore" || action == "fork" || action == "suspend" ||
-         action == "migrate";
+         action == "migrate" || action == "premigrate";
 }
 
 const std::vector<std::string> kVmActions = {"create", "start",   "stop",    "pause",
                                              "resume", "destroy", "resize",  "snapshot",
                                              "restore", "fork",   "suspend", "migrate",
-                                             "pages"};
+                                             "pages",   "premigrate"};
 
 bool IsVmAction(const std::string& word) {
   return std::find(kVmActions.begin(), kVmActions.end(), word) != kVmActions.end();
@@ -235,12 +237,14 @@ int main(int argc, char** argv) {
       "suspend it (these run as jobs: qosctl waits, with a progress bar on a terminal)");
   std::string vm_name, vm_action, vm_arg, vm_as, vm_prefix, vm_template;
   std::vector<std::string> vm_sets;
-  bool vm_stop = false, vm_force = false, no_wait = false;
+  bool vm_stop = false, vm_force = false, vm_drop = false, no_wait = false;
+  std::string vm_rate;
   vm->add_option("NAME", vm_name, "VM name (vm ACTION NAME is read the same way)")->required();
   vm->add_option("ACTION", vm_action,
                  "create | start | stop | pause | resume | destroy | resize SIZE | snapshot DIR | "
                  "restore DIR | fork N | suspend DIR | migrate HOST | pages (what its memory "
-                 "does: page-change counters per 2 MiB, huge pages)")
+                 "does: page-change counters per 2 MiB, huge pages) | premigrate [HOST,...] (copy "
+                 "the frozen image of its fork family ahead to hosts; default: the fleet's)")
       ->required()
       ->check(CLI::IsMember(kVmActions));
   vm->add_option("--template", vm_template, "create: the template the VM is made from")
@@ -256,6 +260,10 @@ int main(int argc, char** argv) {
   vm->add_option("--prefix", vm_prefix, "fork: children are named PREFIX-1.. (default NAME)")
       ->type_name("P");
   vm->add_flag("--stop", vm_stop, "snapshot: leave the VM stopped afterwards");
+  vm->add_flag("--drop", vm_drop,
+               "premigrate: ask the hosts to remove the family's image instead of copying it");
+  vm->add_option("--rate", vm_rate, "premigrate: pace the copy to RATE (default: migration.bandwidth)")
+      ->type_name("RATE");
   vm->add_flag("--force", vm_force,
                "suspend: suspend a parent even though children share its frozen image");
   vm->add_flag("--no-wait", no_wait, "print the job id and return at once");
@@ -333,6 +341,14 @@ int main(int argc, char** argv) {
   rebalance->add_flag("--dry-run", dry_run, "only print the plan");
   rebalance->add_flag("--no-wait", no_wait, "print the job id and return at once");
   rebalance->add_flag("--json", as_json, "Print the raw JSON reply");
+  auto* images = app.add_subcommand(
+      "images", "Frozen images pre-migrated to this box (held) and from it (sent); rm ID removes "
+                "one held here");
+  std::string images_action = "list", images_id;
+  images->add_option("ACTION", images_action, "list | rm")
+      ->check(CLI::IsMember({"list", "rm"}));
+  images->add_option("ID", images_id, "rm: the image's id (see qosctl images)");
+  images->add_flag("--json", as_json, "Print the raw JSON reply");
   auto* top = app.add_subcommand("top", "A live view of ports, classes and VMs; q quits");
   auto* stop = app.add_subcommand("stop", "Stop the appliance");
   try {
@@ -364,12 +380,20 @@ int main(int argc, char** argv) {
                               : *hosts    ? "hosts"
                               : *place    ? "place"
                               : *rebalance ? "rebalance"
+                              : *images   ? "images"
                               : *stop     ? "stop"
                                           : "";
   json args = json::object();
   if (*job) args = {{"id", job_id}};
   if (*reload && dry_run) args = {{"dry_run", true}};
   if (*fdb) args = {{"bridge", fdb_bridge}};
+  if (*images) {
+    if (images_action == "rm" && images_id.empty()) {
+      std::fprintf(stderr, "qosctl: images rm needs the image's ID\n");
+      return kExitUsage;
+    }
+    args = {{"action", images_action}, {"id", images_id}};
+  }
   if (*uplinks) {
     args = {{"top", uplinks_top}};
     if (!uplinks_port.empty()) args["uplink"] = uplinks_port;
@@ -401,7 +425,8 @@ int main(int argc, char** argv) {
   }
   if (*vm) {
     args = {{"name", vm_name}, {"action", vm_action}};
-    const bool needs_arg = vm_action == "resize" || IsJobAction(vm_action);
+    const bool needs_arg =
+        vm_action == "resize" || (IsJobAction(vm_action) && vm_action != "premigrate");
     if (needs_arg && vm_arg.empty()) {
       std::fprintf(stderr, "qosctl: vm %s needs its argument (see qosctl vm --help)\n",
                    vm_action.c_str());
@@ -409,6 +434,23 @@ int main(int argc, char** argv) {
     }
     if (vm_action == "resize") args["size"] = vm_arg;
     if (vm_action == "migrate") args["to"] = vm_arg;
+    if (vm_action == "premigrate") {
+      args["to"] = json::array();
+      for (size_t at = 0; at < vm_arg.size();) {
+        const size_t comma = std::min(vm_arg.find(',', at), vm_arg.size());
+        if (comma > at) args["to"].push_back(vm_arg.substr(at, comma - at));
+        at = comma + 1;
+      }
+      if (vm_drop) args["drop"] = true;
+      if (!vm_rate.empty()) {
+        auto bps = qosvisor::ParseRate(vm_rate);
+        if (!bps.ok()) {
+          std::fprintf(stderr, "qosctl: --rate: %s\n", bps.message().c_str());
+          return kExitUsage;
+        }
+        args["rate"] = *bps;
+      }
+    }
     if (vm_action == "snapshot" || vm_action == "restore" || vm_action == "suspend") {
       // The daemon's working directory is not ours.
       args["dir"] = std::filesystem::absolute(vm_arg).lexically_normal().string();
@@ -465,11 +507,17 @@ int main(int argc, char** argv) {
   if (as_json) {
     std::printf("%s\n", reply->dump(2).c_str());
   } else {
-    const bool pages = command == "vm" && vm_action == "pages";
-    std::fputs((pages ? qosvisor::app::FormatPages(*reply, ::isatty(STDOUT_FILENO) == 1)
-                      : qosvisor::app::FormatReply(command, *reply))
-                   .c_str(),
-               stdout);
+    std::string text;
+    if (command == "vm" && vm_action == "pages") {
+      text = qosvisor::app::FormatPages(*reply, ::isatty(STDOUT_FILENO) == 1);
+    } else if (command == "vm" && vm_action == "premigrate" && reply->contains("result")) {
+      text = qosvisor::app::FormatPremigration(*reply);
+    } else if (command == "images" && reply->contains("held")) {
+      text = qosvisor::app::FormatImages(*reply);
+    } else {
+      text = qosvisor::app::FormatReply(command, *reply);
+    }
+    std::fputs(text.c_str(), stdout);
   }
   return kExitOk;
 }

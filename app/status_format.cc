@@ -276,6 +276,7 @@ std::string FormatMigration(const std::string& vm, const json& r) {
           ? fmt::format(", vCPUs throttled up to {}%", r.value("max_throttle_percent", 0))
           : std::string());
   if (!r.value("converged", true)) out += "  pre-copy did not converge: the rest went while paused\n";
+  if (r.contains("base")) out += "  " + r["base"].get<std::string>() + "\n";
   return out;
 }
 

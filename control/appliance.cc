@@ -216,6 +216,7 @@ void Appliance::RegisterCommands() {
     return vms_ ? vms_->ListJson() : json::array();
   });
   RegisterVmCommands();
+  RegisterImageCommands();
   RegisterSwitchCommands();
   RegisterAppCommands();
   RegisterFleetCommands();
@@ -237,8 +238,13 @@ void Appliance::Run(uint64_t duration_ns) {
   // systemd (Type=notify): the switch forwards and the control socket is about to answer.
   sd_notify(0, "READY=1\nSTATUS=switching");
   const uint64_t deadline = duration_ns == 0 ? UINT64_MAX : NowNs() + duration_ns;
+  uint64_t next_housekeeping = 0;
   while (!stop_.load(std::memory_order_relaxed) && NowNs() < deadline) {
     server_->ServeOnce(100);
+    if (NowNs() >= next_housekeeping) {
+      DropUnusedImages();  // pre-migrated images whose family has left this box
+      next_housekeeping = NowNs() + 1'000'000'000ull;
+    }
     if (reload_requested_.exchange(false)) {
       sd_notify(0, "RELOADING=1");
       auto reloaded = Reload(/*dry_run=*/false);  // logs what it did or why it did not

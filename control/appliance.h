@@ -166,6 +166,11 @@ class Appliance {
     std::string address;  // host:port of its migration listener
   };
   Status StartMigrationListener(const config::Config& config);
+  // Pre-migration (appliance_premigrate.cc).
+  Result<MigrationTarget> ResolveListener(const std::string& dest);
+  Result<nlohmann::json> PremigrateCommand(const nlohmann::json& args, const std::string& name);
+  void DropUnusedImages();
+  void RegisterImageCommands();
   static Result<hv::MigrationKey> LoadMigrationKeyOf(const config::Config& config);
   // Ok, or why the fleet budget this box offers leaves no room for `demand`.
   Status AdmitIncoming(const std::optional<config::Fleet>& fleet, const VmDemand& demand);

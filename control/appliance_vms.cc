@@ -204,6 +204,14 @@ void Appliance::RegisterVmCommands() {
     }
     if (action == "create") return VmCreate(args, name, caller);
     if (action == "pages") return vms_->PagesJson(name);
+    if (action == "premigrate") {
+      if (!caller.privileged) {
+        return Status::Error(fmt::format("permission denied: {} may not copy images to other "
+                                         "hosts",
+                                         caller.Describe()));
+      }
+      return PremigrateCommand(args, name);
+    }
     if (action == "migrate") {
       if (!caller.privileged) {
         return Status::Error(fmt::format("permission denied: {} may not move VMs between hosts",

@@ -255,8 +255,11 @@ void VmManager::Remove(Entry* e) {
     (void)e->vm->Destroy();
   }
   UnplugOwnPorts(*e);
-  std::lock_guard lock(mu_);
-  vms_.remove_if([e](const Entry& x) { return &x == e; });
+  {
+    std::lock_guard lock(mu_);
+    vms_.remove_if([e](const Entry& x) { return &x == e; });
+  }
+  images_.Sweep();  // a pre-migrated image asked to go may have lost its last VM here
 }
 
 Status VmManager::ResizeDisk(const std::string& name, uint64_t new_size_bytes) {

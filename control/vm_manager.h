@@ -14,12 +14,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "config/config.h"
+#include "control/image_store.h"
 #include "control/quota.h"
 #include "dataplane/port.h"
 #include "hv/migration.h"
@@ -159,6 +162,29 @@ class VmManager {
   // Removes the disk files of incoming migrations that never finished (the box was killed).
   void RemoveUnfinishedIncoming();
 
+  // --- pre-migration (vm_manager_premigrate.cc) ---
+  // Copies the frozen image VM `name` shares with its fork family to the host at the other end
+  // of `channel` (authenticated), paced to `bandwidth_bps`; nothing is sent when the host holds a
+  // verified copy already. Remembers the host, so that a child migrating there later sends only
+  // its own pages, and the image is dropped there once no VM here uses it.
+  Result<nlohmann::json> Premigrate(const std::string& name, hv::MigrationChannel& channel,
+                                    const std::string& host, const std::string& this_host,
+                                    uint64_t bandwidth_bps,
+                                    std::chrono::milliseconds message_timeout,
+                                    const OperationProgress& progress);
+  // Asks the host at the other end to remove image `id` (at once, or when its VMs using it go).
+  Result<nlohmann::json> DropPremigrated(const std::string& id, hv::MigrationChannel& channel,
+                                         const std::string& host,
+                                         std::chrono::milliseconds message_timeout);
+  // Images pre-migrated from here that no VM here uses any more, with the hosts holding them;
+  // each is returned once.
+  std::vector<std::pair<std::string, std::vector<std::string>>> UnusedPremigrations();
+  // The images this box holds for others, and those it sent.
+  nlohmann::json ImagesJson();
+  Result<std::string> RemoveImage(const std::string& id);
+  // The id of the frozen image VM `name`'s fork family shares.
+  Result<std::string> ImageIdOf(const std::string& name);
+
   // --- page tracking (vm_manager_pages.cc) ---
   // One harvest for every running or paused VM that no long operation holds: its changed pages
   // into its counters, then the huge-page policy. Called by the page tracker's thread.
@@ -263,11 +289,24 @@ class VmManager {
                      const std::vector<vswitch::PortJoin>& joins, const config::Config& config,
                      const IncomingPolicy& policy);
   Status PlaceIncomingDisk(Incoming& in, hv::VmOptions& options);
+  void OpenBase(const nlohmann::json& base, Incoming& in);
   // The filled VM into the list, paused on its ports; and out again when the migration fails.
   Result<Entry*> TakeIncoming(Incoming& in);
   void DropIncoming(Entry* e);
   // "suspended", "migrated" or the VM's state.
   static std::string StateOf(const Entry& e);
+  // Pre-migration's steps (vm_manager_premigrate.cc).
+  struct FamilyImage {
+    std::shared_ptr<const hv::FrozenImage> image;
+    std::string sha256;
+  };
+  Result<FamilyImage> FamilyImageOf(const std::string& name);
+  bool ImageUsedLocked(const std::string& id);
+  // The base image part of a migration offer, when the image was pre-migrated anywhere.
+  std::optional<nlohmann::json> BaseOfferFor(const Entry& e);
+  // An image or drop-image offer, served on the listener's thread.
+  Result<std::string> ServeImage(const nlohmann::json& offer, hv::MigrationChannel& channel,
+                                 const IncomingPolicy& policy);
   // The page tracker's steps for one entry (mu_ held).
   void HarvestEntry(Entry& e, const config::GuestMemory& settings);
   void ApplyHugePolicy(Entry& e, config::HugePagePolicy policy);
@@ -282,6 +321,15 @@ class VmManager {
   std::string log_dir_;
   std::mutex mu_;
   std::list<Entry> vms_;  // guarded by mu_; a list, so that entries stay put while busy
+  // Images pre-migrated from here, by id: their checksum, the VM they were sent for, where to.
+  struct Premigrated {
+    std::string sha256;
+    std::string parent;
+    std::set<std::string> hosts;
+    bool dropping = false;  // no VM here uses it; the hosts have been asked to drop it
+  };
+  std::map<std::string, Premigrated> premigrated_;  // guarded by mu_
+  ImageStore images_{log_dir_ + "/images"};        // images pre-migrated to this box
 };
 
 // config::Vm → hv::VmOptions (paths resolved against the configuration's directory).

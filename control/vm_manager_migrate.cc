@@ -122,6 +122,10 @@ struct VmManager::Incoming {
   // A VM of this box's configuration coming back: its entry (held busy) and ports.
   Entry* returning = nullptr;
   bool running = true;  // resumed once committed; a VM paused on the source stays paused
+  // The pre-migrated image the VM's memory is a copy-on-write view of here, or why there is
+  // none (the offer named one, but it is missing, stale or fails its checksum).
+  std::shared_ptr<const hv::FrozenImage> base;
+  std::string no_base;
 };
 
 Result<VmManager::Entry*> VmManager::ClaimReturning(const std::string& name) {
@@ -162,12 +166,14 @@ Result<json> VmManager::OfferFor(const Entry& e) {
     nics.push_back(std::move(nic));
   }
   json options = json::parse(hv::VmOptionsJsonText(e.vm->options()));
-  return json{{"version", kOfferVersion},
-              {"vm", e.name},
-              {"options", std::move(options)},
-              {"nics", std::move(nics)},
-              {"parent", e.parent},
-              {"running", e.vm->state() == hv::VmState::kRunning}};
+  json offer = {{"version", kOfferVersion},
+                {"vm", e.name},
+                {"options", std::move(options)},
+                {"nics", std::move(nics)},
+                {"parent", e.parent},
+                {"running", e.vm->state() == hv::VmState::kRunning}};
+  if (auto base = BaseOfferFor(e)) offer["base_image"] = std::move(*base);
+  return offer;
 }
 
 Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel& channel,
@@ -198,12 +204,24 @@ Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel
     return fail(fmt::format("'{}' where an answer to the offer belongs",
                             hv::MigrationMessageTypeName(answer->type)));
   }
+  // Where the destination holds the family's image, only the VM's own pages need to go.
+  const json accepted = json::parse(Text(answer->payload), nullptr, false);
+  const bool base_there = accepted.is_object() && accepted.value("base", "") == "present";
+  std::string base_note;
+  if (offer->contains("base_image")) {
+    base_note = base_there ? "pre-migrated image used: only the VM's own pages were sent"
+                           : "full copy: " + (accepted.is_object()
+                                                  ? accepted.value("no_base", std::string("?"))
+                                                  : std::string("?"));
+    progress.phase(base_note);
+  }
   const auto started = Clock::now();
   const bool was_running = e.vm->state() == hv::VmState::kRunning;
   // Busy now, the entry's counters are the tracker's no more: they say what went cold or hot
   // until the migration began.
   hv::MigrationTuning learnt = tuning;
   if (e.pages.heat) learnt.heat = *e.pages.heat;
+  learnt.base_at_destination = base_there;
   auto sent = hv::SendVm(*e.vm, channel, learnt, [&](const hv::MigrationProgress& p) {
     progress.phase(fmt::format("{} round {}", p.phase, p.round));
     progress.bytes(p.bytes_sent, 0);
@@ -250,6 +268,7 @@ Result<json> VmManager::MigrateOut(const std::string& name, hv::MigrationChannel
   }
   json result = ResultJson(*sent);
   result["destination"] = destination;
+  if (!base_note.empty()) result["base"] = base_note;
   result["total_ms"] = MsSince(started);
   result["downtime_ms"] = MsSince(paused_at);
   e.vm->HandOverSerialLine();
@@ -310,6 +329,7 @@ Result<VmManager::Incoming> VmManager::AcceptOffer(const json& offer,
   } catch (const json::exception& e) {
     return Status::Error(fmt::format("unreadable offer: {}", e.what()));
   }
+  if (offer.contains("base_image")) OpenBase(offer["base_image"], in);
   auto returning = ClaimReturning(in.name);
   if (!returning.ok()) return returning.status();
   in.returning = *returning;
@@ -319,6 +339,19 @@ Result<VmManager::Incoming> VmManager::AcceptOffer(const json& offer,
     return fits;
   }
   return in;
+}
+
+// The offered base image, if this box holds a good copy; else why not (the VM then comes whole).
+void VmManager::OpenBase(const json& base, Incoming& in) {
+  auto info = ParseImageInfo(base);
+  auto image = info.ok() ? images_.OpenVerified(info->id, info->size, info->sha256)
+                         : Result<std::shared_ptr<const hv::FrozenImage>>(info.status());
+  if (image.ok()) {
+    in.base = *image;
+  } else {
+    in.no_base = image.message();
+    spdlog::warn("vm {}: migrating in whole: {}", in.name, in.no_base);
+  }
 }
 
 Status VmManager::FitIncoming(Incoming& in, hv::VmOptions options,
@@ -343,7 +376,7 @@ Status VmManager::FitIncoming(Incoming& in, hv::VmOptions options,
   options.serial_log = log_dir_ + "/" + in.name + ".serial.log";
   options.prefault_memory = false;
   if (Status s = PlaceIncomingDisk(in, options); !s.ok()) return s;
-  auto vm = hv::Vm::CreateIncoming(options);
+  auto vm = hv::Vm::CreateIncoming(options, in.base);
   if (!vm.ok()) {
     RemoveDiskFiles(in.disk_path);
     return vm.status();
@@ -393,7 +426,12 @@ void VmManager::RemoveUnfinishedIncoming() {
 
 Status VmManager::CompleteIncoming(Incoming& in, hv::MigrationChannel& channel,
                                    const IncomingPolicy& policy) {
-  if (Status s = channel.Send(MigrationMessageType::kAccept, Bytes("{}")); !s.ok()) return s;
+  json accepted = json::object();
+  if (in.base) accepted["base"] = "present";
+  if (!in.no_base.empty()) accepted["no_base"] = in.no_base;
+  if (Status s = channel.Send(MigrationMessageType::kAccept, Bytes(accepted.dump())); !s.ok()) {
+    return s;
+  }
   if (Status s = hv::ReceiveVm(*in.vm, channel, policy.message_timeout, nullptr); !s.ok()) {
     return s;
   }
@@ -481,6 +519,9 @@ Result<std::string> VmManager::ServeIncoming(hv::MigrationChannel& channel,
     offer = json::parse(Text(message->payload));
   } catch (const json::exception& e) {
     return refuse(fmt::format("unreadable offer: {}", e.what()));
+  }
+  if (offer.is_object() && offer.value("kind", "vm") != "vm") {
+    return ServeImage(offer, channel, policy);
   }
   auto in = AcceptOffer(offer, policy);
   if (!in.ok()) return refuse(in.message());

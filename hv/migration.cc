@@ -79,11 +79,13 @@ class Sender {
     return StopAndCopy(std::move(pending));
   }
 
-  // Round 0: every page and disk block that may hold something other than zeros. Tracking is
-  // already on, so nothing written from here on is missed.
+  // Round 0: every page and disk block that may hold something other than zeros (only the pages
+  // the VM wrote itself when the destination holds its base image). Tracking is already on, so
+  // nothing written from here on is missed.
   Result<Changes> EverythingWithData() {
     Changes c;
-    auto pages = vm_.memory().PopulatedPages();
+    auto pages = tuning_.base_at_destination ? vm_.memory().PrivatelyWrittenPages()
+                                             : vm_.memory().PopulatedPages();
     if (!pages) return pages.status();
     c.pages = std::move(pages).value();
     if (VirtioBlk* disk = vm_.disk()) {

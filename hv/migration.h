@@ -41,6 +41,9 @@ struct MigrationTuning {
   // again. The migration goes on learning from its own rounds either way.
   std::optional<PageHeat> heat;
   bool order_by_heat = true;
+  // The destination maps this VM's frozen base image (pre-migrated): round 0 sends only the
+  // pages the VM wrote over it. Only for a copy-on-write VM.
+  bool base_at_destination = false;
 };
 
 struct MigrationProgress {

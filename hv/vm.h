@@ -182,9 +182,12 @@ class Vm {
   static uint64_t CommittedBytes();
 
   // --- live migration (hv/migration.cc drives these) ---
-  // A VM to receive a migrating guest into: created as `options` say (host memory checked, and
-  // charged whole), memory zeroed, no image loaded; nothing runs until ApplyIncomingState().
-  static Result<std::unique_ptr<Vm>> CreateIncoming(const VmOptions& options);
+  // A VM to receive a migrating guest into: created as `options` say, no image loaded; nothing
+  // runs until ApplyIncomingState(). Without `base` its memory is its own, zeroed and charged
+  // whole; with it (a pre-migrated frozen image of the same size) its memory is a copy-on-write
+  // view of the image, charged by what it writes, and only the guest's own pages need to come.
+  static Result<std::unique_ptr<Vm>> CreateIncoming(
+      const VmOptions& options, std::shared_ptr<const FrozenImage> base = nullptr);
   // The state sections (config, VM, vCPUs, devices) of this VM, which must be paused.
   Result<std::vector<Section>> CaptureMigrationState() const;
   // Applies another VM's captured state to this incoming VM (memory already copied) and leaves

@@ -403,8 +403,19 @@ Result<std::vector<std::unique_ptr<Vm>>> Vm::Fork(const std::vector<CloneIdentit
   return made;
 }
 
-Result<std::unique_ptr<Vm>> Vm::CreateIncoming(const VmOptions& options) {
-  return CreateVm(options, Origin::kIncoming);
+Result<std::unique_ptr<Vm>> Vm::CreateIncoming(const VmOptions& options,
+                                               std::shared_ptr<const FrozenImage> base) {
+  if (!base) return CreateVm(options, Origin::kIncoming);
+  if (base->size != options.memory_bytes) {
+    return Status::Error(fmt::format("vm '{}': its base image holds {} bytes, the VM {}",
+                                     options.name, base->size, options.memory_bytes));
+  }
+  auto vm = CreateVm(options, Origin::kCopyOnWrite);
+  if (!vm) return vm.status();
+  UniqueFd fd(::fcntl(base->fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (Status s = (*vm)->MapMemoryPrivate(std::move(fd)); !s) return s;
+  (*vm)->base_image_ = std::move(base);
+  return vm;
 }
 
 Result<std::vector<Section>> Vm::CaptureMigrationState() const {

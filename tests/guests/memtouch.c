@@ -5,7 +5,9 @@
    - a hot region: `hot_pages=H` more pages per second round-robin over `hot_mib=S` MiB at
      `hot_at=B` MiB (default: right after the main region);
    - a sparse region: `sparse_mib=P` MiB at `sparse_at=C` MiB (default: after the others), of
-     which only the first page of every 2 MiB is written, every 10 ms.
+     which only the first page of every 2 MiB is written, every 10 ms;
+   - a filled region: `fill_mib=F` MiB at `fill_at=D` MiB (default 8), every page written once
+     at the start (memory that holds data but no longer changes, as a fork parent's mostly does).
  */
 #include "runtime.h"
 
@@ -83,6 +85,15 @@ uint64_t guest_main(void) {
   if (rt_cmdline_u64("random", 0) != 0) main_sweep.random = 0x9e3779b97f4a7c15ull;
   sweep_init(&hot_sweep, hot_base, hot_mib * 256, rt_cmdline_u64("hot_pages", 0));
   volatile uint64_t* touched = rt_progress(1);
+  const uint64_t fill_base = rt_cmdline_u64("fill_at", 8) << 20;
+  const uint64_t fill_mib = rt_cmdline_u64("fill_mib", 0);
+  if (bi != 0 && fill_base + (fill_mib << 20) > bi->mem_bytes) {
+    rt_puts("memtouch: fill region does not fit in guest memory\n");
+    return 2;
+  }
+  for (uint64_t off = 0; off < (fill_mib << 20); off += 4096) {
+    *(volatile uint64_t*)(uintptr_t)(fill_base + off) = off | 1;
+  }
   const uint64_t ticks_per_slice = rt_tsc_khz() * 10; /* 10 ms */
   uint64_t slices = 0;
   rt_puts("memtouch: start\n");
