@@ -190,18 +190,11 @@ FleetAgent::FleetAgent(const config::Fleet& fleet, std::string migration_address
 FleetAgent::~FleetAgent() { Stop(); }
 
 void FleetAgent::Start() {
-  if (thread_.joinable()) return;
-  stop_ = false;
-  thread_ = std::thread([this] { Loop(); });
+  thread_.Start([this] { Loop(); });
 }
 
 void FleetAgent::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  thread_.Stop();
   if (stale_lease_ != 0) (void)etcd_.LeaseRevoke(stale_lease_);
   stale_lease_ = 0;
   const int64_t lease = lease_.exchange(0);
@@ -216,25 +209,19 @@ void FleetAgent::Stop() {
   connected_ = false;
 }
 
-bool FleetAgent::SleepUntil(Clock::time_point deadline) {
-  std::unique_lock lock(mu_);
-  wake_.wait_until(lock, deadline, [this] { return stop_.load(); });
-  return !stop_.load();
-}
-
 void FleetAgent::Loop() {
   const auto keepalive_every = std::chrono::nanoseconds(fleet_.lease_ttl_ns) / 3;
   const auto publish_every = std::chrono::nanoseconds(fleet_.publish_interval_ns);
   auto retry = std::chrono::duration_cast<Clock::duration>(kFirstRetry);
   Clock::time_point next_keepalive, next_publish;
-  while (!stop_.load()) {
+  while (!thread_.stopping()) {
     Status s = Status::Ok();
     const char* what = "registering";
     if (lease_.load() == 0) {
       s = Register();
       next_keepalive = Clock::now() + keepalive_every;
       next_publish = Clock::now() + publish_every;
-    } else if (!SleepUntil(std::min(next_keepalive, next_publish))) {
+    } else if (!thread_.SleepUntil(std::min(next_keepalive, next_publish))) {
       break;
     } else if (Clock::now() >= next_keepalive) {
       what = "keeping the lease alive";
@@ -252,7 +239,7 @@ void FleetAgent::Loop() {
     // Whatever failed, the lease may be gone by the time etcd answers again: start afresh.
     // The old lease, if it lives on, is revoked once the new one holds the record.
     Failed(what, s);
-    if (!SleepUntil(Clock::now() + retry)) break;
+    if (!thread_.SleepUntil(Clock::now() + retry)) break;
     retry = std::min<Clock::duration>(retry * 2, kLongestRetry);
   }
 }

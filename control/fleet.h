@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "config/config.h"
 #include "control/etcd_client.h"
+#include "control/fleet_thread.h"
 
 namespace qosvisor::control {
 
@@ -100,8 +101,6 @@ class FleetAgent {
   std::string Key() const { return std::string(kHostsPrefix) + fleet_.host; }
   void Connected(const std::string& endpoint);
   void Failed(const std::string& what, const Status& status);
-  // Waits until `deadline` or Stop(); false when stopping.
-  bool SleepUntil(std::chrono::steady_clock::time_point deadline);
 
   config::Fleet fleet_;
   std::string migration_address_;
@@ -109,15 +108,13 @@ class FleetAgent {
   std::string instance_;  // tells this daemon's record from another's that took the same name
   EtcdClient etcd_;
 
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
+  FleetThread thread_;
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> registrations_{0};
   std::atomic<int64_t> lease_{0};
   // A lease given up after a failure that may still hold the record; the agent's thread only.
   int64_t stale_lease_ = 0;
-  mutable std::mutex mu_;  // guards what follows, and wakes the thread
-  std::condition_variable wake_;
+  mutable std::mutex mu_;  // guards what follows
   std::string endpoint_;
   std::string last_error_;
   int64_t registered_unix_ms_ = 0;

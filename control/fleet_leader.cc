@@ -39,18 +39,11 @@ LeaderElection::LeaderElection(const config::Fleet& fleet, std::string instance)
 LeaderElection::~LeaderElection() { Stop(); }
 
 void LeaderElection::Start() {
-  if (thread_.joinable()) return;
-  stop_ = false;
-  thread_ = std::thread([this] { Loop(); });
+  thread_.Start([this] { Loop(); });
 }
 
 void LeaderElection::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  thread_.Stop();
   const int64_t lease = lease_.exchange(0);
   const bool was_leading = leading_.exchange(false);
   if (lease == 0) return;
@@ -63,16 +56,10 @@ void LeaderElection::Stop() {
   }
 }
 
-bool LeaderElection::SleepUntil(Clock::time_point deadline) {
-  std::unique_lock lock(mu_);
-  wake_.wait_until(lock, deadline, [this] { return stop_.load(); });
-  return !stop_.load();
-}
-
 void LeaderElection::Loop() {
   const auto renew_every = std::chrono::nanoseconds(fleet_.lease_ttl_ns) / 3;
   Clock::time_point next_renew = Clock::now();
-  while (!stop_.load()) {
+  while (!thread_.stopping()) {
     Status s = Status::Ok();
     if (!leading_.load()) {
       s = Campaign();
@@ -83,7 +70,7 @@ void LeaderElection::Loop() {
     }
     if (!s.ok()) Lost(s.message());
     const auto wake = leading_.load() ? next_renew : Clock::now() + poll_;
-    if (!SleepUntil(wake)) break;
+    if (!thread_.SleepUntil(wake)) break;
   }
 }
 

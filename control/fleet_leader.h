@@ -10,15 +10,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 
 #include "common/status.h"
 #include "config/config.h"
 #include "control/etcd_client.h"
+#include "control/fleet_thread.h"
 
 namespace qosvisor::control {
 
@@ -66,18 +65,15 @@ class LeaderElection {
   std::string Value() const;
   void Lost(const std::string& why);
   void SetLeader(const std::string& host);
-  bool SleepUntil(std::chrono::steady_clock::time_point deadline);
 
   config::Fleet fleet_;
   std::string instance_;
   std::chrono::milliseconds poll_;
   EtcdClient etcd_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
+  FleetThread thread_;
   std::atomic<bool> leading_{false};
   std::atomic<int64_t> lease_{0};
-  mutable std::mutex mu_;  // guards what follows, and wakes the thread
-  std::condition_variable wake_;
+  mutable std::mutex mu_;  // guards what follows
   std::string leader_;
   std::string last_error_;
   int64_t leading_since_unix_ms_ = 0;

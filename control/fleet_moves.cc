@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <optional>
+#include <thread>
+
 namespace qosvisor::control {
 
 using nlohmann::json;
@@ -103,35 +106,20 @@ MoveServer::MoveServer(const config::Fleet& fleet, std::chrono::milliseconds pol
 MoveServer::~MoveServer() { Stop(); }
 
 void MoveServer::Start() {
-  if (thread_.joinable()) return;
-  stop_ = false;
-  thread_ = std::thread([this] { Loop(); });
+  thread_.Start([this] { Loop(); });
 }
 
-void MoveServer::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
-
-bool MoveServer::SleepFor(std::chrono::milliseconds d) {
-  std::unique_lock lock(mu_);
-  wake_.wait_for(lock, d, [this] { return stop_.load(); });
-  return !stop_.load();
-}
+void MoveServer::Stop() { thread_.Stop(); }
 
 void MoveServer::Loop() {
-  while (!stop_.load()) {
+  while (!thread_.stopping()) {
     Status s = ServeOnce();
     // An unreachable etcd is the registry agent's to report; said here once per new reason.
     if (!s.ok() && s.message() != last_error_) {
       spdlog::warn("fleet: cannot read this host's move requests: {}", s.message());
     }
     last_error_ = s.ok() ? "" : s.message();
-    if (!SleepFor(poll_)) break;
+    if (!thread_.SleepUntil(Clock::now() + poll_)) break;
   }
 }
 
@@ -140,7 +128,7 @@ Status MoveServer::ServeOnce() {
   auto range = etcd_.RangePrefix(prefix);
   if (!range.ok()) return range.status();
   for (const EtcdKeyValue& kv : range->kvs) {
-    if (stop_.load()) break;
+    if (thread_.stopping()) break;
     auto move = ParseMoveRecord(kv.value);
     if (!move.ok()) {
       spdlog::warn("fleet: ignoring the move request {}: {}", kv.key, move.message());

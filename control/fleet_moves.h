@@ -11,17 +11,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <string>
-#include <thread>
 
 #include "common/status.h"
 #include "config/config.h"
 #include "control/etcd_client.h"
+#include "control/fleet_thread.h"
 
 namespace qosvisor::control {
 
@@ -78,17 +75,13 @@ class MoveServer {
   void Serve(const EtcdKeyValue& kv, MoveRecord move);
   // Writes `move` over the request, unless the request is gone (its leader's lease ended).
   Status Update(const EtcdKeyValue& kv, const MoveRecord& move);
-  bool SleepFor(std::chrono::milliseconds d);
 
   config::Fleet fleet_;
   std::chrono::milliseconds poll_;
   RunMove run_;
   EtcdClient etcd_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
+  FleetThread thread_;
   std::atomic<uint64_t> done_{0};
-  std::mutex mu_;
-  std::condition_variable wake_;
   std::string last_error_;  // the thread's only
 };
 
