@@ -2,6 +2,7 @@
 // takes over at once when it stops and within the lease TTL when it dies; a move asked by the
 // leader is carried out by the source host's server, its outcome (done or failed) read back; a
 // move nobody serves, and one whose leader vanished, end with errors, never a hang.
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <functional>
@@ -176,6 +177,44 @@ TEST_CASE("moves: the source host carries out the leader's request and reports t
   }
   server.Stop();
   CHECK(server.moves_done() == 2);
+}
+
+TEST_CASE("moves: a leader that vanishes mid-move leaves the source to finish, then serve the next",
+          "[leader][moves]") {
+  auto etcd = OwnEtcd();
+  REQUIRE_ETCD(etcd.get());
+  EtcdClient c(EtcdOptions{{etcd->endpoint()}});
+  auto lease = c.LeaseGrant(5);
+  REQUIRE(lease.ok());
+  std::atomic<bool> leader_gone{false};
+  MoveServer server(FleetOf("edge-a", etcd->endpoint()), 50ms,
+                    [&](const std::string& vm, const std::string&) -> Result<nlohmann::json> {
+                      if (vm == "slow") {
+                        // The leader dies while the migration runs.
+                        (void)c.LeaseRevoke(*lease);
+                        leader_gone = true;
+                      }
+                      return nlohmann::json{{"vm", vm}};
+                    });
+  server.Start();
+  MoveWait wait;
+  wait.poll = 50ms;
+  auto orphaned = RunMoveThroughEtcd(c, MoveRecord{"p1", "slow", "edge-a", "edge-c", "edge-b"},
+                                     *lease, wait);
+  REQUIRE_FALSE(orphaned.ok());
+  CHECK_THAT(orphaned.message(), Catch::Contains("vanished"));
+  REQUIRE(Eventually([&] { return server.moves_done() == 1; }));
+  CHECK(leader_gone);
+  // Nothing is left behind for the next leader, whose request is served as any other.
+  CHECK(c.RangePrefix(std::string(kMovesPrefix))->kvs.empty());
+  auto next_lease = c.LeaseGrant(5);
+  REQUIRE(next_lease.ok());
+  auto next = RunMoveThroughEtcd(c, MoveRecord{"p2", "web", "edge-a", "edge-c", "edge-d"},
+                                 *next_lease, wait);
+  REQUIRE(next.ok());
+  CHECK(next->state == "done");
+  CHECK(next->result["vm"] == "web");
+  server.Stop();
 }
 
 TEST_CASE("moves: a record that is not a move is refused, naming the field", "[moves]") {
