@@ -13,8 +13,13 @@
 //            link's rate, with the pages sent coldest region first (hot pages held back while
 //            they fit half the downtime budget) and in address order: bytes sent, rounds,
 //            downtime. Two hot sets: one that fits the budget, one four times larger.
+//   premigrate  a fork child (its parent filled 48 MiB, the child writes 200 pages/s) migrated
+//            at the link's rate with its frozen image pre-copied to the destination, and the
+//            same child migrated whole: bytes, time and downtime; and what copying the image
+//            ahead cost.
 //
 // Every line is JSON; the last of each part holds the ratio to the plain approach.
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -31,6 +36,7 @@
 #include <vector>
 
 #include "hv/boot_abi.h"
+#include "hv/image_transfer.h"
 #include "hv/kvm.h"
 #include "hv/migration.h"
 #include "hv/migration_stream.h"
@@ -57,7 +63,7 @@ constexpr auto kTracker = Vm::ChangeReader::kPageTracker;
 
 struct Settings {
   std::string dir = QOSVISOR_GUEST_DIR;
-  std::string parts = "tracker,thp,order";
+  std::string parts = "tracker,thp,order,premigrate";
   int phase_ms = 3000;  // each measured phase
   int runs = 3;         // order: migrations per pattern and mode
   uint64_t link_mbps = 400;
@@ -301,13 +307,121 @@ Status BenchOrder(const Settings& s) {
   return Status::Ok();
 }
 
+// A pair of channels over a socketpair, as the source and destination ends of one stream.
+std::pair<MigrationChannel, MigrationChannel> Channels() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) std::abort();
+  std::array<uint8_t, 32> key{};
+  key[0] = 2;
+  return {MigrationChannel::ForTesting(UniqueFd(fds[0]), key, MigrationRole::kSource),
+          MigrationChannel::ForTesting(UniqueFd(fds[1]), key, MigrationRole::kDestination)};
+}
+
+struct Moved {
+  MigrationResult sent;
+  double seconds = 0;
+};
+
+// Migrates `kid` into a new VM (on `base` when given), then resumes `kid` for the next run.
+Result<Moved> MoveChild(const Settings& s, Vm& kid, std::shared_ptr<const qosvisor::hv::FrozenImage> base,
+                        const std::string& name) {
+  VmOptions options = kid.options();
+  options.name = name;
+  auto dst = Vm::CreateIncoming(options, base);
+  if (!dst) return dst.status();
+  auto [source, destination] = Channels();
+  MigrationTuning tuning;
+  tuning.bandwidth_bps = s.link_mbps * 1'000'000;
+  tuning.base_at_destination = base != nullptr;
+  Status received = Status::Ok();
+  const auto t0 = Clock::now();
+  std::thread receiver([&] { received = ReceiveVm(**dst, destination, 10000ms, nullptr); });
+  auto sent = SendVm(kid, source, tuning, nullptr);
+  receiver.join();
+  const double seconds = Seconds(Clock::now() - t0);
+  (void)(*dst)->Destroy();
+  if (!sent) return sent.status();
+  if (!received) return received;
+  if (Status st = kid.Resume(); !st) return st;
+  return Moved{*sent, seconds};
+}
+
+// The frozen image copied to a file as a destination keeps it, paced like the migration.
+Result<std::shared_ptr<const qosvisor::hv::FrozenImage>> PrecopyImage(
+    const Settings& s, const qosvisor::hv::FrozenImage& image, json& line) {
+  auto copy = std::make_shared<qosvisor::hv::FrozenImage>();
+  copy->fd = UniqueFd(::memfd_create("bench-pages-image", MFD_CLOEXEC));
+  if (::ftruncate(copy->fd.get(), static_cast<off_t>(image.size)) != 0) {
+    return Status::Error("image copy: ftruncate failed");
+  }
+  copy->size = image.size;
+  copy->id = image.id;
+  auto [source, destination] = Channels();
+  Status received = Status::Ok();
+  const auto t0 = Clock::now();
+  std::thread receiver([&] {
+    received = qosvisor::hv::ReceiveImage(destination, copy->fd.get(), image.size, 10000ms);
+  });
+  auto sent = qosvisor::hv::SendImage(image.fd.get(), image.size, source,
+                                      s.link_mbps * 1'000'000, 10000ms, nullptr);
+  receiver.join();
+  if (!sent) return sent.status();
+  if (!received) return received;
+  line["image_copy"] = {{"bytes", sent->bytes_sent}, {"seconds", Seconds(Clock::now() - t0)}};
+  return std::shared_ptr<const qosvisor::hv::FrozenImage>(copy);
+}
+
+Status BenchPremigrate(const Settings& s) {
+  constexpr const char* kGuest = "fill_mib=48 fill_at=8 pages=200 mib=1 at=58";
+  auto parent = StartMemtouch(s, "pages-parent", 64, kGuest);
+  if (!parent) return parent.status();
+  auto kids = (*parent)->Fork({{"pages-kid", "", {}}});
+  if (!kids) return kids.status();
+  Vm& kid = *(*kids)[0];
+  if (Status st = kid.Resume(); !st) return st;
+  std::this_thread::sleep_for(1s);  // the child writes its own pages for a while
+  json line = {{"bench", "pages"}, {"part", "premigrate"}, {"guest", std::string("memtouch ") + kGuest},
+               {"link_mbps", s.link_mbps}, {"runs", s.runs}};
+  auto base = PrecopyImage(s, *kid.base_image(), line);
+  if (!base) return base.status();
+  std::vector<Moved> whole, based;
+  for (int i = 0; i < s.runs; ++i) {  // alternated: the child's own pages grow between runs
+    auto w = MoveChild(s, kid, nullptr, "pages-kid-whole");
+    if (!w) return Status::Error("whole: " + w.message());
+    whole.push_back(*w);
+    auto b = MoveChild(s, kid, *base, "pages-kid-based");
+    if (!b) return Status::Error("on its base: " + b.message());
+    based.push_back(*b);
+  }
+  auto mean = [](const std::vector<Moved>& runs) {
+    double bytes = 0, seconds = 0, paused = 0;
+    for (const Moved& m : runs) {
+      bytes += static_cast<double>(m.sent.bytes_sent);
+      seconds += m.seconds;
+      paused += m.sent.paused_ms;
+    }
+    const double n = static_cast<double>(runs.size());
+    return json{{"bytes", bytes / n}, {"seconds", seconds / n}, {"paused_ms", paused / n}};
+  };
+  line["whole"] = mean(whole);
+  line["premigrated"] = mean(based);
+  line["bytes_saved_pct"] = 100.0 * (1.0 - line["premigrated"]["bytes"].get<double>() /
+                                               line["whole"]["bytes"].get<double>());
+  line["time_ratio"] =
+      line["premigrated"]["seconds"].get<double>() / line["whole"]["seconds"].get<double>();
+  Emit(line);
+  (void)kid.Destroy();
+  (void)(*parent)->Destroy();
+  return Status::Ok();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Settings s;
   CLI::App app("bench_pages: the page tracker's cost, huge pages and pre-copy order");
   app.add_option("--guests", s.dir, "directory of the test guests");
-  app.add_option("--parts", s.parts, "comma-separated: tracker, thp, order");
+  app.add_option("--parts", s.parts, "comma-separated: tracker, thp, order, premigrate");
   app.add_option("--phase-ms", s.phase_ms, "length of each measured phase");
   app.add_option("--runs", s.runs, "order: migrations per pattern and mode");
   app.add_option("--link-mbps", s.link_mbps, "order: the migration link's rate");
@@ -319,7 +433,8 @@ int main(int argc, char** argv) {
   const auto wanted = [&](const char* part) { return s.parts.find(part) != std::string::npos; };
   for (const auto& [part, run] : {std::pair{"tracker", &BenchTracker},
                                   std::pair{"thp", &BenchHugePages},
-                                  std::pair{"order", &BenchOrder}}) {
+                                  std::pair{"order", &BenchOrder},
+                                  std::pair{"premigrate", &BenchPremigrate}}) {
     if (!wanted(part)) continue;
     if (Status st = run(s); !st) {
       Emit({{"bench", "pages"}, {"part", part}, {"error", st.message()}});
