@@ -23,9 +23,9 @@ std::string FormatPlan(const json& plan, const std::string& state) {
     return "nothing to do: every host is within its budget and its anti-affinity rules\n" +
            Warnings(plan);
   }
-  std::string out = fmt::format("plan {} by {}: {} move{}{}\n", plan.value("plan", ""),
-                                plan.value("leader", ""), moves.size(),
-                                moves.size() == 1 ? "" : "s", state);
+  std::string out =
+      fmt::format("plan {} by {}: {} move{}{}\n", plan.value("plan", ""), plan.value("leader", ""),
+                  moves.size(), moves.size() == 1 ? "" : "s", state);
   for (size_t i = 0; i < moves.size(); ++i) {
     const json& m = moves[i];
     out += fmt::format("{:>3}. {:<16} {} -> {}  {} changed pages, {:.0f} pages/s{}\n", i + 1,

@@ -48,10 +48,11 @@ std::string StoppedText(const std::string& plan_id, const std::vector<PlannedMov
     if (i == failed) continue;
     list += (list.empty() ? "" : ", ") + MoveText(moves[i]);
   }
-  return fmt::format("rebalance plan {} stopped at move {} of {}: {} failed: {}. Done: {}. Not "
-                     "tried: {}.",
-                     plan_id, failed + 1, moves.size(), MoveText(moves[failed]), why,
-                     done.empty() ? "none" : done, untried.empty() ? "none" : untried);
+  return fmt::format(
+      "rebalance plan {} stopped at move {} of {}: {} failed: {}. Done: {}. Not "
+      "tried: {}.",
+      plan_id, failed + 1, moves.size(), MoveText(moves[failed]), why, done.empty() ? "none" : done,
+      untried.empty() ? "none" : untried);
 }
 
 }  // namespace
@@ -78,7 +79,7 @@ void Appliance::StopFleetPlanning() {
 }
 
 std::vector<FleetVm> Appliance::FleetVms(const std::vector<config::AntiAffinityGroup>& groups,
-                                        const SendRate& send_rate) {
+                                         const SendRate& send_rate) {
   std::vector<FleetVm> out;
   if (!vms_) return out;
   // What the page tracker learnt: a VM it has not harvested yet counts as changing nothing.
@@ -105,7 +106,8 @@ std::vector<FleetVm> Appliance::FleetVms(const std::vector<config::AntiAffinityG
       vm.pages_per_second = it->second.pages_per_second;
     }
     for (const config::AntiAffinityGroup& g : groups) {
-      if (std::find(g.vms.begin(), g.vms.end(), vm.name) != g.vms.end()) vm.groups.push_back(g.name);
+      if (std::find(g.vms.begin(), g.vms.end(), vm.name) != g.vms.end())
+        vm.groups.push_back(g.name);
     }
     out.push_back(std::move(vm));
   }
@@ -163,12 +165,12 @@ Result<json> Appliance::RebalanceCommand(const json& args) {
   wait.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
                      std::chrono::nanoseconds(config_.migration.timeout_ns)) +
                  kMoveSlack;
-  const uint64_t id = jobs_->Start(
-      "rebalance", plan_id,
-      [this, moves = plan->moves, plan_id, wait, out,
-       etcd = config_.fleet->etcd](JobProgress& p) mutable -> Result<json> {
-        return ExecutePlan(plan_id, moves, wait, etcd, out, p);
-      });
+  const uint64_t id =
+      jobs_->Start("rebalance", plan_id,
+                   [this, moves = plan->moves, plan_id, wait, out,
+                    etcd = config_.fleet->etcd](JobProgress& p) mutable -> Result<json> {
+                     return ExecutePlan(plan_id, moves, wait, etcd, out, p);
+                   });
   return json{{"job", id}};
 }
 

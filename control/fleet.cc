@@ -82,8 +82,8 @@ Result<FleetVm> ParseFleetVm(const json& j, const std::string& path) {
   FleetVm vm{*name, *vcpus, *memory, *uplink, *changed, 0, {}};
   auto rate = j.find("pages_per_second");
   if (rate == j.end() || !rate->is_number() || rate->get<double>() < 0) {
-    return Status::Error(fmt::format("{}pages_per_second is missing or not a non-negative number",
-                                     dot));
+    return Status::Error(
+        fmt::format("{}pages_per_second is missing or not a non-negative number", dot));
   }
   vm.pages_per_second = rate->get<double>();
   auto groups = j.find("groups");

@@ -31,9 +31,9 @@ struct FleetVm {
   std::string name;
   uint32_t vcpus = 0;
   uint64_t memory_bytes = 0;
-  uint64_t uplink_bps = 0;      // what it sends into the switch
-  uint64_t changed_pages = 0;   // pages it changed lately: what a migration would send again
-  double pages_per_second = 0;  // its page-change rate
+  uint64_t uplink_bps = 0;          // what it sends into the switch
+  uint64_t changed_pages = 0;       // pages it changed lately: what a migration would send again
+  double pages_per_second = 0;      // its page-change rate
   std::vector<std::string> groups;  // the anti-affinity groups it belongs to, by this box's rules
   bool operator==(const FleetVm&) const = default;
 };

@@ -23,7 +23,7 @@ int64_t UnixMs() {
 std::string HostOf(const std::string& value) {
   const json j = json::parse(value, nullptr, /*allow_exceptions=*/false);
   return j.is_object() && j.contains("host") && j["host"].is_string() ? j["host"].get<std::string>()
-                                                                    : "an unreadable record";
+                                                                      : "an unreadable record";
 }
 
 }  // namespace
@@ -32,8 +32,8 @@ LeaderElection::LeaderElection(const config::Fleet& fleet, std::string instance)
     : fleet_(fleet),
       instance_(std::move(instance)),
       poll_(std::clamp<std::chrono::milliseconds>(
-          std::chrono::milliseconds(fleet.lease_ttl_ns / 10'000'000), std::chrono::milliseconds(100),
-          std::chrono::milliseconds(1000))),
+          std::chrono::milliseconds(fleet.lease_ttl_ns / 10'000'000),
+          std::chrono::milliseconds(100), std::chrono::milliseconds(1000))),
       etcd_(EtcdOptions{fleet.etcd}) {}
 
 LeaderElection::~LeaderElection() { Stop(); }
@@ -159,8 +159,9 @@ Status LeaderElection::CheckLeading() {
   if (!holder.ok()) return holder.status();
   if (holder->me) return Status::Ok();
   if (holder->host.empty()) {
-    return Status::Error("no daemon leads the fleet's planning right now (the leader left; "
-                         "another takes over within fleet.lease_ttl)");
+    return Status::Error(
+        "no daemon leads the fleet's planning right now (the leader left; "
+        "another takes over within fleet.lease_ttl)");
   }
   return Status::Error(fmt::format("host {} leads the fleet's planning, not this one ({})",
                                    holder->host, fleet_.host));

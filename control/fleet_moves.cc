@@ -17,7 +17,7 @@ std::string MoveKey(const std::string& from, const std::string& vm) {
 }
 
 json MoveRecordJson(const MoveRecord& m) {
-  return {{"plan", m.plan},   {"vm", m.vm},       {"from", m.from},   {"to", m.to},
+  return {{"plan", m.plan},     {"vm", m.vm},       {"from", m.from},   {"to", m.to},
           {"leader", m.leader}, {"state", m.state}, {"error", m.error}, {"result", m.result}};
 }
 
@@ -25,8 +25,12 @@ Result<MoveRecord> ParseMoveRecord(const std::string& text) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return Status::Error("the move record is not a JSON object");
   MoveRecord m;
-  for (auto [key, out] : {std::pair{"plan", &m.plan}, {"vm", &m.vm}, {"from", &m.from},
-                          {"to", &m.to}, {"leader", &m.leader}, {"state", &m.state},
+  for (auto [key, out] : {std::pair{"plan", &m.plan},
+                          {"vm", &m.vm},
+                          {"from", &m.from},
+                          {"to", &m.to},
+                          {"leader", &m.leader},
+                          {"state", &m.state},
                           {"error", &m.error}}) {
     auto it = j.find(key);
     if (it == j.end() || !it->is_string()) {
@@ -92,7 +96,8 @@ Result<MoveRecord> RunMoveThroughEtcd(EtcdClient& etcd, const MoveRecord& reques
                           {EtcdOp::Put(key, MoveRecordJson(request).dump(), lease)});
   if (!created.ok()) return created.status();
   if (!*created) {
-    return Status::Error(fmt::format("a move of vm '{}' is already requested ({})", request.vm, key));
+    return Status::Error(
+        fmt::format("a move of vm '{}' is already requested ({})", request.vm, key));
   }
   auto outcome = WaitForOutcome(etcd, request, wait);
   // Removed whatever the outcome: a request left behind would block the VM's next move.
@@ -144,7 +149,8 @@ Status MoveServer::ServeOnce() {
 void MoveServer::Serve(const EtcdKeyValue& kv, MoveRecord move) {
   if (move.from != fleet_.host || kv.key != MoveKey(fleet_.host, move.vm)) {
     move.state = "failed";
-    move.error = fmt::format("the request {} names vm '{}' on host '{}'", kv.key, move.vm, move.from);
+    move.error =
+        fmt::format("the request {} names vm '{}' on host '{}'", kv.key, move.vm, move.from);
     (void)Update(kv, move);
     return;
   }
@@ -174,7 +180,8 @@ Status MoveServer::Update(const EtcdKeyValue& kv, const MoveRecord& move) {
   auto written = etcd_.Txn({EtcdCompare::CreateRevision(kv.key, kv.create_revision)},
                            {EtcdOp::Put(kv.key, MoveRecordJson(move).dump(), kv.lease)});
   if (!written.ok()) return written.status();
-  if (!*written) return Status::Error(fmt::format("the request {} is gone (its leader left)", kv.key));
+  if (!*written)
+    return Status::Error(fmt::format("the request {} is gone (its leader left)", kv.key));
   return Status::Ok();
 }
 

@@ -58,7 +58,8 @@ Result<MoveRecord> RunMoveThroughEtcd(EtcdClient& etcd, const MoveRecord& reques
 class MoveServer {
  public:
   // Migrates `vm` to fleet host `to`; its result, or why it failed. Called on the server's thread.
-  using RunMove = std::function<Result<nlohmann::json>(const std::string& vm, const std::string& to)>;
+  using RunMove =
+      std::function<Result<nlohmann::json>(const std::string& vm, const std::string& to)>;
 
   MoveServer(const config::Fleet& fleet, std::chrono::milliseconds poll, RunMove run);
   ~MoveServer();  // Stop()

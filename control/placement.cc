@@ -140,14 +140,16 @@ std::optional<Violation> OverBudget(const std::vector<Slot>& slots, config::Leav
     const FleetHost& h = *s.host;
     if (!h.alive) continue;
     if (s.vcpus > h.budget_vcpus) {
-      return Violation{i, fmt::format("is over its vCPU budget ({} of {})", s.vcpus, h.budget_vcpus),
+      return Violation{i,
+                       fmt::format("is over its vCPU budget ({} of {})", s.vcpus, h.budget_vcpus),
                        CheapestFirst(s, rule, [](const FleetVm& vm) { return vm.vcpus > 0; })};
     }
     if (s.memory_bytes > h.budget_memory_bytes) {
-      return Violation{i,
-                       fmt::format("is over its memory budget ({} of {})", Mib(s.memory_bytes),
-                                   Mib(h.budget_memory_bytes)),
-                       CheapestFirst(s, rule, [](const FleetVm& vm) { return vm.memory_bytes > 0; })};
+      return Violation{
+          i,
+          fmt::format("is over its memory budget ({} of {})", Mib(s.memory_bytes),
+                      Mib(h.budget_memory_bytes)),
+          CheapestFirst(s, rule, [](const FleetVm& vm) { return vm.memory_bytes > 0; })};
     }
     if (s.uplink_bps > h.budget_uplink_bps) {
       return Violation{i,
@@ -188,9 +190,10 @@ std::optional<std::string> WhyNot(const Slot& slot, const FleetVm& vm, const Gro
                        h.budget_vcpus - std::min(slot.vcpus, h.budget_vcpus), h.budget_vcpus);
   }
   if (slot.memory_bytes + vm.memory_bytes > h.budget_memory_bytes) {
-    return fmt::format("{} has {} of {} memory free", h.name,
-                       Mib(h.budget_memory_bytes - std::min(slot.memory_bytes, h.budget_memory_bytes)),
-                       Mib(h.budget_memory_bytes));
+    return fmt::format(
+        "{} has {} of {} memory free", h.name,
+        Mib(h.budget_memory_bytes - std::min(slot.memory_bytes, h.budget_memory_bytes)),
+        Mib(h.budget_memory_bytes));
   }
   if (slot.uplink_bps + vm.uplink_bps > h.budget_uplink_bps) {
     return fmt::format("{} has {} of {} uplink bit/s free", h.name,
@@ -265,8 +268,10 @@ Result<PlannedMove> MoveFor(std::vector<Slot>& slots, const Violation& v, const 
     std::vector<std::string> why_not;
     auto dest = BestDestination(slots, vm, v.slot, groups, why_not);
     if (!dest) {
-      failures.push_back(fmt::format(
-          "{}: {}", VmText(vm), why_not.empty() ? "there is no other host" : fmt::format("{}", fmt::join(why_not, "; "))));
+      failures.push_back(fmt::format("{}: {}", VmText(vm),
+                                     why_not.empty()
+                                         ? "there is no other host"
+                                         : fmt::format("{}", fmt::join(why_not, "; "))));
       continue;
     }
     const Slot& to = slots[dest->slot];
@@ -274,15 +279,14 @@ Result<PlannedMove> MoveFor(std::vector<Slot>& slots, const Violation& v, const 
     move.reason = fmt::format(
         "{} {}; {} has {} there{}; {} has room and the lowest page-change rate of the {} "
         "host{} with room ({:.0f} pages/s)",
-        from, v.what, vm.name, CostText(vm, rule),
-        c == 0 ? "" : " of the VMs that fit elsewhere", to.name(), dest->with_room,
-        dest->with_room == 1 ? "" : "s", to.PageRate());
+        from, v.what, vm.name, CostText(vm, rule), c == 0 ? "" : " of the VMs that fit elsewhere",
+        to.name(), dest->with_room, dest->with_room == 1 ? "" : "s", to.PageRate());
     Apply(slots, v.slot, dest->slot, vm);
     return move;
   }
   if (v.candidates.empty()) {
-    return Status::Error(fmt::format(
-        "host {} {}, but it publishes no VM whose leaving would help", from, v.what));
+    return Status::Error(
+        fmt::format("host {} {}, but it publishes no VM whose leaving would help", from, v.what));
   }
   return Status::Error(fmt::format("host {} {} and none of its VMs fits elsewhere: {}", from,
                                    v.what, fmt::join(failures, ". ")));
@@ -307,12 +311,11 @@ Result<RebalancePlan> PlanRebalance(const std::vector<FleetHost>& hosts,
     if (!v) return plan;
     auto move = MoveFor(slots, *v, groups, rules.choose);
     if (!move.ok()) {
-      return Status::Error(fmt::format("{}{}", move.message(),
-                                       plan.moves.empty()
-                                           ? ""
-                                           : fmt::format(" (after {} planned move{})",
-                                                         plan.moves.size(),
-                                                         plan.moves.size() == 1 ? "" : "s")));
+      return Status::Error(fmt::format(
+          "{}{}", move.message(),
+          plan.moves.empty() ? ""
+                             : fmt::format(" (after {} planned move{})", plan.moves.size(),
+                                           plan.moves.size() == 1 ? "" : "s")));
     }
     plan.moves.push_back(std::move(move).value());
   }
@@ -331,22 +334,24 @@ Result<Placement> PlaceVm(const std::vector<FleetHost>& hosts, const PlacementRu
       std::vector<std::string> why_not;
       auto dest = BestDestination(slots, vm, i, groups, why_not);
       if (!dest) {
-        return Status::Error(fmt::format(
-            "no host can take vm '{}' ({}): {}", vm_name, VmText(vm),
-            why_not.empty() ? "there is no other host" : fmt::format("{}", fmt::join(why_not, "; "))));
+        return Status::Error(fmt::format("no host can take vm '{}' ({}): {}", vm_name, VmText(vm),
+                                         why_not.empty()
+                                             ? "there is no other host"
+                                             : fmt::format("{}", fmt::join(why_not, "; "))));
       }
       const Slot& to = slots[dest->slot];
-      Placement p{vm_name, slots[i].name(), to.name(),
-                  fmt::format("{} has room and the lowest page-change rate of the {} host{} with "
-                              "room ({:.0f} pages/s)",
-                              to.name(), dest->with_room, dest->with_room == 1 ? "" : "s",
-                              to.PageRate()),
-                  UnknownMembers(slots, rules)};
+      Placement p{
+          vm_name, slots[i].name(), to.name(),
+          fmt::format("{} has room and the lowest page-change rate of the {} host{} with "
+                      "room ({:.0f} pages/s)",
+                      to.name(), dest->with_room, dest->with_room == 1 ? "" : "s", to.PageRate()),
+          UnknownMembers(slots, rules)};
       return p;
     }
   }
-  return Status::Error(fmt::format("vm '{}' runs on no host of the fleet (hosts: {})", vm_name,
-                                   names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", "))));
+  return Status::Error(
+      fmt::format("vm '{}' runs on no host of the fleet (hosts: {})", vm_name,
+                  names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", "))));
 }
 
 json MoveJson(const PlannedMove& m) {
@@ -365,8 +370,8 @@ json PlanJson(const RebalancePlan& plan) {
 }
 
 json PlacementJson(const Placement& p) {
-  return {{"vm", p.vm}, {"from", p.from}, {"to", p.to}, {"reason", p.reason},
-          {"warnings", p.warnings}};
+  return {
+      {"vm", p.vm}, {"from", p.from}, {"to", p.to}, {"reason", p.reason}, {"warnings", p.warnings}};
 }
 
 }  // namespace qosvisor::control

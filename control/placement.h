@@ -28,7 +28,7 @@ struct PlannedMove {
 };
 
 struct RebalancePlan {
-  std::vector<PlannedMove> moves;  // in the order they are to run; none: nothing to do
+  std::vector<PlannedMove> moves;     // in the order they are to run; none: nothing to do
   std::vector<std::string> warnings;  // e.g. group members found on no host
 };
 

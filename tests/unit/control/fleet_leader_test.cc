@@ -2,13 +2,14 @@
 // takes over at once when it stops and within the lease TTL when it dies; a move asked by the
 // leader is carried out by the source host's server, its outcome (done or failed) read back; a
 // move nobody serves, and one whose leader vanished, end with errors, never a hang.
+#include "control/fleet_leader.h"
+
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <functional>
 #include <thread>
 
-#include "control/fleet_leader.h"
 #include "control/fleet_moves.h"
 #include "tests/unit/control/etcd_process.h"
 
@@ -36,7 +37,8 @@ std::unique_ptr<testing::EtcdProcess> OwnEtcd() {
 
 }  // namespace
 
-TEST_CASE("leader: of two daemons one leads, and when it stops the other leads at once", "[leader]") {
+TEST_CASE("leader: of two daemons one leads, and when it stops the other leads at once",
+          "[leader]") {
   auto etcd = OwnEtcd();
   REQUIRE_ETCD(etcd.get());
   LeaderElection a(FleetOf("edge-a", etcd->endpoint()), "a1");
@@ -101,7 +103,8 @@ TEST_CASE("leader: with etcd gone nobody leads, and a daemon leads again when it
   REQUIRE(Eventually([&] { return a.leading(); }));
   etcd->Stop();
   REQUIRE(Eventually([&] { return !a.leading(); }, 4000ms));
-  CHECK_THAT(a.StatusJson()["election_error"].get<std::string>(), Catch::Contains(etcd->endpoint()));
+  CHECK_THAT(a.StatusJson()["election_error"].get<std::string>(),
+             Catch::Contains(etcd->endpoint()));
   CHECK_THAT(a.CheckLeading().message(), Catch::Contains("cannot tell who leads the fleet"));
   CHECK_FALSE(a.HolderNow().ok());
   REQUIRE(etcd->Start());
@@ -199,8 +202,8 @@ TEST_CASE("moves: a leader that vanishes mid-move leaves the source to finish, t
   server.Start();
   MoveWait wait;
   wait.poll = 50ms;
-  auto orphaned = RunMoveThroughEtcd(c, MoveRecord{"p1", "slow", "edge-a", "edge-c", "edge-b"},
-                                     *lease, wait);
+  auto orphaned =
+      RunMoveThroughEtcd(c, MoveRecord{"p1", "slow", "edge-a", "edge-c", "edge-b"}, *lease, wait);
   REQUIRE_FALSE(orphaned.ok());
   CHECK_THAT(orphaned.message(), Catch::Contains("vanished"));
   REQUIRE(Eventually([&] { return server.moves_done() == 1; }));

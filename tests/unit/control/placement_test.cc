@@ -72,11 +72,10 @@ TEST_CASE("placement: over its vCPU budget, the VM with the fewest changed pages
 
 TEST_CASE("placement: over its memory budget, only a host with memory free takes the VM",
           "[placement]") {
-  auto plan = PlanRebalance({Host("a", 8, {Vm("big", 10, 0, 1, 512 * kMiB), Vm("small", 30)},
-                                  512 * kMiB),
-                             Host("b", 8, {Vm("other", 0, 0, 1, 480 * kMiB)}, 512 * kMiB),
-                             Host("c", 8, {}, 1024 * kMiB)},
-                            {});
+  auto plan = PlanRebalance(
+      {Host("a", 8, {Vm("big", 10, 0, 1, 512 * kMiB), Vm("small", 30)}, 512 * kMiB),
+       Host("b", 8, {Vm("other", 0, 0, 1, 480 * kMiB)}, 512 * kMiB), Host("c", 8, {}, 1024 * kMiB)},
+      {});
   REQUIRE(plan.ok());
   CHECK(Moves(*plan) == Strings{"big:a->c"});
   CHECK_THAT(plan->moves[0].reason, Catch::Contains("over its memory budget (576MiB of 512MiB)"));
@@ -128,13 +127,12 @@ TEST_CASE("placement: members of an anti-affinity group are moved apart", "[plac
   }
 }
 
-TEST_CASE("placement: VMs that change many pages a second go to different hosts",
-          "[placement]") {
+TEST_CASE("placement: VMs that change many pages a second go to different hosts", "[placement]") {
   // a must shed both writers; b already runs one, c and d run quiet VMs.
-  auto plan = PlanRebalance({Host("a", 0, {Vm("w1", 900, 4000), Vm("w2", 800, 3000)}),
-                             Host("b", 8, {Vm("w0", 0, 5000)}), Host("c", 8, {Vm("q1", 0, 10)}),
-                             Host("d", 8, {Vm("q2", 0, 20)})},
-                            {});
+  auto plan = PlanRebalance(
+      {Host("a", 0, {Vm("w1", 900, 4000), Vm("w2", 800, 3000)}), Host("b", 8, {Vm("w0", 0, 5000)}),
+       Host("c", 8, {Vm("q1", 0, 10)}), Host("d", 8, {Vm("q2", 0, 20)})},
+      {});
   REQUIRE(plan.ok());
   CHECK(Moves(*plan) == Strings{"w2:a->c", "w1:a->d"});
   CHECK_THAT(plan->moves[0].reason,
@@ -163,9 +161,10 @@ TEST_CASE("placement: when the cheapest VM fits nowhere the next one goes", "[pl
       {Host("a", 1, {Vm("wide", 1, 0, 4), Vm("narrow", 99, 0, 1)}), Host("b", 2, {})}, {});
   // Moving narrow leaves a with 4 of 1 vCPUs, and wide fits nowhere: the plan fails, saying so.
   REQUIRE_FALSE(plan.ok());
-  CHECK_THAT(plan.message(), Catch::Contains("host a is over its vCPU budget (4 of 1)") &&
-                                 Catch::Contains("wide (4 vCPUs, 64MiB): b has 1 of 2 vCPUs free") &&
-                                 Catch::Contains("(after 1 planned move)"));
+  CHECK_THAT(plan.message(),
+             Catch::Contains("host a is over its vCPU budget (4 of 1)") &&
+                 Catch::Contains("wide (4 vCPUs, 64MiB): b has 1 of 2 vCPUs free") &&
+                 Catch::Contains("(after 1 planned move)"));
   auto fits = PlanRebalance(
       {Host("a", 4, {Vm("wide", 1, 0, 4), Vm("narrow", 99, 0, 1)}), Host("b", 2, {})}, {});
   REQUIRE(fits.ok());
@@ -175,8 +174,8 @@ TEST_CASE("placement: when the cheapest VM fits nowhere the next one goes", "[pl
 
 TEST_CASE("placement: nothing fits, or nowhere takes VMs: an error naming host and reasons",
           "[placement]") {
-  auto full = PlanRebalance({Host("a", 1, {Vm("x", 1), Vm("y", 2)}), Host("b", 1, {Vm("z", 0)})},
-                            {});
+  auto full =
+      PlanRebalance({Host("a", 1, {Vm("x", 1), Vm("y", 2)}), Host("b", 1, {Vm("z", 0)})}, {});
   REQUIRE_FALSE(full.ok());
   CHECK_THAT(full.message(),
              Catch::Contains("host a is over its vCPU budget (2 of 1) and none of its VMs fits "
