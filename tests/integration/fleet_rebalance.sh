@@ -19,8 +19,6 @@ qosctl=$2
 guests=$(cd "$3" && pwd)
 require_kvm_guest "$guests" counter
 require_kvm_guest "$guests" memtouch
-etcd_bin=/usr/bin/etcd
-[[ -x $etcd_bin ]] || { echo "SKIP: $etcd_bin is not installed (Debian package etcd-server)"; exit 77; }
 
 work=$(mktemp -d)
 pids=()
@@ -36,15 +34,8 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 head -c 32 /dev/urandom >"$work/key" && chmod 600 "$work/key"
 head -c 32 /dev/urandom >"$work/other.key" && chmod 600 "$work/other.key"
 
-etcd_client=$(free_port) etcd_peer=$(free_port)
-endpoint=http://127.0.0.1:$etcd_client
-"$etcd_bin" --name fleet --data-dir "$work/etcd" --listen-client-urls "$endpoint" \
-  --advertise-client-urls "$endpoint" --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-  --initial-cluster "fleet=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
-etcd_pid=$!
-pids+=($!)
-for _ in $(seq 100); do curl -sf "$endpoint/health" | grep -q '"true"' && break; sleep 0.1; done
+start_test_etcd "$work"
+pids+=("$etcd_pid")
 
 # box NAME VCPUS VMS [KEY]: writes $work/NAME.yaml, box-NAME in the fleet with a budget of VCPUS.
 box() {
