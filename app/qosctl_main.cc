@@ -122,7 +122,21 @@ qosvisor::app::ManPage Page() {
         "suspend DIR [--force], or migrate HOST (live, to a host of the fleet registry, an "
         "entry of hosts: or host:port; root only). Snapshot, restore, fork, suspend, migrate "
         "and the resume of a suspended VM run as jobs; a migration's job shows its phase, "
-        "round, bytes sent, dirty rate and expected downtime."}},
+        "round, bytes sent, dirty rate and expected downtime.",
+        "pages shows what the page tracker learnt of the VM's memory: its page-change rate, the "
+        "pages changed within the counters' window and, per 2 MiB region, the counter (0 to "
+        "2^counter_bits - 1), heat (cold, warm, hot), pages changed at the last harvest, pages "
+        "populated, the harvests of the last 8 that changed it, and the huge-page decision and "
+        "whether the policy gave it a huge page; on a terminal a heat strip comes first.",
+        "premigrate [HOST,...] copies the frozen image the VM's fork family shares to the hosts "
+        "(default: every other live host of the fleet registry that takes migrations), paced to "
+        "--rate or migration.bandwidth; a child migrating there later sends only its own pages. "
+        "--drop asks the hosts to remove it instead. Root only."}},
+      {"images",
+       {"The frozen images this box holds for fork families on other hosts (id, size, bytes on "
+        "disk, parent and source host, whether a VM here uses it) and those it copied to other "
+        "hosts (to which). rm ID removes a held image now, or once the VMs here that use it are "
+        "gone. Removing is root only."}},
       {"deploy",
        {"Creates every tier's VMs of a blueprint of the configuration, named APP-TIER-I, tier "
         "after tier in dependency order: a tier starts once the tiers it depends on run and, "
