@@ -90,6 +90,7 @@ std::vector<FleetVm> Appliance::FleetVms(const std::vector<config::AntiAffinityG
     vm.name = row["name"].get<std::string>();
     vm.vcpus = row["vcpus"].get<uint32_t>();
     vm.memory_bytes = row["memory_bytes"].get<uint64_t>();
+    vm.state = row["state"].get<std::string>();
     uint64_t bytes = 0;
     {
       std::lock_guard lock(switch_control_mu_);  // a reload may replace ports meanwhile

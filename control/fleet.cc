@@ -64,7 +64,8 @@ json VmJson(const FleetVm& vm) {
           {"uplink_bps", vm.uplink_bps},
           {"changed_pages", vm.changed_pages},
           {"pages_per_second", vm.pages_per_second},
-          {"groups", vm.groups}};
+          {"groups", vm.groups},
+          {"state", vm.state}};
 }
 
 Result<FleetVm> ParseFleetVm(const json& j, const std::string& path) {
@@ -93,6 +94,11 @@ Result<FleetVm> ParseFleetVm(const json& j, const std::string& path) {
   for (const json& g : *groups) {
     if (!g.is_string()) return Status::Error(fmt::format("{}groups holds a non-string", dot));
     vm.groups.push_back(g.get<std::string>());
+  }
+  // Absent in records of daemons that published no state: those listed running VMs only.
+  if (auto state = j.find("state"); state != j.end()) {
+    if (!state->is_string()) return Status::Error(fmt::format("{}state is not a string", dot));
+    vm.state = state->get<std::string>();
   }
   return vm;
 }

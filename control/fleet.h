@@ -35,6 +35,8 @@ struct FleetVm {
   uint64_t changed_pages = 0;       // pages it changed lately: what a migration would send again
   double pages_per_second = 0;      // its page-change rate
   std::vector<std::string> groups;  // the anti-affinity groups it belongs to, by this box's rules
+  // Only a running or paused VM can migrate; a created or stopped one holds its budget still.
+  std::string state = "running";
   bool operator==(const FleetVm&) const = default;
 };
 

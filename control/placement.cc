@@ -122,11 +122,14 @@ std::string CostText(const FleetVm& vm, config::LeaveRule rule) {
   return fmt::format("the least memory ({})", Mib(vm.memory_bytes));
 }
 
+bool Movable(const FleetVm& vm) { return vm.state == "running" || vm.state == "paused"; }
+
+// The VMs of `slot` that can migrate and whose leaving `helps`, cheapest first.
 template <typename Pred>
 std::vector<FleetVm> CheapestFirst(const Slot& slot, config::LeaveRule rule, Pred helps) {
   std::vector<FleetVm> out;
   for (const FleetVm& vm : slot.vms) {
-    if (helps(vm)) out.push_back(vm);
+    if (Movable(vm) && helps(vm)) out.push_back(vm);
   }
   std::sort(out.begin(), out.end(), [rule](const FleetVm& a, const FleetVm& b) {
     return CostOf(a, rule) < CostOf(b, rule);
@@ -167,14 +170,16 @@ std::optional<Violation> GroupTogether(const std::vector<Slot>& slots, const Gro
     if (!slots[i].host->alive) continue;
     for (const auto& [group, members] : groups) {
       auto in_group = [&members](const FleetVm& vm) { return members.contains(vm.name); };
-      std::vector<FleetVm> here = CheapestFirst(slots[i], rule, in_group);
-      if (here.size() < 2) continue;
+      // Every member counts against the rule; only those that can migrate may fix it.
       std::vector<std::string> names;
-      for (const FleetVm& vm : here) names.push_back(vm.name);
+      for (const FleetVm& vm : slots[i].vms) {
+        if (in_group(vm)) names.push_back(vm.name);
+      }
+      if (names.size() < 2) continue;
       return Violation{i,
-                       fmt::format("runs {} VMs of anti-affinity group '{}' ({})", here.size(),
+                       fmt::format("runs {} VMs of anti-affinity group '{}' ({})", names.size(),
                                    group, fmt::join(names, ", ")),
-                       std::move(here)};
+                       CheapestFirst(slots[i], rule, in_group)};
     }
   }
   return std::nullopt;
@@ -286,7 +291,9 @@ Result<PlannedMove> MoveFor(std::vector<Slot>& slots, const Violation& v, const 
   }
   if (v.candidates.empty()) {
     return Status::Error(
-        fmt::format("host {} {}, but it publishes no VM whose leaving would help", from, v.what));
+        fmt::format("host {} {}, but none of its VMs whose leaving would help can migrate (only "
+                    "running or paused VMs do)",
+                    from, v.what));
   }
   return Status::Error(fmt::format("host {} {} and none of its VMs fits elsewhere: {}", from,
                                    v.what, fmt::join(failures, ". ")));

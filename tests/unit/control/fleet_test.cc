@@ -171,6 +171,8 @@ TEST_CASE("fleet: a record missing a field or of the wrong type is refused, nami
   CHECK_THAT(broken([](auto& j) { j["vms"][0]["groups"] = {1}; }),
              Catch::Contains("vms[0].groups holds a non-string"));
   CHECK_THAT(broken([](auto& j) { j["vms"] = 3; }), Catch::Contains("vms is not a list"));
+  CHECK_THAT(broken([](auto& j) { j["vms"][0]["state"] = 1; }),
+             Catch::Contains("vms[0].state is not a string"));
   // A record from a daemon that publishes no VMs reads as none.
   CHECK(broken([](auto& j) { j.erase("vms"); }).empty());
 }

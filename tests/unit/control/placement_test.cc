@@ -105,7 +105,7 @@ TEST_CASE("placement: members of an anti-affinity group are moved apart", "[plac
   // db-2 is the cheaper member to move; b runs db-3, so c it is, busy as it is.
   CHECK(Moves(*plan) == Strings{"db-2:a->c"});
   CHECK_THAT(plan->moves[0].reason,
-             Catch::Contains("runs 2 VMs of anti-affinity group 'db' (db-2, db-1)"));
+             Catch::Contains("runs 2 VMs of anti-affinity group 'db' (db-1, db-2)"));
 
   SECTION("a group the hosts publish counts as one configured here") {
     FleetHost a = Host("a", 8, {Vm("r1", 3), Vm("r2", 1)});
@@ -154,6 +154,30 @@ TEST_CASE("placement: the configured rule chooses which VM leaves", "[placement]
   auto plan = PlanRebalance(fleet, rules);
   CHECK(Moves(*plan) == Strings{"tiny:a->b"});
   CHECK_THAT(plan->moves[0].reason, Catch::Contains("the least memory (16MiB)"));
+}
+
+TEST_CASE("placement: only running or paused VMs are moved, though every VM holds budget",
+          "[placement]") {
+  FleetVm stopped = Vm("stopped", 0);
+  stopped.state = "stopped";
+  FleetVm paused = Vm("paused", 50);
+  paused.state = "paused";
+  auto plan =
+      PlanRebalance({Host("a", 2, {stopped, paused, Vm("busy", 900)}), Host("b", 4, {})}, {});
+  REQUIRE(plan.ok());
+  CHECK(Moves(*plan) == Strings{"paused:a->b"});
+
+  PlacementRules rules;
+  rules.anti_affinity = {config::AntiAffinityGroup{"db", {"stopped", "db-2"}, {}}};
+  auto grouped = PlanRebalance({Host("a", 4, {stopped, Vm("db-2", 900)}), Host("b", 4, {})}, rules);
+  REQUIRE(grouped.ok());
+  CHECK(Moves(*grouped) == Strings{"db-2:a->b"});
+
+  auto stuck = PlanRebalance({Host("a", 0, {stopped}), Host("b", 4, {})}, {});
+  REQUIRE_FALSE(stuck.ok());
+  CHECK_THAT(stuck.message(),
+             Catch::Contains("host a is over its vCPU budget (1 of 0), but none of its VMs whose "
+                             "leaving would help can migrate"));
 }
 
 TEST_CASE("placement: when the cheapest VM fits nowhere the next one goes", "[placement]") {
