@@ -20,15 +20,8 @@ guests=$(cd "$3" && pwd)
 require_kvm_guest "$guests" counter
 require_kvm_guest "$guests" memtouch
 
-work=$(mktemp -d)
-pids=()
 tag="qvrb$$"
-cleanup() {
-  for p in "${pids[@]}"; do stop_quietly "$p"; done
-  # DPDK leaves a runtime directory per file prefix, which a killed daemon cannot remove.
-  rm -rf "$work" /var/run/dpdk/"${tag}"* "${XDG_RUNTIME_DIR:-/nonexistent}"/dpdk/"${tag}"*
-}
-trap cleanup EXIT
+daemons_work_dir "$tag"
 fail() { echo "FAIL: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -n 20 "$f"; done; exit 1; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 head -c 32 /dev/urandom >"$work/key" && chmod 600 "$work/key"

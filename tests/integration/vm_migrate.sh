@@ -22,15 +22,8 @@ require_kvm_guest "$guests" counter
 etcd_bin=/usr/bin/etcd
 [[ -x $etcd_bin ]] || { echo "SKIP: $etcd_bin is not installed (Debian package etcd-server)"; exit 77; }
 
-work=$(mktemp -d)
-pids=()
 tag="qvmg$$"
-cleanup() {
-  for p in "${pids[@]}"; do stop_quietly "$p"; done
-  # DPDK leaves a runtime directory per file prefix, which a killed daemon cannot remove.
-  rm -rf "$work" /var/run/dpdk/"${tag}"* "${XDG_RUNTIME_DIR:-/nonexistent}"/dpdk/"${tag}"*
-}
-trap cleanup EXIT
+daemons_work_dir "$tag"
 base=$((20000 + ($$ % 5000) * 4))
 port_a=$base port_b=$((base + 1)) port_c=$((base + 2)) port_proxy=$((base + 3))
 head -c 32 /dev/urandom >"$work/key" && chmod 600 "$work/key"

@@ -49,6 +49,18 @@ daemon_work_dir() {
   trap 'stop_quietly "$pid"; rm -rf "$work"' EXIT
 }
 
+# daemons_work_dir TAG: for a test that runs several daemons: a temporary work directory, the
+# processes to stop (the caller adds to pids), and a trap that stops them and removes the
+# directory and the DPDK runtime directories of the file prefixes starting with TAG (a killed
+# daemon cannot remove its own). Sets work and pids.
+daemons_work_dir() {
+  work=$(mktemp -d)
+  pids=()
+  daemons_tag=$1
+  trap 'for p in "${pids[@]}"; do stop_quietly "$p"; done
+        rm -rf "$work" /var/run/dpdk/"$daemons_tag"* "${XDG_RUNTIME_DIR:-/nonexistent}"/dpdk/"$daemons_tag"*' EXIT
+}
+
 # edge_default_box SOURCE_DIR OUT_YAML PREFIX CONTROL: the edge default example with an EAL file
 # prefix of the test's own and its control section replaced by "control: {CONTROL}".
 edge_default_box() {
