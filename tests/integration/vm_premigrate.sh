@@ -36,7 +36,7 @@ templates:
 vms:
   - {name: parent, template: toucher, autostart: $3,
      cmdline: "fill_mib=40 fill_at=8 pages=50 mib=1 at=52"}
-migration: {listen: "127.0.0.1:$2", key_file: $work/key, timeout: 10s}
+migration: {listen: "127.0.0.1:$2", key_file: $work/key, timeout: 60s}
 control: {socket: $work/$1/ctl.sock}
 YAML
 }
