@@ -15,14 +15,8 @@ qosctl=$2
 guests=$(cd "$3" && pwd)
 require_kvm_guest "$guests" memtouch
 
-work=$(mktemp -d)
-pids=()
 tag="qvpm$$"
-cleanup() {
-  for p in "${pids[@]}"; do stop_quietly "$p"; done
-  rm -rf "$work" /var/run/dpdk/"${tag}"* "${XDG_RUNTIME_DIR:-/nonexistent}"/dpdk/"${tag}"*
-}
-trap cleanup EXIT
+daemons_work_dir "$tag"
 base=$((24000 + ($$ % 5000) * 2))
 port_a=$base port_b=$((base + 1))
 head -c 32 /dev/urandom >"$work/key" && chmod 600 "$work/key"

@@ -1,9 +1,11 @@
 // Helpers for hv/ tests: skipping [kvm] tests visibly when /dev/kvm is unusable, finding the
-// test guests, temporary files, and polling with a deadline.
+// test guests, temporary files, polling with a deadline, and the two ends of a migration stream.
 #pragma once
 
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +16,7 @@
 #include <thread>
 
 #include "hv/kvm.h"
+#include "hv/migration_stream.h"
 #include "hv/vm_options.h"
 
 // ctest marks a test whose output matches "SKIPPED:" as skipped (tests/unit/hv/CMakeLists.txt).
@@ -27,6 +30,20 @@
   } while (0)
 
 namespace qosvisor::hv::testing {
+
+// The two ends of one migration stream over a socketpair, keyed alike, no handshake.
+struct ChannelPair {
+  MigrationChannel source;
+  MigrationChannel destination;
+};
+inline ChannelPair ConnectedChannels() {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  std::array<uint8_t, 32> key{};
+  key[0] = 7;
+  return {MigrationChannel::ForTesting(UniqueFd(fds[0]), key, MigrationRole::kSource),
+          MigrationChannel::ForTesting(UniqueFd(fds[1]), key, MigrationRole::kDestination)};
+}
 
 inline std::string GuestPath(const std::string& name) {
   return std::string(QOSVISOR_GUEST_DIR) + "/" + name + ".elf";

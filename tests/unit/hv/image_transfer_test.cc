@@ -26,19 +26,8 @@ using testing::WaitUntil;
 
 constexpr uint64_t kPage = 4096;
 
-struct Pair {
-  MigrationChannel source;
-  MigrationChannel destination;
-};
-
-Pair Channels() {
-  int fds[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-  std::array<uint8_t, 32> key{};
-  key[3] = 9;
-  return {MigrationChannel::ForTesting(UniqueFd(fds[0]), key, MigrationRole::kSource),
-          MigrationChannel::ForTesting(UniqueFd(fds[1]), key, MigrationRole::kDestination)};
-}
+using Pair = testing::ChannelPair;
+Pair Channels() { return testing::ConnectedChannels(); }
 
 // A memfd of `pages` pages, holes but for the pages given, each filled with its number.
 UniqueFd Image(uint64_t pages, std::initializer_list<uint64_t> written) {

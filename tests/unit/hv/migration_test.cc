@@ -33,19 +33,8 @@ uint64_t BootInfoWord(Vm& vm, uint64_t offset) {
 uint64_t Counter(Vm& vm) { return BootInfoWord(vm, offsetof(qv_boot_info, progress)); }
 uint64_t Touched(Vm& vm) { return BootInfoWord(vm, offsetof(qv_boot_info, progress) + 8); }
 
-struct ChannelPair {
-  MigrationChannel source;
-  MigrationChannel destination;
-};
-
-ChannelPair Connected() {
-  int fds[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-  std::array<uint8_t, 32> key{};
-  key[0] = 7;
-  return {MigrationChannel::ForTesting(UniqueFd(fds[0]), key, MigrationRole::kSource),
-          MigrationChannel::ForTesting(UniqueFd(fds[1]), key, MigrationRole::kDestination)};
-}
+using testing::ChannelPair;
+ChannelPair Connected() { return testing::ConnectedChannels(); }
 
 struct Migrated {
   Result<MigrationResult> sent = Status::Error("not run");
