@@ -9,7 +9,8 @@
 # host with room, and refuses an unknown VM. Killing the leader with SIGKILL hands the planning
 # to another box within the lease TTL. A plan whose first move fails (box-c holds another
 # migration key at first) stops there, saying what failed and why and what was not tried; with
-# etcd killed, place and rebalance say so. Needs /dev/kvm and etcd.
+# etcd killed, place and rebalance say so. `premigrate` without hosts copies a fork family's image
+# to the three other hosts of the registry. Needs /dev/kvm and etcd.
 # Usage: fleet_rebalance.sh QOSVISOR_BIN QOSCTL_BIN GUEST_DIR
 set -euo pipefail
 # shellcheck source=lib/qosvisor.sh
@@ -167,6 +168,18 @@ rc=0
 ctl b place nope >"$work/out" 2>&1 || rc=$?
 ((rc == 1)) && grep -q "vm 'nope' runs on no host of the fleet" "$work/out" ||
   fail "place of an unknown VM: exit $rc, $(cat "$work/out")"
+
+echo "== premigrate without hosts copies a fork family's image to every other host of the fleet"
+home=$(where d w1)
+ctl "${home#box-}" vm w1 fork 1 --prefix w1-kid >/dev/null
+ctl "${home#box-}" vm w1 premigrate | tee "$work/pre"
+[[ $(grep -c "copied to box-" "$work/pre") -eq 3 ]] || fail "the image did not go to the 3 other hosts"
+grep -q "copied to $home" "$work/pre" && fail "the image was copied to its own host"
+for b in a b c d; do
+  [[ box-$b == "$home" ]] && continue
+  [[ $(ctl "$b" --json images | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["held"]))') == 1 ]] ||
+    fail "box-$b holds no image"
+done
 
 echo "== the leader killed: another box plans within the lease TTL (2 s)"
 killed=$(date +%s.%N)
