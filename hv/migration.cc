@@ -199,21 +199,27 @@ class Sender {
     return out;
   }
 
-  // A hot page is held back while every page held back this round fits half the downtime
-  // budget at the link's rate: by the time the cold regions before it are sent, the rate is
-  // measured. Stop-and-copy sends everything.
-  bool HoldBack(uint64_t page) {
+  // The round's hot pages (the last `remaining` of its list: hot regions come last) are held
+  // back whole or not at all: whole when they fit half the downtime budget at the link's rate,
+  // which the cold regions sent before them have measured by then. A part held back would only
+  // add to what the next round sends, as the rest changes again anyway. Stop-and-copy sends all.
+  bool HoldBack(uint64_t page, size_t remaining) {
     if (!ordered() || final_) return false;
     if (heat_.Heat(page / PageHeat::kPagesPerRegion) != RegionHeat::kHot) return false;
-    const double budget = LinkBytesPerSecond() * static_cast<double>(tuning_.downtime.count()) /
-                          1000.0 / 2.0;
-    if (static_cast<double>((held_this_round_ + 1) * kPageBytes) > budget) return false;
+    if (!hot_decided_) {
+      hot_decided_ = true;
+      const double budget = LinkBytesPerSecond() *
+                            static_cast<double>(tuning_.downtime.count()) / 1000.0 / 2.0;
+      hold_hot_ = static_cast<double>(remaining * kPageBytes) <= budget;
+    }
+    if (!hold_hot_) return false;
     ++held_this_round_;
     return true;
   }
 
   Status SendPages(const std::vector<uint64_t>& in_order, std::vector<uint64_t>& held_back) {
     held_this_round_ = 0;
+    hot_decided_ = false;
     const size_t step = std::max<size_t>(tuning_.batch_pages, 1);
     std::vector<uint64_t> chunk;
     chunk.reserve(step);
@@ -221,8 +227,8 @@ class Sender {
       // Filled as it goes, so a hold-back decision sees the rate measured so far.
       chunk.clear();
       while (chunk.size() < step && next < in_order.size()) {
-        const uint64_t page = in_order[next++];
-        if (HoldBack(page)) {
+        const uint64_t page = in_order[next];
+        if (HoldBack(page, in_order.size() - next++)) {
           held_back[page / 64] |= 1ull << (page % 64);
         } else {
           chunk.push_back(page);
@@ -337,6 +343,8 @@ class Sender {
   MigrationResult result_;
   PageHeat heat_;  // the tracker's, then each round's harvest added
   uint64_t held_this_round_ = 0;
+  bool hot_decided_ = false;  // this round's hot pages met, and whether they are held back
+  bool hold_hot_ = false;
   bool was_running_ = false;
   bool throttled_ = false;  // paused by the duty cycle, to resume
   bool final_ = false;

@@ -36,8 +36,8 @@ struct MigrationTuning {
   size_t batch_pages = 256;  // pages per frame (1 MiB)
   // What the page tracker learnt of the VM's memory before the migration, when it was tracking.
   // With it (and `order_by_heat`), pre-copy sends cold regions first and hot ones last, and
-  // holds hot regions' pages back for the next round (so for stop-and-copy, at the latest) as
-  // long as they fit half the downtime budget at the link's rate: they would change again and go
+  // holds a round's hot pages back for the next round (so for stop-and-copy, at the latest) when
+  // all of them fit half the downtime budget at the link's rate: they would change again and go
   // again. The migration goes on learning from its own rounds either way.
   std::optional<PageHeat> heat;
   bool order_by_heat = true;
