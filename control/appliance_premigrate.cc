@@ -124,8 +124,10 @@ Result<json> Appliance::PremigrateCommand(const json& args, const std::string& n
 // Images sent from here whose family has no VM here any more go from the hosts holding them.
 void Appliance::DropUnusedImages() {
   if (!vms_) return;
+  const auto unused = vms_->UnusedPremigrations();
+  if (unused.empty()) return;  // the usual case: no key file read every second
   auto key = LoadMigrationKeyOf(config_);
-  for (auto& [id, hosts] : vms_->UnusedPremigrations()) {
+  for (const auto& [id, hosts] : unused) {
     if (!key.ok()) {
       spdlog::warn("image {}: cannot ask {} to drop it: {}", id, fmt::join(hosts, ", "),
                    key.message());
