@@ -195,6 +195,15 @@ ctl a vm web resume >/dev/null || fail "commit lost: resuming web on box A faile
 still_runs_on_a "commit lost"
 
 echo "== a destination without the budget is refused by the source, and refuses itself"
+# The source reads box-b's record, published every second: wait until it no longer shows the VM
+# the failures above left there for a moment.
+b_load_vcpus() {
+  ctl a --json hosts | python3 -c '
+import json, sys
+print([h["load"]["vcpus"] for h in json.load(sys.stdin) if h["name"] == "box-b"][0])'
+}
+for _ in $(seq 50); do [ "$(b_load_vcpus)" = 0 ] && break; sleep 0.1; done
+[ "$(b_load_vcpus)" = 0 ] || fail "box-b's record still shows a VM"
 ctl a vm big create --template big >/dev/null || fail "creating big failed"
 if out=$(ctl a vm big migrate box-b 2>&1); then fail "big migrated into too small a budget"; fi
 echo "  $out"
