@@ -19,7 +19,7 @@ namespace qosvisor::sched {
 inline constexpr uint16_t kMsgInUse = 1u << 0;
 inline constexpr uint16_t kMsgDefault = 1u << 1;  // a class's fallback queue, never reclaimed
 
-inline constexpr uint8_t kInlinePackets = 7;
+inline constexpr uint8_t kInlinePackets = 6;
 
 // Two cache lines: everything the data path touches for a message. The oldest packets' pointers
 // sit in the state itself (line 1), so the next heads are known, and their mbufs prefetched,
@@ -40,9 +40,10 @@ struct alignas(64) MessageState {
   uint8_t ring_head = 0;
   uint8_t ring_count = 0;  // < kInlinePackets only while the overflow list is empty
   // What Dequeue needs of the head packet, copied when it became head (its mbuf was in cache
-  // then), so sending it does not wait for a cold mbuf.
-  bool head_last = false;  // kMetaLastOfMessage
-  uint32_t head_len = 0;   // wire_len
+  // then), so sending it never reads the mbuf: with many messages queued that mbuf is cold.
+  bool head_last = false;     // kMetaLastOfMessage
+  uint32_t head_len = 0;      // wire_len
+  uint64_t head_arrival = 0;  // arrival_tsc
 
   bool empty() const { return ring_count == 0; }
   rte_mbuf* front() const { return ring[ring_head]; }

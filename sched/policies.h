@@ -111,11 +111,13 @@ inline uint64_t ComputeRank(const PacketMeta& p, MessageState& m, ClassState& c,
 }
 
 // State a policy keeps when a packet of `wire_len` bytes leaves: las counts bytes sent, wfq
-// advances virtual time (only wfq reads the packet's rank, so others never touch its mbuf).
-inline void OnSent(const PacketMeta& p, uint32_t wire_len, MessageState& m, ClassState& c) {
+// advances virtual time to the sent packet's rank. Only wfq reads that rank, so the data path
+// reads the sent packet's mbuf only when SentRankMatters (`sent_rank` is not read otherwise).
+inline bool SentRankMatters(const ClassState& c) { return c.policy == Policy::kWfq; }
+inline void OnSent(uint64_t sent_rank, uint32_t wire_len, MessageState& m, ClassState& c) {
   uint64_t sent = uint64_t{m.bytes_sent} + wire_len;
   m.bytes_sent = sent > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(sent);
-  if (c.policy == Policy::kWfq) c.vtime = p.rank;
+  if (SentRankMatters(c)) c.vtime = sent_rank;
 }
 
 // The tag a new message starts with.

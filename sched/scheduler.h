@@ -183,6 +183,7 @@ class BasicScheduler {
   static void TakeHeadFields(MessageState& m, const PacketMeta& head) {
     m.head_len = head.wire_len;
     m.head_last = (head.flags & kMetaLastOfMessage) != 0;
+    m.head_arrival = head.arrival_tsc;
   }
   void Drop(rte_mbuf* pkt) {
     // Drops are rare: a scan of the burst tells whether Enqueue's count must go down.

@@ -114,9 +114,9 @@ void BasicScheduler<RankQueue>::Inspect(SchedulerDetail& out, uint32_t top_n, ui
     out.sampled_heads += sample;
   }
   std::sort_heap(out.top.begin(), out.top.end(), ListedBefore);
-  // Only the messages listed have their head packet read for its age.
+  // The listed messages' head ages (kept in their states: no mbuf is read).
   for (QueuedMessage& q : out.top) {
-    if (q.slot != kNoId) q.head_arrival_tsc = Meta(table_[q.slot].front())->arrival_tsc;
+    if (q.slot != kNoId) q.head_arrival_tsc = table_[q.slot].head_arrival;
   }
 }
 

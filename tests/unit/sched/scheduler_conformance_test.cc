@@ -85,7 +85,7 @@ class ReferenceScheduler {
       Unaccount(*best, pkt);
       PacketMeta sent = *Meta(pkt);
       sent.rank = best->rank;
-      OnSent(sent, sent.wire_len, best->st, cs_);
+      OnSent(sent.rank, sent.wire_len, best->st, cs_);
       if (!best->q.empty()) {
         PushHead(*best, now);
       } else if (sent.flags & kMetaLastOfMessage) {
