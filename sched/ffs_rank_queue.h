@@ -1,5 +1,6 @@
 // Bucketed integer priority queue over a hierarchical FFS bitmap (Eiffel's FFS and, with a moving
-// window, cFFS): O(1) push, pop-min, find-max and removal of the max, FIFO among equal keys.
+// window, cFFS): O(1) push, pop-min, find-max and removal of the max, FIFO among equal keys. The
+// minimum, when it is below every other key, waits in front of the buckets (see front_).
 #pragma once
 
 #include <algorithm>
@@ -27,8 +28,8 @@ class FfsRankQueue {
         nodes_(nodes),
         mask_(config.num_buckets - 1) {}
 
-  bool Empty() const { return size_ == 0; }
-  uint32_t size() const { return size_; }
+  bool Empty() const { return size_ == 0 && front_ == kNoId; }
+  uint32_t size() const { return size_ + (front_ != kNoId); }
   // Adds what the buckets, the chunks and the bitmap got.
   void TallyPages(PageTally& tally) const {
     tally.Add(buckets_.bytes(), buckets_.kind());
@@ -39,7 +40,7 @@ class FfsRankQueue {
   // Files `id` under `rank`; returns true when the rank was beyond the range and clamped.
   bool Push(uint32_t id, uint64_t rank) {
     bool clamped;
-    PushKey(id, map_.Map(rank, size_ == 0, &clamped));
+    PushKey(id, map_.Map(rank, Empty(), &clamped));
     return clamped;
   }
 
@@ -51,36 +52,26 @@ class FfsRankQueue {
   // would have moved it.
   void TookMin(uint64_t key) { map_.OnPopMin(key); }
 
-  // Files `id` under a key mapped with key_map().
+  // Files `id` under a key mapped with key_map(): at the front when its key is below every
+  // other, else in its bucket. A key not above the front's moves the front into the buckets
+  // first, where no key is as small, so that FIFO among equal keys holds.
   void PushKey(uint32_t id, uint64_t key) {
-    const uint32_t b = static_cast<uint32_t>(key & mask_);
     nodes_[id].key = key;
-    Bucket& bucket = buckets_[b];
-    if (bucket.head == kNoId) {
-      // A lone element stays in the bucket and takes no chunk (see Bucket).
-      bucket = Bucket{id, kNoId, 0, 0};
-      bitmap_.Set(b);
-      NoteKey(key);
-      return;
+    if (front_ != kNoId) {
+      if (key > front_key_) return FileInBucket(id, key);
+      const uint64_t demoted = front_key_;
+      FileInBucket(front_, demoted);
+      front_ = kNoId;
+      if (key == demoted) return FileInBucket(id, key);
+    } else if (size_ != 0 && key >= BucketMinKey()) {
+      return FileInBucket(id, key);
     }
-    if (bucket.tail == kNoId) {
-      // The second element: both move into a chunk, which the bucket keeps until it empties.
-      const uint32_t c = NewChunk();
-      chunks_[c].prev = kNoId;
-      chunks_[c].ids[0] = bucket.head;
-      bucket = Bucket{c, c, 0, 1};
-    } else if (bucket.tail_pos == kChunkIds) {
-      const uint32_t c = NewChunk();
-      chunks_[c].prev = bucket.tail;
-      chunks_[bucket.tail].next = c;
-      bucket.tail = c;
-      bucket.tail_pos = 0;
-    }
-    chunks_[bucket.tail].ids[bucket.tail_pos++] = id;
-    NoteKey(key);
+    front_ = id;
+    front_key_ = key;
   }
 
   uint32_t PeekMin() const {
+    if (front_ != kNoId) return front_;
     if (size_ == 0) return kNoId;
     return First(buckets_[MinBucket()]);
   }
@@ -88,16 +79,12 @@ class FfsRankQueue {
   // Up to `n` (at most kChunkIds + 1) elements in the order PopMin would give them, from the
   // minimum on, written to `out`; returns how many. A prefetch hint that reads no element's node,
   // so the scheduler can load the states of messages several picks ahead at once; it looks into
-  // the first two non-empty buckets only.
+  // the front and the first two non-empty buckets only.
   uint32_t PeekNext(uint32_t* out, uint32_t n) const {
-    if (size_ == 0) return 0;
-    const uint32_t b = MinBucket();
-    const uint32_t got = Gather(buckets_[b], out, n);
-    if (got == n) return n;
-    uint32_t nb = b + 1 < bitmap_.size() ? bitmap_.Next(b + 1) : HierBitmap::kNone;
-    if (nb == HierBitmap::kNone) nb = bitmap_.First();
-    if (nb == HierBitmap::kNone || nb == b) return got;
-    return got + Gather(buckets_[nb], out + got, n - got);
+    if (n == 0) return 0;
+    if (front_ == kNoId) return PeekNextBucketed(out, n);
+    out[0] = front_;
+    return 1 + PeekNextBucketed(out + 1, n - 1);
   }
 
   // The element that follows the minimum (a prefetch hint: the scheduler's next message but one).
@@ -107,6 +94,12 @@ class FfsRankQueue {
   }
 
   uint32_t PopMin() {
+    if (front_ != kNoId) {
+      const uint32_t id = front_;
+      front_ = kNoId;
+      map_.OnPopMin(front_key_);
+      return id;
+    }
     if (size_ == 0) return kNoId;
     const uint32_t b = MinBucket();
     const uint32_t id = First(buckets_[b]);
@@ -117,7 +110,7 @@ class FfsRankQueue {
 
   // The element with the largest key; among equal keys the one filed last.
   uint32_t PeekMax() const {
-    if (size_ == 0) return kNoId;
+    if (size_ == 0) return front_;  // (kNoId when empty)
     uint32_t base_idx = static_cast<uint32_t>(map_.base() & mask_);
     uint32_t b = HierBitmap::kNone;
     // Keys past the end of the circle wrap to bucket indices below the base's.
@@ -128,9 +121,13 @@ class FfsRankQueue {
     return chunks_[bucket.tail].ids[bucket.tail_pos - 1];
   }
 
-  // O(1) for the first or the last element of its key (all the scheduler removes: PeekMax's);
-  // elsewhere O(elements of that key), the later ones moving up one place.
+  // O(1) for the front and for the first or the last element of its key (all the scheduler
+  // removes: PeekMax's); elsewhere O(elements of that key), the later ones moving up one place.
   void Remove(uint32_t id) {
+    if (id == front_) {
+      front_ = kNoId;
+      return;
+    }
     const uint32_t b = static_cast<uint32_t>(nodes_[id].key & mask_);
     Bucket& bucket = buckets_[b];
     if (First(bucket) == id) {
@@ -163,6 +160,45 @@ class FfsRankQueue {
   }
 
  private:
+  void FileInBucket(uint32_t id, uint64_t key) {
+    const uint32_t b = static_cast<uint32_t>(key & mask_);
+    Bucket& bucket = buckets_[b];
+    if (bucket.head == kNoId) {
+      // A lone element stays in the bucket and takes no chunk (see Bucket).
+      bucket = Bucket{id, kNoId, 0, 0};
+      bitmap_.Set(b);
+      NoteKey(key);
+      return;
+    }
+    if (bucket.tail == kNoId) {
+      // The second element: both move into a chunk, which the bucket keeps until it empties.
+      const uint32_t c = NewChunk();
+      chunks_[c].prev = kNoId;
+      chunks_[c].ids[0] = bucket.head;
+      bucket = Bucket{c, c, 0, 1};
+    } else if (bucket.tail_pos == kChunkIds) {
+      const uint32_t c = NewChunk();
+      chunks_[c].prev = bucket.tail;
+      chunks_[bucket.tail].next = c;
+      bucket.tail = c;
+      bucket.tail_pos = 0;
+    }
+    chunks_[bucket.tail].ids[bucket.tail_pos++] = id;
+    NoteKey(key);
+  }
+
+  // PeekNext over the buckets alone.
+  uint32_t PeekNextBucketed(uint32_t* out, uint32_t n) const {
+    if (size_ == 0 || n == 0) return 0;
+    const uint32_t b = MinBucket();
+    const uint32_t got = Gather(buckets_[b], out, n);
+    if (got == n) return n;
+    uint32_t nb = b + 1 < bitmap_.size() ? bitmap_.Next(b + 1) : HierBitmap::kNone;
+    if (nb == HierBitmap::kNone) nb = bitmap_.First();
+    if (nb == HierBitmap::kNone || nb == b) return got;
+    return got + Gather(buckets_[nb], out + got, n - got);
+  }
+
   // A bucket's FIFO lives in chunks of ids, not in links through the elements' nodes: the next
   // minima are read from one cache line instead of from the message states one after the other,
   // and filing an element writes the bucket's tail chunk (shared by the bucket, so cached)
@@ -319,6 +355,11 @@ class FfsRankQueue {
     min_valid_ = true;
     return b;
   }
+  // The smallest key in the buckets, which hold at least one element.
+  uint64_t BucketMinKey() const {
+    MinBucket();
+    return min_key_;
+  }
 
   PageArray<Bucket> buckets_;
   PageArray<Chunk> chunks_;
@@ -328,7 +369,14 @@ class FfsRankQueue {
   RankKeyMap map_;
   RankNodes nodes_;
   uint64_t mask_ = 0;
-  uint32_t size_ = 0;
+  uint32_t size_ = 0;  // elements in the buckets (the front is not one of them)
+  // The front: an element whose key is below every bucketed key waits outside the buckets. srpt
+  // sends the message closest to done until it is done, and that message, filed again after
+  // each packet with a smaller rank, is the next minimum again: here it costs no bucket, chunk or
+  // bitmap update to file and pop. Invariant: front_ is kNoId, or front_key_ is smaller than
+  // every key in the buckets.
+  uint32_t front_ = kNoId;
+  uint64_t front_key_ = 0;
   mutable uint64_t min_key_ = 0;  // valid while min_valid_: the smallest key in the queue
   mutable bool min_valid_ = false;
 };

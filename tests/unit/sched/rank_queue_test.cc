@@ -174,6 +174,63 @@ TEST_CASE("ffs rank queue: FIFO among equal ranks, max is the newest of the larg
   CHECK(q.Empty());
 }
 
+// What srpt does: the minimum leaves and comes back with a smaller rank (its message's next
+// packet), now and then a new element arrives anywhere, and the largest is evicted. The FFS queue
+// keeps such a minimum in front of its buckets; order, max, removal and the peeks must still be
+// the reference's.
+TEMPLATE_TEST_CASE("rank queue matches the reference when the minimum returns smaller",
+                   "[rank_queue]", FfsRankQueue, HeapRankQueue) {
+  const bool log_scale = GENERATE(false, true);
+  const uint32_t kIds = 200;
+  RankQueueConfig qc{log_scale ? kLogBuckets : 4096, 0, false, log_scale, kIds};
+  std::vector<RankNode> nodes(kIds);
+  TestType q(qc, RankNodes(nodes.data(), sizeof(RankNode)));
+  ReferenceQueue ref(qc);
+  std::vector<uint64_t> rank_of(kIds, 0);
+  std::vector<uint32_t> outside;
+  for (uint32_t id = 0; id < kIds; ++id) outside.push_back(id);
+  std::mt19937_64 rng(log_scale ? 11 : 12);
+  auto push = [&](uint32_t id, uint64_t rank) {
+    rank_of[id] = rank;
+    REQUIRE(q.Push(id, rank) == ref.Push(id, rank));
+    REQUIRE(q.KeyOf(id) == ref.KeyOf(id));
+  };
+  for (int step = 0; step < 20000; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    if (op < 3 && !outside.empty()) {
+      const size_t k = rng() % outside.size();
+      const uint32_t id = outside[k];
+      outside.erase(outside.begin() + static_cast<long>(k));
+      push(id, rng() % 4000);
+    } else if (op < 9 && ref.size() > 0) {
+      const uint32_t id = q.PopMin();
+      REQUIRE(id == ref.PopMin());
+      const uint64_t step_down = rng() % 3 == 0 ? 0 : 1 + rng() % 200;  // sometimes a tie
+      if (rank_of[id] >= step_down && rng() % 6 != 0) {
+        push(id, rank_of[id] - step_down);
+      } else {
+        outside.push_back(id);
+      }
+    } else if (ref.size() > 0) {
+      const uint32_t id = q.PeekMax();
+      REQUIRE(id == ref.PeekMax());
+      q.Remove(id);
+      ref.Remove(id);
+      outside.push_back(id);
+    }
+    REQUIRE(q.size() == ref.size());
+    if (ref.size() > 0) {
+      REQUIRE(q.KeyOf(q.PeekMin()) == ref.MinKey());
+      uint32_t next[8];
+      const uint32_t known = q.PeekNext(next, 8);
+      REQUIRE(known >= 1);
+      REQUIRE(next[0] == q.PeekMin());
+    }
+  }
+  while (ref.size() > 0) REQUIRE(q.PopMin() == ref.PopMin());
+  CHECK(q.Empty());
+}
+
 TEST_CASE("circular ffs: the window follows time and wraps around the buckets", "[rank_queue]") {
   std::vector<RankNode> nodes(4);
   FfsRankQueue q(RankQueueConfig{64, 0, true, false, 4}, RankNodes(nodes.data(), sizeof(RankNode)));
@@ -287,9 +344,12 @@ TEST_CASE(
   CHECK(q.PeekMax() == 7);
   CHECK(q.PeekSecond() == 1);
   uint32_t ahead[8];
-  REQUIRE(q.PeekNext(ahead, 8) == 2);  // the first two non-empty buckets, one element each
+  // The front (id 0, the first pushed and below every other key), then the first two
+  // non-empty buckets, one element each.
+  REQUIRE(q.PeekNext(ahead, 8) == 3);
   CHECK(ahead[0] == 0);
   CHECK(ahead[1] == 1);
+  CHECK(ahead[2] == 2);
   q.Remove(7);  // an inline max
   CHECK(q.PeekMax() == 6);
   q.Remove(3);  // an inline element in the middle
