@@ -19,6 +19,7 @@
 #include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "common/tsc.h"
 #include "dataplane/eal.h"
@@ -296,36 +297,63 @@ Figure ScheduledFromPcap(dataplane::Mempool& pool, double seconds, uint16_t work
   return Measure(*sw, *out, seconds, [] {}, 0);
 }
 
-// Ring ports with recycling: what leaves the uplink goes back into the input, so 10,000 Homa
+// A Homa DATA frame of message `rpc` at `offset`, 1 GiB long (so that it never completes).
+rte_mbuf* HomaFrame(dataplane::Mempool& pool, uint32_t rpc, uint32_t offset) {
+  rte_mbuf* m = rte_pktmbuf_alloc(pool.get());
+  if (m == nullptr) {
+    std::fprintf(stderr, "bench_switch: the pool ran dry building Homa frames\n");
+    std::exit(1);
+  }
+  auto* f = rte_pktmbuf_mtod(m, uint8_t*);
+  const uint32_t len = 14 + 20 + vswitch::kHomaDataHeaderLen + 10;
+  rte_pktmbuf_append(m, static_cast<uint16_t>(len));
+  std::memset(f, 0, len);
+  f[0] = 0x02;
+  f[5] = 0x01;
+  f[6] = 0x02;
+  f[11] = 0x02;
+  f[12] = 0x08;
+  f[14] = 0x45;
+  f[16] = 0;
+  f[17] = static_cast<uint8_t>(len - 14);
+  f[22] = 64;
+  f[23] = vswitch::kIpProtoHoma;
+  vswitch::WriteHomaHeader(f + 34, {1, 2, vswitch::kHomaData, rpc, 1u << 30, offset});
+  return m;
+}
+
+// Ring ports with recycling: what leaves the uplink goes back into the input, so the Homa
 // messages stay active (their length is never reached) and the scheduler always has work.
-Figure Scheduled(dataplane::Mempool& pool, double seconds, uint32_t messages) {
-  if (!g_sched_pcap.empty()) return ScheduledFromPcap(pool, seconds);
+// `backlog`: that many packets more than the rings hold wait in the scheduler all along. They
+// are fed in while the uplink's port refuses (its ring full and not drained), so they pile up in
+// the scheduler; afterwards what leaves goes back in, and every packet takes the scheduler's
+// general path (message table, rank queue), never the idle-burst shortcut: an uplink with its
+// queues built up, as when it is slower than what arrives. Without a backlog every burst finds
+// the scheduler empty.
+Figure Scheduled(dataplane::Mempool& pool, double seconds, uint32_t messages,
+                 uint32_t backlog = 0) {
+  if (!g_sched_pcap.empty() && backlog == 0) return ScheduledFromPcap(pool, seconds);
   auto in = MakePort("sc_in", dataplane::Driver::kRing, pool);
   auto out = MakePort("sc_out", dataplane::Driver::kRing, pool);
   auto* in_ring = dynamic_cast<dataplane::EthPort*>(in.get())->inject_ring();
   auto* out_ring = dynamic_cast<dataplane::EthPort*>(out.get())->drain_ring();
-  const uint32_t packets = std::min<uint32_t>(messages * 2, 1000);  // ~ what rings hold
+  const uint32_t packets = std::min<uint32_t>(messages * 2, 1000) + backlog;  // rings hold ~1000
+  std::vector<rte_mbuf*> frames;
   for (uint32_t i = 0; i < packets; ++i) {
-    rte_mbuf* m = rte_pktmbuf_alloc(pool.get());
-    auto* f = rte_pktmbuf_mtod(m, uint8_t*);
-    const uint32_t len = 14 + 20 + vswitch::kHomaDataHeaderLen + 10;
-    rte_pktmbuf_append(m, static_cast<uint16_t>(len));
-    std::memset(f, 0, len);
-    f[0] = 0x02;
-    f[5] = 0x01;
-    f[6] = 0x02;
-    f[11] = 0x02;
-    f[12] = 0x08;
-    f[14] = 0x45;
-    f[16] = 0;
-    f[17] = static_cast<uint8_t>(len - 14);
-    f[22] = 64;
-    f[23] = vswitch::kIpProtoHoma;
-    vswitch::WriteHomaHeader(
-        f + 34, {1, 2, vswitch::kHomaData, i % messages, 1u << 30, (i / messages) * 100});
-    rte_ring_enqueue(in_ring, m);
+    frames.push_back(HomaFrame(pool, i % messages, (i / messages) * 100));
   }
-  auto sw = OrExit(vswitch::Switch::Create(ScheduledSpec(in.get(), out.get()), pool.get()));
+  vswitch::SwitchSpec spec = ScheduledSpec(in.get(), out.get());
+  // Room for the whole backlog: a drop would take its packet out of the recycling.
+  spec.uplinks[0].scheduler.buffer_bytes = 256ull << 20;
+  spec.uplinks[0].scheduler.buffer_packets = 4 * packets;
+  auto sw = OrExit(vswitch::Switch::Create(spec, pool.get()));
+  // Fed in without draining the uplink's port: once its ring is full the rest waits in the
+  // scheduler.
+  for (size_t fed = 0; fed < frames.size() || rte_ring_count(in_ring) != 0;) {
+    fed += rte_ring_enqueue_burst(in_ring, reinterpret_cast<void**>(frames.data() + fed),
+                                  static_cast<unsigned>(frames.size() - fed), nullptr);
+    sw->Poll(ReadTsc());
+  }
   void* moved[64];
   return Measure(*sw, *out, seconds, [&] {
     const unsigned n = rte_ring_dequeue_burst(out_ring, moved, 64, nullptr);
@@ -457,8 +485,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> only;
   app.add_option("--seconds", seconds, "Measuring time per case");
   app.add_option("--case", only,
-                 "io, l2, p2p, flows, vhost, homa, sched or sched2, several separated by commas "
-                 "(default: all)")
+                 "io, l2, p2p, flows, vhost, homa, sched, sched2 or backlog, several separated by "
+                 "commas (default: all)")
       ->delimiter(',');
   app.add_option("--rx-pcap", g_rx_pcap, "Input ports replay this pcap file in a loop")
       ->check(CLI::ExistingFile);
@@ -525,6 +553,11 @@ int main(int argc, char** argv) {
     Print("srpt_uplink_10k_messages", Scheduled(*fresh_pool(), seconds, 10'000),
           g_sched_pcap.empty() ? "ring ports with recycling; packets cross an SRPT scheduler"
                                : "pcap replay in, null out; packets cross an SRPT scheduler");
+  }
+  if (wanted("backlog")) {
+    Print("srpt_uplink_10k_messages_backlog", Scheduled(*fresh_pool(), seconds, 10'000, 20'000),
+          "ring ports with recycling; 20,000 packets of 10,000 messages wait in the SRPT "
+          "scheduler all along, so every packet is filed and picked by rank");
   }
   return 0;
 }
