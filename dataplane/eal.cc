@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <string>
 
 namespace qosvisor::dataplane {
@@ -23,6 +24,16 @@ uint64_t ReadMeminfoKb(const std::string& key) {
   return 0;
 }
 
+bool HugetlbfsMounted() {
+  std::ifstream in("/proc/mounts");
+  std::string device, mount_point, type;
+  while (in >> device >> mount_point >> type) {
+    if (type == "hugetlbfs") return true;
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return false;
+}
+
 }  // namespace
 
 HostFacts ReadHostFacts() {
@@ -32,6 +43,7 @@ HostFacts ReadHostFacts() {
   const uint64_t free_pages = ReadMeminfoKb("HugePages_Free");
   const uint64_t page_kb = ReadMeminfoKb("Hugepagesize");
   facts.free_hugepage_bytes = free_pages * page_kb * 1024;
+  facts.hugetlbfs_mounted = HugetlbfsMounted();
   return facts;
 }
 
@@ -43,7 +55,8 @@ Result<std::vector<std::string>> BuildEalArgs(const EalOptions& options, const H
                     "least 64MiB",
                     memory_mb));
   }
-  const bool enough_huge = host.free_hugepage_bytes >= options.memory_bytes;
+  const bool enough_huge =
+      host.free_hugepage_bytes >= options.memory_bytes && host.hugetlbfs_mounted;
   bool huge = false;
   switch (options.hugepages) {
     case Hugepages::kOff:
@@ -53,6 +66,11 @@ Result<std::vector<std::string>> BuildEalArgs(const EalOptions& options, const H
       huge = enough_huge;
       break;
     case Hugepages::kOn:
+      if (host.free_hugepage_bytes >= options.memory_bytes && !host.hugetlbfs_mounted) {
+        return Status::Error(
+            "dataplane.hugepages is 'on' but no hugetlbfs is mounted, through which the EAL maps "
+            "them; mount one (mount -t hugetlbfs nodev /dev/hugepages) or use 'auto'");
+      }
       if (!enough_huge) {
         return Status::Error(fmt::format(
             "dataplane.hugepages is 'on' but only {} MiB of hugepages are free and {} MiB are "

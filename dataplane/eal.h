@@ -25,6 +25,8 @@ struct EalOptions {
 struct HostFacts {
   unsigned cpus = 1;
   uint64_t free_hugepage_bytes = 0;
+  // The EAL maps hugepages through a hugetlbfs mount: pages reserved without one are unusable.
+  bool hugetlbfs_mounted = true;
 };
 HostFacts ReadHostFacts();
 

@@ -89,6 +89,19 @@ TEST_CASE("EAL arguments: hugepages when auto finds enough, error when forced wi
   CHECK(Contains(*shared, "--no-huge"));
 }
 
+TEST_CASE("EAL arguments: hugepages reserved but no hugetlbfs mounted", "[dataplane]") {
+  EalOptions o;
+  o.memory_bytes = 512ull << 20;
+  const HostFacts unmounted{2, 1ull << 30, false};
+  auto automatic = BuildEalArgs(o, unmounted);
+  REQUIRE(automatic.ok());
+  CHECK(Contains(*automatic, "--no-huge"));
+  o.hugepages = Hugepages::kOn;
+  auto forced = BuildEalArgs(o, unmounted);
+  REQUIRE_FALSE(forced.ok());
+  CHECK_THAT(forced.message(), Catch::Contains("no hugetlbfs is mounted"));
+}
+
 TEST_CASE("vdev specs map our driver arguments and reject unknown ones", "[dataplane]") {
   PortOptions o;
   o.name = "vhost0";
