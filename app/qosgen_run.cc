@@ -341,6 +341,12 @@ Result<OpenPorts> OpenPlanPorts(const GenPlan& plan, dataplane::Mempool& pool) {
   // pcap on a live interface copies the kernel's receive time into every frame.
   if (receiving.driver == "pcap" && receiving.args.contains("rx_iface")) {
     open.endpoints.receiver_stamps = pktgen::PortEndpoints::Stamps::kRealtimeMicros;
+    auto stamps = pktgen::EnqueueStamps::Enable();
+    if (!stamps.ok()) {
+      return Status::Error(fmt::format("pcap receiver on {}: {}", receiving.args.at("rx_iface"),
+                                       stamps.message()));
+    }
+    open.enqueue_stamps = std::move(stamps).value();
   }
   if (open.rx) {
     open.endpoints.receiver = open.rx.get();

@@ -12,6 +12,7 @@
 #include "config/workload.h"
 #include "dataplane/mempool.h"
 #include "dataplane/port.h"
+#include "pktgen/enqueue_stamps.h"
 #include "pktgen/gen_port.h"
 #include "pktgen/ndr.h"
 #include "pktgen/port_runner.h"
@@ -60,6 +61,8 @@ struct OpenPorts {
   std::unique_ptr<dataplane::Port> tx;
   std::unique_ptr<dataplane::Port> rx;  // only when --rx-port was given
   pktgen::PortEndpoints endpoints;
+  // Held while the receiver takes the kernel's receive times (see enqueue_stamps.h).
+  std::optional<pktgen::EnqueueStamps> enqueue_stamps;
 };
 Result<OpenPorts> OpenPlanPorts(const GenPlan& plan, dataplane::Mempool& pool);
 

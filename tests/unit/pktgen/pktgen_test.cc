@@ -4,11 +4,15 @@
 #include <rte_ring.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "app/traffic_flags.h"
 #include "common/tsc.h"
 #include "dataplane/mempool.h"
+#include "pktgen/enqueue_stamps.h"
 #include "pktgen/frame.h"
 #include "pktgen/histogram.h"
 #include "pktgen/ring_runner.h"
@@ -201,3 +205,32 @@ TEST_CASE("ring loopback: every packet counted once, in-process latency is tiny"
 }
 
 }  // namespace qosvisor::pktgen
+
+namespace {
+size_t OpenFds() {
+  return static_cast<size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                                           std::filesystem::directory_iterator{}));
+}
+}  // namespace
+
+TEST_CASE("enqueue stamps hold one socket asking for receive timestamps while they live",
+          "[pktgen]") {
+  std::ifstream prequeue("/proc/sys/net/core/netdev_tstamp_prequeue");
+  int allowed = 1;
+  prequeue >> allowed;
+  if (allowed == 0) {
+    auto refused = qosvisor::pktgen::EnqueueStamps::Enable();
+    REQUIRE_FALSE(refused.ok());
+    CHECK_THAT(refused.message(), Catch::Contains("netdev_tstamp_prequeue is 0"));
+    return;
+  }
+  const size_t before = OpenFds();
+  {
+    auto stamps = qosvisor::pktgen::EnqueueStamps::Enable();
+    REQUIRE(stamps.ok());
+    CHECK(OpenFds() == before + 1);
+    qosvisor::pktgen::EnqueueStamps moved = std::move(stamps).value();
+    CHECK(OpenFds() == before + 1);  // one owner after the move
+  }
+  CHECK(OpenFds() == before);
+}
