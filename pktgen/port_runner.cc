@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "common/packet_batch.h"
+#include "common/tsan.h"
 #include "common/tsc.h"
 #include "pktgen/link_emulator.h"
 
@@ -331,6 +332,7 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
       if (rte_pktmbuf_alloc_bulk(ports.pool, spare, kMaxBurst) != 0) {
         return false;  // pool exhausted: the switch holds them; retry later
       }
+      TsanPacketsIn();  // a thread of the switch may have freed them last
       spare_count = kMaxBurst;
     }
     rte_mbuf* m = spare[--spare_count];

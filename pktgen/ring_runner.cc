@@ -7,6 +7,8 @@
 
 #include <memory>
 
+#include "common/tsan.h"
+
 namespace qosvisor::pktgen {
 namespace {
 
@@ -20,12 +22,14 @@ class RingPairPort : public dataplane::Port {
     // SAFETY: the ring carries rte_mbuf pointers only; void** is how rte_ring takes them.
     const unsigned n = rte_ring_dequeue_burst(
         rx_, reinterpret_cast<void**>(batch.pkts + batch.count), kMaxBurst - batch.count, nullptr);
+    if (n != 0) TsanPacketsIn();  // the switch's lcore wrote these mbufs last
     batch.count = static_cast<uint16_t>(batch.count + n);
     counters_.rx_packets += n;
     return static_cast<uint16_t>(n);
   }
   uint16_t Send(PacketBatch& batch) override {
     if (tx_ == nullptr) return 0;
+    TsanPacketsOut();
     // SAFETY: as above, mbuf pointers passed through the ring as void*.
     const unsigned n =
         rte_ring_enqueue_burst(tx_, reinterpret_cast<void**>(batch.pkts), batch.count, nullptr);

@@ -181,13 +181,13 @@ bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_
   if (status != ParseStatus::kOk) {
     (status == ParseStatus::kTruncated ? w.counters.truncated : w.counters.malformed)++;
     if (!forward_unparsable_ || len < RTE_ETHER_HDR_LEN) {
-      rte_pktmbuf_free(m);
+      FreePacket(m);
       return false;
     }
   }
   if (!IngressVlan(member, st.parsed, st.vlan)) {
     ++w.counters.vlan_dropped;
-    rte_pktmbuf_free(m);
+    FreePacket(m);
     return false;
   }
   st.repeat = false;

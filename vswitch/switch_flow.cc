@@ -119,7 +119,7 @@ void Switch::Deliver(Worker& w, rte_mbuf* m, Bridge& bridge, const Verdict& v,
                      const ParsedPacket& parsed, uint64_t now) {
   if (v.n_out == 0) {
     ++w.counters.flow_dropped;
-    rte_pktmbuf_free(m);
+    FreePacket(m);
     return;
   }
   for (uint16_t o = 0; o + 1 < v.n_out; ++o) {
@@ -151,13 +151,13 @@ void Switch::Output(Worker& w, rte_mbuf* m, const Member& out, uint16_t vlan, in
   const int egress_vlan = EgressVlan(out, vlan);
   if (egress_vlan < 0) {
     ++w.counters.vlan_dropped;
-    rte_pktmbuf_free(m);
+    FreePacket(m);
     return;
   }
   // Copies and the original still carry the frame as received: the parse says whether it is tagged.
   if ((egress_vlan != 0 || p.has_vlan) && !SetVlan(m, static_cast<uint16_t>(egress_vlan))) {
     ++w.counters.vlan_dropped;
-    rte_pktmbuf_free(m);
+    FreePacket(m);
     return;
   }
   PortState& ps = port_state_[out.port];

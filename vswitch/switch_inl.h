@@ -7,11 +7,20 @@
 #include <cstdint>
 
 #include "common/packet_batch.h"
+#include "common/tsan.h"
 #include "vswitch/switch.h"
 
 namespace qosvisor::vswitch {
 
+// Mbufs go back to the pool, from which another thread (an in-process generator) may take them:
+// the TSan hand-off is released first, as before a send.
+inline void FreePacket(rte_mbuf* m) {
+  TsanPacketsOut();
+  rte_pktmbuf_free(m);
+}
 inline void FreeBatch(PacketBatch& b) {
+  if (b.count == 0) return;
+  TsanPacketsOut();
   rte_pktmbuf_free_bulk(b.pkts, b.count);
   b.count = 0;
 }

@@ -162,7 +162,7 @@ void Switch::Restage(Uplink& up, PacketBatch& batch) {
                               ? rules.class_of_previous[pm.class_id]
                               : -1;
       if (cls < 0) {
-        rte_pktmbuf_free(m);
+        FreePacket(m);
         ++gone;
         continue;
       }
