@@ -55,8 +55,8 @@ Result<std::vector<std::string>> BuildEalArgs(const EalOptions& options, const H
                     "least 64MiB",
                     memory_mb));
   }
-  const bool enough_huge =
-      host.free_hugepage_bytes >= options.memory_bytes && host.hugetlbfs_mounted;
+  const bool enough_free = host.free_hugepage_bytes >= options.memory_bytes;
+  const bool enough_huge = enough_free && host.hugetlbfs_mounted;
   bool huge = false;
   switch (options.hugepages) {
     case Hugepages::kOff:
@@ -66,7 +66,7 @@ Result<std::vector<std::string>> BuildEalArgs(const EalOptions& options, const H
       huge = enough_huge;
       break;
     case Hugepages::kOn:
-      if (host.free_hugepage_bytes >= options.memory_bytes && !host.hugetlbfs_mounted) {
+      if (enough_free && !host.hugetlbfs_mounted) {
         return Status::Error(
             "dataplane.hugepages is 'on' but no hugetlbfs is mounted, through which the EAL maps "
             "them; mount one (mount -t hugetlbfs nodev /dev/hugepages) or use 'auto'");

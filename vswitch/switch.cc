@@ -175,8 +175,7 @@ Switch::~Switch() {
 
 void Switch::OnSchedDrop(void* worker, rte_mbuf* const* pkts, uint16_t count) {
   static_cast<Worker*>(worker)->counters.sched_dropped += count;
-  TsanPacketsOut();
-  rte_pktmbuf_free_bulk(const_cast<rte_mbuf**>(pkts), count);
+  FreePackets(pkts, count);
 }
 
 void Switch::Poll(uint64_t now) {

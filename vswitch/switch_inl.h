@@ -18,10 +18,14 @@ inline void FreePacket(rte_mbuf* m) {
   TsanPacketsOut();
   rte_pktmbuf_free(m);
 }
-inline void FreeBatch(PacketBatch& b) {
-  if (b.count == 0) return;
+inline void FreePackets(rte_mbuf* const* pkts, uint16_t n) {
+  if (n == 0) return;
   TsanPacketsOut();
-  rte_pktmbuf_free_bulk(b.pkts, b.count);
+  // (rte_pktmbuf_free_bulk takes a non-const array it does not write.)
+  rte_pktmbuf_free_bulk(const_cast<rte_mbuf**>(pkts), n);
+}
+inline void FreeBatch(PacketBatch& b) {
+  FreePackets(b.pkts, b.count);
   b.count = 0;
 }
 
