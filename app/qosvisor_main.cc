@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "config/loader.h"
 #include "control/appliance.h"
 #include "control/log.h"
+#include "dataplane/cpu_isolation.h"
 #include "dataplane/port.h"
 #include "pktgen/ring_runner.h"
 
@@ -176,17 +178,48 @@ int RunWithTraffic(control::Appliance& a, const TrafficFlags& flags, uint64_t ra
   return 0;
 }
 
+// --duration: "" is no limit (0); bad text is reported here.
+std::optional<uint64_t> DurationFlag(const std::string& text) {
+  if (text.empty()) return 0;
+  auto parsed = ParseDuration(text);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "--duration: %s\n", parsed.message().c_str());
+    return std::nullopt;
+  }
+  return *parsed;
+}
+
+// What dataplane.isolate does for the appliance's workers, for any busy-polling process (another
+// switch measured on the same box, under the same conditions).
+int Isolate(const std::string& cpu_list, const std::string& duration) {
+  auto cpus = dataplane::ParseCpuList(cpu_list);
+  if (!cpus.ok()) {
+    std::fprintf(stderr, "--cpus: %s\n", cpus.message().c_str());
+    return kExitBadConfig;
+  }
+  const std::optional<uint64_t> duration_ns = DurationFlag(duration);
+  if (!duration_ns) return kExitBadConfig;
+  auto isolation = dataplane::CpuIsolation::Start(*cpus);
+  if (!isolation.ok()) {
+    std::fprintf(stderr, "%s\n", isolation.message().c_str());
+    return kExitStartFailed;
+  }
+  std::printf("isolated %s; until stopped\n", (*isolation)->Describe().c_str());
+  std::fflush(stdout);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(*duration_ns);
+  while (!g_stop_requested.load() &&
+         (*duration_ns == 0 || std::chrono::steady_clock::now() < until)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  isolation->reset();
+  std::printf("restored\n");
+  return 0;
+}
+
 int Run(const std::string& path, const std::string& duration, const std::string& socket,
         const TrafficFlags& traffic) {
-  uint64_t duration_ns = 0;
-  if (!duration.empty()) {
-    auto parsed = ParseDuration(duration);
-    if (!parsed.ok()) {
-      std::fprintf(stderr, "--duration: %s\n", parsed.message().c_str());
-      return kExitBadConfig;
-    }
-    duration_ns = *parsed;
-  }
+  const std::optional<uint64_t> duration_ns = DurationFlag(duration);
+  if (!duration_ns) return kExitBadConfig;
   auto config = LoadOrReport(path);
   if (!config) return kExitBadConfig;
   control::ApplianceOptions options;
@@ -203,9 +236,9 @@ int Run(const std::string& path, const std::string& duration, const std::string&
   int rc = 0;
   if (traffic.enabled) {
     const uint64_t rate = config->uplinks.empty() ? 1'000'000'000 : config->uplinks[0].rate_bps;
-    rc = RunWithTraffic(**appliance, traffic, rate, duration_ns);
+    rc = RunWithTraffic(**appliance, traffic, rate, *duration_ns);
   } else {
-    (*appliance)->Run(duration_ns);
+    (*appliance)->Run(*duration_ns);
   }
   g_running.store(nullptr);
   (*appliance)->StopDataplane();
@@ -232,6 +265,7 @@ app::ManPage Page() {
   page.summary = "edge appliance: a per-message QoS switch and a KVM VMM in one process";
   page.synopsis = {"qosvisor check FILE", "qosvisor run FILE [--socket PATH] [--log-level L]",
                    "qosvisor run FILE --traffic [--duration D] [--load F] [--class SPEC]...",
+                   "qosvisor isolate --cpus LIST [--duration D]",
                    "qosvisor [COMMAND] --help | --version"};
   page.description = {
       "qosvisor builds the box one YAML file describes: a DPDK virtual switch whose uplinks "
@@ -254,6 +288,13 @@ app::ManPage Page() {
         "(Type=notify) it reports ready once the switch forwards. With --traffic the "
         "built-in generator offers messages into the ring ports and the receiver measures "
         "them; a table per class is printed at the end."}},
+      {"isolate",
+       {"Keeps the CPUs in LIST for whatever is pinned there (another DPDK process's "
+        "poll-mode threads, say): every other task that may run elsewhere, the unbound "
+        "workqueues and the interrupts move off, as dataplane.isolate does for qosvisor's own "
+        "workers. Per-CPU kernel threads stay. On SIGINT, SIGTERM or --duration it puts back "
+        "each mask nobody has changed since. Needs root; after a crash (kill -9), masks stay "
+        "as isolate left them."}},
   };
   page.exit_status = {
       {"0", "done (check: the configuration is valid)"},
@@ -329,12 +370,24 @@ int main(int argc, char** argv) {
                   "on SRPT grants), window, or open (every byte at once, no feedback)")
       ->type_name("T");
 
+  std::string isolate_cpus, isolate_duration;
+  auto* isolate = app.add_subcommand(
+      "isolate",
+      "Keep other tasks, unbound workqueues and interrupts off CPUs until stopped, as "
+      "dataplane.isolate does for the workers; put back what was moved on exit");
+  isolate->add_option("--cpus", isolate_cpus, "CPUs to keep clear, e.g. 1 or 2-3")
+      ->required()
+      ->type_name("LIST");
+  isolate->add_option("--duration", isolate_duration, "Stop after this long; default: until signal")
+      ->type_name("D");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kExitBadConfig;
   }
   if (*check) return Check(check_file);
+  if (*isolate) return Isolate(isolate_cpus, isolate_duration);
   auto level = control::ParseLogLevel(log_level);
   if (!level.ok()) {
     std::fprintf(stderr, "--log-level: %s\n", level.message().c_str());

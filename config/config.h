@@ -55,6 +55,8 @@ struct Dataplane {
   bool forward_unparsable = false;  // forward truncated/malformed frames at L2 instead of dropping
   // Room for ports that join the running switch (VMs restored, forked or created later).
   uint32_t spare_ports = 64;
+  // Keep other tasks, unbound workqueues and interrupts off the workers' CPUs while running.
+  bool isolate = false;
   std::string file_prefix = "qosvisor";
   Source source;
   bool operator==(const Dataplane&) const = default;

@@ -38,6 +38,7 @@ void EmitDataplane(YAML::Emitter& out, const Dataplane& d) {
   Put(out, "burst", d.burst);
   Put(out, "forward_unparsable", d.forward_unparsable);
   Put(out, "spare_ports", d.spare_ports);
+  Put(out, "isolate", d.isolate);
   Put(out, "file_prefix", d.file_prefix);
   out << YAML::EndMap;
 }

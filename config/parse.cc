@@ -437,6 +437,7 @@ void ParseDataplane(MapReader& r, Dataplane& d) {
   r.Int("burst", d.burst, 1, 32);
   r.Bool("forward_unparsable", d.forward_unparsable);
   r.Int("spare_ports", d.spare_ports, 0, 4096);
+  r.Bool("isolate", d.isolate);
   r.String("file_prefix", d.file_prefix);
 }
 

@@ -113,6 +113,9 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
   startup_log_.push_back(fmt::format(
       "EAL up: {} data-plane lcore(s), {} memory, hugepages {}", eal_->WorkerLcores().size(),
       FormatSize(config.dataplane.memory_bytes), eal_->hugepages() ? "on" : "off (--no-huge)"));
+  if (config.dataplane.isolate) {
+    if (Status s = IsolateWorkers(); !s.ok()) return s;
+  }
 
   auto pool = dataplane::Mempool::Create("qv_pool", config.dataplane.mbufs);
   if (!pool.ok()) return pool.status();
@@ -183,8 +186,24 @@ Status Appliance::Start(const config::Config& config, const ApplianceOptions& op
   return Status::Ok();
 }
 
+// The workers' CPUs, as the EAL pinned their lcores, are kept for them.
+Status Appliance::IsolateWorkers() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  for (unsigned lcore : eal_->WorkerLcores()) {
+    const rte_cpuset_t lcore_cpus = rte_lcore_cpuset(lcore);
+    CPU_OR(&cpus, &cpus, &lcore_cpus);
+  }
+  auto isolation = dataplane::CpuIsolation::Start(cpus);
+  if (!isolation.ok()) return Status::Error("dataplane." + isolation.status().message());
+  isolation_ = std::move(isolation).value();
+  startup_log_.push_back("isolated " + isolation_->Describe());
+  return Status::Ok();
+}
+
 Appliance::~Appliance() {
   TearDown();
+  isolation_.reset();  // once the workers have stopped
   pool_.reset();
   server_.reset();
   eal_.reset();

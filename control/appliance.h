@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "control/fleet.h"
 #include "control/vm_manager.h"
+#include "dataplane/cpu_isolation.h"
 #include "dataplane/eal.h"
 #include "dataplane/mempool.h"
 #include "dataplane/port.h"
@@ -129,6 +130,7 @@ class Appliance {
 
   std::string config_path_;
   std::unique_ptr<dataplane::Eal> eal_;
+  std::unique_ptr<dataplane::CpuIsolation> isolation_;  // dataplane.isolate; undone at exit
   std::unique_ptr<dataplane::Mempool> pool_;
   std::vector<std::unique_ptr<dataplane::Port>> ports_;
   std::unique_ptr<vswitch::Switch> switch_;
@@ -165,6 +167,7 @@ class Appliance {
     std::string name;     // as the user gave it
     std::string address;  // host:port of its migration listener
   };
+  Status IsolateWorkers();
   Status StartMigrationListener(const config::Config& config);
   // Pre-migration (appliance_premigrate.cc).
   Result<MigrationTarget> ResolveListener(const std::string& dest);

@@ -109,6 +109,7 @@ const std::vector<BadCase>& Cases() {
       {"dataplane:\n  forward_unparsable: sometimes\n",
        "2:23: dataplane.forward_unparsable",
        {"sometimes"}},
+      {"dataplane:\n  isolate: cpu1\n", "2:12: dataplane.isolate", {"cpu1"}},
       {"dataplane:\n  burst: 64\n",
        "2:10: dataplane.burst",
        {"64 is out of range", "from 1 to 32"}},

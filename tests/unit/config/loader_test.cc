@@ -30,6 +30,7 @@ dataplane:
   mbufs: 32767
   burst: 16
   forward_unparsable: true
+  isolate: true
   file_prefix: qv-test
 ports:
   - name: gen0
@@ -195,6 +196,7 @@ TEST_CASE("every key of the schema is read into its field", "[config]") {
   CHECK(d.mbufs == 32767);
   CHECK(d.burst == 16);
   CHECK(d.forward_unparsable);
+  CHECK(d.isolate);
   CHECK(d.file_prefix == "qv-test");
 
   // Written ports first, then the implicit ports of bridge NICs in VM order.
@@ -390,11 +392,11 @@ TEST_CASE("positions are kept for later layers", "[config]") {
   const Config c = LoadOk(kFull, TestDir() + "/box.yaml");
   const Uplink& u = c.uplinks[0];
   CHECK(u.source.path == "uplinks[0]");
-  CHECK(u.source.mark.line == 85);
+  CHECK(u.source.mark.line == 86);
   CHECK(u.source.mark.column == 5);
-  CHECK(u.source.At("rate").line == 86);
+  CHECK(u.source.At("rate").line == 87);
   CHECK(u.source.At("rate").column == 11);
-  CHECK(u.source.At("no-such-key").line == 85);             // falls back to the mapping
+  CHECK(u.source.At("no-such-key").line == 86);             // falls back to the mapping
   CHECK(c.ports[9].source.path == "templates[0].nics[0]");  // implicit port: where its NIC is
 }
 
@@ -407,6 +409,7 @@ TEST_CASE("empty sections give every default", "[config]") {
     CHECK(c.dataplane.mbufs == 16383);
     CHECK(c.dataplane.burst == 32);
     CHECK_FALSE(c.dataplane.forward_unparsable);
+    CHECK_FALSE(c.dataplane.isolate);
     CHECK(c.dataplane.file_prefix == "qosvisor");
     CHECK(c.ports.empty());
     CHECK(c.control.socket == "/run/qosvisor/qosvisor.sock");
