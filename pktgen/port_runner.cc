@@ -18,6 +18,7 @@
 #include "common/packet_batch.h"
 #include "common/tsan.h"
 #include "common/tsc.h"
+#include "pktgen/clock_map.h"
 #include "pktgen/link_emulator.h"
 
 namespace qosvisor::pktgen {
@@ -137,7 +138,7 @@ constexpr uint64_t kDeliverySlackNs = 50'000;
 
 class DeviceStamps {
  public:
-  DeviceStamps(uint64_t hz, PortEndpoints::Stamps kind) : hz_(hz), kind_(kind) {
+  DeviceStamps(uint64_t hz, PortEndpoints::Stamps kind) : hz_(hz), kind_(kind), realtime_(hz) {
     if (kind == PortEndpoints::Stamps::kNone) return;
     const int field = rte_mbuf_dynfield_lookup(RTE_MBUF_DYNFIELD_TIMESTAMP_NAME, nullptr);
     const int flag = rte_mbuf_dynflag_lookup(RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME, nullptr);
@@ -145,7 +146,7 @@ class DeviceStamps {
       offset_ = field;
       flag_ = uint64_t{1} << flag;
     }
-    Calibrate();
+    realtime_.AnchorNow();
   }
   // The TSC time `m` arrived, or `polled` when the device gave no stamp.
   uint64_t ArrivalTsc(const rte_mbuf* m, uint64_t polled) {
@@ -154,9 +155,8 @@ class DeviceStamps {
     ++stamped_;
     uint64_t at = stamp;
     if (kind_ == PortEndpoints::Stamps::kRealtimeMicros) {
-      const int64_t delta_ns = static_cast<int64_t>(stamp * 1000) - static_cast<int64_t>(base_ns_);
-      const int64_t delta_tsc = delta_ns * static_cast<int64_t>(hz_ / 1000) / 1'000'000;
-      at = static_cast<uint64_t>(static_cast<int64_t>(base_tsc_) + delta_tsc);
+      if (realtime_.Stale(polled)) realtime_.AnchorNow();
+      at = realtime_.ToTsc(stamp * 1000);
     }
     // A stamp is never later than the poll that found the frame; clock steps are clamped.
     const uint64_t arrival = std::min(at, polled);
@@ -169,17 +169,11 @@ class DeviceStamps {
   }
 
  private:
-  void Calibrate() {
-    timespec ts{};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    base_tsc_ = ReadTsc();
-    base_ns_ = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
-  }
   uint64_t hz_;
   PortEndpoints::Stamps kind_;
+  RealtimeToTsc realtime_;
   int offset_ = -1;
   uint64_t flag_ = 0;
-  uint64_t base_tsc_ = 0, base_ns_ = 0;
   uint64_t stamped_ = 0, max_delivery_tsc_ = 0;
 };
 

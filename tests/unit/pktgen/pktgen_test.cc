@@ -12,6 +12,7 @@
 #include "app/traffic_flags.h"
 #include "common/tsc.h"
 #include "dataplane/mempool.h"
+#include "pktgen/clock_map.h"
 #include "pktgen/enqueue_stamps.h"
 #include "pktgen/frame.h"
 #include "pktgen/histogram.h"
@@ -234,3 +235,53 @@ TEST_CASE("enqueue stamps hold one socket asking for receive timestamps while th
   }
   CHECK(OpenFds() == before);
 }
+
+namespace qosvisor::pktgen {
+
+TEST_CASE("receive stamps stay on the TSC over a run with the TSC rate a little off",
+          "[pktgen][stamps]") {
+  // The true clocks: the TSC at 2.6 GHz, CLOCK_REALTIME in ns since 0; our rate 20 ppm high,
+  // about what a 20 ms calibration gets wrong.
+  constexpr uint64_t kTrueHz = 2'600'000'000;
+  const uint64_t our_hz = kTrueHz + kTrueHz / 50'000;
+  auto true_tsc = [](uint64_t ns) { return static_cast<uint64_t>(ns * 2.6); };
+  auto error_ns = [&](uint64_t tsc, uint64_t ns) {
+    return std::abs(static_cast<double>(tsc) - static_cast<double>(true_tsc(ns))) / 2.6;
+  };
+  constexpr uint64_t kRun = 15'000'000'000, kStampAge = 3'000'000;
+  const uint64_t stamp_ns = kRun - kStampAge;  // a frame received 3 ms before it is converted
+
+  RealtimeToTsc once(our_hz);
+  once.Anchor({true_tsc(0), 0});
+  CHECK(error_ns(once.ToTsc(stamp_ns), stamp_ns) > 200'000);  // 15 s x 20 ppm = 300 us
+
+  RealtimeToTsc kept(our_hz);
+  kept.Anchor({true_tsc(0), 0});
+  uint64_t anchors = 0;
+  for (uint64_t ns = 0; ns <= kRun; ns += 100'000) {  // polls every 100 us
+    if (kept.Stale(true_tsc(ns))) {
+      kept.Anchor({true_tsc(ns), ns});
+      ++anchors;
+    }
+  }
+  CHECK(anchors >= 13'000);  // about one a millisecond (the first poll past it)
+  CHECK(anchors <= 15'100);
+  CHECK(error_ns(kept.ToTsc(stamp_ns), stamp_ns) < 1'000);
+
+  SECTION("a real anchor is close to both clocks") {
+    RealtimeToTsc now(TscHz());
+    bool anchored = false;
+    for (int i = 0; i < 100 && !anchored; ++i) anchored = now.AnchorNow();
+    REQUIRE(anchored);
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const uint64_t tsc = ReadTsc();
+    const uint64_t ns = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u +
+                        static_cast<uint64_t>(ts.tv_nsec);
+    const double off_ns =
+        static_cast<double>(TscToNs(tsc - std::min(tsc, now.ToTsc(ns)), TscHz()));
+    CHECK(off_ns < 1'000'000);  // within a millisecond even on a busy box
+  }
+}
+
+}  // namespace qosvisor::pktgen
