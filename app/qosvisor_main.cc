@@ -293,8 +293,9 @@ app::ManPage Page() {
         "poll-mode threads, say): every other task that may run elsewhere, the unbound "
         "workqueues and the interrupts move off, as dataplane.isolate does for qosvisor's own "
         "workers. Per-CPU kernel threads stay. On SIGINT, SIGTERM or --duration it puts back "
-        "each mask nobody has changed since. Needs root; after a crash (kill -9), masks stay "
-        "as isolate left them."}},
+        "each mask nobody has changed since. Needs root. A process started meanwhile inherits "
+        "its parent's narrowed mask and keeps it; after a crash (kill -9), masks stay as "
+        "isolate left them."}},
   };
   page.exit_status = {
       {"0", "done (check: the configuration is valid)"},

@@ -148,18 +148,32 @@ std::string FormatCpuMask(const cpu_set_t& cpus) {
   return out;
 }
 
+namespace {
+
+// The CPUs online (they need not be contiguous); `count` > 0 stands for CPUs 0..count-1.
+cpu_set_t OnlineCpus(unsigned count, const std::string& online_list) {
+  if (count == 0) {
+    if (auto line = ReadLine(online_list)) {
+      if (auto online = ParseCpuList(*line); online.ok()) return *online;
+    }
+    count = static_cast<unsigned>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  }
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  for (unsigned cpu = 0; cpu < count; ++cpu) CPU_SET(cpu, &cpus);
+  return cpus;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<CpuIsolation>> CpuIsolation::Start(const cpu_set_t& cpus,
                                                           const IsolationOptions& options) {
-  const long online = sysconf(_SC_NPROCESSORS_ONLN);
-  const unsigned box = options.box_cpus ? options.box_cpus : static_cast<unsigned>(online);
   if (CPU_COUNT(&cpus) == 0) return Status::Error("isolate: no CPU given");
-  cpu_set_t everything;
-  CPU_ZERO(&everything);
-  for (unsigned cpu = 0; cpu < box; ++cpu) CPU_SET(cpu, &everything);
+  const cpu_set_t everything = OnlineCpus(options.box_cpus, options.online_cpus);
   cpu_set_t beyond = Without(cpus, everything);
   if (CPU_COUNT(&beyond) > 0) {
-    return Status::Error(fmt::format("isolate: the box has CPUs 0-{}, not {}", box - 1,
-                                     FormatCpuList(beyond)));
+    return Status::Error(fmt::format("isolate: the box has CPUs {}, not {}",
+                                     FormatCpuList(everything), FormatCpuList(beyond)));
   }
   if (CPU_EQUAL(&cpus, &everything)) {
     return Status::Error(fmt::format(

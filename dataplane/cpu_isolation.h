@@ -31,7 +31,8 @@ struct IsolationOptions {
   std::string workqueue_cpumask = "/sys/devices/virtual/workqueue/cpumask";
   pid_t own_pid = 0;                // this process's threads stay where they are (0: getpid())
   std::optional<pid_t> only_pid;    // move only this process's threads (tests)
-  unsigned box_cpus = 0;            // CPUs online (0: sysconf)
+  std::string online_cpus = "/sys/devices/system/cpu/online";
+  unsigned box_cpus = 0;  // > 0: the box has CPUs 0..box_cpus-1 (tests); else online_cpus says
 };
 
 class CpuIsolation {

@@ -87,6 +87,17 @@ TEST_CASE("isolation refuses no CPU, a CPU the box lacks, and every CPU", "[isol
              Catch::Contains("the box has CPUs 0-1, not 5"));
   CHECK_THAT(CpuIsolation::Start(Cpus({0, 1}), o).status().message(),
              Catch::Contains("every CPU of the box"));
+
+  // The box's CPUs as the kernel lists them, gaps included.
+  const fs::path online = fs::temp_directory_path() / fmt::format("qv-online-{}", getpid());
+  std::ofstream(online) << "0,2-3\n";
+  o.box_cpus = 0;
+  o.online_cpus = online.string();
+  CHECK_THAT(CpuIsolation::Start(Cpus({1}), o).status().message(),
+             Catch::Contains("the box has CPUs 0,2-3, not 1"));
+  CHECK_THAT(CpuIsolation::Start(Cpus({0, 2, 3}), o).status().message(),
+             Catch::Contains("CPUs 0,2-3 are every CPU"));
+  fs::remove(online);
 }
 
 TEST_CASE("isolation moves a process off the CPUs and puts it back", "[isolation]") {
