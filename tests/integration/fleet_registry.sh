@@ -134,8 +134,11 @@ seconds_until disconnected >/dev/null ||
 a status | tee "$work/status"
 grep -q "^fleet      edge-a, disconnected: etcd: $endpoint" "$work/status" ||
   fail "status does not say why"
-curl -sf "http://127.0.0.1:$metrics_port/metrics" | grep -q '^qosvisor_fleet_connected{host="edge-a"} 0$' ||
-  fail "the metrics gauge is not 0"
+# Read whole before grep: `curl | grep -q` under pipefail fails whenever grep has its line and
+# exits while curl still writes the rest of the exposition (SIGPIPE).
+exposition=$(curl -sf "http://127.0.0.1:$metrics_port/metrics") || fail "no metrics scrape"
+grep -q '^qosvisor_fleet_connected{host="edge-a"} 0$' <<<"$exposition" ||
+  fail "the metrics gauge is not 0: $(grep '^qosvisor_fleet_connected' <<<"$exposition")"
 rc=0
 a hosts >"$work/out" 2>&1 || rc=$?
 cat "$work/out"
