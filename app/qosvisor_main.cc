@@ -294,8 +294,9 @@ app::ManPage Page() {
         "workqueues and the interrupts move off, as dataplane.isolate does for qosvisor's own "
         "workers. Per-CPU kernel threads stay. On SIGINT, SIGTERM or --duration it puts back "
         "each mask nobody has changed since. Needs root. A process started meanwhile inherits "
-        "its parent's narrowed mask and keeps it; after a crash (kill -9), masks stay as "
-        "isolate left them."}},
+        "its parent's narrowed mask and keeps it. The moved masks are written to "
+        "/run/qosvisor/isolated-cpus-LIST while moved; after a crash (kill -9) the next "
+        "isolation of the same CPUs puts them back first."}},
   };
   page.exit_status = {
       {"0", "done (check: the configuration is valid)"},

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <unordered_set>
 
 namespace qosvisor::dataplane {
@@ -182,6 +183,16 @@ Result<std::unique_ptr<CpuIsolation>> CpuIsolation::Start(const cpu_set_t& cpus,
         FormatCpuList(cpus)));
   }
   std::unique_ptr<CpuIsolation> iso(new CpuIsolation(cpus));
+  if (!options.record_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(options.record_dir, ec);
+    const std::string record =
+        fmt::format("{}/isolated-cpus-{}", options.record_dir, FormatCpuList(cpus));
+    if (fs::exists(record, ec)) {
+      if (Status s = iso->RecoverFrom(record); !s.ok()) return s;
+    }
+    iso->record_ = record;
+  }
   iso->MoveTasks(options);
   if (!options.only_pid) {  // box-wide settings: not for a test that moves one process
     for (int irq : NumericEntries(options.proc + "/irq")) {
@@ -189,7 +200,75 @@ Result<std::unique_ptr<CpuIsolation>> CpuIsolation::Start(const cpu_set_t& cpus,
     }
     iso->MoveMaskFile(options.workqueue_cpumask, false);
   }
+  if (Status s = iso->WriteRecord(); !s.ok()) return s;  // `iso` puts everything back
   return iso;
+}
+
+// The record: one line per moved mask, "task TID BEFORE AFTER" or "file BEFORE AFTER PATH"
+// (masks in the kernel's hex), written whole to a temporary file and renamed over the old one.
+Status CpuIsolation::WriteRecord() const {
+  if (record_.empty()) return Status::Ok();
+  std::string text;
+  for (const MovedTask& t : tasks_) {
+    text += fmt::format("task {} {} {}\n", t.tid, FormatCpuMask(t.before), FormatCpuMask(t.after));
+  }
+  for (const MovedFile& f : files_) {
+    text += fmt::format("file {} {} {}\n", FormatCpuMask(f.before), FormatCpuMask(f.after), f.path);
+  }
+  const std::string temporary = record_ + ".new";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      return Status::Error(fmt::format("isolate: cannot write the record of moved masks to {}",
+                                       temporary));
+    }
+  }
+  std::error_code ec;
+  fs::rename(temporary, record_, ec);
+  if (ec) {
+    return Status::Error(
+        fmt::format("isolate: cannot rename {} to {}: {}", temporary, record_, ec.message()));
+  }
+  return Status::Ok();
+}
+
+// Puts back what the record of an isolation that never stopped says it moved (where nobody
+// changed it since), then forgets the record. A line that does not parse is an error naming it:
+// the record is this program's own, so it means the file was damaged, and guessing could move
+// the wrong tasks.
+Status CpuIsolation::RecoverFrom(const std::string& record) {
+  std::ifstream in(record);
+  std::string line;
+  CpuIsolation left(cpus_);
+  for (int number = 1; std::getline(in, line); ++number) {
+    std::istringstream fields(line);
+    std::string kind, before, after, path;
+    pid_t tid = 0;
+    bool ok = false;
+    if (fields >> kind && kind == "task") {
+      ok = static_cast<bool>(fields >> tid >> before >> after) && tid > 0;
+    } else if (kind == "file") {
+      ok = fields >> before >> after && std::getline(fields >> std::ws, path) && !path.empty();
+    }
+    const Result<cpu_set_t> b = ParseCpuMask(before), a = ParseCpuMask(after);
+    if (!ok || !b.ok() || !a.ok()) {
+      return Status::Error(fmt::format(
+          "isolate: {}:{}: '{}' is not 'task TID BEFORE AFTER' or 'file BEFORE AFTER PATH'; "
+          "put the masks back by hand or remove the file",
+          record, number, line));
+    }
+    if (kind == "task") left.tasks_.push_back({tid, *b, *a});
+    else left.files_.push_back({path, *b, *a});
+  }
+  left.PutBack();
+  recovered_ = left.tasks_.size() + left.files_.size();
+  left.tasks_.clear();
+  left.files_.clear();
+  std::error_code ec;
+  fs::remove(record, ec);
+  return Status::Ok();
 }
 
 void CpuIsolation::MoveTasks(const IsolationOptions& options) {
@@ -236,6 +315,14 @@ void CpuIsolation::MoveMaskFile(const std::string& path, bool is_irq) {
 }
 
 CpuIsolation::~CpuIsolation() {
+  PutBack();
+  if (!record_.empty()) {
+    std::error_code ec;
+    fs::remove(record_, ec);
+  }
+}
+
+void CpuIsolation::PutBack() const {
   for (const MovedTask& t : tasks_) {
     cpu_set_t now;
     if (sched_getaffinity(t.tid, sizeof now, &now) == 0 && CPU_EQUAL(&now, &t.after)) {
@@ -253,6 +340,9 @@ std::string CpuIsolation::Describe() const {
                                 FormatCpuList(cpus_), tasks_.size(), tasks_left_);
   if (irqs_moved_) out += fmt::format(", {} interrupts", irqs_moved_);
   if (workqueues_moved_) out += ", unbound workqueues";
+  if (recovered_) {
+    out += fmt::format("; put back {} masks an earlier isolation left moved", recovered_);
+  }
   return out;
 }
 

@@ -32,6 +32,10 @@ struct IsolationOptions {
   pid_t own_pid = 0;                // this process's threads stay where they are (0: getpid())
   std::optional<pid_t> only_pid;    // move only this process's threads (tests)
   std::string online_cpus = "/sys/devices/system/cpu/online";
+  // Where the moved masks are written down while they are moved (file isolated-cpus-LIST), so
+  // that the next isolation of the same CPUs puts back what one that never stopped (kill -9, a
+  // crash) left moved. Empty: nowhere.
+  std::string record_dir = "/run/qosvisor";
   unsigned box_cpus = 0;  // > 0: the box has CPUs 0..box_cpus-1 (tests); else online_cpus says
 };
 
@@ -41,7 +45,7 @@ class CpuIsolation {
   // every CPU of the box (nothing would be left for the rest of it).
   static Result<std::unique_ptr<CpuIsolation>> Start(const cpu_set_t& cpus,
                                                      const IsolationOptions& options = {});
-  // Puts back what it moved, where nobody has changed it since.
+  // Puts back what it moved, where nobody has changed it since, and removes its record.
   ~CpuIsolation();
   CpuIsolation(const CpuIsolation&) = delete;
   CpuIsolation& operator=(const CpuIsolation&) = delete;
@@ -50,6 +54,8 @@ class CpuIsolation {
   size_t tasks_left() const { return tasks_left_; }  // pinned to the CPUs only (per-CPU kthreads)
   size_t irqs_moved() const { return irqs_moved_; }
   bool workqueues_moved() const { return workqueues_moved_; }
+  // Masks an earlier isolation of these CPUs left moved (it never stopped) and this one put back.
+  size_t recovered() const { return recovered_; }
   // "cpu 1: 212 tasks moved off (38 bound there stay), 3 interrupts, unbound workqueues".
   std::string Describe() const;
 
@@ -66,8 +72,13 @@ class CpuIsolation {
   void MoveTasks(const IsolationOptions& options);
   void MoveTask(pid_t tid);
   void MoveMaskFile(const std::string& path, bool is_irq);
+  void PutBack() const;
+  Status RecoverFrom(const std::string& record);
+  Status WriteRecord() const;
 
   cpu_set_t cpus_;
+  std::string record_;  // the record's path, or empty
+  size_t recovered_ = 0;
   std::vector<MovedTask> tasks_;
   std::vector<MovedFile> files_;
   size_t tasks_left_ = 0;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dataplane.isolate and `qosvisor isolate`: while the box runs, a process that could run anywhere
 # is kept off the worker's CPU, and gets its own mask back when the box stops; a mask changed
-# meanwhile is left alone; every CPU, a CPU list that does not parse, and workers on every CPU are
+# meanwhile is left alone; what an isolation killed with SIGKILL left moved, the next one of the
+# same CPUs puts back; every CPU, a CPU list that does not parse, and workers on every CPU are
 # refused by name. Needs root (other processes' masks) and 2 CPUs.
 # Usage: cpu_isolate.sh QOSVISOR_BIN QOSCTL_BIN SOURCE_DIR
 set -euo pipefail
@@ -16,7 +17,9 @@ src=$3
 daemon_work_dir
 sleep 300 &
 sleeper=$!
-trap 'stop_quietly "$pid"; stop_quietly "$sleeper"; rm -rf "$work"' EXIT
+# A failure after a kill -9 below must not leave the box's masks narrowed for the tests after it.
+recover() { [[ ! -e /run/qosvisor/isolated-cpus-1 ]] || "$qosvisor" isolate --cpus 1 --duration 0.1s >/dev/null 2>&1 || true; }
+trap 'stop_quietly "$pid"; recover; stop_quietly "$sleeper"; rm -rf "$work"' EXIT
 all=$(taskset -pc "$sleeper" | sed 's/.*: //')
 cpus_of() { taskset -pc "$1" | sed 's/.*: //'; }
 
@@ -44,6 +47,18 @@ kill "$pid"; wait "$pid"; pid=""
 grep -q "^restored" "$work/isolate.log" || { cat "$work/isolate.log"; echo "FAIL: no restore"; exit 1; }
 [[ $(cpus_of "$sleeper") == 1 ]] || { echo "FAIL: isolate overrode a mask set meanwhile ($(cpus_of "$sleeper"))"; exit 1; }
 stop_quietly "$late"
+taskset -pc "$all" "$sleeper" >/dev/null
+
+# Killed without a chance to put anything back: the next isolation of cpu 1 does it first.
+"$qosvisor" isolate --cpus 1 >"$work/isolate.log" 2>&1 &
+pid=$!
+for _ in $(seq 50); do grep -q "^isolated cpu 1" "$work/isolate.log" && break; sleep 0.1; done
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+[[ $(cpus_of "$sleeper") == 0 ]] || { echo "FAIL: the sleeper was not moved before the kill"; exit 1; }
+"$qosvisor" isolate --cpus 1 --duration 0.2s >"$work/isolate.log" 2>&1
+grep -q "put back [0-9]* masks an earlier isolation left moved" "$work/isolate.log" || { cat "$work/isolate.log"; echo "FAIL: no recovery"; exit 1; }
+[[ $(cpus_of "$sleeper") == "$all" ]] || { echo "FAIL: the sleeper's mask is $(cpus_of "$sleeper") after the recovery"; exit 1; }
+[[ ! -e /run/qosvisor/isolated-cpus-1 ]] || { echo "FAIL: the record outlived the isolation"; exit 1; }
 
 # Refusals, each naming what is wrong.
 out=$("$qosvisor" isolate --cpus "0-$(($(nproc) - 1))" --duration 1s 2>&1) && { echo "FAIL: every CPU was isolated"; exit 1; }

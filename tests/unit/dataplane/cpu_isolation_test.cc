@@ -80,6 +80,7 @@ TEST_CASE("CPU lists and the kernel's hex masks parse and print", "[isolation]")
 
 TEST_CASE("isolation refuses no CPU, a CPU the box lacks, and every CPU", "[isolation]") {
   IsolationOptions o;
+  o.record_dir = "";
   o.box_cpus = 2;
   o.only_pid = getpid();  // nothing real is touched even if a check were missing
   CHECK_THAT(CpuIsolation::Start(Cpus({}), o).status().message(), Catch::Contains("no CPU"));
@@ -108,6 +109,7 @@ TEST_CASE("isolation moves a process off the CPUs and puts it back", "[isolation
   const cpu_set_t both = Cpus({0, 1});
   Sleeper free_to_move(both);
   IsolationOptions o;
+  o.record_dir = "";
   o.only_pid = free_to_move.pid;
   {
     auto iso = CpuIsolation::Start(Cpus({1}), o);
@@ -146,6 +148,7 @@ TEST_CASE("isolation moves interrupts and unbound workqueues and restores them",
   std::ofstream(root / "irq/6/smp_affinity") << "00000002\n";  // on the CPU only: stays
   std::ofstream(root / "wq_cpumask") << "00000003\n";
   IsolationOptions o;
+  o.record_dir = "";
   o.proc = root.string();  // no task directories: no real task is touched
   o.workqueue_cpumask = (root / "wq_cpumask").string();
   o.box_cpus = 2;
@@ -163,4 +166,53 @@ TEST_CASE("isolation moves interrupts and unbound workqueues and restores them",
   CHECK(ReadAll(root / "irq/5/smp_affinity") == "00000003");
   CHECK(ReadAll(root / "wq_cpumask") == "00000003");
   fs::remove_all(root);
+}
+
+TEST_CASE("an isolation that never stopped is put back by the next one of the same CPUs",
+          "[isolation]") {
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+    WARN("SKIPPED: needs 2 CPUs");
+    return;
+  }
+  const fs::path dir = fs::temp_directory_path() / fmt::format("qv-iso-record-{}", getpid());
+  fs::remove_all(dir);
+  const cpu_set_t both = Cpus({0, 1});
+  Sleeper sleeper(both);
+  IsolationOptions o;
+  o.record_dir = dir.string();
+  o.only_pid = sleeper.pid;
+
+  // A process isolates CPU 1 and dies without stopping it, as kill -9 would leave it.
+  const pid_t crashed = fork();
+  if (crashed == 0) {
+    auto iso = CpuIsolation::Start(Cpus({1}), o);
+    _exit(iso.ok() && (*iso)->tasks_moved() == 1 ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(crashed, &status, 0) == crashed);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  CHECK(Same(AffinityOf(sleeper.pid), Cpus({0})));
+  REQUIRE(fs::exists(dir / "isolated-cpus-1"));
+
+  {
+    auto iso = CpuIsolation::Start(Cpus({1}), o);
+    REQUIRE(iso.ok());
+    CHECK((*iso)->recovered() == 1);
+    CHECK_THAT((*iso)->Describe(), Catch::EndsWith("put back 1 masks an earlier isolation left moved"));
+    CHECK(Same(AffinityOf(sleeper.pid), Cpus({0})));  // moved again, by this one
+  }
+  CHECK(Same(AffinityOf(sleeper.pid), both));  // and back to what it was before either
+  CHECK_FALSE(fs::exists(dir / "isolated-cpus-1"));
+
+  SECTION("a damaged record is refused by file and line, and left for the operator") {
+    std::ofstream(dir / "isolated-cpus-1") << "task 12 00000003 00000001\ntask twelve 3 1\n";
+    auto iso = CpuIsolation::Start(Cpus({1}), o);
+    REQUIRE_FALSE(iso.ok());
+    CHECK_THAT(iso.status().message(),
+               Catch::Contains("isolated-cpus-1:2: 'task twelve 3 1' is not 'task TID BEFORE"));
+    CHECK(fs::exists(dir / "isolated-cpus-1"));
+    CHECK(Same(AffinityOf(sleeper.pid), both));
+  }
+  fs::remove_all(dir);
 }
