@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -151,6 +152,10 @@ std::string FormatCpuMask(const cpu_set_t& cpus) {
 
 namespace {
 
+const char* NeedsRoot(int error) {
+  return error == EACCES || error == EPERM ? " (isolating CPUs needs root)" : "";
+}
+
 // The CPUs online (they need not be contiguous); `count` > 0 stands for CPUs 0..count-1.
 cpu_set_t OnlineCpus(unsigned count, const std::string& online_list) {
   if (count == 0) {
@@ -186,6 +191,10 @@ Result<std::unique_ptr<CpuIsolation>> CpuIsolation::Start(const cpu_set_t& cpus,
   if (!options.record_dir.empty()) {
     std::error_code ec;
     fs::create_directories(options.record_dir, ec);
+    if (ec) {
+      return Status::Error(fmt::format("isolate: cannot create {}: {}{}", options.record_dir,
+                                       ec.message(), NeedsRoot(ec.value())));
+    }
     const std::string record =
         fmt::format("{}/isolated-cpus-{}", options.record_dir, FormatCpuList(cpus));
     if (fs::exists(record, ec)) {
@@ -221,8 +230,9 @@ Status CpuIsolation::WriteRecord() const {
     out << text;
     out.flush();
     if (!out) {
-      return Status::Error(fmt::format("isolate: cannot write the record of moved masks to {}",
-                                       temporary));
+      const int error = errno;  // of the failed open or write: a failed stream makes no more calls
+      return Status::Error(fmt::format("isolate: cannot write the record of moved masks to {}: {}{}",
+                                       temporary, std::strerror(error), NeedsRoot(error)));
     }
   }
   std::error_code ec;

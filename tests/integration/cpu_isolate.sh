@@ -60,7 +60,10 @@ grep -q "put back [0-9]* masks an earlier isolation left moved" "$work/isolate.l
 [[ $(cpus_of "$sleeper") == "$all" ]] || { echo "FAIL: the sleeper's mask is $(cpus_of "$sleeper") after the recovery"; exit 1; }
 [[ ! -e /run/qosvisor/isolated-cpus-1 ]] || { echo "FAIL: the record outlived the isolation"; exit 1; }
 
-# Refusals, each naming what is wrong.
+# Refusals, each naming what is wrong; a user who may not move others' masks is told so.
+rc=0; out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$qosvisor" isolate --cpus 1 --duration 0.1s 2>&1) || rc=$?
+((rc == 1)) && grep -q "needs root" <<<"$out" || { echo "FAIL ($rc) as nobody: $out"; exit 1; }
+[[ $(cpus_of "$sleeper") == "$all" ]] || { echo "FAIL: a refused isolation left the sleeper on $(cpus_of "$sleeper")"; exit 1; }
 out=$("$qosvisor" isolate --cpus "0-$(($(nproc) - 1))" --duration 1s 2>&1) && { echo "FAIL: every CPU was isolated"; exit 1; }
 grep -q "every CPU of the box" <<<"$out" || { echo "FAIL: $out"; exit 1; }
 rc=0; out=$("$qosvisor" isolate --cpus 1-x 2>&1) || rc=$?
