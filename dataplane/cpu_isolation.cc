@@ -64,6 +64,24 @@ std::optional<cpu_set_t> ReadMaskFile(const std::string& path) {
   return *mask;
 }
 
+const char* NeedsRoot(int error) {
+  return error == EACCES || error == EPERM ? " (isolating CPUs needs root)" : "";
+}
+
+// The CPUs online (they need not be contiguous); `count` > 0 stands for CPUs 0..count-1.
+cpu_set_t OnlineCpus(unsigned count, const std::string& online_list) {
+  if (count == 0) {
+    if (auto line = ReadLine(online_list)) {
+      if (auto online = ParseCpuList(*line); online.ok()) return *online;
+    }
+    count = static_cast<unsigned>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  }
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  for (unsigned cpu = 0; cpu < count; ++cpu) CPU_SET(cpu, &cpus);
+  return cpus;
+}
+
 std::vector<int> NumericEntries(const std::string& dir) {
   std::vector<int> out;
   std::error_code ec;
@@ -150,28 +168,6 @@ std::string FormatCpuMask(const cpu_set_t& cpus) {
   return out;
 }
 
-namespace {
-
-const char* NeedsRoot(int error) {
-  return error == EACCES || error == EPERM ? " (isolating CPUs needs root)" : "";
-}
-
-// The CPUs online (they need not be contiguous); `count` > 0 stands for CPUs 0..count-1.
-cpu_set_t OnlineCpus(unsigned count, const std::string& online_list) {
-  if (count == 0) {
-    if (auto line = ReadLine(online_list)) {
-      if (auto online = ParseCpuList(*line); online.ok()) return *online;
-    }
-    count = static_cast<unsigned>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
-  }
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  for (unsigned cpu = 0; cpu < count; ++cpu) CPU_SET(cpu, &cpus);
-  return cpus;
-}
-
-}  // namespace
-
 Result<std::unique_ptr<CpuIsolation>> CpuIsolation::Start(const cpu_set_t& cpus,
                                                           const IsolationOptions& options) {
   if (CPU_COUNT(&cpus) == 0) return Status::Error("isolate: no CPU given");
@@ -251,7 +247,8 @@ Status CpuIsolation::WriteRecord() const {
 Status CpuIsolation::RecoverFrom(const std::string& record) {
   std::ifstream in(record);
   std::string line;
-  CpuIsolation left(cpus_);
+  std::vector<MovedTask> tasks;
+  std::vector<MovedFile> files;
   for (int number = 1; std::getline(in, line); ++number) {
     std::istringstream fields(line);
     std::string kind, before, after, path;
@@ -269,13 +266,11 @@ Status CpuIsolation::RecoverFrom(const std::string& record) {
           "put the masks back by hand or remove the file",
           record, number, line));
     }
-    if (kind == "task") left.tasks_.push_back({tid, *b, *a});
-    else left.files_.push_back({path, *b, *a});
+    if (kind == "task") tasks.push_back({tid, *b, *a});
+    else files.push_back({path, *b, *a});
   }
-  left.PutBack();
-  recovered_ = left.tasks_.size() + left.files_.size();
-  left.tasks_.clear();
-  left.files_.clear();
+  PutBack(tasks, files);
+  recovered_ = tasks.size() + files.size();
   std::error_code ec;
   fs::remove(record, ec);
   return Status::Ok();
@@ -325,21 +320,22 @@ void CpuIsolation::MoveMaskFile(const std::string& path, bool is_irq) {
 }
 
 CpuIsolation::~CpuIsolation() {
-  PutBack();
+  PutBack(tasks_, files_);
   if (!record_.empty()) {
     std::error_code ec;
     fs::remove(record_, ec);
   }
 }
 
-void CpuIsolation::PutBack() const {
-  for (const MovedTask& t : tasks_) {
+void CpuIsolation::PutBack(const std::vector<MovedTask>& tasks,
+                           const std::vector<MovedFile>& files) {
+  for (const MovedTask& t : tasks) {
     cpu_set_t now;
     if (sched_getaffinity(t.tid, sizeof now, &now) == 0 && CPU_EQUAL(&now, &t.after)) {
       sched_setaffinity(t.tid, sizeof t.before, &t.before);
     }
   }
-  for (const MovedFile& f : files_) {
+  for (const MovedFile& f : files) {
     auto now = ReadMaskFile(f.path);
     if (now && CPU_EQUAL(&*now, &f.after)) WriteText(f.path, FormatCpuMask(f.before));
   }

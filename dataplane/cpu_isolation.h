@@ -72,7 +72,8 @@ class CpuIsolation {
   void MoveTasks(const IsolationOptions& options);
   void MoveTask(pid_t tid);
   void MoveMaskFile(const std::string& path, bool is_irq);
-  void PutBack() const;
+  // Each mask back to `before` where it is still `after`.
+  static void PutBack(const std::vector<MovedTask>& tasks, const std::vector<MovedFile>& files);
   Status RecoverFrom(const std::string& record);
   Status WriteRecord() const;
 
