@@ -87,6 +87,28 @@ class FfsRankQueue {
     return 1 + PeekNextBucketed(out + 1, n - 1);
   }
 
+  // The element PopMin would return after `k` (< kChunkIds) other pops, or kNoId when it is not
+  // in the front or the minimum's bucket: a prefetch hint that reads no element's node and at
+  // most two chunks.
+  uint32_t PeekAt(uint32_t k) const {
+    if (front_ != kNoId) {
+      if (k == 0) return front_;
+      --k;
+    }
+    if (size_ == 0) return kNoId;
+    const Bucket& bucket = buckets_[MinBucket()];
+    if (bucket.tail == kNoId) return k == 0 ? bucket.head : kNoId;
+    uint32_t c = bucket.head;
+    uint32_t pos = bucket.head_pos + k;
+    if (pos >= kChunkIds) {
+      if (c == bucket.tail) return kNoId;
+      c = chunks_[c].next;
+      pos -= kChunkIds;
+    }
+    if (c == bucket.tail && pos >= bucket.tail_pos) return kNoId;
+    return chunks_[c].ids[pos];
+  }
+
   // The element that follows the minimum (a prefetch hint: the scheduler's next message but one).
   uint32_t PeekSecond() const {
     uint32_t ids[2];
@@ -244,6 +266,7 @@ class FfsRankQueue {
       min_key_ = key;
       min_valid_ = true;
     }
+    if (size_ == 0 || key < low_key_) low_key_ = key;
     ++size_;
   }
 
@@ -344,14 +367,18 @@ class FfsRankQueue {
 
   // The bucket of the smallest key. Cached, because the scheduler peeks at the next minimum
   // (to prefetch it) right after popping, and most pops leave the minimum where it was.
+  // The search starts at low_key_'s bucket, not at the window's base: every key lies in
+  // [low_key_, low_key_ + buckets), and the minimum that just left is usually next to the new
+  // one, in the same bitmap word, where the base (0 for byte-valued ranks) is levels away.
   uint32_t MinBucket() const {
     if (min_valid_) return static_cast<uint32_t>(min_key_ & mask_);
-    uint32_t b = bitmap_.Next(static_cast<uint32_t>(map_.base() & mask_));
+    uint32_t b = bitmap_.Next(static_cast<uint32_t>(low_key_ & mask_));
     if (b == HierBitmap::kNone) b = bitmap_.First();
     // The key follows from the bucket (every key of the window has its own bucket), so finding
     // the minimum does not wait for the head message's state: the scheduler peeks here to
     // prefetch that state.
-    min_key_ = map_.base() + ((b - map_.base()) & mask_);
+    min_key_ = low_key_ + ((b - low_key_) & mask_);
+    low_key_ = min_key_;
     min_valid_ = true;
     return b;
   }
@@ -379,6 +406,8 @@ class FfsRankQueue {
   uint64_t front_key_ = 0;
   mutable uint64_t min_key_ = 0;  // valid while min_valid_: the smallest key in the queue
   mutable bool min_valid_ = false;
+  // No key in the buckets is smaller (while they hold any): where finding the minimum starts.
+  mutable uint64_t low_key_ = 0;
 };
 
 }  // namespace qosvisor::sched

@@ -49,6 +49,12 @@ class HeapRankQueue {
     return heap_[2].id;
   }
 
+  // As FfsRankQueue's; the heap knows only the first two in order.
+  uint32_t PeekAt(uint32_t k) const {
+    if (k == 0) return PeekMin();
+    return k == 1 ? PeekSecond() : kNoId;
+  }
+
   // As FfsRankQueue's prefetch hint; the heap knows only the first two in order.
   uint32_t PeekNext(uint32_t* out, uint32_t n) const {
     uint32_t got = 0;

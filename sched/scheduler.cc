@@ -14,10 +14,9 @@ namespace {
 
 constexpr uint32_t kReclaimBudget = 2;  // idle slots inspected per Dequeue call
 // Dequeue's pipeline depth: a DRAM miss here costs several picks' work, so message states are
-// asked for this many picks ahead, and the packets of the next kMetasAhead messages (at most
-// kRingAhead each from their rings) once their states are near.
+// asked for this many picks ahead, and the packets of the pick after next (at most kRingAhead
+// from its ring) once its state is near.
 constexpr uint32_t kStatesAhead = 8;
-constexpr uint32_t kMetasAhead = 2;
 constexpr uint8_t kRingAhead = 3;
 // Below this many live messages their states stay in L2 (4,096 x 128 B = 512 KiB): the
 // lookahead would only cost its instructions (about a fifth of a packet's time at 64 messages).
@@ -592,6 +591,50 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
   return static_cast<uint16_t>(n - burst_dropped_);
 }
 
+// Software pipeline over the picks to come (like rte_sched's grinders). The rank queue names
+// them without reading their states, so the states of the next kStatesAhead are loaded ahead
+// (a line already on its way costs next to nothing), and for the pick after next, whose state
+// was asked for picks ago, the packets it will rank once its head leaves (the heads themselves
+// are never read here): srpt tends to send a message's queued packets back to back, so the next
+// few its ring names, and its overflow link. `sent`: the message that just sent, whose packets
+// PushHead has loaded.
+//
+// `first`: the first pick of a Dequeue call names all kStatesAhead (Enqueue may have filed new
+// minima since the last call). Later picks of the same call only extend the window by the one
+// pick that entered it: within a call nothing is filed but the messages that just sent, which
+// are in cache, so the rest of the window is as the previous pick named it. Gathering all of it
+// again on every pick cost about 200 instructions a packet at 65,536 messages.
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::LookAhead(const RankQueue& q, uint32_t sent, bool first) const {
+  uint32_t ahead[kStatesAhead];
+  uint32_t known = 0;
+  if (!first) {
+    ahead[0] = q.PeekAt(kStatesAhead - 1);
+    ahead[1] = q.PeekAt(1);
+    if (ahead[0] != kNoId && ahead[0] != sent) table_.PrefetchSlot(ahead[0], true);
+    if (ahead[1] != kNoId) PrefetchNextPackets(ahead[1], sent);
+    return;
+  }
+  known = q.PeekNext(ahead, kStatesAhead);
+  for (uint32_t k = 0; k < known; ++k) {
+    if (ahead[k] != sent) table_.PrefetchSlot(ahead[k], true);
+  }
+  for (uint32_t k = 0; k < std::min<uint32_t>(known, 2); ++k) PrefetchNextPackets(ahead[k], sent);
+}
+
+// The packets behind the head of message `slot` (not `sent`'s: PushHead loads those).
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::PrefetchNextPackets(uint32_t slot, uint32_t sent) const {
+  if (slot == sent) return;
+  const MessageState& nm = table_[slot];
+  for (uint8_t j = 1; j <= kRingAhead; ++j) {
+    rte_mbuf* p = nm.at(j);
+    if (p == nullptr) break;
+    __builtin_prefetch(Meta(p));
+  }
+  if (nm.overflow_head != nullptr) __builtin_prefetch(Meta(nm.overflow_head));
+}
+
 template <typename RankQueue>
 uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
   pacer_.Refill(now);
@@ -602,6 +645,7 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
   // No Enqueue runs in between, so nothing can look these messages up meanwhile.
   uint32_t ended[kMaxBurst];
   uint16_t ended_count = 0;
+  const uint16_t first_pick = added;
   while (!batch.full() && pacer_.CanSend()) {
     // One plain class (the common uplink) needs no share decision at all.
     int sel = single_plain_class_ ? (queues_[0].Empty() ? -1 : 0) : SelectClass(now);
@@ -635,27 +679,7 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
       if (q.Empty()) DeactivateClass(c);
     }
     ChargeShares(c, len, !q.Empty());
-    // Software pipeline over the picks to come (like rte_sched's grinders). The rank queue names
-    // them without reading their states, so the states of the next kStatesAhead are loaded now
-    // (a line already on its way costs next to nothing), and for the next kMetasAhead, whose
-    // states were asked for picks ago, the packets they will rank once their heads leave (the
-    // heads themselves are never read here): srpt tends to send a message's queued packets back
-    // to back, so the next few its ring names, and its overflow link.
-    uint32_t ahead[kStatesAhead];
-    const uint32_t known = table_.live() < kLookaheadFrom ? 0 : q.PeekNext(ahead, kStatesAhead);
-    for (uint32_t k = 0; k < known; ++k) {
-      if (ahead[k] != slot) table_.PrefetchSlot(ahead[k], true);
-    }
-    for (uint32_t k = 0; k < std::min(known, kMetasAhead); ++k) {
-      if (ahead[k] == slot) continue;  // PushHead has loaded its packets
-      const MessageState& nm = table_[ahead[k]];
-      for (uint8_t j = 1; j <= kRingAhead; ++j) {
-        rte_mbuf* p = nm.at(j);
-        if (p == nullptr) break;
-        __builtin_prefetch(Meta(p));
-      }
-      if (nm.overflow_head != nullptr) __builtin_prefetch(Meta(nm.overflow_head));
-    }
+    if (table_.live() >= kLookaheadFrom) LookAhead(q, slot, added == first_pick);
     pacer_.Consume(len);
     batch.Push(pkt);
     ++added;

@@ -205,6 +205,8 @@ class BasicScheduler {
   void ActivateClass(uint16_t class_id);
   void DeactivateClass(uint16_t class_id);
   void ChargeShares(uint16_t class_id, uint32_t bytes, bool class_still_active);
+  void LookAhead(const RankQueue& q, uint32_t sent, bool first) const;
+  void PrefetchNextPackets(uint32_t slot, uint32_t sent) const;
   bool Eligible(uint16_t class_id, uint64_t now) const;
   int SelectInTenant(uint16_t tenant, uint64_t now) const;
   int SelectClass(uint64_t now) const;

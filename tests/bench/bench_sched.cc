@@ -25,7 +25,8 @@
 //
 // Usage: bench_sched [--pages 4k|2m] [--quick | --queues N] [--hugepages-needed].
 // BENCH_SCHED_ONLY=1 runs only our scheduler (for profiling); BENCH_SCHED_HARNESS=1 adds a no-op
-// scheduler line (the harness's own cost).
+// scheduler line (the harness's own cost); BENCH_SCHED_PATTERN=random (or sequential, idle_burst,
+// adversarial) runs that pattern alone.
 #include <rte_eal.h>
 #include <rte_mbuf.h>
 #include <rte_sched.h>
@@ -630,6 +631,7 @@ int Main(int argc, char** argv) {
   }
   const bool only_ours = std::getenv("BENCH_SCHED_ONLY") != nullptr;
   const bool harness = std::getenv("BENCH_SCHED_HARNESS") != nullptr;
+  const char* only_pattern = std::getenv("BENCH_SCHED_PATTERN");
   if (print_needed) {
     std::printf("%llu\n", static_cast<unsigned long long>(HugePagesNeeded(queue_counts, harness)));
     return 0;
@@ -661,6 +663,7 @@ int Main(int argc, char** argv) {
     double random_mpps = 0;
     for (Pattern p :
          {Pattern::kRandom, Pattern::kSequential, Pattern::kIdleBurst, Pattern::kAdversarial}) {
+      if (only_pattern != nullptr && std::strcmp(only_pattern, PatternName(p)) != 0) continue;
       std::vector<std::pair<std::string, std::unique_ptr<Runner>>> runners;
       runners.emplace_back("qosvisor", std::make_unique<RunnerFor<OurSched<sched::Scheduler>>>(
                                            queues, p, *w4, queues, false));

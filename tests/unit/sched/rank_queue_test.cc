@@ -225,6 +225,11 @@ TEMPLATE_TEST_CASE("rank queue matches the reference when the minimum returns sm
       const uint32_t known = q.PeekNext(next, 8);
       REQUIRE(known >= 1);
       REQUIRE(next[0] == q.PeekMin());
+      REQUIRE(q.PeekAt(0) == q.PeekMin());
+      for (uint32_t k = 1; k < known; ++k) {
+        const uint32_t at = q.PeekAt(k);
+        if (at != kNoId) REQUIRE(at == next[k]);
+      }
     }
   }
   while (ref.size() > 0) REQUIRE(q.PopMin() == ref.PopMin());
@@ -309,6 +314,22 @@ TEST_CASE("ffs rank queue: long runs of one key span chunks, removal anywhere ke
         }
       }
       for (uint32_t k = 0; k < n; ++k) REQUIRE(ahead[k] == order[k]);
+      // PeekAt names the k-th pick whenever it lies in the front or the minimum's bucket (here
+      // runs of one key span chunks), and is never wrong.
+      std::vector<uint32_t> picks;
+      for (auto jt = it; jt != ref.end() && picks.size() < 13; ++jt) {
+        for (uint32_t x : jt->second) {
+          if (picks.size() < 13) picks.push_back(x);
+        }
+      }
+      REQUIRE(q.PeekAt(0) == q.PeekMin());
+      for (uint32_t k = 0; k < 13; ++k) {
+        const uint32_t at = q.PeekAt(k);
+        if (at == kNoId) continue;
+        REQUIRE(k < picks.size());
+        REQUIRE(at == picks[k]);
+      }
+      if (it->second.size() >= 13) REQUIRE(q.PeekAt(12) == picks[12]);
       const uint32_t got = q.PopMin();
       REQUIRE(got == it->second.front());
       it->second.pop_front();
