@@ -47,7 +47,7 @@ uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id, uint32_t h
   }
   uint32_t slot = free_[--free_count_];
   if (slot >= high_water_) high_water_ = slot + 1;
-  index_[i] = Entry{message_id, slot};
+  index_[i] = Entry{message_id, slot, home};
   MessageState& m = slots_[slot];
   ResetToDefault(m);
   m.message_id = message_id;
@@ -57,14 +57,14 @@ uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id, uint32_t h
   return slot;
 }
 
-void MessageTable::Erase(uint32_t slot) {
+void MessageTable::EraseFrom(uint32_t slot, uint32_t home_of_slot) {
   MessageState& m = slots_[slot];
-  uint32_t i = IndexOf(m.message_id);
+  uint32_t i = home_of_slot;
   while (index_[i].slot != slot) i = (i + 1) & index_mask_;
   // Backward-shift: move later entries of the probe run into the hole if their home allows it.
   for (uint32_t j = (i + 1) & index_mask_;; j = (j + 1) & index_mask_) {
     if (index_[j].slot == kNoId) break;
-    uint32_t home = IndexOf(index_[j].message_id);
+    const uint32_t home = index_[j].home;
     // Entry j may move to i when its home is not in (i, j] (cyclically).
     bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
     if (!stays) {

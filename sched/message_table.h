@@ -117,7 +117,6 @@ class MessageTable {
   uint32_t IndexOf(uint64_t message_id) const {
     return static_cast<uint32_t>(KeyedHash64(message_id, key_) >> index_shift_);
   }
-  void PrefetchIndex(uint64_t message_id) const { PrefetchIndexAt(IndexOf(message_id)); }
   void PrefetchIndexAt(uint32_t home) const { __builtin_prefetch(&index_[home]); }
   void PrefetchSlot(uint32_t slot, bool write) const {
     const char* p = reinterpret_cast<const char*>(&slots_[slot]);
@@ -154,7 +153,9 @@ class MessageTable {
   }
 
   // Frees a slot found through the index (not a reserved one); its queue must be empty.
-  void Erase(uint32_t slot);
+  void Erase(uint32_t slot) { EraseFrom(slot, IndexOf(slots_[slot].message_id)); }
+  // The same for a caller that has `home` = IndexOf(the slot's message id) already.
+  void EraseFrom(uint32_t slot, uint32_t home);
 
   // Visits up to `budget` slots round-robin; frees those empty for longer than `timeout` (in
   // kIdleShift units) at time `now`. Returns how many were freed.
@@ -164,6 +165,7 @@ class MessageTable {
   struct Entry {
     uint64_t message_id = 0;
     uint32_t slot = kNoId;
+    uint32_t home = 0;  // IndexOf(message_id), kept so that erasing never hashes the run again
   };
 
   // The index position holding `message_id`, whose home is `home`, or kNoId.

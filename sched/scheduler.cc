@@ -104,6 +104,8 @@ BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSin
   }
   single_plain_class_ = n == 1 && !any_gated_;
   charge_tenants_ = config_.tenant_share == Share::kWfq && config_.tenants.size() > 1;
+  charges_shares_ = charge_tenants_;
+  for (const TenantState& t : tenants_) charges_shares_ |= t.charge_classes;
   idle_bursts_ = single_plain_class_ && !charge_tenants_ && !tenants_[0].charge_classes &&
                  RanksNeedNoMessageState(config_.classes[0]);
   uint32_t burst = config_.pacer_burst_bytes != 0 ? config_.pacer_burst_bytes : 32 * 1538;
@@ -331,7 +333,8 @@ int BasicScheduler<RankQueue>::VictimClass() const {
 }
 
 template <typename RankQueue>
-void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot, uint32_t home) {
+[[gnu::always_inline]] inline void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot,
+                                                                   uint32_t home) {
   PacketMeta& pm = *Meta(pkt);
   uint32_t len = pm.wire_len;
   if (pm.class_id >= classes_.size()) {
@@ -372,6 +375,7 @@ void BasicScheduler<RankQueue>::Admit(rte_mbuf* pkt, uint32_t slot, uint32_t hom
   buffered_bytes_ += len;
   ++buffered_packets_;
   if (AppendToMessage(pkt, slot)) PushHead(c, slot, pm.arrival_tsc);
+  if (!buffer_full) return;  // the buffer holds the arrival
   // pFabric: make room by evicting the worst-ranked head of the class the share would serve last,
   // which may be the arrival's own class and the arrival itself.
   while (buffered_bytes_ > config_.buffer_bytes || buffered_packets_ > config_.buffer_packets) {
@@ -644,6 +648,7 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
   // ago), so they are prefetched now and erased once the burst is picked, when they have arrived.
   // No Enqueue runs in between, so nothing can look these messages up meanwhile.
   uint32_t ended[kMaxBurst];
+  uint32_t ended_home[kMaxBurst];  // their index positions, hashed once
   uint16_t ended_count = 0;
   const uint16_t first_pick = added;
   while (!batch.full() && pacer_.CanSend()) {
@@ -673,18 +678,19 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
       PushHead(c, slot, now);
     } else {
       if (last && !(m.flags & kMsgDefault)) {
-        table_.PrefetchIndex(m.message_id);
+        ended_home[ended_count] = table_.IndexOf(m.message_id);
+        table_.PrefetchIndexAt(ended_home[ended_count]);
         ended[ended_count++] = slot;
       }
       if (q.Empty()) DeactivateClass(c);
     }
-    ChargeShares(c, len, !q.Empty());
+    if (charges_shares_) ChargeShares(c, len, !q.Empty());
     if (table_.live() >= kLookaheadFrom) LookAhead(q, slot, added == first_pick);
     pacer_.Consume(len);
     batch.Push(pkt);
     ++added;
   }
-  for (uint16_t i = 0; i < ended_count; ++i) table_.Erase(ended[i]);
+  for (uint16_t i = 0; i < ended_count; ++i) table_.EraseFrom(ended[i], ended_home[i]);
   if (idle_timeout_ != 0) {
     reclaimed_idle_ += table_.ReclaimIdle(now_coarse, idle_timeout_, kReclaimBudget);
   }

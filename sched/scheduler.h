@@ -231,6 +231,7 @@ class BasicScheduler {
   uint64_t vtime_ = 0;  // tenant share's virtual time
   bool any_gated_ = false;
   bool charge_tenants_ = false;
+  bool charges_shares_ = false;  // some level shares by wfq tags (else ChargeShares does nothing)
   bool single_plain_class_ = false;
   Pacer pacer_;
   PacketBatch drops_;
