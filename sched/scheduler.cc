@@ -607,19 +607,19 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
 // minima since the last call). Later picks of the same call only extend the window by the one
 // pick that entered it: within a call nothing is filed but the messages that just sent, which
 // are in cache, so the rest of the window is as the previous pick named it. Gathering all of it
-// again on every pick cost about 200 instructions a packet at 65,536 messages.
+// again on every pick cost about 200 instructions a packet at 65,536 messages. (When several
+// classes take turns, each pick extends its own class's window; these are hints either way.)
 template <typename RankQueue>
 void BasicScheduler<RankQueue>::LookAhead(const RankQueue& q, uint32_t sent, bool first) const {
-  uint32_t ahead[kStatesAhead];
-  uint32_t known = 0;
   if (!first) {
-    ahead[0] = q.PeekAt(kStatesAhead - 1);
-    ahead[1] = q.PeekAt(1);
-    if (ahead[0] != kNoId && ahead[0] != sent) table_.PrefetchSlot(ahead[0], true);
-    if (ahead[1] != kNoId) PrefetchNextPackets(ahead[1], sent);
+    const uint32_t entered = q.PeekAt(kStatesAhead - 1);
+    if (entered != kNoId && entered != sent) table_.PrefetchSlot(entered, true);
+    const uint32_t after_next = q.PeekAt(1);
+    if (after_next != kNoId) PrefetchNextPackets(after_next, sent);
     return;
   }
-  known = q.PeekNext(ahead, kStatesAhead);
+  uint32_t ahead[kStatesAhead];
+  const uint32_t known = q.PeekNext(ahead, kStatesAhead);
   for (uint32_t k = 0; k < known; ++k) {
     if (ahead[k] != sent) table_.PrefetchSlot(ahead[k], true);
   }
