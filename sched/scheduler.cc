@@ -106,8 +106,8 @@ BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSin
   charge_tenants_ = config_.tenant_share == Share::kWfq && config_.tenants.size() > 1;
   charges_shares_ = charge_tenants_;
   for (const TenantState& t : tenants_) charges_shares_ |= t.charge_classes;
-  idle_bursts_ = single_plain_class_ && !charge_tenants_ && !tenants_[0].charge_classes &&
-                 RanksNeedNoMessageState(config_.classes[0]);
+  idle_bursts_ =
+      single_plain_class_ && !charges_shares_ && RanksNeedNoMessageState(config_.classes[0]);
   uint32_t burst = config_.pacer_burst_bytes != 0 ? config_.pacer_burst_bytes : 32 * 1538;
   pacer_ = Pacer(config_.pacing_bps, hz_, burst);
   idle_timeout_ = static_cast<uint32_t>(std::min<uint64_t>(
