@@ -125,7 +125,9 @@ class FfsRankQueue {
     if (size_ == 0) return kNoId;
     const uint32_t b = MinBucket();
     const uint32_t id = First(buckets_[b]);
-    map_.OnPopMin(nodes_[id].key);
+    // The bucket's key is min_key_ (every key of the window has its own bucket): reading it from
+    // the element's node would wait for a state line the scheduler may still be loading.
+    map_.OnPopMin(min_key_);
     DropHead(b);
     return id;
   }

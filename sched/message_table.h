@@ -21,10 +21,15 @@ inline constexpr uint16_t kMsgDefault = 1u << 1;  // a class's fallback queue, n
 
 inline constexpr uint8_t kInlinePackets = 6;
 
-// Two cache lines: everything the data path touches for a message. The oldest packets' pointers
-// sit in the state itself (line 1), so the next heads are known, and their mbufs prefetched,
-// without chasing PacketMeta::next through cold mbufs; only a message with more than
+// Two cache lines: everything the data path touches for a message, split by who needs it. The
+// oldest packets' pointers sit in the state itself, so the next heads are known, and their mbufs
+// prefetched, without chasing PacketMeta::next through cold mbufs; only a message with more than
 // kInlinePackets queued links the rest through PacketMeta::next.
+//
+// Line 0 holds the rank-queue links and what Dequeue reads of the head, written when a packet
+// becomes its message's head. Line 1 holds everything an arrival behind a queued head touches
+// (the ring, the counts, the class), so that the common arrival loads one line, not two: with
+// many messages queued both are cold, and Enqueue's time goes into waiting for them.
 struct alignas(64) MessageState {
   RankNode node;                      // links in the class's rank queue (must stay first)
   rte_mbuf* overflow_head = nullptr;  // packets after the ring, oldest first
@@ -32,18 +37,19 @@ struct alignas(64) MessageState {
   uint64_t message_id = 0;
   uint64_t tag = 0;         // wfq: finish tag; srpt with aging: first arrival TSC
   uint32_t bytes_sent = 0;  // saturates; las ranks by it
+  // What Dequeue needs of the head packet, copied when it became head (its mbuf was in cache
+  // then), so sending it never reads the mbuf: with many messages queued that mbuf is cold.
+  uint32_t head_len = 0;      // wire_len
+  uint64_t head_arrival = 0;  // arrival_tsc
+
+  rte_mbuf* ring[kInlinePackets] = {};  // the oldest queued packets, from ring_head on
   uint32_t bytes_queued = 0;
   uint32_t last_active = 0;  // TSC >> kIdleShift of the last enqueue or dequeue
   uint16_t class_id = 0;
   uint16_t flags = 0;
-  rte_mbuf* ring[kInlinePackets] = {};  // the oldest queued packets, from ring_head on
   uint8_t ring_head = 0;
   uint8_t ring_count = 0;  // < kInlinePackets only while the overflow list is empty
-  // What Dequeue needs of the head packet, copied when it became head (its mbuf was in cache
-  // then), so sending it never reads the mbuf: with many messages queued that mbuf is cold.
-  bool head_last = false;     // kMetaLastOfMessage
-  uint32_t head_len = 0;      // wire_len
-  uint64_t head_arrival = 0;  // arrival_tsc
+  bool head_last = false;  // the head's kMetaLastOfMessage (with the ring: no room in line 0)
 
   bool empty() const { return ring_count == 0; }
   rte_mbuf* front() const { return ring[ring_head]; }
@@ -83,6 +89,7 @@ struct alignas(64) MessageState {
 };
 static_assert(sizeof(MessageState) == 128, "message state must stay two cache lines");
 static_assert(offsetof(MessageState, node) == 0, "RankNodes assumes the node at offset 0");
+static_assert(offsetof(MessageState, ring) == 64, "an arrival's fields must fill line 1");
 
 inline constexpr int kIdleShift = 16;  // idle times are coarse: ~20 us units at 3 GHz
 
@@ -119,14 +126,14 @@ class MessageTable {
   }
   void PrefetchIndexAt(uint32_t home) const { __builtin_prefetch(&index_[home]); }
   void PrefetchSlot(uint32_t slot, bool write) const {
-    const char* p = reinterpret_cast<const char*>(&slots_[slot]);
-    if (write) {
-      __builtin_prefetch(p, 1);
-      __builtin_prefetch(p + 64, 1);
-    } else {
-      __builtin_prefetch(p);
-      __builtin_prefetch(p + 64);
-    }
+    PrefetchHeadLine(slot, write);
+    PrefetchArrivalLine(slot, write);
+  }
+  // Line 0 of a state (links and head fields) and line 1 (what an arrival touches); see
+  // MessageState.
+  void PrefetchHeadLine(uint32_t slot, bool write) const { Prefetch(&slots_[slot], write); }
+  void PrefetchArrivalLine(uint32_t slot, bool write) const {
+    Prefetch(reinterpret_cast<const char*>(&slots_[slot]) + 64, write);
   }
 
   // The slot of `message_id`, or kNoId.
@@ -177,6 +184,14 @@ class MessageTable {
       if (e.message_id == message_id) return i;
     }
     return kNoId;
+  }
+
+  static void Prefetch(const void* p, bool write) {
+    if (write) {
+      __builtin_prefetch(p, 1);
+    } else {
+      __builtin_prefetch(p);
+    }
   }
 
   PageArray<MessageState> slots_;

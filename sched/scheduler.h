@@ -205,6 +205,7 @@ class BasicScheduler {
   void ActivateClass(uint16_t class_id);
   void DeactivateClass(uint16_t class_id);
   void ChargeShares(uint16_t class_id, uint32_t bytes, bool class_still_active);
+  void PrefetchHeadLineIfEmpty(uint32_t slot) const;
   void LookAhead(const RankQueue& q, uint32_t sent, bool first) const;
   void PrefetchNextPackets(uint32_t slot, uint32_t sent) const;
   bool Eligible(uint16_t class_id, uint64_t now) const;
