@@ -28,6 +28,10 @@ struct PacketMeta {
 };
 
 inline constexpr uint16_t kMetaLastOfMessage = 1u << 0;  // sender says the message ends here
+// The packet is its message's only one (classification set kMetaLastOfMessage too and knows the
+// offset is 0): the scheduler queues it without looking its id up or indexing it, since no
+// later packet can be of the same message.
+inline constexpr uint16_t kMetaWholeMessage = 1u << 1;
 
 // The private area directly follows struct rte_mbuf, which is two cache lines in every DPDK
 // build we support (dataplane/ static_asserts it); this is what rte_mbuf_to_priv() computes.

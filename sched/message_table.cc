@@ -45,20 +45,36 @@ uint32_t MessageTable::Insert(uint64_t message_id, uint16_t class_id, uint32_t h
   for (uint32_t d = 0; index_[i].slot != kNoId; ++d, i = (i + 1) & index_mask_) {
     if (d + 1 == kMaxProbe) return kNoId;
   }
-  uint32_t slot = free_[--free_count_];
-  if (slot >= high_water_) high_water_ = slot + 1;
+  const uint32_t slot = Claim(message_id, class_id, kMsgInUse);
   index_[i] = Entry{message_id, slot, home};
+  return slot;
+}
+
+uint32_t MessageTable::InsertUnindexed(uint64_t message_id, uint16_t class_id) {
+  if (free_count_ == 0) return kNoId;
+  return Claim(message_id, class_id, kMsgInUse | kMsgUnindexed);
+}
+
+uint32_t MessageTable::Claim(uint64_t message_id, uint16_t class_id, uint16_t flags) {
+  const uint32_t slot = free_[--free_count_];
+  if (slot >= high_water_) high_water_ = slot + 1;
   MessageState& m = slots_[slot];
   ResetToDefault(m);
   m.message_id = message_id;
   m.class_id = class_id;
-  m.flags = kMsgInUse;
+  m.flags = flags;
   ++live_;
   return slot;
 }
 
+void MessageTable::Release(uint32_t slot) {
+  slots_[slot].flags = 0;
+  free_[free_count_++] = slot;
+  --live_;
+}
+
 void MessageTable::EraseFrom(uint32_t slot, uint32_t home_of_slot) {
-  MessageState& m = slots_[slot];
+  if (slots_[slot].flags & kMsgUnindexed) return Release(slot);
   uint32_t i = home_of_slot;
   while (index_[i].slot != slot) i = (i + 1) & index_mask_;
   // Backward-shift: move later entries of the probe run into the hole if their home allows it.
@@ -73,9 +89,7 @@ void MessageTable::EraseFrom(uint32_t slot, uint32_t home_of_slot) {
     }
   }
   index_[i] = Entry{};
-  m.flags = 0;
-  free_[free_count_++] = slot;
-  --live_;
+  Release(slot);
 }
 
 uint32_t MessageTable::ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budget) {

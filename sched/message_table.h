@@ -18,6 +18,9 @@ namespace qosvisor::sched {
 
 inline constexpr uint16_t kMsgInUse = 1u << 0;
 inline constexpr uint16_t kMsgDefault = 1u << 1;  // a class's fallback queue, never reclaimed
+// A message of one packet (kMetaWholeMessage): no later packet will look it up, so its id is not
+// in the index and freeing its slot touches nothing but the slot and the free list.
+inline constexpr uint16_t kMsgUnindexed = 1u << 2;
 
 inline constexpr uint8_t kInlinePackets = 6;
 
@@ -153,15 +156,23 @@ class MessageTable {
   // The same with `home` = IndexOf(message_id).
   uint32_t Insert(uint64_t message_id, uint16_t class_id, uint32_t home);
 
+  // A fresh slot for a message of one packet, which Find never finds; kNoId when the table is
+  // full. A message id may be in the index and in unindexed slots at once (a sender's duplicate).
+  uint32_t InsertUnindexed(uint64_t message_id, uint16_t class_id);
+
   // How far `message_id`'s entry lies from its home position, or kNoId when it is not indexed.
   uint32_t ProbeDistance(uint64_t message_id) const {
     const uint32_t i = Locate(message_id, IndexOf(message_id));
     return i == kNoId ? kNoId : (i - IndexOf(message_id)) & index_mask_;
   }
 
-  // Frees a slot found through the index (not a reserved one); its queue must be empty.
-  void Erase(uint32_t slot) { EraseFrom(slot, IndexOf(slots_[slot].message_id)); }
-  // The same for a caller that has `home` = IndexOf(the slot's message id) already.
+  // Frees a message's slot (not a reserved one); its queue must be empty.
+  void Erase(uint32_t slot) {
+    if (slots_[slot].flags & kMsgUnindexed) return Release(slot);
+    EraseFrom(slot, IndexOf(slots_[slot].message_id));
+  }
+  // The same for a caller that has `home` = IndexOf(the slot's message id) already, or kNoId
+  // for an unindexed slot.
   void EraseFrom(uint32_t slot, uint32_t home);
 
   // Visits up to `budget` slots round-robin; frees those empty for longer than `timeout` (in
@@ -186,6 +197,10 @@ class MessageTable {
     return kNoId;
   }
 
+  // Pops a free slot and makes it a fresh message's; kNoId when none is free.
+  uint32_t Claim(uint64_t message_id, uint16_t class_id, uint16_t flags);
+  // Returns a slot to the free list.
+  void Release(uint32_t slot);
   static void Prefetch(const void* p, bool write) {
     if (write) {
       __builtin_prefetch(p, 1);

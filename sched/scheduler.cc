@@ -19,7 +19,8 @@ constexpr uint32_t kReclaimBudget = 2;  // idle slots inspected per Dequeue call
 constexpr uint32_t kStatesAhead = 8;
 constexpr uint8_t kRingAhead = 3;
 // Below this many live messages their states stay in L2 (4,096 x 128 B = 512 KiB): the
-// lookahead would only cost its instructions (about a fifth of a packet's time at 64 messages).
+// lookahead, and Enqueue's early loads of head lines, would only cost their instructions (the
+// lookahead about a fifth of a packet's time at 64 messages).
 constexpr uint32_t kLookaheadFrom = 4096;
 // How many packets ahead Enqueue loads the head lines of messages that an arrival will give a
 // head: their arrival lines, asked for while the burst was staged, have arrived by then.
@@ -272,7 +273,9 @@ template <typename RankQueue>
 uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_t c,
                                                    bool* created, uint32_t home) {
   const uint32_t slot =
-      table_.Insert(pm.message_id, c, home != kNoId ? home : table_.IndexOf(pm.message_id));
+      (pm.flags & kMetaWholeMessage)
+          ? table_.InsertUnindexed(pm.message_id, c)
+          : table_.Insert(pm.message_id, c, home != kNoId ? home : table_.IndexOf(pm.message_id));
   *created = slot != kNoId;
   if (slot == kNoId) {
     ++(table_.free_slots() == 0 ? stats_[c].table_full_fallback : stats_[c].probe_limit_fallback);
@@ -298,8 +301,11 @@ void BasicScheduler<RankQueue>::DropWorst(uint16_t c, uint64_t now) {
   st.dropped_bytes += len;
   if (!m.empty()) {
     PushHead(c, slot, now);
-  } else if (q.Empty()) {
-    DeactivateClass(c);
+  } else {
+    // A message of one packet gets no other: its slot goes back now (an indexed message keeps
+    // its slot for packets still to come, until its idle timeout).
+    if (m.flags & kMsgUnindexed) table_.Erase(slot);
+    if (q.Empty()) DeactivateClass(c);
   }
   Drop(victim);
 }
@@ -509,7 +515,7 @@ void BasicScheduler<RankQueue>::FileIdleBurst() {
   idle_next_ = idle_end_ = 0;
   for (uint16_t i = 0; i < n; ++i) {
     const PacketMeta& pm = *Meta(rest[i].pkt);
-    uint32_t slot = ResolveSlot(pm, kNoId);
+    uint32_t slot = (pm.flags & kMetaWholeMessage) ? kNoId : ResolveSlot(pm, kNoId);
     // (TakeIdleBurst saw room for every packet, and only ReclaimIdle, which frees, ran since: a
     // full table is not expected here, and would be treated as Admit treats it.)
     bool created;
@@ -568,11 +574,16 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
   // Stage the burst like rte_sched's grinders: touch every index entry, then every message
   // state, so the cache misses of the burst overlap instead of queueing one behind the other.
   // Appending never touches an older packet while the message's inline ring has room.
+  // A message of one packet is never looked up: it gets a fresh unindexed slot in Admit.
+  static_assert(kMaxBurst <= 32, "a burst's whole messages are bits of a word");
+  uint32_t whole = 0;  // bit i: packet i is a whole message
   for (uint16_t i = 0; i < n; ++i) {
     const PacketMeta& pm = *Meta(batch.pkts[i]);
-    if (pm.message_slot < table_.capacity()) {
-      table_.PrefetchSlot(pm.message_slot, true);
-      homes[i] = kNoId;  // the hint will most likely do; hashed only if it does not
+    homes[i] = kNoId;
+    if (pm.flags & kMetaWholeMessage) {
+      whole |= uint32_t{1} << i;
+    } else if (pm.message_slot < table_.capacity()) {
+      table_.PrefetchSlot(pm.message_slot, true);  // hashed only if the hint does not hold
     } else {
       homes[i] = table_.IndexOf(pm.message_id);
       table_.PrefetchIndexAt(homes[i]);
@@ -581,19 +592,20 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
   // An arrival behind its message's queued head touches only the state's arrival line; the head
   // line is loaded a few packets ahead for the messages that are empty (it becomes their head).
   for (uint16_t i = 0; i < n; ++i) {
-    slots[i] = ResolveSlot(*Meta(batch.pkts[i]), homes[i]);
+    slots[i] = (whole >> i) & 1 ? kNoId : ResolveSlot(*Meta(batch.pkts[i]), homes[i]);
     if (slots[i] != kNoId) table_.PrefetchArrivalLine(slots[i], true);
   }
   burst_ = batch.pkts;
   burst_size_ = n;
   burst_dropped_ = 0;
+  const bool states_cold = table_.live() >= kLookaheadFrom;
   for (uint16_t i = 0; i < n; ++i) {
-    if (i + kHeadLinesAhead < n) PrefetchHeadLineIfEmpty(slots[i + kHeadLinesAhead]);
+    if (states_cold && i + kHeadLinesAhead < n) PrefetchHeadLineIfEmpty(slots[i + kHeadLinesAhead]);
     rte_mbuf* pkt = batch.pkts[i];
     uint32_t slot = slots[i];
     // A message created earlier in this burst was not in the index when slots[] was filled.
     uint32_t home = homes[i];
-    if (slot == kNoId) {
+    if (slot == kNoId && !((whole >> i) & 1)) {
       const uint64_t id = Meta(pkt)->message_id;
       if (home == kNoId) home = table_.IndexOf(id);
       slot = table_.FindFrom(id, home);
@@ -689,8 +701,11 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
       PushHead(c, slot, now);
     } else {
       if (last && !(m.flags & kMsgDefault)) {
-        ended_home[ended_count] = table_.IndexOf(m.message_id);
-        table_.PrefetchIndexAt(ended_home[ended_count]);
+        ended_home[ended_count] = kNoId;  // an unindexed slot needs no index entry
+        if (!(m.flags & kMsgUnindexed)) {
+          ended_home[ended_count] = table_.IndexOf(m.message_id);
+          table_.PrefetchIndexAt(ended_home[ended_count]);
+        }
         ended[ended_count++] = slot;
       }
       if (q.Empty()) DeactivateClass(c);

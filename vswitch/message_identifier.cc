@@ -56,6 +56,7 @@ MessageIdentity MessageIdentifier::TcpGap(const ParsedPacket& p, uint32_t wire_l
   m.offset = s.bytes;
   s.bytes += wire_len;
   m.last = (p.tcp_flags & (kTcpFin | kTcpRst)) != 0;
+  m.whole = m.last && m.offset == 0;  // a burst that is one FIN or RST
   return m;
 }
 
@@ -64,6 +65,7 @@ MessageIdentity MessageIdentifier::Datagram(uint32_t wire_len) {
   m.id = kKindDatagram | (next_datagram_++ & kIdMask);
   m.size = wire_len;
   m.last = true;
+  m.whole = true;
   return m;
 }
 

@@ -17,6 +17,7 @@ struct MessageIdentity {
   uint32_t size = 0;    // total bytes when known, else 0
   uint32_t offset = 0;  // bytes of the message before this packet, when known
   bool last = false;    // the sender says the message ends with this packet
+  bool whole = false;   // the packet is the whole message: last, at offset 0 of a tracked offset
 };
 
 class MessageIdentifier {
@@ -99,6 +100,7 @@ inline MessageIdentity MessageIdentifier::Homa(const ParsedPacket& p) {
   // before the last look like the last.
   const uint32_t payload = p.l3_end > p.payload_offset ? p.l3_end - p.payload_offset : 0;
   m.last = uint64_t{p.homa_offset} + payload >= p.homa_message_length;
+  m.whole = m.last && p.homa_offset == 0;
   return m;
 }
 

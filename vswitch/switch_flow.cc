@@ -227,7 +227,9 @@ void Switch::StageForUplink(Worker& w, rte_mbuf* m, const UplinkTarget& t, const
   meta.message_slot = kNoMessageSlot;
   meta.wire_len = wire_len;
   meta.class_id = static_cast<uint16_t>(cls);
-  meta.flags = id.last ? kMetaLastOfMessage : 0;
+  // (An identity that an eBPF program names is never whole: the program may leave offsets at 0.)
+  meta.flags = static_cast<uint16_t>((id.last ? kMetaLastOfMessage : 0) |
+                                     (id.whole ? kMetaWholeMessage : 0));
   meta.rules_generation = t.generation;
   if (up.owner != w.index) {
     PacketBatch& staged = w.to_uplink[t.index];

@@ -8,7 +8,8 @@
 // adversarial pattern is random with message ids a sender picked to share one home position under
 // an unkeyed multiplicative index hash (what a Homa sender can do with its RPC ids): the keyed,
 // probe-bounded table must keep it near the random pattern's rate. Our scheduler gets srpt ranks
-// over W4 message sizes and, as the switch gives it, no message-slot hint ("qosvisor"); the
+// over W4 message sizes and, as the switch gives it, no message-slot hint and one-packet
+// messages marked whole (kMetaWholeMessage, never indexed) ("qosvisor"); the
 // "qosvisor_hinted" variant measures the same when classification hands the slot over
 // (meta.message_slot). rte_sched gets pipes x 16 queues with
 // profiles far above the offered rate, so it never shapes. All implementations of a row live at
@@ -164,8 +165,10 @@ class Source {
     pm.wire_len = payload + 40;
     pm.class_id = 0;
     pm.message_slot = slot_hints ? s.slot_hint : kNoMessageSlot;
+    pm.flags = s.offset + payload >= s.size ? kMetaLastOfMessage : 0;
+    // What classification says of a message of one packet (a datagram, a short Homa message).
+    if (s.offset == 0 && pm.flags != 0) pm.flags |= kMetaWholeMessage;
     s.offset += payload;
-    pm.flags = s.offset >= s.size ? kMetaLastOfMessage : 0;
     ++s.in_flight;
     if (pm.flags) NewMessage(q);
   }

@@ -96,6 +96,7 @@ void Emit(State& st, Sched& sched, uint16_t class_id, uint64_t size, bool known,
     pm.wire_len = payload + c.header_bytes;
     pm.class_id = class_id;
     pm.flags = i + 1 == n ? kMetaLastOfMessage : 0;
+    if (n == 1) pm.flags |= kMetaWholeMessage;  // as classification marks a one-packet message
     offset += payload;
     b.Push(m);
     if (b.full()) sched.Enqueue(b);

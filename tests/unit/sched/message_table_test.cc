@@ -81,6 +81,34 @@ TEST_CASE("reserved slots are never handed out nor reclaimed", "[message_table]"
   CHECK((t[1].flags & kMsgDefault) != 0);
 }
 
+TEST_CASE("a one-packet message takes a slot that no lookup finds", "[message_table]") {
+  MessageTable t(4, 1, kTestKey);
+  const uint32_t indexed = t.Insert(7, 0);
+  const uint32_t lone = t.InsertUnindexed(7, 0);  // the same id again, as a sender's duplicate
+  const uint32_t other = t.InsertUnindexed(8, 0);
+  REQUIRE(indexed != kNoId);
+  REQUIRE(lone != kNoId);
+  REQUIRE(other != kNoId);
+  CHECK(t.Find(7) == indexed);
+  CHECK(t.Find(8) == kNoId);
+  CHECK(t[lone].message_id == 7);
+  CHECK(t[lone].flags == (kMsgInUse | kMsgUnindexed));
+  CHECK(t.live() == 3);
+  CHECK(t.InsertUnindexed(9, 0) == kNoId);  // full
+  CHECK(t.free_slots() == 0);
+  // Freeing it leaves the index alone: the indexed message with its id is still found.
+  t.Erase(lone);
+  CHECK(t.Find(7) == indexed);
+  CHECK(t.live() == 2);
+  t.EraseFrom(other, kNoId);
+  CHECK(t.live() == 1);
+  CHECK(t.free_slots() == 2);
+  t.Erase(indexed);
+  CHECK(t.Find(7) == kNoId);
+  CHECK(t.live() == 0);
+  CHECK(t.Insert(9, 0) != kNoId);
+}
+
 TEST_CASE("idle reclamation frees only empty messages past the timeout", "[message_table]") {
   MessageTable t(8, 0);
   uint32_t busy = t.Insert(1, 0);

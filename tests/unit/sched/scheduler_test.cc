@@ -3,6 +3,7 @@
 #include "sched/scheduler.h"
 
 #include <catch2/catch.hpp>
+#include <random>
 #include <vector>
 
 #include "fake_mbufs.h"
@@ -228,6 +229,113 @@ TEST_CASE("complete messages free their slot at once, idle ones after the timeou
   }
   CHECK((*s)->Stats().live_messages == 0);
   CHECK((*s)->Stats().messages_reclaimed_idle == 1);
+}
+
+namespace {
+
+// Random traffic (one-packet messages and longer ones, bursts of up to 32, batches of every
+// size, drains to empty so that idle bursts happen) through one scheduler; returns the pool
+// indices in the order they left. `mark_whole`: one-packet messages carry kMetaWholeMessage.
+std::vector<size_t> RunMixedTraffic(Policy policy, bool mark_whole, SchedulerStats* stats) {
+  SchedulerConfig c = OneClass(policy);
+  c.max_messages = 256;
+  c.message_hash_key = HashKey{0x243F6A8885A308D3ull, 0x13198A2E03707345ull};
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(20'000);
+  std::mt19937_64 rng(11);
+  struct Open {
+    uint64_t id;
+    uint32_t size, offset;
+  };
+  std::vector<Open> open;
+  uint64_t next_id = 1;
+  size_t used = 0;
+  std::vector<size_t> order;
+  uint64_t now = 0;
+  while (used + kMaxBurst < pool.size()) {
+    PacketBatch b;
+    const uint32_t n = 1 + static_cast<uint32_t>(rng() % kMaxBurst);
+    for (uint32_t k = 0; k < n; ++k) {
+      if (open.empty() || rng() % 3 == 0) {
+        const uint32_t packets = rng() % 2 == 0 ? 1 : 2 + static_cast<uint32_t>(rng() % 5);
+        open.push_back({next_id++, packets * 1000, 0});
+      }
+      Open& o = open[rng() % open.size()];
+      const bool last = o.offset + 1000 >= o.size;
+      uint16_t flags = last ? kMetaLastOfMessage : 0;
+      if (mark_whole && last && o.offset == 0) flags |= kMetaWholeMessage;
+      b.Push(Packet(pool, used++, o.id, o.size, o.offset, 1000, 0, now += 300, flags));
+      o.offset += 1000;
+      if (last) {
+        o = open.back();
+        open.pop_back();
+      }
+    }
+    s->Enqueue(b);
+    // Take a random part of what waits, now and then all of it.
+    const bool drain = rng() % 8 == 0;
+    do {
+      PacketBatch out;
+      out.count = static_cast<uint16_t>(drain ? 0 : rng() % kMaxBurst);
+      const uint16_t first = out.count;
+      if (s->Dequeue(out, now) == 0) break;
+      for (uint16_t i = first; i < out.count; ++i) order.push_back(pool.IndexOf(out.pkts[i]));
+    } while (drain);
+  }
+  for (rte_mbuf* m : DrainAll(*s, now)) order.push_back(pool.IndexOf(m));
+  REQUIRE(drops.pkts.empty());
+  *stats = s->Stats();
+  return order;
+}
+
+}  // namespace
+
+TEST_CASE("one-packet messages marked whole leave exactly as indexed ones would", "[scheduler]") {
+  for (Policy p : {Policy::kSrpt, Policy::kLas, Policy::kFifo}) {
+    SchedulerStats indexed, whole;
+    const std::vector<size_t> a = RunMixedTraffic(p, false, &indexed);
+    const std::vector<size_t> b = RunMixedTraffic(p, true, &whole);
+    CHECK(a.size() == b.size());
+    CHECK(a == b);
+    CHECK(whole.total.dequeued_packets == indexed.total.dequeued_packets);
+    CHECK(whole.total.table_full_fallback == indexed.total.table_full_fallback);
+    CHECK(whole.idle_burst_packets == indexed.idle_burst_packets);
+    if (p != Policy::kLas) CHECK(indexed.idle_burst_packets > 0);  // (las ranks need state)
+    CHECK(whole.live_messages == indexed.live_messages);
+  }
+}
+
+TEST_CASE("a one-packet message's slot goes back when it leaves, is evicted or refused",
+          "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kSrpt);
+  c.buffer_packets = 3;
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(8);
+  const uint16_t whole = kMetaLastOfMessage | kMetaWholeMessage;
+  PacketBatch b;
+  b.Push(Packet(pool, 0, 1, 1000, 0, 1000, 0, 1, whole));
+  b.Push(Packet(pool, 1, 2, 5000, 0, 1000, 0, 2, whole));
+  b.Push(Packet(pool, 2, 1, 1000, 0, 1000, 0, 3, whole));  // a duplicate: a message of its own
+  CHECK(s->Enqueue(b) == 3);
+  CHECK(s->Stats().live_messages == 3);
+  // A shorter message arrives at a full buffer: the 5000-byte one is evicted, its slot freed.
+  CHECK(EnqueueOne(*s, Packet(pool, 3, 3, 500, 0, 500, 0, 4, whole)) == 1);
+  REQUIRE(drops.pkts.size() == 1);
+  CHECK(drops.pkts[0] == pool.Get(1));
+  CHECK(s->Stats().live_messages == 3);
+  // The worst itself is refused, and the slot it took is freed with it.
+  CHECK(EnqueueOne(*s, Packet(pool, 4, 4, 9000, 0, 1000, 0, 5, whole)) == 0);
+  CHECK(s->Stats().live_messages == 3);
+  const std::vector<rte_mbuf*> expect = {pool.Get(3), pool.Get(0), pool.Get(2)};
+  CHECK(DrainAll(*s, 10) == expect);
+  const SchedulerStats st = s->Stats();
+  CHECK(st.live_messages == 0);
+  CHECK(st.total.dropped_worst == 2);
+  CHECK(st.total.enqueued_packets == 5);
+  CHECK(st.total.dequeued_packets == 3);
+  CHECK(st.total.queued_packets == 0);
 }
 
 TEST_CASE("strict priority between tenants, wfq between their classes", "[scheduler]") {

@@ -39,6 +39,14 @@ TEST_CASE("Homa: packets of one RPC share an id, size and offsets come from the 
   CHECK_FALSE(m0.last);
   CHECK_FALSE(m1.last);
   CHECK(m2.last);
+  // Only a message that one packet holds from its first byte is whole: the scheduler queues
+  // such a packet without indexing its id.
+  CHECK_FALSE(m0.whole);
+  CHECK_FALSE(m2.whole);  // the last packet of three
+  auto single = testing::Homa4(79, 900, 0, 900);
+  const MessageIdentity ms = ids.Identify(MessageMode::kHoma, Parsed(single), Len(single), 0, 0);
+  CHECK(ms.last);
+  CHECK(ms.whole);
 }
 
 TEST_CASE("Homa: the last packet is known from the datagram, not the wire or padded length",
@@ -103,7 +111,16 @@ TEST_CASE("tcp-gap: a flow's packets form one message until an idle gap", "[mess
   CHECK(ids.Identify(MessageMode::kTcpGap, Parsed(other_flow), Len(other_flow), idle, 12'802).id !=
         d.id);
   auto fin = testing::Tcp4(40000, 80, 1, 0x11, 0);
-  CHECK(ids.Identify(MessageMode::kTcpGap, Parsed(fin), Len(fin), idle, 12'900).last);
+  const MessageIdentity closing =
+      ids.Identify(MessageMode::kTcpGap, Parsed(fin), Len(fin), idle, 12'900);
+  CHECK(closing.last);
+  CHECK_FALSE(closing.whole);  // it ends the burst that d started
+  CHECK_FALSE(d.whole);
+  // A FIN after an idle gap is a burst of its own: one packet, the whole message.
+  const MessageIdentity lone =
+      ids.Identify(MessageMode::kTcpGap, Parsed(fin), Len(fin), idle, 20'000);
+  CHECK(lone.offset == 0);
+  CHECK(lone.whole);
 }
 
 TEST_CASE("datagrams are one message each, other modes fall back to datagrams", "[message]") {
@@ -114,6 +131,7 @@ TEST_CASE("datagrams are one message each, other modes fall back to datagrams", 
   const MessageIdentity b = ids.Identify(MessageMode::kDatagram, p, Len(udp), 0, 0);
   CHECK(a.id != b.id);
   CHECK(a.last);
+  CHECK(a.whole);
   CHECK(a.size == Len(udp));
   // UDP under a homa or tcp-gap class is not what those modes read: each is its own message.
   const MessageIdentity c = ids.Identify(MessageMode::kHoma, p, Len(udp), 0, 0);
