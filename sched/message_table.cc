@@ -67,14 +67,7 @@ uint32_t MessageTable::Claim(uint64_t message_id, uint16_t class_id, uint16_t fl
   return slot;
 }
 
-void MessageTable::Release(uint32_t slot) {
-  slots_[slot].flags = 0;
-  free_[free_count_++] = slot;
-  --live_;
-}
-
-void MessageTable::EraseFrom(uint32_t slot, uint32_t home_of_slot) {
-  if (slots_[slot].flags & kMsgUnindexed) return Release(slot);
+void MessageTable::EraseIndexed(uint32_t slot, uint32_t home_of_slot) {
   uint32_t i = home_of_slot;
   while (index_[i].slot != slot) i = (i + 1) & index_mask_;
   // Backward-shift: move later entries of the probe run into the hole if their home allows it.

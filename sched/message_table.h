@@ -169,11 +169,15 @@ class MessageTable {
   // Frees a message's slot (not a reserved one); its queue must be empty.
   void Erase(uint32_t slot) {
     if (slots_[slot].flags & kMsgUnindexed) return Release(slot);
-    EraseFrom(slot, IndexOf(slots_[slot].message_id));
+    EraseIndexed(slot, IndexOf(slots_[slot].message_id));
   }
   // The same for a caller that has `home` = IndexOf(the slot's message id) already, or kNoId
-  // for an unindexed slot.
-  void EraseFrom(uint32_t slot, uint32_t home);
+  // for an unindexed slot. Inline for unindexed slots, which under srpt are most of what a
+  // loaded uplink frees.
+  void EraseFrom(uint32_t slot, uint32_t home) {
+    if (slots_[slot].flags & kMsgUnindexed) return Release(slot);
+    EraseIndexed(slot, home);
+  }
 
   // Visits up to `budget` slots round-robin; frees those empty for longer than `timeout` (in
   // kIdleShift units) at time `now`. Returns how many were freed.
@@ -200,7 +204,13 @@ class MessageTable {
   // Pops a free slot and makes it a fresh message's; kNoId when none is free.
   uint32_t Claim(uint64_t message_id, uint16_t class_id, uint16_t flags);
   // Returns a slot to the free list.
-  void Release(uint32_t slot);
+  void Release(uint32_t slot) {
+    slots_[slot].flags = 0;
+    free_[free_count_++] = slot;
+    --live_;
+  }
+  // EraseFrom for a slot in the index.
+  void EraseIndexed(uint32_t slot, uint32_t home);
   static void Prefetch(const void* p, bool write) {
     if (write) {
       __builtin_prefetch(p, 1);
