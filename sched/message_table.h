@@ -29,10 +29,11 @@ inline constexpr uint8_t kInlinePackets = 6;
 // prefetched, without chasing PacketMeta::next through cold mbufs; only a message with more than
 // kInlinePackets queued links the rest through PacketMeta::next.
 //
-// Line 0 holds the rank-queue links and what Dequeue reads of the head, written when a packet
-// becomes its message's head. Line 1 holds everything an arrival behind a queued head touches
-// (the ring, the counts, the class), so that the common arrival loads one line, not two: with
-// many messages queued both are cold, and Enqueue's time goes into waiting for them.
+// Line 0 holds the rank-queue links and what Dequeue reads of the head (but its last flag, for
+// which line 0 has no room), written when a packet becomes its message's head. Line 1 holds
+// everything an arrival behind a queued head touches (the ring, the counts, the class, the
+// flags), so that the common arrival loads one line, not two: with many messages queued both are
+// cold, and Enqueue's time goes into waiting for them.
 struct alignas(64) MessageState {
   RankNode node;                      // links in the class's rank queue (must stay first)
   rte_mbuf* overflow_head = nullptr;  // packets after the ring, oldest first

@@ -256,11 +256,13 @@ void BasicScheduler<RankQueue>::FileHead(uint16_t c, uint32_t slot, uint64_t key
 template <typename RankQueue>
 uint32_t BasicScheduler<RankQueue>::ResolveSlot(const PacketMeta& pm, uint32_t home) {
   // Classification may hand the slot over (it learnt it from an earlier packet); trust it only
-  // when it still holds this message.
+  // when it still holds this message. An unindexed slot holds a message of one packet, which no
+  // other packet joins: its slot may be freed (by an eviction) before this packet is admitted.
   uint32_t hint = pm.message_slot;
   if (hint < table_.capacity()) {
     const MessageState& m = table_[hint];
-    if (m.message_id == pm.message_id && (m.flags & (kMsgInUse | kMsgDefault)) == kMsgInUse) {
+    constexpr uint16_t kMask = kMsgInUse | kMsgDefault | kMsgUnindexed;
+    if (m.message_id == pm.message_id && (m.flags & kMask) == kMsgInUse) {
       return hint;
     }
   }
@@ -462,7 +464,9 @@ bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
     clamped_ranks += clamped;
     in_order &= key >= previous_key;
     previous_key = key;
-    idle_[i] = IdleEntry{key, pkt, pm.wire_len, i, (pm.flags & kMetaLastOfMessage) != 0};
+    const bool frees_slot =
+        (pm.flags & (kMetaLastOfMessage | kMetaWholeMessage)) == kMetaLastOfMessage;
+    idle_[i] = IdleEntry{key, pkt, pm.wire_len, i, frees_slot};
   }
   if (bytes > config_.buffer_bytes) return false;
   q.set_key_map(map);
@@ -542,7 +546,7 @@ uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch, uint64_t n
   while (idle_next_ != idle_end_ && !batch.full() && pacer_.CanSend()) {
     const IdleEntry& e = idle_[idle_next_++];
     q.TookMin(e.key);
-    if (e.last) ForgetEndedMessage(e.pkt);
+    if (e.frees_slot) ForgetEndedMessage(e.pkt);
     const uint64_t waited = now - Meta(e.pkt)->arrival_tsc;  // filed this poll: in cache
     ++stats_[0].sojourn[SojournBucket(waited)];
     stats_[0].sojourn_cycles += waited;
@@ -700,7 +704,8 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     if (!m.empty()) {
       PushHead(c, slot, now);
     } else {
-      if (last && !(m.flags & kMsgDefault)) {
+      // An unindexed slot holds one packet, marked last or not: it ends when that packet leaves.
+      if ((last || (m.flags & kMsgUnindexed)) && !(m.flags & kMsgDefault)) {
         ended_home[ended_count] = kNoId;  // an unindexed slot needs no index entry
         if (!(m.flags & kMsgUnindexed)) {
           ended_home[ended_count] = table_.IndexOf(m.message_id);

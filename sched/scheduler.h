@@ -165,7 +165,7 @@ class BasicScheduler {
     rte_mbuf* pkt;
     uint32_t len;
     uint16_t arrival;  // position in its burst
-    bool last;         // kMetaLastOfMessage
+    bool frees_slot;   // last of a message that may hold a slot (kMetaLastOfMessage, not whole)
   };
   void ForgetEndedMessage(rte_mbuf* pkt);
 

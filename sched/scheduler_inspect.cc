@@ -95,8 +95,8 @@ void BasicScheduler<RankQueue>::Inspect(SchedulerDetail& out, uint32_t top_n, ui
                               : std::max<uint64_t>(1, (candidates + max_samples - 1) / max_samples);
   InspectIdleBurst(out, top_n, max_samples, stride);
   for (uint32_t slot = 0; slot < out.slots_scanned; ++slot) {
-    // bytes_queued shares the state's first cache line with the flags: slots without packets
-    // cost one line, and only queued ones have their second line (the ring) read.
+    // bytes_queued shares the state's arrival line with the flags and the ring: a slot costs
+    // that one line, and only queued ones have their head line read too.
     const MessageState& m = table_[slot];
     if (!(m.flags & kMsgInUse) || m.bytes_queued == 0) continue;
     QueuedMessage q;

@@ -55,8 +55,10 @@ MessageIdentity MessageIdentifier::TcpGap(const ParsedPacket& p, uint32_t wire_l
   m.id = kKindTcp | (Mix(flow, s.burst) & kIdMask);
   m.offset = s.bytes;
   s.bytes += wire_len;
+  // Never whole, not even a burst of one FIN: when the flow's state was dropped (aging, another
+  // worker) its burst count restarts and a burst may get an id whose data still waits, which a
+  // FIN must not overtake.
   m.last = (p.tcp_flags & (kTcpFin | kTcpRst)) != 0;
-  m.whole = m.last && m.offset == 0;  // a burst that is one FIN or RST
   return m;
 }
 

@@ -17,7 +17,9 @@ struct MessageIdentity {
   uint32_t size = 0;    // total bytes when known, else 0
   uint32_t offset = 0;  // bytes of the message before this packet, when known
   bool last = false;    // the sender says the message ends with this packet
-  bool whole = false;   // the packet is the whole message: last, at offset 0 of a tracked offset
+  // The packet is the whole message and no other packet can carry its id (implies last): a
+  // datagram, or a Homa message that one packet holds from offset 0.
+  bool whole = false;
 };
 
 class MessageIdentifier {

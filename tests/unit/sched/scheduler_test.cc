@@ -289,6 +289,15 @@ std::vector<size_t> RunMixedTraffic(Policy policy, bool mark_whole, SchedulerSta
   return order;
 }
 
+constexpr uint16_t kWhole = kMetaLastOfMessage | kMetaWholeMessage;
+
+// An srpt uplink whose buffer holds `packets`, so that drop-worst evicts beyond it.
+std::unique_ptr<Scheduler> SrptHolding(uint32_t packets, DropLog& drops) {
+  SchedulerConfig c = OneClass(Policy::kSrpt);
+  c.buffer_packets = packets;
+  return MustCreate(c, drops);
+}
+
 }  // namespace
 
 TEST_CASE("one-packet messages marked whole leave exactly as indexed ones would", "[scheduler]") {
@@ -308,12 +317,10 @@ TEST_CASE("one-packet messages marked whole leave exactly as indexed ones would"
 
 TEST_CASE("a one-packet message's slot goes back when it leaves, is evicted or refused",
           "[scheduler]") {
-  SchedulerConfig c = OneClass(Policy::kSrpt);
-  c.buffer_packets = 3;
   DropLog drops;
-  auto s = MustCreate(c, drops);
+  auto s = SrptHolding(3, drops);
   FakePool pool(8);
-  const uint16_t whole = kMetaLastOfMessage | kMetaWholeMessage;
+  const uint16_t whole = kWhole;
   PacketBatch b;
   b.Push(Packet(pool, 0, 1, 1000, 0, 1000, 0, 1, whole));
   b.Push(Packet(pool, 1, 2, 5000, 0, 1000, 0, 2, whole));
@@ -336,6 +343,52 @@ TEST_CASE("a one-packet message's slot goes back when it leaves, is evicted or r
   CHECK(st.total.enqueued_packets == 5);
   CHECK(st.total.dequeued_packets == 3);
   CHECK(st.total.queued_packets == 0);
+}
+
+TEST_CASE("no packet joins a one-packet message, not even through a slot hint", "[scheduler]") {
+  DropLog drops;
+  auto s = SrptHolding(2, drops);
+  FakePool pool(8);
+  const uint16_t whole = kWhole;
+  CHECK(EnqueueOne(*s, Packet(pool, 0, 7, 9000, 0, 1000, 0, 1, whole)) == 1);
+  // (The first found the uplink idle and waits unfiled; the second files it.)
+  CHECK(EnqueueOne(*s, Packet(pool, 1, 8, 2000, 0, 1000, 0, 2, whole)) == 1);
+  const uint32_t lone_slot = Meta(pool.Get(0))->message_slot;
+  REQUIRE(lone_slot != kNoMessageSlot);
+  // The next burst: an arrival that evicts the one-packet message (freeing its slot), a new
+  // one-packet message (which takes that slot), and a packet of another message with the first
+  // one's id that names the freed slot as its hint.
+  PacketBatch b;
+  b.Push(Packet(pool, 2, 9, 1000, 0, 1000, 0, 3, whole));
+  b.Push(Packet(pool, 3, 10, 500, 0, 500, 0, 4, whole));
+  rte_mbuf* hinted = Packet(pool, 4, 7, 3000, 0, 1000, 0, 5);
+  Meta(hinted)->message_slot = lone_slot;
+  b.Push(hinted);
+  // Each arrival evicts the worst: the 9000, the 2000, then the hinted packet itself, which had
+  // to start a message of its own rather than join whatever holds its hinted slot by then.
+  CHECK(s->Enqueue(b) == 2);
+  const std::vector<rte_mbuf*> evicted = {pool.Get(0), pool.Get(1), hinted};
+  CHECK(drops.pkts == evicted);
+  // The two one-packet messages queued, and the hinted packet's message, which keeps its slot
+  // for the packets still to come.
+  CHECK(s->Stats().live_messages == 3);
+  const std::vector<rte_mbuf*> expect = {pool.Get(3), pool.Get(2)};
+  CHECK(DrainAll(*s, 10) == expect);
+  CHECK(s->Stats().live_messages == 1);
+  CHECK(s->Stats().total.queued_packets == 0);
+}
+
+TEST_CASE("a one-packet message's slot is freed when it leaves, even unmarked as last",
+          "[scheduler]") {
+  DropLog drops;
+  auto s = MustCreate(OneClass(Policy::kLas), drops);
+  FakePool pool(4);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(EnqueueOne(*s, Packet(pool, i, 5, 0, 0, 100, 0, i, kMetaWholeMessage)) == 1);
+  }
+  CHECK(s->Stats().live_messages == 3);
+  CHECK(DrainAll(*s, 10).size() == 3);
+  CHECK(s->Stats().live_messages == 0);
 }
 
 TEST_CASE("strict priority between tenants, wfq between their classes", "[scheduler]") {
