@@ -704,13 +704,12 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     if (!m.empty()) {
       PushHead(c, slot, now);
     } else {
-      // An unindexed slot holds one packet, marked last or not: it ends when that packet leaves.
-      if ((last || (m.flags & kMsgUnindexed)) && !(m.flags & kMsgDefault)) {
-        ended_home[ended_count] = kNoId;  // an unindexed slot needs no index entry
-        if (!(m.flags & kMsgUnindexed)) {
-          ended_home[ended_count] = table_.IndexOf(m.message_id);
-          table_.PrefetchIndexAt(ended_home[ended_count]);
-        }
+      if (m.flags & kMsgUnindexed) {
+        // One packet, marked last or not, and no index entry to wait for: the slot goes back now.
+        table_.Erase(slot);
+      } else if (last && !(m.flags & kMsgDefault)) {
+        ended_home[ended_count] = table_.IndexOf(m.message_id);
+        table_.PrefetchIndexAt(ended_home[ended_count]);
         ended[ended_count++] = slot;
       }
       if (q.Empty()) DeactivateClass(c);
