@@ -295,6 +295,10 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
   const uint64_t drain_tsc = NsToTsc(options.drain_ns, hz);
   uint64_t hard_end = end_arrivals + drain_tsc;
   bool stopped = false;
+  // Past hard_end nothing new is sent, but what was sent may still arrive, for another drain
+  // period: a generator behind its schedule (a box short of CPU) would otherwise count the frames
+  // it sent last, still on their way, as lost.
+  bool sending = true;
   const uint64_t progress_tsc = std::max<uint64_t>(1, NsToTsc(options.progress_ns, hz));
   Analyser analyser(spec, hz, start);
   if (spec.transport.kind != Transport::kOpen) gen.SetFeedback(&analyser);
@@ -359,7 +363,7 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
       end_arrivals = now;
       hard_end = now + drain_tsc;
     }
-    gen.PollUntil(now, end_arrivals, emit);
+    if (sending) gen.PollUntil(now, end_arrivals, emit);
     flush();
     // Take everything that arrived, so the receiver never becomes the queue being measured.
     unsigned n = 0;
@@ -405,10 +409,14 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
     }
     if (now >= end_arrivals) {
       // Stop once everything is sent and the receiver has been quiet for 50 ms (and the emulated
-      // link has sent what it holds); or at the limit, even with frames unsent (a port that no
-      // longer takes them must not hold the run forever).
+      // link has sent what it holds). At the limit, stop sending even with frames unsent (a port
+      // that no longer takes them must not hold the run forever), and stop once quiet again.
       const bool quiet = n == 0 && now - last_rx > hz / 20 && (!link || link->queued_frames() == 0);
-      if (now >= hard_end || (gen.idle() && (quiet || ports.receiver == nullptr))) break;
+      if (gen.idle() && (quiet || ports.receiver == nullptr)) break;
+      if (now >= hard_end) {
+        sending = false;
+        if (quiet || ports.receiver == nullptr || now >= hard_end + drain_tsc) break;
+      }
     }
     if (options.poll_sleep_ns != 0) {
       const uint64_t before = ReadTsc();

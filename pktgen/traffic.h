@@ -196,6 +196,12 @@ class Generator {
   static constexpr int kWindowScan = 64;
   // homa: owed messages looked at per pick, oldest first (with the smallest unscheduled one).
   static constexpr int kHomaScan = 64;
+  // Frames a sender emits per poll at most. A sender behind its schedule (the process was
+  // preempted, or a debug build cannot keep up) catches up over several polls, so the caller's
+  // receive side is polled in between: emitting the whole backlog at once with `now` fixed made
+  // each catch-up longer than the last, and the frames coming back waited seconds, filling the
+  // switch's uplink behind them.
+  static constexpr int kFramesPerPoll = 64;
   void Arrive(uint16_t cls, uint64_t at);
   // Advances class `cls`'s schedule to its next arrival.
   void Advance(uint16_t cls);

@@ -37,7 +37,7 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
   if (spec_.transport.kind == Transport::kHoma) PollHoma(now);
   for (uint16_t s = 0; s < senders_.size(); ++s) {
     Sender& sender = senders_[s];
-    while (sender.free_tsc <= now) {
+    for (int emitted = 0; sender.free_tsc <= now && emitted < kFramesPerPoll; ++emitted) {
       Pending* picked = Pick(sender, now);
       if (picked == nullptr) {
         // Nothing may go (empty, or every message waits for acks or grants): an idle link
