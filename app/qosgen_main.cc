@@ -53,7 +53,9 @@ void AddGenFlags(CLI::App* cmd, app::GenFlags& f) {
   cmd->add_option("--mss", f.mss, "Message payload bytes per packet, 64..1400 (default 1400)");
   cmd->add_option("--seed", f.seed, "Random seed (default 1)");
   cmd->add_option("--duration", f.duration, "How long messages arrive (default 5s)");
-  cmd->add_option("--drain", f.drain, "Wait at most this for stragglers (default 500ms)");
+  cmd->add_option("--drain", f.drain,
+                  "After the last arrival: at most this to send what is left, then as long again "
+                  "for what is on its way (default 500ms)");
   cmd->add_option("--arrival", f.arrival,
                   "Arrival process for every class: poisson, constant, onoff=ON/OFF");
   cmd->add_option("--vlan", f.vlan, "802.1Q VLAN id on every frame");

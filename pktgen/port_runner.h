@@ -32,7 +32,9 @@ struct PortEndpoints {
 
 struct RunOptions {
   uint64_t duration_ns = 2'000'000'000;
-  uint64_t drain_ns = 500'000'000;    // after the last arrival, wait at most this for stragglers
+  // After the last arrival, at most this long to send what is left; then, sending stopped, at
+  // most as long again for what is on its way.
+  uint64_t drain_ns = 500'000'000;
   std::atomic<bool>* stop = nullptr;  // optional early stop
   // Called about every `progress_ns` with the state so far (for a progress line).
   std::function<void(double elapsed_s, const Generator&, const Analyser&)> progress;
