@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "fake_mbufs.h"
@@ -560,6 +561,33 @@ TEST_CASE("an idle burst holding a message twice takes the general path", "[sche
   CHECK(s->Stats().idle_burst_packets == 0);
   std::vector<rte_mbuf*> expect = {pool.Get(1), pool.Get(0), pool.Get(2)};
   CHECK(DrainAll(*s, 10) == expect);
+}
+
+// Bursts of 32 random ids: most have two ids that share a bit of the burst's 256-bit filter (the
+// birthday bound: 86%), which must still be told apart; a repeated id is found wherever its two
+// packets sit.
+TEST_CASE("an idle burst is taken exactly when its 32 message ids are distinct",
+          "[scheduler][idle]") {
+  std::mt19937_64 rng(7);
+  FakePool pool(kMaxBurst);
+  DropLog drops;
+  auto s = MustCreate(OneClass(Policy::kSrpt), drops);
+  uint64_t expected_idle = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    std::vector<uint64_t> ids(kMaxBurst);
+    for (uint64_t& id : ids) id = rng();
+    if (trial % 3 == 0) ids[rng() % kMaxBurst] = ids[rng() % kMaxBurst];  // may pick itself
+    const bool distinct = std::set<uint64_t>(ids.begin(), ids.end()).size() == kMaxBurst;
+    PacketBatch b;
+    for (uint16_t i = 0; i < kMaxBurst; ++i) b.Push(Packet(pool, i, ids[i], 3000, 0, 100));
+    REQUIRE(s->Enqueue(b) == kMaxBurst);
+    if (distinct) expected_idle += kMaxBurst;
+    INFO("trial " << trial);
+    CHECK(s->Stats().idle_burst_packets == expected_idle);
+    CHECK(DrainAll(*s, 100).size() == kMaxBurst);
+  }
+  CHECK(expected_idle > 0);
+  CHECK(expected_idle < 400 * kMaxBurst);
 }
 
 TEST_CASE("stateful ranks and tight limits keep idle bursts on the general path",
