@@ -17,9 +17,9 @@ seconds=${RELOAD_SOAK_SECONDS:-30}
 daemon_work_dir
 edge_default_box "$src" "$work/base.yaml" "qvrs$$" "socket: $work/ctl.sock"
 # A buffer larger than the packet pool (64 MiB and 65,536 packets against 16,383 mbufs of at most
-# 1,518 bytes) cannot overflow: when the box is short of CPU (a debug build, other processes on 2 cores) the paced
-# uplink loses the link time its core did not run, queues grow, and the pool running dry holds the
-# generator back instead. So a drop here is the reload's, never the machine's.
+# 1,518 bytes) cannot overflow: when the box is short of CPU (a debug build, other processes on 2
+# cores) the paced uplink loses the link time its core did not run, queues grow, and the pool
+# running dry holds the generator back instead. So a drop here is the reload's, never the machine's.
 sed -i 's/^    buffer: 2MiB$/    buffer: 64MiB\n    buffer_packets: 65536/' "$work/base.yaml"
 grep -q "^    buffer_packets: 65536$" "$work/base.yaml" || { echo "FAIL: the edge default has no 2MiB buffer"; exit 1; }
 edit() { python3 "$(dirname "$0")/lib/edit_edge_default.py" "$work/base.yaml" "$@"; }
