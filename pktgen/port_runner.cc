@@ -315,7 +315,7 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
     for (size_t s = 0; s < out.size(); ++s) {
       if (out[s].count == 0) continue;
       ports.senders[s]->Send(out[s]);
-      if (out[s].count != 0) ++result.backpressure_waits;
+      if (out[s].count != 0 && sending) ++result.backpressure_waits;
     }
   };
   auto emit = [&](uint16_t sender, uint32_t length, const Probe& probe, const FrameAddress& addr,
@@ -363,7 +363,7 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
       end_arrivals = now;
       hard_end = now + drain_tsc;
     }
-    if (sending) gen.PollUntil(now, end_arrivals, emit);
+    const bool behind = sending && gen.PollUntil(now, end_arrivals, emit);
     flush();
     // Take everything that arrived, so the receiver never becomes the queue being measured.
     unsigned n = 0;
@@ -418,7 +418,7 @@ Result<RunResult> RunOverPorts(const WorkloadSpec& spec, const PortEndpoints& po
         if (quiet || ports.receiver == nullptr || now >= hard_end + drain_tsc) break;
       }
     }
-    if (options.poll_sleep_ns != 0) {
+    if (options.poll_sleep_ns != 0 && !behind) {  // behind its schedule: catch up first
       const uint64_t before = ReadTsc();
       SleepBetweenPolls(options.poll_sleep_ns);
       cadence.Slept(ReadTsc() - before);

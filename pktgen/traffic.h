@@ -127,8 +127,10 @@ class Generator {
   }
   // As Poll, with arrivals scheduled before `arrivals_end` (TSC) taken even if `now` is later:
   // a poll delayed past the end of a run (preemption) still generates the whole schedule.
+  // Returns whether a sender stopped at kFramesPerPoll with frames still due: the caller should
+  // poll again at once rather than sleep.
   template <typename Emit>
-  void PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit);
+  bool PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit);
 
   uint64_t messages_generated() const { return messages_; }
   uint64_t packets_sent() const { return packets_; }

@@ -26,7 +26,7 @@ inline FrameAddress AddressOf(const WorkloadSpec& spec, uint16_t cls_index, uint
 }
 
 template <typename Emit>
-void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
+bool Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
   const uint64_t horizon = std::min(now + 1, arrivals_end);  // arrivals at times < horizon
   for (uint16_t c = 0; c < spec_.classes.size(); ++c) {
     while (next_arrival_[c] < horizon) {
@@ -35,9 +35,11 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
     }
   }
   if (spec_.transport.kind == Transport::kHoma) PollHoma(now);
+  bool behind = false;
   for (uint16_t s = 0; s < senders_.size(); ++s) {
     Sender& sender = senders_[s];
-    for (int emitted = 0; sender.free_tsc <= now && emitted < kFramesPerPoll; ++emitted) {
+    int emitted = 0;
+    for (; sender.free_tsc <= now && emitted < kFramesPerPoll; ++emitted) {
       Pending* picked = Pick(sender, now);
       if (picked == nullptr) {
         // Nothing may go (empty, or every message waits for acks or grants): an idle link
@@ -66,7 +68,7 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
       const uint32_t length =
           FrameLength(cls.framing, cls.vlan >= 0, chunk,
                       spec_.transport.kind == Transport::kOpen && UsesCompactProbe(probe));
-      if (!emit(s, length, probe, addr, cls.framing)) return;  // back-pressure: try again later
+      if (!emit(s, length, probe, addr, cls.framing)) return false;  // back-pressure: later
       ++class_seq_[m.cls];
       ++class_packets_[m.cls];
       ++packets_;
@@ -82,7 +84,9 @@ void Generator::PollUntil(uint64_t now, uint64_t arrivals_end, Emit&& emit) {
       sender.free_tsc += uint64_t{length + 24} * 8 * hz_ / spec_.sender_bps;
       AfterSend(sender, m);
     }
+    behind |= emitted == kFramesPerPoll && sender.free_tsc <= now;
   }
+  return behind;
 }
 
 }  // namespace qosvisor::pktgen

@@ -245,11 +245,15 @@ TEST_CASE("a sender behind its schedule catches up a bounded number of frames pe
   spec.sender_bps = 1'000'000'000;
   spec.load = 0.5;
   spec.senders = 2;
-  pktgen::ClassWorkload c;
-  c.name = "fixed";
-  c.sizes = SizeDistribution::Fixed(1000);
-  c.arrival = pktgen::Arrival::kConstant;
-  spec.classes.push_back(c);
+  for (uint16_t sender = 0; sender < 2; ++sender) {
+    pktgen::ClassWorkload c;
+    c.name = fmt::format("fixed{}", sender);
+    c.sizes = SizeDistribution::Fixed(1000);
+    c.arrival = pktgen::Arrival::kConstant;
+    c.share = 0.5;
+    c.sender = sender;
+    spec.classes.push_back(c);
+  }
   const uint64_t hz = 1'000'000'000;
   pktgen::Generator gen(spec, hz, 0);
   std::vector<uint64_t> per_sender(spec.senders);
@@ -258,15 +262,20 @@ TEST_CASE("a sender behind its schedule catches up a bounded number of frames pe
     ++per_sender[sender];
     return true;
   };
-  // 50 ms late: about 3,000 messages of one frame are due, 1,500 per sender.
+  // 50 ms late: about 2,900 messages of one frame are due, half on each sender.
   const uint64_t now = 50'000'000;
   int polls = 0;
   uint64_t last = 0;
   for (;;) {
     std::fill(per_sender.begin(), per_sender.end(), 0);
-    gen.PollUntil(now, now, emit);
+    const bool behind = gen.PollUntil(now, now, emit);
     ++polls;
     for (uint64_t n : per_sender) CHECK(n <= 64);
+    if (polls == 1) {
+      CHECK(per_sender == std::vector<uint64_t>{64, 64});
+      CHECK(behind);  // the caller polls again without sleeping
+    }
+    if (per_sender[0] < 64 && per_sender[1] < 64) CHECK(!behind);
     const uint64_t total = per_sender[0] + per_sender[1];
     if (total == 0 || polls > 1000) break;
     last = total;

@@ -563,9 +563,9 @@ TEST_CASE("an idle burst holding a message twice takes the general path", "[sche
   CHECK(DrainAll(*s, 10) == expect);
 }
 
-// Bursts of 32 random ids: most have two ids that share a bit of the burst's 256-bit filter (the
-// birthday bound: 86%), which must still be told apart; a repeated id is found wherever its two
-// packets sit.
+// Bursts of 32 random ids: nearly every one has two ids with the same home in the scheduler's
+// 64-entry table of a burst's ids, which must still be told apart; a repeated id is found
+// wherever its two packets sit.
 TEST_CASE("an idle burst is taken exactly when its 32 message ids are distinct",
           "[scheduler][idle]") {
   std::mt19937_64 rng(7);
