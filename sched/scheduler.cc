@@ -781,36 +781,6 @@ void BasicScheduler<RankQueue>::StatsInto(SchedulerStats& s) const {
   s.dropped_reconfigured = dropped_reconfigured_;
 }
 
-template <typename RankQueue>
-void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
-                                             std::span<const int32_t> class_of_old,
-                                             uint64_t gone) {
-  for (size_t old = 0; old < before.classes.size() && old < class_of_old.size(); ++old) {
-    if (class_of_old[old] < 0 || static_cast<size_t>(class_of_old[old]) >= stats_.size()) continue;
-    const ClassStats& b = before.classes[old];
-    ClassStats& st = stats_[class_of_old[old]];
-    // Every packet this class holds came from `b`'s queue, so its own counts of arrivals and
-    // departures are the move's and are replaced; drops during the move (a smaller buffer) add.
-    st.enqueued_packets = b.enqueued_packets;
-    st.enqueued_bytes = b.enqueued_bytes;
-    st.dequeued_packets = b.dequeued_packets;
-    st.dequeued_bytes = b.dequeued_bytes;
-    st.dropped_tail += b.dropped_tail;
-    st.dropped_worst += b.dropped_worst;
-    st.dropped_message_limit += b.dropped_message_limit;
-    st.dropped_bytes += b.dropped_bytes;
-    st.rank_clamped += b.rank_clamped;
-    st.table_full_fallback += b.table_full_fallback;
-    st.probe_limit_fallback += b.probe_limit_fallback;
-    for (int k = 0; k < kSojournBuckets; ++k) st.sojourn[k] += b.sojourn[k];
-    st.sojourn_cycles += b.sojourn_cycles;
-  }
-  dropped_unknown_class_ += before.dropped_unknown_class;
-  reclaimed_idle_ += before.messages_reclaimed_idle;
-  idle_burst_packets_ += before.idle_burst_packets;
-  dropped_reconfigured_ += before.dropped_reconfigured + gone;
-}
-
 template class BasicScheduler<FfsRankQueue>;
 template class BasicScheduler<HeapRankQueue>;
 

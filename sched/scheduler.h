@@ -123,6 +123,19 @@ class BasicScheduler {
   void ContinueFrom(const SchedulerStats& before, std::span<const int32_t> class_of_old,
                     uint64_t gone);
 
+  // Before a live reconfiguration moves `before`'s packets here (this tree being new and empty):
+  // what the old tree's policies remember carries over, so that ranking goes on as the old tree
+  // would have gone on. las: the bytes each message sent; wfq: the messages' finish tags and the
+  // class's virtual time; srpt with aging: each message's first arrival; pace: the class's
+  // schedule (its moved heads keep their send times). For classes that keep their policy
+  // (class_of_old as in ContinueFrom); a message whose class changed to one of those policies
+  // keeps its bytes sent. When some class ranks by its messages' past (las, wfq, srpt with
+  // aging), scans every slot the old table ever used. Messages of removed classes, and those this
+  // table has no room for once every moving packet has one, start afresh; so do the shares
+  // between classes and tenants (start-time fair queuing restarts level, which no backlogged
+  // class loses by).
+  void InheritPolicyState(const BasicScheduler& before, std::span<const int32_t> class_of_old);
+
   // Packets of a removed class that reached the uplink after the reconfiguration.
   void AddReconfiguredDrops(uint64_t n) { dropped_reconfigured_ += n; }
 
@@ -168,6 +181,13 @@ class BasicScheduler {
     bool frees_slot;   // last of a message that may hold a slot (kMetaLastOfMessage, not whole)
   };
   void ForgetEndedMessage(rte_mbuf* pkt);
+  uint64_t NextReservation(uint16_t class_id) const;
+  bool RanksByMessagePast(uint16_t class_id) const;
+  void InheritMessages(const BasicScheduler& before, std::span<const int32_t> class_of_old,
+                       bool queued);
+  bool CarriesOver(const MessageState& m, std::span<const int32_t> class_of_old, bool queued) const;
+  void InheritMessage(const BasicScheduler& before, const MessageState& m,
+                      std::span<const int32_t> class_of_old, uint32_t home);
 
   bool TakeIdleBurst(PacketBatch& batch);
   void SortIdleBurst(uint16_t n, uint64_t base);

@@ -94,6 +94,7 @@ void Switch::ApplyUplinkChange(Worker& w, uint16_t u, UplinkChange& change, uint
   sched::Scheduler& old = *up.scheduler;
   old.StatsInto(change.before);  // sized by the control thread: nothing allocated here
   const UplinkRules& rules = *change.rules;
+  change.scheduler->InheritPolicyState(old, rules.class_of_previous);
   PacketBatch out, moving, gone;
   // Each round steps a virtual clock far enough that neither the pacer nor a paced class holds a
   // packet back; a message's packets leave in their order, and the new scheduler ranks them.

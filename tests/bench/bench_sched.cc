@@ -24,6 +24,10 @@
 // row compares like with like. --hugepages-needed prints how many 2 MiB pages a --pages 2m run
 // with the same queue counts needs (scripts/bench-sched reserves them) and exits.
 //
+// A sched_reload line per queue count: the lcore time of a live reload of a las uplink holding
+// that many messages, one packet queued each (carrying their state over, then moving the
+// packets), beside moving the packets alone.
+//
 // Usage: bench_sched [--pages 4k|2m] [--quick | --queues N] [--hugepages-needed].
 // BENCH_SCHED_ONLY=1 runs only our scheduler (for profiling); BENCH_SCHED_HARNESS=1 adds a no-op
 // scheduler line (the harness's own cost); BENCH_SCHED_PATTERN=random (or sequential, idle_burst,
@@ -206,6 +210,12 @@ class Source {
 
 // ---- the implementations, behind one tiny compile-time interface ----
 
+// Every run here is sized never to drop: a drop is a fault of the run.
+void FailOnDrop(void*, rte_mbuf* const*, uint16_t n) {
+  std::fprintf(stderr, "bench_sched: %u unexpected drops\n", n);
+  std::exit(1);
+}
+
 template <typename S>
 class OurSched {
  public:
@@ -219,7 +229,7 @@ class OurSched {
     c.message_idle_timeout_ns = 0;
     c.classes = {sched::ClassConfig{.name = "srpt", .policy = sched::Policy::kSrpt}};
     c.huge_pages = g_huge;
-    auto s = S::Create(c, &NoDrops, nullptr);
+    auto s = S::Create(c, &FailOnDrop, nullptr);
     if (!s.ok()) {
       std::fprintf(stderr, "%s\n", s.message().c_str());
       std::exit(1);
@@ -236,10 +246,6 @@ class OurSched {
   const char* table_pages() const { return sched::PageKindName(s_->table_pages()); }
 
  private:
-  static void NoDrops(void*, rte_mbuf* const*, uint16_t n) {
-    std::fprintf(stderr, "bench_sched: %u unexpected drops\n", n);
-    std::exit(1);
-  }
   bool hints_;
   std::unique_ptr<S> s_;
 };
@@ -570,6 +576,66 @@ double RankQueueNs(uint32_t n, bool hot) {
          static_cast<double>(ops);
 }
 
+// A live reload of a las uplink holding `messages` messages, one packet queued each: the new
+// tree inheriting the old one's message state (InheritPolicyState), then the packets moving
+// over as the switch moves them. The move alone is what a reload cost before state carried over:
+// the peer in the same run. Milliseconds the uplink's lcore spends on each.
+void PrintReload(uint32_t messages) {
+  sched::SchedulerConfig c;
+  c.name = "reload";
+  c.rate_bps = 100'000'000'000;
+  c.buffer_bytes = 1ull << 40;
+  c.buffer_packets = UINT32_MAX;
+  c.max_messages = messages;
+  c.message_idle_timeout_ns = 0;
+  c.classes = {sched::ClassConfig{.name = "las", .policy = sched::Policy::kLas}};
+  c.huge_pages = g_huge;
+  auto make = [&] {
+    auto s = sched::Scheduler::Create(c, &FailOnDrop, nullptr);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.message().c_str());
+      std::exit(1);
+    }
+    return std::move(s).value();
+  };
+  auto old = make();
+  sched::PageArray<BenchMbuf> mbufs(messages, MbufPages());
+  PacketBatch b;
+  for (uint32_t i = 0; i < messages; ++i) {
+    PacketMeta& pm = mbufs[i].meta;
+    pm = PacketMeta{};
+    pm.message_id = i + 1;
+    pm.wire_len = 1000;
+    pm.message_slot = kNoMessageSlot;
+    b.Push(&mbufs[i].mbuf);
+    if (b.full() || i + 1 == messages) old->Enqueue(b);
+  }
+  auto fresh = make();
+  const std::vector<int32_t> same_class = {0};
+  const uint64_t hz = TscHz();
+  const uint64_t t0 = ReadTsc();
+  fresh->InheritPolicyState(*old, same_class);
+  const uint64_t t1 = ReadTsc();
+  for (uint64_t now = t1; old->queued_packets() != 0;) {
+    now += hz;
+    old->Dequeue(b, now);
+    for (uint16_t i = 0; i < b.count; ++i) Meta(b.pkts[i])->message_slot = kNoMessageSlot;
+    fresh->Enqueue(b);
+  }
+  const uint64_t t2 = ReadTsc();
+  const double inherit_ms = static_cast<double>(t1 - t0) * 1e3 / static_cast<double>(hz);
+  const double move_ms = static_cast<double>(t2 - t1) * 1e3 / static_cast<double>(hz);
+  nlohmann::json j = {{"bench", "sched_reload"},
+                      {"messages", messages},
+                      {"pages", PagesName()},
+                      {"inherit_ms", Round2(inherit_ms)},
+                      {"move_ms", Round2(move_ms)},
+                      {"inherit_ns_per_message", Round2(inherit_ms * 1e6 / messages)},
+                      {"reload_vs_move_alone", Round2((inherit_ms + move_ms) / move_ms)}};
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
 uint64_t RoundUp(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
 // Megabytes the EAL gets: rte_sched's largest port here and room for the EAL's own memzones.
@@ -710,6 +776,9 @@ int Main(int argc, char** argv) {
       }
       if (!only_ours) PrintRatios(p, queues, mpps);
     }
+  }
+  if (only_pattern == nullptr) {
+    for (uint32_t queues : queue_counts) PrintReload(queues);
   }
   for (uint32_t n : {64u, 4096u, 65536u, 1u << 20}) {
     nlohmann::json j = {

@@ -733,3 +733,155 @@ TEST_CASE("a scheduler that takes over another's packets continues its classes' 
 }
 
 }  // namespace qosvisor::sched
+
+namespace qosvisor::sched {
+namespace {
+
+// What the switch does to an uplink's scheduler on a live reconfiguration (ApplyUplinkChange):
+// the new tree inherits the old one's policy state (unless `inherit` is false), then takes its
+// packets, drained in order under a clock far enough ahead, and continues its counts.
+void MoveInto(Scheduler& old, Scheduler& fresh, const std::vector<int32_t>& class_of_old,
+              bool inherit = true) {
+  const SchedulerStats before = old.Stats();
+  if (inherit) fresh.InheritPolicyState(old, class_of_old);
+  uint64_t t = 0;
+  while (old.queued_packets() != 0) {
+    t += kHz * 1000;
+    PacketBatch moved;
+    old.Dequeue(moved, t);
+    for (uint16_t i = 0; i < moved.count; ++i) {
+      PacketMeta& pm = *Meta(moved.pkts[i]);
+      pm.class_id = static_cast<uint16_t>(class_of_old[pm.class_id]);
+      pm.message_slot = kNoMessageSlot;
+    }
+    fresh.Enqueue(moved);
+  }
+  fresh.ContinueFrom(before, class_of_old, 0);
+}
+
+// las, before a reload: C sent 5000 bytes and waits for more, A sent 2000 and has one packet
+// queued, B has sent nothing and has one queued. After it: C and a new message D arrive.
+std::vector<rte_mbuf*> LasAcrossReload(FakePool& pool, bool inherit) {
+  DropLog drops;
+  auto old = MustCreate(OneClass(Policy::kLas), drops);
+  for (size_t i = 0; i < 5; ++i) EnqueueOne(*old, Packet(pool, i, 3, 0, 0, 1000));
+  DrainAll(*old, 0);
+  for (size_t i = 5; i < 7; ++i) EnqueueOne(*old, Packet(pool, i, 1, 0, 0, 1000));
+  DrainAll(*old, 0);
+  EnqueueOne(*old, Packet(pool, 7, 1, 0, 0, 1000));  // A3
+  EnqueueOne(*old, Packet(pool, 8, 2, 0, 0, 1000));  // B1
+  auto fresh = MustCreate(OneClass(Policy::kLas), drops);
+  MoveInto(*old, *fresh, {0}, inherit);
+  EnqueueOne(*fresh, Packet(pool, 9, 3, 0, 0, 1000));   // C6
+  EnqueueOne(*fresh, Packet(pool, 10, 4, 0, 0, 1000));  // D1
+  return DrainAll(*fresh, 0);
+}
+
+}  // namespace
+
+TEST_CASE("a reloaded las class goes on ranking messages by the bytes they sent before",
+          "[scheduler][reconfigure]") {
+  FakePool pool(12);
+  const std::vector<rte_mbuf*> b1_d1_a3_c6 = {pool.Get(8), pool.Get(10), pool.Get(7), pool.Get(9)};
+  CHECK(LasAcrossReload(pool, true) == b1_d1_a3_c6);
+  // A tree that starts afresh takes A and C for new messages: the order is arrival order.
+  const std::vector<rte_mbuf*> b1_a3_c6_d1 = {pool.Get(8), pool.Get(7), pool.Get(9), pool.Get(10)};
+  CHECK(LasAcrossReload(pool, false) == b1_a3_c6_d1);
+}
+
+TEST_CASE("a reloaded paced class sends its moved packets no sooner than it would have",
+          "[scheduler][reconfigure]") {
+  for (bool inherit : {true, false}) {
+    SchedulerConfig c = OneClass(Policy::kPace);
+    c.classes[0].rate_bps = 1'000'000'000;  // 1000 bytes = 8 us
+    DropLog drops;
+    auto old = MustCreate(c, drops);
+    FakePool pool(4);
+    for (size_t i = 0; i < 4; ++i) EnqueueOne(*old, Packet(pool, i, i + 1, 0, 0, 1000));
+    PacketBatch b;
+    REQUIRE(old->Dequeue(b, 0) == 1);
+    REQUIRE(old->NextSendTsc(100) == 8'000);
+    auto fresh = MustCreate(c, drops);
+    MoveInto(*old, *fresh, {0}, inherit);
+    if (!inherit) {  // re-ranked from their arrival: all due at once
+      CHECK(fresh->NextSendTsc(100) == 100);
+      continue;
+    }
+    CHECK(fresh->NextSendTsc(100) == 8'000);
+    b.count = 0;
+    CHECK(fresh->Dequeue(b, 7'999) == 0);
+    CHECK(fresh->Dequeue(b, 8'000) == 1);
+    CHECK(fresh->Dequeue(b, 23'999) == 1);
+    CHECK(fresh->Dequeue(b, 24'000) == 1);
+    CHECK(b.pkts[2] == pool.Get(3));
+  }
+}
+
+TEST_CASE("a reloaded srpt class with aging keeps each message's age", "[scheduler][reconfigure]") {
+  for (bool inherit : {true, false}) {
+    SchedulerConfig c = OneClass(Policy::kSrpt);
+    c.classes[0].srpt_aging_ns = 1'000'000;  // 1 KiB less left per ms waited
+    DropLog drops;
+    auto old = MustCreate(c, drops);
+    FakePool pool(3);
+    EnqueueOne(*old, Packet(pool, 0, 1, 100'000, 0, 1000, 0, 0));  // A started at 0
+    DrainAll(*old, 0);
+    // One second later: A has 99,000 bytes left, B (new) 98,000.
+    EnqueueOne(*old, Packet(pool, 1, 1, 100'000, 1000, 1000, 0, kHz));
+    EnqueueOne(*old, Packet(pool, 2, 2, 98'000, 0, 1000, 0, kHz));
+    auto fresh = MustCreate(c, drops);
+    MoveInto(*old, *fresh, {0}, inherit);
+    const std::vector<rte_mbuf*> out = DrainAll(*fresh, 2 * kHz);
+    REQUIRE(out.size() == 2);
+    // A's second of head start counts 1,024,000 bytes: it goes first, unless it looks new.
+    CHECK(out[0] == pool.Get(inherit ? 1 : 2));
+  }
+}
+
+TEST_CASE("a reload into a smaller table keeps a slot for every packet that moves",
+          "[scheduler][reconfigure]") {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.max_messages = 64;
+  DropLog drops;
+  auto old = MustCreate(c, drops);
+  FakePool pool(60);
+  for (size_t i = 0; i < 40; ++i) EnqueueOne(*old, Packet(pool, i, 100 + i, 0, 0, 1000));
+  DrainAll(*old, 0);  // 40 messages that wait for more
+  // 20 messages of one packet queued: they carry no state, and each needs a slot when it moves.
+  constexpr uint16_t kWhole = kMetaWholeMessage | kMetaLastOfMessage;
+  for (size_t i = 40; i < 60; ++i) {
+    EnqueueOne(*old, Packet(pool, i, 200 + i, 1000, 0, 1000, 0, 0, kWhole));
+  }
+  c.max_messages = 30;
+  auto fresh = MustCreate(c, drops);
+  MoveInto(*old, *fresh, {0});
+  const SchedulerStats st = fresh->Stats();
+  CHECK(st.total.table_full_fallback == 0);
+  CHECK(st.total.probe_limit_fallback == 0);
+  CHECK(st.live_messages == 30);  // 10 of the waiting messages beside the 20 that moved
+  CHECK(DrainAll(*fresh, 0).size() == 20);
+}
+
+TEST_CASE(
+    "a reload does not carry messages of a removed class, and a class that changed "
+    "policy keeps its messages' bytes sent",
+    "[scheduler][reconfigure]") {
+  SchedulerConfig c = OneClass(Policy::kSrpt);
+  c.classes.push_back({.name = "gone", .policy = Policy::kFifo});
+  DropLog drops;
+  auto old = MustCreate(c, drops);
+  FakePool pool(6);
+  for (size_t i = 0; i < 3; ++i) EnqueueOne(*old, Packet(pool, i, 1, 100'000, 1000 * i, 1000));
+  EnqueueOne(*old, Packet(pool, 3, 2, 100'000, 0, 1000, 1));
+  DrainAll(*old, 0);  // message 1 sent 3000 bytes; message 2 (class "gone") 1000
+  SchedulerConfig next = OneClass(Policy::kLas);
+  auto fresh = MustCreate(next, drops);
+  MoveInto(*old, *fresh, {0, -1});
+  CHECK(fresh->Stats().live_messages == 1);
+  EnqueueOne(*fresh, Packet(pool, 4, 1, 100'000, 3000, 1000));
+  EnqueueOne(*fresh, Packet(pool, 5, 3, 100'000, 0, 1000));
+  const std::vector<rte_mbuf*> new_one_first = {pool.Get(5), pool.Get(4)};
+  CHECK(DrainAll(*fresh, 0) == new_one_first);
+}
+
+}  // namespace qosvisor::sched

@@ -450,9 +450,11 @@ TEST_CASE("switch: an uplink schedules by class (set_queue) and accounts for eve
                                                       snap.uplinks[0].total.queued_packets);
 }
 
-TEST_CASE("switch: a Homa message's last packet is the one that ends it, not the one before",
-          "[switch]") {
-  Rig rig(2);
+namespace {
+
+// Homa from port 0 to uplink port 1 (queue 1: class "rpc" under `policy`), paced at
+// `pacing_bps` (0: not paced).
+SwitchSpec HomaUplinkSpec(sched::Policy policy, uint64_t pacing_bps) {
   SwitchSpec spec;
   BridgeSpec b = PlainBridge(2);
   b.flows = {{"priority=100,ip,nw_proto=146,actions=set_queue:1,NORMAL", 0}};
@@ -462,11 +464,19 @@ TEST_CASE("switch: a Homa message's last packet is the one that ends it, not the
   up.port = 1;
   up.scheduler.name = "uplink";
   up.scheduler.rate_bps = 10'000'000'000ull;
-  up.scheduler.pacing_bps = 0;
-  up.scheduler.classes = {{.name = "rpc", .policy = sched::Policy::kSrpt}};
+  up.scheduler.pacing_bps = pacing_bps;
+  up.scheduler.classes = {{.name = "rpc", .policy = policy}};
   up.class_queues = {1};
   spec.uplinks = {up};
-  rig.Build(spec);
+  return spec;
+}
+
+}  // namespace
+
+TEST_CASE("switch: a Homa message's last packet is the one that ends it, not the one before",
+          "[switch]") {
+  Rig rig(2);
+  rig.Build(HomaUplinkSpec(sched::Policy::kSrpt, 0));
   // 2810 bytes as 1400 + 1400 + 10: the second segment ends within a wire length's 24 extra
   // bytes of the message's end.
   rig.Inject(0, WithMacs(testing::Homa4(7, 2810, 0, 1400), 0, 0xa, true));
@@ -1372,6 +1382,34 @@ TEST_CASE("switch: an uplink inspection lists the waiting messages, answered by 
   REQUIRE(answered.ok());
   check(*answered);
   rig.Drain(1);
+}
+
+TEST_CASE("switch: a reconfigured las uplink remembers the bytes each waiting message sent",
+          "[switch][reconfigure]") {
+  Rig rig(2);
+  SwitchSpec spec = HomaUplinkSpec(sched::Policy::kLas, 1'000'000);  // after a burst, all wait
+  spec.uplinks[0].scheduler.pacer_burst_bytes = 3000;
+  rig.Build(spec);
+  for (uint32_t i = 0; i < 8; ++i) {
+    rig.Inject(0, WithMacs(testing::Homa4(7, 8000, i * 1000, 1000), 0, 0xa, true));
+  }
+  rig.Poll(2);
+  const size_t sent = rig.Drain(1).size();
+  REQUIRE(sent > 0);
+  REQUIRE(sent < 8);
+  auto sent_bytes = [&] {
+    auto snap = rig.sw->TakeSnapshot(false, Switch::kSnapshotTimeout, -1, 0);
+    REQUIRE(snap.ok());
+    REQUIRE(snap->details[0].top.size() == 1);
+    return snap->details[0].top[0].bytes_sent;
+  };
+  const uint64_t before = sent_bytes();
+  CHECK(before >= sent * 1000);
+  // The same class at another pacing rate: a new scheduler takes the waiting packets.
+  UplinkSpec up = spec.uplinks[0];
+  up.scheduler.pacing_bps = 2'000'000;
+  REQUIRE(rig.sw->ReconfigureUplink(rig.ports[1]->name(), up, {}, false).ok());
+  CHECK(sent_bytes() == before);
 }
 
 TEST_CASE("switch: a reconfiguration that cannot be built changes nothing and says why",

@@ -1,0 +1,174 @@
+// A live reconfiguration: the new tree takes over what the old one remembered of the past
+// (InheritPolicyState, before the old tree's packets move over) and its counts (ContinueFrom,
+// after). Both run on the uplink's lcore between two polls, so neither tree sees a packet
+// meanwhile.
+#include <cassert>
+
+#include "sched/scheduler.h"
+
+namespace qosvisor::sched {
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::InheritPolicyState(const BasicScheduler& before,
+                                                   std::span<const int32_t> class_of_old) {
+  // Only a tree that has seen nothing yet: what it holds would be mixed with the old tree's past.
+  assert(table_.live() == 0 && buffered_packets_ == 0);
+  if (table_.live() != 0 || buffered_packets_ != 0) return;
+  for (size_t old = 0; old < before.classes_.size() && old < class_of_old.size(); ++old) {
+    const int32_t c = class_of_old[old];
+    if (c < 0 || static_cast<size_t>(c) >= classes_.size()) continue;
+    if (classes_[c].policy != before.classes_[old].policy) continue;
+    classes_[c].vtime = before.classes_[old].vtime;
+    classes_[c].next_send_tsc = before.NextReservation(static_cast<uint16_t>(old));
+  }
+  // The table is scanned only when some class ranks by what its messages remember.
+  bool any = false;
+  for (size_t old = 0; old < class_of_old.size(); ++old) {
+    any |= class_of_old[old] >= 0 && RanksByMessagePast(static_cast<uint16_t>(class_of_old[old]));
+  }
+  if (!any) return;
+  // Queued messages first: their packets are about to be ranked here. Then the messages waiting
+  // for more, as long as the table keeps a slot for every packet that moves (a message of one
+  // packet, or one that found no room here, takes a fresh slot when its packet arrives).
+  InheritMessages(before, class_of_old, /*queued=*/true);
+  InheritMessages(before, class_of_old, /*queued=*/false);
+}
+
+// Whether class c's ranks read what its messages did before (las, wfq, srpt with aging): pace
+// keeps its past in the class, the others in nothing but the packet.
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::RanksByMessagePast(uint16_t c) const {
+  const ClassConfig& cc = config_.classes[c];
+  return !RanksNeedNoMessageState(cc) && cc.policy != Policy::kPace;
+}
+
+// A paced class reserved a send time for each queued head, and moving them here makes each
+// reserve again: the class's schedule restarts where its earliest queued head was due, so the
+// moved heads get the times they had, and nothing is sent sooner than the old tree would have.
+template <typename RankQueue>
+uint64_t BasicScheduler<RankQueue>::NextReservation(uint16_t c) const {
+  if (queues_[c].Empty()) return classes_[c].next_send_tsc;
+  return Meta(table_[queues_[c].PeekMin()].front())->rank;
+}
+
+// Copies into this table the messages of `before` that are queued (or, `queued` false, that wait
+// for more packets) in classes that rank by their past, with what they remember: the bytes each
+// sent (las), and its tag (wfq's finish tag, srpt's first arrival) where the class's policy reads
+// it the same way.
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::InheritMessages(const BasicScheduler& before,
+                                                std::span<const int32_t> class_of_old,
+                                                bool queued) {
+  const MessageTable& from = before.table_;
+  const uint64_t keep_free = before.buffered_packets_;
+  // The old slots are read in order (the hardware prefetches them); the new index positions are
+  // random, so a batch of them is hashed and loaded before any is written.
+  constexpr uint32_t kBatch = 16;
+  uint32_t batch[kBatch];
+  uint32_t homes[kBatch];
+  uint32_t n = 0;
+  auto copy_batch = [&] {
+    for (uint32_t i = 0; i < n; ++i) {
+      if (!queued && table_.free_slots() <= keep_free) return false;
+      InheritMessage(before, from[batch[i]], class_of_old, homes[i]);
+    }
+    n = 0;
+    return true;
+  };
+  for (uint32_t slot = 0; slot < from.used_end(); ++slot) {
+    if (!CarriesOver(from[slot], class_of_old, queued)) continue;
+    homes[n] = table_.IndexOf(from[slot].message_id);
+    table_.PrefetchIndexAt(homes[n]);
+    batch[n++] = slot;
+    if (n == kBatch && !copy_batch()) return;
+  }
+  copy_batch();
+}
+
+// Whether old message state `m` is copied in this pass (see InheritMessages).
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::CarriesOver(const MessageState& m,
+                                            std::span<const int32_t> class_of_old,
+                                            bool queued) const {
+  // Default queues hold no message's state; a message of one packet has no past.
+  if ((m.flags & (kMsgInUse | kMsgDefault | kMsgUnindexed)) != kMsgInUse) return false;
+  if (m.empty() == queued) return false;
+  if (m.class_id >= class_of_old.size() || class_of_old[m.class_id] < 0) return false;
+  return RanksByMessagePast(static_cast<uint16_t>(class_of_old[m.class_id]));
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::InheritMessage(const BasicScheduler& before, const MessageState& m,
+                                               std::span<const int32_t> class_of_old,
+                                               uint32_t home) {
+  const auto c = static_cast<uint16_t>(class_of_old[m.class_id]);
+  const uint32_t to = table_.Insert(m.message_id, c, home);
+  if (to == kNoId) return;  // no room, or its index window is full here: it starts afresh
+  MessageState& n = table_[to];
+  n.bytes_sent = m.bytes_sent;
+  n.last_active = m.last_active;
+  const Policy was = before.classes_[m.class_id].policy;
+  const Policy is = classes_[c].policy;
+  // A message new to srpt counts its age from its last head's arrival: it ages no faster than
+  // it did.
+  n.tag = was == is ? m.tag : is == Policy::kSrpt ? m.head_arrival : 0;
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
+                                             std::span<const int32_t> class_of_old,
+                                             uint64_t gone) {
+  for (size_t old = 0; old < before.classes.size() && old < class_of_old.size(); ++old) {
+    if (class_of_old[old] < 0 || static_cast<size_t>(class_of_old[old]) >= stats_.size()) continue;
+    const ClassStats& b = before.classes[old];
+    ClassStats& st = stats_[class_of_old[old]];
+    // Every packet this class holds came from `b`'s queue, so its own counts of arrivals and
+    // departures are the move's and are replaced; drops during the move (a smaller buffer) add.
+    st.enqueued_packets = b.enqueued_packets;
+    st.enqueued_bytes = b.enqueued_bytes;
+    st.dequeued_packets = b.dequeued_packets;
+    st.dequeued_bytes = b.dequeued_bytes;
+    st.dropped_tail += b.dropped_tail;
+    st.dropped_worst += b.dropped_worst;
+    st.dropped_message_limit += b.dropped_message_limit;
+    st.dropped_bytes += b.dropped_bytes;
+    st.rank_clamped += b.rank_clamped;
+    st.table_full_fallback += b.table_full_fallback;
+    st.probe_limit_fallback += b.probe_limit_fallback;
+    for (int k = 0; k < kSojournBuckets; ++k) st.sojourn[k] += b.sojourn[k];
+    st.sojourn_cycles += b.sojourn_cycles;
+  }
+  dropped_unknown_class_ += before.dropped_unknown_class;
+  reclaimed_idle_ += before.messages_reclaimed_idle;
+  idle_burst_packets_ += before.idle_burst_packets;
+  dropped_reconfigured_ += before.dropped_reconfigured + gone;
+}
+
+// scheduler.h declares the class's instantiations extern, so every member defined here is
+// instantiated here.
+template void BasicScheduler<FfsRankQueue>::InheritPolicyState(const BasicScheduler&,
+                                                        std::span<const int32_t>);
+template uint64_t BasicScheduler<FfsRankQueue>::NextReservation(uint16_t) const;
+template bool BasicScheduler<FfsRankQueue>::RanksByMessagePast(uint16_t) const;
+template bool BasicScheduler<FfsRankQueue>::CarriesOver(const MessageState&, std::span<const int32_t>,
+                                                 bool) const;
+template void BasicScheduler<FfsRankQueue>::InheritMessage(const BasicScheduler&, const MessageState&,
+                                                    std::span<const int32_t>, uint32_t);
+template void BasicScheduler<FfsRankQueue>::InheritMessages(const BasicScheduler&,
+                                                     std::span<const int32_t>, bool);
+template void BasicScheduler<FfsRankQueue>::ContinueFrom(const SchedulerStats&,
+                                                  std::span<const int32_t>, uint64_t);
+template void BasicScheduler<HeapRankQueue>::InheritPolicyState(const BasicScheduler&,
+                                                        std::span<const int32_t>);
+template uint64_t BasicScheduler<HeapRankQueue>::NextReservation(uint16_t) const;
+template bool BasicScheduler<HeapRankQueue>::RanksByMessagePast(uint16_t) const;
+template bool BasicScheduler<HeapRankQueue>::CarriesOver(const MessageState&, std::span<const int32_t>,
+                                                 bool) const;
+template void BasicScheduler<HeapRankQueue>::InheritMessage(const BasicScheduler&, const MessageState&,
+                                                    std::span<const int32_t>, uint32_t);
+template void BasicScheduler<HeapRankQueue>::InheritMessages(const BasicScheduler&,
+                                                     std::span<const int32_t>, bool);
+template void BasicScheduler<HeapRankQueue>::ContinueFrom(const SchedulerStats&,
+                                                  std::span<const int32_t>, uint64_t);
+
+}  // namespace qosvisor::sched
