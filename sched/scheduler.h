@@ -125,9 +125,10 @@ class BasicScheduler {
 
   // Before a live reconfiguration moves `before`'s packets here (this tree being new and empty):
   // what the old tree's policies remember carries over, so that ranking goes on as the old tree
-  // would have gone on. las: the bytes each message sent; wfq: the messages' finish tags and the
-  // class's virtual time; srpt with aging: each message's first arrival; pace: the class's
-  // schedule (its moved heads keep their send times). For classes that keep their policy
+  // would have gone on. las: the bytes each message sent; wfq: the messages' tags and the class's
+  // virtual time; srpt with aging: each message's first arrival; pace: the class's schedule (its
+  // moved heads are sent no sooner than they were due, nor faster than the class's rate, though
+  // each later by what the heads ahead of it had reserved). For classes that keep their policy
   // (class_of_old as in ContinueFrom); a message whose class changed to one of those policies
   // keeps its bytes sent. When some class ranks by its messages' past (las, wfq, srpt with
   // aging), scans every slot the old table ever used. Messages of removed classes, and those this
@@ -181,7 +182,8 @@ class BasicScheduler {
     bool frees_slot;   // last of a message that may hold a slot (kMetaLastOfMessage, not whole)
   };
   void ForgetEndedMessage(rte_mbuf* pkt);
-  uint64_t NextReservation(uint16_t class_id) const;
+  int32_t NewClassOf(size_t old, std::span<const int32_t> class_of_old) const;
+  static uint64_t InheritedTag(const MessageState& m, Policy was, Policy is);
   bool RanksByMessagePast(uint16_t class_id) const;
   void InheritMessages(const BasicScheduler& before, std::span<const int32_t> class_of_old,
                        bool queued);

@@ -14,17 +14,22 @@ void BasicScheduler<RankQueue>::InheritPolicyState(const BasicScheduler& before,
   // Only a tree that has seen nothing yet: what it holds would be mixed with the old tree's past.
   assert(table_.live() == 0 && buffered_packets_ == 0);
   if (table_.live() != 0 || buffered_packets_ != 0) return;
-  for (size_t old = 0; old < before.classes_.size() && old < class_of_old.size(); ++old) {
-    const int32_t c = class_of_old[old];
-    if (c < 0 || static_cast<size_t>(c) >= classes_.size()) continue;
-    if (classes_[c].policy != before.classes_[old].policy) continue;
+  for (size_t old = 0; old < before.classes_.size(); ++old) {
+    const int32_t c = NewClassOf(old, class_of_old);
+    if (c < 0 || classes_[c].policy != before.classes_[old].policy) continue;
     classes_[c].vtime = before.classes_[old].vtime;
-    classes_[c].next_send_tsc = before.NextReservation(static_cast<uint16_t>(old));
+    // A paced class's queued heads reserved their send times there, and reserve again here: the
+    // schedule goes on from the end of the old one's, so that nothing is sent sooner than it was
+    // due, nor faster than the class's rate (each waiting head is later by the time the others
+    // had reserved ahead of it: reproducing the old times exactly would need every moved head's
+    // old reservation, which re-ranking does not see).
+    classes_[c].next_send_tsc = before.classes_[old].next_send_tsc;
   }
   // The table is scanned only when some class ranks by what its messages remember.
   bool any = false;
-  for (size_t old = 0; old < class_of_old.size(); ++old) {
-    any |= class_of_old[old] >= 0 && RanksByMessagePast(static_cast<uint16_t>(class_of_old[old]));
+  for (size_t old = 0; old < before.classes_.size(); ++old) {
+    const int32_t c = NewClassOf(old, class_of_old);
+    any |= c >= 0 && RanksByMessagePast(static_cast<uint16_t>(c));
   }
   if (!any) return;
   // Queued messages first: their packets are about to be ranked here. Then the messages waiting
@@ -42,13 +47,13 @@ bool BasicScheduler<RankQueue>::RanksByMessagePast(uint16_t c) const {
   return !RanksNeedNoMessageState(cc) && cc.policy != Policy::kPace;
 }
 
-// A paced class reserved a send time for each queued head, and moving them here makes each
-// reserve again: the class's schedule restarts where its earliest queued head was due, so the
-// moved heads get the times they had, and nothing is sent sooner than the old tree would have.
+// The class here of old class `old`, or -1 (removed, or a map that names no class of this tree).
 template <typename RankQueue>
-uint64_t BasicScheduler<RankQueue>::NextReservation(uint16_t c) const {
-  if (queues_[c].Empty()) return classes_[c].next_send_tsc;
-  return Meta(table_[queues_[c].PeekMin()].front())->rank;
+int32_t BasicScheduler<RankQueue>::NewClassOf(size_t old,
+                                              std::span<const int32_t> class_of_old) const {
+  if (old >= class_of_old.size()) return -1;
+  const int32_t c = class_of_old[old];
+  return c >= 0 && static_cast<size_t>(c) < classes_.size() ? c : -1;
 }
 
 // Copies into this table the messages of `before` that are queued (or, `queued` false, that wait
@@ -93,25 +98,35 @@ bool BasicScheduler<RankQueue>::CarriesOver(const MessageState& m,
   // Default queues hold no message's state; a message of one packet has no past.
   if ((m.flags & (kMsgInUse | kMsgDefault | kMsgUnindexed)) != kMsgInUse) return false;
   if (m.empty() == queued) return false;
-  if (m.class_id >= class_of_old.size() || class_of_old[m.class_id] < 0) return false;
-  return RanksByMessagePast(static_cast<uint16_t>(class_of_old[m.class_id]));
+  const int32_t c = NewClassOf(m.class_id, class_of_old);
+  return c >= 0 && RanksByMessagePast(static_cast<uint16_t>(c));
 }
 
 template <typename RankQueue>
 void BasicScheduler<RankQueue>::InheritMessage(const BasicScheduler& before, const MessageState& m,
                                                std::span<const int32_t> class_of_old,
                                                uint32_t home) {
-  const auto c = static_cast<uint16_t>(class_of_old[m.class_id]);
+  const auto c = static_cast<uint16_t>(NewClassOf(m.class_id, class_of_old));
   const uint32_t to = table_.Insert(m.message_id, c, home);
   if (to == kNoId) return;  // no room, or its index window is full here: it starts afresh
   MessageState& n = table_[to];
   n.bytes_sent = m.bytes_sent;
   n.last_active = m.last_active;
-  const Policy was = before.classes_[m.class_id].policy;
-  const Policy is = classes_[c].policy;
-  // A message new to srpt counts its age from its last head's arrival: it ages no faster than
-  // it did.
-  n.tag = was == is ? m.tag : is == Policy::kSrpt ? m.head_arrival : 0;
+  n.tag = InheritedTag(m, before.classes_[m.class_id].policy, classes_[c].policy);
+}
+
+// A message's tag under its new class's policy.
+template <typename RankQueue>
+uint64_t BasicScheduler<RankQueue>::InheritedTag(const MessageState& m, Policy was, Policy is) {
+  if (was != is) {
+    // A message new to srpt counts its age from its last head's arrival: it ages no faster than
+    // it did. wfq starts it at the class's virtual time.
+    return is == Policy::kSrpt ? m.head_arrival : 0;
+  }
+  // wfq ranked a queued head already, which moved the tag to the head's finish; ranked again
+  // here, the head must start where it started.
+  if (is == Policy::kWfq && !m.empty()) return m.tag - m.head_len;
+  return m.tag;
 }
 
 template <typename RankQueue>
@@ -148,7 +163,8 @@ void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
 // instantiated here.
 template void BasicScheduler<FfsRankQueue>::InheritPolicyState(const BasicScheduler&,
                                                         std::span<const int32_t>);
-template uint64_t BasicScheduler<FfsRankQueue>::NextReservation(uint16_t) const;
+template int32_t BasicScheduler<FfsRankQueue>::NewClassOf(size_t, std::span<const int32_t>) const;
+template uint64_t BasicScheduler<FfsRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
 template bool BasicScheduler<FfsRankQueue>::RanksByMessagePast(uint16_t) const;
 template bool BasicScheduler<FfsRankQueue>::CarriesOver(const MessageState&, std::span<const int32_t>,
                                                  bool) const;
@@ -160,7 +176,8 @@ template void BasicScheduler<FfsRankQueue>::ContinueFrom(const SchedulerStats&,
                                                   std::span<const int32_t>, uint64_t);
 template void BasicScheduler<HeapRankQueue>::InheritPolicyState(const BasicScheduler&,
                                                         std::span<const int32_t>);
-template uint64_t BasicScheduler<HeapRankQueue>::NextReservation(uint16_t) const;
+template int32_t BasicScheduler<HeapRankQueue>::NewClassOf(size_t, std::span<const int32_t>) const;
+template uint64_t BasicScheduler<HeapRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
 template bool BasicScheduler<HeapRankQueue>::RanksByMessagePast(uint16_t) const;
 template bool BasicScheduler<HeapRankQueue>::CarriesOver(const MessageState&, std::span<const int32_t>,
                                                  bool) const;

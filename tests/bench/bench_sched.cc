@@ -26,7 +26,7 @@
 //
 // A sched_reload line per queue count: the lcore time of a live reload of a las uplink holding
 // that many messages, one packet queued each (carrying their state over, then moving the
-// packets), beside moving the packets alone.
+// packets), beside moving the same packets into a tree that inherits nothing.
 //
 // Usage: bench_sched [--pages 4k|2m] [--quick | --queues N] [--hugepages-needed].
 // BENCH_SCHED_ONLY=1 runs only our scheduler (for profiling); BENCH_SCHED_HARNESS=1 adds a no-op
@@ -576,65 +576,98 @@ double RankQueueNs(uint32_t n, bool hot) {
          static_cast<double>(ops);
 }
 
-// A live reload of a las uplink holding `messages` messages, one packet queued each: the new
-// tree inheriting the old one's message state (InheritPolicyState), then the packets moving
-// over as the switch moves them. The move alone is what a reload cost before state carried over:
-// the peer in the same run. Milliseconds the uplink's lcore spends on each.
-void PrintReload(uint32_t messages) {
-  sched::SchedulerConfig c;
-  c.name = "reload";
-  c.rate_bps = 100'000'000'000;
-  c.buffer_bytes = 1ull << 40;
-  c.buffer_packets = UINT32_MAX;
-  c.max_messages = messages;
-  c.message_idle_timeout_ns = 0;
-  c.classes = {sched::ClassConfig{.name = "las", .policy = sched::Policy::kLas}};
-  c.huge_pages = g_huge;
-  auto make = [&] {
-    auto s = sched::Scheduler::Create(c, &FailOnDrop, nullptr);
+// A live reload of a las uplink holding `messages` messages, one packet queued each, as the
+// switch runs it: the new tree inheriting the old one's message state (InheritPolicyState), then
+// the packets moving over. Its peer, in the same run, is what a reload cost before state carried
+// over: the same packets moved into a tree that inherited nothing. Milliseconds of the uplink
+// lcore's time.
+class ReloadBench {
+ public:
+  explicit ReloadBench(uint32_t messages) : messages_(messages), mbufs_(messages, MbufPages()) {
+    config_.name = "reload";
+    config_.rate_bps = 100'000'000'000;
+    config_.buffer_bytes = 1ull << 40;
+    config_.buffer_packets = UINT32_MAX;
+    config_.max_messages = messages;
+    config_.message_idle_timeout_ns = 0;
+    config_.classes = {sched::ClassConfig{.name = "las", .policy = sched::Policy::kLas}};
+    config_.huge_pages = g_huge;
+  }
+
+  void Print() {
+    // Each twice, alternating, the better of each kept: the first run of all meets a cold box.
+    Times plain = Reload(false);
+    Times carried = Reload(true);
+    plain = Better(plain, Reload(false));
+    carried = Better(carried, Reload(true));
+    nlohmann::json j = {
+        {"bench", "sched_reload"},
+        {"messages", messages_},
+        {"pages", PagesName()},
+        {"inherit_ms", Round2(carried.inherit_ms)},
+        {"move_ms", Round2(carried.move_ms)},
+        {"move_alone_ms", Round2(plain.move_ms)},
+        {"inherit_ns_per_message", Round2(carried.inherit_ms * 1e6 / messages_)},
+        {"reload_vs_move_alone", Round2((carried.inherit_ms + carried.move_ms) / plain.move_ms)}};
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  struct Times {
+    double inherit_ms = 0;
+    double move_ms = 0;
+  };
+
+  static Times Better(const Times& a, const Times& b) {
+    return a.inherit_ms + a.move_ms <= b.inherit_ms + b.move_ms ? a : b;
+  }
+
+  std::unique_ptr<sched::Scheduler> Make() const {
+    auto s = sched::Scheduler::Create(config_, &FailOnDrop, nullptr);
     if (!s.ok()) {
       std::fprintf(stderr, "%s\n", s.message().c_str());
       std::exit(1);
     }
     return std::move(s).value();
-  };
-  auto old = make();
-  sched::PageArray<BenchMbuf> mbufs(messages, MbufPages());
-  PacketBatch b;
-  for (uint32_t i = 0; i < messages; ++i) {
-    PacketMeta& pm = mbufs[i].meta;
-    pm = PacketMeta{};
-    pm.message_id = i + 1;
-    pm.wire_len = 1000;
-    pm.message_slot = kNoMessageSlot;
-    b.Push(&mbufs[i].mbuf);
-    if (b.full() || i + 1 == messages) old->Enqueue(b);
   }
-  auto fresh = make();
-  const std::vector<int32_t> same_class = {0};
-  const uint64_t hz = TscHz();
-  const uint64_t t0 = ReadTsc();
-  fresh->InheritPolicyState(*old, same_class);
-  const uint64_t t1 = ReadTsc();
-  for (uint64_t now = t1; old->queued_packets() != 0;) {
-    now += hz;
-    old->Dequeue(b, now);
-    for (uint16_t i = 0; i < b.count; ++i) Meta(b.pkts[i])->message_slot = kNoMessageSlot;
-    fresh->Enqueue(b);
+
+  // A fresh old tree holding every message, then the reload into another fresh tree.
+  Times Reload(bool inherit) {
+    auto old = Make();
+    PacketBatch b;
+    for (uint32_t i = 0; i < messages_; ++i) {
+      PacketMeta& pm = mbufs_[i].meta;
+      pm = PacketMeta{};
+      pm.message_id = i + 1;
+      pm.wire_len = 1000;
+      pm.message_slot = kNoMessageSlot;
+      b.Push(&mbufs_[i].mbuf);
+      if (b.full() || i + 1 == messages_) old->Enqueue(b);
+    }
+    auto fresh = Make();
+    const std::vector<int32_t> same_class = {0};
+    const uint64_t hz = TscHz();
+    const uint64_t t0 = ReadTsc();
+    if (inherit) fresh->InheritPolicyState(*old, same_class);
+    const uint64_t t1 = ReadTsc();
+    for (uint64_t now = t1; old->queued_packets() != 0;) {
+      now += hz;
+      old->Dequeue(b, now);
+      for (uint16_t i = 0; i < b.count; ++i) Meta(b.pkts[i])->message_slot = kNoMessageSlot;
+      fresh->Enqueue(b);
+    }
+    const uint64_t t2 = ReadTsc();
+    auto ms = [&](uint64_t cycles) {
+      return static_cast<double>(cycles) * 1e3 / static_cast<double>(hz);
+    };
+    return {ms(t1 - t0), ms(t2 - t1)};
   }
-  const uint64_t t2 = ReadTsc();
-  const double inherit_ms = static_cast<double>(t1 - t0) * 1e3 / static_cast<double>(hz);
-  const double move_ms = static_cast<double>(t2 - t1) * 1e3 / static_cast<double>(hz);
-  nlohmann::json j = {{"bench", "sched_reload"},
-                      {"messages", messages},
-                      {"pages", PagesName()},
-                      {"inherit_ms", Round2(inherit_ms)},
-                      {"move_ms", Round2(move_ms)},
-                      {"inherit_ns_per_message", Round2(inherit_ms * 1e6 / messages)},
-                      {"reload_vs_move_alone", Round2((inherit_ms + move_ms) / move_ms)}};
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
-}
+
+  uint32_t messages_;
+  sched::SchedulerConfig config_;
+  sched::PageArray<BenchMbuf> mbufs_;
+};
 
 uint64_t RoundUp(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -778,7 +811,7 @@ int Main(int argc, char** argv) {
     }
   }
   if (only_pattern == nullptr) {
-    for (uint32_t queues : queue_counts) PrintReload(queues);
+    for (uint32_t queues : queue_counts) ReloadBench(queues).Print();
   }
   for (uint32_t n : {64u, 4096u, 65536u, 1u << 20}) {
     nlohmann::json j = {

@@ -789,32 +789,61 @@ TEST_CASE("a reloaded las class goes on ranking messages by the bytes they sent 
   CHECK(LasAcrossReload(pool, false) == b1_a3_c6_d1);
 }
 
-TEST_CASE("a reloaded paced class sends its moved packets no sooner than it would have",
-          "[scheduler][reconfigure]") {
-  for (bool inherit : {true, false}) {
-    SchedulerConfig c = OneClass(Policy::kPace);
-    c.classes[0].rate_bps = 1'000'000'000;  // 1000 bytes = 8 us
-    DropLog drops;
-    auto old = MustCreate(c, drops);
-    FakePool pool(4);
-    for (size_t i = 0; i < 4; ++i) EnqueueOne(*old, Packet(pool, i, i + 1, 0, 0, 1000));
+namespace {
+
+// Sends what `s` holds from `from` on, in steps of 500 cycles; returns each packet's send time by
+// pool index.
+std::vector<uint64_t> SendTimes(Scheduler& s, FakePool& pool, uint64_t from) {
+  std::vector<uint64_t> at(pool.size(), 0);
+  for (uint64_t now = from; s.queued_packets() != 0; now += 500) {
+    REQUIRE(now < from + 1'000'000);
     PacketBatch b;
-    REQUIRE(old->Dequeue(b, 0) == 1);
-    REQUIRE(old->NextSendTsc(100) == 8'000);
-    auto fresh = MustCreate(c, drops);
-    MoveInto(*old, *fresh, {0}, inherit);
-    if (!inherit) {  // re-ranked from their arrival: all due at once
-      CHECK(fresh->NextSendTsc(100) == 100);
-      continue;
-    }
-    CHECK(fresh->NextSendTsc(100) == 8'000);
-    b.count = 0;
-    CHECK(fresh->Dequeue(b, 7'999) == 0);
-    CHECK(fresh->Dequeue(b, 8'000) == 1);
-    CHECK(fresh->Dequeue(b, 23'999) == 1);
-    CHECK(fresh->Dequeue(b, 24'000) == 1);
-    CHECK(b.pkts[2] == pool.Get(3));
+    s.Dequeue(b, now);
+    for (uint16_t i = 0; i < b.count; ++i) at[pool.IndexOf(b.pkts[i])] = now;
   }
+  return at;
+}
+
+}  // namespace
+
+TEST_CASE("a reloaded paced class sends its moved packets no sooner than due, at its rate",
+          "[scheduler][reconfigure]") {
+  SchedulerConfig c = OneClass(Policy::kPace);
+  c.classes[0].rate_bps = 1'000'000'000;  // 1000 bytes = 8 us
+  DropLog drops;
+  FakePool pool(4);
+  // Message A's first packet is due at 0, message B's at 8 us. At 100 us the uplink takes one
+  // packet (A1), and A2, its head now, reserves 100 us; C1, arriving at 100.5 us, 108 us. B1 still
+  // waits. Reserved: 8, 100 and 108 us; the gap between the first two must not close.
+  auto build_old = [&] {
+    auto old = MustCreate(c, drops);
+    EnqueueOne(*old, Packet(pool, 0, 1, 0, 0, 1000, 0, 0));
+    EnqueueOne(*old, Packet(pool, 1, 1, 0, 0, 1000, 0, 0));
+    EnqueueOne(*old, Packet(pool, 2, 2, 0, 0, 1000, 0, 0));
+    PacketBatch b;
+    b.count = kMaxBurst - 1;
+    REQUIRE(old->Dequeue(b, 100'000) == 1);
+    EnqueueOne(*old, Packet(pool, 3, 3, 0, 0, 1000, 0, 100'500));
+    return old;
+  };
+  const uint64_t due[4] = {0, 100'000, 8'000, 108'000};
+  auto old = build_old();
+  auto fresh = MustCreate(c, drops);
+  MoveInto(*old, *fresh, {0});
+  const std::vector<uint64_t> at = SendTimes(*fresh, pool, 101'000);
+  std::vector<uint64_t> times;
+  for (size_t i = 1; i < 4; ++i) {
+    INFO("packet " << i);
+    CHECK(at[i] >= due[i]);
+    times.push_back(at[i]);
+  }
+  std::sort(times.begin(), times.end());
+  for (size_t i = 1; i < times.size(); ++i) CHECK(times[i] - times[i - 1] >= 8'000);
+  // A tree that starts afresh re-ranks them from their arrival: all are due at once.
+  auto old2 = build_old();
+  auto afresh = MustCreate(c, drops);
+  MoveInto(*old2, *afresh, {0}, false);
+  CHECK(afresh->NextSendTsc(101'000) == 101'000);
 }
 
 TEST_CASE("a reloaded srpt class with aging keeps each message's age", "[scheduler][reconfigure]") {
@@ -882,6 +911,106 @@ TEST_CASE(
   EnqueueOne(*fresh, Packet(pool, 5, 3, 100'000, 0, 1000));
   const std::vector<rte_mbuf*> new_one_first = {pool.Get(5), pool.Get(4)};
   CHECK(DrainAll(*fresh, 0) == new_one_first);
+}
+
+namespace {
+
+// One step of a scripted history: a packet arrives (of message `message`, `offset` bytes in),
+// or the uplink takes up to `room` packets.
+struct Step {
+  bool arrival = false;
+  uint64_t message = 0;
+  uint32_t size = 0;
+  uint32_t offset = 0;
+  uint32_t len = 0;
+  uint16_t room = 0;
+  uint64_t t = 0;
+};
+
+// Eight senders, each sending messages of 1 to 6 packets of its own length one after another,
+// and the uplink taking a few packets now and then, so that queues build and drain.
+std::vector<Step> Script(uint64_t seed, uint64_t t0, uint64_t first_id, size_t steps) {
+  std::mt19937_64 rng(seed);
+  struct Sender {
+    uint64_t id;
+    uint32_t size;
+    uint32_t offset;
+  };
+  std::vector<Sender> senders(8);
+  uint64_t next_id = first_id;
+  std::vector<Step> out;
+  for (size_t i = 0; i < steps; ++i) {
+    Step st;
+    st.t = t0 + 10 * i;
+    if (rng() % 4 == 0) {
+      st.room = static_cast<uint16_t>(1 + rng() % 4);
+      out.push_back(st);
+      continue;
+    }
+    const size_t k = rng() % senders.size();
+    Sender& snd = senders[k];
+    const uint32_t len = 100 + 200 * static_cast<uint32_t>(k);
+    if (snd.offset == 0) snd = {next_id++, len * static_cast<uint32_t>(1 + rng() % 6), 0};
+    st = Step{true, snd.id, snd.size, snd.offset, len, 0, st.t};
+    snd.offset += len;
+    if (snd.offset >= snd.size) snd.offset = 0;
+    out.push_back(st);
+  }
+  return out;
+}
+
+// Plays `steps` on `s` with the pool's packets from `next` on; records what leaves.
+void Play(Scheduler& s, FakePool& pool, const std::vector<Step>& steps, size_t& next,
+          std::vector<size_t>& sent) {
+  for (const Step& st : steps) {
+    if (st.arrival) {
+      const uint16_t last = st.offset + st.len >= st.size ? kMetaLastOfMessage : 0;
+      EnqueueOne(s, Packet(pool, next++, st.message, st.size, st.offset, st.len, 0, st.t, last));
+      continue;
+    }
+    PacketBatch b;
+    b.count = static_cast<uint16_t>(kMaxBurst - st.room);
+    s.Dequeue(b, st.t);
+    for (uint16_t i = kMaxBurst - st.room; i < b.count; ++i)
+      sent.push_back(pool.IndexOf(b.pkts[i]));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a reload that keeps a class's policy changes nothing of the order it sends in",
+          "[scheduler][reconfigure]") {
+  std::vector<SchedulerConfig> configs;
+  for (Policy p : {Policy::kLas, Policy::kWfq, Policy::kSrpt, Policy::kFifo, Policy::kEdf}) {
+    configs.push_back(OneClass(p));
+    configs.back().classes[0].deadline_ns = 1000;
+  }
+  configs.push_back(OneClass(Policy::kSrpt));
+  configs.back().classes[0].srpt_aging_ns = 200;  // 1 KiB less left per 200 units waited
+  for (const SchedulerConfig& c : configs) {
+    for (uint64_t seed = 1; seed <= 20; ++seed) {
+      const std::vector<Step> before = Script(seed, 0, 1, 150);
+      const std::vector<Step> after = Script(seed + 100, 1500, 1000, 150);
+      DropLog drops;
+      FakePool pool_a(300), pool_b(300);
+      size_t next_a = 0, next_b = 0;
+      std::vector<size_t> sent_a, sent_b;
+      auto a = MustCreate(c, drops);
+      Play(*a, pool_a, before, next_a, sent_a);
+      Play(*a, pool_a, after, next_a, sent_a);
+      for (rte_mbuf* m : DrainAll(*a, 1'000'000)) sent_a.push_back(pool_a.IndexOf(m));
+      auto b = MustCreate(c, drops);
+      Play(*b, pool_b, before, next_b, sent_b);
+      auto reloaded = MustCreate(c, drops);
+      MoveInto(*b, *reloaded, {0});
+      Play(*reloaded, pool_b, after, next_b, sent_b);
+      for (rte_mbuf* m : DrainAll(*reloaded, 1'000'000)) sent_b.push_back(pool_b.IndexOf(m));
+      INFO(PolicyName(c.classes[0].policy)
+           << " aging " << c.classes[0].srpt_aging_ns << ", seed " << seed);
+      REQUIRE(sent_a.size() == next_a);
+      CHECK(sent_b == sent_a);
+    }
+  }
 }
 
 }  // namespace qosvisor::sched
