@@ -151,6 +151,15 @@ class BasicScheduler {
   // nothing once `out` was reserved for this scheduler's classes and top_n (SchedulerDetail::
   // Reserve), so that the owner's lcore can run it. `now` is recorded as out.taken_tsc.
   void Inspect(SchedulerDetail& out, uint32_t top_n, uint32_t max_samples, uint64_t now) const;
+  // The same in steps, for an owner's lcore that must not stall on a large table: BeginInspection
+  // (the idle burst, and the counts that need no scan), then InspectSlots reading at most
+  // `budget` more slots per call until it returns true, then EndInspection. The calls may lie
+  // polls apart: a message that comes or goes meanwhile may be missed, or counted as the scan
+  // found its slot; with nothing changing, the result is Inspect's.
+  InspectionCursor BeginInspection(SchedulerDetail& out, uint32_t top_n,
+                                   uint32_t max_samples) const;
+  bool InspectSlots(SchedulerDetail& out, InspectionCursor& cursor, uint32_t budget) const;
+  void EndInspection(SchedulerDetail& out, uint64_t now) const;
   uint64_t queued_packets() const { return buffered_packets_; }
   uint64_t queued_bytes() const { return buffered_bytes_; }
   uint64_t tsc_hz() const { return hz_; }
@@ -234,9 +243,8 @@ class BasicScheduler {
   int SelectInTenant(uint16_t tenant, uint64_t now) const;
   int SelectClass(uint64_t now) const;
   // Inspect's parts: each class's next head rank, and what the idle burst holds.
-  void StartInspection(SchedulerDetail& out, uint64_t now) const;
-  void InspectIdleBurst(SchedulerDetail& out, uint32_t top_n, uint32_t max_samples,
-                        uint64_t stride) const;
+  void StartInspection(SchedulerDetail& out) const;
+  void InspectIdleBurst(SchedulerDetail& out, const InspectionCursor& cursor) const;
 
   SchedulerConfig config_;
   uint64_t hz_;

@@ -58,6 +58,15 @@ struct SchedulerDetail {
   }
 };
 
+// Where an inspection spread over calls stands (BasicScheduler::BeginInspection).
+struct InspectionCursor {
+  uint32_t next_slot = 0;  // the next message-table slot to read
+  uint32_t end = 0;        // the slots in use when the inspection began
+  uint32_t top_n = 0;
+  uint32_t max_samples = 0;
+  uint64_t stride = 1;  // every stride-th queued message has its head rank read
+};
+
 // The bucket of a rank distance (see kRankDistanceBuckets).
 inline int RankDistanceBucket(uint64_t distance) { return std::bit_width(distance); }
 

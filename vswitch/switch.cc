@@ -204,10 +204,7 @@ void Switch::Poll(uint16_t worker, uint64_t now) {
   // The ticket is read once: a request that arrives while an earlier one is being served is
   // answered at the next poll, with a copy taken after it was made.
   const uint64_t ticket = w.snapshot_requested.load(std::memory_order_acquire);
-  if (ticket != w.snapshot_served.load(std::memory_order_relaxed)) {
-    FillSnapshot(w, w.snapshot);
-    w.snapshot_served.store(ticket, std::memory_order_release);
-  }
+  if (ticket != w.snapshot_served.load(std::memory_order_relaxed)) ServeSnapshot(w, ticket);
   w.epoch.store(w.epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 

@@ -123,6 +123,8 @@ void Switch::ApplyUplinkChange(Worker& w, uint16_t u, UplinkChange& change, uint
   }
   change.scheduler->ContinueFrom(change.before, rules.class_of_previous, change.gone);
   std::swap(up.scheduler, change.scheduler);
+  // An inspection under way read the old tree: it starts again on the new one.
+  if (w.inspection.active && w.inspection.uplink == u) w.inspection.active = false;
   std::swap(w.snapshot.uplinks[u].classes, change.snapshot_classes);
   std::swap(w.snapshot.details[u], change.snapshot_detail);
   up.generation = rules.generation;

@@ -58,7 +58,7 @@ void Switch::PrepareSnapshots() {
 // counts. On the worker's lcore when it runs: a copy of fixed size into storage PrepareSnapshots
 // sized, with no allocation; a table is scanned only when a request asks for a MAC table dump or
 // an uplink inspection.
-void Switch::FillSnapshot(const Worker& w, Snapshot& out) const {
+void Switch::FillSnapshot(const Worker& w, Snapshot& out, bool inspect) const {
   out.counters = w.counters;
   out.counters.flow_cache_hits = w.cache.hits();
   out.counters.flow_cache_misses = w.cache.misses();
@@ -68,7 +68,39 @@ void Switch::FillSnapshot(const Worker& w, Snapshot& out) const {
   const int fdb = w.fdb_requested.load(std::memory_order_acquire);
   if (fdb >= 0) FillFdb(w, fdb, out);
   const int detail = w.detail_requested.load(std::memory_order_acquire);
-  if (detail >= 0) FillDetail(w, detail, out);
+  if (inspect && detail >= 0) FillDetail(w, detail, out);
+}
+
+// On the worker's lcore: answers request `ticket`, at once unless it asks for an inspection of
+// an uplink this worker owns, which goes on over polls (InspectOverPolls) and is answered, with
+// the rest of the snapshot copied then, at the poll that ends it.
+void Switch::ServeSnapshot(Worker& w, uint64_t ticket) {
+  if (!InspectOverPolls(w, ticket)) return;
+  FillSnapshot(w, w.snapshot, false);
+  w.snapshot_served.store(w.inspection.active ? w.inspection.ticket : ticket,
+                          std::memory_order_release);
+  w.inspection.active = false;
+}
+
+// Whether the inspection the request asks for (if any, of this worker's uplinks) is complete.
+// A request that arrives while one is under way is answered after it, as a request that arrives
+// while a poll serves another is.
+bool Switch::InspectOverPolls(Worker& w, uint64_t ticket) {
+  Worker::Inspection& in = w.inspection;
+  if (!in.active) {
+    const int u = w.detail_requested.load(std::memory_order_acquire);
+    if (u < 0 || std::find(w.uplinks.begin(), w.uplinks.end(), u) == w.uplinks.end()) return true;
+    in.active = true;
+    in.ticket = ticket;
+    in.uplink = static_cast<uint16_t>(u);
+    in.cursor = uplinks_[u]->scheduler->BeginInspection(w.snapshot.details[u], kDetailTopMessages,
+                                                        kDetailRankSamples);
+  }
+  const sched::Scheduler& s = *uplinks_[in.uplink]->scheduler;
+  sched::SchedulerDetail& out = w.snapshot.details[in.uplink];
+  if (!s.InspectSlots(out, in.cursor, kInspectSlotsPerPoll)) return false;
+  s.EndInspection(out, ReadTsc());
+  return true;
 }
 
 // A scan of the uplink's message table (see Inspect), on request only.
@@ -129,7 +161,7 @@ Result<Switch::Snapshot> Switch::TakeSnapshot(bool lcore_running, std::chrono::m
   }
   if (!lcore_running) {
     TsanAcquire(qsbr_.get());  // the workers' lcores were joined (by EAL, which TSan cannot see)
-    for (auto& w : workers_) FillSnapshot(*w, w->snapshot);
+    for (auto& w : workers_) FillSnapshot(*w, w->snapshot, true);
     return Merge(detail_uplink);
   }
   std::vector<uint64_t> tickets;

@@ -28,6 +28,9 @@
 // that many messages, one packet queued each (carrying their state over, then moving the
 // packets), beside moving the same packets into a tree that inherits nothing.
 //
+// A sched_inspect line per queue count: the longest lcore stall of an uplink inspection
+// (qosctl uplinks) spread over polls, against the whole scan in one go.
+//
 // Usage: bench_sched [--pages 4k|2m] [--quick | --queues N] [--hugepages-needed].
 // BENCH_SCHED_ONLY=1 runs only our scheduler (for profiling); BENCH_SCHED_HARNESS=1 adds a no-op
 // scheduler line (the harness's own cost); BENCH_SCHED_PATTERN=random (or sequential, idle_burst,
@@ -576,6 +579,44 @@ double RankQueueNs(uint32_t n, bool hot) {
          static_cast<double>(ops);
 }
 
+// One las class sized for `messages` messages, never dropping: the tree of the reload and
+// inspection lines.
+sched::SchedulerConfig LasUplink(const char* name, uint32_t messages) {
+  sched::SchedulerConfig c;
+  c.name = name;
+  c.rate_bps = 100'000'000'000;
+  c.buffer_bytes = 1ull << 40;
+  c.buffer_packets = UINT32_MAX;
+  c.max_messages = messages;
+  c.message_idle_timeout_ns = 0;
+  c.classes = {sched::ClassConfig{.name = "las", .policy = sched::Policy::kLas}};
+  c.huge_pages = g_huge;
+  return c;
+}
+
+std::unique_ptr<sched::Scheduler> MakeOrExit(const sched::SchedulerConfig& c) {
+  auto s = sched::Scheduler::Create(c, &FailOnDrop, nullptr);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s\n", s.message().c_str());
+    std::exit(1);
+  }
+  return std::move(s).value();
+}
+
+// Queues one 1000-byte packet of each of messages 1..mbufs.size() in `s`.
+void QueueOnePacketEach(sched::Scheduler& s, sched::PageArray<BenchMbuf>& mbufs) {
+  PacketBatch b;
+  for (uint32_t i = 0; i < mbufs.size(); ++i) {
+    PacketMeta& pm = mbufs[i].meta;
+    pm = PacketMeta{};
+    pm.message_id = i + 1;
+    pm.wire_len = 1000;
+    pm.message_slot = kNoMessageSlot;
+    b.Push(&mbufs[i].mbuf);
+    if (b.full() || i + 1 == mbufs.size()) s.Enqueue(b);
+  }
+}
+
 // A live reload of a las uplink holding `messages` messages, one packet queued each, as the
 // switch runs it: the new tree inheriting the old one's message state (InheritPolicyState), then
 // the packets moving over. Its peer, in the same run, is what a reload cost before state carried
@@ -583,16 +624,10 @@ double RankQueueNs(uint32_t n, bool hot) {
 // lcore's time.
 class ReloadBench {
  public:
-  explicit ReloadBench(uint32_t messages) : messages_(messages), mbufs_(messages, MbufPages()) {
-    config_.name = "reload";
-    config_.rate_bps = 100'000'000'000;
-    config_.buffer_bytes = 1ull << 40;
-    config_.buffer_packets = UINT32_MAX;
-    config_.max_messages = messages;
-    config_.message_idle_timeout_ns = 0;
-    config_.classes = {sched::ClassConfig{.name = "las", .policy = sched::Policy::kLas}};
-    config_.huge_pages = g_huge;
-  }
+  explicit ReloadBench(uint32_t messages)
+      : messages_(messages),
+        config_(LasUplink("reload", messages)),
+        mbufs_(messages, MbufPages()) {}
 
   void Print() {
     // Each twice, alternating, the better of each kept: the first run of all meets a cold box.
@@ -623,29 +658,12 @@ class ReloadBench {
     return a.inherit_ms + a.move_ms <= b.inherit_ms + b.move_ms ? a : b;
   }
 
-  std::unique_ptr<sched::Scheduler> Make() const {
-    auto s = sched::Scheduler::Create(config_, &FailOnDrop, nullptr);
-    if (!s.ok()) {
-      std::fprintf(stderr, "%s\n", s.message().c_str());
-      std::exit(1);
-    }
-    return std::move(s).value();
-  }
-
   // A fresh old tree holding every message, then the reload into another fresh tree.
   Times Reload(bool inherit) {
-    auto old = Make();
+    auto old = MakeOrExit(config_);
+    QueueOnePacketEach(*old, mbufs_);
+    auto fresh = MakeOrExit(config_);
     PacketBatch b;
-    for (uint32_t i = 0; i < messages_; ++i) {
-      PacketMeta& pm = mbufs_[i].meta;
-      pm = PacketMeta{};
-      pm.message_id = i + 1;
-      pm.wire_len = 1000;
-      pm.message_slot = kNoMessageSlot;
-      b.Push(&mbufs_[i].mbuf);
-      if (b.full() || i + 1 == messages_) old->Enqueue(b);
-    }
-    auto fresh = Make();
     const std::vector<int32_t> same_class = {0};
     const uint64_t hz = TscHz();
     const uint64_t t0 = ReadTsc();
@@ -668,6 +686,56 @@ class ReloadBench {
   sched::SchedulerConfig config_;
   sched::PageArray<BenchMbuf> mbufs_;
 };
+
+// `qosctl uplinks` on an uplink holding `messages` messages, one packet queued each: the longest
+// stall of the owner's lcore when the inspection is spread over polls (at the switch's
+// kInspectSlotsPerPoll slots a step), against the whole scan in one go (Inspect, the plain
+// approach), in the same run. Each step runs on a table the previous steps left warm no more than
+// the switch's polls would: between steps, a buffer as large as the table is read.
+void PrintInspection(uint32_t messages) {
+  constexpr uint32_t kSlotsPerStep = 1024;  // vswitch::Switch::kInspectSlotsPerPoll
+  auto s = MakeOrExit(LasUplink("inspect", messages));
+  sched::PageArray<BenchMbuf> mbufs(messages, MbufPages());
+  QueueOnePacketEach(*s, mbufs);
+  std::vector<uint8_t> evict(uint64_t{messages} * sizeof(sched::MessageState));
+  auto cool = [&] {
+    for (size_t i = 0; i < evict.size(); i += 64) evict[i]++;
+  };
+  sched::SchedulerDetail out;
+  out.Reserve(1, 100);
+  const uint64_t hz = TscHz();
+  cool();
+  uint64_t t0 = ReadTsc();
+  s->Inspect(out, 100, 4096, t0);
+  const uint64_t whole = ReadTsc() - t0;
+  cool();
+  std::vector<uint64_t> steps;
+  sched::InspectionCursor cursor = s->BeginInspection(out, 100, 4096);
+  for (bool done = false; !done;) {
+    t0 = ReadTsc();
+    done = s->InspectSlots(out, cursor, kSlotsPerStep);
+    steps.push_back(ReadTsc() - t0);
+    cool();
+  }
+  s->EndInspection(out, ReadTsc());
+  std::sort(steps.begin(), steps.end());
+  const uint64_t longest = steps.back();
+  const uint64_t p99 = steps[steps.size() * 99 / 100];
+  auto us = [&](uint64_t cycles) {
+    return static_cast<double>(cycles) * 1e6 / static_cast<double>(hz);
+  };
+  nlohmann::json j = {{"bench", "sched_inspect"},
+                      {"messages", messages},
+                      {"pages", PagesName()},
+                      {"longest_step_us", Round2(us(longest))},
+                      {"p99_step_us", Round2(us(p99))},
+                      {"median_step_us", Round2(us(steps[steps.size() / 2]))},
+                      {"steps", steps.size()},
+                      {"whole_scan_us", Round2(us(whole))},
+                      {"stall_vs_whole_scan", Round2(static_cast<double>(longest) / whole)}};
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
 
 uint64_t RoundUp(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -812,6 +880,7 @@ int Main(int argc, char** argv) {
   }
   if (only_pattern == nullptr) {
     for (uint32_t queues : queue_counts) ReloadBench(queues).Print();
+    for (uint32_t queues : queue_counts) PrintInspection(queues);
   }
   for (uint32_t n : {64u, 4096u, 65536u, 1u << 20}) {
     nlohmann::json j = {

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <map>
 #include <thread>
 
@@ -1324,6 +1325,120 @@ TEST_CASE("switch: a reconfigured uplink moves what waits to its new tree, in or
   rig.Poll();
   CHECK(rig.Drain(1).size() == 1);
   CHECK(rig.Snapshot().uplinks[0].classes[1].enqueued_packets == 31);
+}
+
+namespace {
+
+// An las class "rpc" on Homa (queue 1), which needs a slot for every message, and a paced class
+// "slow" on udp port 5000 (queue 2), which keeps its datagrams waiting.
+UplinkSpec LasAndSlowUplink(uint32_t max_messages) {
+  UplinkSpec up;
+  up.port = 1;
+  up.scheduler.name = "uplink";
+  up.scheduler.rate_bps = 10'000'000'000ull;
+  up.scheduler.pacing_bps = 0;
+  up.scheduler.max_messages = max_messages;
+  up.scheduler.message_idle_timeout_ns = 0;
+  up.scheduler.classes = {{.name = "rpc", .policy = sched::Policy::kLas},
+                          // 100 bit/s: one datagram leaves, the next only seconds later
+                          {.name = "slow", .policy = sched::Policy::kPace, .rate_bps = 100}};
+  up.class_queues = {1, 2};
+  return up;
+}
+
+// Three polls' worth of message-table slots, held by Homa messages that wait for more after
+// their first packet left; then 20 datagrams that wait in the paced class.
+void BuildLargeTable(Rig& rig) {
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(2);
+  b.flows = {{"priority=100,ip,nw_proto=146,actions=set_queue:1,output:2", 0},
+             {"priority=100,udp,tp_dst=5000,actions=set_queue:2,output:2", 1}};
+  spec.bridges = {b};
+  spec.classes = {{1, MessageMode::kHoma, 0}, {2, MessageMode::kDatagram, 0}};
+  spec.uplinks = {LasAndSlowUplink(65536)};
+  rig.Build(spec);
+  for (uint32_t i = 0; i < 3 * Switch::kInspectSlotsPerPoll; ++i) {
+    rig.Inject(0, testing::Homa4(1 + i, 100'000, 0, 100));
+    if (i % 128 == 127) {  // (the inject ring holds a few hundred)
+      rig.Poll(8);
+      rig.Drain(1);
+    }
+  }
+  for (uint16_t i = 0; i < 20; ++i) rig.Inject(0, testing::Udp4(i, 5000, 64 + i));
+  rig.Poll(40);
+  rig.Drain(1);
+}
+
+// Polls worker 0 from this thread, one poll at a time, each given 5 ms to be answered by, until
+// `done` is ready; returns the polls it took.
+template <typename Future>
+uint32_t PollUntil(Rig& rig, Future& done) {
+  uint32_t polls = 0;
+  do {
+    rig.sw->Poll(0, ReadTsc());
+    ++polls;
+    REQUIRE(polls < 1000);
+  } while (done.wait_for(std::chrono::milliseconds(5)) != std::future_status::ready);
+  return polls;
+}
+
+}  // namespace
+
+TEST_CASE("switch: an inspection of a large message table is spread over the owner's polls",
+          "[switch][detail]") {
+  Rig rig(2);
+  BuildLargeTable(rig);
+  auto direct = rig.sw->TakeSnapshot(false, Switch::kSnapshotTimeout, -1, 0);
+  REQUIRE(direct.ok());
+  const sched::SchedulerDetail& whole = direct->details[0];
+
+  REQUIRE(whole.slots_scanned > 3 * Switch::kInspectSlotsPerPoll);
+  REQUIRE(whole.queued_messages == 19);  // the pace let one datagram out
+  // This thread is the lcore.
+  auto request = std::async(std::launch::async, [&] {
+    return rig.sw->TakeSnapshot(true, std::chrono::seconds(30), -1, 0);
+  });
+  const uint32_t polls = PollUntil(rig, request);
+  auto answered = request.get();
+  REQUIRE(answered.ok());
+  const sched::SchedulerDetail& stepped = answered->details[0];
+  CHECK(polls >=
+        (whole.slots_scanned + Switch::kInspectSlotsPerPoll - 1) / Switch::kInspectSlotsPerPoll);
+  CHECK(stepped.slots_scanned == whole.slots_scanned);
+  CHECK(stepped.queued_messages == whole.queued_messages);
+  REQUIRE(stepped.top.size() == whole.top.size());
+  for (size_t i = 0; i < whole.top.size(); ++i) {
+    CHECK(stepped.top[i].message_id == whole.top[i].message_id);
+    CHECK(stepped.top[i].head_arrival_tsc == whole.top[i].head_arrival_tsc);
+  }
+  CHECK(answered->uplinks[0].live_messages == direct->uplinks[0].live_messages);
+  rig.Drain(1);
+}
+
+TEST_CASE("switch: an inspection under way when its uplink gets a new tree inspects the new one",
+          "[switch][detail][reconfigure]") {
+  Rig rig(2);
+  BuildLargeTable(rig);
+  auto request = std::async(std::launch::async, [&] {
+    return rig.sw->TakeSnapshot(true, std::chrono::seconds(30), -1, 0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the request is made
+  rig.sw->Poll(0, ReadTsc());  // the inspection begins: a poll's worth of the old table
+  REQUIRE(request.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready);
+  // A table a tenth the size of what the inspection had still to read.
+  auto change = std::async(std::launch::async, [&] {
+    return rig.sw->ReconfigureUplink(rig.ports[1]->name(), LasAndSlowUplink(1024), {}, true,
+                                     std::chrono::seconds(30));
+  });
+  PollUntil(rig, change);
+  REQUIRE(change.get().ok());
+  PollUntil(rig, request);
+  auto answered = request.get();
+  REQUIRE(answered.ok());
+  const sched::SchedulerDetail& d = answered->details[0];
+  CHECK(d.table_capacity == 1024 + 2);  // and the classes' default queues
+  CHECK(d.slots_scanned <= d.table_capacity);
+  CHECK(d.queued_messages == answered->uplinks[0].total.queued_packets);
 }
 
 TEST_CASE("switch: an uplink inspection lists the waiting messages, answered by the owner's poll",
