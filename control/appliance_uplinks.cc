@@ -167,10 +167,10 @@ Result<json> Appliance::UplinksJson(const json& args) {
   }
   json out = json::array();
   // One request per uplink: each inspection is a scan of that uplink's message table on its
-  // owner's lcore, done at the poll that answers.
+  // owner's lcore, spread over its polls and answered at the one that ends it.
   for (size_t u : asked) {
     std::lock_guard lock(stats_mu_);
-    auto taken = switch_->TakeSnapshot(lcore_running_, vswitch::Switch::kSnapshotTimeout, -1,
+    auto taken = switch_->TakeSnapshot(lcore_running_, vswitch::Switch::kInspectTimeout, -1,
                                        static_cast<int>(u));
     if (!taken.ok()) return taken.status();
     out.push_back(UplinkJson(u, *taken, *top));

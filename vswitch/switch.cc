@@ -202,7 +202,7 @@ void Switch::Poll(uint16_t worker, uint64_t now) {
   }
   for (uint16_t b : w.bridges) bridges_[b]->macs->Age(now);
   // The ticket is read once: a request that arrives while an earlier one is being served is
-  // answered at the next poll, with a copy taken after it was made.
+  // answered at a later poll, with a copy taken after it was made (see ServeSnapshot).
   const uint64_t ticket = w.snapshot_requested.load(std::memory_order_acquire);
   if (ticket != w.snapshot_served.load(std::memory_order_relaxed)) ServeSnapshot(w, ticket);
   w.epoch.store(w.epoch.load(std::memory_order_relaxed) + 1, std::memory_order_release);

@@ -226,10 +226,13 @@ class Switch {
   static constexpr uint32_t kDetailTopMessages = 100;
   static constexpr uint32_t kDetailRankSamples = 4096;
   static constexpr std::chrono::milliseconds kSnapshotTimeout{1000};
-  // On a cold table of a million messages, a step took 13 us at the median and 46 us at p99
-  // (bench_sched's sched_inspect line, 4 KiB pages): what a poll may add without a 1024-entry RX
-  // ring of a 10 GbE port filling at 64 bytes. Such a table answers within about 1024 polls.
-  static constexpr uint32_t kInspectSlotsPerPoll = 1024;
+  // For a request with an uplink inspection, which takes a poll per kInspectSlotsPerPoll slots of
+  // its message table: 8192 polls for 4 million.
+  static constexpr std::chrono::milliseconds kInspectTimeout{10'000};
+  // What a poll may add to its own work without a 1024-entry RX ring of a 10 GbE port filling at
+  // 64 bytes (in 69 us): on a cold table of a million messages, bench_sched's sched_inspect line
+  // measures the steps at this size. Such a table answers within about 2048 polls.
+  static constexpr uint32_t kInspectSlotsPerPoll = 512;
   // Control thread, one call at a time. With `lcore_running`, each worker copies its part at its
   // next poll (so the data path keeps plain, unshared counters), and a worker that has not done
   // so within `timeout` makes this an error; otherwise (no worker polls) they are read directly.

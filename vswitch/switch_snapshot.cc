@@ -77,16 +77,16 @@ void Switch::FillSnapshot(const Worker& w, Snapshot& out, bool inspect) const {
 void Switch::ServeSnapshot(Worker& w, uint64_t ticket) {
   if (!InspectOverPolls(w, ticket)) return;
   FillSnapshot(w, w.snapshot, false);
-  w.snapshot_served.store(w.inspection.active ? w.inspection.ticket : ticket,
-                          std::memory_order_release);
+  w.snapshot_served.store(ticket, std::memory_order_release);
   w.inspection.active = false;
 }
 
 // Whether the inspection the request asks for (if any, of this worker's uplinks) is complete.
-// A request that arrives while one is under way is answered after it, as a request that arrives
-// while a poll serves another is.
+// Requests come one at a time (TakeSnapshot), so a newer one means that the one a scan under way
+// was for has given up waiting: the scan is dropped and the newer request served instead.
 bool Switch::InspectOverPolls(Worker& w, uint64_t ticket) {
   Worker::Inspection& in = w.inspection;
+  if (in.active && in.ticket != ticket) in.active = false;
   if (!in.active) {
     const int u = w.detail_requested.load(std::memory_order_acquire);
     if (u < 0 || std::find(w.uplinks.begin(), w.uplinks.end(), u) == w.uplinks.end()) return true;

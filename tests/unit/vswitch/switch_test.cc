@@ -1419,26 +1419,46 @@ TEST_CASE("switch: an inspection under way when its uplink gets a new tree inspe
           "[switch][detail][reconfigure]") {
   Rig rig(2);
   BuildLargeTable(rig);
+  const uint64_t live_before = rig.Snapshot().uplinks[0].live_messages;
   auto request = std::async(std::launch::async, [&] {
     return rig.sw->TakeSnapshot(true, std::chrono::seconds(30), -1, 0);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the request is made
-  rig.sw->Poll(0, ReadTsc());  // the inspection begins: a poll's worth of the old table
-  REQUIRE(request.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready);
-  // A table a tenth the size of what the inspection had still to read.
-  auto change = std::async(std::launch::async, [&] {
-    return rig.sw->ReconfigureUplink(rig.ports[1]->name(), LasAndSlowUplink(1024), {}, true,
-                                     std::chrono::seconds(30));
-  });
-  PollUntil(rig, change);
-  REQUIRE(change.get().ok());
+  // Two polls once the request is made: the scan, which needs four, is under way on the old tree.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  rig.sw->Poll(0, ReadTsc());
+  rig.sw->Poll(0, ReadTsc());
+  REQUIRE(request.wait_for(std::chrono::milliseconds(5)) != std::future_status::ready);
+  // Between two polls of this thread (the lcore), a table a tenth the size of what the scan had
+  // still to read.
+  REQUIRE(rig.sw->ReconfigureUplink(rig.ports[1]->name(), LasAndSlowUplink(1024), {}, false).ok());
   PollUntil(rig, request);
   auto answered = request.get();
   REQUIRE(answered.ok());
   const sched::SchedulerDetail& d = answered->details[0];
   CHECK(d.table_capacity == 1024 + 2);  // and the classes' default queues
   CHECK(d.slots_scanned <= d.table_capacity);
+  CHECK(d.live_messages < live_before);
   CHECK(d.queued_messages == answered->uplinks[0].total.queued_packets);
+}
+
+TEST_CASE("switch: a newer request drops an inspection whose requester gave up",
+          "[switch][detail]") {
+  Rig rig(2);
+  BuildLargeTable(rig);
+  // The first request gives up after 10 ms, while the scan needs several polls.
+  auto first = std::async(std::launch::async, [&] {
+    return rig.sw->TakeSnapshot(true, std::chrono::milliseconds(10), -1, 0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  rig.sw->Poll(0, ReadTsc());  // the scan begins
+  REQUIRE_FALSE(first.get().ok());
+  // Plain statistics are answered at the next poll (or the one after, should this request come
+  // late), not after the three polls the abandoned scan still needs.
+  auto stats = std::async(std::launch::async,
+                          [&] { return rig.sw->TakeSnapshot(true, std::chrono::seconds(30)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(PollUntil(rig, stats) <= 2);
+  REQUIRE(stats.get().ok());
 }
 
 TEST_CASE("switch: an uplink inspection lists the waiting messages, answered by the owner's poll",
