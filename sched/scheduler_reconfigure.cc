@@ -14,9 +14,12 @@ void BasicScheduler<RankQueue>::InheritPolicyState(const BasicScheduler& before,
   // Only a tree that has seen nothing yet: what it holds would be mixed with the old tree's past.
   assert(table_.live() == 0 && buffered_packets_ == 0);
   if (table_.live() != 0 || buffered_packets_ != 0) return;
+  bool any = false;  // the table is scanned only when some class ranks by its messages' past
   for (size_t old = 0; old < before.classes_.size(); ++old) {
     const int32_t c = NewClassOf(old, class_of_old);
-    if (c < 0 || classes_[c].policy != before.classes_[old].policy) continue;
+    if (c < 0) continue;
+    any |= RanksByMessagePast(static_cast<uint16_t>(c));
+    if (classes_[c].policy != before.classes_[old].policy) continue;
     classes_[c].vtime = before.classes_[old].vtime;
     // A paced class's queued heads reserved their send times there, and reserve again here: the
     // schedule goes on from the end of the old one's, so that nothing is sent sooner than it was
@@ -24,12 +27,6 @@ void BasicScheduler<RankQueue>::InheritPolicyState(const BasicScheduler& before,
     // had reserved ahead of it: reproducing the old times exactly would need every moved head's
     // old reservation, which re-ranking does not see).
     classes_[c].next_send_tsc = before.classes_[old].next_send_tsc;
-  }
-  // The table is scanned only when some class ranks by what its messages remember.
-  bool any = false;
-  for (size_t old = 0; old < before.classes_.size(); ++old) {
-    const int32_t c = NewClassOf(old, class_of_old);
-    any |= c >= 0 && RanksByMessagePast(static_cast<uint16_t>(c));
   }
   if (!any) return;
   // Queued messages first: their packets are about to be ranked here. Then the messages waiting
@@ -131,8 +128,7 @@ uint64_t BasicScheduler<RankQueue>::InheritedTag(const MessageState& m, Policy w
 
 template <typename RankQueue>
 void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
-                                             std::span<const int32_t> class_of_old,
-                                             uint64_t gone) {
+                                             std::span<const int32_t> class_of_old, uint64_t gone) {
   for (size_t old = 0; old < before.classes.size() && old < class_of_old.size(); ++old) {
     if (class_of_old[old] < 0 || static_cast<size_t>(class_of_old[old]) >= stats_.size()) continue;
     const ClassStats& b = before.classes[old];
@@ -162,30 +158,32 @@ void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
 // scheduler.h declares the class's instantiations extern, so every member defined here is
 // instantiated here.
 template void BasicScheduler<FfsRankQueue>::InheritPolicyState(const BasicScheduler&,
-                                                        std::span<const int32_t>);
+                                                               std::span<const int32_t>);
 template int32_t BasicScheduler<FfsRankQueue>::NewClassOf(size_t, std::span<const int32_t>) const;
 template uint64_t BasicScheduler<FfsRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
 template bool BasicScheduler<FfsRankQueue>::RanksByMessagePast(uint16_t) const;
-template bool BasicScheduler<FfsRankQueue>::CarriesOver(const MessageState&, std::span<const int32_t>,
-                                                 bool) const;
-template void BasicScheduler<FfsRankQueue>::InheritMessage(const BasicScheduler&, const MessageState&,
-                                                    std::span<const int32_t>, uint32_t);
+template bool BasicScheduler<FfsRankQueue>::CarriesOver(const MessageState&,
+                                                        std::span<const int32_t>, bool) const;
+template void BasicScheduler<FfsRankQueue>::InheritMessage(const BasicScheduler&,
+                                                           const MessageState&,
+                                                           std::span<const int32_t>, uint32_t);
 template void BasicScheduler<FfsRankQueue>::InheritMessages(const BasicScheduler&,
-                                                     std::span<const int32_t>, bool);
+                                                            std::span<const int32_t>, bool);
 template void BasicScheduler<FfsRankQueue>::ContinueFrom(const SchedulerStats&,
-                                                  std::span<const int32_t>, uint64_t);
+                                                         std::span<const int32_t>, uint64_t);
 template void BasicScheduler<HeapRankQueue>::InheritPolicyState(const BasicScheduler&,
-                                                        std::span<const int32_t>);
+                                                                std::span<const int32_t>);
 template int32_t BasicScheduler<HeapRankQueue>::NewClassOf(size_t, std::span<const int32_t>) const;
 template uint64_t BasicScheduler<HeapRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
 template bool BasicScheduler<HeapRankQueue>::RanksByMessagePast(uint16_t) const;
-template bool BasicScheduler<HeapRankQueue>::CarriesOver(const MessageState&, std::span<const int32_t>,
-                                                 bool) const;
-template void BasicScheduler<HeapRankQueue>::InheritMessage(const BasicScheduler&, const MessageState&,
-                                                    std::span<const int32_t>, uint32_t);
+template bool BasicScheduler<HeapRankQueue>::CarriesOver(const MessageState&,
+                                                         std::span<const int32_t>, bool) const;
+template void BasicScheduler<HeapRankQueue>::InheritMessage(const BasicScheduler&,
+                                                            const MessageState&,
+                                                            std::span<const int32_t>, uint32_t);
 template void BasicScheduler<HeapRankQueue>::InheritMessages(const BasicScheduler&,
-                                                     std::span<const int32_t>, bool);
+                                                             std::span<const int32_t>, bool);
 template void BasicScheduler<HeapRankQueue>::ContinueFrom(const SchedulerStats&,
-                                                  std::span<const int32_t>, uint64_t);
+                                                          std::span<const int32_t>, uint64_t);
 
 }  // namespace qosvisor::sched
