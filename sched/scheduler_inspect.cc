@@ -22,14 +22,14 @@ bool WouldKeep(const std::vector<QueuedMessage>& top, const QueuedMessage& q, ui
 
 // Keeps the top_n listed first in `top`, a heap whose front is the one that would go next.
 void KeepIfTop(std::vector<QueuedMessage>& top, const QueuedMessage& q, uint32_t top_n) {
+  if (!WouldKeep(top, q, top_n)) return;
   if (top.size() < top_n) {
     top.push_back(q);
-    std::push_heap(top.begin(), top.end(), ListedBefore);
-  } else if (top_n != 0 && ListedBefore(q, top.front())) {
+  } else {
     std::pop_heap(top.begin(), top.end(), ListedBefore);
     top.back() = q;
-    std::push_heap(top.begin(), top.end(), ListedBefore);
   }
+  std::push_heap(top.begin(), top.end(), ListedBefore);
 }
 
 void CountHead(ClassRanks& ranks, const PacketMeta* sampled_head) {

@@ -16,6 +16,7 @@
 // reconfigured while they run) and switch_workers.cc.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -525,6 +526,10 @@ class Switch {
   void PrepareSnapshots();
   void ServeSnapshot(Worker& w, uint64_t ticket);
   bool InspectOverPolls(Worker& w, uint64_t ticket);
+  // Whether `uplink` (an index, or -1 for none) is one of the worker's.
+  static bool OwnsUplink(const Worker& w, int uplink) {
+    return uplink >= 0 && std::find(w.uplinks.begin(), w.uplinks.end(), uplink) != w.uplinks.end();
+  }
   // `inspect`: run the inspection a request asks for now, whole (no lcore polls).
   void FillSnapshot(const Worker& w, Snapshot& out, bool inspect) const;
   void FillFdb(const Worker& w, int bridge, Snapshot& out) const;

@@ -89,7 +89,7 @@ bool Switch::InspectOverPolls(Worker& w, uint64_t ticket) {
   if (in.active && in.ticket != ticket) in.active = false;
   if (!in.active) {
     const int u = w.detail_requested.load(std::memory_order_acquire);
-    if (u < 0 || std::find(w.uplinks.begin(), w.uplinks.end(), u) == w.uplinks.end()) return true;
+    if (!OwnsUplink(w, u)) return true;
     in.active = true;
     in.ticket = ticket;
     in.uplink = static_cast<uint16_t>(u);
@@ -105,7 +105,7 @@ bool Switch::InspectOverPolls(Worker& w, uint64_t ticket) {
 
 // A scan of the uplink's message table (see Inspect), on request only.
 void Switch::FillDetail(const Worker& w, int uplink, Snapshot& out) const {
-  if (std::find(w.uplinks.begin(), w.uplinks.end(), uplink) == w.uplinks.end()) return;
+  if (!OwnsUplink(w, uplink)) return;
   uplinks_[uplink]->scheduler->Inspect(out.details[uplink], kDetailTopMessages, kDetailRankSamples,
                                        ReadTsc());
 }

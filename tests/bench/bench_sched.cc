@@ -219,25 +219,38 @@ void FailOnDrop(void*, rte_mbuf* const*, uint16_t n) {
   std::exit(1);
 }
 
+// One class under `policy`, room for `max_messages` messages, a rate far above any offered
+// load and a buffer that never fills: every scheduler this benchmark builds.
+sched::SchedulerConfig NeverDroppingUplink(const char* name, uint32_t max_messages,
+                                           sched::Policy policy) {
+  sched::SchedulerConfig c;
+  c.name = name;
+  c.rate_bps = 100'000'000'000;
+  c.buffer_bytes = 1ull << 40;
+  c.buffer_packets = UINT32_MAX;
+  c.max_messages = max_messages;
+  c.message_idle_timeout_ns = 0;
+  c.classes = {sched::ClassConfig{.name = sched::PolicyName(policy), .policy = policy}};
+  c.huge_pages = g_huge;
+  return c;
+}
+
+template <typename S = sched::Scheduler>
+std::unique_ptr<S> MakeOrExit(const sched::SchedulerConfig& c) {
+  auto s = S::Create(c, &FailOnDrop, nullptr);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s\n", s.message().c_str());
+    std::exit(1);
+  }
+  return std::move(s).value();
+}
+
 template <typename S>
 class OurSched {
  public:
-  OurSched(uint32_t queues, bool hints) : hints_(hints) {
-    sched::SchedulerConfig c;
-    c.name = "bench";
-    c.rate_bps = 100'000'000'000;
-    c.buffer_bytes = 1ull << 40;
-    c.buffer_packets = UINT32_MAX;
-    c.max_messages = MaxMessages(queues);
-    c.message_idle_timeout_ns = 0;
-    c.classes = {sched::ClassConfig{.name = "srpt", .policy = sched::Policy::kSrpt}};
-    c.huge_pages = g_huge;
-    auto s = S::Create(c, &FailOnDrop, nullptr);
-    if (!s.ok()) {
-      std::fprintf(stderr, "%s\n", s.message().c_str());
-      std::exit(1);
-    }
-    s_ = std::move(*s);
+  OurSched(uint32_t queues, bool hints)
+      : hints_(hints),
+        s_(MakeOrExit<S>(NeverDroppingUplink("bench", MaxMessages(queues), sched::Policy::kSrpt))) {
   }
   bool hints() const { return hints_; }
   void Stamp(rte_mbuf*, uint32_t) {}
@@ -579,30 +592,6 @@ double RankQueueNs(uint32_t n, bool hot) {
          static_cast<double>(ops);
 }
 
-// One las class sized for `messages` messages, never dropping: the tree of the reload and
-// inspection lines.
-sched::SchedulerConfig LasUplink(const char* name, uint32_t messages) {
-  sched::SchedulerConfig c;
-  c.name = name;
-  c.rate_bps = 100'000'000'000;
-  c.buffer_bytes = 1ull << 40;
-  c.buffer_packets = UINT32_MAX;
-  c.max_messages = messages;
-  c.message_idle_timeout_ns = 0;
-  c.classes = {sched::ClassConfig{.name = "las", .policy = sched::Policy::kLas}};
-  c.huge_pages = g_huge;
-  return c;
-}
-
-std::unique_ptr<sched::Scheduler> MakeOrExit(const sched::SchedulerConfig& c) {
-  auto s = sched::Scheduler::Create(c, &FailOnDrop, nullptr);
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s\n", s.message().c_str());
-    std::exit(1);
-  }
-  return std::move(s).value();
-}
-
 // Queues one 1000-byte packet of each of messages 1..mbufs.size() in `s`.
 void QueueOnePacketEach(sched::Scheduler& s, sched::PageArray<BenchMbuf>& mbufs) {
   PacketBatch b;
@@ -626,7 +615,7 @@ class ReloadBench {
  public:
   explicit ReloadBench(uint32_t messages)
       : messages_(messages),
-        config_(LasUplink("reload", messages)),
+        config_(NeverDroppingUplink("reload", messages, sched::Policy::kLas)),
         mbufs_(messages, MbufPages()) {}
 
   void Print() {
@@ -695,7 +684,7 @@ class ReloadBench {
 // switch's own polls would between two steps on a loaded lcore.
 void PrintInspection(uint32_t messages) {
   constexpr uint32_t kSlotsPerStep = 512;  // vswitch::Switch::kInspectSlotsPerPoll
-  auto s = MakeOrExit(LasUplink("inspect", messages));
+  auto s = MakeOrExit(NeverDroppingUplink("inspect", messages, sched::Policy::kLas));
   sched::PageArray<BenchMbuf> mbufs(messages, MbufPages());
   QueueOnePacketEach(*s, mbufs);
   std::vector<uint8_t> evict(uint64_t{messages} * sizeof(sched::MessageState) + (64u << 20));
