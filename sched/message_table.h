@@ -57,6 +57,10 @@ struct alignas(64) MessageState {
 
   bool empty() const { return ring_count == 0; }
   rte_mbuf* front() const { return ring[ring_head]; }
+  // The newest queued packet (the message must not be empty).
+  rte_mbuf* back() const {
+    return overflow_tail != nullptr ? overflow_tail : at(static_cast<uint8_t>(ring_count - 1));
+  }
   // The k-th queued packet if it is in the ring (k < kInlinePackets), else nullptr.
   rte_mbuf* at(uint8_t k) const {
     if (k >= ring_count) return nullptr;

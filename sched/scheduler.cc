@@ -294,6 +294,7 @@ void BasicScheduler<RankQueue>::DropWorst(uint16_t c, uint64_t now) {
   q.Remove(slot);
   MessageState& m = table_[slot];
   uint32_t len = m.head_len;
+  const bool victim_last = m.head_last;
   rte_mbuf* victim = m.PopFront();
   m.bytes_queued -= len;
   buffered_bytes_ -= len;
@@ -301,15 +302,34 @@ void BasicScheduler<RankQueue>::DropWorst(uint16_t c, uint64_t now) {
   ClassStats& st = stats_[c];
   ++st.dropped_worst;
   st.dropped_bytes += len;
-  if (!m.empty()) {
-    PushHead(c, slot, now);
-  } else {
-    // A message of one packet gets no other: its slot goes back now (an indexed message keeps
-    // its slot for packets still to come, until its idle timeout).
-    if (m.flags & kMsgUnindexed) table_.Erase(slot);
-    if (q.Empty()) DeactivateClass(c);
+  const bool emptied = m.empty();
+  if (!emptied) PushHead(c, slot, now);
+  // A message of one packet gets no other: its slot goes back now. An indexed message keeps its
+  // slot for packets still to come, until its idle timeout, unless the victim was its last.
+  if (m.flags & kMsgUnindexed) {
+    if (emptied) table_.Erase(slot);
+  } else if (victim_last) {
+    EndWithoutLastPacket(slot);
   }
+  if (emptied && q.Empty()) DeactivateClass(c);
   Drop(victim);
+}
+
+// The last packet of the message in `slot` was dropped, so nothing more is expected of it: its
+// slot goes back as soon as nothing of it waits, as if that packet had been sent. The newest
+// packet still queued takes over the last packet's mark (only the scheduler reads it), which
+// also travels with it into a reloaded tree. Without this the slot would stay until the idle
+// timeout, or for good when there is none, and a table that fills falls back to default queues.
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::EndWithoutLastPacket(uint32_t slot) {
+  MessageState& m = table_[slot];
+  if (m.flags & kMsgDefault) return;  // shared by many messages: nothing of one ends it
+  if (m.empty()) {
+    table_.Erase(slot);
+    return;
+  }
+  Meta(m.back())->flags |= kMetaLastOfMessage;
+  if (m.back() == m.front()) m.head_last = true;  // (the head's fields are copies)
 }
 
 // Ranks of different classes are not comparable (bytes, times, virtual times), so overflow picks
@@ -379,7 +399,11 @@ template <typename RankQueue>
       ++mst.dropped_tail;
     }
     mst.dropped_bytes += len;
-    if (created) table_.Erase(slot);
+    if (created) {
+      table_.Erase(slot);
+    } else if (pm.flags & kMetaLastOfMessage) {
+      EndWithoutLastPacket(slot);
+    }
     Drop(pkt);
     return;
   }

@@ -191,6 +191,7 @@ class BasicScheduler {
     bool frees_slot;   // last of a message that may hold a slot (kMetaLastOfMessage, not whole)
   };
   void ForgetEndedMessage(rte_mbuf* pkt);
+  void EndWithoutLastPacket(uint32_t slot);
   int32_t NewClassOf(size_t old, std::span<const int32_t> class_of_old) const;
   static uint64_t InheritedTag(const MessageState& m, Policy was, Policy is);
   bool RanksByMessagePast(uint16_t class_id) const;

@@ -232,6 +232,58 @@ TEST_CASE("complete messages free their slot at once, idle ones after the timeou
   CHECK((*s)->Stats().messages_reclaimed_idle == 1);
 }
 
+TEST_CASE("a message whose last packet is refused frees its slot once the rest has left",
+          "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kFifo);
+  c.drop = DropMode::kTail;
+  c.buffer_packets = 3;
+  c.message_idle_timeout_ns = 0;  // only an ended message frees its slot
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(8);
+  // Messages 1 and 2 each send a packet and wait for more (the second arrival finds the first
+  // queued, so both take the general path and a slot).
+  EnqueueOne(*s, Packet(pool, 0, 2, 5000, 0, 1000, 0, 1));
+  EnqueueOne(*s, Packet(pool, 1, 1, 4000, 0, 1000, 0, 2));
+  CHECK(DrainAll(*s, 10).size() == 2);
+  CHECK(s->Stats().live_messages == 2);
+  // Message 2 fills the buffer; then both messages' last packets arrive and are refused.
+  for (size_t i = 2; i <= 4; ++i) {
+    EnqueueOne(*s, Packet(pool, i, 2, 5000, 1000 * (i - 1), 1000, 0, 10 + i));
+  }
+  CHECK(EnqueueOne(*s, Packet(pool, 5, 1, 4000, 3000, 1000, 0, 20, kMetaLastOfMessage)) == 0);
+  CHECK(EnqueueOne(*s, Packet(pool, 6, 2, 5000, 4000, 1000, 0, 21, kMetaLastOfMessage)) == 0);
+  CHECK(drops.pkts.size() == 2);
+  // Message 1 had nothing queued: its slot went back with the refusal.
+  CHECK(s->Stats().live_messages == 1);
+  // Message 2's slot goes back when its last queued packet leaves.
+  const std::vector<rte_mbuf*> expect = {pool.Get(2), pool.Get(3), pool.Get(4)};
+  CHECK(DrainAll(*s, 100) == expect);
+  CHECK(s->Stats().live_messages == 0);
+}
+
+TEST_CASE("a message whose last packet is evicted frees its slot", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.buffer_packets = 2;
+  c.message_idle_timeout_ns = 0;
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(12);
+  // Message 1 sent 5000 bytes; its last packet then waits beside message 2's first.
+  for (size_t i = 0; i < 5; ++i) {
+    EnqueueOne(*s, Packet(pool, i, 1, 0, 0, 1000));
+    DrainAll(*s, 10);
+  }
+  EnqueueOne(*s, Packet(pool, 5, 1, 0, 0, 1000, 0, 20, kMetaLastOfMessage));
+  EnqueueOne(*s, Packet(pool, 6, 2, 0, 0, 1000, 0, 21));
+  CHECK(s->Stats().live_messages == 2);
+  // Message 3 arrives at a full buffer: message 1's last packet ranks worst and is evicted.
+  CHECK(EnqueueOne(*s, Packet(pool, 7, 3, 0, 0, 1000, 0, 22)) == 1);
+  REQUIRE(drops.pkts.size() == 1);
+  CHECK(drops.pkts[0] == pool.Get(5));
+  CHECK(s->Stats().live_messages == 2);  // messages 2 and 3, which may send more
+}
+
 namespace {
 
 // Random traffic (one-packet messages and longer ones, bursts of up to 32, batches of every
@@ -889,6 +941,29 @@ TEST_CASE("a reload into a smaller table keeps a slot for every packet that move
   CHECK(st.total.probe_limit_fallback == 0);
   CHECK(st.live_messages == 30);  // 10 of the waiting messages beside the 20 that moved
   CHECK(DrainAll(*fresh, 0).size() == 20);
+}
+
+TEST_CASE("a reload into a smaller buffer frees the slot of a message whose last packet it drops",
+          "[scheduler][reconfigure]") {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.message_idle_timeout_ns = 0;
+  DropLog drops;
+  auto old = MustCreate(c, drops);
+  FakePool pool(4);
+  // One message of three packets, all queued, the third marked last.
+  for (size_t i = 0; i < 3; ++i) {
+    const uint16_t flags = i == 2 ? kMetaLastOfMessage : 0;
+    EnqueueOne(*old, Packet(pool, i, 7, 3000, 1000 * i, 1000, 0, i, flags));
+  }
+  c.drop = DropMode::kTail;
+  c.buffer_packets = 2;
+  auto fresh = MustCreate(c, drops);
+  MoveInto(*old, *fresh, {0});
+  CHECK(fresh->Stats().total.dropped_tail == 1);
+  const std::vector<rte_mbuf*> expect = {pool.Get(0), pool.Get(1)};
+  CHECK(DrainAll(*fresh, 0) == expect);
+  CHECK(fresh->Stats().live_messages == 0);
+  CHECK(old->Stats().live_messages == 0);
 }
 
 TEST_CASE(
