@@ -258,14 +258,8 @@ uint32_t BasicScheduler<RankQueue>::ResolveSlot(const PacketMeta& pm, uint32_t h
   // Classification may hand the slot over (it learnt it from an earlier packet); trust it only
   // when it still holds this message. An unindexed slot holds a message of one packet, which no
   // other packet joins: its slot may be freed (by an eviction) before this packet is admitted.
-  uint32_t hint = pm.message_slot;
-  if (hint < table_.capacity()) {
-    const MessageState& m = table_[hint];
-    constexpr uint16_t kMask = kMsgInUse | kMsgDefault | kMsgUnindexed;
-    if (m.message_id == pm.message_id && (m.flags & kMask) == kMsgInUse) {
-      return hint;
-    }
-  }
+  const uint32_t hint = pm.message_slot;
+  if (hint < table_.capacity() && HoldsMessage(hint, pm.message_id)) return hint;
   return table_.FindFrom(pm.message_id, home != kNoId ? home : table_.IndexOf(pm.message_id));
 }
 
@@ -326,6 +320,7 @@ void BasicScheduler<RankQueue>::EndWithoutLastPacket(uint32_t slot) {
   if (m.flags & kMsgDefault) return;  // shared by many messages: nothing of one ends it
   if (m.empty()) {
     table_.Erase(slot);
+    ++burst_freed_;  // (Enqueue resolved the burst's slots before admitting any)
     return;
   }
   Meta(m.back())->flags |= kMetaLastOfMessage;
@@ -626,12 +621,18 @@ uint16_t BasicScheduler<RankQueue>::Enqueue(PacketBatch& batch) {
   burst_ = batch.pkts;
   burst_size_ = n;
   burst_dropped_ = 0;
+  burst_freed_ = 0;
   const bool states_cold = table_.live() >= kLookaheadFrom;
   for (uint16_t i = 0; i < n; ++i) {
     if (states_cold && i + kHeadLinesAhead < n) PrefetchHeadLineIfEmpty(slots[i + kHeadLinesAhead]);
     rte_mbuf* pkt = batch.pkts[i];
     uint32_t slot = slots[i];
-    // A message created earlier in this burst was not in the index when slots[] was filled.
+    // A message created earlier in this burst was not in the index when slots[] was filled, and
+    // one whose slot a dropped last packet freed earlier in this burst holds it no more (another
+    // message may have claimed it since).
+    if (burst_freed_ != 0 && slot != kNoId && !HoldsMessage(slot, Meta(pkt)->message_id)) {
+      slot = kNoId;
+    }
     uint32_t home = homes[i];
     if (slot == kNoId && !((whole >> i) & 1)) {
       const uint64_t id = Meta(pkt)->message_id;

@@ -192,6 +192,11 @@ class BasicScheduler {
   };
   void ForgetEndedMessage(rte_mbuf* pkt);
   void EndWithoutLastPacket(uint32_t slot);
+  // Whether `slot` is the indexed slot of message `id`.
+  bool HoldsMessage(uint32_t slot, uint64_t id) const {
+    constexpr uint16_t kMask = kMsgInUse | kMsgDefault | kMsgUnindexed;
+    return (table_[slot].flags & kMask) == kMsgInUse && table_[slot].message_id == id;
+  }
   int32_t NewClassOf(size_t old, std::span<const int32_t> class_of_old) const;
   static uint64_t InheritedTag(const MessageState& m, Policy was, Policy is);
   bool RanksByMessagePast(uint16_t class_id) const;
@@ -270,6 +275,7 @@ class BasicScheduler {
   rte_mbuf* const* burst_ = nullptr;  // the burst Enqueue is working on
   uint16_t burst_size_ = 0;
   uint16_t burst_dropped_ = 0;
+  uint32_t burst_freed_ = 0;  // indexed slots EndWithoutLastPacket freed during this burst
   uint64_t buffered_bytes_ = 0;
   uint64_t buffered_packets_ = 0;
   uint64_t dropped_unknown_class_ = 0;

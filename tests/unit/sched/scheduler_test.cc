@@ -286,6 +286,101 @@ TEST_CASE("a message whose last packet is evicted frees its slot", "[scheduler]"
 
 namespace {
 
+// las with tail drop, `buffer` packets and no idle timeout: a message's slot goes back only when
+// it ends.
+std::unique_ptr<Scheduler> LasTailDrop(uint32_t buffer, DropLog& drops) {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.drop = DropMode::kTail;
+  c.buffer_packets = buffer;
+  c.message_idle_timeout_ns = 0;
+  return MustCreate(c, drops);
+}
+
+}  // namespace
+
+TEST_CASE("a refused last packet hands its mark to a lone head, or to an overflowing tail",
+          "[scheduler]") {
+  for (const uint32_t queued : {1u, 8u}) {  // the head itself; past the inline ring
+    DropLog drops;
+    auto s = LasTailDrop(queued, drops);
+    FakePool pool(queued + 1);
+    for (uint32_t i = 0; i < queued; ++i) EnqueueOne(*s, Packet(pool, i, 1, 0, 0, 1000, 0, i));
+    CHECK(EnqueueOne(*s, Packet(pool, queued, 1, 0, 0, 1000, 0, 99, kMetaLastOfMessage)) == 0);
+    CHECK(DrainAll(*s, 100).size() == queued);
+    CHECK(s->Stats().live_messages == 0);
+  }
+}
+
+TEST_CASE("a burst holding a message twice after its slot was freed by a refusal", "[scheduler]") {
+  DropLog drops;
+  auto s = LasTailDrop(1, drops);
+  FakePool pool(4);
+  EnqueueOne(*s, Packet(pool, 0, 1, 0, 0, 1000, 0, 1));  // message 1 sends and waits for more
+  DrainAll(*s, 10);
+  EnqueueOne(*s, Packet(pool, 1, 2, 0, 0, 1000, 0, 2));  // message 2 fills the buffer
+  // Message 1's last packet twice (a retransmission) in one burst: both refused. The first
+  // frees the slot that the second was looked up in.
+  PacketBatch b;
+  b.Push(Packet(pool, 2, 1, 0, 0, 1000, 0, 3, kMetaLastOfMessage));
+  b.Push(Packet(pool, 3, 1, 0, 0, 1000, 0, 4, kMetaLastOfMessage));
+  CHECK(s->Enqueue(b) == 0);
+  CHECK(drops.pkts.size() == 2);
+  CHECK(s->Stats().live_messages == 1);
+  CHECK(DrainAll(*s, 100) == std::vector<rte_mbuf*>{pool.Get(1)});
+}
+
+TEST_CASE("a packet behind a refused last packet in one burst joins no freed slot", "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.drop = DropMode::kTail;
+  c.buffer_bytes = 2000;
+  c.message_idle_timeout_ns = 0;
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(6);
+  EnqueueOne(*s, Packet(pool, 0, 1, 0, 0, 1000, 0, 1));  // message 1 sends and waits for more
+  DrainAll(*s, 10);
+  EnqueueOne(*s, Packet(pool, 1, 2, 0, 0, 1000, 0, 2));  // message 2 holds half the buffer
+  // Message 1's last packet does not fit and frees its slot; a small packet of message 1 (sent
+  // after its last) fits, and so does message 3's. Message 3 takes a slot from the free list,
+  // where the freed one is on top: had message 1's packet joined the freed slot, message 3 would
+  // reset it under that queued packet.
+  PacketBatch b;
+  b.Push(Packet(pool, 2, 1, 0, 0, 1500, 0, 3, kMetaLastOfMessage));
+  b.Push(Packet(pool, 3, 1, 0, 0, 100, 0, 4));
+  b.Push(Packet(pool, 4, 3, 0, 0, 100, 0, 5));
+  CHECK(s->Enqueue(b) == 2);
+  const std::vector<rte_mbuf*> out = DrainAll(*s, 100);
+  CHECK(std::set<rte_mbuf*>(out.begin(), out.end()) ==
+        std::set<rte_mbuf*>{pool.Get(1), pool.Get(3), pool.Get(4)});
+  CHECK(out.size() == 3);
+  const SchedulerStats st = s->Stats();
+  CHECK(st.total.queued_packets == 0);
+  CHECK(st.total.enqueued_packets == st.total.dequeued_packets + st.total.dropped_packets());
+  CHECK(st.live_messages == 3);  // each may send more
+}
+
+TEST_CASE("a last packet refused in a class's default queue leaves that queue working",
+          "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.drop = DropMode::kTail;
+  c.buffer_packets = 2;
+  c.max_messages = 1;
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(6);
+  EnqueueOne(*s, Packet(pool, 0, 1, 0, 0, 1000, 0, 1));  // takes the only slot
+  EnqueueOne(*s, Packet(pool, 1, 2, 0, 0, 1000, 0, 2));  // falls back to the default queue
+  CHECK(EnqueueOne(*s, Packet(pool, 2, 2, 0, 0, 1000, 0, 3, kMetaLastOfMessage)) == 0);
+  CHECK(DrainAll(*s, 10).size() == 2);
+  CHECK(EnqueueOne(*s, Packet(pool, 3, 3, 0, 0, 1000, 0, 4)) == 1);  // the default queue again
+  CHECK(DrainAll(*s, 20) == std::vector<rte_mbuf*>{pool.Get(3)});
+  const SchedulerStats st = s->Stats();
+  CHECK(st.total.table_full_fallback == 3);
+  CHECK(st.live_messages == 1);
+}
+
+namespace {
+
 // Random traffic (one-packet messages and longer ones, bursts of up to 32, batches of every
 // size, drains to empty so that idle bursts happen) through one scheduler; returns the pool
 // indices in the order they left. `mark_whole`: one-packet messages carry kMetaWholeMessage.
@@ -964,6 +1059,19 @@ TEST_CASE("a reload into a smaller buffer frees the slot of a message whose last
   CHECK(DrainAll(*fresh, 0) == expect);
   CHECK(fresh->Stats().live_messages == 0);
   CHECK(old->Stats().live_messages == 0);
+}
+
+TEST_CASE("a mark moved onto a queued packet before a reload frees the slot in the new tree",
+          "[scheduler][reconfigure]") {
+  DropLog drops;
+  auto old = LasTailDrop(2, drops);
+  FakePool pool(3);
+  for (size_t i = 0; i < 2; ++i) EnqueueOne(*old, Packet(pool, i, 7, 0, 0, 1000, 0, i));
+  CHECK(EnqueueOne(*old, Packet(pool, 2, 7, 0, 0, 1000, 0, 9, kMetaLastOfMessage)) == 0);
+  auto fresh = LasTailDrop(16, drops);
+  MoveInto(*old, *fresh, {0});
+  CHECK(DrainAll(*fresh, 0).size() == 2);
+  CHECK(fresh->Stats().live_messages == 0);
 }
 
 TEST_CASE(
