@@ -29,7 +29,7 @@ struct PacketMeta {
 
 // The sender says the message ends here; or the scheduler moved the mark here, onto the newest
 // packet it holds of a message whose last packet it dropped (so that the slot goes back when this
-// one leaves).
+// one leaves, unless more of the message came since).
 inline constexpr uint16_t kMetaLastOfMessage = 1u << 0;
 // The packet is its message's only one (classification set kMetaLastOfMessage too and knows the
 // offset is 0): the scheduler queues it without looking its id up or indexing it, since no

@@ -359,23 +359,54 @@ TEST_CASE("a packet behind a refused last packet in one burst joins no freed slo
   CHECK(st.live_messages == 3);  // each may send more
 }
 
-TEST_CASE("a last packet refused in a class's default queue leaves that queue working",
+TEST_CASE("a packet behind an evicted last packet in one burst joins no freed slot",
+          "[scheduler]") {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.buffer_bytes = 2000;  // drop: worst
+  c.message_idle_timeout_ns = 0;
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(12);
+  for (size_t i = 0; i < 5; ++i) {  // message 1 sends 5000 bytes
+    EnqueueOne(*s, Packet(pool, i, 1, 0, 0, 1000, 0, i));
+    DrainAll(*s, 10);
+  }
+  EnqueueOne(*s, Packet(pool, 5, 1, 0, 0, 1500, 0, 20, kMetaLastOfMessage));
+  EnqueueOne(*s, Packet(pool, 6, 2, 0, 0, 500, 0, 21));
+  // Message 3's arrival evicts message 1's last packet (the worst ranked), which frees its slot
+  // and room for what follows in the burst: a packet of message 1 sent after its last, then
+  // message 4, which takes the freed slot from the top of the free list.
+  PacketBatch b;
+  b.Push(Packet(pool, 7, 3, 0, 0, 100, 0, 22));
+  b.Push(Packet(pool, 8, 1, 0, 0, 100, 0, 23));
+  b.Push(Packet(pool, 9, 4, 0, 0, 100, 0, 24));
+  CHECK(s->Enqueue(b) == 3);
+  CHECK(drops.pkts == std::vector<rte_mbuf*>{pool.Get(5)});
+  const std::vector<rte_mbuf*> out = DrainAll(*s, 100);
+  CHECK(std::set<rte_mbuf*>(out.begin(), out.end()) ==
+        std::set<rte_mbuf*>{pool.Get(6), pool.Get(7), pool.Get(8), pool.Get(9)});
+  CHECK(out.size() == 4);
+  CHECK(s->Stats().total.queued_packets == 0);
+}
+
+TEST_CASE("a last packet refused in a class's empty default queue leaves that queue working",
           "[scheduler]") {
   SchedulerConfig c = OneClass(Policy::kLas);
   c.drop = DropMode::kTail;
-  c.buffer_packets = 2;
+  c.buffer_packets = 1;
   c.max_messages = 1;
   DropLog drops;
   auto s = MustCreate(c, drops);
   FakePool pool(6);
-  EnqueueOne(*s, Packet(pool, 0, 1, 0, 0, 1000, 0, 1));  // takes the only slot
-  EnqueueOne(*s, Packet(pool, 1, 2, 0, 0, 1000, 0, 2));  // falls back to the default queue
-  CHECK(EnqueueOne(*s, Packet(pool, 2, 2, 0, 0, 1000, 0, 3, kMetaLastOfMessage)) == 0);
-  CHECK(DrainAll(*s, 10).size() == 2);
-  CHECK(EnqueueOne(*s, Packet(pool, 3, 3, 0, 0, 1000, 0, 4)) == 1);  // the default queue again
-  CHECK(DrainAll(*s, 20) == std::vector<rte_mbuf*>{pool.Get(3)});
+  EnqueueOne(*s, Packet(pool, 0, 1, 0, 0, 1000, 0, 1));  // takes the only slot and the buffer
+  // Message 2 falls back to the default queue, which holds nothing, and is refused: the default
+  // queue's slot is shared, so nothing of one message ends it.
+  CHECK(EnqueueOne(*s, Packet(pool, 1, 2, 0, 0, 1000, 0, 2, kMetaLastOfMessage)) == 0);
+  CHECK(DrainAll(*s, 10) == std::vector<rte_mbuf*>{pool.Get(0)});
+  CHECK(EnqueueOne(*s, Packet(pool, 2, 3, 0, 0, 1000, 0, 3)) == 1);  // the default queue again
+  CHECK(DrainAll(*s, 20) == std::vector<rte_mbuf*>{pool.Get(2)});
   const SchedulerStats st = s->Stats();
-  CHECK(st.total.table_full_fallback == 3);
+  CHECK(st.total.table_full_fallback == 2);
   CHECK(st.live_messages == 1);
 }
 
