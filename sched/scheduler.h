@@ -200,9 +200,9 @@ class BasicScheduler {
   int32_t NewClassOf(size_t old, std::span<const int32_t> class_of_old) const;
   static uint64_t InheritedTag(const MessageState& m, Policy was, Policy is);
   bool RanksByMessagePast(uint16_t class_id) const;
-  void InheritMessages(const BasicScheduler& before, std::span<const int32_t> class_of_old,
-                       bool queued);
-  bool CarriesOver(const MessageState& m, std::span<const int32_t> class_of_old, bool queued) const;
+  uint32_t InheritMessages(const BasicScheduler& before, std::span<const int32_t> class_of_old,
+                           bool queued, uint32_t waiting);
+  bool CarriesOver(const MessageState& m, std::span<const int32_t> class_of_old) const;
   void InheritMessage(const BasicScheduler& before, const MessageState& m,
                       std::span<const int32_t> class_of_old, uint32_t home);
 

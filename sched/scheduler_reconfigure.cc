@@ -32,8 +32,8 @@ void BasicScheduler<RankQueue>::InheritPolicyState(const BasicScheduler& before,
   // Queued messages first: their packets are about to be ranked here. Then the messages waiting
   // for more, as long as the table keeps a slot for every packet that moves (a message of one
   // packet, or one that found no room here, takes a fresh slot when its packet arrives).
-  InheritMessages(before, class_of_old, /*queued=*/true);
-  InheritMessages(before, class_of_old, /*queued=*/false);
+  const uint32_t waiting = InheritMessages(before, class_of_old, /*queued=*/true, 0);
+  if (waiting != 0) InheritMessages(before, class_of_old, /*queued=*/false, waiting);
 }
 
 // Whether class c's ranks read what its messages did before (las, wfq, srpt with aging): pace
@@ -56,11 +56,13 @@ int32_t BasicScheduler<RankQueue>::NewClassOf(size_t old,
 // Copies into this table the messages of `before` that are queued (or, `queued` false, that wait
 // for more packets) in classes that rank by their past, with what they remember: the bytes each
 // sent (las), and its tag (wfq's finish tag, srpt's first arrival) where the class's policy reads
-// it the same way.
+// it the same way. The queued pass returns how many waiting messages it passed over, and the
+// waiting pass, told that count, stops at the last of them rather than at the table's end (or is
+// not run when there are none: an uplink whose messages all have packets queued).
 template <typename RankQueue>
-void BasicScheduler<RankQueue>::InheritMessages(const BasicScheduler& before,
-                                                std::span<const int32_t> class_of_old,
-                                                bool queued) {
+uint32_t BasicScheduler<RankQueue>::InheritMessages(const BasicScheduler& before,
+                                                    std::span<const int32_t> class_of_old,
+                                                    bool queued, uint32_t waiting) {
   const MessageTable& from = before.table_;
   const uint64_t keep_free = before.buffered_packets_;
   // The old slots are read in order (the hardware prefetches them); the new index positions are
@@ -77,24 +79,34 @@ void BasicScheduler<RankQueue>::InheritMessages(const BasicScheduler& before,
     n = 0;
     return true;
   };
+  uint32_t waiting_seen = 0;
   for (uint32_t slot = 0; slot < from.used_end(); ++slot) {
-    if (!CarriesOver(from[slot], class_of_old, queued)) continue;
-    homes[n] = table_.IndexOf(from[slot].message_id);
+    const MessageState& m = from[slot];
+    if (!CarriesOver(m, class_of_old)) continue;
+    if (m.empty()) {
+      if (queued) {
+        ++waiting_seen;
+        continue;
+      }
+    } else if (!queued) {
+      continue;
+    }
+    homes[n] = table_.IndexOf(m.message_id);
     table_.PrefetchIndexAt(homes[n]);
     batch[n++] = slot;
-    if (n == kBatch && !copy_batch()) return;
+    if (n == kBatch && !copy_batch()) return waiting_seen;
+    if (!queued && ++waiting_seen == waiting) break;
   }
   copy_batch();
+  return waiting_seen;
 }
 
-// Whether old message state `m` is copied in this pass (see InheritMessages).
+// Whether old message state `m` carries over (see InheritMessages).
 template <typename RankQueue>
 bool BasicScheduler<RankQueue>::CarriesOver(const MessageState& m,
-                                            std::span<const int32_t> class_of_old,
-                                            bool queued) const {
+                                            std::span<const int32_t> class_of_old) const {
   // Default queues hold no message's state; a message of one packet has no past.
   if ((m.flags & (kMsgInUse | kMsgDefault | kMsgUnindexed)) != kMsgInUse) return false;
-  if (m.empty() == queued) return false;
   const int32_t c = NewClassOf(m.class_id, class_of_old);
   return c >= 0 && RanksByMessagePast(static_cast<uint16_t>(c));
 }
@@ -163,12 +175,13 @@ template int32_t BasicScheduler<FfsRankQueue>::NewClassOf(size_t, std::span<cons
 template uint64_t BasicScheduler<FfsRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
 template bool BasicScheduler<FfsRankQueue>::RanksByMessagePast(uint16_t) const;
 template bool BasicScheduler<FfsRankQueue>::CarriesOver(const MessageState&,
-                                                        std::span<const int32_t>, bool) const;
+                                                        std::span<const int32_t>) const;
 template void BasicScheduler<FfsRankQueue>::InheritMessage(const BasicScheduler&,
                                                            const MessageState&,
                                                            std::span<const int32_t>, uint32_t);
-template void BasicScheduler<FfsRankQueue>::InheritMessages(const BasicScheduler&,
-                                                            std::span<const int32_t>, bool);
+template uint32_t BasicScheduler<FfsRankQueue>::InheritMessages(const BasicScheduler&,
+                                                                std::span<const int32_t>, bool,
+                                                                uint32_t);
 template void BasicScheduler<FfsRankQueue>::ContinueFrom(const SchedulerStats&,
                                                          std::span<const int32_t>, uint64_t);
 template void BasicScheduler<HeapRankQueue>::InheritPolicyState(const BasicScheduler&,
@@ -177,12 +190,13 @@ template int32_t BasicScheduler<HeapRankQueue>::NewClassOf(size_t, std::span<con
 template uint64_t BasicScheduler<HeapRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
 template bool BasicScheduler<HeapRankQueue>::RanksByMessagePast(uint16_t) const;
 template bool BasicScheduler<HeapRankQueue>::CarriesOver(const MessageState&,
-                                                         std::span<const int32_t>, bool) const;
+                                                         std::span<const int32_t>) const;
 template void BasicScheduler<HeapRankQueue>::InheritMessage(const BasicScheduler&,
                                                             const MessageState&,
                                                             std::span<const int32_t>, uint32_t);
-template void BasicScheduler<HeapRankQueue>::InheritMessages(const BasicScheduler&,
-                                                             std::span<const int32_t>, bool);
+template uint32_t BasicScheduler<HeapRankQueue>::InheritMessages(const BasicScheduler&,
+                                                                 std::span<const int32_t>, bool,
+                                                                 uint32_t);
 template void BasicScheduler<HeapRankQueue>::ContinueFrom(const SchedulerStats&,
                                                           std::span<const int32_t>, uint64_t);
 

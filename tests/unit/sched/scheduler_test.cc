@@ -1069,6 +1069,26 @@ TEST_CASE("a reload into a smaller table keeps a slot for every packet that move
   CHECK(DrainAll(*fresh, 0).size() == 20);
 }
 
+TEST_CASE("a reload carries over the waiting messages that lie after every queued one",
+          "[scheduler][reconfigure]") {
+  DropLog drops;
+  auto old = MustCreate(OneClass(Policy::kLas), drops);
+  FakePool pool(12);
+  // Slots go out in order: message 1 (A) takes the lowest, 2 (B) and 3 (C) the next ones.
+  EnqueueOne(*old, Packet(pool, 0, 1, 0, 0, 1000));
+  for (size_t i = 1; i <= 3; ++i) EnqueueOne(*old, Packet(pool, i, 2, 0, 0, 1000));
+  EnqueueOne(*old, Packet(pool, 4, 3, 0, 0, 1000));
+  DrainAll(*old, 0);
+  EnqueueOne(*old, Packet(pool, 5, 1, 0, 0, 1000));  // A queued again; B and C wait for more
+  auto fresh = MustCreate(OneClass(Policy::kLas), drops);
+  MoveInto(*old, *fresh, {0});
+  EnqueueOne(*fresh, Packet(pool, 6, 2, 0, 0, 1000));  // B, 3000 bytes sent
+  EnqueueOne(*fresh, Packet(pool, 7, 3, 0, 0, 1000));  // C, 1000 bytes sent
+  EnqueueOne(*fresh, Packet(pool, 8, 4, 0, 0, 1000));  // D, new
+  const std::vector<rte_mbuf*> d_a_c_b = {pool.Get(8), pool.Get(5), pool.Get(7), pool.Get(6)};
+  CHECK(DrainAll(*fresh, 0) == d_a_c_b);
+}
+
 TEST_CASE("a reload into a smaller buffer frees the slot of a message whose last packet it drops",
           "[scheduler][reconfigure]") {
   SchedulerConfig c = OneClass(Policy::kLas);
