@@ -286,13 +286,18 @@ TEST_CASE("a message whose last packet is evicted frees its slot", "[scheduler]"
 
 namespace {
 
-// las with tail drop, `buffer` packets and no idle timeout: a message's slot goes back only when
-// it ends.
-std::unique_ptr<Scheduler> LasTailDrop(uint32_t buffer, DropLog& drops) {
+// las with tail drop and no idle timeout: a message's slot goes back only when it ends.
+SchedulerConfig LasTailDropConfig() {
   SchedulerConfig c = OneClass(Policy::kLas);
   c.drop = DropMode::kTail;
-  c.buffer_packets = buffer;
   c.message_idle_timeout_ns = 0;
+  return c;
+}
+
+// The same with room for `buffer` packets.
+std::unique_ptr<Scheduler> LasTailDrop(uint32_t buffer, DropLog& drops) {
+  SchedulerConfig c = LasTailDropConfig();
+  c.buffer_packets = buffer;
   return MustCreate(c, drops);
 }
 
@@ -330,10 +335,8 @@ TEST_CASE("a burst holding a message twice after its slot was freed by a refusal
 }
 
 TEST_CASE("a packet behind a refused last packet in one burst joins no freed slot", "[scheduler]") {
-  SchedulerConfig c = OneClass(Policy::kLas);
-  c.drop = DropMode::kTail;
+  SchedulerConfig c = LasTailDropConfig();
   c.buffer_bytes = 2000;
-  c.message_idle_timeout_ns = 0;
   DropLog drops;
   auto s = MustCreate(c, drops);
   FakePool pool(6);
@@ -391,8 +394,7 @@ TEST_CASE("a packet behind an evicted last packet in one burst joins no freed sl
 
 TEST_CASE("a last packet refused in a class's empty default queue leaves that queue working",
           "[scheduler]") {
-  SchedulerConfig c = OneClass(Policy::kLas);
-  c.drop = DropMode::kTail;
+  SchedulerConfig c = LasTailDropConfig();
   c.buffer_packets = 1;
   c.max_messages = 1;
   DropLog drops;
