@@ -83,12 +83,8 @@ uint32_t BasicScheduler<RankQueue>::InheritMessages(const BasicScheduler& before
   for (uint32_t slot = 0; slot < from.used_end(); ++slot) {
     const MessageState& m = from[slot];
     if (!CarriesOver(m, class_of_old)) continue;
-    if (m.empty()) {
-      if (queued) {
-        ++waiting_seen;
-        continue;
-      }
-    } else if (!queued) {
+    if (m.empty() == queued) {  // the other pass's; the queued pass counts the waiting ones
+      waiting_seen += queued;
       continue;
     }
     homes[n] = table_.IndexOf(m.message_id);

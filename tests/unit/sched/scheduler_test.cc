@@ -1093,8 +1093,7 @@ TEST_CASE("a reload carries over the waiting messages that lie after every queue
 
 TEST_CASE("a reload into a smaller buffer frees the slot of a message whose last packet it drops",
           "[scheduler][reconfigure]") {
-  SchedulerConfig c = OneClass(Policy::kLas);
-  c.message_idle_timeout_ns = 0;
+  SchedulerConfig c = LasTailDropConfig();
   DropLog drops;
   auto old = MustCreate(c, drops);
   FakePool pool(4);
@@ -1103,7 +1102,6 @@ TEST_CASE("a reload into a smaller buffer frees the slot of a message whose last
     const uint16_t flags = i == 2 ? kMetaLastOfMessage : 0;
     EnqueueOne(*old, Packet(pool, i, 7, 3000, 1000 * i, 1000, 0, i, flags));
   }
-  c.drop = DropMode::kTail;
   c.buffer_packets = 2;
   auto fresh = MustCreate(c, drops);
   MoveInto(*old, *fresh, {0});
