@@ -53,6 +53,18 @@ int PortIndex(const config::Config& c, const std::string& name) {
   return -1;
 }
 
+// How long a message of class `name` can wait for another packet: a tcp-gap burst ends when its
+// flow is quiet for `idle` (the flow's next packet starts a new message), so its slot goes back
+// then, not at the uplink's timeout; 0 for messages that end with a last packet or no rule.
+uint64_t MessageIdleOf(const config::Config& config, const std::string& name) {
+  for (const config::MessageRule& r : config.messages) {
+    if (r.class_name == name && r.identify == config::Identify::kTcpGap) {
+      return r.idle_ns.value_or(0);
+    }
+  }
+  return 0;
+}
+
 sched::ClassConfig ClassFrom(const config::TrafficClass& c) {
   sched::ClassConfig out;
   out.name = c.name;
@@ -114,6 +126,7 @@ sched::SchedulerConfig BuildSchedulerConfig(const config::Config& config,
   auto add_class = [&](const config::TrafficClass& c) {
     class_queues.push_back(c.queue);
     s.classes.push_back(ClassFrom(c));
+    s.classes.back().message_idle_ns = MessageIdleOf(config, c.name);
     return static_cast<uint16_t>(s.classes.size() - 1);
   };
   if (uplink.scheduler.tenants.empty()) {

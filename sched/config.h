@@ -52,6 +52,11 @@ struct ClassConfig {
                                // left, so a large message cannot starve forever (0 = no aging)
   int rank_shift = -1;         // bucket granularity as a power of two of the rank's unit
                                // (bytes or TSC cycles); -1 = a default per policy
+  // After this long without packets, none of the class's messages can get another (tcp-gap: the
+  // flow's next packet starts a new message), so its slot goes back; 0 = the uplink's
+  // message_idle_timeout_ns. Without it a class of bursts that never see a last packet holds a
+  // slot per burst for the uplink's whole timeout, and a busy one fills the table.
+  uint64_t message_idle_ns = 0;
   bool operator==(const ClassConfig&) const = default;
 };
 
@@ -77,7 +82,7 @@ struct SchedulerConfig {
   // Keys the message table's index hash. Unset (always, outside tests): a random key per table.
   std::optional<HashKey> message_hash_key;
   uint64_t message_idle_timeout_ns =
-      1'000'000'000;  // reclaim an idle, incomplete message (0 = never)
+      1'000'000'000;  // reclaim an idle, incomplete message (0 = never); see message_idle_ns
   Share tenant_share = Share::kWfq;
   // Empty tenants = one tenant holding every class, sharing by class_share_default.
   std::vector<TenantConfig> tenants;

@@ -85,25 +85,30 @@ void MessageTable::EraseIndexed(uint32_t slot, uint32_t home_of_slot) {
   Release(slot);
 }
 
-uint32_t MessageTable::ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budget) {
-  uint32_t freed = 0;
+uint32_t MessageTable::ReclaimIdle(uint32_t now, const uint32_t* timeout_of_class,
+                                   uint32_t budget) {
   uint32_t n = capacity();
   if (n <= reserved_) return 0;
   // Slots beyond the highest ever handed out have never held a message (the free list starts in
   // ascending order), so the hand turns around there.
   const uint32_t end = std::min(n, high_water_);
+  budget = std::min(budget, end > reserved_ ? end - reserved_ : 1);
+  uint32_t freed = 0;
   for (uint32_t k = 0; k < budget; ++k) {
     if (++hand_ >= end) hand_ = reserved_;
     if (hand_ < reserved_) hand_ = reserved_;
     MessageState& m = slots_[hand_];
-    if ((m.flags & kMsgInUse) && m.empty() && now - m.last_active > timeout) {
+    if (!(m.flags & kMsgInUse) || !m.empty()) continue;
+    const uint32_t timeout = timeout_of_class[m.class_id];
+    if (timeout != 0 && now - m.last_active > timeout) {
       Erase(hand_);
       ++freed;
     }
   }
   // The next call's slots, which have rarely been touched lately: load them meanwhile (what the
   // test reads is all on the arrival line).
-  for (uint32_t k = 1; k <= budget && hand_ + k < end; ++k) PrefetchArrivalLine(hand_ + k, false);
+  constexpr uint32_t kAhead = 4;
+  for (uint32_t k = 1; k <= kAhead && hand_ + k < end; ++k) PrefetchArrivalLine(hand_ + k, false);
   return freed;
 }
 

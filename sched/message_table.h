@@ -184,9 +184,10 @@ class MessageTable {
     EraseIndexed(slot, home);
   }
 
-  // Visits up to `budget` slots round-robin; frees those empty for longer than `timeout` (in
-  // kIdleShift units) at time `now`. Returns how many were freed.
-  uint32_t ReclaimIdle(uint32_t now, uint32_t timeout, uint32_t budget);
+  // Visits `budget` slots round-robin (at most every slot ever used, once); frees those empty
+  // for longer than their class's timeout at time `now` (`timeout_of_class[class_id]`, in
+  // kIdleShift units; 0 = never). Returns how many were freed.
+  uint32_t ReclaimIdle(uint32_t now, const uint32_t* timeout_of_class, uint32_t budget);
 
  private:
   struct Entry {

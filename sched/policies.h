@@ -28,6 +28,7 @@ struct ClassState {
   uint64_t share_start = 0;
   uint64_t share_finish = 0;
   uint32_t default_slot = 0;  // message slot used when the table is full
+  bool ends_quietly = false;  // its messages end by going quiet (ClassConfig::message_idle_ns)
 };
 
 // Unknown message size: srpt ranks such a message behind every message of known size.

@@ -13,6 +13,12 @@ namespace qosvisor::sched {
 namespace {
 
 constexpr uint32_t kReclaimBudget = 2;  // idle slots inspected per Dequeue call
+// ... and for every message created since the last call in a class whose messages end by going
+// quiet: the hand then passes every used slot at least once while a quarter of the table's worth
+// of such messages comes in, so, whatever their rate, the slots that died and were not seen yet
+// stay under a quarter of the table. (Other messages end with their last packet, or hold their
+// slot for the uplink's long timeout, where a faster hand would not make room sooner.)
+constexpr uint32_t kVisitsPerQuietMessage = 4;
 // Dequeue's pipeline depth: a DRAM miss here costs several picks' work, so message states are
 // asked for this many picks ahead, and the packets of the pick after next (at most kRingAhead
 // from its ring) once its state is near.
@@ -25,6 +31,14 @@ constexpr uint32_t kLookaheadFrom = 4096;
 // How many packets ahead Enqueue loads the head lines of messages that an arrival will give a
 // head: their arrival lines, asked for while the burst was staged, have arrived by then.
 constexpr uint16_t kHeadLinesAhead = 4;
+
+// `ns` in kIdleShift units of the TSC, rounded so that a message is never found idle sooner: the
+// coarse clock rounds both ends of an interval down, which can make it look one unit longer.
+uint32_t IdleUnits(uint64_t ns, uint64_t hz) {
+  if (ns == 0) return 0;
+  const uint64_t units = (NsToTsc(ns, hz) + (uint64_t{1} << kIdleShift) - 1) >> kIdleShift;
+  return static_cast<uint32_t>(std::min<uint64_t>(UINT32_MAX / 2, units + 1));
+}
 
 }  // namespace
 
@@ -114,8 +128,12 @@ BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSin
       single_plain_class_ && !charges_shares_ && RanksNeedNoMessageState(config_.classes[0]);
   uint32_t burst = config_.pacer_burst_bytes != 0 ? config_.pacer_burst_bytes : 32 * 1538;
   pacer_ = Pacer(config_.pacing_bps, hz_, burst);
-  idle_timeout_ = static_cast<uint32_t>(std::min<uint64_t>(
-      UINT32_MAX / 2, NsToTsc(config_.message_idle_timeout_ns, hz_) >> kIdleShift));
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t own = config_.classes[i].message_idle_ns;
+    idle_timeouts_.push_back(IdleUnits(own != 0 ? own : config_.message_idle_timeout_ns, hz_));
+    reclaims_idle_ |= idle_timeouts_.back() != 0;
+    classes_[i].ends_quietly = own != 0;
+  }
 }
 
 template <typename RankQueue>
@@ -278,6 +296,7 @@ uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_
     return classes_[c].default_slot;
   }
   table_[slot].tag = InitialTag(pm, classes_[c]);
+  quiet_messages_ += classes_[c].ends_quietly;
   return slot;
 }
 
@@ -746,8 +765,12 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     ++added;
   }
   for (uint16_t i = 0; i < ended_count; ++i) table_.EraseFrom(ended[i], ended_home[i]);
-  if (idle_timeout_ != 0) {
-    reclaimed_idle_ += table_.ReclaimIdle(now_coarse, idle_timeout_, kReclaimBudget);
+  if (reclaims_idle_) {
+    const uint64_t budget = kReclaimBudget + uint64_t{kVisitsPerQuietMessage} * quiet_messages_;
+    quiet_messages_ = 0;
+    reclaimed_idle_ +=
+        table_.ReclaimIdle(now_coarse, idle_timeouts_.data(),
+                           static_cast<uint32_t>(std::min<uint64_t>(budget, UINT32_MAX)));
   }
   return added;
 }

@@ -282,7 +282,10 @@ class BasicScheduler {
   uint64_t reclaimed_idle_ = 0;
   uint64_t idle_burst_packets_ = 0;
   uint64_t dropped_reconfigured_ = 0;
-  uint32_t idle_timeout_ = 0;   // in kIdleShift units
+  // Per class, how long (kIdleShift units) a waiting message keeps its slot; 0 = for good.
+  std::vector<uint32_t> idle_timeouts_;
+  bool reclaims_idle_ = false;   // some class's timeout is not 0
+  uint32_t quiet_messages_ = 0;  // created in classes that end quietly, since the last reclaim
   bool idle_bursts_ = false;    // this uplink may send idle bursts (one class, stateless ranks)
   IdleEntry idle_[kMaxBurst];   // the idle burst, sorted; [idle_next_, idle_end_) not yet sent
   uint16_t idle_next_ = 0;

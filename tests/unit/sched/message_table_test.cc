@@ -75,7 +75,8 @@ TEST_CASE("reserved slots are never handed out nor reclaimed", "[message_table]"
   CHECK(a >= 2);
   CHECK(b >= 2);
   CHECK(t.Insert(300, 0) == kNoId);
-  CHECK(t.ReclaimIdle(1'000, 10, 16) == 2);  // both empty since time 0
+  const uint32_t timeouts[] = {10, 10};
+  CHECK(t.ReclaimIdle(1'000, timeouts, 16) == 2);  // both empty since time 0
   CHECK(t.live() == 0);
   CHECK((t[0].flags & kMsgDefault) != 0);
   CHECK((t[1].flags & kMsgDefault) != 0);
@@ -120,7 +121,8 @@ TEST_CASE("idle reclamation frees only empty messages past the timeout", "[messa
   t[busy].last_active = 0;
   t[recent].last_active = 95;
   t[idle].last_active = 10;
-  CHECK(t.ReclaimIdle(100, 50, 8) == 1);
+  const uint32_t timeouts[] = {50};
+  CHECK(t.ReclaimIdle(100, timeouts, 8) == 1);
   CHECK(t.Find(3) == kNoId);
   CHECK(t.Find(1) == busy);
   CHECK(t.Find(2) == recent);
@@ -131,15 +133,34 @@ TEST_CASE("idle reclamation sweeps only the slots that were ever used", "[messag
   // A large table with three messages: their slots are the lowest, and the sweep turns around
   // after them instead of walking the whole table between visits.
   MessageTable t(100'000, 1);
+  const uint32_t timeouts[] = {10};
   for (uint64_t id : {7, 8, 9}) REQUIRE(t.Insert(id, 0) != kNoId);
-  CHECK(t.ReclaimIdle(1'000, 10, 2) == 2);
-  CHECK(t.ReclaimIdle(1'000, 10, 2) == 1);
+  CHECK(t.ReclaimIdle(1'000, timeouts, 2) == 2);
+  CHECK(t.ReclaimIdle(1'000, timeouts, 2) == 1);
   CHECK(t.live() == 0);
   // Slots freed and handed out again keep the sweep as short.
   for (uint64_t id : {17, 18, 19}) REQUIRE(t.Insert(id, 0) != kNoId);
   uint32_t freed = 0;
-  for (int call = 0; call < 3; ++call) freed += t.ReclaimIdle(1'000, 10, 2);
+  for (int call = 0; call < 2; ++call) freed += t.ReclaimIdle(1'000, timeouts, 2);
   CHECK(freed == 3);
+  // A budget beyond the slots ever used visits each of them once.
+  for (uint64_t id : {27, 28, 29}) REQUIRE(t.Insert(id, 0) != kNoId);
+  CHECK(t.ReclaimIdle(1'000, timeouts, 1'000) == 3);
+}
+
+TEST_CASE("idle reclamation keeps each class's timeout, and 0 keeps a class's messages",
+          "[message_table]") {
+  MessageTable t(16, 2);
+  const uint32_t timeouts[] = {0, 10};
+  const uint32_t kept = t.Insert(1, 0);
+  const uint32_t freed = t.Insert(2, 1);
+  const uint32_t young = t.Insert(3, 1);
+  t[young].last_active = 995;
+  CHECK(t.ReclaimIdle(1'000, timeouts, 16) == 1);
+  CHECK(t.Find(1) == kept);
+  CHECK(t.Find(2) == kNoId);
+  CHECK(t.Find(3) == young);
+  (void)freed;
 }
 
 TEST_CASE("a message's FIFO: inline ring first, then the overflow list, order kept",

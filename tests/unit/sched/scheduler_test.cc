@@ -232,6 +232,88 @@ TEST_CASE("complete messages free their slot at once, idle ones after the timeou
   CHECK((*s)->Stats().messages_reclaimed_idle == 1);
 }
 
+// Two las classes: "bursts" whose messages end by going quiet (tcp-gap, 1 ms), and "rpc" whose
+// messages keep the uplink's timeout.
+SchedulerConfig BurstsAndRpc() {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.classes = {{.name = "bursts", .policy = Policy::kLas, .message_idle_ns = 1'000'000},
+               {.name = "rpc", .policy = Policy::kLas}};
+  c.message_idle_timeout_ns = 1'000'000'000;
+  return c;
+}
+
+void PollIdle(Scheduler& s, uint64_t now, int calls) {
+  for (int i = 0; i < calls; ++i) {
+    PacketBatch b;
+    s.Dequeue(b, now);
+  }
+}
+
+TEST_CASE("a class's message idle time frees its quiet messages then, others keep the uplink's",
+          "[scheduler]") {
+  DropLog drops;
+  auto s = MustCreate(BurstsAndRpc(), drops);
+  FakePool pool(20);
+  for (uint16_t cls = 0; cls < 2; ++cls) {
+    for (uint64_t m = 0; m < 10; ++m) {
+      EnqueueOne(*s, Packet(pool, cls * 10 + m, cls * 100 + m, 0, 0, 100, cls, 0));
+    }
+  }
+  CHECK(DrainAll(*s, 10).size() == 20);
+  CHECK(s->Stats().live_messages == 20);  // none has sent its last packet
+  PollIdle(*s, 900'000, 50);              // 0.9 ms: every slot visited, none quiet long enough
+  CHECK(s->Stats().live_messages == 20);
+  PollIdle(*s, 1'300'000, 50);
+  CHECK(s->Stats().live_messages == 10);
+  CHECK(s->Stats().messages_reclaimed_idle == 10);
+  for (uint64_t m = 0; m < 10; ++m) {  // the rpc messages are still there: they join them
+    CHECK(EnqueueOne(*s, Packet(pool, m, 100 + m, 0, 100, 100, 1, 1'300'000)) == 1);
+  }
+  CHECK(s->Stats().live_messages == 10);
+}
+
+TEST_CASE("a message quiet for less than its class's idle time keeps what it sent", "[scheduler]") {
+  DropLog drops;
+  auto s = MustCreate(BurstsAndRpc(), drops);
+  FakePool pool(3);
+  EnqueueOne(*s, Packet(pool, 0, 5, 0, 0, 1'000, 0, 0));
+  REQUIRE(DrainAll(*s, 10).size() == 1);
+  PollIdle(*s, 800'000, 50);
+  EnqueueOne(*s, Packet(pool, 1, 5, 0, 1'000, 1'000, 0, 800'000));
+  auto second = DrainAll(*s, 800'010);
+  REQUIRE(second.size() == 1);
+  CHECK(Meta(second[0])->rank > 0);  // las: ranked after the 1,000 bytes the message sent
+  // Quiet for longer: the message is gone, and the same id starts afresh.
+  PollIdle(*s, 2'000'000, 50);
+  EnqueueOne(*s, Packet(pool, 2, 5, 0, 2'000, 1'000, 0, 2'000'000));
+  auto third = DrainAll(*s, 2'000'010);
+  REQUIRE(third.size() == 1);
+  CHECK(Meta(third[0])->rank == 0);
+}
+
+TEST_CASE("idle reclamation keeps up with a class whose every message ends by going quiet",
+          "[scheduler]") {
+  // 32 new messages every 100 us into a table of 1,024, each quiet after one packet: 320 live at
+  // any time within the class's 1 ms. One or two Dequeue calls a burst must reclaim 32 slots a
+  // burst, or the table fills and new messages fall back to the default queue.
+  SchedulerConfig c = BurstsAndRpc();
+  c.max_messages = 1'024;
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(kMaxBurst);
+  uint64_t id = 1;
+  for (uint64_t now = 0; now < 300'000'000; now += 100'000) {
+    PacketBatch b;
+    for (uint16_t i = 0; i < kMaxBurst; ++i) b.Push(Packet(pool, i, id++, 0, 0, 100, 0, now));
+    REQUIRE(s->Enqueue(b) == kMaxBurst);
+    REQUIRE(DrainAll(*s, now).size() == kMaxBurst);
+  }
+  const SchedulerStats st = s->Stats();
+  CHECK(st.total.table_full_fallback == 0);
+  CHECK(st.live_messages < 1'024);
+  CHECK(st.messages_reclaimed_idle + st.live_messages == id - 1);
+}
+
 TEST_CASE("a message whose last packet is refused frees its slot once the rest has left",
           "[scheduler]") {
   SchedulerConfig c = OneClass(Policy::kFifo);
