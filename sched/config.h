@@ -53,7 +53,8 @@ struct ClassConfig {
   int rank_shift = -1;         // bucket granularity as a power of two of the rank's unit
                                // (bytes or TSC cycles); -1 = a default per policy
   // After this long without packets, none of the class's messages can get another (tcp-gap: the
-  // flow's next packet starts a new message), so its slot goes back; 0 = the uplink's
+  // flow's next packet starts a new message), so its slot goes back, once what may still be on
+  // its way has come: after twice this, and at least 1 ms more; 0 = the uplink's
   // message_idle_timeout_ns. Without it a class of bursts that never see a last packet holds a
   // slot per burst for the uplink's whole timeout, and a busy one fills the table.
   uint64_t message_idle_ns = 0;

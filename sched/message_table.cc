@@ -99,8 +99,9 @@ uint32_t MessageTable::ReclaimIdle(uint32_t now, const uint32_t* timeout_of_clas
     if (hand_ < reserved_) hand_ = reserved_;
     MessageState& m = slots_[hand_];
     if (!(m.flags & kMsgInUse) || !m.empty()) continue;
-    const uint32_t timeout = timeout_of_class[m.class_id];
-    if (timeout != 0 && now - m.last_active > timeout) {
+    // Signed: an arrival stamped on another lcore may be a little later than this poll's `now`.
+    const auto timeout = static_cast<int32_t>(timeout_of_class[m.class_id]);
+    if (timeout != 0 && static_cast<int32_t>(now - m.last_active) > timeout) {
       Erase(hand_);
       ++freed;
     }

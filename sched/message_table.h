@@ -186,7 +186,7 @@ class MessageTable {
 
   // Visits `budget` slots round-robin (at most every slot ever used, once); frees those empty
   // for longer than their class's timeout at time `now` (`timeout_of_class[class_id]`, in
-  // kIdleShift units; 0 = never). Returns how many were freed.
+  // kIdleShift units, below 2^31; 0 = never). Returns how many were freed.
   uint32_t ReclaimIdle(uint32_t now, const uint32_t* timeout_of_class, uint32_t budget);
 
  private:

@@ -32,8 +32,16 @@ constexpr uint32_t kLookaheadFrom = 4096;
 // head: their arrival lines, asked for while the burst was staged, have arrived by then.
 constexpr uint16_t kHeadLinesAhead = 4;
 
-// `ns` in kIdleShift units of the TSC, rounded so that a message is never found idle sooner: the
-// coarse clock rounds both ends of an interval down, which can make it look one unit longer.
+// A class's own idle time is when its messages' senders start a new one (the tcp-gap identifier
+// on the bridge's lcore). Packets the identifier counted into a burst may still be on their way
+// here (a handoff ring, a long poll), and one that came after its slot went back would start the
+// burst afresh: the slot stays for twice the idle time, and at least a millisecond more.
+uint64_t QuietNs(uint64_t own_idle_ns) {
+  return own_idle_ns + std::max<uint64_t>(own_idle_ns, 1'000'000);
+}
+
+// `ns` in kIdleShift units of the TSC, rounded up: the coarse clock rounds both ends of an
+// interval down, which can make it look one unit longer.
 uint32_t IdleUnits(uint64_t ns, uint64_t hz) {
   if (ns == 0) return 0;
   const uint64_t units = (NsToTsc(ns, hz) + (uint64_t{1} << kIdleShift) - 1) >> kIdleShift;
@@ -130,7 +138,8 @@ BasicScheduler<RankQueue>::BasicScheduler(const SchedulerConfig& config, DropSin
   pacer_ = Pacer(config_.pacing_bps, hz_, burst);
   for (size_t i = 0; i < n; ++i) {
     const uint64_t own = config_.classes[i].message_idle_ns;
-    idle_timeouts_.push_back(IdleUnits(own != 0 ? own : config_.message_idle_timeout_ns, hz_));
+    idle_timeouts_.push_back(
+        IdleUnits(own != 0 ? QuietNs(own) : config_.message_idle_timeout_ns, hz_));
     reclaims_idle_ |= idle_timeouts_.back() != 0;
     classes_[i].ends_quietly = own != 0;
   }
@@ -296,7 +305,8 @@ uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_
     return classes_[c].default_slot;
   }
   table_[slot].tag = InitialTag(pm, classes_[c]);
-  quiet_messages_ += classes_[c].ends_quietly;
+  // (A message of one packet frees its slot as it leaves: the hand need not look for it.)
+  quiet_messages_ += classes_[c].ends_quietly && !(pm.flags & kMetaWholeMessage);
   return slot;
 }
 

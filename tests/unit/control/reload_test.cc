@@ -91,7 +91,7 @@ TEST_CASE("reload: a change to fleet: or migration: needs a restart, naming the 
 TEST_CASE("a tcp-gap class frees a quiet burst's slot after its idle time, others at the uplink's",
           "[reload][switch_builder]") {
   // A burst ends when its flow is quiet for `idle`: the scheduler class gets the same time, and
-  // a reload that changes it rebuilds the uplink so that the new time applies.
+  // a reload that changes it rebuilds the uplink with the new time.
   auto spec = BuildSwitchSpec(Load(kTcpGapBox));
   REQUIRE(spec.ok());
   CHECK(ClassNamed(*spec, "bulk").message_idle_ns == 3'000'000);
@@ -101,6 +101,9 @@ TEST_CASE("a tcp-gap class frees a quiet burst's slot after its idle time, other
   std::string longer = kTcpGapBox;
   longer.replace(longer.find("3ms"), 3, "8ms");
   CHECK(Plan(kTcpGapBox, longer).uplinks_rebuilt == std::vector<std::string>{"up0"});
+  auto rebuilt = BuildSwitchSpec(Load(longer));
+  REQUIRE(rebuilt.ok());
+  CHECK(ClassNamed(*rebuilt, "bulk").message_idle_ns == 8'000'000);
 }
 
 }  // namespace qosvisor::control

@@ -143,9 +143,6 @@ TEST_CASE("idle reclamation sweeps only the slots that were ever used", "[messag
   uint32_t freed = 0;
   for (int call = 0; call < 2; ++call) freed += t.ReclaimIdle(1'000, timeouts, 2);
   CHECK(freed == 3);
-  // A budget beyond the slots ever used visits each of them once.
-  for (uint64_t id : {27, 28, 29}) REQUIRE(t.Insert(id, 0) != kNoId);
-  CHECK(t.ReclaimIdle(1'000, timeouts, 1'000) == 3);
 }
 
 TEST_CASE("idle reclamation keeps each class's timeout, and 0 keeps a class's messages",
@@ -161,6 +158,18 @@ TEST_CASE("idle reclamation keeps each class's timeout, and 0 keeps a class's me
   CHECK(t.Find(2) == kNoId);
   CHECK(t.Find(3) == young);
   (void)freed;
+}
+
+TEST_CASE("idle reclamation keeps a message whose last arrival is stamped after now",
+          "[message_table]") {
+  // Packets handed over from another lcore carry that lcore's arrival times, which may be a
+  // little later than the time the uplink's poll began: such a message is young, not 2^32 old.
+  MessageTable t(8, 0);
+  const uint32_t timeouts[] = {10};
+  const uint32_t slot = t.Insert(1, 0);
+  t[slot].last_active = 1'003;
+  CHECK(t.ReclaimIdle(1'000, timeouts, 8) == 0);
+  CHECK(t.ReclaimIdle(1'014, timeouts, 8) == 1);
 }
 
 TEST_CASE("a message's FIFO: inline ring first, then the overflow list, order kept",
