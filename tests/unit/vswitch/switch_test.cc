@@ -493,6 +493,47 @@ TEST_CASE("switch: a Homa message's last packet is the one that ends it, not the
   CHECK(rig.Snapshot().uplinks[0].live_messages == 0);
 }
 
+TEST_CASE("switch: short TCP bursts give their message slots back once their flows go quiet",
+          "[switch]") {
+  // 48 flows send a burst of one segment every 3 ms through a tcp-gap class (idle 1 ms) whose
+  // scheduler has room for 128 messages: 768 bursts in all. Each burst's slot must go back
+  // about 2 ms after it, or the table fills after the third round and the rest fall back to
+  // the class's default FIFO.
+  Rig rig(2);
+  SwitchSpec spec;
+  BridgeSpec b = PlainBridge(2);
+  b.flows = {{"priority=100,tcp,actions=set_queue:1,NORMAL", 0}};
+  spec.bridges = {b};
+  spec.classes = {{1, MessageMode::kTcpGap, 1'000'000}};
+  UplinkSpec up;
+  up.port = 1;
+  up.scheduler.name = "uplink";
+  up.scheduler.rate_bps = 10'000'000'000ull;
+  up.scheduler.max_messages = 128;
+  up.scheduler.classes = {
+      {.name = "bulk", .policy = sched::Policy::kLas, .message_idle_ns = 1'000'000}};
+  up.class_queues = {1};
+  spec.uplinks = {up};
+  rig.Build(spec);
+  const uint64_t ms = TscHz() / 1000;
+  const uint64_t t0 = ReadTsc();
+  size_t sent = 0;
+  for (int round = 0; round < 16; ++round) {
+    for (uint16_t flow = 0; flow < 48; ++flow) {
+      const uint32_t seq = static_cast<uint32_t>(round) * 100;
+      rig.Inject(0, WithMacs(testing::Tcp4(static_cast<uint16_t>(1000 + flow), 80, seq, 0x18), 0,
+                             0xa, true));
+    }
+    for (int poll = 0; poll < 4; ++poll) rig.sw->Poll(t0 + static_cast<uint64_t>(round) * 3 * ms);
+    sent += rig.Drain(1).size();
+  }
+  CHECK(sent == 16 * 48);
+  const sched::SchedulerStats st = rig.Snapshot().uplinks[0];
+  CHECK(st.total.table_full_fallback == 0);
+  CHECK(st.messages_reclaimed_idle >= 14 * 48);
+  CHECK(st.live_messages <= 2 * 48);
+}
+
 namespace {
 
 // Bridge gen0/gen1/up0 where everything from gen0 goes to uplink up0 (FIFO, no shaping).
