@@ -553,6 +553,13 @@ class Validator {
     const bool gap = m.identify == Identify::kTcpGap;
     const bool ebpf = m.identify == Identify::kEbpf;
     if (gap && !m.idle_ns) Error(m.source, "", "identify tcp-gap needs 'idle' (e.g. idle: 1ms)");
+    // (The scheduler keeps a burst's state for twice this: see sched::kMaxMessageIdleNs.)
+    constexpr uint64_t kMaxIdleNs = 3'600'000'000'000ull;
+    if (gap && m.idle_ns && *m.idle_ns > kMaxIdleNs) {
+      Error(m.source, "idle",
+            fmt::format("{} is longer than a tcp-gap burst may stay quiet (at most 1h; e.g. 1ms)",
+                        FormatDuration(*m.idle_ns)));
+    }
     if (!gap && m.idle_ns) {
       Error(m.source, "idle",
             fmt::format("'idle' applies only to identify tcp-gap, not {}", ToString(m.identify)));

@@ -43,6 +43,10 @@ Status Validate(const SchedulerConfig& c) {
   if (c.buffer_packets == 0) error("buffer_packets: must be above 0");
   if (c.max_messages == 0) error("max_messages: must be above 0");
   if (c.max_messages > (1u << 28)) error("max_messages: at most 268435456");
+  if (c.message_idle_timeout_ns > kMaxMessageIdleNs) {
+    error(fmt::format("message_idle_timeout: {} ns is above the most, one hour",
+                      c.message_idle_timeout_ns));
+  }
   if (c.rank_buckets < 64 || c.rank_buckets > (1u << 24) || !std::has_single_bit(c.rank_buckets)) {
     error(fmt::format("rank_buckets: {} must be a power of two between 64 and 16777216",
                       c.rank_buckets));
@@ -66,6 +70,10 @@ Status Validate(const SchedulerConfig& c) {
             fmt::format(".aging: only policy srpt ages, this class is {}", PolicyName(k.policy)));
     }
     if (k.rank_shift > 48) error(where + ".rank_shift: at most 48");
+    if (k.message_idle_ns > kMaxMessageIdleNs) {
+      error(where +
+            fmt::format(".message_idle: {} ns is above the most, one hour", k.message_idle_ns));
+    }
   }
   if (c.tenants.size() > 64) error("tenants: at most 64");
   std::vector<int> owner(c.classes.size(), -1);

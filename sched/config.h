@@ -41,6 +41,10 @@ enum class DropMode : uint8_t { kWorst, kTail };
 
 const char* PolicyName(Policy p);
 
+// The longest a message may be kept waiting for more packets (ClassConfig::message_idle_ns,
+// SchedulerConfig::message_idle_timeout_ns): one hour.
+inline constexpr uint64_t kMaxMessageIdleNs = 3'600'000'000'000ull;
+
 struct ClassConfig {
   std::string name;
   Policy policy = Policy::kFifo;
@@ -53,10 +57,10 @@ struct ClassConfig {
   int rank_shift = -1;         // bucket granularity as a power of two of the rank's unit
                                // (bytes or TSC cycles); -1 = a default per policy
   // After this long without packets, none of the class's messages can get another (tcp-gap: the
-  // flow's next packet starts a new message), so its slot goes back, once what may still be on
-  // its way has come: after twice this, and at least 1 ms more; 0 = the uplink's
+  // flow's next packet starts a new message), so its slot goes back once what may still be on
+  // its way has come: after the longer of twice this and this plus 1 ms; 0 = the uplink's
   // message_idle_timeout_ns. Without it a class of bursts that never see a last packet holds a
-  // slot per burst for the uplink's whole timeout, and a busy one fills the table.
+  // slot per burst for the uplink's whole timeout, and a busy one fills the table. At most 1 h.
   uint64_t message_idle_ns = 0;
   bool operator==(const ClassConfig&) const = default;
 };
@@ -83,7 +87,8 @@ struct SchedulerConfig {
   // Keys the message table's index hash. Unset (always, outside tests): a random key per table.
   std::optional<HashKey> message_hash_key;
   uint64_t message_idle_timeout_ns =
-      1'000'000'000;  // reclaim an idle, incomplete message (0 = never); see message_idle_ns
+      1'000'000'000;  // reclaim an idle, incomplete message (0 = never, else at most 1 h); see
+                      // ClassConfig::message_idle_ns
   Share tenant_share = Share::kWfq;
   // Empty tenants = one tenant holding every class, sharing by class_share_default.
   std::vector<TenantConfig> tenants;

@@ -186,7 +186,8 @@ class MessageTable {
 
   // Visits `budget` slots round-robin (at most every slot ever used, once); frees those empty
   // for longer than their class's timeout at time `now` (`timeout_of_class[class_id]`, in
-  // kIdleShift units, below 2^31; 0 = never). Returns how many were freed.
+  // kIdleShift units, at most 2^30; 0 = never). Returns how many were freed. Ages are signed
+  // differences of the 32-bit coarse clock: a message stamped just after `now` is young.
   uint32_t ReclaimIdle(uint32_t now, const uint32_t* timeout_of_class, uint32_t budget);
 
  private:

@@ -13,11 +13,12 @@ namespace qosvisor::sched {
 namespace {
 
 constexpr uint32_t kReclaimBudget = 2;  // idle slots inspected per Dequeue call
-// ... and for every message created since the last call in a class whose messages end by going
-// quiet: the hand then passes every used slot at least once while a quarter of the table's worth
-// of such messages comes in, so, whatever their rate, the slots that died and were not seen yet
-// stay under a quarter of the table. (Other messages end with their last packet, or hold their
-// slot for the uplink's long timeout, where a faster hand would not make room sooner.)
+// ... and for every message (not marked whole) created since the last call in a class whose
+// messages end by going quiet: at a steady rate of such messages the hand passes every used slot
+// at least once while a quarter of the table's worth of them comes in, so the slots that died and
+// were not seen yet stay under a quarter of the table. (Other messages end with their last packet,
+// or hold their slot for the uplink's long timeout, where a faster hand would not make room
+// sooner.)
 constexpr uint32_t kVisitsPerQuietMessage = 4;
 // Dequeue's pipeline depth: a DRAM miss here costs several picks' work, so message states are
 // asked for this many picks ahead, and the packets of the pick after next (at most kRingAhead
@@ -32,20 +33,27 @@ constexpr uint32_t kLookaheadFrom = 4096;
 // head: their arrival lines, asked for while the burst was staged, have arrived by then.
 constexpr uint16_t kHeadLinesAhead = 4;
 
+// How long a packet that arrived at `arrival` has waited at `now`. A packet handed over from
+// another lcore carries that lcore's time, which may be a little later than the time the owner's
+// poll began: it has not waited (rather than for 2^64 cycles).
+uint64_t Waited(uint64_t now, uint64_t arrival) { return now > arrival ? now - arrival : 0; }
+
 // A class's own idle time is when its messages' senders start a new one (the tcp-gap identifier
 // on the bridge's lcore). Packets the identifier counted into a burst may still be on their way
 // here (a handoff ring, a long poll), and one that came after its slot went back would start the
-// burst afresh: the slot stays for twice the idle time, and at least a millisecond more.
+// burst afresh: the slot stays for the longer of twice the idle time and the idle time plus 1 ms.
 uint64_t QuietNs(uint64_t own_idle_ns) {
-  return own_idle_ns + std::max<uint64_t>(own_idle_ns, 1'000'000);
+  return own_idle_ns + std::max<uint64_t>(own_idle_ns, 1'000'000);  // (Validate bounds it)
 }
 
 // `ns` in kIdleShift units of the TSC, rounded up: the coarse clock rounds both ends of an
-// interval down, which can make it look one unit longer.
+// interval down, which can make it look one unit longer. At most 2^30 units (about 7 h at
+// 2.6 GHz; Validate allows an hour): the sweep compares ages as signed 32-bit numbers, so an age
+// is told from a time stamped just after `now` for 2^31 units, and then for 2^30 more.
 uint32_t IdleUnits(uint64_t ns, uint64_t hz) {
   if (ns == 0) return 0;
-  const uint64_t units = (NsToTsc(ns, hz) + (uint64_t{1} << kIdleShift) - 1) >> kIdleShift;
-  return static_cast<uint32_t>(std::min<uint64_t>(UINT32_MAX / 2, units + 1));
+  const uint64_t units = (NsToTsc(ns, hz) >> kIdleShift) + 2;
+  return static_cast<uint32_t>(std::min<uint64_t>(uint64_t{1} << 30, units));
 }
 
 }  // namespace
@@ -595,7 +603,7 @@ uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch, uint64_t n
     const IdleEntry& e = idle_[idle_next_++];
     q.TookMin(e.key);
     if (e.frees_slot) ForgetEndedMessage(e.pkt);
-    const uint64_t waited = now - Meta(e.pkt)->arrival_tsc;  // filed this poll: in cache
+    const uint64_t waited = Waited(now, Meta(e.pkt)->arrival_tsc);  // filed this poll: in cache
     ++stats_[0].sojourn[SojournBucket(waited)];
     stats_[0].sojourn_cycles += waited;
     pacer_.Consume(e.len);
@@ -742,7 +750,7 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
     MessageState& m = table_[slot];
     uint32_t len = m.head_len;
     bool last = m.head_last;
-    const uint64_t waited = now - m.head_arrival;
+    const uint64_t waited = Waited(now, m.head_arrival);
     rte_mbuf* pkt = m.PopFront();
     m.bytes_queued -= len;
     m.last_active = now_coarse;

@@ -202,7 +202,8 @@ const std::vector<BadCase>& Cases() {
       {"ports: [{name: p, driver: ring}]\nuplinks:\n  - {port: p, rate: 1Gbps, pacing: 2Gbps}\n",
        "3:36: uplinks[0].pacing",
        {"pacing 2Gbps is above the line rate 1Gbps", "980Mbps"}},
-      {"ports: [{name: p, driver: ring}]\nuplinks:\n  - {port: p, rate: 1Gbps, pacing_burst: 1KiB}\n",
+      {"ports: [{name: p, driver: ring}]\nuplinks:\n  - {port: p, rate: 1Gbps, pacing_burst: "
+       "1KiB}\n",
        "3:42: uplinks[0].pacing_burst",
        {"1KiB must be between one full-size frame (1518B) and 1GiB", "20us at the pacing rate"}},
       {"ports: [{name: p, driver: ring}]\nuplinks:\n  - {port: p, rate: 1Gbps, buffer: 1KiB}\n",
@@ -229,6 +230,10 @@ const std::vector<BadCase>& Cases() {
        "tcp-gap}\n",
        "3:5: messages[0]",
        {"identify tcp-gap needs 'idle'", "1ms"}},
+      {"classes: [{name: c, queue: 1, policy: fifo}]\nmessages:\n  - {class: c, identify: tcp-gap, "
+       "idle: 2h}\n",
+       "3:41: messages[0].idle",
+       {"2h is longer than a tcp-gap burst may stay quiet", "at most 1h"}},
       {"classes: [{name: c, queue: 1, policy: fifo}]\nmessages:\n  - {class: c, identify: homa, "
        "idle: 1ms}\n",
        "3:38: messages[0].idle",
@@ -424,9 +429,7 @@ const std::vector<BadCase>& Cases() {
       {"quotas:\n  - {group: d, memory: lots}\n",
        "2:24: quotas[0].memory",
        {"'lots' is not a size"}},
-      {"quotas: {group: d}\n",
-       "1:9: quotas",
-       {"expected a list, got a mapping"}},
+      {"quotas: {group: d}\n", "1:9: quotas", {"expected a list, got a mapping"}},
       {"templates:\n  - {name: t, ready_timeout: 5s}\n",
        "2:30: templates[0].ready_timeout",
        {"a ready_timeout needs 'ready'"}},

@@ -274,6 +274,21 @@ TEST_CASE("a class's message idle time frees its quiet messages then, others kee
   CHECK(s->Stats().live_messages == 10);
 }
 
+TEST_CASE("a short idle time keeps a quiet message's slot at least a millisecond longer",
+          "[scheduler]") {
+  SchedulerConfig c = BurstsAndRpc();
+  c.classes[0].message_idle_ns = 100'000;  // twice would be 0.2 ms: 1.1 ms it is
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(1);
+  EnqueueOne(*s, Packet(pool, 0, 1, 0, 0, 100, 0, 0));
+  REQUIRE(DrainAll(*s, 10).size() == 1);
+  PollIdle(*s, 1'050'000, 10);
+  CHECK(s->Stats().live_messages == 1);
+  PollIdle(*s, 1'300'000, 10);
+  CHECK(s->Stats().live_messages == 0);
+}
+
 TEST_CASE("a message quiet for less than its class's idle time keeps what it sent", "[scheduler]") {
   DropLog drops;
   auto s = MustCreate(BurstsAndRpc(), drops);
@@ -910,20 +925,26 @@ TEST_CASE("configuration errors are all reported, with the field", "[scheduler][
   c.rate_bps = 1'000'000'000;
   c.pacing_bps = 2'000'000'000;
   c.rank_buckets = 1000;
+  c.message_idle_timeout_ns = 7'200'000'000'000;
   c.classes = {ClassConfig{.name = "p", .policy = Policy::kPace},
                ClassConfig{.name = "e", .policy = Policy::kEdf, .priority = 9},
-               ClassConfig{.name = "f", .policy = Policy::kFifo, .srpt_aging_ns = 5}};
+               ClassConfig{.name = "f",
+                           .policy = Policy::kFifo,
+                           .srpt_aging_ns = 5,
+                           .message_idle_ns = 3'600'000'000'001}};
   c.tenants = {TenantConfig{.name = "t", .classes = {0, 0, 5}}};
   Status st = Validate(c);
   REQUIRE_FALSE(st.ok());
   CHECK(
       st.message() ==
       "uplink0: pacing: 2000000000 bps is above the line rate 1000000000 bps; pace at or below it\n"
+      "uplink0: message_idle_timeout: 7200000000000 ns is above the most, one hour\n"
       "uplink0: rank_buckets: 1000 must be a power of two between 64 and 16777216\n"
       "uplink0: classes[0] (p).rate: policy pace needs a rate, e.g. rate: 1Gbps\n"
       "uplink0: classes[1] (e).priority: 9 is not in 0..7\n"
       "uplink0: classes[1] (e).deadline: policy edf needs a deadline, e.g. deadline: 100us\n"
       "uplink0: classes[2] (f).aging: only policy srpt ages, this class is fifo\n"
+      "uplink0: classes[2] (f).message_idle: 3600000000001 ns is above the most, one hour\n"
       "uplink0: tenants[0] (t).classes: class 0 already belongs to tenants[0]\n"
       "uplink0: tenants[0] (t).classes: class 5 does not exist (there are 3)\n"
       "uplink0: classes[1]: belongs to no tenant\n"
