@@ -553,7 +553,7 @@ class Validator {
     const bool gap = m.identify == Identify::kTcpGap;
     const bool ebpf = m.identify == Identify::kEbpf;
     if (gap && !m.idle_ns) Error(m.source, "", "identify tcp-gap needs 'idle' (e.g. idle: 1ms)");
-    // (The scheduler keeps a burst's state for twice this: see sched::kMaxMessageIdleNs.)
+    // (An hour: the most the scheduler lets a class keep a quiet message for.)
     constexpr uint64_t kMaxIdleNs = 3'600'000'000'000ull;
     if (gap && m.idle_ns && *m.idle_ns > kMaxIdleNs) {
       Error(m.source, "idle",

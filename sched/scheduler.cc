@@ -48,8 +48,8 @@ uint64_t QuietNs(uint64_t own_idle_ns) {
 
 // `ns` in kIdleShift units of the TSC, rounded up: the coarse clock rounds both ends of an
 // interval down, which can make it look one unit longer. At most 2^30 units (about 7 h at
-// 2.6 GHz; Validate allows an hour): the sweep compares ages as signed 32-bit numbers, so an age
-// is told from a time stamped just after `now` for 2^31 units, and then for 2^30 more.
+// 2.6 GHz; Validate allows an hour): the sweep reads ages as signed 32-bit numbers, positive up
+// to 2^31 units, so a message past its timeout stays visibly so for at least 2^30 units more.
 uint32_t IdleUnits(uint64_t ns, uint64_t hz) {
   if (ns == 0) return 0;
   const uint64_t units = (NsToTsc(ns, hz) >> kIdleShift) + 2;
