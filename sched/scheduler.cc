@@ -20,6 +20,9 @@ constexpr uint32_t kReclaimBudget = 2;  // idle slots inspected per Dequeue call
 // or hold their slot for the uplink's long timeout, where a faster hand would not make room
 // sooner.)
 constexpr uint32_t kVisitsPerQuietMessage = 4;
+// The most one Dequeue call visits (a few microseconds of cold slots): the visits owed beyond it
+// are paid by the next calls, so a poll that created many such messages does not stall.
+constexpr uint32_t kMaxReclaimVisits = 512;
 // Dequeue's pipeline depth: a DRAM miss here costs several picks' work, so message states are
 // asked for this many picks ahead, and the packets of the pick after next (at most kRingAhead
 // from its ring) once its state is near.
@@ -314,7 +317,10 @@ uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_
   }
   table_[slot].tag = InitialTag(pm, classes_[c]);
   // (A message of one packet frees its slot as it leaves: the hand need not look for it.)
-  quiet_messages_ += classes_[c].ends_quietly && !(pm.flags & kMetaWholeMessage);
+  if (classes_[c].ends_quietly && !(pm.flags & kMetaWholeMessage)) {
+    reclaim_visits_owed_ = std::min<uint64_t>(reclaim_visits_owed_ + kVisitsPerQuietMessage,
+                                              uint64_t{table_.capacity()} * 2);
+  }
   return slot;
 }
 
@@ -784,11 +790,10 @@ uint16_t BasicScheduler<RankQueue>::Dequeue(PacketBatch& batch, uint64_t now) {
   }
   for (uint16_t i = 0; i < ended_count; ++i) table_.EraseFrom(ended[i], ended_home[i]);
   if (reclaims_idle_) {
-    const uint64_t budget = kReclaimBudget + uint64_t{kVisitsPerQuietMessage} * quiet_messages_;
-    quiet_messages_ = 0;
-    reclaimed_idle_ +=
-        table_.ReclaimIdle(now_coarse, idle_timeouts_.data(),
-                           static_cast<uint32_t>(std::min<uint64_t>(budget, UINT32_MAX)));
+    const uint32_t owed = static_cast<uint32_t>(
+        std::min<uint64_t>(reclaim_visits_owed_, kMaxReclaimVisits - kReclaimBudget));
+    reclaim_visits_owed_ -= owed;
+    reclaimed_idle_ += table_.ReclaimIdle(now_coarse, idle_timeouts_.data(), kReclaimBudget + owed);
   }
   return added;
 }

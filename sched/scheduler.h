@@ -285,7 +285,8 @@ class BasicScheduler {
   // Per class, how long (kIdleShift units) a waiting message keeps its slot; 0 = for good.
   std::vector<uint32_t> idle_timeouts_;
   bool reclaims_idle_ = false;   // some class's timeout is not 0
-  uint32_t quiet_messages_ = 0;  // created in classes that end quietly, since the last reclaim
+  // Sweep visits still due for messages created in classes that end quietly (4 each).
+  uint64_t reclaim_visits_owed_ = 0;
   bool idle_bursts_ = false;    // this uplink may send idle bursts (one class, stateless ranks)
   IdleEntry idle_[kMaxBurst];   // the idle burst, sorted; [idle_next_, idle_end_) not yet sent
   uint16_t idle_next_ = 0;

@@ -289,6 +289,36 @@ TEST_CASE("a short idle time keeps a quiet message's slot at least a millisecond
   CHECK(s->Stats().live_messages == 0);
 }
 
+TEST_CASE("a poll that creates many quiet messages spreads their sweep over the next polls",
+          "[scheduler]") {
+  SchedulerConfig c = BurstsAndRpc();
+  c.max_messages = 2'048;
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(1'200);
+  auto create = [&](uint64_t first, size_t count, size_t pool_at, uint64_t now) {
+    for (size_t i = 0; i < count; i += kMaxBurst) {
+      PacketBatch b;
+      for (size_t k = i; k < std::min(count, i + kMaxBurst); ++k) {
+        b.Push(Packet(pool, pool_at + k, first + k, 0, 0, 100, 0, now));
+      }
+      const uint16_t n = b.count;
+      REQUIRE(s->Enqueue(b) == n);
+    }
+  };
+  create(1, 1'000, 0, 0);
+  REQUIRE(DrainAll(*s, 10).size() == 1'000);  // (their visits are paid meanwhile)
+  // Quiet for long enough now; 200 new messages owe 800 visits, at most 512 a call.
+  create(5'000, 200, 1'000, 3'000'000);
+  PacketBatch b;
+  s->Dequeue(b, 3'000'000);
+  const uint64_t first_call = s->Stats().messages_reclaimed_idle;
+  CHECK(first_call > 0);
+  CHECK(first_call <= 512);
+  PollIdle(*s, 3'000'000, 2);
+  CHECK(s->Stats().messages_reclaimed_idle >= 700);
+}
+
 TEST_CASE("a message quiet for less than its class's idle time keeps what it sent", "[scheduler]") {
   DropLog drops;
   auto s = MustCreate(BurstsAndRpc(), drops);
