@@ -13,12 +13,12 @@ namespace qosvisor::sched {
 namespace {
 
 constexpr uint32_t kReclaimBudget = 2;  // idle slots inspected per Dequeue call
-// ... and for every message (not marked whole) created since the last call in a class whose
-// messages end by going quiet: at a steady rate of such messages the hand passes every used slot
-// at least once while a quarter of the table's worth of them comes in, so the slots that died and
-// were not seen yet stay under a quarter of the table. (Other messages end with their last packet,
-// or hold their slot for the uplink's long timeout, where a faster hand would not make room
-// sooner.)
+// ... and for every message (not marked whole) created in a class whose messages end by going
+// quiet, owed until paid (see kMaxReclaimVisits): at a steady rate of up to 128 such messages a
+// call the hand passes every used slot at least once while a quarter of the table's worth of them
+// comes in, so the slots that died and were not seen yet stay under a quarter of the table. (Other
+// messages end with their last packet, or hold their slot for the uplink's long timeout, where a
+// faster hand would not make room sooner.)
 constexpr uint32_t kVisitsPerQuietMessage = 4;
 // The most one Dequeue call visits (a few microseconds of cold slots): the visits owed beyond it
 // are paid by the next calls, so a poll that created many such messages does not stall.
