@@ -242,6 +242,20 @@ SchedulerConfig BurstsAndRpc() {
   return c;
 }
 
+// Messages first .. first + count - 1 of class "bursts", one packet each (mbufs from pool_at on),
+// enqueued at `now` in bursts of kMaxBurst; each is accepted.
+void EnqueueNewMessages(Scheduler& s, FakePool& pool, uint64_t first, size_t count, size_t pool_at,
+                        uint64_t now) {
+  for (size_t i = 0; i < count; i += kMaxBurst) {
+    PacketBatch b;
+    for (size_t k = i; k < std::min(count, i + kMaxBurst); ++k) {
+      b.Push(Packet(pool, pool_at + k, first + k, 0, 0, 100, 0, now));
+    }
+    const uint16_t n = b.count;
+    REQUIRE(s.Enqueue(b) == n);
+  }
+}
+
 void PollIdle(Scheduler& s, uint64_t now, int calls) {
   for (int i = 0; i < calls; ++i) {
     PacketBatch b;
@@ -296,20 +310,10 @@ TEST_CASE("a poll that creates many quiet messages spreads their sweep over the 
   DropLog drops;
   auto s = MustCreate(c, drops);
   FakePool pool(1'200);
-  auto create = [&](uint64_t first, size_t count, size_t pool_at, uint64_t now) {
-    for (size_t i = 0; i < count; i += kMaxBurst) {
-      PacketBatch b;
-      for (size_t k = i; k < std::min(count, i + kMaxBurst); ++k) {
-        b.Push(Packet(pool, pool_at + k, first + k, 0, 0, 100, 0, now));
-      }
-      const uint16_t n = b.count;
-      REQUIRE(s->Enqueue(b) == n);
-    }
-  };
-  create(1, 1'000, 0, 0);
+  EnqueueNewMessages(*s, pool, 1, 1'000, 0, 0);
   REQUIRE(DrainAll(*s, 10).size() == 1'000);  // (their visits are paid meanwhile)
   // Quiet for long enough now; 200 new messages owe 800 visits, at most 512 a call.
-  create(5'000, 200, 1'000, 3'000'000);
+  EnqueueNewMessages(*s, pool, 5'000, 200, 1'000, 3'000'000);
   PacketBatch b;
   s->Dequeue(b, 3'000'000);
   const uint64_t first_call = s->Stats().messages_reclaimed_idle;
@@ -349,10 +353,8 @@ TEST_CASE("idle reclamation keeps up with a class whose every message ends by go
   auto s = MustCreate(c, drops);
   FakePool pool(kMaxBurst);
   uint64_t id = 1;
-  for (uint64_t now = 0; now < 300'000'000; now += 150'000) {
-    PacketBatch b;
-    for (uint16_t i = 0; i < kMaxBurst; ++i) b.Push(Packet(pool, i, id++, 0, 0, 100, 0, now));
-    REQUIRE(s->Enqueue(b) == kMaxBurst);
+  for (uint64_t now = 0; now < 300'000'000; now += 150'000, id += kMaxBurst) {
+    EnqueueNewMessages(*s, pool, id, kMaxBurst, 0, now);
     REQUIRE(DrainAll(*s, now).size() == kMaxBurst);
   }
   const SchedulerStats st = s->Stats();
