@@ -317,11 +317,17 @@ uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_
   }
   table_[slot].tag = InitialTag(pm, classes_[c]);
   // (A message of one packet frees its slot as it leaves: the hand need not look for it.)
-  if (classes_[c].ends_quietly && !(pm.flags & kMetaWholeMessage)) {
-    reclaim_visits_owed_ = std::min<uint64_t>(reclaim_visits_owed_ + kVisitsPerQuietMessage,
-                                              uint64_t{table_.capacity()} * 2);
-  }
+  if (!(pm.flags & kMetaWholeMessage)) OweSweepVisits(c);
   return slot;
+}
+
+// A message of class c took a slot: if the class's messages end by going quiet, the hand owes
+// the table its visits for it.
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::OweSweepVisits(uint16_t c) {
+  if (!classes_[c].ends_quietly) return;
+  reclaim_visits_owed_ = std::min<uint64_t>(reclaim_visits_owed_ + kVisitsPerQuietMessage,
+                                            uint64_t{table_.capacity()} * 2);
 }
 
 template <typename RankQueue>

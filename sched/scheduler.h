@@ -238,6 +238,7 @@ class BasicScheduler {
   void DropWorst(uint16_t class_id, uint64_t now);
   uint32_t ResolveSlot(const PacketMeta& pm, uint32_t home);
   uint32_t NewMessageSlot(const PacketMeta& pm, uint16_t class_id, bool* created, uint32_t home);
+  void OweSweepVisits(uint16_t class_id);
   void PushHead(uint16_t class_id, uint32_t slot, uint64_t now);
   void ActivateClass(uint16_t class_id);
   void DeactivateClass(uint16_t class_id);

@@ -118,6 +118,9 @@ void BasicScheduler<RankQueue>::InheritMessage(const BasicScheduler& before, con
   n.bytes_sent = m.bytes_sent;
   n.last_active = m.last_active;
   n.tag = InheritedTag(m, before.classes_[m.class_id].policy, classes_[c].policy);
+  // A message quiet in the old tree may be past its time already: the hand must find it as soon
+  // as it would find a new one.
+  OweSweepVisits(c);
 }
 
 // A message's tag under its new class's policy.

@@ -1227,6 +1227,23 @@ TEST_CASE("a reload carries over the waiting messages that lie after every queue
   CHECK(DrainAll(*fresh, 0) == d_a_c_b);
 }
 
+TEST_CASE("a reload owes the sweep the visits of the quiet messages it carries over",
+          "[scheduler][reconfigure]") {
+  DropLog drops;
+  auto old = MustCreate(BurstsAndRpc(), drops);
+  FakePool pool(1'000);
+  EnqueueNewMessages(*old, pool, 1, 1'000, 0, 0);
+  REQUIRE(DrainAll(*old, 10).size() == 1'000);  // all 1,000 wait for more (las: carried over)
+  auto fresh = MustCreate(BurstsAndRpc(), drops);
+  MoveInto(*old, *fresh, {0, 1});
+  REQUIRE(fresh->Stats().live_messages == 1'000);
+  // Quiet for long enough: 4,000 visits owed, at most 512 a call, so eight calls pass them all
+  // (the hand alone, 2 slots a call, would take 500).
+  PollIdle(*fresh, 3'000'000, 8);
+  CHECK(fresh->Stats().messages_reclaimed_idle == 1'000);
+  CHECK(fresh->Stats().live_messages == 0);
+}
+
 TEST_CASE("a reload into a smaller buffer frees the slot of a message whose last packet it drops",
           "[scheduler][reconfigure]") {
   SchedulerConfig c = LasTailDropConfig();
