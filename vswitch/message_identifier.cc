@@ -46,7 +46,7 @@ MessageIdentity MessageIdentifier::TcpGap(const ParsedPacket& p, uint32_t wire_l
   bool inserted;
   FlowState& s = flows_.Upsert(flow, now_tsc, inserted);
   if (inserted || now_tsc - s.last_tsc > idle_tsc) {
-    if (!inserted) ++s.burst;
+    s.burst = inserted ? now_tsc : s.burst + 1;
     s.bytes = 0;
     ++tcp_messages_;
   }
@@ -55,9 +55,8 @@ MessageIdentity MessageIdentifier::TcpGap(const ParsedPacket& p, uint32_t wire_l
   m.id = kKindTcp | (Mix(flow, s.burst) & kIdMask);
   m.offset = s.bytes;
   s.bytes += wire_len;
-  // Never whole, not even a burst of one FIN: when the flow's state was dropped (aging, another
-  // worker) its burst count restarts and a burst may get an id whose data still waits, which a
-  // FIN must not overtake.
+  // Never whole, not even a burst of one FIN: a retransmitted FIN, or any segment within `idle`
+  // of it, carries the same id.
   m.last = (p.tcp_flags & (kTcpFin | kTcpRst)) != 0;
   return m;
 }

@@ -44,7 +44,11 @@ class MessageIdentifier {
  private:
   struct FlowState {
     uint64_t last_tsc = 0;
-    uint32_t burst = 0;
+    // Numbers the flow's bursts. It starts at the clock when the flow's state is made, and a
+    // burst starts only after an idle gap of at least a cycle, so it never passes the clock: a
+    // flow whose state was dropped (aging, eviction) and made again later numbers its bursts above
+    // every one it had, and never takes back the id of a burst whose data may still wait.
+    uint64_t burst = 0;
     uint32_t bytes = 0;
   };
   static MessageIdentity Homa(const ParsedPacket& p);

@@ -116,13 +116,42 @@ TEST_CASE("tcp-gap: a flow's packets form one message until an idle gap", "[mess
   CHECK(closing.last);
   CHECK_FALSE(closing.whole);  // it ends the burst that d started
   CHECK_FALSE(d.whole);
-  // A FIN after an idle gap is a burst of its own, but not marked whole: a flow whose state was
-  // dropped restarts its burst count, so its id may be one whose data still waits.
+  // A FIN after an idle gap is a burst of its own, but not marked whole: a retransmitted FIN
+  // would carry its id.
   const MessageIdentity lone =
       ids.Identify(MessageMode::kTcpGap, Parsed(fin), Len(fin), idle, 20'000);
   CHECK(lone.offset == 0);
   CHECK(lone.last);
   CHECK_FALSE(lone.whole);
+}
+
+TEST_CASE("tcp-gap: a flow whose state was dropped never takes back an earlier burst's id",
+          "[message]") {
+  const uint64_t ttl = 5'000, idle = 1'000;
+  MessageIdentifier ids(8, ttl);  // one probe window: a ninth flow evicts a live one
+  auto seg = testing::Tcp4(40000, 80, 1, 0x10, 100);
+  const ParsedPacket p = Parsed(seg);
+  std::unordered_set<uint64_t> seen;
+  uint64_t now = 10'000;
+  auto next_burst = [&](uint64_t gap) {
+    now += gap;
+    const MessageIdentity m = ids.Identify(MessageMode::kTcpGap, p, Len(seg), idle, now);
+    CHECK(m.offset == 0);
+    return seen.insert(m.id).second;
+  };
+  CHECK(next_burst(0));
+  CHECK(next_burst(idle + 1));
+  CHECK(next_burst(ttl + 1));  // the flow's state aged out in between
+  CHECK(next_burst(idle + 1));
+  // Eight other flows push it out of its probe window while it is live.
+  for (uint16_t port = 1; port <= 8; ++port) {
+    auto other = testing::Tcp4(port, 80, 1, 0x10, 100);
+    ids.Identify(MessageMode::kTcpGap, Parsed(other), Len(other), idle, now + port);
+  }
+  CHECK(next_burst(idle + 1));
+  CHECK(next_burst(idle + 1));
+  CHECK(seen.size() == 6);
+  CHECK(ids.tcp_messages_started() == 6 + 8);
 }
 
 TEST_CASE("datagrams are one message each, other modes fall back to datagrams", "[message]") {
