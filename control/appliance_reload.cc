@@ -141,18 +141,21 @@ Status Appliance::RebuildUplink(const config::Config& next, const vswitch::Switc
   // No statistics request meanwhile: the owner swaps its snapshot storage for the new classes,
   // and StatsJson names them from what is set below.
   std::lock_guard stats(stats_mu_);
+  vswitch::Switch::UplinkReload reload;
   {
     std::lock_guard lock(switch_control_mu_);
-    if (Status s = switch_->ReconfigureUplink(port, us, spec.classes, lcore_running_); !s.ok()) {
-      return s;
-    }
+    auto r = switch_->ReconfigureUplink(port, us, spec.classes, lcore_running_);
+    if (!r.ok()) return r.status();
+    reload = *r;
   }
   const size_t index = u - uplink_ports_.begin();
   spec_.uplinks[index].scheduler = us.scheduler;
   spec_.uplinks[index].class_queues = us.class_queues;
   uplink_class_names_[index].clear();
   for (const auto& cls : us.scheduler.classes) uplink_class_names_[index].push_back(cls.name);
-  spdlog::info("uplink {}: scheduler rebuilt, {} classes", port, us.scheduler.classes.size());
+  spdlog::info("uplink {}: scheduler rebuilt, {} classes; {} queued packets {}", port,
+               us.scheduler.classes.size(), reload.queued_packets,
+               reload.in_place ? "kept in place" : "moved");
   return Status::Ok();
 }
 

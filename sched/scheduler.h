@@ -137,6 +137,18 @@ class BasicScheduler {
   // class loses by).
   void InheritPolicyState(const BasicScheduler& before, std::span<const int32_t> class_of_old);
 
+  // A live reconfiguration that changes nothing of how packets are ranked or kept: the same
+  // classes in the same order with the same policies and rank parameters (deadline, aging, rank
+  // shift), the same message-table and rank-queue sizes, and a buffer that holds what `before`
+  // queues. Rates, weights, priorities, tenants, buffers, drop modes and idle times may change.
+  // This tree, new and empty, then takes over `before`'s message table, rank queues and queued
+  // packets as they are, whatever their number, and `before` is left holding none; what the
+  // classes remember (wfq's virtual time, pace's schedule) carries over, and the shares between
+  // classes and tenants restart, as after a move. Returns false, changing nothing, for any other
+  // change, which must move the packets (InheritPolicyState, then enqueue them here). ContinueFrom
+  // follows either way.
+  bool AdoptQueues(BasicScheduler& before);
+
   // Packets of a removed class that reached the uplink after the reconfiguration.
   void AddReconfiguredDrops(uint64_t n) { dropped_reconfigured_ += n; }
 
@@ -198,6 +210,7 @@ class BasicScheduler {
     return (table_[slot].flags & kMask) == kMsgInUse && table_[slot].message_id == id;
   }
   int32_t NewClassOf(size_t old, std::span<const int32_t> class_of_old) const;
+  bool RanksAndKeepsAs(const BasicScheduler& before) const;
   static uint64_t InheritedTag(const MessageState& m, Policy was, Policy is);
   bool RanksByMessagePast(uint16_t class_id) const;
   uint32_t InheritMessages(const BasicScheduler& before, std::span<const int32_t> class_of_old,

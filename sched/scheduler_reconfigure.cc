@@ -1,8 +1,9 @@
-// A live reconfiguration: the new tree takes over what the old one remembered of the past
-// (InheritPolicyState, before the old tree's packets move over) and its counts (ContinueFrom,
-// after). Both run on the uplink's lcore between two polls, so neither tree sees a packet
-// meanwhile.
+// A live reconfiguration: the new tree takes over the old one's table and queues as they are when
+// the change leaves ranking alone (AdoptQueues); otherwise what the old one remembered of the past
+// (InheritPolicyState, before the old tree's packets move over). Then its counts (ContinueFrom).
+// All run on the uplink's lcore between two polls, so neither tree sees a packet meanwhile.
 #include <cassert>
+#include <utility>
 
 #include "sched/scheduler.h"
 
@@ -34,6 +35,50 @@ void BasicScheduler<RankQueue>::InheritPolicyState(const BasicScheduler& before,
   // packet, or one that found no room here, takes a fresh slot when its packet arrives).
   const uint32_t waiting = InheritMessages(before, class_of_old, /*queued=*/true, 0);
   if (waiting != 0) InheritMessages(before, class_of_old, /*queued=*/false, waiting);
+}
+
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::AdoptQueues(BasicScheduler& before) {
+  assert(table_.live() == 0 && buffered_packets_ == 0);
+  if (table_.live() != 0 || buffered_packets_ != 0 || !RanksAndKeepsAs(before)) return false;
+  // What an idle burst left unsent sits outside the table: filed, it moves with the table.
+  if (before.idle_next_ != before.idle_end_) before.FileIdleBurst();
+  // The rank queues link the table's slots by index, and each class's default queue is the slot
+  // of its index in both trees: the two move together and stay consistent.
+  std::swap(table_, before.table_);
+  std::swap(queues_, before.queues_);
+  std::swap(table_pages_, before.table_pages_);
+  std::swap(buffered_bytes_, before.buffered_bytes_);
+  std::swap(buffered_packets_, before.buffered_packets_);
+  std::swap(reclaim_visits_owed_, before.reclaim_visits_owed_);
+  for (uint16_t c = 0; c < classes_.size(); ++c) {
+    classes_[c].vtime = before.classes_[c].vtime;
+    classes_[c].next_send_tsc = before.classes_[c].next_send_tsc;
+    if (!queues_[c].Empty()) ActivateClass(c);
+  }
+  return true;
+}
+
+// Whether this tree ranks every queued packet and finds every message as `before` does, and has
+// room for what it queues (see AdoptQueues).
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::RanksAndKeepsAs(const BasicScheduler& before) const {
+  const SchedulerConfig& was = before.config_;
+  const SchedulerConfig& is = config_;
+  if (hz_ != before.hz_ || table_.capacity() != before.table_.capacity() ||
+      is.rank_buckets != was.rank_buckets || is.huge_pages != was.huge_pages ||
+      is.message_hash_key != was.message_hash_key || is.classes.size() != was.classes.size()) {
+    return false;
+  }
+  for (size_t c = 0; c < is.classes.size(); ++c) {
+    const ClassConfig& a = was.classes[c];
+    const ClassConfig& b = is.classes[c];
+    if (a.name != b.name || a.policy != b.policy || a.rank_shift != b.rank_shift ||
+        a.deadline_ns != b.deadline_ns || a.srpt_aging_ns != b.srpt_aging_ns) {
+      return false;
+    }
+  }
+  return before.buffered_packets_ <= is.buffer_packets && before.buffered_bytes_ <= is.buffer_bytes;
 }
 
 // Whether class c's ranks read what its messages did before (las, wfq, srpt with aging): pace
@@ -170,6 +215,8 @@ void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
 // instantiated here.
 template void BasicScheduler<FfsRankQueue>::InheritPolicyState(const BasicScheduler&,
                                                                std::span<const int32_t>);
+template bool BasicScheduler<FfsRankQueue>::AdoptQueues(BasicScheduler&);
+template bool BasicScheduler<FfsRankQueue>::RanksAndKeepsAs(const BasicScheduler&) const;
 template int32_t BasicScheduler<FfsRankQueue>::NewClassOf(size_t, std::span<const int32_t>) const;
 template uint64_t BasicScheduler<FfsRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
 template bool BasicScheduler<FfsRankQueue>::RanksByMessagePast(uint16_t) const;
@@ -185,6 +232,8 @@ template void BasicScheduler<FfsRankQueue>::ContinueFrom(const SchedulerStats&,
                                                          std::span<const int32_t>, uint64_t);
 template void BasicScheduler<HeapRankQueue>::InheritPolicyState(const BasicScheduler&,
                                                                 std::span<const int32_t>);
+template bool BasicScheduler<HeapRankQueue>::AdoptQueues(BasicScheduler&);
+template bool BasicScheduler<HeapRankQueue>::RanksAndKeepsAs(const BasicScheduler&) const;
 template int32_t BasicScheduler<HeapRankQueue>::NewClassOf(size_t, std::span<const int32_t>) const;
 template uint64_t BasicScheduler<HeapRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
 template bool BasicScheduler<HeapRankQueue>::RanksByMessagePast(uint16_t) const;

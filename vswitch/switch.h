@@ -159,16 +159,26 @@ class Switch {
   // Returns every packet the switch holds (queued in schedulers, waiting for TX) to the pool.
   void Drain();
 
+  // What a live reconfiguration of an uplink did with the packets its scheduler held.
+  struct UplinkReload {
+    // The new tree took the old one's table and queues as they were (a change of rates,
+    // weights, priorities, tenants, buffers or idle times: sched::Scheduler::AdoptQueues), at
+    // a cost that does not grow with them; otherwise every queued packet was moved.
+    bool in_place = false;
+    uint64_t queued_packets = 0;  // held by the old tree at the change
+  };
+
   // Control thread: the uplink on `port` gets new classes (their message rules), a new scheduler
-  // tree, rates and buffers, while it runs. Its owner moves what is queued into the new
-  // scheduler at its next poll, each message's packets in their order; packets of a class the
-  // new tree lacks are dropped and counted (SchedulerStats::dropped_reconfigured). A class whose
+  // tree, rates and buffers, while it runs. At its next poll its owner hands the new scheduler
+  // the old one's queues as they are when the change leaves ranking alone, and otherwise moves
+  // what is queued into it, each message's packets in their order; packets of a class the new
+  // tree lacks are dropped and counted (SchedulerStats::dropped_reconfigured). A class whose
   // name stays keeps its counters. `spec.port` is ignored. Without `lcore_running` (no worker
   // polls) the change is made here. Not while a TakeSnapshot is under way (the owner resizes its
   // part of the snapshot).
-  Status ReconfigureUplink(const std::string& port, const UplinkSpec& spec,
-                           const std::vector<ClassSpec>& classes, bool lcore_running,
-                           std::chrono::milliseconds timeout = kSnapshotTimeout);
+  Result<UplinkReload> ReconfigureUplink(const std::string& port, const UplinkSpec& spec,
+                                         const std::vector<ClassSpec>& classes, bool lcore_running,
+                                         std::chrono::milliseconds timeout = kSnapshotTimeout);
 
   // Control thread: a new rule set for a bridge, published for the lcore to use from its next
   // poll. The old table is freed (by the control thread) once the lcore has finished a poll
@@ -343,6 +353,7 @@ class Switch {
     std::vector<sched::ClassStats> snapshot_classes;  // the owner's snapshot storage, swapped
     sched::SchedulerDetail snapshot_detail;           // the same for inspections
     uint64_t gone = 0;  // packets of removed classes
+    UplinkReload outcome;
     std::atomic<bool> done{false};
   };
   struct Uplink {
@@ -439,6 +450,7 @@ class Switch {
   // the change's scheduler, which takes the old one's place (switch_reconfigure.cc).
   void ApplyUplinkChange(Worker& w, uint16_t uplink, UplinkChange& change, uint64_t now);
   void DrainHandoffIntoScheduler(Uplink& up);
+  void MoveQueuedPackets(sched::Scheduler& from, UplinkChange& change, uint64_t now);
   // Packets classified under the previous rules take their class under the current ones.
   void Restage(Uplink& up, PacketBatch& batch);
   void FinishRestaging(Uplink& up);

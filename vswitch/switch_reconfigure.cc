@@ -1,7 +1,8 @@
 // An uplink reconfigured while it runs (a reload that changes classes, message rules, the
 // scheduler tree, rates or buffers). The control thread builds the new scheduler and class rules;
-// the uplink's owner, at the start of its next poll, moves every queued packet into the new
-// scheduler and publishes the rules, so the scheduler is never touched by two threads. Packets
+// the uplink's owner, at the start of its next poll, hands the old scheduler's queues to the new
+// one (as they are when ranking does not change, else by moving every queued packet) and
+// publishes the rules, so the scheduler is never touched by two threads. Packets
 // that other workers classified under the old rules and that arrive later through the hand-off
 // ring are given their class under the new ones on the way in ("restaging"), until every worker
 // has moved on and the ring has been seen empty.
@@ -34,9 +35,11 @@ std::vector<int32_t> ClassesByName(const std::vector<std::string>& previous,
 
 }  // namespace
 
-Status Switch::ReconfigureUplink(const std::string& port, const UplinkSpec& spec,
-                                 const std::vector<ClassSpec>& classes, bool lcore_running,
-                                 std::chrono::milliseconds timeout) {
+Result<Switch::UplinkReload> Switch::ReconfigureUplink(const std::string& port,
+                                                       const UplinkSpec& spec,
+                                                       const std::vector<ClassSpec>& classes,
+                                                       bool lcore_running,
+                                                       std::chrono::milliseconds timeout) {
   int found = -1;
   for (size_t u = 0; u < uplinks_.size(); ++u) {
     if (ports_[uplinks_[u]->port]->name() == port) found = static_cast<int>(u);
@@ -85,7 +88,7 @@ Status Switch::ReconfigureUplink(const std::string& port, const UplinkSpec& spec
   if (lcore_running) Quiesce();
   up.settled.store(true, std::memory_order_release);
   ReclaimRetiredTables();
-  return Status::Ok();
+  return change.outcome;
 }
 
 void Switch::ApplyUplinkChange(Worker& w, uint16_t u, UplinkChange& change, uint64_t now) {
@@ -94,10 +97,30 @@ void Switch::ApplyUplinkChange(Worker& w, uint16_t u, UplinkChange& change, uint
   sched::Scheduler& old = *up.scheduler;
   old.StatsInto(change.before);  // sized by the control thread: nothing allocated here
   const UplinkRules& rules = *change.rules;
+  change.outcome.queued_packets = old.queued_packets();
+  change.outcome.in_place = change.scheduler->AdoptQueues(old);
+  if (!change.outcome.in_place) MoveQueuedPackets(old, change, now);
+  change.scheduler->ContinueFrom(change.before, rules.class_of_previous, change.gone);
+  std::swap(up.scheduler, change.scheduler);
+  // An inspection under way read the old tree: it starts again on the new one.
+  if (w.inspection.active && w.inspection.uplink == u) w.inspection.active = false;
+  std::swap(w.snapshot.uplinks[u].classes, change.snapshot_classes);
+  std::swap(w.snapshot.details[u], change.snapshot_detail);
+  up.generation = rules.generation;
+  up.restaging = true;
+  up.settled.store(false, std::memory_order_relaxed);
+  up.rules.store(&rules, std::memory_order_release);
+  up.change.store(nullptr, std::memory_order_relaxed);
+  change.done.store(true, std::memory_order_release);
+}
+
+// The new tree inherits what the old one's policies remember, then takes its packets: each round
+// steps a virtual clock far enough that neither the pacer nor a paced class holds a packet back;
+// a message's packets leave in their order, and the new scheduler ranks them.
+void Switch::MoveQueuedPackets(sched::Scheduler& old, UplinkChange& change, uint64_t now) {
+  const UplinkRules& rules = *change.rules;
   change.scheduler->InheritPolicyState(old, rules.class_of_previous);
   PacketBatch out, moving, gone;
-  // Each round steps a virtual clock far enough that neither the pacer nor a paced class holds a
-  // packet back; a message's packets leave in their order, and the new scheduler ranks them.
   uint64_t t = now;
   while (old.queued_packets() != 0) {
     t += hz_ * 1000;
@@ -121,18 +144,6 @@ void Switch::ApplyUplinkChange(Worker& w, uint16_t u, UplinkChange& change, uint
     change.gone += gone.count;
     FreeBatch(gone);
   }
-  change.scheduler->ContinueFrom(change.before, rules.class_of_previous, change.gone);
-  std::swap(up.scheduler, change.scheduler);
-  // An inspection under way read the old tree: it starts again on the new one.
-  if (w.inspection.active && w.inspection.uplink == u) w.inspection.active = false;
-  std::swap(w.snapshot.uplinks[u].classes, change.snapshot_classes);
-  std::swap(w.snapshot.details[u], change.snapshot_detail);
-  up.generation = rules.generation;
-  up.restaging = true;
-  up.settled.store(false, std::memory_order_relaxed);
-  up.rules.store(&rules, std::memory_order_release);
-  up.change.store(nullptr, std::memory_order_relaxed);
-  change.done.store(true, std::memory_order_release);
 }
 
 // What was classified for the uplink before the change waits in its old scheduler, so that it

@@ -26,7 +26,8 @@
 //
 // A sched_reload line per queue count: the lcore time of a live reload of a las uplink holding
 // that many messages, one packet queued each (carrying their state over, then moving the
-// packets), beside moving the same packets into a tree that inherits nothing.
+// packets), beside moving the same packets into a tree that inherits nothing, and beside a
+// reload that leaves ranking alone (a new rate), which keeps the queues in place.
 //
 // A sched_inspect line per queue count: the longest lcore stall of an uplink inspection
 // (qosctl uplinks) spread over polls, against the whole scan in one go.
@@ -624,6 +625,7 @@ class ReloadBench {
     Times carried = Reload(true);
     plain = Better(plain, Reload(false));
     carried = Better(carried, Reload(true));
+    const double in_place_ms = std::min(InPlace(), InPlace());
     nlohmann::json j = {
         {"bench", "sched_reload"},
         {"messages", messages_},
@@ -632,7 +634,9 @@ class ReloadBench {
         {"move_ms", Round2(carried.move_ms)},
         {"move_alone_ms", Round2(plain.move_ms)},
         {"inherit_ns_per_message", Round2(carried.inherit_ms * 1e6 / messages_)},
-        {"reload_vs_move_alone", Round2((carried.inherit_ms + carried.move_ms) / plain.move_ms)}};
+        {"reload_vs_move_alone", Round2((carried.inherit_ms + carried.move_ms) / plain.move_ms)},
+        {"in_place_us", Round2(in_place_ms * 1e3)},
+        {"moved_vs_in_place", Round2((carried.inherit_ms + carried.move_ms) / in_place_ms)}};
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }
@@ -669,6 +673,30 @@ class ReloadBench {
       return static_cast<double>(cycles) * 1e3 / static_cast<double>(hz);
     };
     return {ms(t1 - t0), ms(t2 - t1)};
+  }
+
+  // The same uplink reloaded with half its rate, which leaves ranking alone: the new tree takes
+  // the old one's table and queues as they are (AdoptQueues), its counts continued, as the switch
+  // does it.
+  double InPlace() {
+    auto old = MakeOrExit(config_);
+    QueueOnePacketEach(*old, mbufs_);
+    sched::SchedulerConfig slower = config_;
+    slower.rate_bps /= 2;
+    auto fresh = MakeOrExit(slower);
+    sched::SchedulerStats before;
+    old->StatsInto(before);  // sized: the switch sizes it on the control thread
+    const std::vector<int32_t> same_class = {0};
+    const uint64_t t0 = ReadTsc();
+    old->StatsInto(before);
+    const bool adopted = fresh->AdoptQueues(*old);
+    fresh->ContinueFrom(before, same_class, 0);
+    const uint64_t t1 = ReadTsc();
+    if (!adopted || fresh->queued_packets() != messages_) {
+      std::fprintf(stderr, "bench_sched: the reload in place did not keep every packet\n");
+      std::exit(1);
+    }
+    return static_cast<double>(t1 - t0) * 1e3 / static_cast<double>(TscHz());
   }
 
   uint32_t messages_;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Live reload of the edge default while its traffic flows: a dry run says what would change, a
 # flow rule added in the file acts once reloaded (qosctl reload), a SIGHUP reloads instead of
-# stopping; a class's policy and rate, the uplink's pacing, a class removed with its tenant (its
-# waiting packets counted as reconfigured), a port joining and leaving br0 and a member's VLAN
-# settings all change live and show in the counters; a change that cannot be applied live is
-# refused naming it with nothing applied, and an invalid file is refused with its errors while the
-# running configuration stays.
+# stopping; a class's policy and rate, the uplink's pacing (changed alone, what waits stays in
+# place), a class removed with its tenant (its waiting packets counted as reconfigured), a port
+# joining and leaving br0 and a member's VLAN settings all change live and show in the counters;
+# a change that cannot be applied live is refused naming it with nothing applied, and an invalid
+# file is refused with its errors while the running configuration stays.
 # Needs no KVM and no root.
 # Usage: reload.sh QOSVISOR_BIN QOSCTL_BIN SOURCE_DIR
 set -euo pipefail
@@ -71,6 +71,17 @@ enqueued_after=$(class_stat besteffort enqueued_packets)
 echo "besteffort: $queued packets wait at 100 Kbps; enqueued $enqueued_before before, $enqueued_after after"
 ((queued > 20)) || fail "the paced class does not hold its packets back"
 ((enqueued_after > enqueued_before)) || fail "the class's counts did not go on"
+
+echo "== the uplink's pacing alone changes: what waits stays in place"
+edit pace slower-uplink
+ctl reload
+grep -q "uplink uplink0: scheduler rebuilt, .* queued packets kept in place" "$work/run.log" ||
+  fail "a pacing change moved the queued packets"
+[[ $(stat "s['uplinks'][0]['pacing_bytes_per_second']") == 100000000 ]] || fail "pacing did not change"
+kept=$(class_stat besteffort queued_packets)
+echo "besteffort: $kept packets still wait"
+((kept > 20)) || fail "the paced class's packets did not stay"
+[[ $(stat "s['uplinks'][0]['dropped_reconfigured']") == 0 ]] || fail "a pacing change dropped packets"
 
 echo "== a class removed with its tenant: its waiting packets are dropped, counted as reconfigured"
 edit no-besteffort

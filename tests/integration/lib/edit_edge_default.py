@@ -13,6 +13,11 @@ def pace(text):
     return text.replace("pacing: 980Mbps", "pacing: 900Mbps", 1)
 
 
+def slower_uplink(text):
+    # After `pace`: the uplink paced lower still, nothing else; its scheduler ranks as before.
+    return text.replace("pacing: 900Mbps", "pacing: 800Mbps", 1)
+
+
 def no_besteffort(text):
     # The class, its message rule, its flow rule's queue and its tenant gone.
     head, rest = text.split("  - name: besteffort", 1)
@@ -66,7 +71,7 @@ def burst(text):
     return text.replace("  lcores: 1\n", "  lcores: 1\n  burst: 16\n", 1)
 
 
-STEPS = {"pace": pace, "no-besteffort": no_besteffort, "gen2": gen2, "vlan": vlan,
+STEPS = {"pace": pace, "slower-uplink": slower_uplink, "no-besteffort": no_besteffort, "gen2": gen2, "vlan": vlan,
          "spare": spare, "spare-moved": spare_moved, "drop-rule": drop_rule,
          "gen0-drop-rule": gen0_drop_rule, "burst": burst}
 

@@ -3,6 +3,7 @@
 #include "sched/scheduler.h"
 
 #include <catch2/catch.hpp>
+#include <numeric>
 #include <random>
 #include <set>
 #include <vector>
@@ -1075,6 +1076,16 @@ void MoveInto(Scheduler& old, Scheduler& fresh, const std::vector<int32_t>& clas
   fresh.ContinueFrom(before, class_of_old, 0);
 }
 
+// What the switch does on a reload that leaves ranking alone: the new tree takes the old one's
+// queues as they are, then continues its counts.
+void AdoptInto(Scheduler& old, Scheduler& fresh) {
+  const SchedulerStats before = old.Stats();
+  REQUIRE(fresh.AdoptQueues(old));
+  std::vector<int32_t> same(before.classes.size());
+  std::iota(same.begin(), same.end(), 0);
+  fresh.ContinueFrom(before, same, 0);
+}
+
 // las, before a reload: C sent 5000 bytes and waits for more, A sent 2000 and has one packet
 // queued, B has sent nothing and has one queued. After it: C and a new message D arrive.
 std::vector<rte_mbuf*> LasAcrossReload(FakePool& pool, bool inherit) {
@@ -1392,12 +1403,162 @@ TEST_CASE("a reload that keeps a class's policy changes nothing of the order it 
       MoveInto(*b, *reloaded, {0});
       Play(*reloaded, pool_b, after, next_b, sent_b);
       for (rte_mbuf* m : DrainAll(*reloaded, 1'000'000)) sent_b.push_back(pool_b.IndexOf(m));
+      // The same reload taken in place (the rate changes, which no rank reads here).
+      FakePool pool_c(300);
+      size_t next_c = 0;
+      std::vector<size_t> sent_c;
+      auto d = MustCreate(c, drops);
+      Play(*d, pool_c, before, next_c, sent_c);
+      SchedulerConfig faster = c;
+      faster.rate_bps *= 2;
+      auto adopted = MustCreate(faster, drops);
+      AdoptInto(*d, *adopted);
+      Play(*adopted, pool_c, after, next_c, sent_c);
+      for (rte_mbuf* m : DrainAll(*adopted, 1'000'000)) sent_c.push_back(pool_c.IndexOf(m));
       INFO(PolicyName(c.classes[0].policy)
            << " aging " << c.classes[0].srpt_aging_ns << ", seed " << seed);
       REQUIRE(sent_a.size() == next_a);
       CHECK(sent_b == sent_a);
+      CHECK(sent_c == sent_a);
+      CHECK(adopted->Stats().total.dequeued_packets == next_c);
     }
   }
+}
+
+namespace {
+
+// Two las classes with 40 messages queued, three packets each, and 20 that sent and wait for more.
+std::unique_ptr<Scheduler> BusyTwoClassTree(const SchedulerConfig& c, FakePool& pool,
+                                            DropLog& drops) {
+  auto s = MustCreate(c, drops);
+  size_t next = 0;
+  for (uint64_t m = 1; m <= 20; ++m) EnqueueOne(*s, Packet(pool, next++, m, 0, 0, 500, m % 2));
+  REQUIRE(DrainAll(*s, 0).size() == 20);
+  for (uint64_t m = 1; m <= 40; ++m) {
+    for (uint32_t k = 0; k < 3; ++k) {
+      EnqueueOne(*s, Packet(pool, next++, m, 0, 500 * k, 500, m % 2, 10));
+    }
+  }
+  return s;
+}
+
+SchedulerConfig TwoLasClasses() {
+  SchedulerConfig c = OneClass(Policy::kLas);
+  c.classes = {{.name = "a", .policy = Policy::kLas}, {.name = "b", .policy = Policy::kLas}};
+  c.max_messages = 256;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("a reload that changes rates, weights, buffers or idle times keeps the queues in place",
+          "[scheduler][reconfigure]") {
+  DropLog drops;
+  FakePool pool_a(200), pool_b(200);
+  const SchedulerConfig c = TwoLasClasses();
+  auto kept = BusyTwoClassTree(c, pool_a, drops);
+  auto old = BusyTwoClassTree(c, pool_b, drops);
+  const SchedulerStats was = old->Stats();
+  SchedulerConfig next = c;
+  next.rate_bps /= 2;
+  next.buffer_packets = 120;  // exactly what is queued
+  next.classes[0].weight = 3;
+  next.classes[1].message_idle_ns = 5'000'000;
+  next.message_idle_timeout_ns = 0;
+  auto fresh = MustCreate(next, drops);
+  AdoptInto(*old, *fresh);
+  CHECK(old->queued_packets() == 0);
+  CHECK(old->Stats().live_messages == 0);
+  const SchedulerStats is = fresh->Stats();
+  CHECK(is.live_messages == was.live_messages);
+  CHECK(is.total.queued_packets == 120);
+  for (size_t k = 0; k < 2; ++k) {
+    CHECK(is.classes[k].enqueued_packets == was.classes[k].enqueued_packets);
+    CHECK(is.classes[k].dequeued_packets == was.classes[k].dequeued_packets);
+  }
+  // Each message goes on where it was: the ones that sent before rank behind, in both classes
+  // (the share between the two classes restarts, so the interleaving of classes may differ).
+  std::vector<size_t> order_kept[2], order_adopted[2];
+  for (rte_mbuf* m : DrainAll(*kept, 100)) {
+    order_kept[Meta(m)->class_id].push_back(pool_a.IndexOf(m));
+  }
+  for (rte_mbuf* m : DrainAll(*fresh, 100)) {
+    order_adopted[Meta(m)->class_id].push_back(pool_b.IndexOf(m));
+  }
+  CHECK(order_adopted[0] == order_kept[0]);
+  CHECK(order_adopted[1] == order_kept[1]);
+  CHECK(fresh->Stats().total.dequeued_packets == 140);
+  CHECK(drops.pkts.empty());
+}
+
+TEST_CASE("a reload that changes ranking or room moves the packets: adoption declines, unchanged",
+          "[scheduler][reconfigure]") {
+  const SchedulerConfig c = TwoLasClasses();
+  std::vector<std::pair<const char*, SchedulerConfig>> changes;
+  auto add = [&](const char* what, auto edit) {
+    SchedulerConfig n = c;
+    edit(n);
+    changes.emplace_back(what, n);
+  };
+  add("policy", [](SchedulerConfig& n) { n.classes[1].policy = Policy::kFifo; });
+  add("rank shift", [](SchedulerConfig& n) { n.classes[0].rank_shift = 4; });
+  add("deadline", [](SchedulerConfig& n) { n.classes[0].deadline_ns = 7; });
+  add("class name", [](SchedulerConfig& n) { n.classes[1].name = "c"; });
+  add("class order", [](SchedulerConfig& n) { std::swap(n.classes[0], n.classes[1]); });
+  add("class added", [](SchedulerConfig& n) { n.classes.push_back({.name = "c"}); });
+  add("table size", [](SchedulerConfig& n) { n.max_messages = 512; });
+  add("rank buckets", [](SchedulerConfig& n) { n.rank_buckets = 1u << 12; });
+  add("fewer packets than queued", [](SchedulerConfig& n) { n.buffer_packets = 119; });
+  add("fewer bytes than queued", [](SchedulerConfig& n) { n.buffer_bytes = 59'999; });
+  for (const auto& [what, next] : changes) {
+    INFO(what);
+    DropLog drops;
+    FakePool pool(200);
+    auto old = BusyTwoClassTree(c, pool, drops);
+    auto fresh = MustCreate(next, drops);
+    CHECK_FALSE(fresh->AdoptQueues(*old));
+    CHECK(old->queued_packets() == 120);
+    CHECK(old->Stats().live_messages == 40);
+    CHECK(fresh->queued_packets() == 0);
+    CHECK(fresh->Stats().live_messages == 0);
+    CHECK(DrainAll(*old, 100).size() == 120);
+  }
+  DropLog drops;
+  SchedulerConfig aging = OneClass(Policy::kSrpt);
+  aging.classes[0].srpt_aging_ns = 200;
+  auto srpt = MustCreate(OneClass(Policy::kSrpt), drops);
+  CHECK_FALSE(MustCreate(aging, drops)->AdoptQueues(*srpt));
+}
+
+TEST_CASE("a reload in place sends what an idle burst left unsent, in its order",
+          "[scheduler][reconfigure]") {
+  DropLog drops;
+  FakePool pool_a(8), pool_b(8);
+  const SchedulerConfig c = OneClass(Policy::kSrpt);
+  auto kept = MustCreate(c, drops);
+  auto old = MustCreate(c, drops);
+  std::vector<size_t> sent_kept, sent_adopted;
+  for (auto* s : {kept.get(), old.get()}) {
+    FakePool& pool = s == kept.get() ? pool_a : pool_b;
+    PacketBatch b;
+    for (size_t i = 0; i < 6; ++i) b.Push(Packet(pool, i, 10 + i, 6000 - 1000 * i, 0, 100));
+    REQUIRE(s->Enqueue(b) == 6);
+    PacketBatch out;
+    out.count = kMaxBurst - 2;  // room for two: four stay in the idle burst
+    REQUIRE(s->Dequeue(out, 0) == 2);
+    (s == kept.get() ? sent_kept : sent_adopted)
+        .assign({pool.IndexOf(out.pkts[kMaxBurst - 2]), pool.IndexOf(out.pkts[kMaxBurst - 1])});
+  }
+  REQUIRE(old->Stats().idle_burst_packets == 6);
+  auto fresh = MustCreate(c, drops);
+  AdoptInto(*old, *fresh);
+  for (rte_mbuf* m : DrainAll(*kept, 0)) sent_kept.push_back(pool_a.IndexOf(m));
+  for (rte_mbuf* m : DrainAll(*fresh, 0)) sent_adopted.push_back(pool_b.IndexOf(m));
+  const std::vector<size_t> smallest_first = {5, 4, 3, 2, 1, 0};
+  CHECK(sent_kept == smallest_first);
+  CHECK(sent_adopted == smallest_first);
+  CHECK(fresh->Stats().total.dequeued_packets == 6);
+  CHECK(fresh->Stats().total.queued_packets == 0);
 }
 
 }  // namespace qosvisor::sched

@@ -1326,19 +1326,25 @@ UplinkSpec WithoutDropClass() {
   return up;
 }
 
+// 30 frames for each of ReconfigurableSpec's classes ("keep": sources 0.., "drop": 100..) into
+// its uplink paced at 1 Mbps: returns the few the pacer let out; the others wait.
+std::vector<std::vector<uint8_t>> QueueBehindSlowUplink(Rig& rig) {
+  rig.Build(ReconfigurableSpec(1'000'000));
+  for (int i = 0; i < 30; ++i) {
+    rig.Inject(0, testing::Udp4(static_cast<uint16_t>(i), 5000, 1000));
+    rig.Inject(0, testing::Udp4(static_cast<uint16_t>(100 + i), 6000, 1000));
+  }
+  rig.Poll(2);  // a burst of 32 received per poll
+  return rig.Drain(1);
+}
+
 }  // namespace
 
 TEST_CASE("switch: a reconfigured uplink moves what waits to its new tree, in order, and drops "
           "only the removed class's packets, counted",
           "[switch][reconfigure]") {
   Rig rig(2);
-  rig.Build(ReconfigurableSpec(1'000'000));  // 1 Mbps: almost everything waits
-  for (int i = 0; i < 30; ++i) {
-    rig.Inject(0, testing::Udp4(static_cast<uint16_t>(i), 5000, 1000));
-    rig.Inject(0, testing::Udp4(static_cast<uint16_t>(100 + i), 6000, 1000));
-  }
-  rig.Poll(2);  // a burst of 32 received per poll
-  auto first = rig.Drain(1);
+  auto first = QueueBehindSlowUplink(rig);
   REQUIRE(first.size() < 30);  // the pacer let a few "keep" packets out
   const std::string port = rig.ports[1]->name();
   REQUIRE(rig.sw->ReconfigureUplink(port, WithoutDropClass(), {}, false).ok());
@@ -1366,6 +1372,40 @@ TEST_CASE("switch: a reconfigured uplink moves what waits to its new tree, in or
   rig.Poll();
   CHECK(rig.Drain(1).size() == 1);
   CHECK(rig.Snapshot().uplinks[0].classes[1].enqueued_packets == 31);
+}
+
+TEST_CASE(
+    "switch: a reload that changes only the uplink's rate keeps what waits in place, in "
+    "order, with its counts",
+    "[switch][reconfigure]") {
+  Rig rig(2);
+  auto first = QueueBehindSlowUplink(rig);
+  REQUIRE(first.size() < 30);
+  const uint64_t waiting = 60 - first.size();
+  UplinkSpec faster = TwoClassUplink(1, 0);  // unpaced; same classes, policies and buffers
+  faster.scheduler.classes[1].weight = 5;
+  auto reload = rig.sw->ReconfigureUplink(rig.ports[1]->name(), faster, {}, false);
+  REQUIRE(reload.ok());
+  CHECK(reload->in_place);
+  CHECK(reload->queued_packets == waiting);
+  rig.Poll(4);
+  auto rest = rig.Drain(1);
+  REQUIRE(first.size() + rest.size() == 60);
+  // "keep" goes first (priority 0), each class in its order.
+  for (size_t i = 0; i < rest.size(); ++i) {
+    const int src = rest[i][34] << 8 | rest[i][35];
+    CHECK(src == static_cast<int>(i < 30 - first.size() ? first.size() + i
+                                                        : 100 + i - (30 - first.size())));
+  }
+  const auto snap = rig.Snapshot();
+  const sched::SchedulerStats& st = snap.uplinks[0];
+  CHECK(st.dropped_reconfigured == 0);
+  for (size_t k = 0; k < 2; ++k) {
+    CHECK(st.classes[k].enqueued_packets == 30);
+    CHECK(st.classes[k].dequeued_packets == 30);
+    CHECK(st.classes[k].queued_packets == 0);
+  }
+  CHECK(st.live_messages == 0);
 }
 
 namespace {
@@ -1594,7 +1634,7 @@ TEST_CASE("switch: a reconfiguration that cannot be built changes nothing and sa
   rig.Build(ReconfigurableSpec(0));
   UplinkSpec bad = WithoutDropClass();
   bad.scheduler.rank_buckets = 3;  // not a power of two
-  const Status s = rig.sw->ReconfigureUplink(rig.ports[1]->name(), bad, {}, false);
+  const Status s = rig.sw->ReconfigureUplink(rig.ports[1]->name(), bad, {}, false).status();
   CHECK_FALSE(s.ok());
   CHECK_THAT(s.message(), Catch::Contains("rank_buckets"));
   CHECK_THAT(rig.sw->ReconfigureUplink("nope", WithoutDropClass(), {}, false).message(),
@@ -1615,22 +1655,24 @@ TEST_CASE("switch: 200 live reconfigurations of one class lose and reorder nothi
   rig.Build(spec);
   const std::string port = rig.ports[2]->name();
   std::atomic<bool> done{false};
-  std::atomic<int> applied{0};
+  std::atomic<int> applied{0}, in_place{0};
   std::string error;
   {
     RunningWorker bridge_worker(*rig.sw, 0), uplink_worker(*rig.sw, 1);
     std::thread control([&] {
       for (int i = 0; i < 200; ++i) {
         UplinkSpec next = spec.uplinks[0];
-        next.scheduler.classes[1].policy = i % 2 ? sched::Policy::kFifo : sched::Policy::kLas;
+        // The policy changes at every other reload (its packets move), the pacing rate at others
+        // (the new tree takes the old one's queues as they are).
+        next.scheduler.classes[1].policy = i / 2 % 2 ? sched::Policy::kFifo : sched::Policy::kLas;
         next.scheduler.pacing_bps = i % 3 ? 0 : 50'000'000'000ull;
-        const Status s =
-            rig.sw->ReconfigureUplink(port, next, {}, true, std::chrono::seconds(10));
-        if (!s.ok()) {
-          error = s.message();
+        const auto r = rig.sw->ReconfigureUplink(port, next, {}, true, std::chrono::seconds(10));
+        if (!r.ok()) {
+          error = r.message();
           break;
         }
         ++applied;
+        in_place += r->in_place;
       }
       done = true;
     });
@@ -1640,6 +1682,7 @@ TEST_CASE("switch: 200 live reconfigurations of one class lose and reorder nothi
     control.join();
     INFO(error);
     CHECK(applied == 200);
+    CHECK(in_place == 100);  // the odd-numbered reloads
     CHECK(got.received == kFrames);
     CHECK(got.in_order);
   }
