@@ -38,7 +38,13 @@ class AgingTable {
   // The value for key, inserted (value-initialised) if absent or aged out; refreshes its age.
   // `inserted` tells the caller whether the entry is new.
   Value& Upsert(uint64_t key, uint64_t now, bool& inserted) {
+    uint64_t last_seen;
+    return Upsert(key, now, inserted, last_seen);
+  }
+  // The same, telling when the entry was last upserted before (meaningless when inserted).
+  Value& Upsert(uint64_t key, uint64_t now, bool& inserted, uint64_t& last_seen) {
     Slot* s = Probe(key, now);
+    last_seen = s->seen;
     inserted = s->key != key;
     if (inserted) {
       if (s->key == 0) {

@@ -325,9 +325,13 @@ uint32_t BasicScheduler<RankQueue>::NewMessageSlot(const PacketMeta& pm, uint16_
 // the table its visits for it.
 template <typename RankQueue>
 void BasicScheduler<RankQueue>::OweSweepVisits(uint16_t c) {
-  if (!classes_[c].ends_quietly) return;
-  reclaim_visits_owed_ = std::min<uint64_t>(reclaim_visits_owed_ + kVisitsPerQuietMessage,
-                                            uint64_t{table_.capacity()} * 2);
+  if (classes_[c].ends_quietly) OweSweepVisitsFor(1);
+}
+
+template <typename RankQueue>
+void BasicScheduler<RankQueue>::OweSweepVisitsFor(uint64_t messages) {
+  reclaim_visits_owed_ = std::min<uint64_t>(
+      reclaim_visits_owed_ + kVisitsPerQuietMessage * messages, uint64_t{table_.capacity()} * 2);
 }
 
 template <typename RankQueue>

@@ -117,9 +117,9 @@ class BasicScheduler {
   uint64_t NextSendTsc(uint64_t now_tsc) const;
 
   // A live reconfiguration: this scheduler replaced `before`'s, whose queued packets were moved
-  // here (dequeued in order and enqueued again), except `gone` packets of classes the new tree
-  // lacks. Each class continues its predecessor's counts (class_of_old[c] is the new class of
-  // old class c, or -1), so enqueued = dequeued + dropped + queued still holds.
+  // here (dequeued in order and enqueued again) or adopted (AdoptQueues), except `gone` packets
+  // of classes the new tree lacks. Each class continues its predecessor's counts (class_of_old[c]
+  // is the new class of old class c, or -1), so enqueued = dequeued + dropped + queued still holds.
   void ContinueFrom(const SchedulerStats& before, std::span<const int32_t> class_of_old,
                     uint64_t gone);
 
@@ -139,14 +139,15 @@ class BasicScheduler {
 
   // A live reconfiguration that changes nothing of how packets are ranked or kept: the same
   // classes in the same order with the same policies and rank parameters (deadline, aging, rank
-  // shift), the same message-table and rank-queue sizes, and a buffer that holds what `before`
-  // queues. Rates, weights, priorities, tenants, buffers, drop modes and idle times may change.
-  // This tree, new and empty, then takes over `before`'s message table, rank queues and queued
-  // packets as they are, whatever their number, and `before` is left holding none; what the
-  // classes remember (wfq's virtual time, pace's schedule) carries over, and the shares between
-  // classes and tenants restart, as after a move. Returns false, changing nothing, for any other
-  // change, which must move the packets (InheritPolicyState, then enqueue them here). ContinueFrom
-  // follows either way.
+  // shift), the same message-table and rank-queue sizes, a buffer that holds what `before`
+  // queues and no lower per-message limit. Rates, weights, priorities, tenants, buffers, drop
+  // modes and idle times may change. This tree, new and empty, then takes over `before`'s message
+  // table, rank queues and queued packets as they are, whatever their number, and `before` is
+  // left holding none; what the classes remember (wfq's virtual time, pace's schedule) carries
+  // over, and the shares between classes and tenants restart, as after a move. An idle time made
+  // shorter owes the sweep visits for every message, some of which may be past it already.
+  // Returns false, changing nothing, for any other change, which must move the packets
+  // (InheritPolicyState, then enqueue them here). ContinueFrom follows either way.
   bool AdoptQueues(BasicScheduler& before);
 
   // Packets of a removed class that reached the uplink after the reconfiguration.
@@ -252,6 +253,8 @@ class BasicScheduler {
   uint32_t ResolveSlot(const PacketMeta& pm, uint32_t home);
   uint32_t NewMessageSlot(const PacketMeta& pm, uint16_t class_id, bool* created, uint32_t home);
   void OweSweepVisits(uint16_t class_id);
+  void OweSweepVisitsFor(uint64_t messages);
+  bool ShortensIdleTimes(const BasicScheduler& before) const;
   void PushHead(uint16_t class_id, uint32_t slot, uint64_t now);
   void ActivateClass(uint16_t class_id);
   void DeactivateClass(uint16_t class_id);

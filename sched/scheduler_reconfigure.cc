@@ -51,12 +51,23 @@ bool BasicScheduler<RankQueue>::AdoptQueues(BasicScheduler& before) {
   std::swap(buffered_bytes_, before.buffered_bytes_);
   std::swap(buffered_packets_, before.buffered_packets_);
   std::swap(reclaim_visits_owed_, before.reclaim_visits_owed_);
+  if (ShortensIdleTimes(before)) OweSweepVisitsFor(table_.live());
   for (uint16_t c = 0; c < classes_.size(); ++c) {
     classes_[c].vtime = before.classes_[c].vtime;
     classes_[c].next_send_tsc = before.classes_[c].next_send_tsc;
     if (!queues_[c].Empty()) ActivateClass(c);
   }
   return true;
+}
+
+// Whether some class's waiting messages now keep their slots for less time than under `before`.
+template <typename RankQueue>
+bool BasicScheduler<RankQueue>::ShortensIdleTimes(const BasicScheduler& before) const {
+  for (size_t c = 0; c < idle_timeouts_.size(); ++c) {
+    const uint32_t is = idle_timeouts_[c], was = before.idle_timeouts_[c];
+    if (is != 0 && (was == 0 || is < was)) return true;
+  }
+  return false;
 }
 
 // Whether this tree ranks every queued packet and finds every message as `before` does, and has
@@ -78,7 +89,12 @@ bool BasicScheduler<RankQueue>::RanksAndKeepsAs(const BasicScheduler& before) co
       return false;
     }
   }
-  return before.buffered_packets_ <= is.buffer_packets && before.buffered_bytes_ <= is.buffer_bytes;
+  // A lower per-message limit would have the move drop what a message queued beyond it.
+  const bool limit_kept =
+      is.message_limit_bytes == 0 ||
+      (was.message_limit_bytes != 0 && is.message_limit_bytes >= was.message_limit_bytes);
+  return limit_kept && before.buffered_packets_ <= is.buffer_packets &&
+         before.buffered_bytes_ <= is.buffer_bytes;
 }
 
 // Whether class c's ranks read what its messages did before (las, wfq, srpt with aging): pace
@@ -216,6 +232,7 @@ void BasicScheduler<RankQueue>::ContinueFrom(const SchedulerStats& before,
 template void BasicScheduler<FfsRankQueue>::InheritPolicyState(const BasicScheduler&,
                                                                std::span<const int32_t>);
 template bool BasicScheduler<FfsRankQueue>::AdoptQueues(BasicScheduler&);
+template bool BasicScheduler<FfsRankQueue>::ShortensIdleTimes(const BasicScheduler&) const;
 template bool BasicScheduler<FfsRankQueue>::RanksAndKeepsAs(const BasicScheduler&) const;
 template int32_t BasicScheduler<FfsRankQueue>::NewClassOf(size_t, std::span<const int32_t>) const;
 template uint64_t BasicScheduler<FfsRankQueue>::InheritedTag(const MessageState&, Policy, Policy);
@@ -233,6 +250,7 @@ template void BasicScheduler<FfsRankQueue>::ContinueFrom(const SchedulerStats&,
 template void BasicScheduler<HeapRankQueue>::InheritPolicyState(const BasicScheduler&,
                                                                 std::span<const int32_t>);
 template bool BasicScheduler<HeapRankQueue>::AdoptQueues(BasicScheduler&);
+template bool BasicScheduler<HeapRankQueue>::ShortensIdleTimes(const BasicScheduler&) const;
 template bool BasicScheduler<HeapRankQueue>::RanksAndKeepsAs(const BasicScheduler&) const;
 template int32_t BasicScheduler<HeapRankQueue>::NewClassOf(size_t, std::span<const int32_t>) const;
 template uint64_t BasicScheduler<HeapRankQueue>::InheritedTag(const MessageState&, Policy, Policy);

@@ -44,13 +44,13 @@ MessageIdentity MessageIdentifier::TcpGap(const ParsedPacket& p, uint32_t wire_l
                                           uint64_t idle_tsc, uint64_t now_tsc) {
   const uint64_t flow = FlowHash(p) | 1;  // nonzero key
   bool inserted;
-  FlowState& s = flows_.Upsert(flow, now_tsc, inserted);
-  if (inserted || now_tsc - s.last_tsc > idle_tsc) {
+  uint64_t last_tsc;
+  FlowState& s = flows_.Upsert(flow, now_tsc, inserted, last_tsc);
+  if (inserted || now_tsc - last_tsc > idle_tsc) {
     s.burst = inserted ? now_tsc : s.burst + 1;
     s.bytes = 0;
     ++tcp_messages_;
   }
-  s.last_tsc = now_tsc;
   MessageIdentity m;
   m.id = kKindTcp | (Mix(flow, s.burst) & kIdMask);
   m.offset = s.bytes;

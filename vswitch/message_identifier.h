@@ -42,8 +42,8 @@ class MessageIdentifier {
   uint64_t tcp_messages_started() const { return tcp_messages_; }
 
  private:
+  // (When the flow was last seen is its entry's age in flows_.)
   struct FlowState {
-    uint64_t last_tsc = 0;
     // Numbers the flow's bursts. It starts at the clock when the flow's state is made, and a
     // burst starts only after an idle gap of at least a cycle, so it never passes the clock: a
     // flow whose state was dropped (aging, eviction) and made again later numbers its bursts above

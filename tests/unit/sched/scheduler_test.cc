@@ -1510,6 +1510,7 @@ TEST_CASE("a reload that changes ranking or room moves the packets: adoption dec
   add("rank buckets", [](SchedulerConfig& n) { n.rank_buckets = 1u << 12; });
   add("fewer packets than queued", [](SchedulerConfig& n) { n.buffer_packets = 119; });
   add("fewer bytes than queued", [](SchedulerConfig& n) { n.buffer_bytes = 59'999; });
+  add("a per-message limit", [](SchedulerConfig& n) { n.message_limit_bytes = 1'000; });
   for (const auto& [what, next] : changes) {
     INFO(what);
     DropLog drops;
@@ -1528,6 +1529,27 @@ TEST_CASE("a reload that changes ranking or room moves the packets: adoption dec
   aging.classes[0].srpt_aging_ns = 200;
   auto srpt = MustCreate(OneClass(Policy::kSrpt), drops);
   CHECK_FALSE(MustCreate(aging, drops)->AdoptQueues(*srpt));
+}
+
+TEST_CASE("a reload in place that shortens an idle time finds the messages already past it",
+          "[scheduler][reconfigure]") {
+  DropLog drops;
+  SchedulerConfig c = BurstsAndRpc();
+  c.classes[0].message_idle_ns = 0;  // the uplink's second, to begin with
+  auto old = MustCreate(c, drops);
+  FakePool pool(1'000);
+  EnqueueNewMessages(*old, pool, 1, 1'000, 0, 0);
+  REQUIRE(DrainAll(*old, 10).size() == 1'000);  // all 1,000 wait for more
+  SchedulerConfig shorter = c;
+  shorter.classes[0].message_idle_ns = 1'000'000;
+  auto fresh = MustCreate(shorter, drops);
+  AdoptInto(*old, *fresh);
+  REQUIRE(fresh->Stats().live_messages == 1'000);
+  // Quiet for longer than the new time: 4,000 visits owed, at most 512 a call (the hand alone,
+  // 2 slots a call, would take 500 calls).
+  PollIdle(*fresh, 3'000'000, 8);
+  CHECK(fresh->Stats().messages_reclaimed_idle == 1'000);
+  CHECK(fresh->Stats().live_messages == 0);
 }
 
 TEST_CASE("a reload in place sends what an idle burst left unsent, in its order",

@@ -1375,8 +1375,8 @@ TEST_CASE("switch: a reconfigured uplink moves what waits to its new tree, in or
 }
 
 TEST_CASE(
-    "switch: a reload that changes only the uplink's rate keeps what waits in place, in "
-    "order, with its counts",
+    "switch: a reload that changes only the uplink's rate and a weight keeps what waits in "
+    "place, in order, with its counts",
     "[switch][reconfigure]") {
   Rig rig(2);
   auto first = QueueBehindSlowUplink(rig);
