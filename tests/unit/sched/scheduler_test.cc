@@ -1525,6 +1525,17 @@ TEST_CASE("a reload that changes ranking or room moves the packets: adoption dec
     CHECK(DrainAll(*old, 100).size() == 120);
   }
   DropLog drops;
+  // A per-message limit: lowered, adoption declines; kept, raised or removed, it adopts.
+  SchedulerConfig limited = c;
+  limited.message_limit_bytes = 4'000;
+  for (uint32_t limit : {3'999u, 4'000u, 8'000u, 0u}) {
+    INFO("limit " << limit);
+    FakePool pool(200);
+    auto old = BusyTwoClassTree(limited, pool, drops);
+    SchedulerConfig next = limited;
+    next.message_limit_bytes = limit;
+    CHECK(MustCreate(next, drops)->AdoptQueues(*old) == (limit != 3'999));
+  }
   SchedulerConfig aging = OneClass(Policy::kSrpt);
   aging.classes[0].srpt_aging_ns = 200;
   auto srpt = MustCreate(OneClass(Policy::kSrpt), drops);
