@@ -1238,21 +1238,37 @@ TEST_CASE("a reload carries over the waiting messages that lie after every queue
   CHECK(DrainAll(*fresh, 0) == d_a_c_b);
 }
 
+namespace {
+
+// 1,000 one-packet messages of class 0 under `c`, sent: all wait for more (las carries them over).
+std::unique_ptr<Scheduler> ThousandWaiting(const SchedulerConfig& c, FakePool& pool,
+                                           DropLog& drops) {
+  auto s = MustCreate(c, drops);
+  EnqueueNewMessages(*s, pool, 1, 1'000, 0, 0);
+  REQUIRE(DrainAll(*s, 10).size() == 1'000);
+  return s;
+}
+
+// Those 1,000, now in `s` under a 1 ms quiet time and quiet for longer: 4,000 visits are owed,
+// at most 512 a call, so eight calls pass them all (the hand alone, 2 slots a call, would take
+// 500).
+void CheckThousandFreedSoon(Scheduler& s) {
+  REQUIRE(s.Stats().live_messages == 1'000);
+  PollIdle(s, 3'000'000, 8);
+  CHECK(s.Stats().messages_reclaimed_idle == 1'000);
+  CHECK(s.Stats().live_messages == 0);
+}
+
+}  // namespace
+
 TEST_CASE("a reload owes the sweep the visits of the quiet messages it carries over",
           "[scheduler][reconfigure]") {
   DropLog drops;
-  auto old = MustCreate(BurstsAndRpc(), drops);
   FakePool pool(1'000);
-  EnqueueNewMessages(*old, pool, 1, 1'000, 0, 0);
-  REQUIRE(DrainAll(*old, 10).size() == 1'000);  // all 1,000 wait for more (las: carried over)
+  auto old = ThousandWaiting(BurstsAndRpc(), pool, drops);
   auto fresh = MustCreate(BurstsAndRpc(), drops);
   MoveInto(*old, *fresh, {0, 1});
-  REQUIRE(fresh->Stats().live_messages == 1'000);
-  // Quiet for long enough: 4,000 visits owed, at most 512 a call, so eight calls pass them all
-  // (the hand alone, 2 slots a call, would take 500).
-  PollIdle(*fresh, 3'000'000, 8);
-  CHECK(fresh->Stats().messages_reclaimed_idle == 1'000);
-  CHECK(fresh->Stats().live_messages == 0);
+  CheckThousandFreedSoon(*fresh);
 }
 
 TEST_CASE("a reload into a smaller buffer frees the slot of a message whose last packet it drops",
@@ -1547,20 +1563,13 @@ TEST_CASE("a reload in place that shortens an idle time finds the messages alrea
   DropLog drops;
   SchedulerConfig c = BurstsAndRpc();
   c.classes[0].message_idle_ns = 0;  // the uplink's second, to begin with
-  auto old = MustCreate(c, drops);
   FakePool pool(1'000);
-  EnqueueNewMessages(*old, pool, 1, 1'000, 0, 0);
-  REQUIRE(DrainAll(*old, 10).size() == 1'000);  // all 1,000 wait for more
+  auto old = ThousandWaiting(c, pool, drops);
   SchedulerConfig shorter = c;
   shorter.classes[0].message_idle_ns = 1'000'000;
   auto fresh = MustCreate(shorter, drops);
   AdoptInto(*old, *fresh);
-  REQUIRE(fresh->Stats().live_messages == 1'000);
-  // Quiet for longer than the new time: 4,000 visits owed, at most 512 a call (the hand alone,
-  // 2 slots a call, would take 500 calls).
-  PollIdle(*fresh, 3'000'000, 8);
-  CHECK(fresh->Stats().messages_reclaimed_idle == 1'000);
-  CHECK(fresh->Stats().live_messages == 0);
+  CheckThousandFreedSoon(*fresh);
 }
 
 TEST_CASE("a reload in place sends what an idle burst left unsent, in its order",
