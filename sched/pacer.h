@@ -45,6 +45,16 @@ class Pacer {
     if (rate_bps_ != 0) credit_ -= static_cast<int64_t>(uint64_t{wire_bytes} * 8 * hz_);
   }
 
+  // A reload's new pacer goes on from `before`'s: its debt, or its credit up to this bucket's
+  // depth, and its clock, so that a new tree neither sends a fresh burst at once nor loses the
+  // time since the last refill. (Credit is in bit-cycles, whatever the rate.)
+  void ContinueFrom(const Pacer& before) {
+    if (rate_bps_ == 0 || before.rate_bps_ == 0 || !before.started_ || before.hz_ != hz_) return;
+    started_ = true;
+    last_tsc_ = before.last_tsc_;
+    credit_ = before.credit_ < max_credit_ ? before.credit_ : max_credit_;
+  }
+
   // The earliest TSC time at which CanSend() becomes true (now when it already is).
   uint64_t NextSendTsc() const {
     if (CanSend()) return last_tsc_;

@@ -131,10 +131,11 @@ class BasicScheduler {
   // each later by what the heads ahead of it had reserved). For classes that keep their policy
   // (class_of_old as in ContinueFrom); a message whose class changed to one of those policies
   // keeps its bytes sent. When some class ranks by its messages' past (las, wfq, srpt with
-  // aging), scans every slot the old table ever used. Messages of removed classes, and those this
-  // table has no room for once every moving packet has one, start afresh; so do the shares
-  // between classes and tenants (start-time fair queuing restarts level, which no backlogged
-  // class loses by).
+  // aging), scans every slot the old table ever used. The uplink pacer goes on with the old
+  // one's credit or debt (up to this one's bucket), so that a reload lets no extra burst out.
+  // Messages of removed classes, and those this table has no room for once every moving packet has
+  // one, start afresh; so do the shares between classes and tenants (start-time fair queuing
+  // restarts level, which no backlogged class loses by).
   void InheritPolicyState(const BasicScheduler& before, std::span<const int32_t> class_of_old);
 
   // A live reconfiguration that changes nothing of how packets are ranked or kept: the same
@@ -143,11 +144,12 @@ class BasicScheduler {
   // queues and no lower per-message limit. Rates, weights, priorities, tenants, buffers, drop
   // modes and idle times may change. This tree, new and empty, then takes over `before`'s message
   // table, rank queues and queued packets as they are, whatever their number, and `before` is
-  // left holding none; what the classes remember (wfq's virtual time, pace's schedule) carries
-  // over, and the shares between classes and tenants restart, as after a move. An idle time made
-  // shorter owes the sweep visits for every message, some of which may be past it already.
-  // Returns false, changing nothing, for any other change, which must move the packets
-  // (InheritPolicyState, then enqueue them here). ContinueFrom follows either way.
+  // left holding none; what the classes remember (wfq's virtual time, pace's schedule) and the
+  // uplink pacer's credit or debt carry over, and the shares between classes and tenants restart,
+  // as after a move. An idle time made shorter owes the sweep visits for every message, some of
+  // which may be past it already. Returns false, changing nothing, for any other change, which
+  // must move the packets (InheritPolicyState, then enqueue them here). ContinueFrom follows
+  // either way.
   bool AdoptQueues(BasicScheduler& before);
 
   // Packets of a removed class that reached the uplink after the reconfiguration.

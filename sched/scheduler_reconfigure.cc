@@ -15,6 +15,8 @@ void BasicScheduler<RankQueue>::InheritPolicyState(const BasicScheduler& before,
   // Only a tree that has seen nothing yet: what it holds would be mixed with the old tree's past.
   assert(table_.live() == 0 && buffered_packets_ == 0);
   if (table_.live() != 0 || buffered_packets_ != 0) return;
+  // (Before the move, which runs the old pacer on a clock far ahead.)
+  pacer_.ContinueFrom(before.pacer_);
   bool any = false;  // the table is scanned only when some class ranks by its messages' past
   for (size_t old = 0; old < before.classes_.size(); ++old) {
     const int32_t c = NewClassOf(old, class_of_old);
@@ -51,6 +53,7 @@ bool BasicScheduler<RankQueue>::AdoptQueues(BasicScheduler& before) {
   std::swap(buffered_bytes_, before.buffered_bytes_);
   std::swap(buffered_packets_, before.buffered_packets_);
   std::swap(reclaim_visits_owed_, before.reclaim_visits_owed_);
+  pacer_.ContinueFrom(before.pacer_);
   if (ShortensIdleTimes(before)) OweSweepVisitsFor(table_.live());
   for (uint16_t c = 0; c < classes_.size(); ++c) {
     classes_[c].vtime = before.classes_[c].vtime;
