@@ -57,4 +57,47 @@ TEST_CASE("a pacer at rate 0 never holds packets back", "[pacer]") {
   CHECK_FALSE(p.enabled());
 }
 
+TEST_CASE("a reload's pacer goes on from the old one's debt, at its own rate and depth",
+          "[pacer]") {
+  const uint64_t hz = 1'000'000'000;  // with 1 Gbps: a bit a cycle
+  Pacer old(1'000'000'000, hz, 2'500);
+  old.Refill(0);
+  for (int i = 0; i < 3; ++i) old.Consume(1'000);  // 20,000 bits of credit, 24,000 sent
+  REQUIRE_FALSE(old.CanSend());
+  SECTION("at half the rate the 4,000-bit debt takes twice as long") {
+    Pacer next(500'000'000, hz, 2'500);
+    next.ContinueFrom(old);
+    CHECK(next.NextSendTsc() == 8'001);
+    next.Refill(7'999);
+    CHECK_FALSE(next.CanSend());
+    next.Refill(8'001);
+    CHECK(next.CanSend());
+  }
+  SECTION("credit is capped at the new bucket") {
+    Pacer fresh(1'000'000'000, hz, 2'500);
+    fresh.Refill(0);  // a full bucket, 20,000 bits
+    Pacer small(1'000'000'000, hz, 500);
+    small.ContinueFrom(fresh);
+    small.Consume(500);  // the small bucket's 4,000 bits, not 20,000
+    CHECK_FALSE(small.CanSend());
+  }
+  SECTION("nothing to go on from: a disabled or unstarted pacer, another clock") {
+    Pacer unstarted(1'000'000'000, hz, 2'500);
+    Pacer disabled(0, hz, 2'500);
+    Pacer other_clock(1'000'000'000, 2 * hz, 2'500);
+    other_clock.Refill(0);
+    for (int i = 0; i < 3; ++i) other_clock.Consume(1'000);  // in debt on its own clock
+    for (const Pacer* from : {&unstarted, &disabled, &other_clock}) {
+      Pacer next(1'000'000'000, hz, 2'500);
+      next.ContinueFrom(*from);
+      next.Refill(0);  // starts with a full bucket, as a new pacer does
+      for (int i = 0; i < 2; ++i) next.Consume(1'000);
+      CHECK(next.CanSend());
+    }
+    Pacer off(0, hz, 2'500);
+    off.ContinueFrom(old);
+    CHECK(off.CanSend());
+  }
+}
+
 }  // namespace qosvisor::sched
