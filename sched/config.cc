@@ -28,6 +28,20 @@ const char* PolicyName(Policy p) {
   return "?";
 }
 
+namespace {
+
+// The first of items[0, i) named as items[i], or -1 (also for an unnamed item).
+template <typename T>
+int FirstNamed(const std::vector<T>& items, size_t i) {
+  if (items[i].name.empty()) return -1;
+  for (size_t j = 0; j < i; ++j) {
+    if (items[j].name == items[i].name) return static_cast<int>(j);
+  }
+  return -1;
+}
+
+}  // namespace
+
 Status Validate(const SchedulerConfig& c) {
   std::string errors;
   auto error = [&errors, &c](std::string text) {
@@ -74,6 +88,10 @@ Status Validate(const SchedulerConfig& c) {
       error(where +
             fmt::format(".message_idle: {} ns is above the most, one hour", k.message_idle_ns));
     }
+    // A live reload carries a class's counts and messages over by its name.
+    if (const int first = FirstNamed(c.classes, i); first >= 0) {
+      error(where + fmt::format(".name: already the name of classes[{}]", first));
+    }
   }
   if (c.tenants.size() > 64) error("tenants: at most 64");
   std::vector<int> owner(c.classes.size(), -1);
@@ -85,6 +103,9 @@ Status Validate(const SchedulerConfig& c) {
     if (tc.priority > 7) error(where + fmt::format(".priority: {} is not in 0..7", tc.priority));
     if (tc.classes.empty()) error(where + ".classes: a tenant needs at least one class");
     if (tc.classes.size() > 64) error(where + ".classes: at most 64 per tenant");
+    if (const int first = FirstNamed(c.tenants, t); first >= 0) {
+      error(where + fmt::format(".name: already the name of tenants[{}]", first));
+    }
     for (uint16_t k : tc.classes) {
       if (k >= c.classes.size()) {
         error(where +

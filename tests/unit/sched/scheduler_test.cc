@@ -964,8 +964,10 @@ TEST_CASE("configuration errors are all reported, with the field", "[scheduler][
                ClassConfig{.name = "f",
                            .policy = Policy::kFifo,
                            .srpt_aging_ns = 5,
-                           .message_idle_ns = 3'600'000'000'001}};
-  c.tenants = {TenantConfig{.name = "t", .classes = {0, 0, 5}}};
+                           .message_idle_ns = 3'600'000'000'001},
+               ClassConfig{.name = "e", .policy = Policy::kFifo}};
+  c.tenants = {TenantConfig{.name = "t", .classes = {0, 0, 5}},
+               TenantConfig{.name = "t", .classes = {3}}};
   Status st = Validate(c);
   REQUIRE_FALSE(st.ok());
   CHECK(
@@ -978,8 +980,10 @@ TEST_CASE("configuration errors are all reported, with the field", "[scheduler][
       "uplink0: classes[1] (e).deadline: policy edf needs a deadline, e.g. deadline: 100us\n"
       "uplink0: classes[2] (f).aging: only policy srpt ages, this class is fifo\n"
       "uplink0: classes[2] (f).message_idle: 3600000000001 ns is above the most, one hour\n"
+      "uplink0: classes[3] (e).name: already the name of classes[1]\n"
       "uplink0: tenants[0] (t).classes: class 0 already belongs to tenants[0]\n"
-      "uplink0: tenants[0] (t).classes: class 5 does not exist (there are 3)\n"
+      "uplink0: tenants[0] (t).classes: class 5 does not exist (there are 4)\n"
+      "uplink0: tenants[1] (t).name: already the name of tenants[0]\n"
       "uplink0: classes[1]: belongs to no tenant\n"
       "uplink0: classes[2]: belongs to no tenant");
   DropLog drops;
