@@ -609,25 +609,36 @@ void BasicScheduler<RankQueue>::ForgetEndedMessage(rte_mbuf* pkt) {
   if (slot != kNoId && table_[slot].empty()) table_.Erase(slot);
 }
 
-// Sends from the idle burst, lowest key first, as far as the batch and the pacer allow.
+// Sends from the idle burst, lowest key first, as far as the batch and the pacer allow. The
+// positions and sums live in locals: the batch's stores could otherwise alias the members, which
+// would then be reloaded for every packet.
 template <typename RankQueue>
 uint16_t BasicScheduler<RankQueue>::SendIdleBurst(PacketBatch& batch, uint64_t now) {
-  RankQueue& q = queues_[0];
-  uint16_t added = 0;
+  const uint16_t first = idle_next_;
+  const auto end = static_cast<uint16_t>(
+      std::min<uint32_t>(idle_end_, first + uint32_t{kMaxBurst} - batch.count));
+  const bool paced = pacer_.enabled();
+  ClassStats& st = stats_[0];
+  rte_mbuf** out = batch.pkts + batch.count;
   uint64_t bytes = 0;
-  while (idle_next_ != idle_end_ && !batch.full() && pacer_.CanSend()) {
-    const IdleEntry& e = idle_[idle_next_++];
-    q.TookMin(e.key);
+  uint64_t waited_sum = 0;
+  uint16_t next = first;
+  for (; next != end && (!paced || pacer_.CanSend()); ++next) {
+    const IdleEntry& e = idle_[next];
     if (e.frees_slot) ForgetEndedMessage(e.pkt);
     const uint64_t waited = Waited(now, Meta(e.pkt)->arrival_tsc);  // filed this poll: in cache
-    ++stats_[0].sojourn[SojournBucket(waited)];
-    stats_[0].sojourn_cycles += waited;
-    pacer_.Consume(e.len);
+    ++st.sojourn[SojournBucket(waited)];
+    waited_sum += waited;
+    if (paced) pacer_.Consume(e.len);
     bytes += e.len;
-    batch.Push(e.pkt);
-    ++added;
+    *out++ = e.pkt;
   }
-  ClassStats& st = stats_[0];
+  const auto added = static_cast<uint16_t>(next - first);
+  // Keys leave in ascending order: the rank queue's window follows the last one.
+  if (added != 0) queues_[0].TookMin(idle_[next - 1].key);
+  idle_next_ = next;
+  batch.count = static_cast<uint16_t>(batch.count + added);
+  st.sojourn_cycles += waited_sum;
   st.dequeued_packets += added;
   st.dequeued_bytes += bytes;
   buffered_packets_ -= added;

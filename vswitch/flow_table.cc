@@ -195,14 +195,32 @@ bool EndFollowsLayout(const ParsedPacket& p) {
   return p.ether_type != kEtherArp && p.ether_type != kEtherRarp && p.ip_proto != kProtoIcmp6;
 }
 
-// The key's full size, masked: 16 bytes at a time, with no loop over a variable count.
-void LoadMaskedWords(const uint8_t* bytes, const KeyMasks& masks, FlowKey& key) {
+// The key's words, masked, each 16 bytes compared with `previous`'s as they are stored: whether
+// they all equal (never, without a previous key). The first three vectors hold every IPv4 key
+// but TCP's; the other three are loaded only for longer keys (the masks clear what lies past a
+// key's end in its last vector).
+bool LoadMaskedWords(const uint8_t* bytes, const KeyMasks& masks, const FlowKey* previous,
+                     FlowKey& key) {
   static_assert(sizeof(key.w) == 6 * sizeof(__m128i));
-  for (int i = 0; i < 6; ++i) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes) + i);
-    const __m128i m = _mm_load_si128(reinterpret_cast<const __m128i*>(masks.m) + i);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(key.w) + i, _mm_and_si128(v, m));
+  const auto* in = reinterpret_cast<const __m128i*>(bytes);
+  const auto* m = reinterpret_cast<const __m128i*>(masks.m);
+  auto* out = reinterpret_cast<__m128i*>(key.w);
+  const auto* was = reinterpret_cast<const __m128i*>(previous != nullptr ? previous->w : key.w);
+  __m128i diff = _mm_setzero_si128();
+  auto vector = [&](int i) {
+    const __m128i k = _mm_and_si128(_mm_loadu_si128(in + i), _mm_load_si128(m + i));
+    _mm_storeu_si128(out + i, k);
+    diff = _mm_or_si128(diff, _mm_xor_si128(k, _mm_loadu_si128(was + i)));
+  };
+  vector(0);
+  vector(1);
+  vector(2);
+  if (masks.words > 6) {
+    vector(3);
+    vector(4);
+    vector(5);
   }
+  return previous != nullptr && _mm_testz_si128(diff, diff) != 0;
 }
 
 }  // namespace
@@ -253,9 +271,12 @@ const FlowActions* FlowTable::Lookup(const uint8_t* frame, uint32_t length,
 
 namespace {
 
-// The masked words; the hash is left to the caller. Returns key.words.
+// The masked words; the hash is left to the caller. Returns key.words (0: no key), and in `same`
+// whether the key equals `previous` (null: none).
 uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
-                     const ParsedPacket& p, uint32_t in_port, FlowKey& key) {
+                     const ParsedPacket& p, uint32_t in_port, const FlowKey* previous, FlowKey& key,
+                     bool& same) {
+  same = false;
   key.in_port = in_port;
   key.hash = 0;
   // Frames come in runs of one layout: the last one's end and masks serve the next.
@@ -275,26 +296,20 @@ uint32_t LoadFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
     t_masks.end = end;
   }
   const KeyMasks& masks = t_masks;
+  // The word count and port are compared one by one: a load of both fields together, just after
+  // they were stored one by one, would wait for both stores to retire (store forwarding fails).
+  if (previous != nullptr && (previous->words != masks.words || previous->in_port != in_port)) {
+    previous = nullptr;
+  }
   if (std::max(readable, length) >= sizeof(key.w)) {
-    LoadMaskedWords(frame, masks, key);
+    same = LoadMaskedWords(frame, masks, previous, key);
   } else {  // the frame ends near its buffer's end: copy rather than read past it
     uint8_t bytes[sizeof(key.w)] = {};
     std::memcpy(bytes, frame, end);
-    LoadMaskedWords(bytes, masks, key);
+    same = LoadMaskedWords(bytes, masks, previous, key);
   }
   key.words = masks.words;
   return masks.words;
-}
-
-// Whether two keys built by LoadFlowKey have the same words (those past a key's end are zero).
-bool SameKeyWords(const FlowKey& a, const FlowKey& b) {
-  const auto* x = reinterpret_cast<const __m128i*>(a.w);
-  const auto* y = reinterpret_cast<const __m128i*>(b.w);
-  __m128i diff = _mm_setzero_si128();
-  for (int i = 0; i < 6; ++i) {
-    diff = _mm_or_si128(diff, _mm_xor_si128(_mm_loadu_si128(x + i), _mm_loadu_si128(y + i)));
-  }
-  return _mm_testz_si128(diff, diff) != 0;
 }
 
 }  // namespace
@@ -307,15 +322,9 @@ void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable, cons
 bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
                       const ParsedPacket& p, uint32_t in_port, const FlowKey* previous,
                       FlowKey& key) {
-  // The word count and port are compared from registers: a load of the key's words and
-  // in_port fields together, just after they were stored one by one, would wait for both
-  // stores to retire (store forwarding fails on it).
-  const uint32_t words = LoadFlowKey(frame, length, readable, p, in_port, key);
-  if (words == 0) return false;
-  if (previous != nullptr && previous->words == words && previous->in_port == in_port &&
-      SameKeyWords(key, *previous)) {
-    return true;
-  }
+  bool same;
+  const uint32_t words = LoadFlowKey(frame, length, readable, p, in_port, previous, key, same);
+  if (words == 0 || same) return same;
   key.hash = HashWords(key.w, words, in_port);
   return false;
 }

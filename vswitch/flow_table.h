@@ -57,7 +57,8 @@ class FlowTable {
 // The exact-match cache's key: the input port and every header byte the classifier can match on,
 // as 64-bit words loaded straight from the frame. Fields it cannot match (IP ids, lengths,
 // checksums, TCP sequence numbers, ...) are masked out so that all packets of a flow share one
-// key; bytes past the matchable headers are zero.
+// key; bytes past the matchable headers in its last word are zero, and the words past `words`
+// are no part of it (equality and the hash read `words` words).
 struct FlowKey {
   static constexpr uint32_t kMaxWords = 12;  // 96 header bytes: IPv6 + TCP behind one VLAN tag
   uint64_t w[kMaxWords];

@@ -315,6 +315,32 @@ TEST_CASE("a burst's next key repeats the previous one only for the same flow an
   CHECK_FALSE(BuildNextFlowKey(t.bytes.data(), tn, tn, pt, 1, &k1, k2));
 }
 
+TEST_CASE("a long key repeats only when its words past the first 48 bytes repeat too", "[flow]") {
+  // IPv6 and UDP: 62 bytes, eight words; the ports sit past the first three 16-byte vectors.
+  // Loaded from the frame's own bytes, and copied first (a frame that ends near its buffer's end).
+  const uint32_t readable = GENERATE(128u, 62u);
+  auto frame = [](uint16_t dport) {
+    std::vector<uint8_t> bytes = Ipv6Frame(17, UdpHeader(dport)).bytes;
+    bytes.resize(128, 0xee);  // slack after the frame, which no key may take in
+    return bytes;
+  };
+  const std::vector<uint8_t> a = frame(80), b = frame(81), a_again = frame(80);
+  const uint32_t n = 62;
+  ParsedPacket pa, pb, pa2;
+  REQUIRE(ParsePacket(a.data(), n, pa) == ParseStatus::kOk);
+  REQUIRE(ParsePacket(b.data(), n, pb) == ParseStatus::kOk);
+  REQUIRE(ParsePacket(a_again.data(), n, pa2) == ParseStatus::kOk);
+  FlowKey ka, kb, ka2, built;
+  CHECK_FALSE(BuildNextFlowKey(a.data(), n, readable, pa, 1, nullptr, ka));
+  CHECK(ka.words == 8);
+  CHECK_FALSE(BuildNextFlowKey(b.data(), n, readable, pb, 1, &ka, kb));
+  BuildFlowKey(b.data(), n, readable, pb, 1, built);
+  CHECK(kb == built);
+  CHECK_FALSE(kb == ka);
+  CHECK(BuildNextFlowKey(a_again.data(), n, readable, pa2, 1, &ka, ka2));
+  CHECK(ka2.words == 8);
+}
+
 TEST_CASE("cache keys do not depend on bytes past the headers or on read slack", "[flow]") {
   // The same frame once in a tight buffer and once followed by garbage that the word loads may
   // read: equal keys, and the payload never enters the key.
