@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "vswitch/flow_key.h"
 #include "vswitch/ovs/ovs_flow_shim.h"
 #include "vswitch/packet_parser.h"
 
@@ -53,43 +54,6 @@ class FlowTable {
   uint64_t generation_;
   std::vector<const FlowActions*> by_in_port_;  // indexed by OpenFlow port (0 unused)
 };
-
-// The exact-match cache's key: the input port and every header byte the classifier can match on,
-// as 64-bit words loaded straight from the frame. Fields it cannot match (IP ids, lengths,
-// checksums, TCP sequence numbers, ...) are masked out so that all packets of a flow share one
-// key; bytes past the matchable headers in its last word are zero, and the words past `words`
-// are no part of it (equality and the hash read `words` words).
-struct FlowKey {
-  static constexpr uint32_t kMaxWords = 12;  // 96 header bytes: IPv6 + TCP behind one VLAN tag
-  uint64_t w[kMaxWords];
-  uint32_t words = 0;  // 0: the headers are too long to cache
-  uint32_t in_port = 0;
-  uint64_t hash = 0;
-
-  bool operator==(const FlowKey& o) const {
-    return hash == o.hash && words == o.words && in_port == o.in_port && SameWords(o, words);
-  }
-  // The first n words equal (n is passed in rather than read back from `words`, which may just
-  // have been stored).
-  bool SameWords(const FlowKey& o, uint32_t n) const {
-    for (uint32_t i = n; i-- > 0;) {  // from the end: a host pair's flows differ in their ports
-      if (w[i] != o.w[i]) return false;
-    }
-    return true;
-  }
-};
-
-// Builds the key of a parsed frame. `readable` is how many bytes from `frame` may be read (the
-// mbuf's buffer beyond the packet, at least `length`): with a little slack the words are loaded
-// without copying the frame first.
-void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
-                  const ParsedPacket& parsed, uint32_t in_port, FlowKey& key);
-// BuildFlowKey for the frames of a burst in order: returns true, without hashing the key, when
-// it has the same words as `previous` (the key of the frame before; may be null), whose answer
-// the frame then shares.
-bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
-                      const ParsedPacket& parsed, uint32_t in_port, const FlowKey* previous,
-                      FlowKey& key);
 
 // Exact-match cache from FlowKey to the classifier's answer. Owned by one lcore; not
 // thread-safe. Entries carry the table generation, so a new table invalidates them all at once.
