@@ -511,6 +511,22 @@ template <typename RankQueue>
 bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
   const uint16_t n = batch.count;
   if (n == 0 || n > config_.buffer_packets || table_.free_slots() < n) return false;
+  // The policy is chosen once for the burst, not once a packet (RanksNeedNoMessageState: no
+  // other policy sends idle bursts; fifo and priority both rank by arrival).
+  switch (classes_[0].policy) {
+    case Policy::kSrpt:
+      return TakeIdleBurstRankedBy<SrptPolicy>(batch);
+    case Policy::kEdf:
+      return TakeIdleBurstRankedBy<EdfPolicy>(batch);
+    default:
+      return TakeIdleBurstRankedBy<FifoPolicy>(batch);
+  }
+}
+
+template <typename RankQueue>
+template <typename RankPolicy>
+bool BasicScheduler<RankQueue>::TakeIdleBurstRankedBy(PacketBatch& batch) {
+  const uint16_t n = batch.count;
   const uint32_t limit = config_.message_limit_bytes != 0 ? config_.message_limit_bytes : UINT32_MAX;
   ForgetSeenMessages();
   ClassState& cs = classes_[0];
@@ -529,7 +545,7 @@ bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
     PacketMeta& pm = *Meta(pkt);
     if (pm.class_id != 0 || pm.wire_len > limit || !FirstOfMessage(pm.message_id)) return false;
     bytes += pm.wire_len;
-    const uint64_t rank = ComputeRank(pm, no_state_, cs, pm.arrival_tsc);
+    const uint64_t rank = RankPolicy::Rank(pm, no_state_, cs, pm.arrival_tsc);
     pm.rank = rank;
     bool clamped;
     const uint64_t key = map.Map(rank, i == 0, &clamped);

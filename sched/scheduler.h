@@ -223,6 +223,8 @@ class BasicScheduler {
                       std::span<const int32_t> class_of_old, uint32_t home);
 
   bool TakeIdleBurst(PacketBatch& batch);
+  template <typename RankPolicy>
+  bool TakeIdleBurstRankedBy(PacketBatch& batch);
   void SortIdleBurst(uint16_t n, uint64_t base);
   void ForgetSeenMessages();
   bool FirstOfMessage(uint64_t message_id);

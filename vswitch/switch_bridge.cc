@@ -209,18 +209,18 @@ bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_
 
 bool Switch::IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan) {
   const uint16_t tagged_vid = p.has_vlan ? (p.vlan_tci & 0xfff) : 0;
-  switch (in.mode) {
-    case VlanMode::kAccess:
-      vlan = in.access_tag;
-      return !p.has_vlan;
-    case VlanMode::kTrunk:
-      vlan = tagged_vid;
-      return p.has_vlan ? VlanAllowed(in.trunk_bits, vlan) : false;
-    case VlanMode::kNone:
-      vlan = tagged_vid;
-      return true;
+  // Most members carry every VLAN: a compare and a predicted branch, where a switch over the
+  // three modes is an indirect jump every frame pays for.
+  if (in.mode == VlanMode::kNone) [[likely]] {
+    vlan = tagged_vid;
+    return true;
   }
-  return false;
+  if (in.mode == VlanMode::kAccess) {
+    vlan = in.access_tag;
+    return !p.has_vlan;
+  }
+  vlan = tagged_vid;  // kTrunk
+  return p.has_vlan && VlanAllowed(in.trunk_bits, vlan);
 }
 
 }  // namespace qosvisor::vswitch

@@ -808,6 +808,38 @@ TEST_CASE("a burst that finds the uplink idle leaves in rank order and takes no 
   CHECK(drops.pkts.empty());
 }
 
+TEST_CASE("an idle burst of a fifo, priority or edf class leaves by arrival, whatever the sizes",
+          "[scheduler][idle]") {
+  // Each policy ranks the burst its own way: by remaining size, as srpt would, these would leave
+  // in the reverse order.
+  const Policy policy = GENERATE(Policy::kFifo, Policy::kPriority, Policy::kEdf);
+  SchedulerConfig c = OneClass(policy);
+  if (policy == Policy::kEdf) c.classes[0].deadline_ns = 50'000;
+  DropLog drops;
+  auto s = MustCreate(c, drops);
+  FakePool pool(4);
+  PacketBatch b;
+  for (uint32_t i = 0; i < 4; ++i) {
+    b.Push(Packet(pool, i, i + 1, /*size=*/9000 - 2000 * i, 0, 100, 0, /*arrival=*/100 + 1000 * i));
+  }
+  CHECK(s->Enqueue(b) == 4);
+  CHECK(s->Stats().idle_burst_packets == 4);
+  const std::vector<rte_mbuf*> expect = {pool.Get(0), pool.Get(1), pool.Get(2), pool.Get(3)};
+  CHECK(DrainAll(*s, 10'000) == expect);
+  CHECK(drops.pkts.empty());
+
+  SECTION("while srpt reverses them") {
+    auto srpt = MustCreate(OneClass(Policy::kSrpt), drops);
+    for (uint32_t i = 0; i < 4; ++i) {
+      b.Push(Packet(pool, i, i + 1, 9000 - 2000 * i, 0, 100, 0, 100 + 1000 * i));
+    }
+    CHECK(srpt->Enqueue(b) == 4);
+    CHECK(srpt->Stats().idle_burst_packets == 4);
+    CHECK(DrainAll(*srpt, 10'000) ==
+          std::vector<rte_mbuf*>{pool.Get(3), pool.Get(2), pool.Get(1), pool.Get(0)});
+  }
+}
+
 TEST_CASE("what the batch leaves of an idle burst is filed before the next burst",
           "[scheduler][idle]") {
   DropLog drops;
