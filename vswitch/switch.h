@@ -489,6 +489,7 @@ class Switch {
   // Headers are requested this many frames ahead of their parse (as DPDK's l3fwd does): enough
   // to hide a miss on ports that DMA, without a separate pass over frames that arrive in cache.
   static constexpr uint16_t kAhead = 4;
+  static void PrefetchRestOfFrame(const rte_mbuf* m);
   void LookUpAndForward(Worker& w, PacketBatch& rx, const PortState& in, Bridge& bridge,
                         const FlowTable& table, uint64_t now);
   void ForwardOneByOne(Worker& w, rte_mbuf* m, const PortState& in, Bridge& bridge,

@@ -39,9 +39,13 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
     rx.count = 0;
     return;
   }
+  for (uint16_t i = 0; i < rx.count && i < kAhead; ++i) PrefetchRestOfFrame(rx.pkts[i]);
   const Stage* previous = nullptr;  // the last frame kept
   for (uint16_t i = 0; i < rx.count; ++i) {
-    if (i + kAhead < rx.count) rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + kAhead], void*));
+    if (i + kAhead < rx.count) {
+      rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + kAhead], void*));
+      PrefetchRestOfFrame(rx.pkts[i + kAhead]);
+    }
     if (Classify(w, rx.pkts[i], member, of_port, route.route, previous, w.stage[i])) {
       previous = &w.stage[i];
     } else {
@@ -64,6 +68,16 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
       break;
   }
   rx.count = 0;
+}
+
+// Beyond a frame's first line, what the parse and an uplink's staging touch: the second line of
+// a frame longer than 64 bytes (a Homa header, TCP behind a VLAN tag or IP options) and the
+// packet metadata. A frame that waited in a queue for long comes back with all of them cold.
+void Switch::PrefetchRestOfFrame(const rte_mbuf* m) {
+  if (rte_pktmbuf_data_len(m) > RTE_CACHE_LINE_SIZE) {
+    rte_prefetch0(rte_pktmbuf_mtod_offset(m, const char*, RTE_CACHE_LINE_SIZE));
+  }
+  rte_prefetch0_write(Meta(const_cast<rte_mbuf*>(m)));
 }
 
 Switch::BurstRoute Switch::RouteOf(const Bridge& bridge, const PortState& in,
