@@ -45,5 +45,8 @@ inline constexpr unsigned kMbufStructSize = 128;
 inline PacketMeta* Meta(rte_mbuf* m) {
   return reinterpret_cast<PacketMeta*>(reinterpret_cast<char*>(m) + kMbufStructSize);
 }
+inline const PacketMeta* Meta(const rte_mbuf* m) {
+  return reinterpret_cast<const PacketMeta*>(reinterpret_cast<const char*>(m) + kMbufStructSize);
+}
 
 }  // namespace qosvisor

@@ -518,8 +518,12 @@ bool BasicScheduler<RankQueue>::TakeIdleBurst(PacketBatch& batch) {
       return TakeIdleBurstRankedBy<SrptPolicy>(batch);
     case Policy::kEdf:
       return TakeIdleBurstRankedBy<EdfPolicy>(batch);
-    default:
+    case Policy::kFifo:
+    case Policy::kPriority:
       return TakeIdleBurstRankedBy<FifoPolicy>(batch);
+    default:  // ranks that need message state never get here (idle_bursts_ is false)
+      assert(false);
+      return false;
   }
 }
 

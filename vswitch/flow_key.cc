@@ -125,6 +125,10 @@ void ComputeMasks(const KeyShape& s, KeyMasks& out) {
         break;
     }
   }
+  // Words that only masked fields fill are zero in every key of the shape: leave them out, so
+  // that keys are shorter to load, compare and hash (IPv4 TCP's last word is the window,
+  // checksum and urgent pointer).
+  while (out.words > 1 && out.m[out.words - 1] == 0) --out.words;
 }
 
 void KeepMasksFor(const KeyShape& shape) {

@@ -44,13 +44,14 @@ struct FlowKey {
 // without copying the frame first.
 void BuildFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
                   const ParsedPacket& parsed, uint32_t in_port, FlowKey& key);
-// BuildFlowKey for the frames of a burst in order: returns true, without hashing the key, when
-// it has the same words as `previous` (the key of the frame before; may be null), whose answer
-// the frame then shares.
+// BuildFlowKey for the frames of a burst in order: returns true, without hashing the key (it
+// takes previous's hash), when it has the same words as `previous` (the key of the frame before;
+// may be null, never `key` itself), whose answer the frame then shares.
 inline bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t readable,
                              const ParsedPacket& parsed, uint32_t in_port,
                              const FlowKey* previous, FlowKey& key);
 
+// BuildNextFlowKey's parts, for it alone (inline here, as every looked-up frame pays for it).
 namespace flow_key {
 
 // What decides which key bytes are kept: where the headers are and which ones they are.
@@ -65,7 +66,8 @@ struct KeyShape {
 static_assert(sizeof(KeyShape) == 8);
 
 // The words' masks for a shape: the per-packet fields and the bytes past `end` cleared (whole
-// words past it too, so that a key's last vector holds nothing past its end).
+// words past it too, so that a key's last vector holds nothing past its end). `words` ends at the
+// last word any mask keeps.
 struct KeyMasks {
   KeyShape shape;
   uint32_t words = 0;
@@ -103,12 +105,15 @@ bool MasksFor(const uint8_t* frame, const ParsedPacket& p, uint32_t length,
               const KeyLayout& layout);
 
 // The key's words, masked, each 16 bytes compared with `previous`'s as they are stored: whether
-// they all equal (never, without a previous key). The first three vectors hold every IPv4 key
-// but TCP's; the other three are loaded only for longer keys (the masks clear what lies past a
-// key's end in its last vector). Reads 96 bytes from `bytes` for the longest keys.
+// they all equal (never, without a previous key). The first three vectors hold the key of every
+// untagged IPv4 frame without options; the other three are loaded only for longer keys (the masks
+// clear what lies past a key's end in its last vector). Reads 96 bytes from `bytes` for the
+// longest keys.
 inline bool LoadMaskedWords(const uint8_t* bytes, const KeyMasks& masks, const FlowKey* previous,
                             FlowKey& key) {
   static_assert(sizeof(key.w) == 6 * sizeof(__m128i));
+  // SAFETY: callers give 96 readable bytes (BuildNextFlowKey's check, or LoadCopiedWords's
+  // buffer); masks.m is 16-byte aligned; __m128i may alias any type.
   const auto* in = reinterpret_cast<const __m128i*>(bytes);
   const auto* m = reinterpret_cast<const __m128i*>(masks.m);
   auto* out = reinterpret_cast<__m128i*>(key.w);
@@ -164,7 +169,8 @@ inline bool BuildNextFlowKey(const uint8_t* frame, uint32_t length, uint32_t rea
                         : LoadCopiedWords(frame, masks, previous, key);
   const uint32_t words = masks.words;
   key.words = words;
-  if (!same) key.hash = HashWords(key.w, words, in_port);
+  // (A repeat's key is whole too: a verdict that cannot be shared looks it up like any other.)
+  key.hash = same ? previous->hash : HashWords(key.w, words, in_port);
   return same;
 }
 

@@ -39,12 +39,14 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
     rx.count = 0;
     return;
   }
-  for (uint16_t i = 0; i < rx.count && i < kAhead; ++i) PrefetchRestOfFrame(rx.pkts[i]);
+  // Only frames that are looked up are parsed in full, and only they may go to an uplink.
+  const bool deep = route.route == Route::kLookup;
+  for (uint16_t i = 0; deep && i < rx.count && i < kAhead; ++i) PrefetchRestOfFrame(rx.pkts[i]);
   const Stage* previous = nullptr;  // the last frame kept
   for (uint16_t i = 0; i < rx.count; ++i) {
     if (i + kAhead < rx.count) {
       rte_prefetch0(rte_pktmbuf_mtod(rx.pkts[i + kAhead], void*));
-      PrefetchRestOfFrame(rx.pkts[i + kAhead]);
+      if (deep) PrefetchRestOfFrame(rx.pkts[i + kAhead]);
     }
     if (Classify(w, rx.pkts[i], member, of_port, route.route, previous, w.stage[i])) {
       previous = &w.stage[i];
@@ -70,14 +72,16 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
   rx.count = 0;
 }
 
-// Beyond a frame's first line, what the parse and an uplink's staging touch: the second line of
-// a frame longer than 64 bytes (a Homa header, TCP behind a VLAN tag or IP options) and the
-// packet metadata. A frame that waited in a queue for long comes back with all of them cold.
+// Beyond a frame's first line, what the parse and an uplink's staging touch: the frame's next
+// line when it reaches one (a Homa header, IPv6 and TCP) and the packet metadata. A frame that
+// waited in a queue for long comes back with all of them cold.
 void Switch::PrefetchRestOfFrame(const rte_mbuf* m) {
-  if (rte_pktmbuf_data_len(m) > RTE_CACHE_LINE_SIZE) {
-    rte_prefetch0(rte_pktmbuf_mtod_offset(m, const char*, RTE_CACHE_LINE_SIZE));
+  const auto* frame = rte_pktmbuf_mtod(m, const char*);
+  const uintptr_t into_line = reinterpret_cast<uintptr_t>(frame) % RTE_CACHE_LINE_SIZE;
+  if (into_line + rte_pktmbuf_data_len(m) > RTE_CACHE_LINE_SIZE) {
+    rte_prefetch0(frame - into_line + RTE_CACHE_LINE_SIZE);
   }
-  rte_prefetch0_write(Meta(const_cast<rte_mbuf*>(m)));
+  rte_prefetch0_write(Meta(m));
 }
 
 Switch::BurstRoute Switch::RouteOf(const Bridge& bridge, const PortState& in,
@@ -223,8 +227,7 @@ bool Switch::Classify(Worker& w, rte_mbuf* m, const Member& member, uint32_t of_
 
 bool Switch::IngressVlan(const Member& in, const ParsedPacket& p, uint16_t& vlan) {
   const uint16_t tagged_vid = p.has_vlan ? (p.vlan_tci & 0xfff) : 0;
-  // Most members carry every VLAN: a compare and a predicted branch, where a switch over the
-  // three modes is an indirect jump every frame pays for.
+  // Most members carry every VLAN: their mode is tested first, by one predicted compare.
   if (in.mode == VlanMode::kNone) [[likely]] {
     vlan = tagged_vid;
     return true;

@@ -824,6 +824,8 @@ TEST_CASE("an idle burst of a fifo, priority or edf class leaves by arrival, wha
   }
   CHECK(s->Enqueue(b) == 4);
   CHECK(s->Stats().idle_burst_packets == 4);
+  const uint64_t deadline = policy == Policy::kEdf ? 50'000 * kHz / 1'000'000'000 : 0;
+  for (uint32_t i = 0; i < 4; ++i) CHECK(Meta(pool.Get(i))->rank == 100 + 1000 * i + deadline);
   const std::vector<rte_mbuf*> expect = {pool.Get(0), pool.Get(1), pool.Get(2), pool.Get(3)};
   CHECK(DrainAll(*s, 10'000) == expect);
   CHECK(drops.pkts.empty());

@@ -84,4 +84,23 @@ inline Frame Homa4(uint64_t rpc, uint32_t message_length, uint32_t offset, uint1
   return f;
 }
 
+// Ethernet + IPv6 (next header `next`) + `l4`.
+inline Frame Ipv6Frame(uint8_t next, const std::vector<uint8_t>& l4) {
+  Frame f = Ethernet(0x86dd);
+  f.U32(0x60000000);
+  f.U16(static_cast<uint16_t>(l4.size()));
+  f.U8(next);
+  f.U8(64);
+  f.Zeros(15);
+  f.U8(1);
+  f.Zeros(15);
+  f.U8(2);
+  f.bytes.insert(f.bytes.end(), l4.begin(), l4.end());
+  return f;
+}
+// A UDP header from port 1000 to `dport`, with no payload.
+inline std::vector<uint8_t> UdpHeader(uint16_t dport) {
+  return {0x03, 0xe8, static_cast<uint8_t>(dport >> 8), static_cast<uint8_t>(dport), 0, 8, 0, 0};
+}
+
 }  // namespace qosvisor::vswitch::testing
