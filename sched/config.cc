@@ -30,6 +30,8 @@ const char* PolicyName(Policy p) {
 
 namespace {
 
+constexpr size_t kMaxClasses = 4096;
+
 // The first of items[0, i) named as items[i], or -1 (also for an unnamed item).
 template <typename T>
 int FirstNamed(const std::vector<T>& items, size_t i) {
@@ -66,7 +68,7 @@ Status Validate(const SchedulerConfig& c) {
                       c.rank_buckets));
   }
   if (c.classes.empty()) error("classes: at least one class is needed");
-  if (c.classes.size() > 4096) error("classes: at most 4096");
+  if (c.classes.size() > kMaxClasses) error(fmt::format("classes: at most {}", kMaxClasses));
   for (size_t i = 0; i < c.classes.size(); ++i) {
     const ClassConfig& k = c.classes[i];
     std::string where = fmt::format("classes[{}]", i);
@@ -90,7 +92,8 @@ Status Validate(const SchedulerConfig& c) {
     }
     // A live reload carries a class's counts and messages over by its name. (Pairs are
     // compared: past the limit on classes, already refused, that would take long.)
-    if (const int first = c.classes.size() <= 4096 ? FirstNamed(c.classes, i) : -1; first >= 0) {
+    if (const int first = c.classes.size() <= kMaxClasses ? FirstNamed(c.classes, i) : -1;
+        first >= 0) {
       error(where + fmt::format(".name: already the name of classes[{}]", first));
     }
   }

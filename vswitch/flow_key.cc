@@ -170,6 +170,8 @@ bool MasksFor(const uint8_t* frame, const ParsedPacket& p, uint32_t length,
 
 bool LoadCopiedWords(const uint8_t* frame, const KeyMasks& masks, const FlowKey* previous,
                      FlowKey& key) {
+  // masks.end is at most sizeof(key.w): MasksFor refuses longer ends (before any word is left
+  // out), and this copy relies on it.
   uint8_t bytes[sizeof(key.w)] = {};
   std::memcpy(bytes, frame, masks.end);
   return LoadMaskedWords(bytes, masks, previous, key);

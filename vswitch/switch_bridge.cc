@@ -39,8 +39,9 @@ void Switch::SwitchBurst(Worker& w, PacketBatch& rx, uint16_t in_port, uint64_t 
     rx.count = 0;
     return;
   }
-  // Only frames that are looked up are parsed in full, and only they may go to an uplink.
-  const bool deep = route.route == Route::kLookup;
+  // Frames sent to one plain port as a whole are only checked, never staged for an uplink; all
+  // others here are parsed in full and may be (kNormal has returned above).
+  const bool deep = route.route != Route::kOnePort;
   for (uint16_t i = 0; deep && i < rx.count && i < kAhead; ++i) PrefetchRestOfFrame(rx.pkts[i]);
   const Stage* previous = nullptr;  // the last frame kept
   for (uint16_t i = 0; i < rx.count; ++i) {
@@ -79,7 +80,7 @@ void Switch::PrefetchRestOfFrame(const rte_mbuf* m) {
   const auto* frame = rte_pktmbuf_mtod(m, const char*);
   const uintptr_t into_line = reinterpret_cast<uintptr_t>(frame) % RTE_CACHE_LINE_SIZE;
   if (into_line + rte_pktmbuf_data_len(m) > RTE_CACHE_LINE_SIZE) {
-    rte_prefetch0(frame - into_line + RTE_CACHE_LINE_SIZE);
+    rte_prefetch0(frame + (RTE_CACHE_LINE_SIZE - into_line));
   }
   rte_prefetch0_write(Meta(m));
 }

@@ -70,8 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ParsedPacket q;
     if (ParsePacket(copy.data(), length, q) == ParseStatus::kOk &&
         BuildNextFlowKey(copy.data(), length, length, q, in_port, &first, again) &&
-        table->Lookup(copy.data(), length, in_port) != a) {
-      __builtin_trap();
+        (table->Lookup(copy.data(), length, in_port) != a || !(again == first))) {
+      __builtin_trap();  // a repeat shares the answer, and its key is the previous one, whole
     }
     for (MessageMode mode : {MessageMode::kHoma, MessageMode::kTcpGap, MessageMode::kDatagram}) {
       ids.Identify(mode, p, length + 24, 1000, now += 700);

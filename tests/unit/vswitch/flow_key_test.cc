@@ -120,28 +120,43 @@ TEST_CASE("a long key repeats only when its words past the first 48 bytes repeat
 }
 
 TEST_CASE("a key leaves out its last words when only masked fields fill them", "[flow]") {
-  // IPv4 and TCP end at byte 54, but bytes 48 to 53 are the window, checksum and urgent
-  // pointer: six words, the three vectors every untagged IPv4 key fits in.
-  const Frame t = testing::Tcp4(1000, 80, 7, 0x10);
-  ParsedPacket p;
-  REQUIRE(ParsePacket(t.bytes.data(), t.bytes.size(), p) == ParseStatus::kOk);
-  FlowKey k;
-  BuildFlowKey(t.bytes.data(), static_cast<uint32_t>(t.bytes.size()),
-               static_cast<uint32_t>(t.bytes.size()), p, 1, k);
-  CHECK(k.words == 6);
-  Frame other_port = testing::Tcp4(1000, 81, 7, 0x10);
-  Frame other_window = t;
-  other_window.bytes[48] ^= 0xff;
-  auto key_of = [](const Frame& f) {
+  auto tagged = [](Frame f) {
+    const uint8_t tag[4] = {0x81, 0x00, 0x00, 0x05};
+    f.bytes.insert(f.bytes.begin() + 12, tag, tag + 4);
+    return f;
+  };
+  // Built one after the other, as a burst's frames are; the returned flag says "repeat".
+  struct Built {
+    FlowKey key;
+    bool repeat;
+  };
+  auto next_key = [](const Frame& f, const FlowKey* previous) {
     ParsedPacket q;
     REQUIRE(ParsePacket(f.bytes.data(), f.bytes.size(), q) == ParseStatus::kOk);
-    FlowKey out;
-    BuildFlowKey(f.bytes.data(), static_cast<uint32_t>(f.bytes.size()),
-                 static_cast<uint32_t>(f.bytes.size()), q, 1, out);
+    const auto n = static_cast<uint32_t>(f.bytes.size());
+    Built out;
+    out.repeat = BuildNextFlowKey(f.bytes.data(), n, n, q, 1, previous, out.key);
     return out;
   };
-  CHECK_FALSE(key_of(other_port) == k);
-  CHECK(key_of(other_window) == k);
+  SECTION("untagged IPv4 TCP: six words, the three vectors") {
+    // The key ends at byte 54, but bytes 48 to 53 are the window, checksum and urgent pointer.
+    const Built ack = next_key(testing::Tcp4(1000, 80, 7, 0x10), nullptr);
+    CHECK(ack.key.words == 6);
+    CHECK_FALSE(ack.repeat);
+    const Built later = next_key(testing::Tcp4(1000, 80, 99'999, 0x10), &ack.key);
+    CHECK(later.repeat);  // another sequence number: the same flow
+    CHECK(later.key == ack.key);
+    CHECK_FALSE(next_key(testing::Tcp4(1000, 81, 7, 0x10), &ack.key).repeat);
+    CHECK_FALSE(next_key(testing::Tcp4(1000, 80, 7, 0x02), &ack.key).repeat);  // SYN: flags
+  }
+  SECTION("tagged IPv4 TCP: seven words, the flags in the seventh") {
+    const Built ack = next_key(tagged(testing::Tcp4(1000, 80, 7, 0x10)), nullptr);
+    CHECK(ack.key.words == 7);
+    const Built syn = next_key(tagged(testing::Tcp4(1000, 80, 7, 0x02)), &ack.key);
+    CHECK_FALSE(syn.repeat);
+    CHECK_FALSE(syn.key == ack.key);
+    CHECK(next_key(tagged(testing::Tcp4(1000, 80, 8, 0x10)), &ack.key).repeat);
+  }
 }
 
 TEST_CASE("cache keys do not depend on bytes past the headers or on read slack", "[flow]") {
