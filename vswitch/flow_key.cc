@@ -15,8 +15,7 @@ namespace {
 constexpr uint16_t kEtherArp = 0x0806, kEtherRarp = 0x8035, kEtherMpls = 0x8847,
                    kEtherMplsMulticast = 0x8848, kEtherNsh = 0x894f;
 constexpr uint16_t kEtherTypeMin = 0x0600;  // below: an 802.3 length (LLC, maybe SNAP)
-constexpr uint8_t kProtoIcmp = 1, kProtoIgmp = 2, kProtoTcp = 6, kProtoUdp = 17, kProtoIcmp6 = 58,
-                  kProtoSctp = 132;
+constexpr uint8_t kIpProtoIgmp = 2, kIpProtoSctp = 132;
 constexpr uint8_t kNdSolicit = 135, kNdAdvert = 136;
 
 // Per-process random multipliers, so that nobody can aim traffic at one cache slot.
@@ -62,7 +61,7 @@ uint32_t MatchableEnd(const uint8_t* frame, const ParsedPacket& p, uint32_t leng
   if (p.ip_version == 0) return p.l3_offset;
   uint32_t end = p.l4_offset;
   switch (p.ip_proto) {
-    case kProtoTcp: {
+    case kIpProtoTcp: {
       // OVS reads the ports and flags only when the datagram holds the whole header its data
       // offset announces, which the (masked) total length decides: check it here.
       end += 20;
@@ -71,15 +70,15 @@ uint32_t MatchableEnd(const uint8_t* frame, const ParsedPacket& p, uint32_t leng
       if (header < 20 || p.l4_offset + header > p.l3_end) return 0;
       break;
     }
-    case kProtoUdp:
-    case kProtoIcmp:
-    case kProtoIgmp:
+    case kIpProtoUdp:
+    case kIpProtoIcmp:
+    case kIpProtoIgmp:
       end += 8;
       break;
-    case kProtoSctp:
+    case kIpProtoSctp:
       end += 12;
       break;
-    case kProtoIcmp6:
+    case kIpProtoIcmp6:
       if (p.l3_end >= end + 1 && (frame[end] == kNdSolicit || frame[end] == kNdAdvert)) return 0;
       end += 8;
       break;
@@ -104,21 +103,21 @@ void ComputeMasks(const KeyShape& s, KeyMasks& out) {
   }
   if (s.ip_version != 0) {
     switch (s.ip_proto) {
-      case kProtoTcp:
+      case kIpProtoTcp:
         ClearBytes(out.m, words, l4 + 4, 8);   // seq, ack
         ClearBytes(out.m, words, l4 + 14, 6);  // window, checksum, urgent pointer
         break;
-      case kProtoUdp:
+      case kIpProtoUdp:
         ClearBytes(out.m, words, l4 + 4, 4);  // length, checksum
         break;
-      case kProtoSctp:
+      case kIpProtoSctp:
         ClearBytes(out.m, words, l4 + 4, 8);  // verification tag, checksum
         break;
-      case kProtoIcmp:
-      case kProtoIcmp6:
+      case kIpProtoIcmp:
+      case kIpProtoIcmp6:
         ClearBytes(out.m, words, l4 + 2, 6);  // checksum, rest of header
         break;
-      case kProtoIgmp:
+      case kIpProtoIgmp:
         ClearBytes(out.m, words, l4 + 2, 2);  // checksum (the group address is matchable)
         break;
       default:
@@ -136,7 +135,7 @@ void KeepMasksFor(const KeyShape& shape) {
 }
 
 bool EndFollowsLayout(const ParsedPacket& p) {
-  return p.ether_type != kEtherArp && p.ether_type != kEtherRarp && p.ip_proto != kProtoIcmp6;
+  return p.ether_type != kEtherArp && p.ether_type != kEtherRarp && p.ip_proto != kIpProtoIcmp6;
 }
 
 }  // namespace

@@ -91,9 +91,8 @@ struct KeyLayout {
   uint32_t b;  // never 0
 };
 inline KeyLayout LayoutOf(const uint8_t* frame, const ParsedPacket& p) {
-  constexpr uint8_t kTcp = 6;
   const uint32_t tcp_offset =
-      p.ip_proto == kTcp && p.l4_offset + 20u <= p.l3_end ? frame[p.l4_offset + 12] >> 4 : 0;
+      p.ip_proto == kIpProtoTcp && p.l4_offset + 20u <= p.l3_end ? frame[p.l4_offset + 12] >> 4 : 0;
   return {uint64_t{p.ether_type} | uint64_t{p.l3_offset} << 16 | uint64_t{p.l4_offset} << 32 |
               uint64_t{p.l3_end} << 48,
           1u | uint32_t{p.ip_version} << 8 | uint32_t{p.ip_proto} << 16 | tcp_offset << 24};

@@ -14,10 +14,6 @@ constexpr uint16_t kEtherIpv4 = 0x0800;
 constexpr uint16_t kEtherIpv6 = 0x86DD;
 constexpr uint16_t kEtherVlan = 0x8100;
 constexpr uint16_t kEtherQinQ = 0x88A8;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoIcmp6 = 58;
 
 uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
 uint32_t Be32(const uint8_t* p) {
@@ -49,7 +45,7 @@ template <bool kFields>
 ParseStatus ParseL4(const uint8_t* h, uint32_t l4, uint32_t avail, uint8_t proto,
                     ParsedPacket& out) {
   switch (proto) {
-    case kProtoTcp: {
+    case kIpProtoTcp: {
       if (avail < 20) return ParseStatus::kTruncated;
       const uint32_t data_off = (h[12] >> 4) * 4u;
       if constexpr (kFields) {
@@ -65,7 +61,7 @@ ParseStatus ParseL4(const uint8_t* h, uint32_t l4, uint32_t avail, uint8_t proto
       }
       return ParseStatus::kOk;
     }
-    case kProtoUdp:
+    case kIpProtoUdp:
       if (avail < 8) return ParseStatus::kTruncated;
       if constexpr (kFields) {
         out.src_port = Be16(h);
@@ -74,8 +70,8 @@ ParseStatus ParseL4(const uint8_t* h, uint32_t l4, uint32_t avail, uint8_t proto
       if (Be16(h + 4) < 8) return ParseStatus::kMalformed;
       if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4 + 8);
       return ParseStatus::kOk;
-    case kProtoIcmp:
-    case kProtoIcmp6:
+    case kIpProtoIcmp:
+    case kIpProtoIcmp6:
       if (avail < 4) return ParseStatus::kTruncated;
       if constexpr (kFields) out.payload_offset = static_cast<uint16_t>(l4 + 4);
       return ParseStatus::kOk;
@@ -193,7 +189,8 @@ ParseStatus ParseFrame(const uint8_t* f, uint32_t length, ParsedPacket& out) {
 // most frames. A few loads tell, and the full checks would find it well formed.
 bool PlainUdp4(const uint8_t* f, uint32_t length) {
   constexpr uint32_t kL3 = 14, kL4 = kL3 + 20;
-  if (length < kL4 + 8 || Be16(f + 12) != kEtherIpv4 || f[kL3] != 0x45 || f[kL3 + 9] != kProtoUdp) {
+  if (length < kL4 + 8 || Be16(f + 12) != kEtherIpv4 || f[kL3] != 0x45 ||
+      f[kL3 + 9] != kIpProtoUdp) {
     return false;
   }
   const uint32_t total = Be16(f + kL3 + 2);

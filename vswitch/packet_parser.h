@@ -6,6 +6,8 @@
 
 namespace qosvisor::vswitch {
 
+// IP protocol numbers the parser and the cache key read.
+inline constexpr uint8_t kIpProtoIcmp = 1, kIpProtoTcp = 6, kIpProtoUdp = 17, kIpProtoIcmp6 = 58;
 inline constexpr uint8_t kIpProtoHoma = 146;
 inline constexpr uint8_t kHomaData = 0x10;
 
